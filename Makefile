@@ -1,0 +1,42 @@
+# reslab: `make test` (the README's test command) and `make demo` (the main job).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.reslab-installed
+DATA := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data test lint demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch/torchvision first and pinned: pip takes these from this machine's disk.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev,onnx,tensorboard]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's dataset-fashion-mnist (the real data for tests and the demo), where apt-get works.
+data:
+	@if [ -f $(DATA)/train-images-idx3-ubyte.gz ]; then echo "Fashion-MNIST: $(DATA)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
+	  || echo "warning: could not install dataset-fashion-mnist; real-data tests will be skipped"; \
+	else echo "note: no root/apt-get; install Debian's dataset-fashion-mnist or set RESLAB_DATA"; fi
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+test: install data lint
+	$(PY) -m pytest -q
+
+demo: install data
+	$(VENV)/bin/reslab train --recipe fashion_mnist_demo --model resnet20
+
+bench: install data
+	$(PY) bench/train_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
