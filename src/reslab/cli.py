@@ -28,7 +28,31 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    raise ReslabError("'reslab models' is not implemented yet")
+    from reslab.errors import ConfigError
+    from reslab.models.registry import format_count, list_models, model_info
+
+    if args.info:
+        info = model_info(args.info)
+        for key, value in info.items():
+            if key in ("params", "macs"):
+                value = f"{value:,} ({format_count(value)})"
+            elif key == "input_size":
+                value = "x".join(map(str, value))
+            print(f"{key:<12} {'-' if value is None else value}")
+        return 0
+    names = list_models(args.pattern)
+    if not names:
+        raise ConfigError(f"no model matches {args.pattern!r}; see `reslab models`")
+    rows = [("name", "family", "depth", "params", "MACs", "paper error %")]
+    for name in names:
+        i = model_info(name)
+        rows.append((name, i["family"], str(i["depth"]), format_count(i["params"]), format_count(i["macs"]),
+                     i["paper_error"] or "-"))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        cells = [r[c].rjust(widths[c]) if c in (2, 3, 4) else r[c].ljust(widths[c]) for c in range(len(r))]
+        print("  ".join(cells).rstrip())
+    return 0
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -36,13 +60,115 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a model (the main job); `reslab train` alone runs the fashion_mnist recipe"
+        "train",
+        help="train a model (the main job); `reslab train` alone runs the fashion_mnist recipe",
+        description=(
+            "Train a model into a run directory (config.yaml, metrics.csv, train_log.csv, summary.json, "
+            "curves.png, checkpoints/). Settings come from a recipe (YAML), then from these flags, then "
+            "from --set key=value. With no arguments: the fashion_mnist recipe on the best device."
+        ),
     )
+    g = p.add_argument_group("what to train")
+    g.add_argument("--recipe", default=None, help="recipe name (fashion_mnist [default], fashion_mnist_demo, "
+                   "cifar_paper, imagenet_paper) or a path to a YAML file")  # fmt: skip
+    g.add_argument("--model", help="model name from `reslab models` (e.g. resnet20, resnet56, plain20)")
+    g.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100, synthetic or imagefolder")
+    g.add_argument("--data-dir", help="folder holding the data set (default: searched, see docs)")
+    g.add_argument("--download", action="store_true", default=None, help="download the data set if missing")
+    g.add_argument("--subset", type=int, metavar="N", help="train on N training images (seeded, stratified)")
+    g.add_argument("--val-split", type=int, metavar="N",
+                   help="hold N training images out for validation (selects the best checkpoint)")  # fmt: skip
+    g = p.add_argument_group("budget and optimization")
+    b = g.add_mutually_exclusive_group()
+    b.add_argument("--epochs", type=float, help="training budget in epochs")
+    b.add_argument("--iterations", type=int, help="training budget in iterations (optimizer steps)")
+    g.add_argument("--batch-size", type=int, help="mini-batch size")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--weight-decay", type=float, help="L2 weight decay")
+    g.add_argument("--seed", type=int, help="random seed (data order, augmentation, init)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other config field, value parsed as YAML (repeatable), e.g. --set schedule=cosine "
+                   "--set milestones=[30,60] --set model_kwargs.shortcut=B --set ema_decay=0.999")  # fmt: skip
+    g = p.add_argument_group("run directory")
+    g.add_argument("--out", help="run directory (default: runs/<model>-<dataset>-<time>)")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
+                   "with its stored config (other settings flags are refused)")  # fmt: skip
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    g = p.add_argument_group("machine")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default: auto)")
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--init-from", metavar="PATH",
+                   help="start from a reslab run/checkpoint or a torchvision state-dict file")  # fmt: skip
+    g.add_argument("--freeze", metavar="PARTS", help="comma-separated parts to freeze: stem,layer1,...")
+    g.add_argument("--freeze-backbone", action="store_true", default=None,
+                   help="train only the classifier")  # fmt: skip
+    g.add_argument("--num-classes", type=int, metavar="N", help="replace the classifier with an N-class one")
+    g.add_argument("--backbone-lr-scale", type=float, metavar="S",
+                   help="learning rate of the backbone = S x lr (the head gets lr)")  # fmt: skip
+    g = p.add_argument_group("output")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_train)
 
 
+_TRAIN_FLAGS = {
+    "model": "model", "dataset": "dataset", "data_dir": "data_dir", "download": "download",
+    "subset": "subset", "val_split": "val_split", "epochs": "epochs", "iterations": "iterations",
+    "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed",
+    "device": "device", "init_from": "init_from", "freeze": "freeze", "freeze_backbone": "freeze_backbone",
+    "num_classes": "num_classes", "backbone_lr_scale": "backbone_lr_scale",
+}  # fmt: skip
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    raise ReslabError("'reslab train' is not implemented yet")
+    from pathlib import Path
+
+    from reslab.train import DEFAULT_RECIPE, apply_overrides, load_recipe, parse_set, train
+    from reslab.train.engine import default_run_dir
+
+    given = {k: getattr(args, a) for a, k in _TRAIN_FLAGS.items() if getattr(args, a) is not None}
+    if args.resume:
+        extra = sorted(given) + (["--recipe"] if args.recipe else []) + (["--set"] if args.set else [])
+        machine = {"device", "data_dir"}
+        refused = [k for k in extra if k not in machine]
+        if refused:
+            flag = "--" + refused[0].lstrip("-").replace("_", "-")
+            raise ReslabError(f"--resume continues a run with its stored config; {flag} cannot be changed")
+        if args.out and Path(args.out) != Path(args.resume):
+            raise ReslabError("--resume RUN_DIR and --out name different directories; give just --resume")
+        if args.overwrite:
+            raise ReslabError("--resume and --overwrite exclude each other")
+        run = Path(args.resume)
+        if not (run / "config.yaml").is_file():
+            raise ReslabError(f"--resume: {run} is not a reslab run directory (no config.yaml)")
+        cfg = None
+        if given:
+            from reslab.train import TrainConfig
+            from reslab.train.config import read_yaml
+
+            cfg = TrainConfig.from_dict(read_yaml(run / "config.yaml", "run config"))
+            apply_overrides(cfg, given, source="command line")
+        summary = train(cfg, run, resume=True, progress=not args.quiet)
+    else:
+        cfg = load_recipe(args.recipe or DEFAULT_RECIPE)
+        apply_overrides(cfg, given, source="command line")
+        apply_overrides(cfg, parse_set(args.set), source="--set")
+        cfg.validate()
+        out = Path(args.out) if args.out else default_run_dir(cfg)
+        summary = train(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
+    if not args.quiet:
+        final = summary.get("final", {})
+        test = final.get("test_error")
+        line = f"done: {summary.get('steps')} iterations in {summary.get('wall_time_s', 0):.0f} s"
+        if test is not None:
+            line += f"; test error {test:.2f}% (accuracy {100 - test:.2f}%)"
+        if final.get("val_error") is not None:
+            line += f"; val error {final['val_error']:.2f}%"
+        print(line)
+        run_dir = summary.get("run_dir")
+        print(f"run:     {run_dir}")
+        print(f"figure:  {summary.get('curves')}")
+        print(f"summary: {Path(run_dir) / 'summary.json'}")
+    return 0
 
 
 # ------------------------------------------------------------------------------------------- eval
@@ -52,11 +178,36 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="evaluate a run or checkpoint: top-1/top-5 error, per-class accuracy, confusion matrix"
     )
+    p.add_argument("path", help="run directory (checkpoints/best, else last) or a .safetensors file")
+    p.add_argument("--out", help="where eval.json and confusion_<split>.png go (default: the run directory)")
+    p.add_argument("--data-dir", help="folder holding the data set (default: the run's, else searched)")
+    p.add_argument("--split", choices=("val", "test", "both"), default="both", help="which sets to evaluate")
+    p.add_argument("--tta", choices=("none", "flip"), default="none", help="test-time augmentation")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--batch-size", type=int, default=1000)
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    raise ReslabError("'reslab eval' is not implemented yet")
+    from reslab.train.evaluate import evaluate_checkpoint
+
+    splits = ("val", "test") if args.split == "both" else (args.split,)
+    r = evaluate_checkpoint(
+        args.path, out_dir=args.out, data_dir=args.data_dir, device=args.device,
+        batch_size=args.batch_size, tta=args.tta, splits=splits,
+    )  # fmt: skip
+    print(f"checkpoint: {r['checkpoint']} (step {r['step']})")
+    for split in ("val", "test"):
+        if split not in r:
+            continue
+        s = r[split]
+        print(f"{split}: top-1 error {s['top1_error']:.2f}%  top-5 error {s['top5_error']:.2f}%  "
+              f"loss {s['loss']:.4f}  ({s['n']} images)")  # fmt: skip
+        for name, acc in s["per_class_accuracy"].items():
+            print(f"  {name:>16s}  {acc:6.2f}%")
+        print(f"  confusion matrix: {s['confusion_png']}")
+    print(f"results: {r['eval_json']}")
+    return 0
 
 
 # -------------------------------------------------------------------------------------- reproduce
@@ -64,13 +215,67 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "reproduce", help="re-run one of the paper's experiments (degradation, depth, shortcuts, highway)"
+        "reproduce",
+        help="re-run one of the paper's experiments (degradation, depth, shortcuts, highway)",
+        description=(
+            "Train the experiment's networks (a rerun skips finished runs and continues interrupted ones), "
+            "then draw its figure and write report.md beside the paper's numbers. Budgets: smoke (plumbing, "
+            "<1 min), quick (~15 min on 2 CPU cores, shows the effect on Fashion-MNIST), paper (the paper's "
+            "64k-iteration schedule; a GPU job)."
+        ),
     )
+    p.add_argument("name", choices=("degradation", "depth", "shortcuts", "highway"), help="the experiment")
+    p.add_argument(
+        "--dataset", default="fashion-mnist", choices=("fashion-mnist", "cifar10", "cifar100", "synthetic"),
+        help="data set (default: fashion-mnist)",
+    )
+    p.add_argument("--budget", default="quick", choices=("smoke", "quick", "paper"), help="default: quick")
+    p.add_argument("--seeds", default=None, help="number of seeds (3 -> 0,1,2) or a comma list (default: 1)")
+    p.add_argument("--depths", default=None, help="comma list of depths (default: the experiment's)")
+    p.add_argument("--out", default=None, help="experiment folder (default: experiments/NAME-DATASET-BUDGET)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument(
+        "--jobs", type=int, default=None,
+        help="runs trained at once in worker processes (default: 1 on CPU, several per GPU on CUDA)",
+    )
+    p.add_argument("--data-dir", default=None, help="where the data set lives (default: the usual places)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a training config field for every run (repeatable)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan (runs and their state) and stop")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_reproduce)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    raise ReslabError("'reslab reproduce' is not implemented yet")
+    from reslab.experiments import plan_experiment, run_experiment, run_status
+    from reslab.train.config import parse_set
+
+    plan = plan_experiment(
+        args.name,
+        dataset=args.dataset,
+        budget=args.budget,
+        seeds=args.seeds,
+        depths=args.depths,
+        out=args.out,
+        device=args.device,
+        data_dir=args.data_dir,
+        overrides=parse_set(args.overrides),
+    )
+    if args.dry_run:
+        print(f"{plan.experiment} on {plan.dataset}, {plan.budget} budget -> {plan.out}")
+        for r in plan.runs:
+            cfg = plan.configs[r.name]
+            print(f"  {r.name:<16} {run_status(plan.run_dir(r)):<8} {cfg.get('model')} {cfg.get('model_kwargs') or ''}")
+        return 0
+    result = run_experiment(plan, jobs=args.jobs, progress=not args.quiet)
+    print(f"report: {result['report']}")
+    for fig in result.get("figures", []):
+        print(f"figure: {fig}")
+    for c in result.get("claims", []):
+        print(f"  [{c.verdict}] {c.claim}")
+    return 0
 
 
 # ------------------------------------------------------------------------------------------- plot
@@ -78,59 +283,147 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="redraw an experiment's or run's figures from its CSV logs")
+    p.add_argument("path", help="an experiment folder (figures + report.md) or a run directory (curves.png)")
     p.set_defaults(func=_cmd_plot)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    raise ReslabError("'reslab plot' is not implemented yet")
+    from reslab.experiments import redraw
+
+    result = redraw(args.path)
+    for fig in result.get("figures", []):
+        print(f"figure: {fig}")
+    if result.get("report"):
+        print(f"report: {result['report']}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------- analyze
 
 
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("analyze", help="take a network apart: gradients, responses, lesion, paths, landscape")
+    p = sub.add_parser(
+        "analyze",
+        help="take a network apart: gradients, responses, lesion, paths, landscape",
+        description="Measure trained runs / checkpoints or fresh models (--model NAME[,NAME] --init); writes "
+        "a PNG figure, the raw numbers (CSV/NPZ) and summary.md into --out.",
+    )
+    p.add_argument("analysis", choices=("gradients", "responses", "lesion", "paths", "landscape"))
+    p.add_argument("targets", nargs="*", metavar="RUN_OR_CHECKPOINT", help="run directories or .safetensors files")
+    p.add_argument("--model", action="append", metavar="NAME[,NAME]", help="zoo models to build (with --init)")
+    p.add_argument("--init", action="store_true", help="analyze freshly initialized --model networks")
+    p.add_argument("--dataset", help="fashion-mnist (default; a checkpoint's own data set), cifar10, synthetic[:CxHxW]")
+    p.add_argument("--data-dir", help="where the data set lies (default: the usual places)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="data split (default test)")
+    p.add_argument("--batch-size", type=int, help="batch size (gradients/paths: the one measured batch)")
+    p.add_argument("--samples", "--subset", dest="samples", type=int, help="images in the fixed data subset")
+    p.add_argument("--seed", type=int, default=0, help="seed for subsets, directions, sampled paths (default 0)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--out", help="output directory (default analysis/<name>-<time>); landscape resumes in it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("gradients / paths")
+    g.add_argument("--bn", choices=("with", "without", "both"), help="BN as is, replaced by identity, or both")
+    g.add_argument("--bn-mode", choices=("train", "eval"), default="train", help="BN statistics (default train)")
+    g.add_argument("--path-samples", type=int, default=10, help="sampled paths per length (default 10)")
+    g = p.add_argument_group("lesion")
+    g.add_argument("--lesion-samples", type=int, default=10, help="random sets per k (default 10)")
+    g.add_argument("--max-k", type=int, help="largest number of deleted units (default all)")
+    g = p.add_argument_group("landscape")
+    g.add_argument("--mode", choices=("plane", "direction", "line"), default="plane", help="2-D, 1-D or between two")
+    g.add_argument("--resolution", type=int, default=21, help="points per axis (default 21)")
+    g.add_argument("--span", type=float, default=1.0, help="grid over [-span, span] (default 1)")
     p.set_defaults(func=_cmd_analyze)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    raise ReslabError("'reslab analyze' is not implemented yet")
+    from reslab.analysis.command import run
+
+    return run(args)
 
 
 # ----------------------------------------------------------------------------------------- export
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a run or checkpoint to ONNX, torch.export or safetensors")
+    p = sub.add_parser(
+        "export",
+        help="export a run or checkpoint to ONNX, torch.export or safetensors (verified against PyTorch)",
+        description="Export a run directory or checkpoint. The output is verified (ONNX with onnxruntime, "
+        ".pt2 with torch.export.load, at batch sizes 1 and 3: max abs diff printed) and written atomically.",
+    )
+    p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run directory or .safetensors checkpoint")
+    p.add_argument("--format", dest="fmt", choices=("onnx", "torch-export", "safetensors"), default="onnx")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file (.onnx / .pt2 / .safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    p.add_argument("--input-size", metavar="C,H,W", help="input size (default: the run's config)")
+    p.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed (default 1e-4)")
+    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    raise ReslabError("'reslab export' is not implemented yet")
+    from reslab.deploy.export import export_model
+    from reslab.deploy.features import parse_input_size
+
+    result = export_model(
+        args.checkpoint,
+        args.fmt,
+        args.out,
+        overwrite=args.overwrite,
+        input_size=parse_input_size(args.input_size) if args.input_size else None,
+        atol=args.atol,
+        verify=not args.no_verify,
+        opset=args.opset,
+    )
+    print(result.summary())
+    return 0
 
 
 # ---------------------------------------------------------------------------------------- predict
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify image files with a trained run")
+    p = sub.add_parser(
+        "predict",
+        help="classify image files with a trained run (its own preprocessing)",
+        description="Print the top-k classes of each image, preprocessed exactly as the run was trained "
+        "(channels, size, normalization from its config). Unreadable files get one line each on stderr "
+        "and exit code 2; the others are still predicted.",
+    )
+    p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run directory or .safetensors checkpoint")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to show per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    raise ReslabError("'reslab predict' is not implemented yet")
+    from reslab.deploy.predict import run_predict
+
+    return run_predict(args.checkpoint, args.images, topk=args.topk, as_json=args.json, device=args.device)
 
 
 # --------------------------------------------------------------------------------------- features
 
 
 def _add_features(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("features", help="print the multi-scale feature maps (stage outputs) of a model")
+    p = sub.add_parser(
+        "features",
+        help="print the multi-scale feature maps (stage outputs) of a model: name, shape, stride, channels",
+    )
+    p.add_argument("model", metavar="MODEL_OR_RUN", help="a model name (`reslab models`) or a run/checkpoint")
+    p.add_argument("--input-size", metavar="C,H,W", help="input size (default: the model's or the run's)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_features)
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    raise ReslabError("'reslab features' is not implemented yet")
+    from reslab.deploy.features import run_features
+
+    print(run_features(args.model, args.input_size, as_json=args.json))
+    return 0
 
 
 # --------------------------------------------------------------------------------------------- main

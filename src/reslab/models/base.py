@@ -67,6 +67,13 @@ class ResidualUnit(nn.Module):
             return self.shortcut(x)
         return self.merge(self.shortcut(x), self.residual(x))
 
+    def zero_init_last(self) -> None:
+        """Zero the last scale of the residual branch so that F(x) = 0 at initialization (Goyal et al.
+        2017): the last BN's gamma for post-activation units, the last conv for pre-activation units."""
+        kind = nn.BatchNorm2d if self.post_act else nn.Conv2d
+        last = [m for m in self.residual.modules() if isinstance(m, kind)][-1]
+        nn.init.zeros_(last.weight)
+
     def extra_repr(self) -> str:
         flags = [f"deleted={self.deleted}"] if self.deleted else []
         if self.gain != 1.0:

@@ -1,0 +1,382 @@
+"""Loss landscapes (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets").
+
+- ``plane`` (2-D): ``L(theta + a d1 + b d2)`` on a grid, ``d1``, ``d2`` random Gaussian directions,
+  *filter-normalized*: each filter (slice along the output dimension) of a direction is scaled to the
+  norm of the matching filter of the weights (Li et al., Sec. 4). Parameters with one dimension (BN
+  weight and bias, biases) get direction zero, so BN is not perturbed; BN runs in eval mode.
+- ``direction`` (1-D): the same along one filter-normalized direction.
+- ``line`` (1-D): ``L((1 - a) theta_A + a theta_B)`` between two checkpoints of the same architecture
+  (Goodfellow et al. 2015); here every floating-point parameter and buffer is interpolated, BN
+  running statistics included.
+
+The loss (mean cross-entropy) and error are evaluated on a fixed data subset. Grids are resumable: after
+every row the grid, with NaN where not yet computed, is written atomically to ``landscape_<label>.npz``
+and the directions to ``directions_<label>.pt``; a rerun with the same ``--out`` and settings continues.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from reslab._io import torch_load, torch_save
+from reslab.analysis._capture import bn_mode
+from reslab.analysis.common import (
+    EvalData,
+    Target,
+    evaluate,
+    fmt_num,
+    new_figure,
+    save_figure,
+    save_npz,
+    write_summary,
+)
+from reslab.errors import ConfigError, ReslabError
+
+Direction = dict[str, torch.Tensor]
+
+
+def random_direction(model: nn.Module, generator: torch.Generator | None = None) -> Direction:
+    """A Gaussian direction over the model's parameters, filter-normalized; zero for 1-D parameters."""
+    d: Direction = {}
+    for name, p in model.named_parameters():
+        if p.ndim <= 1:
+            d[name] = torch.zeros_like(p, device="cpu", dtype=torch.float32)
+            continue
+        r = torch.randn(p.shape, generator=generator, dtype=torch.float32)
+        d[name] = filter_normalize(r, p.detach().float().cpu())
+    return d
+
+
+def filter_normalize(direction: torch.Tensor, weight: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Scale each filter ``direction[i]`` to the norm of ``weight[i]`` (Li et al. 2018, Eq. in Sec. 4)."""
+    if direction.ndim <= 1:
+        return torch.zeros_like(direction)
+    dn = direction.flatten(1).norm(dim=1).view(-1, *([1] * (direction.ndim - 1)))
+    wn = weight.flatten(1).norm(dim=1).view(-1, *([1] * (weight.ndim - 1)))
+    return direction * (wn / (dn + eps))
+
+
+def axis(resolution: int, lo: float, hi: float) -> np.ndarray:
+    """``resolution`` evenly spaced points; exactly 0 is included when it lies on the grid."""
+    a = np.linspace(lo, hi, resolution)
+    if lo < 0 < hi:
+        i = int(np.argmin(np.abs(a)))
+        if abs(a[i]) < 1e-9 * max(abs(lo), abs(hi)):
+            a[i] = 0.0
+    return a
+
+
+@dataclass
+class Landscape:
+    label: str
+    mode: str  # plane / direction / line
+    alphas: np.ndarray
+    betas: np.ndarray | None
+    loss: np.ndarray  # (len(alphas),) or (len(alphas), len(betas)); NaN = not computed
+    error: np.ndarray
+    origin_loss: float
+    trained: bool
+
+    @property
+    def complete(self) -> bool:
+        return bool(np.isfinite(self.loss).all())
+
+
+def _named_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and buffers by module path (not state-dict names, which hooks may rename)."""
+    state = dict(model.named_parameters())
+    state.update(dict(model.named_buffers()))
+    return state
+
+
+class _Perturb:
+    """Set a model's floating-point state to ``base + sum_i c_i * dir_i`` (restored by :meth:`restore`)."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        self.model = model
+        state = _named_state(model)
+        self.tensors = {n: state[n] for n in names}
+        self.base = {n: t.detach().clone() for n, t in self.tensors.items()}
+
+    @torch.no_grad()
+    def set(self, coeffs: Sequence[float], dirs: Sequence[Direction]) -> None:
+        for n, t in self.tensors.items():
+            v = self.base[n].float().clone()
+            for c, d in zip(coeffs, dirs):
+                if c != 0.0 and n in d:
+                    v.add_(d[n].to(v.device), alpha=float(c))
+            t.copy_(v.to(t.dtype))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for n, t in self.tensors.items():
+            t.copy_(self.base[n])
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "target"
+
+
+def compute_landscape(
+    model: nn.Module,
+    data: EvalData,
+    *,
+    mode: str = "plane",
+    resolution: int = 21,
+    span: float = 1.0,
+    seed: int = 0,
+    other: nn.Module | None = None,
+    line_range: tuple[float, float] = (-0.25, 1.25),
+    batch_size: int = 256,
+    label: str = "",
+    trained: bool = False,
+    state_path: Path | None = None,
+    progress: bool = False,
+    settings: dict[str, Any] | None = None,
+) -> Landscape:
+    """Compute (or continue) one landscape; with ``state_path`` the partial grid is saved after every row.
+
+    ``plane``: ``resolution x resolution`` grid over ``[-span, span]^2``; ``direction``: ``resolution``
+    points over ``[-span, span]``; ``line``: ``resolution`` points over ``line_range`` toward ``other``.
+    """
+    from tqdm.auto import tqdm
+
+    if mode not in ("plane", "direction", "line"):
+        raise ConfigError(f"landscape mode must be plane, direction or line, got {mode!r}")
+    if resolution < 2:
+        raise ConfigError("--resolution must be at least 2")
+    dev = next(model.parameters()).device
+    if mode == "line":
+        if other is None:
+            raise ConfigError("a line landscape needs a second checkpoint")
+        alphas = axis(resolution, *line_range)
+        betas = None
+    else:
+        alphas = axis(resolution, -span, span)
+        betas = alphas.copy() if mode == "plane" else None
+    shape = (len(alphas), len(betas)) if betas is not None else (len(alphas),)
+    meta = {"mode": mode, "resolution": resolution, "span": span, "seed": seed, "samples": len(data),
+            "line_range": list(line_range), **(settings or {})}  # fmt: skip
+
+    dirs_path = state_path.with_name(state_path.name.replace("landscape_", "directions_")).with_suffix(".pt") if state_path else None
+    loss = np.full(shape, np.nan)
+    error = np.full(shape, np.nan)
+    dirs: list[Direction] | None = None
+    if state_path is not None and state_path.exists():
+        with np.load(state_path, allow_pickle=False) as z:
+            old = json.loads(str(z["meta"]))
+            if old != json.loads(json.dumps(meta)):
+                raise ReslabError(
+                    f"{state_path} holds a landscape with other settings ({old}); use another --out to start anew"
+                )
+            loss, error = z["loss"].copy(), z["error"].copy()
+        if dirs_path is not None and dirs_path.exists():
+            saved = torch_load(dirs_path)
+            dirs = [saved[k] for k in sorted(saved)]
+    if dirs is None:
+        if mode == "line":
+            assert other is not None
+            a_state = {k: v for k, v in _named_state(model).items() if v.is_floating_point()}
+            b_state = _named_state(other)
+            for k, v in a_state.items():
+                if k not in b_state or b_state[k].shape != v.shape:
+                    raise ConfigError(f"the two checkpoints differ in {k!r}: a line needs the same architecture")
+            dirs = [{k: (b_state[k].float().cpu() - v.float().cpu()) for k, v in a_state.items()}]
+        else:
+            g = torch.Generator().manual_seed(int(seed))
+            dirs = [random_direction(model, g) for _ in range(2 if mode == "plane" else 1)]
+        if dirs_path is not None:
+            torch_save({f"d{i}": d for i, d in enumerate(dirs)}, dirs_path)
+
+    names = list(dirs[0])
+    pert = _Perturb(model, names)
+    dirs = [{k: v.to(dev) for k, v in d.items()} for d in dirs]
+
+    def save() -> None:
+        if state_path is not None:
+            save_npz(state_path, alphas=alphas, betas=np.asarray([] if betas is None else betas), loss=loss,
+                     error=error, meta=json.dumps(meta))  # fmt: skip
+
+    rows = range(len(alphas))
+    todo = int(np.isnan(loss).sum())
+    bar = tqdm(total=loss.size, initial=loss.size - todo, desc=f"landscape {label}", disable=not progress, leave=False)
+    try:
+        with bn_mode(model, "eval"):
+            origin_loss = _eval_at(pert, [0.0] * len(dirs), dirs, model, data, batch_size)[0]
+            for i in rows:
+                if betas is None:
+                    if np.isnan(loss[i]):
+                        loss[i], error[i] = _eval_at(pert, [alphas[i]], dirs, model, data, batch_size)
+                        bar.update()
+                else:
+                    for j in range(len(betas)):
+                        if np.isnan(loss[i, j]):
+                            loss[i, j], error[i, j] = _eval_at(pert, [alphas[i], betas[j]], dirs, model, data, batch_size)
+                            bar.update()
+                save()
+    finally:
+        pert.restore()
+        bar.close()
+    return Landscape(label, mode, alphas, betas, loss, error, origin_loss, trained)
+
+
+def _eval_at(pert: _Perturb, coeffs: Sequence[float], dirs: Sequence[Direction], model: nn.Module,
+             data: EvalData, batch_size: int) -> tuple[float, float]:  # fmt: skip
+    pert.set(coeffs, dirs)
+    loss, err = evaluate(model, data, batch_size)
+    return (loss if np.isfinite(loss) else float("inf")), err
+
+
+def run_landscape(
+    targets: Sequence[Target],
+    out: Path,
+    *,
+    mode: str = "plane",
+    resolution: int = 21,
+    span: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The ``landscape`` analysis. ``line`` takes exactly two targets (from the first toward the second);
+    the other modes compute one landscape per target."""
+    if mode == "line":
+        if len(targets) != 2:
+            raise ConfigError("--mode line needs exactly two checkpoints / run directories (from, to)")
+        jobs: list[tuple[Target, nn.Module | None]] = [(targets[0], targets[1].model)]
+    else:
+        jobs = [(t, None) for t in targets]
+    results = []
+    for t, other in jobs:
+        label = t.label if other is None else f"{t.label} -> {targets[1].label}"
+        state = out / f"landscape_{_slug(label)}.npz"
+        results.append(
+            compute_landscape(
+                t.model, t.data, mode=mode, resolution=resolution, span=span, seed=seed, other=other,
+                batch_size=batch_size, label=label, trained=t.trained, state_path=state, progress=progress,
+                settings={"source": t.source, "to": targets[1].source if other is not None else None},
+            )  # fmt: skip
+        )
+    files = [f"landscape_{_slug(r.label)}.npz" for r in results]
+    _plot(results, out)
+    files.append("landscape.png")
+    if mode == "plane":
+        files.append("landscape_3d.png")
+    write_summary(out, f"Loss landscape ({mode})", targets, [_table(results), explain(results)], files)
+    return {"landscapes": results}
+
+
+def _table(results: Sequence[Landscape]) -> str:
+    lines = [
+        "Mean cross-entropy on a fixed data subset, BN in eval mode, BN/bias parameters unperturbed "
+        "(random directions, filter-normalized). `rise at edge` is the mean loss on the border of the grid "
+        "minus the loss at the origin.",
+        "",
+        "| network | mode | points | loss at origin | min loss | max loss | rise at edge | computed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.label} | {r.mode} | {r.loss.size} | {fmt_num(r.origin_loss)} | {fmt_num(float(np.nanmin(r.loss)))} "
+            f"| {fmt_num(float(np.nanmax(r.loss)))} | {fmt_num(_edge_rise(r))} "
+            f"| {int(np.isfinite(r.loss).sum())}/{r.loss.size} |"
+        )
+    return "\n".join(lines)
+
+
+def _edge_rise(r: Landscape) -> float:
+    grid = r.loss
+    if grid.ndim == 1:
+        edge = np.array([grid[0], grid[-1]])
+    else:
+        edge = np.concatenate([grid[0], grid[-1], grid[1:-1, 0], grid[1:-1, -1]])
+    return float(np.nanmean(edge) - r.origin_loss)
+
+
+def _convexity(r: Landscape) -> float:
+    """Fraction of interior grid points where the discrete Laplacian is negative (local non-convexity)."""
+    g = np.log(np.maximum(r.loss, 1e-12))
+    if g.ndim == 1:
+        lap = g[:-2] + g[2:] - 2 * g[1:-1]
+    else:
+        lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4 * g[1:-1, 1:-1]
+    lap = lap[np.isfinite(lap)]
+    return float((lap < 0).mean()) if lap.size else float("nan")
+
+
+def explain(results: Sequence[Landscape]) -> str:
+    parts = ["**What the numbers show.**"]
+    for r in results:
+        nc = _convexity(r)
+        shape = "a smooth bowl" if nc < 0.2 else "a rugged, non-convex surface" if nc > 0.4 else "a mostly smooth surface"
+        parts.append(
+            f"{r.label}: loss {fmt_num(r.origin_loss)} at the origin, rising by {fmt_num(_edge_rise(r))} on average "
+            f"at the border of the grid; {nc:.0%} of the interior points are locally concave (in log loss): "
+            f"{shape}."
+        )
+    if any(r.mode == "plane" for r in results):
+        parts.append(
+            "Li et al. found that without skip connections deep networks (e.g. ResNet-56 'noshort') have chaotic, "
+            "non-convex landscapes while their residual twins stay smooth and nearly convex around the minimum; "
+            "compare the plain and residual targets above on the same grid. Filter normalization makes the axes "
+            "comparable between networks: a step of 1 moves every filter by its own norm."
+        )
+    if any(not r.trained for r in results):
+        parts.append(
+            "Freshly initialized targets are not at a minimum, so their surfaces show the landscape around a random "
+            "point; Li et al.'s observations are about trained minimizers."
+        )
+    return " ".join(parts)
+
+
+def _plot(results: Sequence[Landscape], out: Path) -> None:
+    n = len(results)
+    if results[0].mode == "plane":
+        fig, axes = new_figure(1, n, figsize=(5.5 * n, 4.8), squeeze=False)
+        for ax, r in zip(axes[0], results):
+            assert r.betas is not None
+            z = np.log10(np.maximum(r.loss, 1e-12)).T
+            cs = ax.contour(r.alphas, r.betas, np.where(np.isfinite(z), z, np.nan), levels=20, cmap="viridis")
+            ax.clabel(cs, fontsize=6, fmt="%.2f")
+            ax.plot([0], [0], "r+")
+            ax.set_title(f"{r.label}: log10 loss")
+            ax.set_xlabel("direction 1")
+            ax.set_ylabel("direction 2")
+        save_figure(fig, out / "landscape.png")
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(5.5 * n, 4.8))
+        for k, r in enumerate(results):
+            assert r.betas is not None
+            ax = fig.add_subplot(1, n, k + 1, projection="3d")
+            a, b = np.meshgrid(r.alphas, r.betas, indexing="ij")
+            z = np.where(np.isfinite(r.loss), r.loss, np.nan)
+            ax.plot_surface(a, b, z, cmap="viridis", linewidth=0, antialiased=True)
+            ax.set_title(f"{r.label}: loss")
+            ax.set_xlabel("direction 1")
+            ax.set_ylabel("direction 2")
+        save_figure(fig, out / "landscape_3d.png")
+    else:
+        fig, axes = new_figure(1, 2, figsize=(12, 4.5))
+        for r in results:
+            axes[0].plot(r.alphas, r.loss, marker=".", label=r.label)
+            axes[1].plot(r.alphas, r.error, marker=".", label=r.label)
+        xl = "interpolation coefficient (0 = first, 1 = second)" if results[0].mode == "line" else "step along the direction"
+        axes[0].set_title("loss")
+        axes[0].set_yscale("log")
+        axes[1].set_title("error (%)")
+        for ax in axes:
+            ax.set_xlabel(xl)
+            ax.grid(True, alpha=0.3)
+        axes[0].legend(fontsize=7)
+        save_figure(fig, out / "landscape.png")
+

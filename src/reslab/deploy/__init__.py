@@ -1,0 +1,28 @@
+"""Deployment: export (ONNX, torch.export, safetensors), prediction on image files, backbone features.
+
+- :func:`export_model` writes a verified, atomically published export of a run or checkpoint.
+- :func:`load`, :func:`input_spec`, :func:`predict_files`: classify images with the run's preprocessing.
+- :func:`stage_info`, :class:`StageFeatures`: the multi-scale stage outputs of ``model.forward_stages``.
+
+See docs/deploy.md.
+"""
+
+from reslab.deploy.export import FORMATS, ExportError, ExportResult, export_model
+from reslab.deploy.features import StageFeatures, StageInfo, stage_info
+from reslab.deploy.predict import ImageReadError, InputSpec, Prediction, input_spec, load, predict_files
+
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "ExportResult",
+    "ImageReadError",
+    "InputSpec",
+    "Prediction",
+    "StageFeatures",
+    "StageInfo",
+    "export_model",
+    "input_spec",
+    "load",
+    "predict_files",
+    "stage_info",
+]

@@ -1,0 +1,268 @@
+"""``report.md`` and ``results.csv`` of an experiment folder, from its plan and its runs' files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+from reslab import _io
+from reslab.experiments.results import (
+    PAPER_TABLE3,
+    PAPER_TABLE6,
+    PAPER_TABLE6_NOTE,
+    SOURCE_T3,
+    SOURCE_T6,
+    Claim,
+    Group,
+    RunResult,
+    claims_for,
+    fmt,
+    group_runs,
+    read_run,
+)
+from reslab.experiments.runner import Plan, load_plan, read_sessions
+from reslab.experiments.specs import BUDGETS, EXPERIMENTS
+
+
+def collect(plan: Plan) -> list[RunResult]:
+    return [read_run(plan.run_dir(r), r) for r in plan.runs]
+
+
+def write_outputs(out: str | Path) -> dict[str, Any]:
+    """Redraw the figure(s), rewrite results.csv and report.md of experiment folder ``out``."""
+    from reslab.experiments.plotting import plot_experiment
+
+    out = Path(out)
+    plan = load_plan(out)
+    results = collect(plan)
+    groups = group_runs(results)
+    exp = EXPERIMENTS[plan.experiment]
+    title = f"{exp.title} — {plan.dataset}, {plan.budget} budget"
+    started = [r for r in results if r.metrics or r.train_log]
+    figures = plot_experiment(plan.experiment, [g for g in groups if any(r in started for r in g.runs)], out, title, plan.dataset) if started else []
+    claims = claims_for(plan.experiment, groups)
+    _write_results_csv(out / "results.csv", results)
+    text = render_report(plan, results, groups, claims, figures, read_sessions(out))
+    _io.write_text(out / "report.md", text)
+    return {"figures": figures, "report": out / "report.md", "claims": claims, "groups": groups}
+
+
+def _write_results_csv(path: Path, results: list[RunResult]) -> None:
+    cols = [
+        "run", "network", "family", "variant", "depth", "seed", "finished", "steps",
+        "train_error", "test_error", "best_test_error", "wall_s", "params",
+    ]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in results:
+        w.writerow(
+            [
+                r.name, r.label, r.family, r.variant, r.depth, r.seed, int(r.finished), r.steps,
+                _c(r.train_error), _c(r.test_error), _c(r.best_test_error), _c(r.wall_s),
+                r.params if r.params is not None else "",
+            ]
+        )
+    _io.write_text(path, buf.getvalue())
+
+
+def _c(x: float) -> str:
+    return f"{x:.4f}" if math.isfinite(x) else ""
+
+
+def _versions() -> str:
+    parts = [f"Python {platform.python_version()}"]
+    try:
+        from importlib.metadata import version
+
+        parts.insert(0, f"reslab {version('reslab')}")
+    except Exception:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        parts.append(f"torch {torch.__version__}")
+        if torch.cuda.is_available():
+            parts.append(f"CUDA {torch.version.cuda}")
+    except ImportError:  # pragma: no cover
+        pass
+    return ", ".join(parts)
+
+
+def _run_devices(plan: Plan) -> list[str]:
+    devs: list[str] = []
+    for r in plan.runs:
+        p = plan.run_dir(r) / "summary.json"
+        if p.is_file():
+            try:
+                d = json.loads(p.read_text(encoding="utf-8"))
+            except ValueError:
+                continue
+            for k in ("device_name", "device"):
+                v = d.get(k)
+                if isinstance(v, str) and v and v not in devs:
+                    devs.append(v)
+                    break
+    return devs
+
+
+def _hms(s: float) -> str:
+    if not math.isfinite(s):
+        return "—"
+    s = int(round(s))
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _paper_cell(plan: Plan, g: Group) -> str:
+    if plan.experiment == "shortcuts":
+        v = PAPER_TABLE3.get(g.variant)
+        return f"{v:.2f}" if v is not None else "—"
+    if g.family == "resnet" and g.depth in PAPER_TABLE6:
+        return PAPER_TABLE6_NOTE.get(g.depth, f"{PAPER_TABLE6[g.depth]:.2f}")
+    if g.family == "plain" and plan.experiment == "degradation":
+        return "higher than ResNet (Fig. 6)"
+    return "—"
+
+
+def _paper_header(plan: Plan) -> tuple[str, str]:
+    if plan.experiment == "shortcuts":
+        return "paper: ImageNet ResNet-34 top-1 %", SOURCE_T3
+    return "paper: CIFAR-10 test %", SOURCE_T6
+
+
+def render_report(
+    plan: Plan,
+    results: list[RunResult],
+    groups: list[Group],
+    claims: list[Claim],
+    figures: list[Path],
+    sessions: list[dict[str, Any]],
+) -> str:
+    exp = EXPERIMENTS[plan.experiment]
+    budget = BUDGETS[plan.budget]
+    L: list[str] = []
+    L.append(f"# {exp.title}")
+    L.append("")
+    L.append(
+        f"Reproduces {exp.paper_ref} on **{plan.dataset}** at the **{plan.budget}** budget. "
+        f"Regenerate with `reslab reproduce {plan.experiment} --dataset {plan.dataset} --budget {plan.budget}"
+        + (f" --seeds {','.join(map(str, plan.seeds))}" if plan.seeds != (0,) else "")
+        + (f" --depths {','.join(map(str, plan.depths))}" if plan.depths != exp.default_depths else "")
+        + f" --out {plan.out}`; redraw with `reslab plot {plan.out}`."
+    )
+    L.append("")
+    # ---------------------------------------------------------------------------- what was run
+    L.append("## What was run")
+    L.append("")
+    n_done = sum(r.finished for r in results)
+    L.append(f"- Networks: {', '.join(dict.fromkeys(r.label for r in results))} ({exp.description}).")
+    L.append(f"- Seeds: {', '.join(map(str, plan.seeds))}; {len(results)} runs, {n_done} finished.")
+    L.append(f"- Budget `{plan.budget}`: {budget.description}.")
+    cfg0 = plan.configs[plan.runs[0].name] if plan.runs else {}
+    shown = {
+        k: cfg0[k]
+        for k in ("iterations", "batch_size", "lr", "milestones", "subset", "test_subset", "val_split", "eval_every")
+        if k in cfg0
+    }
+    L.append(
+        f"- Config: recipe `{plan.recipe}`"
+        + (" with " + ", ".join(f"`{k}={v}`" for k, v in shown.items()) if shown else "")
+        + (", user overrides " + ", ".join(f"`{k}={v}`" for k, v in plan.extra.items()) if plan.extra else "")
+        + ". Every run's full config is in `runs/<run>/config.yaml`."
+    )
+    devs = _run_devices(plan)
+    L.append(f"- Device: {', '.join(devs) if devs else plan.device}; software: {_versions()}.")
+    wall = sum(float(s.get("wall_s") or 0) for s in sessions)
+    run_wall = sum(r.wall_s for r in results if math.isfinite(r.wall_s))
+    jobs = sorted({int(s.get("jobs", 1)) for s in sessions if s.get("jobs")})
+    L.append(
+        f"- Wall time: {_hms(wall)} over {len(sessions)} invocation(s)"
+        + (f" ({'/'.join(map(str, jobs))} runs at a time)" if jobs else "")
+        + f"; the runs' own training time adds up to {_hms(run_wall)}."
+    )
+    L.append("")
+    # ---------------------------------------------------------------------------------- figure
+    if figures:
+        L.append("## Figure")
+        L.append("")
+        for f in figures:
+            L.append(f"![{plan.experiment}]({Path(f).name})")
+        L.append("")
+        L.append("Dashed: training error; bold: test error; from the runs' `train_log.csv`/`metrics.csv`.")
+        L.append("")
+    # ----------------------------------------------------------------------------------- table
+    L.append("## Results")
+    L.append("")
+    paper_h, paper_src = _paper_header(plan)
+    multi = any(g.n > 1 for g in groups)
+    hdr = ["network", "depth", "runs", "final training error %", "final test error %", "best test error %", paper_h]
+    L.append("| " + " | ".join(hdr) + " |")
+    L.append("|" + "---|" * len(hdr))
+    for g in _table_order(plan, groups):
+        tr = fmt(g.mean("train_error"), g.std("train_error") if multi else math.nan)
+        te = fmt(g.mean("test_error"), g.std("test_error") if multi else math.nan)
+        be = fmt(g.mean("best_test_error"))
+        runs = f"{sum(r.finished for r in g.runs)}/{g.n}" + ("" if g.finished else " (unfinished)")
+        L.append(f"| {g.label} | {g.depth} | {runs} | {tr} | {te} | {be} | {_paper_cell(plan, g)} |")
+    L.append("")
+    notes = [f"Paper numbers: {paper_src}."]
+    if multi:
+        notes.append("Ours: mean ± sample standard deviation over seeds.")
+    if plan.experiment == "shortcuts":
+        notes.append(
+            "The paper compares shortcut options on ImageNet with ResNet-34; compare the ordering, not the values."
+        )
+    elif plan.dataset != "cifar10":
+        notes.append(
+            f"The paper's numbers are for CIFAR-10 at the full 64k-iteration schedule; on {plan.dataset}"
+            + (f" at the {plan.budget} budget" if plan.budget != "paper" else "")
+            + " compare the ordering, not the values."
+        )
+    elif plan.budget != "paper":
+        notes.append(f"The {plan.budget} budget is far shorter than the paper's schedule: compare the ordering.")
+    L.append(" ".join(notes))
+    L.append("")
+    # ---------------------------------------------------------------------------------- claims
+    L.append("## Claims")
+    L.append("")
+    L.append(
+        "Each verdict is computed from the table: a difference counts when it exceeds max(0.5 points, 2 standard "
+        "errors) — the standard error from the seeds when there are two or more, else the binomial error of an "
+        "error rate on the evaluation images."
+    )
+    L.append("")
+    for c in claims:
+        L.append(c.markdown())
+    L.append("")
+    return "\n".join(L)
+
+
+def _table_order(plan: Plan, groups: list[Group]) -> list[Group]:
+    fam = {"plain": 0, "highway": 1, "resnet": 2}
+    var = {"A": 0, "B": 1, "C": 2, "plain": 3}
+    if plan.experiment == "shortcuts":
+        return sorted(groups, key=lambda g: (g.depth, var.get(g.variant, 9)))
+    if plan.experiment == "highway":
+        return sorted(groups, key=lambda g: (g.depth, fam.get(g.family, 9)))
+    return sorted(groups, key=lambda g: (fam.get(g.family, 9), g.depth))
+
+
+def redraw(path: str | Path) -> dict[str, Any]:
+    """``reslab plot PATH``: an experiment folder gets its figures and report redrawn, a run directory
+    its ``curves.png``."""
+    path = Path(path)
+    if (path / "experiment.json").is_file():
+        return write_outputs(path)
+    if (path / "metrics.csv").is_file() or (path / "train_log.csv").is_file():
+        from reslab.experiments.plotting import plot_run
+
+        return {"figures": [plot_run(path)]}
+    from reslab.errors import ReslabError
+
+    raise ReslabError(f"{path} is neither an experiment folder (experiment.json) nor a run directory (metrics.csv)")
+

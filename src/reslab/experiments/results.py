@@ -1,0 +1,502 @@
+"""Read the runs of an experiment back from their CSV logs, average over seeds, and judge the paper's claims.
+
+Everything here works from files alone (``metrics.csv``, ``train_log.csv``, ``summary.json``,
+``config.yaml``), so figures and reports can be redrawn any time, also for interrupted experiments (a
+run without ``summary.json`` is reported as unfinished).
+
+Each claim is judged from the numbers, with a noise margin: a difference counts when it exceeds
+``max(0.5 points, 2 x its standard error)``; the standard error comes from the spread over seeds when
+there are at least two, else from the binomial error of an error rate measured on the evaluation set.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# ---------------------------------------------------------------------------- the paper's numbers
+
+SOURCE_T6 = "He et al. 2016, Table 6 (CIFAR-10 test error %)"
+PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
+PAPER_TABLE6_NOTE = {110: "6.43 (best of 5; mean 6.61 ± 0.16)"}
+SOURCE_T3 = "He et al. 2016, Table 3 (ImageNet ResNet-34 top-1 10-crop val error %); plain-34: Table 2"
+PAPER_TABLE3 = {"A": 25.03, "B": 24.52, "C": 24.19, "plain": 28.54}
+
+MIN_MARGIN = 0.5  # percentage points
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def read_csv(path: Path) -> list[dict[str, float]]:
+    """Rows of a numeric CSV; empty cells and non-numbers become NaN. Missing file: []."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows: list[dict[str, float]] = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            rows.append({k: _num(v) for k, v in row.items() if k is not None})
+    return rows
+
+
+def _num(v: Any) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return x
+
+
+def column(rows: list[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of ``key``, dropping rows where it is missing/NaN."""
+    xs, ys = [], []
+    for r in rows:
+        v = r.get(key, math.nan)
+        s = r.get("step", math.nan)
+        if not (math.isnan(v) or math.isnan(s)):
+            xs.append(s)
+            ys.append(v)
+    return xs, ys
+
+
+def _last(rows: list[dict[str, float]], key: str) -> float:
+    _, ys = column(rows, key)
+    return ys[-1] if ys else math.nan
+
+
+@dataclass
+class RunResult:
+    name: str
+    label: str
+    family: str
+    variant: str
+    depth: int
+    seed: int
+    finished: bool
+    steps: int
+    iterations: int | None
+    train_error: float  # final, %
+    test_error: float  # final, %
+    best_test_error: float
+    n_eval: int  # images in the test evaluation (for the binomial error)
+    wall_s: float
+    params: int | None
+    metrics: list[dict[str, float]] = field(default_factory=list, repr=False)
+    train_log: list[dict[str, float]] = field(default_factory=list, repr=False)
+
+
+def read_run(run_dir: Path, spec: Any = None) -> RunResult:
+    """The numbers of one run directory (``spec``: its RunSpec, for labels; else from config.yaml)."""
+    run_dir = Path(run_dir)
+    metrics = read_csv(run_dir / "metrics.csv")
+    train_log = read_csv(run_dir / "train_log.csv")
+    summary: dict[str, Any] = {}
+    if (run_dir / "summary.json").is_file():
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        except ValueError:
+            summary = {}
+    cfg = _read_config(run_dir)
+    train_err = _last(metrics, "train_error")
+    if math.isnan(train_err):
+        train_err = _last(train_log, "error")
+    final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
+    test_err = _last(metrics, "test_error")
+    if math.isnan(test_err):
+        test_err = _first_number(final, ("test_error",))
+    if math.isnan(train_err):
+        train_err = _first_number(final, ("train_error",))
+    _, tests = column(metrics, "test_error")
+    steps_m = [r.get("step", math.nan) for r in metrics + train_log]
+    steps_m = [s for s in steps_m if not math.isnan(s)]
+    wall = _last(metrics, "elapsed")
+    if math.isnan(wall):
+        wall = _first_number(summary, ("wall_time_s",))
+    params = summary.get("params")
+    n_eval = cfg.get("test_subset") or _default_test_size(cfg.get("dataset"))
+    if spec is not None:
+        name, label, family, variant = spec.name, spec.label, spec.family, spec.variant
+        depth, seed = spec.depth, spec.seed
+    else:
+        model = str(cfg.get("model", run_dir.name))
+        name, label = run_dir.name, model
+        family = "plain" if model.startswith("plain") else "highway" if model.startswith("highway") else "resnet"
+        variant, depth, seed = family, _depth_of(model), int(cfg.get("seed", 0) or 0)
+    return RunResult(
+        name=name,
+        label=label,
+        family=family,
+        variant=variant,
+        depth=depth,
+        seed=seed,
+        finished=bool(summary.get("finished")),
+        steps=int(max(steps_m)) if steps_m else 0,
+        iterations=cfg.get("iterations"),
+        train_error=train_err,
+        test_error=test_err,
+        best_test_error=min(tests) if tests else test_err,
+        n_eval=int(n_eval),
+        wall_s=wall,
+        params=int(params) if isinstance(params, (int, float)) else None,
+        metrics=metrics,
+        train_log=train_log,
+    )
+
+
+def _first_number(d: dict[str, Any], keys: tuple[str, ...]) -> float:
+    for k in keys:
+        v = d.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return math.nan
+
+
+def _depth_of(model: str) -> int:
+    digits = "".join(c for c in model if c.isdigit())
+    return int(digits) if digits else 0
+
+
+def _default_test_size(dataset: Any) -> int:
+    return 10000  # Fashion-MNIST, CIFAR-10 and CIFAR-100 test sets
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+# ------------------------------------------------------------------------------------- aggregation
+
+
+@dataclass
+class Group:
+    """The runs of one network (variant, depth) over seeds."""
+
+    label: str
+    family: str
+    variant: str
+    depth: int
+    runs: list[RunResult]
+
+    def _vals(self, attr: str) -> list[float]:
+        return [getattr(r, attr) for r in self.runs if math.isfinite(getattr(r, attr))]
+
+    def mean(self, attr: str) -> float:
+        v = self._vals(attr)
+        return sum(v) / len(v) if v else math.nan
+
+    def std(self, attr: str) -> float:
+        v = self._vals(attr)
+        if len(v) < 2:
+            return math.nan
+        m = sum(v) / len(v)
+        return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+    def se(self, attr: str) -> float:
+        """Standard error of the mean: over seeds when there are 2+, else binomial on the eval set."""
+        v = self._vals(attr)
+        if len(v) >= 2:
+            return self.std(attr) / math.sqrt(len(v))
+        if not v:
+            return math.nan
+        p = min(max(v[0] / 100.0, 0.0), 1.0)
+        n = max(self.runs[0].n_eval, 1)
+        return 100.0 * math.sqrt(max(p * (1 - p), 1.0 / n) / n)
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def finished(self) -> bool:
+        return all(r.finished for r in self.runs)
+
+
+def group_runs(results: list[RunResult]) -> list[Group]:
+    groups: dict[tuple[str, int], Group] = {}
+    for r in results:
+        key = (r.variant, r.depth)
+        if key not in groups:
+            groups[key] = Group(r.label, r.family, r.variant, r.depth, [])
+        groups[key].runs.append(r)
+    return list(groups.values())
+
+
+def margin(a: Group, b: Group, attr: str) -> float:
+    """The difference of ``attr`` between two groups that counts as real (see the module docstring)."""
+    se = math.sqrt(_nz(a.se(attr)) ** 2 + _nz(b.se(attr)) ** 2)
+    return max(MIN_MARGIN, 2.0 * se)
+
+
+def _nz(x: float) -> float:
+    return 0.0 if math.isnan(x) else x
+
+
+def fmt(x: float, sd: float = math.nan) -> str:
+    if not math.isfinite(x):
+        return "—"
+    return f"{x:.2f} ± {sd:.2f}" if math.isfinite(sd) else f"{x:.2f}"
+
+
+# ------------------------------------------------------------------------------------------ claims
+
+
+@dataclass
+class Claim:
+    claim: str  # the paper's claim, in one line
+    verdict: str  # "supported", "not supported", "partly supported", "inconclusive"
+    sentence: str  # the evidence, computed from the numbers
+
+    def markdown(self) -> str:
+        return f"- **{self.claim}** — {self.verdict.upper()}: {self.sentence}"
+
+
+def _by(groups: list[Group], variant: str) -> list[Group]:
+    return sorted((g for g in groups if g.variant == variant), key=lambda g: g.depth)
+
+
+def _trend(gs: list[Group], attr: str, rising: bool) -> tuple[int, int, int]:
+    """(pairs moving in the expected direction beyond the margin, pairs against it beyond, pairs)."""
+    up = against = 0
+    for a, b in zip(gs, gs[1:]):
+        d = b.mean(attr) - a.mean(attr)
+        m = margin(a, b, attr)
+        if (d > m) if rising else (d < -m):
+            up += 1
+        elif (d < -m) if rising else (d > m):
+            against += 1
+    return up, against, max(len(gs) - 1, 0)
+
+
+def _series(gs: list[Group], attr: str) -> str:
+    return " → ".join(f"{fmt(g.mean(attr))}% ({g.label})" for g in gs)
+
+
+def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
+    if not groups or all(not math.isfinite(g.mean("test_error")) for g in groups):
+        return [Claim("any claim", "inconclusive", "no finished evaluations to judge from yet.")]
+    fn = {
+        "degradation": _claims_degradation,
+        "depth": _claims_depth,
+        "shortcuts": _claims_shortcuts,
+        "highway": _claims_highway,
+    }[experiment]
+    out = fn(groups)
+    if any(not g.finished for g in groups):
+        for c in out:
+            c.sentence += " (some runs are unfinished: numbers are from their last evaluation)"
+    return out
+
+
+def _deeper_is_worse(gs: list[Group], attr: str, what: str, family: str) -> Claim:
+    claim = f"Among {family}, the deeper net has the higher {what}"
+    if len(gs) < 2:
+        return Claim(claim, "inconclusive", f"needs two depths; only {len(gs)} trained.")
+    up, against, pairs = _trend(gs, attr, rising=True)
+    lo, hi = gs[0], gs[-1]
+    d = hi.mean(attr) - lo.mean(attr)
+    m = margin(lo, hi, attr)
+    if d > m and against == 0:
+        verdict = "supported"
+    elif d > m:
+        verdict = "partly supported"
+    elif d < -m:
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive"
+    sentence = (
+        f"{what} {_series(gs, attr)}; {hi.label} minus {lo.label} = {d:+.2f} points (noise margin "
+        f"{m:.2f}); deeper is higher beyond the margin at {up} of {pairs} steps, lower at {against}."
+    )
+    return Claim(claim, verdict, sentence)
+
+
+def _deeper_no_worse(gs: list[Group], attr: str, what: str, family: str) -> Claim:
+    claim = f"Among {family}, deeper is no worse ({what})"
+    if len(gs) < 2:
+        return Claim(claim, "inconclusive", f"needs two depths; only {len(gs)} trained.")
+    _, worse, pairs = _trend(gs, attr, rising=True)
+    better, _, _ = _trend(gs, attr, rising=False)
+    lo, hi = gs[0], gs[-1]
+    d = hi.mean(attr) - lo.mean(attr)
+    m = margin(lo, hi, attr)
+    if d <= m and worse == 0:
+        verdict = "supported"
+    elif d <= m:
+        verdict = "partly supported"
+    else:
+        verdict = "not supported"
+    sentence = (
+        f"{what} {_series(gs, attr)}; {hi.label} minus {lo.label} = {d:+.2f} points (noise margin "
+        f"{m:.2f}); a deeper net is worse beyond the margin at {worse} of {pairs} steps, better at {better}."
+    )
+    return Claim(claim, verdict, sentence)
+
+
+def _a_beats_b(a: Group, b: Group, attr: str, what: str, claim: str) -> Claim:
+    d = b.mean(attr) - a.mean(attr)
+    m = margin(a, b, attr)
+    verdict = "supported" if d > m else "not supported" if d < -m else "inconclusive"
+    sentence = (
+        f"{what}: {a.label} {fmt(a.mean(attr))}% vs {b.label} {fmt(b.mean(attr))}% "
+        f"(difference {d:+.2f} points, noise margin {m:.2f})."
+    )
+    return Claim(claim, verdict, sentence)
+
+
+def _claims_degradation(groups: list[Group]) -> list[Claim]:
+    plain, res = _by(groups, "plain"), _by(groups, "resnet")
+    out = [
+        _deeper_is_worse(plain, "train_error", "training error", "plain nets"),
+        _deeper_no_worse(res, "train_error", "training error", "ResNets"),
+        _deeper_no_worse(res, "test_error", "test error", "ResNets"),
+    ]
+    common = sorted({g.depth for g in plain} & {g.depth for g in res})
+    if common:
+        d = common[-1]
+        p = next(g for g in plain if g.depth == d)
+        r = next(g for g in res if g.depth == d)
+        out.append(
+            _a_beats_b(r, p, "train_error", "training error", f"At depth {d}, the ResNet trains better than the plain net")
+        )
+    return out
+
+
+def _claims_depth(groups: list[Group]) -> list[Claim]:
+    res = [g for g in _by(groups, "resnet") if g.depth <= 110]
+    claim = "Deeper ResNets have lower test error (20 → 110; paper: 8.75% → 6.43%)"
+    if len(res) < 2:
+        out = [Claim(claim, "inconclusive", f"needs two depths up to 110; {len(res)} trained.")]
+    else:
+        better, worse, pairs = _trend(res, "test_error", rising=False)
+        lo, hi = res[0], res[-1]
+        d = hi.mean("test_error") - lo.mean("test_error")
+        m = margin(lo, hi, "test_error")
+        if d < -m and worse == 0:
+            verdict = "supported"
+        elif d < -m:
+            verdict = "partly supported"
+        elif d > m:
+            verdict = "not supported"
+        else:
+            verdict = "inconclusive"
+        sentence = (
+            f"test error {_series(res, 'test_error')}; {hi.label} minus {lo.label} = {d:+.2f} points "
+            f"(noise margin {m:.2f}); lower beyond the margin at {better} of {pairs} steps, higher at {worse}."
+        )
+        out = [Claim(claim, verdict, sentence)]
+    g1202 = [g for g in groups if g.depth == 1202]
+    g110 = [g for g in groups if g.depth == 110]
+    if g1202 and g110:
+        a, b = g1202[0], g110[0]
+        d = a.mean("test_error") - b.mean("test_error")
+        m = margin(a, b, "test_error")
+        verdict = "supported" if d >= -m else "not supported"
+        out.append(
+            Claim(
+                "ResNet-1202 is no better than ResNet-110 (overfitting; paper 7.93% vs 6.43%)",
+                verdict,
+                f"test error {fmt(a.mean('test_error'))}% vs {fmt(b.mean('test_error'))}% "
+                f"(difference {d:+.2f}, noise margin {m:.2f}).",
+            )
+        )
+    return out
+
+
+def _claims_shortcuts(groups: list[Group]) -> list[Claim]:
+    by = {g.variant: g for g in groups}
+    out: list[Claim] = []
+    res = [by[k] for k in ("A", "B", "C") if k in by]
+    if "plain" in by and res:
+        p = by["plain"]
+        worst = max(res, key=lambda g: g.mean("test_error"))
+        c = _a_beats_b(
+            worst, p, "test_error", "test error, worst shortcut option vs plain",
+            "Every shortcut option (A, B, C) is far better than the plain net",
+        )
+        out.append(c)
+    if len(res) >= 2:
+        claim = "C ≤ B ≤ A (projections help a little; paper: 24.19 ≤ 24.52 ≤ 25.03 on ImageNet)"
+        pairs = [(by[x], by[y]) for x, y in (("C", "B"), ("B", "A")) if x in by and y in by]
+        ok = rev = tie = 0
+        parts = []
+        for lo, hi in pairs:  # expect lo <= hi
+            d = hi.mean("test_error") - lo.mean("test_error")
+            m = margin(lo, hi, "test_error")
+            parts.append(f"{hi.variant} − {lo.variant} = {d:+.2f} (margin {m:.2f})")
+            if d > m:
+                ok += 1
+            elif d < -m:
+                rev += 1
+            else:
+                tie += 1
+        ordered = all(hi.mean("test_error") >= lo.mean("test_error") for lo, hi in pairs)
+        if rev:
+            verdict = "not supported"
+        elif ok == len(pairs):
+            verdict = "supported"
+        else:
+            verdict = "inconclusive"
+        sentence = (
+            "test error " + ", ".join(f"{g.variant} {fmt(g.mean('test_error'))}%" for g in res) + "; "
+            + "; ".join(parts)
+            + (
+                "; the means are in the paper's order but the gaps are within noise"
+                if verdict == "inconclusive" and ordered
+                else "; the gaps are within noise and not in the paper's order"
+                if verdict == "inconclusive"
+                else ""
+            )
+            + "."
+        )
+        out.append(Claim(claim, verdict, sentence))
+    return out
+
+
+def _claims_highway(groups: list[Group]) -> list[Claim]:
+    out: list[Claim] = []
+    depths = sorted({g.depth for g in groups})
+    by = {(g.variant, g.depth): g for g in groups}
+    for d in depths:
+        r, h, p = by.get(("resnet", d)), by.get(("highway", d)), by.get(("plain", d))
+        if r and h:
+            out.append(
+                _a_beats_b(r, h, "test_error", "test error", f"At depth {d}, the ResNet is better than the highway net")
+            )
+        if r and p:
+            out.append(
+                _a_beats_b(r, p, "test_error", "test error", f"At depth {d}, the ResNet is better than the plain net")
+            )
+    if len(depths) >= 2:
+        res = _by(groups, "resnet")
+        hw = _by(groups, "highway")
+        if len(res) >= 2:
+            out.append(_deeper_no_worse(res, "train_error", "training error", "ResNets"))
+        if len(hw) >= 2 and len(res) >= 2:
+            dh = hw[-1].mean("train_error") - hw[0].mean("train_error")
+            dr = res[-1].mean("train_error") - res[0].mean("train_error")
+            m = math.sqrt(margin(hw[0], hw[-1], "train_error") ** 2 + margin(res[0], res[-1], "train_error") ** 2)
+            gap = dh - dr
+            verdict = "supported" if gap > m else "not supported" if gap < -m else "inconclusive"
+            out.append(
+                Claim(
+                    f"ResNets gain more from depth than highway nets (depth {hw[0].depth} → {hw[-1].depth})",
+                    verdict,
+                    f"training error changes by {dr:+.2f} points for ResNets and {dh:+.2f} for highway nets "
+                    f"(difference {gap:+.2f}, noise margin {m:.2f}).",
+                )
+            )
+    return out

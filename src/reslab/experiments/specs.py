@@ -1,0 +1,271 @@
+"""The paper's experiments as data: which networks each one trains, under which budget.
+
+An experiment is a list of :class:`RunSpec` (one training run each: a network, a seed, and the config
+fields that differ from the budget's recipe). A :class:`Budget` says how long every run trains and on how
+much data; the same budget applies to every network of an experiment, so the comparison is fair ("same
+recipe", as in the paper).
+
+Budgets
+-------
+``smoke``
+    A plumbing check, not a measurement: 256 training images, a handful of iterations, a 256-image eval
+    set. Every command still trains its full set of networks. Used by the tests; under a minute on 2
+    CPU cores per command.
+``quick``
+    About 15 minutes on 2 CPU cores for the command's default networks, and still shows the effect on
+    Fashion-MNIST. Batch 128, the paper's SGD (momentum 0.9, weight decay 1e-4, lr 0.1) with a
+    step-down at 50% and 75% of the iterations, the full 60k training set, a fixed 2,000-image slice of
+    the test set evaluated 8 times per run. Iterations per experiment (:data:`QUICK_ITERATIONS`) were
+    chosen from measured CPU throughput: one training step of a depth-``d`` network at batch 128 on
+    28x28 inputs costs about ``d * 8 ms`` on 2 cores (ResNet-56: ~0.45 s, ResNet-20: ~0.16 s), so a
+    sweep costs ``iterations * sum(depths) * 8 ms`` plus evaluation. Plain nets degrade within the first
+    few hundred iterations, which is what makes a short schedule enough to see the degradation problem.
+``paper``
+    The paper's CIFAR schedule (the ``cifar_paper`` recipe: 64k iterations, batch 128, lr 0.1 divided
+    by 10 at 32k and 48k, 45k/5k train/val split). A GPU job: hours per network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from reslab.errors import ConfigError
+
+DATASETS = ("fashion-mnist", "cifar10", "cifar100")
+# "synthetic" is accepted too (tests, demos) but not advertised on the command line.
+ALL_DATASETS = (*DATASETS, "synthetic")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long and on how much data every run of an experiment trains.
+
+    ``iterations`` None keeps the recipe's schedule untouched (the paper budget); otherwise the step
+    schedule is rescaled: lr divided by 10 at ``milestone_fracs`` of the iterations (the paper's 32k/48k
+    of 64k is 0.5/0.75), ``evals`` evaluations per run, ResNet-110's warm-up shortened to a tenth of the
+    run.
+    """
+
+    name: str
+    description: str
+    iterations: dict[str, int] | None  # per experiment; None: the recipe's
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields over the recipe
+    evals: int = 8
+    milestone_fracs: tuple[float, ...] = (0.5, 0.75)
+    log_points: int = 50  # train_log.csv rows per run (about)
+
+
+RECIPE = "cifar_paper"  # every budget starts from the paper's recipe (SGD 0.9, wd 1e-4, lr 0.1, batch 128)
+
+BUDGETS: dict[str, Budget] = {
+    "smoke": Budget(
+        name="smoke",
+        description="plumbing check: 256 training images, 6 iterations at batch 32, 256 test images",
+        iterations={"degradation": 6, "depth": 6, "shortcuts": 6, "highway": 6},
+        overrides={"subset": 256, "test_subset": 256, "val_split": 0, "batch_size": 32, "eval_batch_size": 256},
+        evals=2,
+    ),
+    "quick": Budget(
+        name="quick",
+        description=(
+            "~15 min on 2 CPU cores: full training set, batch 128, lr 0.1 divided by 10 at 50% and 75% of "
+            "the iterations, 2,000 test images evaluated 8 times per run"
+        ),
+        # 15 min on 2 CPU cores for the default networks (cost ~ iterations x sum of depths; see above).
+        iterations={"degradation": 300, "depth": 300, "shortcuts": 600, "highway": 300},
+        overrides={"subset": None, "test_subset": 2000, "val_split": 0, "batch_size": 128},
+        evals=8,
+    ),
+    "paper": Budget(
+        name="paper",
+        description=(
+            "the paper's schedule (recipe cifar_paper): 64k iterations at batch 128, lr 0.1 divided by 10 at "
+            "32k and 48k, 45k/5k train/val split; a GPU job"
+        ),
+        iterations=None,
+        overrides={},
+        evals=64,
+    ),
+}
+
+
+# Iterations of every run at the quick budget, per experiment.
+QUICK_ITERATIONS: dict[str, int] = dict(BUDGETS["quick"].iterations or {})
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of an experiment."""
+
+    name: str  # run directory name, e.g. "plain20-s0"
+    family: str  # "plain", "resnet", "highway"
+    variant: str  # what the figure/table groups by besides depth: "plain", "A", "B", "C", "resnet", ...
+    label: str  # human name, e.g. "plain-20", "ResNet-20 (B)"
+    model: str  # registry name
+    depth: int
+    seed: int
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # per-run config fields (e.g. 110 warm-up)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Runs that differ only in seed share a key (they are averaged)."""
+        return (self.variant, self.depth)
+
+
+@dataclass(frozen=True)
+class ExperimentDef:
+    name: str
+    title: str
+    paper_ref: str
+    default_depths: tuple[int, ...]
+    optional_depths: tuple[int, ...]
+    description: str
+
+
+EXPERIMENTS: dict[str, ExperimentDef] = {
+    "degradation": ExperimentDef(
+        "degradation",
+        "The degradation problem: plain vs residual networks",
+        "He et al. 2016, Fig. 6 (CIFAR-10)",
+        (20, 32, 44, 56),
+        (110,),
+        "plain and residual networks at the same depths and recipe; training (dashed) and test (bold) "
+        "error against iterations",
+    ),
+    "depth": ExperimentDef(
+        "depth",
+        "Deeper residual networks are more accurate",
+        "He et al. 2016, Table 6 (CIFAR-10)",
+        (20, 32, 44, 56, 110),
+        (1202,),
+        "ResNet-20/32/44/56/110, test error mean ± std over seeds",
+    ),
+    "shortcuts": ExperimentDef(
+        "shortcuts",
+        "Identity vs projection shortcuts",
+        "He et al. 2016, Table 3 (ImageNet, ResNet-34)",
+        (32,),
+        (),
+        "option A (identity, zero-padding), B (projection where the shape changes), C (all projections) "
+        "and the plain net, at one depth",
+    ),
+    "highway": ExperimentDef(
+        "highway",
+        "Residual vs highway vs plain networks",
+        "He et al. 2016, Sec. 4.2 / Table 6 (highway networks, Srivastava et al. 2015)",
+        (20, 56),
+        (),
+        "the same body with identity shortcuts (ResNet), gated shortcuts (highway) and no shortcuts (plain)",
+    ),
+}
+
+VALID_DEPTHS = (20, 32, 44, 56, 110, 1202)
+
+
+def plan_runs(name: str, *, depths: tuple[int, ...], seeds: tuple[int, ...], budget: str) -> list[RunSpec]:
+    """The runs of experiment ``name``: networks x depths x seeds."""
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
+    for d in depths:
+        if d not in VALID_DEPTHS:
+            raise ConfigError(f"depth {d} is not a CIFAR ResNet depth; choose from {VALID_DEPTHS}")
+    runs: list[RunSpec] = []
+
+    def add(family: str, variant: str, label: str, model: str, depth: int, base: str = "", **kw: Any) -> None:
+        for s in seeds:
+            runs.append(
+                RunSpec(
+                    name=f"{base or model}-s{s}",
+                    family=family,
+                    variant=variant,
+                    label=label,
+                    model=model,
+                    depth=depth,
+                    seed=s,
+                    model_kwargs=kw,
+                )
+            )
+
+    for d in depths:
+        if name == "degradation":
+            add("plain", "plain", f"plain-{d}", f"plain{d}", d)
+            add("resnet", "resnet", f"ResNet-{d}", f"resnet{d}", d)
+        elif name == "depth":
+            add("resnet", "resnet", f"ResNet-{d}", f"resnet{d}", d)
+        elif name == "shortcuts":
+            for opt in ("A", "B", "C"):
+                add("resnet", opt, f"ResNet-{d} ({opt})", f"resnet{d}", d, base=f"resnet{d}{opt}", shortcut=opt)
+            add("plain", "plain", f"plain-{d}", f"plain{d}", d)
+        elif name == "highway":
+            add("resnet", "resnet", f"ResNet-{d}", f"resnet{d}", d)
+            add("highway", "highway", f"highway-{d}", f"highway{d}", d)
+            add("plain", "plain", f"plain-{d}", f"plain{d}", d)
+    return runs
+
+
+def budget_overrides(experiment: str, budget: str, dataset: str, known: set[str] | None = None) -> dict[str, Any]:
+    """TrainConfig fields every run of ``experiment`` gets at ``budget`` (on top of :data:`RECIPE`).
+
+    ``known`` (the engine's field names) drops keys this engine version does not have (e.g. ``test_subset``).
+    """
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+    b = BUDGETS[budget]
+    ov: dict[str, Any] = {"dataset": dataset, **b.overrides}
+    if b.iterations is not None:
+        it = b.iterations[experiment]
+        ov["iterations"] = it
+        ov["schedule"] = "step"
+        ov["milestones"] = sorted({max(1, round(f * it)) for f in b.milestone_fracs if round(f * it) < it})
+        ov["eval_every"] = max(1, it // b.evals)
+        ov["checkpoint_every"] = ov["eval_every"]
+        ov["log_every"] = max(1, it // b.log_points)
+        # ResNet-110's start at lr 0.01 (the paper: ~400 of 64k iterations), scaled to a tenth of the run.
+        ov.update(warmup_iters=it // 10 if it >= 20 else 0, warmup_mode="constant", warmup_factor=0.1)
+        ov["warmup_min_depth"] = 110
+    if known is not None:
+        ov = {k: v for k, v in ov.items() if k in known}
+    return ov
+
+
+def parse_seeds(text: str | int | None) -> tuple[int, ...]:
+    """``"3"`` -> (0, 1, 2); ``"0,4,7"`` -> (0, 4, 7); None -> (0,)."""
+    if text is None:
+        return (0,)
+    if isinstance(text, int):
+        n = text
+    else:
+        text = str(text).strip()
+        if "," in text:
+            try:
+                seeds = tuple(int(t) for t in text.split(",") if t.strip())
+            except ValueError:
+                raise ConfigError(f"--seeds: expected a count or a comma list of integers, got {text!r}") from None
+            if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+                raise ConfigError(f"--seeds: need distinct non-negative seeds, got {text!r}")
+            return seeds
+        try:
+            n = int(text)
+        except ValueError:
+            raise ConfigError(f"--seeds: expected a count or a comma list of integers, got {text!r}") from None
+    if n < 1:
+        raise ConfigError(f"--seeds: need at least one seed, got {n}")
+    return tuple(range(n))
+
+
+def parse_depths(text: str | None, experiment: str) -> tuple[int, ...]:
+    """``"20,56"`` -> (20, 56); None -> the experiment's default depths."""
+    if text is None:
+        return EXPERIMENTS[experiment].default_depths
+    try:
+        depths = tuple(int(t) for t in str(text).replace(" ", "").split(",") if t)
+    except ValueError:
+        raise ConfigError(f"--depths: expected a comma list of integers, got {text!r}") from None
+    if not depths:
+        raise ConfigError("--depths: need at least one depth")
+    bad = [d for d in depths if d not in VALID_DEPTHS]
+    if bad:
+        raise ConfigError(f"--depths: {bad[0]} is not a CIFAR ResNet depth (6n+2); choose from {VALID_DEPTHS}")
+    return tuple(sorted(set(depths)))

@@ -1,0 +1,190 @@
+"""Model weights on disk: safetensors files that carry what is needed to rebuild the model.
+
+A reslab weight file is a safetensors file with torchvision's tensor names (the model's ``state_dict``)
+and string metadata: ``format = "reslab"``, ``model`` (the registered name), ``model_kwargs`` (JSON) and
+any extra entries, each JSON-encoded (a training run stores its resolved ``config`` there). Writes are
+atomic (:func:`reslab._io.write_bytes`); nothing is unpickled on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab._io import torch_load, write_bytes
+from reslab.errors import CheckpointError, ConfigError
+
+FORMAT = "reslab"
+_RAW_KEYS = ("format", "model")  # stored as plain strings; every other value is JSON
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP / DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        for attr in ("_orig_mod", "module"):
+            inner = getattr(model, attr, None)
+            if isinstance(inner, nn.Module):
+                model = inner
+                break
+        else:
+            return model
+
+
+def _strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _WRAPPER_PREFIXES:
+                if k.startswith(p):
+                    k, changed = k[len(p) :], True
+        out[k] = v
+    return out
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+    """Write ``model``'s weights (wrapper prefixes removed) and ``metadata`` to a safetensors file, atomically.
+
+    ``metadata`` values must be JSON-serializable; ``format``, ``model`` and ``model_kwargs`` are reserved
+    (taken from the model, as set by ``create_model``).
+    """
+    from safetensors.torch import save
+
+    inner = unwrap(model)
+    meta = {"format": FORMAT}
+    name = getattr(inner, "model_name", None)
+    if name:
+        meta["model"] = name
+        meta["model_kwargs"] = json.dumps(getattr(inner, "model_kwargs", {}), sort_keys=True)
+    for k, v in (metadata or {}).items():
+        if k in ("format", "model", "model_kwargs"):
+            raise ConfigError(f"metadata key {k!r} is reserved: it is taken from the model")
+        try:
+            meta[str(k)] = json.dumps(v, sort_keys=True)
+        except TypeError as e:
+            raise ConfigError(f"metadata {k!r} is not JSON-serializable: {e}") from None
+    state = _strip_prefixes(inner.state_dict())
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    write_bytes(path, save(tensors, metadata=meta))
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+    from safetensors.torch import load
+
+    if not path.is_file():
+        raise CheckpointError(f"no such file: {path}")
+    try:
+        data = path.read_bytes()
+        tensors = load(data)
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for a torn or foreign file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(
+            f"cannot read {path}: corrupt or truncated safetensors file ({first})"
+        ) from None
+    return tensors, meta
+
+
+def _decode(meta: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        if k in _RAW_KEYS:
+            out[k] = v
+            continue
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v  # written by another tool: keep the string
+    return out
+
+
+def resolve_checkpoint(path_or_run: str | os.PathLike) -> Path:
+    """A weight file itself, or for a run directory ``checkpoints/best.safetensors`` (else ``last``)."""
+    path = Path(path_or_run)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for d in (path / "checkpoints", path):
+            for stem in ("best", "last"):
+                if (d / f"{stem}.safetensors").is_file():
+                    return d / f"{stem}.safetensors"
+        raise CheckpointError(f"{path} holds no checkpoints/best.safetensors or checkpoints/last.safetensors")
+    raise CheckpointError(f"no such checkpoint or run directory: {path}")
+
+
+def load_model(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved by :func:`save_weights` (file or run directory) and load its weights.
+
+    Returns ``(model, metadata)`` with the metadata's JSON values decoded; the model is in eval mode on
+    ``map_location``.
+    """
+    from reslab.models.registry import create_model
+
+    path = resolve_checkpoint(path_or_run)
+    tensors, raw = _read_safetensors(path)
+    meta = _decode(raw)
+    if meta.get("format") != FORMAT or "model" not in meta:
+        raise CheckpointError(f"{path} is not a reslab model file (no model name); use load_pretrained")
+    kwargs = meta.get("model_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{path}: model_kwargs metadata is not a JSON object")
+    model = create_model(meta["model"], **kwargs)
+    _load_checked(model, tensors, path)
+    return model.to(map_location).eval(), meta
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a reslab ``.safetensors`` file or a torchvision-format ``.pth``/``.pt`` state dict
+    (also one nested under a ``"state_dict"`` or ``"model"`` key), wrapper prefixes removed."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        state: Any = _read_safetensors(path)[0]
+    else:
+        state = torch_load(path)
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return _strip_prefixes(state)
+
+
+def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    inner = unwrap(model)
+    expected = inner.state_dict()
+    for k, v in expected.items():
+        if k not in state:
+            raise CheckpointError(f"{path} does not fit {_name(inner)}: missing tensor {k}")
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"{path} does not fit {_name(inner)}: {k} has shape {tuple(state[k].shape)}, "
+                f"the model expects {tuple(v.shape)}"
+            )
+    for k in state:
+        if k not in expected:
+            raise CheckpointError(f"{path} does not fit {_name(inner)}: unexpected tensor {k}")
+    inner.load_state_dict(state, strict=True)
+
+
+def _name(model: nn.Module) -> str:
+    return getattr(model, "model_name", None) or type(model).__name__
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a reslab ``.safetensors`` or torchvision-format state-dict file into ``model``, strictly.
+
+    Every tensor must be there with the model's shape: otherwise a :class:`CheckpointError` names the
+    first missing, mismatching or unexpected tensor. Returns ``model``.
+    """
+    _load_checked(model, read_state_dict(path), Path(path))
+    return model

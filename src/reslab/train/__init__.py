@@ -1,0 +1,38 @@
+"""Training: ``TrainConfig`` (typed config), recipes (YAML), ``train(cfg, out_dir) -> summary``.
+
+    from reslab.train import load_recipe, train
+    cfg = load_recipe("fashion_mnist_demo", model="resnet20")
+    summary = train(cfg, "runs/demo", progress=False)
+
+``train`` and ``evaluate`` import torch; importing this package and building configs does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reslab.train.config import (
+    DEFAULT_RECIPE,
+    TrainConfig,
+    apply_overrides,
+    list_recipes,
+    load_recipe,
+    parse_set,
+)
+
+__all__ = [
+    "DEFAULT_RECIPE",
+    "TrainConfig",
+    "apply_overrides",
+    "list_recipes",
+    "load_recipe",
+    "parse_set",
+    "train",
+]
+
+
+def train(cfg: TrainConfig | None, out_dir: Any = None, **kwargs: Any) -> dict[str, Any]:
+    """See :func:`reslab.train.engine.train`."""
+    from reslab.train.engine import train as _train
+
+    return _train(cfg, out_dir, **kwargs)

@@ -1,0 +1,386 @@
+"""The training configuration: one typed dataclass, recipes as YAML files, overrides as ``key=value``.
+
+A recipe (``src/reslab/train/recipes/<name>.yaml``) is a flat mapping of :class:`TrainConfig` fields;
+anything it does not set keeps the dataclass default. The command line and the Python API override any
+field afterwards (``--set key=value``, values parsed as YAML scalars or lists; ``model_kwargs.depth=56``
+sets one key of a dict field). Every value is checked in :meth:`TrainConfig.validate`: an unknown key or a
+bad value is a :class:`~reslab.errors.ConfigError` of one line naming the key (and the closest valid ones).
+
+This module imports neither torch nor the data/model packages: building and checking a config is instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reslab.errors import ConfigError
+
+RECIPE_DIR = Path(__file__).with_name("recipes")
+DEFAULT_RECIPE = "fashion_mnist"
+
+SCHEDULES = ("step", "cosine", "linear", "constant")
+WARMUP_MODES = ("linear", "constant")
+OPTIMIZERS = ("sgd", "adamw")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("auto", "bf16", "off")
+AUTO_BOOL = ("auto", True, False)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Units: ``lr`` etc. per *step* (one optimizer update);
+    the budget is ``iterations`` or ``epochs`` (exactly one); ``milestones`` and ``warmup_iters`` follow
+    the budget's unit for milestones (iterations or epochs) and are always iterations for warm-up.
+    """
+
+    # -- what
+    recipe: str = DEFAULT_RECIPE  # recorded for the summary; set by load_recipe
+    model: str = "resnet20"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # to create_model (shortcut, depth, ...)
+    num_classes: int | None = None  # None: the data set's; else replace the head (fine-tuning)
+    dataset: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | synthetic | imagefolder
+    data_dir: str | None = None
+    download: bool = False
+    subset: int | None = None  # keep this many training images (seeded random, stratified)
+    val_split: int = 0  # hold this many training images out for validation (model selection)
+    augment: bool = True  # random crop with `pad` zero padding + horizontal flip (if valid)
+    pad: int = 4
+    image_size: int = 224  # imagefolder only
+    workers: int = 8  # imagefolder only: decoding worker processes
+
+    # -- budget
+    batch_size: int = 128
+    iterations: int | None = None
+    epochs: float | None = None
+
+    # -- optimizer
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    no_decay_bn_bias: bool = False  # exclude BN parameters and biases from weight decay
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0: off; else evaluate and export an EMA of the weights (e.g. 0.999)
+    grad_clip: float = 0.0  # 0: off; else clip the global gradient norm
+
+    # -- schedule
+    schedule: str = "step"  # step | cosine | linear (decay to min_lr) | constant
+    milestones: list[float] = field(default_factory=list)  # step: in the budget's unit
+    gamma: float = 0.1  # step: multiply lr by this at each milestone
+    min_lr: float = 0.0  # cosine/linear: final lr
+    warmup_iters: int = 0
+    warmup_mode: str = "linear"  # linear: from warmup_factor*lr up to lr; constant: warmup_factor*lr
+    warmup_factor: float = 0.0
+    warmup_min_depth: int = 0  # apply warm-up only to models at least this deep (paper: 110 layers)
+
+    # -- fine-tuning
+    init_from: str | None = None  # reslab run/checkpoint or torchvision state-dict file
+    freeze: list[str] = field(default_factory=list)  # e.g. [stem, layer1]
+    freeze_backbone: bool = False
+    backbone_lr_scale: float = 1.0
+
+    # -- machine
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on cuda) | bf16 | off
+    channels_last: Any = "auto"  # auto (on for cuda and for cpu) | true | false
+    compile: bool = False
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    deterministic: bool = False
+
+    # -- bookkeeping
+    eval_every: int | None = None  # iterations between evaluations; None: once per epoch; 0: only at end
+    eval_test: bool = True  # also report test error (never used for model selection)
+    eval_batch_size: int = 1000
+    eval_subset: int | None = None  # evaluate on the first N val/test images only (quick runs); None: all
+    log_every: int = 50  # iterations between train_log.csv rows (and host syncs)
+    checkpoint_every: int = 1000  # iterations between checkpoints (also at every evaluation)
+    tensorboard: bool = True  # when tensorboard is importable
+
+    # ------------------------------------------------------------------------------------------ api
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        cfg = cls()
+        cfg.update(d, source=source)
+        return cfg
+
+    def update(self, d: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        """Set fields from a mapping (type-checked); an unknown key names the closest valid ones."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a mapping of config keys, got {type(d).__name__}")
+        for key, value in d.items():
+            set_field(self, str(key), value, source=source)
+        return self
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        new = dataclasses.replace(self)
+        return new.update(changes, source="override")
+
+    def validate(self) -> TrainConfig:
+        """Check every value; returns self. Errors are one line naming the key."""
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("warmup_mode", self.warmup_mode, WARMUP_MODES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("amp", self.amp, AMP_MODES)
+        _choice("channels_last", self.channels_last, AUTO_BOOL)
+        dev = str(self.device)
+        if dev not in DEVICES and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+            raise ConfigError(f"device must be one of auto, cpu, cuda, cuda:N; got {dev!r}")
+        if not self.model:
+            raise ConfigError("model must be set")
+        if (self.iterations is None) == (self.epochs is None):
+            raise ConfigError("set exactly one of iterations and epochs (the training budget)")
+        if self.iterations is not None:
+            _positive("iterations", self.iterations)
+        if self.epochs is not None:
+            _positive("epochs", self.epochs)
+        _positive("lr", self.lr)
+        _positive("batch_size", self.batch_size)
+        _positive("eval_batch_size", self.eval_batch_size)
+        _positive("log_every", self.log_every)
+        _positive("checkpoint_every", self.checkpoint_every)
+        _positive("backbone_lr_scale", self.backbone_lr_scale, allow_zero=True)
+        _positive("gamma", self.gamma)
+        for key in (
+            "weight_decay",
+            "min_lr",
+            "warmup_factor",
+            "grad_clip",
+            "pad",
+            "val_split",
+            "warmup_iters",
+        ):
+            _positive(key, getattr(self, key), allow_zero=True)
+        if self.eval_every is not None:
+            _positive("eval_every", self.eval_every, allow_zero=True)
+        if self.subset is not None:
+            _positive("subset", self.subset)
+        if self.eval_subset is not None:
+            _positive("eval_subset", self.eval_subset)
+        if self.num_classes is not None:
+            _positive("num_classes", self.num_classes)
+        if self.threads is not None:
+            _positive("threads", self.threads)
+        for key in ("momentum", "label_smoothing", "ema_decay"):
+            v = getattr(self, key)
+            if not 0.0 <= v < 1.0:
+                raise ConfigError(f"{key} must be in [0, 1), got {v}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        ms = list(self.milestones)
+        if any(m <= 0 for m in ms) or ms != sorted(ms):
+            raise ConfigError(f"milestones must be positive and increasing, got {ms}")
+        if self.schedule == "step" and ms:
+            budget = self.iterations if self.iterations is not None else self.epochs
+            if ms[-1] >= budget:  # type: ignore[operator]
+                unit = "iterations" if self.iterations is not None else "epochs"
+                raise ConfigError(f"milestone {ms[-1]} is not before the end of training ({budget} {unit})")
+        return self
+
+
+# ----------------------------------------------------------------------------------- field setting
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def field_names() -> list[str]:
+    return list(_FIELDS)
+
+
+def _unknown(key: str, source: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(_FIELDS), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(_FIELDS)}"
+    return ConfigError(f"{source}: unknown config key {key!r}{hint}")
+
+
+def set_field(cfg: TrainConfig, key: str, value: Any, *, source: str = "config") -> None:
+    """``cfg.key = value`` with type coercion; ``a.b`` sets key ``b`` of dict field ``a``."""
+    if "." in key:
+        head, sub = key.split(".", 1)
+        if head not in _FIELDS:
+            raise _unknown(head, source)
+        current = getattr(cfg, head)
+        if not isinstance(current, dict):
+            raise ConfigError(f"{source}: {head!r} is not a mapping, cannot set {key!r}")
+        current = dict(current)
+        current[sub] = value
+        setattr(cfg, head, current)
+        return
+    if key not in _FIELDS:
+        raise _unknown(key, source)
+    setattr(cfg, key, _coerce(key, _HINTS[key], value, source))
+
+
+def _coerce(key: str, hint: Any, value: Any, source: str) -> Any:
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
+
+    if key == "channels_last":
+        if value in ("auto", True, False):
+            return value
+        raise bad("auto, true or false")
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint) or hint
+    if origin is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise bad("true or false")
+    if origin is int:
+        if isinstance(value, bool):
+            raise bad("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                f = float(value)
+            except ValueError:
+                raise bad("an integer") from None
+            if f.is_integer():
+                return int(f)
+        raise bad("an integer")
+    if origin is float:
+        if isinstance(value, bool):
+            raise bad("a number")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+        if not math.isfinite(f):
+            raise bad("a finite number")
+        return f
+    if origin is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad("a string")
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        return [_coerce(key, item, v, source) if item is not Any else v for v in value]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return dict(value)
+    return value
+
+
+def _choice(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        names = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+        raise ConfigError(f"{key} must be one of {names}; got {value!r}")
+
+
+def _positive(key: str, value: Any, allow_zero: bool = False) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+
+
+# ------------------------------------------------------------------------------------------ recipes
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    path = RECIPE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        close = difflib.get_close_matches(str(name), list_recipes(), n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown recipe {name!r}{hint} (recipes: {', '.join(list_recipes())})")
+    return path
+
+
+def read_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror or type(e).__name__}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid YAML"
+        raise ConfigError(f"{what} {path} is not valid YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a mapping of config keys")
+    return data
+
+
+def load_recipe(name: str = DEFAULT_RECIPE, **overrides: Any) -> TrainConfig:
+    """The recipe ``name`` (a shipped recipe or a path to a YAML file) as a validated :class:`TrainConfig`.
+
+    ``overrides`` are applied on top (``load_recipe("cifar_paper", model="resnet56")``).
+    """
+    path = recipe_path(name)
+    cfg = TrainConfig()
+    cfg.update(read_yaml(path, "recipe"), source=f"recipe {path.stem}")
+    cfg.recipe = path.stem if path.parent == RECIPE_DIR else str(path)
+    apply_overrides(cfg, overrides, source="override")
+    return cfg.validate()
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], *, source: str = "override") -> TrainConfig:
+    """Set fields; setting ``epochs`` clears ``iterations`` and vice versa (the budget is one of them)."""
+    for key, value in overrides.items():
+        if key == "epochs" and value is not None:
+            cfg.iterations = None
+        elif key == "iterations" and value is not None:
+            cfg.epochs = None
+        set_field(cfg, key, value, source=source)
+    return cfg
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["lr=0.05", "milestones=[10, 20]", "model_kwargs.shortcut=B"]`` -> dict (YAML scalars/lists)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def config_to_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

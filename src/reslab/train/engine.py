@@ -1,0 +1,955 @@
+"""The training loop: ``train(cfg, out_dir) -> summary``. Flat on purpose: setup, then a loop of
+schedule -> step -> (log) -> (evaluate) -> (checkpoint), then the summary. No callback framework.
+
+Where things happen (for later extensions):
+
+- :func:`_wrap_model` is the one place that wraps the model for execution (``torch.compile``; DDP goes
+  here); ``model`` stays the raw module whose weights are saved.
+- :class:`_Run` writes every file, and only when ``dist.is_main`` (rank 0).
+- Host syncs: the loss/error sums stay on the device and are read every ``log_every`` steps; the
+  non-finite-loss guard reads a one-step-old flag (CUDA) or the loss itself (CPU, where reading a
+  scalar costs no device sync).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import functools
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab._io import write_json, write_text
+from reslab.errors import CheckpointError, ConfigError, ReslabError
+from reslab.train import checkpoint as ckpt
+from reslab.train.config import TrainConfig, config_to_yaml, read_yaml
+from reslab.train.evaluate import autocast_ctx, evaluate
+from reslab.train.schedule import Schedule
+
+METRICS_COLUMNS = (
+    "step", "epoch", "lr", "train_loss", "train_error", "val_error", "test_error", "images_per_s", "elapsed",
+)  # fmt: skip
+LOG_COLUMNS = ("step", "epoch", "lr", "loss", "error")
+
+
+class TrainingDiverged(ReslabError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# ------------------------------------------------------------------------------------------ setup
+
+
+def resolve_device(name: str) -> torch.device:
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+@dataclass
+class Dist:
+    """Data-parallel rank/world (1 process today; DDP fills these in)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def default_run_dir(cfg: TrainConfig, root: str | os.PathLike = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{cfg.model}-{cfg.dataset}-{stamp}"
+
+
+@functools.lru_cache(maxsize=2)
+def _load_dataset(name: str, data_dir: str | None, download: bool) -> Any:
+    """``load_dataset``, cached in the process: a sweep of many short runs reads the files once."""
+    from reslab.data import load_dataset
+
+    return load_dataset(name, data_dir, download=download)
+
+
+@functools.cache
+def _git_revision() -> str | None:
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        )  # fmt: skip
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["reslab"] = version("reslab")
+    except Exception:
+        out["reslab"] = "unknown"
+    return out
+
+
+def _model_depth(name: str, kwargs: dict[str, Any]) -> int:
+    try:
+        from reslab.models.registry import get_entry
+
+        return int(kwargs.get("depth", get_entry(name).depth))
+    except Exception:
+        return 0
+
+
+def _check_model_config(cfg: TrainConfig) -> None:
+    """Build the model on the meta device (instant): an unknown name or bad depth fails before data loads."""
+    from reslab.models import create_model
+
+    with torch.device("meta"):
+        create_model(cfg.model, **cfg.model_kwargs)
+
+
+def _build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
+    from reslab.models import create_model
+
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.init_from:
+        from reslab.models.weights import load_pretrained
+
+        model = create_model(cfg.model, in_chans=in_chans, **kwargs)
+        _load_init(model, cfg.init_from, load_pretrained)
+        if model.num_classes != num_classes:  # type: ignore[attr-defined]
+            model.reset_classifier(num_classes)  # type: ignore[operator]
+            model.model_kwargs["num_classes"] = num_classes  # type: ignore[index]
+            model.num_classes = num_classes  # type: ignore[assignment]
+        return model
+    return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def _load_init(model: nn.Module, path: str, load_pretrained: Any) -> None:
+    """Load pretrained weights; a head of another size is created fresh (the message says so)."""
+    try:
+        load_pretrained(model, path)
+    except CheckpointError as e:
+        # A different number of classes: rebuild the head with the checkpoint's size, load, then replace.
+        msg = str(e)
+        cls_name = _classifier_name(model)
+        if cls_name and cls_name in msg:
+            n = _checkpoint_classes(path, cls_name)
+            if n:
+                model.reset_classifier(n)  # type: ignore[operator]
+                load_pretrained(model, path)
+                return
+        raise
+
+
+def _classifier_name(model: nn.Module) -> str | None:
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    for name, mod in model.named_modules():
+        if mod is head:
+            return name
+    return None
+
+
+def _checkpoint_classes(path: str, cls_name: str) -> int | None:
+    from reslab.models.weights import resolve_checkpoint
+
+    p = Path(resolve_checkpoint(path)) if Path(path).is_dir() else Path(path)
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(p), framework="pt") as f:
+                key = f"{cls_name}.weight"
+                return int(f.get_slice(key).get_shape()[0]) if key in f.keys() else None  # noqa: SIM118
+        from reslab._io import torch_load
+
+        sd = torch_load(p)
+        sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
+        w = sd.get(f"{cls_name}.weight")
+        return int(w.shape[0]) if w is not None else None
+    except Exception:
+        return None
+
+
+def _freeze(model: nn.Module, cfg: TrainConfig) -> list[nn.Module]:
+    """Freeze the named parts (``stem``, ``layer1``...) or the whole backbone; returns the frozen modules
+    (kept in eval mode: their BN statistics are frozen too)."""
+    names = [n.strip() for n in cfg.freeze if n.strip()]
+    if not names and not cfg.freeze_backbone:
+        return []
+    stem = tuple(getattr(model, "stem_names", ()))
+    stages = tuple(getattr(model, "stage_names", ()))
+    modules: list[nn.Module] = []
+    if cfg.freeze_backbone:
+        head = model.get_classifier()  # type: ignore[operator]
+        head_params = {id(p) for p in head.parameters()}
+        for p in model.parameters():
+            if id(p) not in head_params:
+                p.requires_grad_(False)
+        modules = [m for m in model.children() if m is not head]
+        return modules
+    valid = ("stem", *stem, *stages)
+    for n in names:
+        if n == "stem":
+            targets = list(stem)
+        elif n in valid:
+            targets = [n]
+        else:
+            raise ConfigError(f"--freeze: unknown part {n!r}; choose from {', '.join(valid)}")
+        for t in targets:
+            mod = model.get_submodule(t)
+            for p in mod.parameters():
+                p.requires_grad_(False)
+            modules.append(mod)
+    return modules
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for mod in model.modules():
+        for p in mod.parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            no_decay = cfg.no_decay_bn_bias and (p.ndim <= 1)
+            is_head = id(p) in head_ids
+            groups.setdefault((is_head, no_decay), []).append(p)
+    out = []
+    for (is_head, no_decay), params in groups.items():
+        scale = 1.0 if is_head else cfg.backbone_lr_scale
+        out.append(
+            {"params": params, "lr_scale": scale, "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+        )
+    if not out:
+        raise ConfigError("nothing to train: every parameter is frozen")
+    return out
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = _param_groups(model, cfg)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )  # fmt: skip
+
+
+def _wrap_model(model: nn.Module, cfg: TrainConfig, dist: Dist) -> nn.Module:
+    """The one place that wraps the model for the forward pass (compile; DDP would go here too)."""
+    fmodel = model
+    if cfg.compile:
+        fmodel = torch.compile(fmodel)  # type: ignore[assignment]
+    return fmodel
+
+
+class EMA:
+    """Exponential moving average of the weights and float buffers (BN statistics), updated every step
+    with decay ``min(decay, (1 + step) / (10 + step))`` so short runs are not dominated by the init."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self._src = [t for t in model.state_dict().values() if t.is_floating_point()]
+        self._dst = [t for t in self.module.state_dict().values() if t.is_floating_point()]
+        self._src_int = [t for t in model.state_dict().values() if not t.is_floating_point()]
+        self._dst_int = [t for t in self.module.state_dict().values() if not t.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        torch._foreach_lerp_(self._dst, self._src, 1.0 - d)
+        for a, b in zip(self._dst_int, self._src_int):
+            a.copy_(b)
+
+
+class _NonFiniteGuard:
+    """Detects a NaN/inf loss within one step without stalling the GPU pipeline."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._flag = torch.zeros((), dtype=torch.bool, pin_memory=self.cuda)
+        self._event: Any = None
+        self._step = -1
+
+    def check(self, loss: torch.Tensor, step: int) -> int | None:
+        """Record ``loss`` of ``step``; return the step whose loss was not finite, if any."""
+        if not self.cuda:  # CPU: the value is already computed, reading it is free
+            return None if math.isfinite(float(loss.detach())) else step
+        bad = self.flush()
+        self._flag.copy_(~torch.isfinite(loss.detach()), non_blocking=True)
+        self._event = torch.cuda.Event()
+        self._event.record()
+        self._step = step
+        return bad
+
+    def flush(self) -> int | None:
+        if self._event is None:
+            return None
+        self._event.synchronize()
+        self._event = None
+        return self._step if bool(self._flag) else None
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints and stops at the end of the step. A second signal
+    interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+# ------------------------------------------------------------------------------------ run directory
+
+
+class _Run:
+    """The run directory: checks before starting, the lock, and every file written (rank 0 only)."""
+
+    def __init__(self, out: Path, dist: Dist) -> None:
+        self.dir = out
+        self.main = dist.is_main
+        self.lock = ckpt.RunLock(out) if self.main else None
+        self.tb: Any = None
+
+    @staticmethod
+    def status(out: Path) -> str:
+        """``missing``/``empty``, ``foreign`` (files but not a run), ``unfinished`` or ``finished``."""
+        if not out.exists():
+            return "missing"
+        if not out.is_dir():
+            return "foreign"
+        names = {p.name for p in out.iterdir()} - {"train.lock"}
+        if not names:
+            return "empty"
+        if (out / "summary.json").exists():
+            try:
+                import json
+
+                if json.loads((out / "summary.json").read_text()).get("finished"):
+                    return "finished"
+            except (OSError, ValueError):
+                pass
+        if (out / "config.yaml").exists():
+            return "unfinished"
+        return "foreign"
+
+    def wipe(self) -> None:
+        for p in self.dir.iterdir():
+            if p.name == "train.lock":
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+    def write_config(self, cfg: TrainConfig) -> None:
+        if self.main:
+            write_text(self.dir / "config.yaml", config_to_yaml(cfg))
+
+    def truncate_logs(self, step: int) -> None:
+        """On resume: drop log rows after the checkpoint (they will be recomputed identically)."""
+        if not self.main:
+            return
+        for name, cols in (("metrics.csv", METRICS_COLUMNS), ("train_log.csv", LOG_COLUMNS)):
+            path = self.dir / name
+            if not path.exists():
+                continue
+            keep = []
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    try:
+                        if int(float(row["step"])) <= step and all(row.get(c) is not None for c in cols):
+                            keep.append(row)
+                    except (KeyError, TypeError, ValueError):
+                        continue
+            import io
+
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+            w.writeheader()
+            w.writerows({c: r[c] for c in cols} for r in keep)
+            write_text(path, buf.getvalue())
+
+    def append(self, name: str, cols: tuple[str, ...], row: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        path = self.dir / name
+        new = not path.exists() or path.stat().st_size == 0
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            if new:
+                w.writerow(cols)
+            w.writerow([_fmt(row.get(c)) for c in cols])
+
+    def open_tensorboard(self, enabled: bool) -> None:
+        if not (self.main and enabled):
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard not installed
+            return
+        self.tb = SummaryWriter(log_dir=str(self.dir / "tensorboard"))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.tb is not None:
+            for k, v in values.items():
+                if v is not None and v == v:
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if v != v:
+            return ""
+        return f"{v:.6g}"
+    return str(v)
+
+
+# ------------------------------------------------------------------------------------------- train
+
+
+def train(
+    cfg: TrainConfig | None,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``cfg`` into the run directory ``out_dir``; returns the summary (also ``summary.json``).
+
+    ``resume=True`` continues the run in ``out_dir`` from its last checkpoint with the config stored
+    there (``cfg`` may be ``None``; if given, it must agree with the stored one except for machine
+    settings); a run directory without a checkpoint yet starts from scratch. A finished run returns its
+    summary. ``overwrite=True`` replaces whatever run is in ``out_dir``. Without either, a directory that
+    already holds a run is refused (nothing is touched). ``progress=False``: no output at all.
+    """
+    dist = Dist()
+    if out_dir is None:
+        if cfg is None:
+            raise ConfigError("train() needs a config or a run directory")
+        out_dir = default_run_dir(cfg)
+    out = Path(out_dir)
+    status = _Run.status(out)
+    if status == "foreign":
+        raise ReslabError(f"{out} exists and is not a reslab run directory; choose another --out")
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    if status in ("finished", "unfinished") and not (resume or overwrite):
+        what = "a finished run" if status == "finished" else "an unfinished run (continue it with --resume)"
+        raise ReslabError(f"{out} already holds {what}; use --resume or --overwrite, or choose another --out")
+    if resume and status in ("finished", "unfinished"):
+        stored = TrainConfig.from_dict(
+            read_yaml(out / "config.yaml", "run config"), source=f"{out}/config.yaml"
+        )
+        if cfg is not None:
+            _check_same_config(stored, cfg, out)
+        cfg = stored
+    if cfg is None:
+        raise ConfigError(f"nothing to resume in {out} and no config given")
+    cfg = copy.deepcopy(cfg).validate()
+
+    run = _Run(out, dist)
+    if run.lock is not None:
+        run.lock.acquire()
+    try:
+        status = _Run.status(out)  # again, now that we hold the lock
+        if status == "finished" and resume:
+            import json
+
+            summary = json.loads((out / "summary.json").read_text())
+            if progress:
+                print(
+                    f"{out}: already finished (step {summary.get('final', {}).get('step')})", file=sys.stderr
+                )
+            return summary
+        if overwrite and status not in ("missing", "empty"):
+            run.wipe()
+        return _train(cfg, run, dist, progress=progress)
+    finally:
+        run.close()
+        if run.lock is not None:
+            run.lock.release()
+
+
+_MACHINE_KEYS = {"device", "threads", "tensorboard", "workers", "eval_batch_size", "data_dir", "download"}
+
+
+def _check_same_config(stored: TrainConfig, given: TrainConfig, out: Path) -> None:
+    a, b = stored.to_dict(), given.to_dict()
+    diff = [k for k in a if k not in _MACHINE_KEYS and a[k] != b[k]]
+    if diff:
+        k = diff[0]
+        raise ConfigError(
+            f"--resume {out}: the run's config has {k}={a[k]!r}, the given one {b[k]!r} "
+            f"({len(diff)} field(s) differ); a resumed run keeps its own config"
+        )
+
+
+def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[str, Any]:
+    from reslab.data import DeviceLoader, split_validation, subset_dataset
+
+    t_session = time.perf_counter()
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.dataset == "imagefolder":
+        raise ConfigError("imagefolder training is not wired into `reslab train` yet")
+    _check_model_config(cfg)
+
+    # ---- data
+    ds = _load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    if cfg.subset:
+        ds = subset_dataset(ds, cfg.subset, seed=cfg.seed, stratified=True)
+    if cfg.val_split:
+        ds = split_validation(ds, cfg.val_split, seed=cfg.seed)
+    num_classes = cfg.num_classes or ds.num_classes
+    data_info = {
+        "dataset": ds.name,
+        "input_size": list(ds.input_size),
+        "mean": list(ds.mean),
+        "std": list(ds.std),
+        "classes": list(ds.classes)
+        if num_classes == ds.num_classes
+        else [str(i) for i in range(num_classes)],
+        "num_classes": num_classes,
+        "flip": ds.flip,
+        "num_train": len(ds.train_y),
+        "num_val": 0 if ds.val_y is None else len(ds.val_y),
+        "num_test": len(ds.test_y),
+    }
+    if int(ds.train_y.max()) >= num_classes:
+        raise ConfigError(f"num_classes={num_classes} but the data has labels up to {int(ds.train_y.max())}")
+
+    # ---- model, optimizer, loader
+    torch.manual_seed(cfg.seed)
+    import random
+
+    import numpy as np
+
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+    model = _build_model(cfg, num_classes, ds.in_chans)
+    frozen = _freeze(model, cfg)
+    cl = cfg.channels_last if cfg.channels_last != "auto" else True
+    model = model.to(device)
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _make_optimizer(model, cfg)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    fmodel = _wrap_model(model, cfg, dist)
+    amp_dtype = (
+        torch.bfloat16 if (cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")) else None
+    )
+    loader = DeviceLoader(
+        ds.train_x, ds.train_y, cfg.batch_size, device=device, mean=ds.mean, std=ds.std,
+        augment=cfg.augment, flip=ds.flip, pad=cfg.pad, seed=cfg.seed, drop_last=True,
+        shard=(dist.rank, dist.world_size), channels_last=cl,
+    )  # fmt: skip
+    steps_per_epoch = len(loader)
+    total = cfg.iterations if cfg.iterations is not None else math.ceil(cfg.epochs * steps_per_epoch)  # type: ignore[operator]
+    depth = _model_depth(cfg.model, cfg.model_kwargs)
+    sched = Schedule.from_config(cfg, total, steps_per_epoch, depth)
+    eval_every = steps_per_epoch if cfg.eval_every is None else (cfg.eval_every or total)
+    eval_sets = {
+        "val": (ds.val_x, ds.val_y),
+        "test": (ds.test_x, ds.test_y) if cfg.eval_test else (None, None),
+    }
+    n_eval = cfg.eval_subset
+    eval_sets = {
+        k: (x[:n_eval].to(device), y[:n_eval].to(device)) for k, (x, y) in eval_sets.items() if x is not None
+    }
+    params = sum(p.numel() for p in model.parameters())
+    resolved = cfg.to_dict() | {"data": data_info}
+    meta = {
+        "config": ckpt.json_meta(resolved),
+        "dataset": ds.name,
+        "input_size": ckpt.json_meta(data_info["input_size"]),
+        "mean": ckpt.json_meta(data_info["mean"]),
+        "std": ckpt.json_meta(data_info["std"]),
+        "classes": ckpt.json_meta(data_info["classes"]),
+    }
+
+    # ---- state (fresh or resumed)
+    step = 0
+    best: dict[str, Any] = {"metric": None, "value": math.inf, "step": -1}
+    elapsed_before = 0.0
+    win_log = [0.0, 0.0, 0]  # loss sum, error count, images (host, since the last train_log row)
+    win_eval = [0.0, 0.0, 0, 0.0]  # ... + training seconds since the last evaluation
+    history_final: dict[str, Any] = {}
+    state = ckpt.load_state(run.dir, "last")
+    if state is not None:
+        _check_state_model(state, model, run.dir)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and state.get("ema") is not None:
+            ema.module.load_state_dict(state["ema"])
+        loader.load_state_dict(state["loader"])
+        ckpt.set_rng_state(state["rng"])
+        step = int(state["step"])
+        best = dict(state["best"])
+        elapsed_before = float(state["elapsed"])
+        win_log = list(state["win_log"])
+        win_eval = list(state["win_eval"])
+        history_final = dict(state.get("final", {}))
+        run.truncate_logs(step)
+        _repair_best(run.dir, state)
+    else:
+        for name in ("metrics.csv", "train_log.csv"):
+            if run.main and (run.dir / name).exists():
+                (run.dir / name).unlink()
+    run.write_config(cfg)
+    run.open_tensorboard(cfg.tensorboard)
+
+    # ---- output
+    tty = progress and sys.stdout.isatty()
+    bar = None
+    if tty and dist.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, unit="it", dynamic_ncols=True, leave=True)
+    say = (
+        (lambda s: bar.write(s) if bar is not None else print(s, flush=True))
+        if progress
+        else (lambda s: None)
+    )
+    if step == 0 and progress:
+        say(
+            f"training {cfg.model} ({params / 1e6:.2f}M params) on {ds.name} ({len(ds.train_y)} train"
+            f"{f', {len(ds.val_y)} val' if ds.val_y is not None else ''}, {len(ds.test_y)} test) on {device}: "
+            f"{total} iterations ({total / steps_per_epoch:.2f} epochs of {steps_per_epoch}), batch {cfg.batch_size}"
+        )
+    elif progress:
+        say(f"resuming {run.dir} at step {step}/{total}")
+    plain_every = max(cfg.log_every, (total // 20) // cfg.log_every * cfg.log_every)
+
+    acc = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, error count (device side)
+    acc_n = 0
+    guard = _NonFiniteGuard(device)
+    crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    scales = [g["lr_scale"] for g in optimizer.param_groups]
+
+    def set_train_mode() -> None:
+        model.train()
+        for m in frozen:
+            m.eval()
+
+    def sync_windows() -> None:
+        nonlocal acc_n
+        if acc_n:
+            loss_sum, err = acc.tolist()
+            acc.zero_()
+            win_log[0] += loss_sum
+            win_log[1] += err
+            win_log[2] += acc_n
+            win_eval[0] += loss_sum
+            win_eval[1] += err
+            win_eval[2] += acc_n
+            acc_n = 0
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t_session
+
+    def diverged(bad_step: int) -> TrainingDiverged:
+        last = ckpt.weights_path(run.dir, "last")
+        where = (
+            f"last good checkpoint: {last} (step {_ckpt_step(run.dir)})"
+            if last.exists()
+            else "no checkpoint yet"
+        )
+        return TrainingDiverged(
+            f"loss is not finite at step {bad_step} (lr {sched(bad_step):.4g}); training stopped; {where}; "
+            "lower --lr or add warm-up and start again with --overwrite"
+        )
+
+    def save(names: list[str]) -> None:
+        if not run.main:
+            return
+        bad = guard.flush()
+        if bad is not None:
+            raise diverged(bad)
+        sync_windows()
+        state = {
+            "format": "reslab-train-state",
+            "version": 1,
+            "model_name": cfg.model,
+            "step": step,
+            "epoch": step / steps_per_epoch,
+            "model": model.state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else None,
+            "optimizer": optimizer.state_dict(),
+            "loader": loader.state_dict(),
+            "rng": ckpt.rng_state(),
+            "best": best,
+            "elapsed": elapsed(),
+            "win_log": win_log,
+            "win_eval": win_eval,
+            "final": history_final,
+        }
+        ckpt.save_checkpoint(run.dir, names, ema.module if ema is not None else model, meta, state)
+
+    set_train_mode()
+    batches = loader.batches()
+    t_window = time.perf_counter()
+    last_row: dict[str, Any] = {}
+    with _StopRequest() as stop:
+        while step < total:
+            lr = sched(step)
+            for g, s in zip(optimizer.param_groups, scales):
+                g["lr"] = lr * s
+            x, y = next(batches)
+            with autocast_ctx(device, amp_dtype):
+                out = fmodel(x)
+                loss = crit(out.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            if ema is not None:
+                ema.update(step)
+            with torch.no_grad():
+                acc[0] += loss.detach()
+                acc[1] += (out.argmax(1) != y).sum()
+            acc_n += len(y)
+            bad = guard.check(loss, step)
+            if bad is not None:
+                raise diverged(bad)
+            step += 1
+            epoch = step / steps_per_epoch
+
+            if step % cfg.log_every == 0 or step == total:
+                sync_windows()
+                row = {
+                    "step": step, "epoch": round(epoch, 4), "lr": lr,
+                    "loss": _mean_loss(win_log, cfg),
+                    "error": 100.0 * win_log[1] / max(win_log[2], 1),
+                }  # fmt: skip
+                run.append("train_log.csv", LOG_COLUMNS, row)
+                run.scalars(step, {"train/loss": row["loss"], "train/error": row["error"], "lr": lr})
+                win_log[:] = [0.0, 0.0, 0]
+                if bar is not None:
+                    dt = time.perf_counter() - t_window + win_eval[3]
+                    ips = win_eval[2] / dt if dt > 0 else 0.0
+                    bar.set_postfix_str(
+                        f"loss {row['loss']:.3f} err {row['error']:.1f}% lr {lr:.3g} {ips:.0f} img/s"
+                    )
+                    bar.update(step - bar.n)
+                elif progress and (step % plain_every == 0) and step % eval_every != 0 and step != total:
+                    dt = time.perf_counter() - t_window + win_eval[3]
+                    ips = win_eval[2] / dt if dt > 0 else 0.0
+                    eta = (total - step) * cfg.batch_size / max(ips, 1e-9)
+                    say(
+                        f"step {step}/{total} epoch {epoch:.2f} loss {row['loss']:.4f} err {row['error']:.2f}% "
+                        f"lr {lr:.4g} {ips:.0f} img/s eta {_hms(eta)}"
+                    )
+
+            is_eval = step % eval_every == 0 or step == total
+            if is_eval:
+                sync_windows()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                win_eval[3] += time.perf_counter() - t_window
+                emodel = ema.module if ema is not None else model
+                errs = {}
+                for split, (ex, ey) in eval_sets.items():
+                    r = evaluate(
+                        emodel, ex, ey, mean=ds.mean, std=ds.std, batch_size=cfg.eval_batch_size,
+                        device=device, amp_dtype=amp_dtype, channels_last=cl, num_classes=num_classes,
+                    )  # fmt: skip
+                    errs[split] = r["top1_error"]
+                set_train_mode()
+                train_loss = _mean_loss(win_eval, cfg)
+                train_err = 100.0 * win_eval[1] / max(win_eval[2], 1)
+                row = {
+                    "step": step, "epoch": round(epoch, 4), "lr": lr, "train_loss": train_loss,
+                    "train_error": train_err, "val_error": errs.get("val"), "test_error": errs.get("test"),
+                    "images_per_s": win_eval[2] / win_eval[3] if win_eval[3] > 0 else None,
+                    "elapsed": round(elapsed(), 3),
+                }  # fmt: skip
+                run.append("metrics.csv", METRICS_COLUMNS, row)
+                run.scalars(
+                    step,
+                    {f"{k}/error": v for k, v in errs.items()}
+                    | {"train/images_per_s": row["images_per_s"] or 0},
+                )
+                win_eval[:] = [0.0, 0.0, 0, 0.0]
+                # model selection: validation error if there is a validation set, else training error
+                metric, value = ("val_error", errs["val"]) if "val" in errs else ("train_error", train_err)
+                improved = value <= best["value"]
+                if improved:
+                    best = {"metric": metric, "value": value, "step": step, "test_error": errs.get("test")}
+                history_final = row
+                save(["last", "best"] if improved else ["last"])
+                if progress:
+                    parts = [f"step {step}/{total}", f"epoch {epoch:.2f}", f"train err {train_err:.2f}%"]
+                    parts += [f"{k} err {v:.2f}%" for k, v in errs.items()]
+                    if row["images_per_s"]:
+                        parts.append(f"{row['images_per_s']:.0f} img/s")
+                    parts.append(f"elapsed {_hms(row['elapsed'])}")
+                    say("  ".join(parts))
+                last_row = row
+                t_window = time.perf_counter()
+            elif step % cfg.checkpoint_every == 0:
+                t0 = time.perf_counter()
+                win_eval[3] += t0 - t_window
+                save(["last"])
+                t_window = time.perf_counter()
+
+            if stop.signum is not None and step < total:
+                win_eval[3] += time.perf_counter() - t_window
+                save(["last"])
+                if bar is not None:
+                    bar.close()
+                name = signal.Signals(stop.signum).name
+                print(
+                    f"{name}: stopped at step {step}/{total}; checkpoint saved; continue with: "
+                    f"reslab train --resume {run.dir}",
+                    file=sys.stderr,
+                )
+                raise KeyboardInterrupt
+    if bar is not None:
+        bar.close()
+
+    # ---- summary
+    summary = {
+        "finished": True,
+        "run_dir": str(run.dir),
+        "model": cfg.model,
+        "dataset": ds.name,
+        "recipe": cfg.recipe,
+        "params": params,
+        "steps": total,
+        "epochs": round(total / steps_per_epoch, 4),
+        "batch_size": cfg.batch_size,
+        "final": {k: last_row.get(k, history_final.get(k)) for k in METRICS_COLUMNS},
+        "best": best,
+        "selection": "val_error" if "val" in eval_sets else "train_error (no validation split)",
+        "test_accuracy": (100.0 - last_row["test_error"]) if last_row.get("test_error") is not None else None,
+        "wall_time_s": round(elapsed(), 3),
+        "device": _device_name(device),
+        "threads": torch.get_num_threads(),
+        "versions": _versions(),
+        "git_revision": _git_revision(),
+        "checkpoints": {
+            "last": str(ckpt.weights_path(run.dir, "last")),
+            "best": str(ckpt.weights_path(run.dir, "best")),
+        },
+        "curves": str(run.dir / "curves.png"),
+    }
+    if run.main:
+        from reslab.train.plots import plot_curves
+
+        plot_curves(run.dir, title=f"{cfg.model} on {ds.name} ({cfg.recipe})")
+        write_json(run.dir / "summary.json", summary)
+    return summary
+
+
+def _mean_loss(win: list, cfg: TrainConfig) -> float:
+    # win[0] sums per-batch mean losses; win[2] counts images: batches = images / batch_size
+    batches = win[2] / cfg.batch_size
+    return win[0] / batches if batches else float("nan")
+
+
+def _hms(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _ckpt_step(run_dir: Path) -> int | str:
+    try:
+        return int(ckpt.read_weights_metadata(ckpt.weights_path(run_dir, "last")).get("step", "?"))
+    except (ReslabError, ValueError):
+        return "?"
+
+
+def _check_state_model(state: dict[str, Any], model: nn.Module, run_dir: Path) -> None:
+    name = getattr(model, "model_name", None)
+    if state.get("model_name") not in (None, name):
+        raise CheckpointError(
+            f"{run_dir}: the checkpoint is of model {state.get('model_name')!r}, this run builds {name!r}"
+        )
+    own = model.state_dict()
+    for k, v in state["model"].items():
+        if k not in own or own[k].shape != v.shape:
+            raise CheckpointError(f"{run_dir}: checkpoint tensor {k!r} does not fit model {name!r}")
+
+
+def _repair_best(run_dir: Path, state: dict[str, Any]) -> None:
+    """A crash between writing ``last`` and ``best`` leaves ``best`` one step behind: copy ``last``."""
+    if state["best"].get("step") != state["step"]:
+        return
+    try:
+        best_state = ckpt.load_state(run_dir, "best")
+    except ReslabError:
+        best_state = None
+    if best_state is None or best_state.get("checkpoint_id") != state.get("checkpoint_id"):
+        for src, dst in (
+            (ckpt.weights_path(run_dir, "last"), ckpt.weights_path(run_dir, "best")),
+            (ckpt.state_path(run_dir, "last"), ckpt.state_path(run_dir, "best")),
+        ):
+            if src.exists():
+                from reslab._io import write_bytes
+
+                write_bytes(dst, src.read_bytes())

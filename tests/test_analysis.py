@@ -1,0 +1,293 @@
+"""reslab.analysis: properties the theory predicts, on small models and data (seconds on a CPU).
+
+The gradient-ratio test uses a batch of real Fashion-MNIST test images when the data set is installed
+(``make data``) and seeded synthetic 1x28x28 images otherwise; the contrast it asserts (exponential
+growth with depth in plain nets, mild growth in ResNets) holds for both.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from reslab.analysis import (
+    delete_blocks,
+    evaluate,
+    filter_normalize,
+    gradient_profile,
+    load_eval_data,
+    path_length_distribution,
+    random_direction,
+    swapped_blocks,
+    without_batchnorm,
+)
+from reslab.analysis._capture import bn_mode, trace_forward, vjp
+from reslab.analysis.common import read_csv
+from reslab.analysis.landscape import compute_landscape
+from reslab.analysis.paths import _path_grad
+from reslab.cli import main
+from reslab.models.registry import create_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: threads only add overhead (and contention on shared CI machines); restored after.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _fmnist_or_synthetic(n: int):
+    from reslab.data.datasets import find_dataset
+
+    name = "fashion-mnist" if find_dataset("fashion-mnist") is not None else "synthetic:1x28x28"
+    return load_eval_data(name, samples=n, seed=0)
+
+
+def _model(name: str, seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    return create_model(name, num_classes=10, in_chans=1, **kw).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return load_eval_data("synthetic:1x8x8", samples=48, seed=0)
+
+
+# -------------------------------------------------------------------------------------- gradients
+
+
+def test_gradient_ratio_explodes_with_depth_in_plain_nets_only():
+    data = _fmnist_or_synthetic(24)
+    ratio = {}
+    for name in ("plain20", "plain56", "resnet20", "resnet56"):
+        p = gradient_profile(_model(name), data.x, data.y, mode="train", split=False)
+        assert np.all(np.isfinite(p.input_norm)) and np.all(p.input_norm > 0)
+        ratio[name] = p.ratio
+    plain_growth = ratio["plain56"] / ratio["plain20"]
+    res_growth = ratio["resnet56"] / ratio["resnet20"]
+    # Measured (BN, He init, 1x28x28): plain 18 -> 4.6e3, resnet 8 -> 31: the gradient explodes toward
+    # the input of plain nets exponentially in depth, and grows only mildly in ResNets.
+    assert ratio["plain56"] > 100, ratio
+    assert plain_growth > 10 * res_growth, ratio
+    assert res_growth < 20, ratio
+
+
+def test_without_batchnorm_is_a_copy_without_bn(tiny_data):
+    m = _model("resnet20")
+    nobn = without_batchnorm(m)
+    assert not any(isinstance(x, torch.nn.modules.batchnorm._BatchNorm) for x in nobn.modules())
+    assert any(isinstance(x, torch.nn.modules.batchnorm._BatchNorm) for x in m.modules())
+    assert len(nobn.blocks) == len(m.blocks)
+    assert torch.equal(nobn.conv1.weight, m.conv1.weight) and nobn.conv1.weight is not m.conv1.weight
+
+
+def test_gradient_split_through_shortcut_and_branch_is_exact(tiny_data):
+    m = _model("resnet", depth=14)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with bn_mode(m, "train"):
+        tr = trace_forward(m, tiny_data.x[:16], tiny_data.y[:16])
+        for u in tr.units:
+            gx, gs, gf = torch.autograd.grad(tr.loss, [u.x, u.s, u.f], retain_graph=True)
+            torch.testing.assert_close(vjp(u.s, u.x, gs) + vjp(u.f, u.x, gf), gx)
+    p = gradient_profile(m, tiny_data.x[:16], tiny_data.y[:16])
+    assert np.all((p.shortcut_share > 0) & (p.shortcut_share < 1))
+    q = gradient_profile(_model("plain", depth=14), tiny_data.x[:16], tiny_data.y[:16])
+    assert np.all(q.shortcut_share == 0) and np.all(q.branch_norm > 0)
+    # The measurement leaves the model as it was (BN buffers restored, eval mode kept).
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not m.training
+
+
+# ------------------------------------------------------------------------------------------ paths
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 9, 27, 54])
+def test_path_length_distribution_is_exactly_binomial(n):
+    dist = path_length_distribution(n)
+    assert len(dist) == n + 1
+    assert sum(dist) == 1 and isinstance(sum(dist), Fraction)
+    assert all(p == Fraction(math.comb(n, k), 2**n) for k, p in enumerate(dist))
+    assert sum(k * p for k, p in enumerate(dist)) == Fraction(n, 2)
+    assert sum((k - Fraction(n, 2)) ** 2 * p for k, p in enumerate(dist)) == Fraction(n, 4)
+
+
+def test_path_gradients_sum_to_the_full_gradient(tiny_data):
+    m = _model("resnet", depth=8)  # 3 units, 8 paths
+    with bn_mode(m, "train"):
+        tr = trace_forward(m, tiny_data.x[:16], tiny_data.y[:16])
+        (g_out,) = torch.autograd.grad(tr.loss, tr.units[-1].y, retain_graph=True)
+        (full,) = torch.autograd.grad(tr.loss, tr.units[0].x, retain_graph=True)
+        paths = [_path_grad(tr, np.array(bits, dtype=bool), g_out) for bits in itertools.product([0, 1], repeat=3)]
+    torch.testing.assert_close(sum(paths), full, rtol=1e-4, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------- lesion
+
+
+def _unit_io(model, x):
+    rec = {}
+    hs = [
+        b.register_forward_hook(lambda mod, a, o, i=i: rec.__setitem__(i, (a[0].detach(), o.detach())))
+        for i, b in enumerate(model.blocks)
+    ]
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for h in hs:
+            h.remove()
+    return rec, out
+
+
+def test_deleting_a_block_changes_the_output_only_through_it(tiny_data):
+    m = _model("resnet20")
+    x = tiny_data.x[:8]
+    full, out_full = _unit_io(m, x)
+    k = 4
+    with delete_blocks(m, [k]):
+        les, out_les = _unit_io(m, x)
+        assert m.blocks[k].deleted
+    assert not m.blocks[k].deleted  # restored
+    for i in range(k):
+        assert torch.equal(les[i][1], full[i][1])  # earlier units untouched
+    torch.testing.assert_close(les[k][1], m.blocks[k].shortcut(les[k][0]))  # deleted unit = shortcut(x)
+    assert not torch.allclose(out_les, out_full)
+
+
+def test_deleting_every_block_leaves_stem_shortcuts_head(tiny_data):
+    m = _model("resnet20")
+    x = tiny_data.x[:8]
+    with delete_blocks(m, range(len(m.blocks))), torch.no_grad():
+        got = m(x)
+        h = torch.relu(m.bn1(m.conv1(x)))  # the CIFAR stem
+        for b in m.blocks:
+            h = b.shortcut(h)  # identity or option A (subsample + zero channels)
+        want = m.forward_head(h)
+    torch.testing.assert_close(got, want)
+
+
+def test_swapping_adjacent_blocks_and_restoring(tiny_data):
+    m = _model("resnet20")
+    x = tiny_data.x[:8]
+    order = list(m.blocks)
+    with torch.no_grad():
+        ref = m(x)
+        with swapped_blocks(m, 0, 1):
+            assert m.blocks[0] is order[1] and m.blocks[1] is order[0]
+            swapped = m(x)
+        assert list(m.blocks) == order
+        torch.testing.assert_close(m(x), ref)
+    assert not torch.allclose(swapped, ref)
+
+
+# -------------------------------------------------------------------------------------- landscape
+
+
+def test_filter_normalization_matches_filter_norms():
+    m = _model("resnet20")
+    d = random_direction(m, torch.Generator().manual_seed(0))
+    for name, p in m.named_parameters():
+        if p.ndim <= 1:
+            assert torch.count_nonzero(d[name]) == 0, name  # BN / bias not perturbed
+        else:
+            torch.testing.assert_close(d[name].flatten(1).norm(dim=1), p.detach().flatten(1).norm(dim=1))
+    w = torch.randn(4, 3, 3, 3)
+    torch.testing.assert_close(filter_normalize(torch.randn(4, 3, 3, 3), w).flatten(1).norm(dim=1), w.flatten(1).norm(dim=1))
+
+
+def test_landscape_origin_is_the_models_own_loss(tiny_data):
+    m = _model("resnet20")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    ls = compute_landscape(m, tiny_data, mode="plane", resolution=3, span=0.5, seed=1)
+    assert ls.alphas[1] == 0.0 and ls.betas[1] == 0.0
+    own, _ = evaluate(m, tiny_data)
+    assert ls.loss[1, 1] == pytest.approx(own, rel=1e-5)
+    assert ls.origin_loss == pytest.approx(own, rel=1e-5)
+    assert np.isfinite(ls.loss).all() and ls.loss.max() > own  # it moved away from the origin
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k  # parameters restored
+
+
+def test_landscape_line_between_two_models_hits_both_ends(tiny_data):
+    a, b = _model("resnet20", seed=0), _model("resnet20", seed=1)
+    with torch.no_grad():  # give b different BN statistics too
+        for mod in b.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_var.fill_(2.0)
+    ls = compute_landscape(a, tiny_data, mode="line", other=b, resolution=6, line_range=(0.0, 1.0))
+    assert ls.loss[0] == pytest.approx(evaluate(a, tiny_data)[0], rel=1e-5)
+    assert ls.loss[-1] == pytest.approx(evaluate(b, tiny_data)[0], rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------ end to end
+
+_COMMON = ["--dataset", "synthetic:1x8x8", "--samples", "16", "--batch-size", "16", "--device", "cpu", "--quiet"]
+
+
+def _finite_csv(path):
+    rows = read_csv(path)
+    assert rows
+    for r in rows:
+        for k, v in r.items():
+            if k in ("target", "lesion", "probability_exact", "index", "batchnorm"):
+                continue
+            assert math.isfinite(float(v)), (path.name, k, v)
+    return rows
+
+
+@pytest.mark.parametrize(
+    "name,files,extra",
+    [
+        ("gradients", ["gradients.csv", "ratios.csv", "gradients.png"], []),
+        ("responses", ["responses.csv", "responses.png"], []),
+        ("lesion", ["lesion.csv", "lesion.png"], ["--lesion-samples", "2", "--max-k", "3"]),
+        ("paths", ["paths.csv", "paths.png"], ["--path-samples", "2"]),
+    ],
+)
+def test_cli_end_to_end(tmp_path, name, files, extra):
+    out = tmp_path / name
+    rc = main(["analyze", name, "--model", "resnet20,plain20", "--init", *_COMMON, *extra, "--out", str(out)])
+    assert rc == 0
+    for f in [*files, "summary.md"]:
+        assert (out / f).stat().st_size > 0, f
+    rows = _finite_csv(out / files[0])
+    assert {r["target"] for r in rows} >= {"resnet20", "plain20"}
+    assert "What the numbers show" in (out / "summary.md").read_text()
+
+
+def test_cli_landscape_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "land"
+    args = ["analyze", "landscape", "--model", "resnet20", "--init", *_COMMON, "--resolution", "3", "--out", str(out)]
+    assert main(args) == 0
+    for f in ("landscape_resnet20.npz", "directions_resnet20.pt", "landscape.png", "landscape_3d.png", "summary.md"):
+        assert (out / f).stat().st_size > 0, f
+    npz = out / "landscape_resnet20.npz"
+    with np.load(npz) as z:
+        full = {k: z[k].copy() for k in z.files}
+    assert np.isfinite(full["loss"]).all()
+    # Simulate an interrupted run: the last row not computed yet, and mark one computed point.
+    part = dict(full)
+    part["loss"] = full["loss"].copy()
+    part["loss"][-1, :] = np.nan
+    part["loss"][0, 0] = 123.0
+    np.savez(npz, **part)
+    assert main(args) == 0
+    with np.load(npz) as z:
+        assert z["loss"][0, 0] == 123.0  # kept, not recomputed
+        np.testing.assert_allclose(z["loss"][-1], full["loss"][-1], rtol=1e-5)  # filled in
+    # Other settings in the same --out are refused instead of mixing grids.
+    assert main([*args[:-2], "--span", "2", "--out", str(out)]) == 2
+
+
+def test_cli_user_errors(tmp_path):
+    assert main(["analyze", "gradients", "--model", "resnet20", *_COMMON, "--out", str(tmp_path)]) == 2  # no --init
+    assert main(["analyze", "gradients", *_COMMON, "--out", str(tmp_path)]) == 2  # no target
+    assert main(["analyze", "gradients", "--model", "nosuchnet", "--init", *_COMMON, "--out", str(tmp_path)]) == 2

@@ -1,0 +1,267 @@
+"""The training engine: config/recipes, schedules, the run directory, exact resume after SIGKILL, eval."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reslab.cli import main
+from reslab.errors import ConfigError
+from reslab.train import TrainConfig, list_recipes, load_recipe, parse_set
+from reslab.train.config import apply_overrides
+from reslab.train.schedule import Schedule
+
+
+def _have_fmnist() -> bool:
+    from reslab.data import find_dataset
+
+    return find_dataset("fashion-mnist") is not None
+
+
+needs_data = pytest.mark.skipif(not _have_fmnist(), reason="Fashion-MNIST not installed (make data)")
+
+# A tiny but real run: ResNet-8 (n=1) on 512 Fashion-MNIST images, 200 evaluation images.
+TINY = [
+    "--model", "resnet", "--set", "model_kwargs.depth=8", "--subset", "512", "--val-split", "128",
+    "--batch-size", "32", "--iterations", "24", "--device", "cpu", "--seed", "3",
+    "--set", "eval_every=12", "--set", "log_every=4", "--set", "checkpoint_every=4",
+    "--set", "eval_subset=200", "--set", "tensorboard=false", "--set", "warmup_iters=4",
+    "--set", "schedule=cosine", "--lr", "0.05",
+]  # fmt: skip
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ------------------------------------------------------------------------------------ recipes, config
+
+
+def test_recipes_load_and_cifar_paper_numbers():
+    assert {"cifar_paper", "imagenet_paper", "fashion_mnist", "fashion_mnist_demo"} <= set(list_recipes())
+    for name in list_recipes():
+        load_recipe(name)
+    c = load_recipe("cifar_paper")
+    assert (c.optimizer, c.lr, c.momentum, c.weight_decay, c.batch_size) == ("sgd", 0.1, 0.9, 1e-4, 128)
+    assert c.iterations == 64000 and c.epochs is None
+    assert c.schedule == "step" and c.milestones == [32000, 48000] and c.gamma == 0.1
+    assert (c.warmup_iters, c.warmup_mode, c.warmup_min_depth) == (400, "constant", 110)
+    assert math.isclose(c.lr * c.warmup_factor, 0.01)
+    i = load_recipe("imagenet_paper")
+    assert (i.batch_size, i.lr, i.epochs, i.milestones, i.weight_decay) == (256, 0.1, 90, [30, 60], 1e-4)
+    d = load_recipe("fashion_mnist_demo")
+    assert d.model == "resnet20" and d.dataset == "fashion-mnist"
+
+
+def test_set_parsing_and_overrides():
+    got = parse_set(["lr=0.05", "milestones=[10, 20]", "model_kwargs.shortcut=B", "ema_decay=0.999", "subset=none"])
+    assert got == {
+        "lr": 0.05,
+        "milestones": [10, 20],
+        "model_kwargs.shortcut": "B",
+        "ema_decay": 0.999,
+        "subset": "none",
+    }
+    cfg = load_recipe("cifar_paper")
+    apply_overrides(cfg, got)
+    assert cfg.lr == 0.05 and cfg.milestones == [10.0, 20.0] and cfg.model_kwargs == {"shortcut": "B"}
+    assert cfg.subset is None and cfg.ema_decay == 0.999
+    apply_overrides(cfg, {"epochs": 3})
+    assert cfg.epochs == 3 and cfg.iterations is None
+    apply_overrides(cfg, {"freeze": "stem,layer1"})
+    assert cfg.freeze == ["stem", "layer1"]
+    with pytest.raises(ConfigError, match="did you mean lr"):
+        apply_overrides(cfg, {"lrr": 1})
+    with pytest.raises(ConfigError, match="batch_size must be an integer"):
+        apply_overrides(cfg, {"batch_size": "big"})
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set(["lr"])
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="lr must be positive"):
+        TrainConfig(iterations=10, lr=-0.1).validate()
+    with pytest.raises(ConfigError, match="exactly one of iterations and epochs"):
+        TrainConfig(iterations=10, epochs=2).validate()
+    with pytest.raises(ConfigError, match="milestone"):
+        TrainConfig(iterations=10, milestones=[20]).validate()
+    with pytest.raises(ConfigError, match="momentum"):
+        TrainConfig(iterations=10, momentum=1.5).validate()
+    with pytest.raises(ConfigError, match="schedule must be one of"):
+        TrainConfig(iterations=10, schedule="exp").validate()
+
+
+def test_unknown_recipe_key_names_closest(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("model: resnet20\niterations: 10\nweight_decy: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'weight_decay'|'weight_decy'.*weight_decay"):
+        load_recipe(str(p))
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+
+def test_step_schedule_milestones_exact():
+    s = Schedule(base_lr=0.1, total_steps=64000, kind="step", milestones=(32000, 48000), gamma=0.1)
+    assert s(0) == 0.1 and s(31999) == 0.1
+    assert math.isclose(s(32000), 0.01) and math.isclose(s(47999), 0.01)
+    assert math.isclose(s(48000), 0.001) and math.isclose(s(63999), 0.001)
+
+
+def test_schedule_from_config_epochs_and_paper_warmup():
+    cfg = load_recipe("imagenet_paper")
+    s = Schedule.from_config(cfg, total_steps=90 * 100, steps_per_epoch=100)
+    assert s.milestones == (3000, 6000) and math.isclose(s(2999), 0.1) and math.isclose(s(3000), 0.01)
+    paper = load_recipe("cifar_paper")
+    s110 = Schedule.from_config(paper, 64000, 390, depth=110)
+    assert math.isclose(s110(0), 0.01) and math.isclose(s110(399), 0.01) and s110(400) == 0.1
+    s56 = Schedule.from_config(paper, 64000, 390, depth=56)
+    assert s56(0) == 0.1
+
+
+def test_linear_warmup_and_cosine_exact():
+    s = Schedule(base_lr=0.2, total_steps=110, kind="cosine", warmup_iters=10, warmup_factor=0.0)
+    assert math.isclose(s(0), 0.02) and math.isclose(s(4), 0.1) and math.isclose(s(9), 0.2)
+    assert math.isclose(s(10), 0.2)  # cosine starts at the peak after warm-up
+    mid = 10 + (110 - 10 - 1) / 2
+    assert math.isclose(s(int(mid)), 0.2 * 0.5 * (1 + math.cos(math.pi * (int(mid) - 10) / 99)))
+    assert math.isclose(s(109), 0.0, abs_tol=1e-12)
+    lin = Schedule(base_lr=0.1, total_steps=101, kind="linear", min_lr=0.0)
+    assert math.isclose(lin(0), 0.1) and math.isclose(lin(50), 0.05) and math.isclose(lin(100), 0.0, abs_tol=1e-12)
+    half = Schedule(base_lr=1.0, total_steps=10, kind="constant", warmup_iters=4, warmup_factor=0.5)
+    assert [half(i) for i in range(5)] == [0.625, 0.75, 0.875, 1.0, 1.0]
+
+
+# -------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--set", "lrr=0.1"], "did you mean lr"),
+        (["--lr", "-0.1"], "lr must be positive"),
+        (["--model", "resnet", "--set", "model_kwargs.depth=21"], "6n+2"),
+        (["--model", "resnet21"], "unknown model"),
+        (["--recipe", "nope"], "unknown recipe"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys):
+    assert main(["train", *argv, "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
+    line = _err_line(capsys)
+    assert needle in line and line.startswith("reslab: error:")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# ------------------------------------------------------------------------------------ real tiny runs
+
+
+def _safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@needs_data
+def test_tiny_run_writes_every_file_then_refuses_and_evals(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run), "--quiet"]) == 0
+    for name in ("config.yaml", "metrics.csv", "train_log.csv", "summary.json", "curves.png", "train.lock"):
+        assert (run / name).is_file(), name
+    for name in ("last", "best"):
+        assert (run / "checkpoints" / f"{name}.safetensors").is_file()
+        assert (run / "checkpoints" / f"{name}.state.pt").is_file()
+    from reslab._io import torch_load
+
+    state = torch_load(run / "checkpoints" / "last.state.pt")  # weights_only=True
+    assert state["step"] == 24 and state["loader"]["epoch"] >= 1
+
+    metrics = (run / "metrics.csv").read_text().splitlines()
+    assert metrics[0] == "step,epoch,lr,train_loss,train_error,val_error,test_error,images_per_s,elapsed"
+    assert [r.split(",")[0] for r in metrics[1:]] == ["12", "24"]
+    log = (run / "train_log.csv").read_text().splitlines()
+    assert log[0] == "step,epoch,lr,loss,error" and len(log) == 1 + 6
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finished"] and summary["steps"] == 24 and summary["params"] > 0
+    assert 0 <= summary["final"]["test_error"] <= 100 and summary["best"]["metric"] == "val_error"
+    assert summary["versions"]["torch"] and summary["device"].startswith("cpu")
+    from reslab.models.weights import load_model
+
+    model, meta = load_model(run / "checkpoints" / "last.safetensors")
+    cfg = meta["config"] if isinstance(meta["config"], dict) else json.loads(meta["config"])
+    assert cfg["dataset"] == "fashion-mnist" and cfg["data"]["input_size"] == [1, 28, 28]
+    assert len(cfg["data"]["classes"]) == 10 and len(cfg["data"]["mean"]) == 1
+    capsys.readouterr()
+
+    # A finished run directory is refused, nothing touched.
+    before = (run / "checkpoints" / "last.safetensors").read_bytes()
+    assert main(["train", *TINY, "--out", str(run), "--quiet"]) == 2
+    assert "already holds a finished run" in _err_line(capsys)
+    assert (run / "checkpoints" / "last.safetensors").read_bytes() == before
+
+    # Another process holding the lock: refused.
+    from reslab.train.checkpoint import RunLock
+
+    with RunLock(run):
+        assert main(["train", "--resume", str(run), "--quiet"]) == 2
+        assert "in use by another" in _err_line(capsys)
+
+    # reslab eval: errors, per-class accuracy, confusion matrix PNG.
+    out = tmp_path / "eval"
+    assert main(["eval", str(run), "--out", str(out), "--split", "val", "--device", "cpu"]) == 0
+    assert (out / "confusion_val.png").stat().st_size > 1000
+    res = json.loads((out / "eval.json").read_text())
+    assert len(res["val"]["per_class_accuracy"]) == 10 and res["val"]["n"] == 128
+    assert 0 <= res["val"]["top5_error"] <= res["val"]["top1_error"] <= 100
+
+
+@needs_data
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    from reslab.train.checkpoint import state_path
+
+    args = [*TINY, "--iterations", "40", "--set", "eval_every=20", "--set", "checkpoint_every=3", "--quiet"]
+    ref = tmp_path / "ref"
+    assert main(["train", *args, "--out", str(ref)]) == 0
+
+    run = tmp_path / "killed"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "reslab", "train", *args, "--out", str(run)], env=env)
+    try:
+        deadline = time.time() + 120
+        while not state_path(run, "last").exists():
+            assert proc.poll() is None, "training ended before its first checkpoint"
+            assert time.time() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)  # somewhere after the first checkpoint, maybe mid-write of a later one
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (run / "summary.json").exists(), "the run finished before it could be killed"
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    a = _safetensors(ref / "checkpoints" / "last.safetensors")
+    b = _safetensors(run / "checkpoints" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and bool((a[k] == b[k]).all()), k
+    ra = (ref / "metrics.csv").read_text().splitlines()
+    rb = (run / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[:7] for r in ra] == [r.split(",")[:7] for r in rb]
+    assert (ref / "train_log.csv").read_text() == (run / "train_log.csv").read_text()
+
+
+@needs_data
+def test_nonfinite_loss_stops_with_the_step(tmp_path, capsys):
+    run = tmp_path / "nan"
+    assert main(["train", *TINY, "--lr", "1e30", "--set", "warmup_iters=0", "--out", str(run), "--quiet"]) == 2
+    line = _err_line(capsys)
+    assert "not finite at step" in line
+    assert not (run / "summary.json").exists()
