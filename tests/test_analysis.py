@@ -125,7 +125,9 @@ def test_path_gradients_sum_to_the_full_gradient(tiny_data):
         tr = trace_forward(m, tiny_data.x[:16], tiny_data.y[:16])
         (g_out,) = torch.autograd.grad(tr.loss, tr.units[-1].y, retain_graph=True)
         (full,) = torch.autograd.grad(tr.loss, tr.units[0].x, retain_graph=True)
-        paths = [_path_grad(tr, np.array(bits, dtype=bool), g_out) for bits in itertools.product([0, 1], repeat=3)]
+        paths = [
+            _path_grad(tr, np.array(bits, dtype=bool), g_out) for bits in itertools.product([0, 1], repeat=3)
+        ]
     torch.testing.assert_close(sum(paths), full, rtol=1e-4, atol=1e-7)
 
 
@@ -200,7 +202,9 @@ def test_filter_normalization_matches_filter_norms():
         else:
             torch.testing.assert_close(d[name].flatten(1).norm(dim=1), p.detach().flatten(1).norm(dim=1))
     w = torch.randn(4, 3, 3, 3)
-    torch.testing.assert_close(filter_normalize(torch.randn(4, 3, 3, 3), w).flatten(1).norm(dim=1), w.flatten(1).norm(dim=1))
+    torch.testing.assert_close(
+        filter_normalize(torch.randn(4, 3, 3, 3), w).flatten(1).norm(dim=1), w.flatten(1).norm(dim=1)
+    )
 
 
 def test_landscape_origin_is_the_models_own_loss(tiny_data):
@@ -222,14 +226,24 @@ def test_landscape_line_between_two_models_hits_both_ends(tiny_data):
         for mod in b.modules():
             if isinstance(mod, torch.nn.BatchNorm2d):
                 mod.running_var.fill_(2.0)
-    ls = compute_landscape(a, tiny_data, mode="line", other=b, resolution=6, line_range=(0.0, 1.0))
+    ls = compute_landscape(a, tiny_data, mode="line", other=b, resolution=6, line_margin=0.0)
     assert ls.loss[0] == pytest.approx(evaluate(a, tiny_data)[0], rel=1e-5)
     assert ls.loss[-1] == pytest.approx(evaluate(b, tiny_data)[0], rel=1e-5)
 
 
 # ------------------------------------------------------------------------------------ end to end
 
-_COMMON = ["--dataset", "synthetic:1x8x8", "--samples", "16", "--batch-size", "16", "--device", "cpu", "--quiet"]
+_COMMON = [
+    "--dataset",
+    "synthetic:1x8x8",
+    "--samples",
+    "16",
+    "--batch-size",
+    "16",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def _finite_csv(path):
@@ -265,9 +279,26 @@ def test_cli_end_to_end(tmp_path, name, files, extra):
 
 def test_cli_landscape_end_to_end_and_resume(tmp_path):
     out = tmp_path / "land"
-    args = ["analyze", "landscape", "--model", "resnet20", "--init", *_COMMON, "--resolution", "3", "--out", str(out)]
+    args = [
+        "analyze",
+        "landscape",
+        "--model",
+        "resnet20",
+        "--init",
+        *_COMMON,
+        "--resolution",
+        "3",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
-    for f in ("landscape_resnet20.npz", "directions_resnet20.pt", "landscape.png", "landscape_3d.png", "summary.md"):
+    for f in (
+        "landscape_resnet20.npz",
+        "directions_resnet20.pt",
+        "landscape.png",
+        "landscape_3d.png",
+        "summary.md",
+    ):
         assert (out / f).stat().st_size > 0, f
     npz = out / "landscape_resnet20.npz"
     with np.load(npz) as z:
@@ -288,6 +319,49 @@ def test_cli_landscape_end_to_end_and_resume(tmp_path):
 
 
 def test_cli_user_errors(tmp_path):
-    assert main(["analyze", "gradients", "--model", "resnet20", *_COMMON, "--out", str(tmp_path)]) == 2  # no --init
+    assert (
+        main(["analyze", "gradients", "--model", "resnet20", *_COMMON, "--out", str(tmp_path)]) == 2
+    )  # no --init
     assert main(["analyze", "gradients", *_COMMON, "--out", str(tmp_path)]) == 2  # no target
-    assert main(["analyze", "gradients", "--model", "nosuchnet", "--init", *_COMMON, "--out", str(tmp_path)]) == 2
+    assert (
+        main(["analyze", "gradients", "--model", "nosuchnet", "--init", *_COMMON, "--out", str(tmp_path)])
+        == 2
+    )
+
+
+def _fake_run(tmp_path, name, seed):
+    """A run directory as reslab.train writes it (weights + metadata), without training."""
+    from reslab.models.weights import save_weights
+
+    m = _model("resnet20", seed=seed)
+    meta = {"dataset": "synthetic", "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25]}
+    save_weights(
+        m, tmp_path / name / "checkpoints" / "best.safetensors", {**meta, "config": {"dataset": "synthetic"}}
+    )
+    return tmp_path / name, m
+
+
+def test_cli_on_run_directories_and_line_between_checkpoints(tmp_path):
+    run_a, model_a = _fake_run(tmp_path, "run_a", 0)
+    run_b, _ = _fake_run(tmp_path, "run_b", 1)
+    flags = ["--samples", "16", "--device", "cpu", "--quiet"]
+    out = tmp_path / "les"
+    assert (
+        main(
+            ["analyze", "lesion", str(run_a), str(run_b), *flags, "--lesion-samples", "1", "--out", str(out)]
+        )
+        == 0
+    )
+    rows = _finite_csv(out / "lesion.csv")
+    assert {r["target"] for r in rows} == {"run_a", "run_b"}
+    summary = (out / "summary.md").read_text()
+    assert "`run_a`: trained" in summary and "synthetic:1x8x8" in summary  # the run's own data set and shape
+    out = tmp_path / "line"
+    args = ["analyze", "landscape", str(run_a), str(run_b), "--mode", "line", "--resolution", "5", *flags]
+    assert main([*args, "--out", str(out)]) == 0
+    with np.load(out / "landscape_run_a_-_run_b.npz") as z:
+        loss, alphas = z["loss"], z["alphas"]
+    assert alphas[1] == 0.0 and alphas[-2] == 1.0 and len(alphas) == 7 and np.isfinite(loss).all()
+    # The run's own normalization (mean 0.5, std 0.25) is what the loss at alpha = 0 was measured with.
+    data = load_eval_data("synthetic:1x8x8", samples=16, mean=[0.5], std=[0.25])
+    assert loss[1] == pytest.approx(evaluate(model_a, data)[0], rel=1e-5)

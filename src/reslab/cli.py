@@ -29,7 +29,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from reslab.errors import ConfigError
-    from reslab.models.registry import format_count, list_models, model_info
+    from reslab.models.registry import format_count, get_entry, list_models, model_info
 
     if args.info:
         info = model_info(args.info)
@@ -41,13 +41,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
             print(f"{key:<12} {'-' if value is None else value}")
         return 0
     names = list_models(args.pattern)
+    if not names and not any(c in args.pattern for c in "*?["):
+        get_entry(args.pattern)  # an unknown name: the error names the closest ones
     if not names:
         raise ConfigError(f"no model matches {args.pattern!r}; see `reslab models`")
     rows = [("name", "family", "depth", "params", "MACs", "paper error %")]
     for name in names:
         i = model_info(name)
-        rows.append((name, i["family"], str(i["depth"]), format_count(i["params"]), format_count(i["macs"]),
-                     i["paper_error"] or "-"))
+        counts = (str(i["depth"]), format_count(i["params"]), format_count(i["macs"]))
+        rows.append((name, i["family"], *counts, i["paper_error"] or "-"))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         cells = [r[c].rjust(widths[c]) if c in (2, 3, 4) else r[c].ljust(widths[c]) for c in range(len(r))]
@@ -226,7 +228,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", choices=("degradation", "depth", "shortcuts", "highway"), help="the experiment")
     p.add_argument(
-        "--dataset", default="fashion-mnist", choices=("fashion-mnist", "cifar10", "cifar100", "synthetic"),
+        "--dataset",
+        default="fashion-mnist",
+        choices=("fashion-mnist", "cifar10", "cifar100", "synthetic"),
         help="data set (default: fashion-mnist)",
     )
     p.add_argument("--budget", default="quick", choices=("smoke", "quick", "paper"), help="default: quick")
@@ -235,12 +239,18 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="experiment folder (default: experiments/NAME-DATASET-BUDGET)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument(
-        "--jobs", type=int, default=None,
+        "--jobs",
+        type=int,
+        default=None,
         help="runs trained at once in worker processes (default: 1 on CPU, several per GPU on CUDA)",
     )
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: the usual places)")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a training config field for every run (repeatable)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs and their state) and stop")
@@ -267,7 +277,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"{plan.experiment} on {plan.dataset}, {plan.budget} budget -> {plan.out}")
         for r in plan.runs:
             cfg = plan.configs[r.name]
-            print(f"  {r.name:<16} {run_status(plan.run_dir(r)):<8} {cfg.get('model')} {cfg.get('model_kwargs') or ''}")
+            print(
+                f"  {r.name:<16} {run_status(plan.run_dir(r)):<8} {cfg.get('model')} {cfg.get('model_kwargs') or ''}"
+            )
         return 0
     result = run_experiment(plan, jobs=args.jobs, progress=not args.quiet)
     print(f"report: {result['report']}")
@@ -309,27 +321,41 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         "a PNG figure, the raw numbers (CSV/NPZ) and summary.md into --out.",
     )
     p.add_argument("analysis", choices=("gradients", "responses", "lesion", "paths", "landscape"))
-    p.add_argument("targets", nargs="*", metavar="RUN_OR_CHECKPOINT", help="run directories or .safetensors files")
-    p.add_argument("--model", action="append", metavar="NAME[,NAME]", help="zoo models to build (with --init)")
+    p.add_argument(
+        "targets", nargs="*", metavar="RUN_OR_CHECKPOINT", help="run directories or .safetensors files"
+    )
+    p.add_argument(
+        "--model", action="append", metavar="NAME[,NAME]", help="zoo models to build (with --init)"
+    )
     p.add_argument("--init", action="store_true", help="analyze freshly initialized --model networks")
-    p.add_argument("--dataset", help="fashion-mnist (default; a checkpoint's own data set), cifar10, synthetic[:CxHxW]")
+    p.add_argument(
+        "--dataset", help="fashion-mnist (default; a checkpoint's own data set), cifar10, synthetic[:CxHxW]"
+    )
     p.add_argument("--data-dir", help="where the data set lies (default: the usual places)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="data split (default test)")
     p.add_argument("--batch-size", type=int, help="batch size (gradients/paths: the one measured batch)")
     p.add_argument("--samples", "--subset", dest="samples", type=int, help="images in the fixed data subset")
-    p.add_argument("--seed", type=int, default=0, help="seed for subsets, directions, sampled paths (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed for subsets, directions, sampled paths (default 0)"
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--out", help="output directory (default analysis/<name>-<time>); landscape resumes in it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("gradients / paths")
-    g.add_argument("--bn", choices=("with", "without", "both"), help="BN as is, replaced by identity, or both")
-    g.add_argument("--bn-mode", choices=("train", "eval"), default="train", help="BN statistics (default train)")
+    g.add_argument(
+        "--bn", choices=("with", "without", "both"), help="BN as is, replaced by identity, or both"
+    )
+    g.add_argument(
+        "--bn-mode", choices=("train", "eval"), default="train", help="BN statistics (default train)"
+    )
     g.add_argument("--path-samples", type=int, default=10, help="sampled paths per length (default 10)")
     g = p.add_argument_group("lesion")
     g.add_argument("--lesion-samples", type=int, default=10, help="random sets per k (default 10)")
     g.add_argument("--max-k", type=int, help="largest number of deleted units (default all)")
     g = p.add_argument_group("landscape")
-    g.add_argument("--mode", choices=("plane", "direction", "line"), default="plane", help="2-D, 1-D or between two")
+    g.add_argument(
+        "--mode", choices=("plane", "direction", "line"), default="plane", help="2-D, 1-D or between two"
+    )
     g.add_argument("--resolution", type=int, default=21, help="points per axis (default 21)")
     g.add_argument("--span", type=float, default=1.0, help="grid over [-span, span] (default 1)")
     p.set_defaults(func=_cmd_analyze)

@@ -50,12 +50,26 @@ def run(args: argparse.Namespace) -> int:
         from reslab.analysis.lesion import run_lesion
 
         run_lesion(
-            targets, out, batch_size=batch, samples=args.lesion_samples, max_k=args.max_k, seed=args.seed, progress=progress
+            targets,
+            out,
+            batch_size=batch,
+            samples=args.lesion_samples,
+            max_k=args.max_k,
+            seed=args.seed,
+            progress=progress,
         )
     elif name == "paths":
         from reslab.analysis.paths import run_paths
 
-        run_paths(targets, out, batch_size=batch, samples=args.path_samples, seed=args.seed, mode=args.bn_mode, progress=progress)
+        run_paths(
+            targets,
+            out,
+            batch_size=batch,
+            samples=args.path_samples,
+            seed=args.seed,
+            mode=args.bn_mode,
+            progress=progress,
+        )
     elif name == "landscape":
         from reslab.analysis.landscape import run_landscape
 

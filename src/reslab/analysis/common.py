@@ -50,7 +50,9 @@ class EvalData:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def batches(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, ...]]:
+    def batches(
+        self, batch_size: int, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
         for i in range(0, len(self), batch_size):
             yield self.x[i : i + batch_size].to(device), self.y[i : i + batch_size].to(device)
 
@@ -137,6 +139,20 @@ class Target:
         return not self.source.startswith("init:")
 
 
+def _training_data(meta: dict[str, Any]) -> tuple[str | None, Any, Any, str | None]:
+    """(data set spec, mean, std, data_dir) a checkpoint was trained with, from its metadata (top-level
+    ``dataset``/``mean``/``std``/``input_size`` as :mod:`reslab.train` writes them, else ``config``)."""
+    cfg = _config_of(meta)
+    info = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    name = meta.get("dataset") or info.get("dataset") or cfg.get("dataset")
+    mean = meta.get("mean", info.get("mean", cfg.get("mean")))
+    std = meta.get("std", info.get("std", cfg.get("std")))
+    size = meta.get("input_size") or info.get("input_size")
+    if name and str(name).split(":")[0] == "synthetic" and ":" not in str(name) and size:
+        name = "synthetic:" + "x".join(str(int(v)) for v in size)  # rebuild the same random images' shape
+    return (str(name) if name else None), mean, std, cfg.get("data_dir")
+
+
 def _config_of(metadata: dict[str, Any]) -> dict[str, Any]:
     cfg = metadata.get("config") or {}
     if isinstance(cfg, str):
@@ -191,7 +207,9 @@ def resolve_targets(
     from reslab.models.registry import create_model
 
     if models and not init:
-        raise ConfigError("--model builds a fresh network: add --init (or pass run directories / checkpoints)")
+        raise ConfigError(
+            "--model builds a fresh network: add --init (or pass run directories / checkpoints)"
+        )
     if init and not models:
         raise ConfigError("--init needs --model NAME[,NAME...]")
     if not paths and not models:
@@ -199,11 +217,16 @@ def resolve_targets(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     cache: dict[tuple, EvalData] = {}
 
-    def data_for(name: str, mean: Any = None, std: Any = None) -> EvalData:
-        key = (name, None if mean is None else tuple(np.ravel(mean)), None if std is None else tuple(np.ravel(std)))
+    def data_for(name: str, mean: Any = None, std: Any = None, where: str | None = data_dir) -> EvalData:
+        key = (
+            name,
+            None if mean is None else tuple(np.ravel(mean)),
+            None if std is None else tuple(np.ravel(std)),
+            where,
+        )
         if key not in cache:
             cache[key] = load_eval_data(
-                name, data_dir=data_dir, samples=samples, seed=seed, split=split, mean=mean, std=std
+                name, data_dir=where, samples=samples, seed=seed, split=split, mean=mean, std=std
             )
         return cache[key]
 
@@ -213,10 +236,12 @@ def resolve_targets(
         from reslab.models.weights import load_model
 
         model, meta = load_model(p)
-        cfg = _config_of(meta)
-        name = dataset or cfg.get("dataset") or DEFAULT_DATASET
-        same = name == cfg.get("dataset")
-        data = data_for(name, cfg.get("mean") if same else None, cfg.get("std") if same else None)
+        trained_on, mean, std, ddir = _training_data(meta)
+        name = dataset or trained_on or DEFAULT_DATASET
+        same = trained_on is not None and parse_dataset(name)[0] == parse_dataset(trained_on)[0]
+        data = data_for(
+            name, mean if same else None, std if same else None, data_dir or (ddir if same else None)
+        )
         _check_compatible(model, data, p)
         path = Path(p)
         label = path.name if path.is_dir() else f"{path.parent.parent.name or path.parent.name}/{path.stem}"
@@ -226,7 +251,9 @@ def resolve_targets(
     for name in models:
         data = data_for(dataset or DEFAULT_DATASET)
         torch.manual_seed(seed)
-        model = create_model(name, num_classes=data.num_classes, in_chans=data.in_chans, **(model_kwargs or {}))
+        model = create_model(
+            name, num_classes=data.num_classes, in_chans=data.in_chans, **(model_kwargs or {})
+        )
         targets.append(Target(_unique(name, seen), model.to(dev).eval(), data, f"init:{name}"))
     for t in targets:
         if not hasattr(t.model, "blocks") or len(list(t.model.blocks)) == 0:
@@ -345,7 +372,9 @@ def save_figure(fig: Any, path: str | Path) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def write_summary(out: Path, title: str, targets: Sequence[Target], sections: Sequence[str], files: Sequence[str]) -> None:
+def write_summary(
+    out: Path, title: str, targets: Sequence[Target], sections: Sequence[str], files: Sequence[str]
+) -> None:
     lines = [f"# {title}", ""]
     lines.append("Targets:")
     for t in targets:

@@ -135,7 +135,7 @@ def compute_landscape(
     span: float = 1.0,
     seed: int = 0,
     other: nn.Module | None = None,
-    line_range: tuple[float, float] = (-0.25, 1.25),
+    line_margin: float = 0.25,
     batch_size: int = 256,
     label: str = "",
     trained: bool = False,
@@ -146,7 +146,8 @@ def compute_landscape(
     """Compute (or continue) one landscape; with ``state_path`` the partial grid is saved after every row.
 
     ``plane``: ``resolution x resolution`` grid over ``[-span, span]^2``; ``direction``: ``resolution``
-    points over ``[-span, span]``; ``line``: ``resolution`` points over ``line_range`` toward ``other``.
+    points over ``[-span, span]``; ``line``: ``resolution`` points from 0 (this model) to 1 (``other``),
+    both included, plus the same spacing continued ``line_margin`` beyond each end.
     """
     from tqdm.auto import tqdm
 
@@ -158,16 +159,29 @@ def compute_landscape(
     if mode == "line":
         if other is None:
             raise ConfigError("a line landscape needs a second checkpoint")
-        alphas = axis(resolution, *line_range)
+        step = 1.0 / (resolution - 1)
+        extra = round(line_margin / step)
+        alphas = np.arange(-extra, resolution + extra) * step
         betas = None
     else:
         alphas = axis(resolution, -span, span)
         betas = alphas.copy() if mode == "plane" else None
     shape = (len(alphas), len(betas)) if betas is not None else (len(alphas),)
-    meta = {"mode": mode, "resolution": resolution, "span": span, "seed": seed, "samples": len(data),
-            "line_range": list(line_range), **(settings or {})}  # fmt: skip
+    meta = {
+        "mode": mode,
+        "resolution": resolution,
+        "span": span,
+        "seed": seed,
+        "samples": len(data),
+        "line_margin": line_margin,
+        **(settings or {}),
+    }
 
-    dirs_path = state_path.with_name(state_path.name.replace("landscape_", "directions_")).with_suffix(".pt") if state_path else None
+    dirs_path = (
+        state_path.with_name(state_path.name.replace("landscape_", "directions_")).with_suffix(".pt")
+        if state_path
+        else None
+    )
     loss = np.full(shape, np.nan)
     error = np.full(shape, np.nan)
     dirs: list[Direction] | None = None
@@ -189,7 +203,9 @@ def compute_landscape(
             b_state = _named_state(other)
             for k, v in a_state.items():
                 if k not in b_state or b_state[k].shape != v.shape:
-                    raise ConfigError(f"the two checkpoints differ in {k!r}: a line needs the same architecture")
+                    raise ConfigError(
+                        f"the two checkpoints differ in {k!r}: a line needs the same architecture"
+                    )
             dirs = [{k: (b_state[k].float().cpu() - v.float().cpu()) for k, v in a_state.items()}]
         else:
             g = torch.Generator().manual_seed(int(seed))
@@ -203,12 +219,24 @@ def compute_landscape(
 
     def save() -> None:
         if state_path is not None:
-            save_npz(state_path, alphas=alphas, betas=np.asarray([] if betas is None else betas), loss=loss,
-                     error=error, meta=json.dumps(meta))  # fmt: skip
+            save_npz(
+                state_path,
+                alphas=alphas,
+                betas=np.asarray([] if betas is None else betas),
+                loss=loss,
+                error=error,
+                meta=json.dumps(meta),
+            )
 
     rows = range(len(alphas))
     todo = int(np.isnan(loss).sum())
-    bar = tqdm(total=loss.size, initial=loss.size - todo, desc=f"landscape {label}", disable=not progress, leave=False)
+    bar = tqdm(
+        total=loss.size,
+        initial=loss.size - todo,
+        desc=f"landscape {label}",
+        disable=not progress,
+        leave=False,
+    )
     try:
         with bn_mode(model, "eval"):
             origin_loss = _eval_at(pert, [0.0] * len(dirs), dirs, model, data, batch_size)[0]
@@ -220,7 +248,9 @@ def compute_landscape(
                 else:
                     for j in range(len(betas)):
                         if np.isnan(loss[i, j]):
-                            loss[i, j], error[i, j] = _eval_at(pert, [alphas[i], betas[j]], dirs, model, data, batch_size)
+                            loss[i, j], error[i, j] = _eval_at(
+                                pert, [alphas[i], betas[j]], dirs, model, data, batch_size
+                            )
                             bar.update()
                 save()
     finally:
@@ -229,8 +259,14 @@ def compute_landscape(
     return Landscape(label, mode, alphas, betas, loss, error, origin_loss, trained)
 
 
-def _eval_at(pert: _Perturb, coeffs: Sequence[float], dirs: Sequence[Direction], model: nn.Module,
-             data: EvalData, batch_size: int) -> tuple[float, float]:  # fmt: skip
+def _eval_at(
+    pert: _Perturb,
+    coeffs: Sequence[float],
+    dirs: Sequence[Direction],
+    model: nn.Module,
+    data: EvalData,
+    batch_size: int,
+) -> tuple[float, float]:
     pert.set(coeffs, dirs)
     loss, err = evaluate(model, data, batch_size)
     return (loss if np.isfinite(loss) else float("inf")), err
@@ -261,10 +297,20 @@ def run_landscape(
         state = out / f"landscape_{_slug(label)}.npz"
         results.append(
             compute_landscape(
-                t.model, t.data, mode=mode, resolution=resolution, span=span, seed=seed, other=other,
-                batch_size=batch_size, label=label, trained=t.trained, state_path=state, progress=progress,
+                t.model,
+                t.data,
+                mode=mode,
+                resolution=resolution,
+                span=span,
+                seed=seed,
+                other=other,
+                batch_size=batch_size,
+                label=label,
+                trained=t.trained,
+                state_path=state,
+                progress=progress,
                 settings={"source": t.source, "to": targets[1].source if other is not None else None},
-            )  # fmt: skip
+            )
         )
     files = [f"landscape_{_slug(r.label)}.npz" for r in results]
     _plot(results, out)
@@ -317,7 +363,13 @@ def explain(results: Sequence[Landscape]) -> str:
     parts = ["**What the numbers show.**"]
     for r in results:
         nc = _convexity(r)
-        shape = "a smooth bowl" if nc < 0.2 else "a rugged, non-convex surface" if nc > 0.4 else "a mostly smooth surface"
+        shape = (
+            "a smooth bowl"
+            if nc < 0.2
+            else "a rugged, non-convex surface"
+            if nc > 0.4
+            else "a mostly smooth surface"
+        )
         parts.append(
             f"{r.label}: loss {fmt_num(r.origin_loss)} at the origin, rising by {fmt_num(_edge_rise(r))} on average "
             f"at the border of the grid; {nc:.0%} of the interior points are locally concave (in log loss): "
@@ -370,7 +422,11 @@ def _plot(results: Sequence[Landscape], out: Path) -> None:
         for r in results:
             axes[0].plot(r.alphas, r.loss, marker=".", label=r.label)
             axes[1].plot(r.alphas, r.error, marker=".", label=r.label)
-        xl = "interpolation coefficient (0 = first, 1 = second)" if results[0].mode == "line" else "step along the direction"
+        xl = (
+            "interpolation coefficient (0 = first, 1 = second)"
+            if results[0].mode == "line"
+            else "step along the direction"
+        )
         axes[0].set_title("loss")
         axes[0].set_yscale("log")
         axes[1].set_title("error (%)")
@@ -379,4 +435,3 @@ def _plot(results: Sequence[Landscape], out: Path) -> None:
             ax.grid(True, alpha=0.3)
         axes[0].legend(fontsize=7)
         save_figure(fig, out / "landscape.png")
-

@@ -199,16 +199,50 @@ def run_lesion(
     ]
     rows: list[dict[str, Any]] = []
     for r in results:
-        rows.append({"target": r.label, "lesion": "none", "index": "", "k": 0, "error": r.base_error, "error_std": 0.0})
+        rows.append(
+            {
+                "target": r.label,
+                "lesion": "none",
+                "index": "",
+                "k": 0,
+                "error": r.base_error,
+                "error_std": 0.0,
+            }
+        )
         for i, e in enumerate(r.single):
-            rows.append({"target": r.label, "lesion": "delete", "index": i, "k": 1, "error": float(e), "error_std": 0.0})
+            rows.append(
+                {
+                    "target": r.label,
+                    "lesion": "delete",
+                    "index": i,
+                    "k": 1,
+                    "error": float(e),
+                    "error_std": 0.0,
+                }
+            )
         for k, m, s in zip(r.k, r.random_mean, r.random_std):
             rows.append(
-                {"target": r.label, "lesion": "delete_random", "index": "", "k": int(k), "error": float(m), "error_std": float(s)}
+                {
+                    "target": r.label,
+                    "lesion": "delete_random",
+                    "index": "",
+                    "k": int(k),
+                    "error": float(m),
+                    "error_std": float(s),
+                }
             )
         for i, e in enumerate(r.swap):
             if np.isfinite(e):
-                rows.append({"target": r.label, "lesion": "swap", "index": i, "k": 2, "error": float(e), "error_std": 0.0})
+                rows.append(
+                    {
+                        "target": r.label,
+                        "lesion": "swap",
+                        "index": i,
+                        "k": 2,
+                        "error": float(e),
+                        "error_std": 0.0,
+                    }
+                )
     write_csv(out / "lesion.csv", rows)
     _plot(results, out / "lesion.png")
     write_summary(
@@ -284,9 +318,13 @@ def _plot(results: Sequence[LesionResult], path: Path) -> None:
         style = "--" if r.plain else "-"
         line = axes[0].plot(np.arange(len(r.single)), r.single, style, marker=".", label=r.label)[0]
         axes[0].axhline(r.base_error, color=line.get_color(), lw=0.8, ls=":")
-        axes[1].errorbar(r.k, r.random_mean, yerr=r.random_std, fmt=style, marker=".", capsize=2, label=r.label)
+        axes[1].errorbar(
+            r.k, r.random_mean, yerr=r.random_std, fmt=style, marker=".", capsize=2, label=r.label
+        )
         if np.isfinite(r.swap).any():
-            axes[2].plot(np.arange(len(r.swap)), r.swap, style, marker=".", label=r.label, color=line.get_color())
+            axes[2].plot(
+                np.arange(len(r.swap)), r.swap, style, marker=".", label=r.label, color=line.get_color()
+            )
             axes[2].axhline(r.base_error, color=line.get_color(), lw=0.8, ls=":")
     axes[0].set_title("error after deleting one unit (dotted: intact)")
     axes[0].set_xlabel("deleted unit index")

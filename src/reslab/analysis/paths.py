@@ -26,7 +26,15 @@ import torch
 from torch import nn
 
 from reslab.analysis._capture import Trace, bn_mode, trace_forward, vjp
-from reslab.analysis.common import Target, blocks_of, fmt_num, new_figure, save_figure, write_csv, write_summary
+from reslab.analysis.common import (
+    Target,
+    blocks_of,
+    fmt_num,
+    new_figure,
+    save_figure,
+    write_csv,
+    write_summary,
+)
 
 
 def path_length_distribution(n: int) -> list[Fraction]:
@@ -158,7 +166,15 @@ def run_paths(
         x, y = t.data.x[:batch_size], t.data.y[:batch_size]
         results.append(
             path_gradients(
-                t.model, x, y, samples=samples, seed=seed, mode=mode, label=t.label, trained=t.trained, progress=progress
+                t.model,
+                x,
+                y,
+                samples=samples,
+                seed=seed,
+                mode=mode,
+                label=t.label,
+                trained=t.trained,
+                progress=progress,
             )
         )
     rows = []
@@ -262,9 +278,17 @@ def _plot(results: Sequence[PathResult], path: Path) -> None:
     for r in results:
         p = np.array([float(v) for v in r.distribution])
         line = axes[0].plot(np.arange(r.n + 1), p, marker=".", label=r.label)[0]
-        axes[1].errorbar(r.k, r.grad_mean, yerr=r.grad_std, marker=".", capsize=2, color=line.get_color(), label=r.label)
+        axes[1].errorbar(
+            r.k, r.grad_mean, yerr=r.grad_std, marker=".", capsize=2, color=line.get_color(), label=r.label
+        )
         tot = r.total
-        axes[2].plot(r.k, tot / np.nansum(tot) if np.nansum(tot) > 0 else tot, marker=".", color=line.get_color(), label=r.label)
+        axes[2].plot(
+            r.k,
+            tot / np.nansum(tot) if np.nansum(tot) > 0 else tot,
+            marker=".",
+            color=line.get_color(),
+            label=r.label,
+        )
     axes[0].set_title("distribution of path lengths (Binomial(n, 1/2))")
     axes[0].set_ylabel("fraction of paths")
     axes[1].set_title("gradient magnitude delivered by one path")

@@ -15,7 +15,16 @@ import torch
 from torch import nn
 
 from reslab.analysis._capture import bn_mode
-from reslab.analysis.common import EvalData, Target, blocks_of, fmt_num, new_figure, save_figure, write_csv, write_summary
+from reslab.analysis.common import (
+    EvalData,
+    Target,
+    blocks_of,
+    fmt_num,
+    new_figure,
+    save_figure,
+    write_csv,
+    write_summary,
+)
 
 
 @dataclass
@@ -127,7 +136,10 @@ def explain(profiles: Sequence[ResponseProfile]) -> str:
     res = [p for p in profiles if not p.plain]
     plain = [p for p in profiles if p.plain]
     if res and plain:
-        r, q = float(np.nanmean([np.nanmean(p.std) for p in res])), float(np.nanmean([np.nanmean(p.std) for p in plain]))
+        r, q = (
+            float(np.nanmean([np.nanmean(p.std) for p in res])),
+            float(np.nanmean([np.nanmean(p.std) for p in plain])),
+        )
         rel = "smaller than" if r < q else "larger than" if r > q else "equal to"
         parts.append(
             f"The mean branch-response std of the residual networks ({fmt_num(r)}) is {rel} that of the plain "

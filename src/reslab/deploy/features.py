@@ -1,5 +1,11 @@
 """Multi-scale feature maps: a reslab network as a detection / segmentation backbone.
 
+He et al. 2016 (Sec. 4.3 and Appendix A/B) use ResNet-101 as the backbone of Faster R-CNN on PASCAL VOC
+and COCO, taking the ``conv4_x`` output for the RPN and ``conv5_x`` as the RoI head. reslab exposes every
+stage instead (``conv2_x`` ... ``conv5_x`` = ``layer1`` ... ``layer4``), the multi-scale form that a
+Feature Pyramid Network (Lin et al. 2017) consumes; that is the deviation: no RoI pooling inside
+``conv5_x``, the caller builds the head.
+
 Every reslab model has ``forward_stages(x)``: the list of its stage outputs (``layer1`` ... ``layerN``,
 names in ``model.stage_names``), the pyramid a Feature Pyramid Network or a U-Net decoder consumes.
 :func:`stage_info` reports each stage's shape, stride (input size / feature size) and channels;

@@ -136,7 +136,7 @@ def _find(sources: Sequence[dict[str, Any]], *keys: str) -> Any:
 
 
 def _maybe_json(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in "[{\"":
+    if isinstance(value, str) and value[:1] in '[{"':
         with contextlib.suppress(json.JSONDecodeError):
             return json.loads(value)
     return value

@@ -79,13 +79,15 @@ def train_curve(group: Group) -> tuple[list[float], list[float]]:
 
 
 def test_curve(group: Group) -> tuple[list[float], list[float]]:
-    return _mean_curve([column(r.metrics, "test_error") for r in group.runs])
+    return _mean_curve(
+        [column(r.metrics, "val_error" if r.eval_split == "val" else "test_error") for r in group.runs]
+    )
 
 
 def _draw_curves(ax, groups: list[Group], colour_by: str) -> list[float]:
     seen: list[float] = []
     for g in sorted(groups, key=lambda g: (g.depth, g.variant)):
-        colour = DEPTH_COLOURS.get(g.depth, None) if colour_by == "depth" else VARIANT_COLOURS.get(g.variant)
+        colour = DEPTH_COLOURS.get(g.depth) if colour_by == "depth" else VARIANT_COLOURS.get(g.variant)
         name = f"{g.depth}-layer" if colour_by == "depth" else g.label
         tx, ty = train_curve(g)
         sx, sy = test_curve(g)
@@ -156,7 +158,9 @@ def plot_depth(groups: list[Group], path: Path, title: str, dataset: str) -> Pat
     ax2.minorticks_off()
     ax2.set_xlabel("depth (layers)")
     ax2.set_ylabel("final error (%)")
-    ax2.set_title("final error vs depth" + (" (mean ± std over seeds)" if any(g.n > 1 for g in gs) else ""), fontsize=10)
+    ax2.set_title(
+        "final error vs depth" + (" (mean ± std over seeds)" if any(g.n > 1 for g in gs) else ""), fontsize=10
+    )
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
@@ -176,9 +180,23 @@ def plot_shortcuts(groups: list[Group], path: Path, title: str) -> Path:
     xs = range(len(order))
     means = [by[v].mean("test_error") for v in order]
     stds = [0.0 if not math.isfinite(by[v].std("test_error")) else by[v].std("test_error") for v in order]
-    ax2.bar([x - 0.2 for x in xs], means, width=0.4, yerr=stds, capsize=3, color=[VARIANT_COLOURS[v] for v in order], label="ours (test)")
+    ax2.bar(
+        [x - 0.2 for x in xs],
+        means,
+        width=0.4,
+        yerr=stds,
+        capsize=3,
+        color=[VARIANT_COLOURS[v] for v in order],
+        label="ours (test)",
+    )
     ax2b = ax2.twinx()
-    ax2b.bar([x + 0.2 for x in xs], [PAPER_TABLE3.get(v, math.nan) for v in order], width=0.4, color="0.75", label="paper (ImageNet top-1)")
+    ax2b.bar(
+        [x + 0.2 for x in xs],
+        [PAPER_TABLE3.get(v, math.nan) for v in order],
+        width=0.4,
+        color="0.75",
+        label="paper (ImageNet top-1)",
+    )
     ax2b.set_ylabel("paper: ImageNet ResNet-34 top-1 error (%)", fontsize=8, color="0.4")
     ax2.set_xticks(list(xs))
     ax2.set_xticklabels([("option " + v) if v != "plain" else "plain" for v in order])

@@ -44,7 +44,17 @@ def write_outputs(out: str | Path) -> dict[str, Any]:
     exp = EXPERIMENTS[plan.experiment]
     title = f"{exp.title} — {plan.dataset}, {plan.budget} budget"
     started = [r for r in results if r.metrics or r.train_log]
-    figures = plot_experiment(plan.experiment, [g for g in groups if any(r in started for r in g.runs)], out, title, plan.dataset) if started else []
+    figures = (
+        plot_experiment(
+            plan.experiment,
+            [g for g in groups if any(r in started for r in g.runs)],
+            out,
+            title,
+            plan.dataset,
+        )
+        if started
+        else []
+    )
     claims = claims_for(plan.experiment, groups)
     _write_results_csv(out / "results.csv", results)
     text = render_report(plan, results, groups, claims, figures, read_sessions(out))
@@ -54,8 +64,19 @@ def write_outputs(out: str | Path) -> dict[str, Any]:
 
 def _write_results_csv(path: Path, results: list[RunResult]) -> None:
     cols = [
-        "run", "network", "family", "variant", "depth", "seed", "finished", "steps",
-        "train_error", "test_error", "best_test_error", "wall_s", "params",
+        "run",
+        "network",
+        "family",
+        "variant",
+        "depth",
+        "seed",
+        "finished",
+        "steps",
+        "train_error",
+        "test_error",
+        "best_test_error",
+        "wall_s",
+        "params",
     ]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -63,8 +84,18 @@ def _write_results_csv(path: Path, results: list[RunResult]) -> None:
     for r in results:
         w.writerow(
             [
-                r.name, r.label, r.family, r.variant, r.depth, r.seed, int(r.finished), r.steps,
-                _c(r.train_error), _c(r.test_error), _c(r.best_test_error), _c(r.wall_s),
+                r.name,
+                r.label,
+                r.family,
+                r.variant,
+                r.depth,
+                r.seed,
+                int(r.finished),
+                r.steps,
+                _c(r.train_error),
+                _c(r.test_error),
+                _c(r.best_test_error),
+                _c(r.wall_s),
                 r.params if r.params is not None else "",
             ]
         )
@@ -114,7 +145,7 @@ def _run_devices(plan: Plan) -> list[str]:
 def _hms(s: float) -> str:
     if not math.isfinite(s):
         return "—"
-    s = int(round(s))
+    s = round(s)
     return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
@@ -166,7 +197,16 @@ def render_report(
     cfg0 = plan.configs[plan.runs[0].name] if plan.runs else {}
     shown = {
         k: cfg0[k]
-        for k in ("iterations", "batch_size", "lr", "milestones", "subset", "test_subset", "val_split", "eval_every")
+        for k in (
+            "iterations",
+            "batch_size",
+            "lr",
+            "milestones",
+            "subset",
+            "eval_subset",
+            "val_split",
+            "eval_every",
+        )
         if k in cfg0
     }
     L.append(
@@ -182,7 +222,7 @@ def render_report(
     jobs = sorted({int(s.get("jobs", 1)) for s in sessions if s.get("jobs")})
     L.append(
         f"- Wall time: {_hms(wall)} over {len(sessions)} invocation(s)"
-        + (f" ({'/'.join(map(str, jobs))} runs at a time)" if jobs else "")
+        + (f" ({'/'.join(map(str, jobs))} at a time)" if jobs else "")
         + f"; the runs' own training time adds up to {_hms(run_wall)}."
     )
     L.append("")
@@ -200,7 +240,15 @@ def render_report(
     L.append("")
     paper_h, paper_src = _paper_header(plan)
     multi = any(g.n > 1 for g in groups)
-    hdr = ["network", "depth", "runs", "final training error %", "final test error %", "best test error %", paper_h]
+    hdr = [
+        "network",
+        "depth",
+        "runs",
+        "final training error %",
+        "final test error %",
+        "best test error %",
+        paper_h,
+    ]
     L.append("| " + " | ".join(hdr) + " |")
     L.append("|" + "---|" * len(hdr))
     for g in _table_order(plan, groups):
@@ -224,7 +272,14 @@ def render_report(
             + " compare the ordering, not the values."
         )
     elif plan.budget != "paper":
-        notes.append(f"The {plan.budget} budget is far shorter than the paper's schedule: compare the ordering.")
+        notes.append(
+            f"The {plan.budget} budget is far shorter than the paper's schedule: compare the ordering."
+        )
+    if any(r.eval_split == "val" for r in results):
+        notes.append(
+            "The test set was not evaluated in (some of) these runs (the smoke budget evaluates a small held-out "
+            "split of the training data instead): their 'test error' is that held-out error."
+        )
     L.append(" ".join(notes))
     L.append("")
     # ---------------------------------------------------------------------------------- claims
@@ -264,5 +319,6 @@ def redraw(path: str | Path) -> dict[str, Any]:
         return {"figures": [plot_run(path)]}
     from reslab.errors import ReslabError
 
-    raise ReslabError(f"{path} is neither an experiment folder (experiment.json) nor a run directory (metrics.csv)")
-
+    raise ReslabError(
+        f"{path} is neither an experiment folder (experiment.json) nor a run directory (metrics.csv)"
+    )

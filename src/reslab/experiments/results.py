@@ -12,6 +12,7 @@ there are at least two, else from the binomial error of an error rate measured o
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class RunResult:
     test_error: float  # final, %
     best_test_error: float
     n_eval: int  # images in the test evaluation (for the binomial error)
+    eval_split: str  # "test", or "val" when the test set was not evaluated (its error stands in)
     wall_s: float
     params: int | None
     metrics: list[dict[str, float]] = field(default_factory=list, repr=False)
@@ -112,20 +114,30 @@ def read_run(run_dir: Path, spec: Any = None) -> RunResult:
     if math.isnan(train_err):
         train_err = _first_number(final, ("train_error",))
     _, tests = column(metrics, "test_error")
+    eval_split = "test"
+    if not tests and math.isnan(test_err):
+        # Test set not evaluated (eval_test off, e.g. the smoke budget): the held-out split stands in.
+        _, tests = column(metrics, "val_error")
+        if tests:
+            test_err, eval_split = tests[-1], "val"
     steps_m = [r.get("step", math.nan) for r in metrics + train_log]
     steps_m = [s for s in steps_m if not math.isnan(s)]
     wall = _last(metrics, "elapsed")
     if math.isnan(wall):
         wall = _first_number(summary, ("wall_time_s",))
     params = summary.get("params")
-    n_eval = cfg.get("test_subset") or _default_test_size(cfg.get("dataset"))
+    n_eval = cfg.get("eval_subset") or _default_test_size(cfg.get("dataset"))
+    if eval_split == "val":
+        n_eval = cfg.get("val_split") or n_eval
     if spec is not None:
         name, label, family, variant = spec.name, spec.label, spec.family, spec.variant
         depth, seed = spec.depth, spec.seed
     else:
         model = str(cfg.get("model", run_dir.name))
         name, label = run_dir.name, model
-        family = "plain" if model.startswith("plain") else "highway" if model.startswith("highway") else "resnet"
+        family = (
+            "plain" if model.startswith("plain") else "highway" if model.startswith("highway") else "resnet"
+        )
         variant, depth, seed = family, _depth_of(model), int(cfg.get("seed", 0) or 0)
     return RunResult(
         name=name,
@@ -141,6 +153,7 @@ def read_run(run_dir: Path, spec: Any = None) -> RunResult:
         test_error=test_err,
         best_test_error=min(tests) if tests else test_err,
         n_eval=int(n_eval),
+        eval_split=eval_split,
         wall_s=wall,
         params=int(params) if isinstance(params, (int, float)) else None,
         metrics=metrics,
@@ -271,7 +284,7 @@ def _by(groups: list[Group], variant: str) -> list[Group]:
 def _trend(gs: list[Group], attr: str, rising: bool) -> tuple[int, int, int]:
     """(pairs moving in the expected direction beyond the margin, pairs against it beyond, pairs)."""
     up = against = 0
-    for a, b in zip(gs, gs[1:]):
+    for a, b in itertools.pairwise(gs):
         d = b.mean(attr) - a.mean(attr)
         m = margin(a, b, attr)
         if (d > m) if rising else (d < -m):
@@ -328,8 +341,7 @@ def _deeper_no_worse(gs: list[Group], attr: str, what: str, family: str) -> Clai
     claim = f"Among {family}, deeper is no worse ({what})"
     if len(gs) < 2:
         return Claim(claim, "inconclusive", f"needs two depths; only {len(gs)} trained.")
-    _, worse, pairs = _trend(gs, attr, rising=True)
-    better, _, _ = _trend(gs, attr, rising=False)
+    worse, better, pairs = _trend(gs, attr, rising=True)
     lo, hi = gs[0], gs[-1]
     d = hi.mean(attr) - lo.mean(attr)
     m = margin(lo, hi, attr)
@@ -370,7 +382,13 @@ def _claims_degradation(groups: list[Group]) -> list[Claim]:
         p = next(g for g in plain if g.depth == d)
         r = next(g for g in res if g.depth == d)
         out.append(
-            _a_beats_b(r, p, "train_error", "training error", f"At depth {d}, the ResNet trains better than the plain net")
+            _a_beats_b(
+                r,
+                p,
+                "train_error",
+                "training error",
+                f"At depth {d}, the ResNet trains better than the plain net",
+            )
         )
     return out
 
@@ -424,7 +442,10 @@ def _claims_shortcuts(groups: list[Group]) -> list[Claim]:
         p = by["plain"]
         worst = max(res, key=lambda g: g.mean("test_error"))
         c = _a_beats_b(
-            worst, p, "test_error", "test error, worst shortcut option vs plain",
+            worst,
+            p,
+            "test_error",
+            "test error, worst shortcut option vs plain",
             "Every shortcut option (A, B, C) is far better than the plain net",
         )
         out.append(c)
@@ -451,7 +472,9 @@ def _claims_shortcuts(groups: list[Group]) -> list[Claim]:
         else:
             verdict = "inconclusive"
         sentence = (
-            "test error " + ", ".join(f"{g.variant} {fmt(g.mean('test_error'))}%" for g in res) + "; "
+            "test error "
+            + ", ".join(f"{g.variant} {fmt(g.mean('test_error'))}%" for g in res)
+            + "; "
             + "; ".join(parts)
             + (
                 "; the means are in the paper's order but the gaps are within noise"
@@ -474,11 +497,19 @@ def _claims_highway(groups: list[Group]) -> list[Claim]:
         r, h, p = by.get(("resnet", d)), by.get(("highway", d)), by.get(("plain", d))
         if r and h:
             out.append(
-                _a_beats_b(r, h, "test_error", "test error", f"At depth {d}, the ResNet is better than the highway net")
+                _a_beats_b(
+                    r,
+                    h,
+                    "test_error",
+                    "test error",
+                    f"At depth {d}, the ResNet is better than the highway net",
+                )
             )
         if r and p:
             out.append(
-                _a_beats_b(r, p, "test_error", "test error", f"At depth {d}, the ResNet is better than the plain net")
+                _a_beats_b(
+                    r, p, "test_error", "test error", f"At depth {d}, the ResNet is better than the plain net"
+                )
             )
     if len(depths) >= 2:
         res = _by(groups, "resnet")
@@ -488,7 +519,9 @@ def _claims_highway(groups: list[Group]) -> list[Claim]:
         if len(hw) >= 2 and len(res) >= 2:
             dh = hw[-1].mean("train_error") - hw[0].mean("train_error")
             dr = res[-1].mean("train_error") - res[0].mean("train_error")
-            m = math.sqrt(margin(hw[0], hw[-1], "train_error") ** 2 + margin(res[0], res[-1], "train_error") ** 2)
+            m = math.sqrt(
+                margin(hw[0], hw[-1], "train_error") ** 2 + margin(res[0], res[-1], "train_error") ** 2
+            )
             gap = dh - dr
             verdict = "supported" if gap > m else "not supported" if gap < -m else "inconclusive"
             out.append(

@@ -132,6 +132,15 @@ def plan_experiment(
     seed_t = tuple(seeds) if isinstance(seeds, tuple) else parse_seeds(seeds)
     depth_t = tuple(depths) if isinstance(depths, tuple) else parse_depths(depths, experiment)
     runs = plan_runs(experiment, depths=depth_t, seeds=seed_t, budget=budget)
+    from reslab.models import list_models
+
+    zoo = set(list_models())
+    missing = sorted({r.model for r in runs} - zoo)
+    if missing:
+        raise ConfigError(
+            f"{experiment}: no model {missing[0]!r} in the zoo for the requested depths; "
+            f"choose --depths from {', '.join(map(str, EXPERIMENTS[experiment].default_depths))}"
+        )
     known = _engine_fields()
     base = budget_overrides(experiment, budget, dataset, known)
     extra = dict(overrides or {})
@@ -356,8 +365,8 @@ def _train_concurrently(
     (plan.out / "logs").mkdir(parents=True, exist_ok=True)
     req_dir = plan.out / "logs"
     n = len(slots)
-    cpu = all(s is None for s in slots) and not _cuda_plan(plan)
-    threads = max(1, (os.cpu_count() or 2) // n) if cpu else None
+    # Share the CPU cores between the workers (on CUDA they only feed the GPU; on CPU they do the work).
+    threads = max(1, (os.cpu_count() or 2) // n)
     queue = list(pending)
     running: dict[int, tuple[subprocess.Popen, RunSpec, Any]] = {}
     failed: list[str] = []
@@ -370,7 +379,7 @@ def _train_concurrently(
                 cfg = dict(plan.configs[run.name])
                 if slots[slot] is not None:
                     cfg["device"] = slots[slot]
-                if threads is not None and "threads" not in plan.extra:
+                if "threads" not in plan.extra:
                     cfg["threads"] = threads
                 request = req_dir / f"{run.name}.request.json"
                 _io.write_json(
@@ -382,10 +391,10 @@ def _train_concurrently(
                     },
                 )
                 fh = open(req_dir / f"{run.name}.log", "ab")  # noqa: SIM115 - closed when the run ends
-                env = dict(os.environ)
-                if threads is not None:
-                    env["OMP_NUM_THREADS"] = str(threads)
-                proc = subprocess.Popen(_worker_command(request), stdout=fh, stderr=subprocess.STDOUT, env=env)
+                env = {**os.environ, "OMP_NUM_THREADS": str(cfg.get("threads") or threads)}
+                proc = subprocess.Popen(
+                    _worker_command(request), stdout=fh, stderr=subprocess.STDOUT, env=env
+                )
                 running[slot] = (proc, run, fh)
                 verb = "continuing" if statuses[run.name] == "partial" else "training"
                 log(f"  {verb} {run.name} (worker {slot}{', ' + slots[slot] if slots[slot] else ''})")
@@ -405,7 +414,7 @@ def _train_concurrently(
                     log(f"[{done}/{len(pending)}] {run.name} finished")
     except BaseException:
         # Interrupted: stop the workers (each run keeps its last checkpoint; a rerun continues it).
-        for proc, _run, fh in running.values():
+        for proc, _run, _fh in running.values():
             with contextlib.suppress(OSError):
                 proc.terminate()
         for proc, _run, fh in running.values():
@@ -414,13 +423,3 @@ def _train_concurrently(
             fh.close()
         raise
     return failed
-
-
-def _cuda_plan(plan: Plan) -> bool:
-    if plan.device.startswith("cuda"):
-        return True
-    if plan.device != "auto":
-        return False
-    import torch
-
-    return torch.cuda.is_available()

@@ -8,7 +8,7 @@ recipe", as in the paper).
 Budgets
 -------
 ``smoke``
-    A plumbing check, not a measurement: 256 training images, a handful of iterations, a 256-image eval
+    A plumbing check, not a measurement: 256 training images, 4 iterations at batch 16, a 128-image eval
     set. Every command still trains its full set of networks. Used by the tests; under a minute on 2
     CPU cores per command.
 ``quick``
@@ -61,9 +61,19 @@ RECIPE = "cifar_paper"  # every budget starts from the paper's recipe (SGD 0.9, 
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
         name="smoke",
-        description="plumbing check: 256 training images, 6 iterations at batch 32, 256 test images",
-        iterations={"degradation": 6, "depth": 6, "shortcuts": 6, "highway": 6},
-        overrides={"subset": 256, "test_subset": 256, "val_split": 0, "batch_size": 32, "eval_batch_size": 256},
+        description=(
+            "plumbing check, not a measurement: 256 training images, 4 iterations at batch 16, evaluated twice "
+            "on 128 test images"
+        ),
+        iterations={"degradation": 4, "depth": 4, "shortcuts": 4, "highway": 4},
+        overrides={
+            "subset": 256,
+            "eval_subset": 128,
+            "val_split": 0,
+            "batch_size": 16,
+            "eval_batch_size": 128,
+            "tensorboard": False,
+        },
         evals=2,
     ),
     "quick": Budget(
@@ -74,7 +84,7 @@ BUDGETS: dict[str, Budget] = {
         ),
         # 15 min on 2 CPU cores for the default networks (cost ~ iterations x sum of depths; see above).
         iterations={"degradation": 300, "depth": 300, "shortcuts": 600, "highway": 300},
-        overrides={"subset": None, "test_subset": 2000, "val_split": 0, "batch_size": 128},
+        overrides={"subset": None, "eval_subset": 2000, "val_split": 0, "batch_size": 128},
         evals=8,
     ),
     "paper": Budget(
@@ -196,7 +206,15 @@ def plan_runs(name: str, *, depths: tuple[int, ...], seeds: tuple[int, ...], bud
             add("resnet", "resnet", f"ResNet-{d}", f"resnet{d}", d)
         elif name == "shortcuts":
             for opt in ("A", "B", "C"):
-                add("resnet", opt, f"ResNet-{d} ({opt})", f"resnet{d}", d, base=f"resnet{d}{opt}", shortcut=opt)
+                add(
+                    "resnet",
+                    opt,
+                    f"ResNet-{d} ({opt})",
+                    f"resnet{d}",
+                    d,
+                    base=f"resnet{d}{opt}",
+                    shortcut=opt,
+                )
             add("plain", "plain", f"plain-{d}", f"plain{d}", d)
         elif name == "highway":
             add("resnet", "resnet", f"ResNet-{d}", f"resnet{d}", d)
@@ -205,21 +223,24 @@ def plan_runs(name: str, *, depths: tuple[int, ...], seeds: tuple[int, ...], bud
     return runs
 
 
-def budget_overrides(experiment: str, budget: str, dataset: str, known: set[str] | None = None) -> dict[str, Any]:
+def budget_overrides(
+    experiment: str, budget: str, dataset: str, known: set[str] | None = None
+) -> dict[str, Any]:
     """TrainConfig fields every run of ``experiment`` gets at ``budget`` (on top of :data:`RECIPE`).
 
-    ``known`` (the engine's field names) drops keys this engine version does not have (e.g. ``test_subset``).
+    ``known`` (the engine's field names) drops keys this engine version does not have.
     """
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
     b = BUDGETS[budget]
     ov: dict[str, Any] = {"dataset": dataset, **b.overrides}
+    evals = b.evals
     if b.iterations is not None:
         it = b.iterations[experiment]
         ov["iterations"] = it
         ov["schedule"] = "step"
         ov["milestones"] = sorted({max(1, round(f * it)) for f in b.milestone_fracs if round(f * it) < it})
-        ov["eval_every"] = max(1, it // b.evals)
+        ov["eval_every"] = max(1, -(-it // evals))
         ov["checkpoint_every"] = ov["eval_every"]
         ov["log_every"] = max(1, it // b.log_points)
         # ResNet-110's start at lr 0.01 (the paper: ~400 of 64k iterations), scaled to a tenth of the run.
@@ -242,14 +263,18 @@ def parse_seeds(text: str | int | None) -> tuple[int, ...]:
             try:
                 seeds = tuple(int(t) for t in text.split(",") if t.strip())
             except ValueError:
-                raise ConfigError(f"--seeds: expected a count or a comma list of integers, got {text!r}") from None
+                raise ConfigError(
+                    f"--seeds: expected a count or a comma list of integers, got {text!r}"
+                ) from None
             if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
                 raise ConfigError(f"--seeds: need distinct non-negative seeds, got {text!r}")
             return seeds
         try:
             n = int(text)
         except ValueError:
-            raise ConfigError(f"--seeds: expected a count or a comma list of integers, got {text!r}") from None
+            raise ConfigError(
+                f"--seeds: expected a count or a comma list of integers, got {text!r}"
+            ) from None
     if n < 1:
         raise ConfigError(f"--seeds: need at least one seed, got {n}")
     return tuple(range(n))
@@ -267,5 +292,7 @@ def parse_depths(text: str | None, experiment: str) -> tuple[int, ...]:
         raise ConfigError("--depths: need at least one depth")
     bad = [d for d in depths if d not in VALID_DEPTHS]
     if bad:
-        raise ConfigError(f"--depths: {bad[0]} is not a CIFAR ResNet depth (6n+2); choose from {VALID_DEPTHS}")
+        raise ConfigError(
+            f"--depths: {bad[0]} is not a CIFAR ResNet depth (6n+2); choose from {VALID_DEPTHS}"
+        )
     return tuple(sorted(set(depths)))

@@ -87,11 +87,13 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for a torn or foreign file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise CheckpointError(
-            f"cannot read {path}: corrupt or truncated safetensors file ({first})"
-        ) from None
+        raise _unreadable(path, e) from None
     return tensors, meta
+
+
+def _unreadable(path: Path, e: Exception) -> CheckpointError:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    return CheckpointError(f"cannot read {path}: corrupt or truncated safetensors file ({first})")
 
 
 def _decode(meta: dict[str, str]) -> dict[str, Any]:
@@ -105,6 +107,18 @@ def _decode(meta: dict[str, str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[k] = v  # written by another tool: keep the string
     return out
+
+
+def read_metadata(path_or_run: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a weight file (or a run's checkpoint), JSON values decoded; reads the header only."""
+    from safetensors import safe_open
+
+    path = resolve_checkpoint(path_or_run)
+    try:
+        with safe_open(path, framework="pt") as f:
+            return _decode(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for a torn or foreign file
+        raise _unreadable(path, e) from None
 
 
 def resolve_checkpoint(path_or_run: str | os.PathLike) -> Path:
@@ -170,7 +184,7 @@ def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], path: Path) 
                 f"{path} does not fit {_name(inner)}: {k} has shape {tuple(state[k].shape)}, "
                 f"the model expects {tuple(v.shape)}"
             )
-    for k in state:
+    for k in sorted(state):
         if k not in expected:
             raise CheckpointError(f"{path} does not fit {_name(inner)}: unexpected tensor {k}")
     inner.load_state_dict(state, strict=True)

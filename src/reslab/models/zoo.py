@@ -98,9 +98,8 @@ class ResNet(nn.Module):
         set_drop_path(self.blocks, drop_path_rate)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        if self.fc.weight.is_meta:  # built on the meta device (counting): there are no values to set
-            return
-        for m in self.modules():
+        # On the meta device (counting, config checks) there are no values to set; it saves seconds.
+        for m in () if self.fc.weight.is_meta else self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):

@@ -51,7 +51,7 @@ def save_checkpoint(
     run_dir: Path,
     names: list[str],
     weights_model: torch.nn.Module,
-    metadata: dict[str, str],
+    metadata: dict[str, Any],
     state: dict[str, Any],
 ) -> None:
     """Write ``<name>.safetensors`` then ``<name>.state.pt`` for each name (e.g. ``["last", "best"]``)."""
@@ -60,7 +60,7 @@ def save_checkpoint(
     ckpt_id = new_checkpoint_id()
     meta = dict(metadata)
     meta["checkpoint_id"] = ckpt_id
-    meta["step"] = str(int(state["step"]))
+    meta["step"] = int(state["step"])
     state = dict(state)
     state["checkpoint_id"] = ckpt_id
     for name in names:
@@ -79,14 +79,22 @@ def load_state(run_dir: Path, name: str = "last") -> dict[str, Any] | None:
     return state
 
 
-def read_weights_metadata(path: Path) -> dict[str, str]:
+def read_weights_metadata(path: Path) -> dict[str, Any]:
+    """The metadata of a weights file, JSON values decoded (as ``save_weights`` encodes them)."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
+            raw = dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"cannot read {path}: {type(e).__name__}") from None
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
 
 
 def pair_matches(run_dir: Path, name: str = "last") -> bool:
@@ -180,7 +188,3 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
-
-
-def json_meta(value: Any) -> str:
-    return json.dumps(value, default=str, separators=(",", ":"))

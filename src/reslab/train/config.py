@@ -11,6 +11,7 @@ This module imports neither torch nor the data/model packages: building and chec
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -126,8 +127,9 @@ class TrainConfig:
         return self
 
     def replace(self, **changes: Any) -> TrainConfig:
-        new = dataclasses.replace(self)
-        return new.update(changes, source="override")
+        """A copy with ``changes`` applied (setting ``epochs`` clears ``iterations`` and vice versa)."""
+        new = copy.deepcopy(self)
+        return apply_overrides(new, changes, source="override")
 
     def validate(self) -> TrainConfig:
         """Check every value; returns self. Errors are one line naming the key."""

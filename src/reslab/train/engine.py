@@ -140,33 +140,26 @@ def _build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module
 
     kwargs = dict(cfg.model_kwargs)
     if cfg.init_from:
-        from reslab.models.weights import load_pretrained
-
-        model = create_model(cfg.model, in_chans=in_chans, **kwargs)
-        _load_init(model, cfg.init_from, load_pretrained)
+        model = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        _load_init(model, cfg.init_from)
         if model.num_classes != num_classes:  # type: ignore[attr-defined]
-            model.reset_classifier(num_classes)  # type: ignore[operator]
-            model.model_kwargs["num_classes"] = num_classes  # type: ignore[index]
-            model.num_classes = num_classes  # type: ignore[assignment]
+            model.reset_classifier(num_classes)  # type: ignore[operator]  (updates model_kwargs too)
         return model
     return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-def _load_init(model: nn.Module, path: str, load_pretrained: Any) -> None:
-    """Load pretrained weights; a head of another size is created fresh (the message says so)."""
-    try:
-        load_pretrained(model, path)
-    except CheckpointError as e:
-        # A different number of classes: rebuild the head with the checkpoint's size, load, then replace.
-        msg = str(e)
-        cls_name = _classifier_name(model)
-        if cls_name and cls_name in msg:
-            n = _checkpoint_classes(path, cls_name)
-            if n:
-                model.reset_classifier(n)  # type: ignore[operator]
-                load_pretrained(model, path)
-                return
-        raise
+def _load_init(model: nn.Module, path: str) -> None:
+    """Load pretrained weights (reslab run/checkpoint or torchvision state dict). A classifier of another
+    size is loaded at the checkpoint's size and then replaced by the caller (``num_classes``)."""
+    from reslab.models.weights import load_pretrained, read_state_dict, resolve_checkpoint
+
+    file = resolve_checkpoint(path)
+    cls_name = _classifier_name(model)
+    if cls_name:
+        w = read_state_dict(file).get(f"{cls_name}.weight")
+        if w is not None and w.ndim == 2 and w.shape[0] != model.num_classes:  # type: ignore[attr-defined]
+            model.reset_classifier(int(w.shape[0]))  # type: ignore[operator]
+    load_pretrained(model, file)
 
 
 def _classifier_name(model: nn.Module) -> str | None:
@@ -175,27 +168,6 @@ def _classifier_name(model: nn.Module) -> str | None:
         if mod is head:
             return name
     return None
-
-
-def _checkpoint_classes(path: str, cls_name: str) -> int | None:
-    from reslab.models.weights import resolve_checkpoint
-
-    p = Path(resolve_checkpoint(path)) if Path(path).is_dir() else Path(path)
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(p), framework="pt") as f:
-                key = f"{cls_name}.weight"
-                return int(f.get_slice(key).get_shape()[0]) if key in f.keys() else None  # noqa: SIM118
-        from reslab._io import torch_load
-
-        sd = torch_load(p)
-        sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
-        w = sd.get(f"{cls_name}.weight")
-        return int(w.shape[0]) if w is not None else None
-    except Exception:
-        return None
 
 
 def _freeze(model: nn.Module, cfg: TrainConfig) -> list[nn.Module]:
@@ -539,42 +511,127 @@ def _check_same_config(stored: TrainConfig, given: TrainConfig, out: Path) -> No
         )
 
 
-def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[str, Any]:
+@dataclass
+class _Data:
+    loader: Any  # DeviceLoader or FolderLoader: len(), batches(), state_dict(), load_state_dict()
+    evals: dict[str, Any]  # split -> (model -> top-1 error in percent)
+    info: dict[str, Any]  # stored in the checkpoints' config: input size, mean, std, classes...
+    num_classes: int
+    in_chans: int
+
+    def describe(self) -> str:
+        i = self.info
+        val = f", {i['num_val']} val" if i.get("num_val") else ""
+        return f"{i['dataset']} ({i['num_train']} train{val}, {i['num_test']} test)"
+
+
+def _make_data(
+    cfg: TrainConfig, device: torch.device, dist: Dist, cl: bool, amp_dtype: torch.dtype | None
+) -> _Data:
+    """The training loader and the evaluation functions; the test set is never used for selection."""
+    import functools as ft
+
+    from reslab.train.evaluate import evaluate_batches
+
+    if cfg.dataset == "imagefolder":
+        import itertools
+
+        from reslab.data import IMAGENET_MEAN, IMAGENET_STD, make_imagefolder_loaders
+        from reslab.train.folder import FolderLoader
+
+        if not cfg.data_dir:
+            raise ConfigError(
+                "imagefolder needs --data-dir ROOT (with ROOT/train/<class>/ and ROOT/val/<class>/)"
+            )
+        loaders = make_imagefolder_loaders(
+            cfg.data_dir, cfg.batch_size, cfg.workers, cfg.image_size, seed=cfg.seed,
+            val_batch_size=cfg.eval_batch_size, rank=dist.rank, world_size=dist.world_size,
+        )  # fmt: skip
+        nc = cfg.num_classes or len(loaders.classes)
+        loader = FolderLoader(
+            loaders.train.dataset, cfg.batch_size, device=device, workers=cfg.workers, seed=cfg.seed,
+            channels_last=cl, shard=(dist.rank, dist.world_size),
+        )  # fmt: skip
+        n_batches = None if cfg.eval_subset is None else -(-cfg.eval_subset // cfg.eval_batch_size)
+
+        def folder_eval(model: nn.Module) -> float:
+            batches = itertools.islice(loaders.val, n_batches)
+            return evaluate_batches(
+                model, batches, device=device, amp_dtype=amp_dtype, num_classes=nc, channels_last=cl
+            )["top1_error"]
+
+        info = {
+            "dataset": "imagefolder",
+            "input_size": [3, cfg.image_size, cfg.image_size],
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "classes": list(loaders.classes) if nc == len(loaders.classes) else [str(i) for i in range(nc)],
+            "num_classes": nc,
+            "flip": True,
+            "num_train": len(loaders.train.dataset),
+            "num_val": 0,
+            "num_test": len(loaders.val.dataset),
+        }
+        # The folder's val/ is the reported (test) set, as in the paper; selection uses training error.
+        return _Data(loader, {"test": folder_eval} if cfg.eval_test else {}, info, nc, 3)
+
     from reslab.data import DeviceLoader, split_validation, subset_dataset
 
+    ds = _load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    if cfg.subset:
+        ds = subset_dataset(ds, cfg.subset, seed=cfg.seed, stratified=True)
+    if cfg.val_split:
+        ds = split_validation(ds, cfg.val_split, seed=cfg.seed)
+    nc = cfg.num_classes or ds.num_classes
+    if int(ds.train_y.max()) >= nc:
+        raise ConfigError(f"num_classes={nc} but the data has labels up to {int(ds.train_y.max())}")
+    info = {
+        "dataset": ds.name,
+        "input_size": list(ds.input_size),
+        "mean": list(ds.mean),
+        "std": list(ds.std),
+        "classes": list(ds.classes) if nc == ds.num_classes else [str(i) for i in range(nc)],
+        "num_classes": nc,
+        "flip": ds.flip,
+        "num_train": len(ds.train_y),
+        "num_val": 0 if ds.val_y is None else len(ds.val_y),
+        "num_test": len(ds.test_y),
+    }
+    loader = DeviceLoader(
+        ds.train_x, ds.train_y, cfg.batch_size, device=device, mean=ds.mean, std=ds.std,
+        augment=cfg.augment, flip=ds.flip, pad=cfg.pad, seed=cfg.seed, drop_last=True,
+        shard=(dist.rank, dist.world_size), channels_last=cl,
+    )  # fmt: skip
+    sets = {"val": (ds.val_x, ds.val_y), "test": (ds.test_x, ds.test_y) if cfg.eval_test else (None, None)}
+    evals = {}
+    for split, (x, y) in sets.items():
+        if x is None:
+            continue
+        x, y = x[: cfg.eval_subset].to(device), y[: cfg.eval_subset].to(device)  # on the device once
+        run = ft.partial(
+            evaluate, x=x, y=y, mean=ds.mean, std=ds.std, batch_size=cfg.eval_batch_size, device=device,
+            amp_dtype=amp_dtype, channels_last=cl, num_classes=nc,
+        )  # fmt: skip
+        evals[split] = lambda model, run=run: run(model)["top1_error"]
+    return _Data(loader, evals, info, nc, ds.in_chans)
+
+
+def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[str, Any]:
     t_session = time.perf_counter()
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    if cfg.dataset == "imagefolder":
-        raise ConfigError("imagefolder training is not wired into `reslab train` yet")
     _check_model_config(cfg)
 
     # ---- data
-    ds = _load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-    if cfg.subset:
-        ds = subset_dataset(ds, cfg.subset, seed=cfg.seed, stratified=True)
-    if cfg.val_split:
-        ds = split_validation(ds, cfg.val_split, seed=cfg.seed)
-    num_classes = cfg.num_classes or ds.num_classes
-    data_info = {
-        "dataset": ds.name,
-        "input_size": list(ds.input_size),
-        "mean": list(ds.mean),
-        "std": list(ds.std),
-        "classes": list(ds.classes)
-        if num_classes == ds.num_classes
-        else [str(i) for i in range(num_classes)],
-        "num_classes": num_classes,
-        "flip": ds.flip,
-        "num_train": len(ds.train_y),
-        "num_val": 0 if ds.val_y is None else len(ds.val_y),
-        "num_test": len(ds.test_y),
-    }
-    if int(ds.train_y.max()) >= num_classes:
-        raise ConfigError(f"num_classes={num_classes} but the data has labels up to {int(ds.train_y.max())}")
+    cl = cfg.channels_last if cfg.channels_last != "auto" else True
+    amp_dtype = (
+        torch.bfloat16 if (cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")) else None
+    )
+    data = _make_data(cfg, device, dist, cl, amp_dtype)
+    num_classes, data_info = data.num_classes, data.info
 
     # ---- model, optimizer, loader
     torch.manual_seed(cfg.seed)
@@ -584,45 +641,29 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
 
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
-    model = _build_model(cfg, num_classes, ds.in_chans)
+    model = _build_model(cfg, num_classes, data.in_chans)
     frozen = _freeze(model, cfg)
-    cl = cfg.channels_last if cfg.channels_last != "auto" else True
     model = model.to(device)
     if cl:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, cfg)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     fmodel = _wrap_model(model, cfg, dist)
-    amp_dtype = (
-        torch.bfloat16 if (cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")) else None
-    )
-    loader = DeviceLoader(
-        ds.train_x, ds.train_y, cfg.batch_size, device=device, mean=ds.mean, std=ds.std,
-        augment=cfg.augment, flip=ds.flip, pad=cfg.pad, seed=cfg.seed, drop_last=True,
-        shard=(dist.rank, dist.world_size), channels_last=cl,
-    )  # fmt: skip
+    loader = data.loader
     steps_per_epoch = len(loader)
     total = cfg.iterations if cfg.iterations is not None else math.ceil(cfg.epochs * steps_per_epoch)  # type: ignore[operator]
     depth = _model_depth(cfg.model, cfg.model_kwargs)
     sched = Schedule.from_config(cfg, total, steps_per_epoch, depth)
     eval_every = steps_per_epoch if cfg.eval_every is None else (cfg.eval_every or total)
-    eval_sets = {
-        "val": (ds.val_x, ds.val_y),
-        "test": (ds.test_x, ds.test_y) if cfg.eval_test else (None, None),
-    }
-    n_eval = cfg.eval_subset
-    eval_sets = {
-        k: (x[:n_eval].to(device), y[:n_eval].to(device)) for k, (x, y) in eval_sets.items() if x is not None
-    }
     params = sum(p.numel() for p in model.parameters())
     resolved = cfg.to_dict() | {"data": data_info}
-    meta = {
-        "config": ckpt.json_meta(resolved),
-        "dataset": ds.name,
-        "input_size": ckpt.json_meta(data_info["input_size"]),
-        "mean": ckpt.json_meta(data_info["mean"]),
-        "std": ckpt.json_meta(data_info["std"]),
-        "classes": ckpt.json_meta(data_info["classes"]),
+    meta = {  # what eval/predict/export need to rebuild the preprocessing (save_weights JSON-encodes)
+        "config": resolved,
+        "dataset": data_info["dataset"],
+        "input_size": data_info["input_size"],
+        "mean": data_info["mean"],
+        "std": data_info["std"],
+        "classes": data_info["classes"],
     }
 
     # ---- state (fresh or resumed)
@@ -670,8 +711,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
     )
     if step == 0 and progress:
         say(
-            f"training {cfg.model} ({params / 1e6:.2f}M params) on {ds.name} ({len(ds.train_y)} train"
-            f"{f', {len(ds.val_y)} val' if ds.val_y is not None else ''}, {len(ds.test_y)} test) on {device}: "
+            f"training {cfg.model} ({params / 1e6:.2f}M params) on {data.describe()} on {device}: "
             f"{total} iterations ({total / steps_per_epoch:.2f} epochs of {steps_per_epoch}), batch {cfg.batch_size}"
         )
     elif progress:
@@ -807,12 +847,8 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
                 win_eval[3] += time.perf_counter() - t_window
                 emodel = ema.module if ema is not None else model
                 errs = {}
-                for split, (ex, ey) in eval_sets.items():
-                    r = evaluate(
-                        emodel, ex, ey, mean=ds.mean, std=ds.std, batch_size=cfg.eval_batch_size,
-                        device=device, amp_dtype=amp_dtype, channels_last=cl, num_classes=num_classes,
-                    )  # fmt: skip
-                    errs[split] = r["top1_error"]
+                for split, run_eval in data.evals.items():
+                    errs[split] = run_eval(emodel)
                 set_train_mode()
                 train_loss = _mean_loss(win_eval, cfg)
                 train_err = 100.0 * win_eval[1] / max(win_eval[2], 1)
@@ -871,7 +907,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
         "finished": True,
         "run_dir": str(run.dir),
         "model": cfg.model,
-        "dataset": ds.name,
+        "dataset": data_info["dataset"],
         "recipe": cfg.recipe,
         "params": params,
         "steps": total,
@@ -879,7 +915,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
         "batch_size": cfg.batch_size,
         "final": {k: last_row.get(k, history_final.get(k)) for k in METRICS_COLUMNS},
         "best": best,
-        "selection": "val_error" if "val" in eval_sets else "train_error (no validation split)",
+        "selection": "val_error" if "val" in data.evals else "train_error (no validation split)",
         "test_accuracy": (100.0 - last_row["test_error"]) if last_row.get("test_error") is not None else None,
         "wall_time_s": round(elapsed(), 3),
         "device": _device_name(device),
@@ -895,7 +931,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
     if run.main:
         from reslab.train.plots import plot_curves
 
-        plot_curves(run.dir, title=f"{cfg.model} on {ds.name} ({cfg.recipe})")
+        plot_curves(run.dir, title=f"{cfg.model} on {data_info['dataset']} ({cfg.recipe})")
         write_json(run.dir / "summary.json", summary)
     return summary
 

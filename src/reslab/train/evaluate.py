@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,6 @@ def autocast_ctx(device: torch.device, amp_dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
-@torch.inference_mode()
 def evaluate(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -48,17 +48,48 @@ def evaluate(
     """
     from reslab.data import iterate_eval
 
+    nc = int(num_classes or getattr(model, "num_classes", 0) or int(y.max()) + 1)
+    batches = iterate_eval(x, y, batch_size, device, mean, std, channels_last=channels_last)
+    return evaluate_batches(
+        model,
+        batches,
+        device=device,
+        amp_dtype=amp_dtype,
+        num_classes=nc,
+        tta_flip=tta_flip,
+        confusion=confusion,
+    )
+
+
+@torch.inference_mode()
+def evaluate_batches(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    num_classes: int,
+    tta_flip: bool = False,
+    confusion: bool = False,
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """:func:`evaluate` over any iterable of normalized ``(images, labels)`` batches (moved to ``device``)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    nc = int(num_classes or getattr(model, "num_classes", 0) or int(y.max()) + 1)
+    nc = int(num_classes)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     top1 = torch.zeros((), dtype=torch.int64, device=device)
     top5 = torch.zeros((), dtype=torch.int64, device=device)
     cm = torch.zeros(nc * nc, dtype=torch.int64, device=device) if confusion else None
     k = min(5, nc)
+    n = 0
     try:
-        for xb, yb in iterate_eval(x, y, batch_size, device, mean, std, channels_last=channels_last):
+        for xb, yb in batches:
+            xb = xb.to(device, non_blocking=True)
+            yb = yb.to(device, non_blocking=True)
+            if channels_last and xb.ndim == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast_ctx(device, amp_dtype):
                 logits = model(xb)
                 if tta_flip:
@@ -71,9 +102,9 @@ def evaluate(
             top5 += (~hit.any(dim=1)).sum()
             if cm is not None:
                 cm += torch.bincount(yb * nc + pred[:, 0], minlength=nc * nc)
+            n += len(yb)
     finally:
         model.train(was_training)
-    n = len(y)
     out: dict[str, Any] = {
         "n": n,
         "loss": loss_sum.item() / max(n, 1),

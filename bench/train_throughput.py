@@ -1,0 +1,227 @@
+"""Training throughput (images/s) on Fashion-MNIST, batch 128: ceiling vs reslab vs a conventional pipeline.
+
+Measured in one process on one machine, for each model (default ResNet-20 and ResNet-56):
+
+(a) ceiling: the bare model's forward + backward + SGD step on one preloaded, normalized batch;
+(b) reslab: the real engine, ``reslab.train.train`` (DeviceLoader with on-device crop/flip augmentation,
+    schedule, loss/error accumulation, logging), evaluation off; throughput from its own metrics rows
+    (training time only), the first chunk excluded as warm-up;
+(c) conventional: torchvision's ``FashionMNIST`` dataset over the same idx files, ``DataLoader``
+    (``num_workers=2``, shuffle) with ``RandomCrop(28, padding=4)``, ``RandomHorizontalFlip``,
+    ``ToTensor``, ``Normalize``, the same model/optimizer/memory format as (a).
+
+Targets on CPU: (b) >= 0.9 x (a), and (b) > (c). Prints a table and the ratios; ``--out`` writes JSON.
+
+    python bench/train_throughput.py [--quick] [--models resnet20,resnet56] [--out bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from reslab.data import find_dataset, load_dataset
+from reslab.models import create_model
+from reslab.train import load_recipe, train
+from reslab.train.engine import resolve_device
+
+
+def _config(model: str, batch_size: int, device: str):
+    return load_recipe(
+        "fashion_mnist",
+        model=model,
+        batch_size=batch_size,
+        device=device,
+        eval_test=False,
+        val_split=0,
+        pad=4,
+        tensorboard=False,
+        checkpoint_every=10**9,
+        warmup_iters=0,
+    )
+
+
+def _setup(cfg, device: torch.device, channels_last: bool):
+    torch.manual_seed(0)
+    model = create_model(cfg.model, num_classes=10, in_chans=1).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )
+    return model, opt
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_ceiling(cfg, device, channels_last, iters, warmup) -> float:
+    model, opt = _setup(cfg, device, channels_last)
+    model.train()
+    x = torch.randn(cfg.batch_size, 1, 28, 28, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (cfg.batch_size,), device=device)
+    for i in range(warmup + iters):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    _sync(device)
+    return iters * cfg.batch_size / (time.perf_counter() - t0)
+
+
+def bench_reslab(cfg, iters, warmup, workdir: Path) -> float:
+    chunk = max(1, warmup)
+    n_chunks = max(1, -(-iters // chunk))
+    run_cfg = cfg.replace(iterations=chunk * (1 + n_chunks), eval_every=chunk, log_every=min(50, chunk))
+    out = workdir / f"reslab-{cfg.model}"
+    train(run_cfg, out, overwrite=True, progress=False)
+    rows = (out / "metrics.csv").read_text().splitlines()[1:]
+    ips = [float(r.split(",")[7]) for r in rows][1:]  # first chunk = warm-up
+    imgs = chunk * cfg.batch_size
+    return len(ips) * imgs / sum(imgs / v for v in ips)
+
+
+def _torchvision_root(workdir: Path) -> Path:
+    """FashionMNIST/raw with the uncompressed idx files, as torchvision expects them."""
+    src = find_dataset("fashion-mnist")
+    if src is None:
+        sys.exit("Fashion-MNIST not found (make data)")
+    raw = workdir / "tv" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        dst = raw / stem
+        if (src / stem).exists():
+            shutil.copyfile(src / stem, dst)
+        else:
+            with gzip.open(src / f"{stem}.gz", "rb") as f, open(dst, "wb") as g:
+                shutil.copyfileobj(f, g)
+    return workdir / "tv"
+
+
+def bench_conventional(cfg, device, channels_last, iters, warmup, workdir: Path, workers: int) -> float:
+    from torch.utils.data import DataLoader
+    from torchvision import transforms as T
+    from torchvision.datasets import FashionMNIST
+
+    ds_stats = load_dataset("fashion-mnist")
+    tf = T.Compose(
+        [
+            T.RandomCrop(28, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(ds_stats.mean, ds_stats.std),
+        ]
+    )
+    ds = FashionMNIST(str(_torchvision_root(workdir)), train=True, transform=tf, download=False)
+    loader = DataLoader(
+        ds, cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+        persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+    )  # fmt: skip
+    model, opt = _setup(cfg, device, channels_last)
+    model.train()
+    done = 0
+    it = iter(loader)
+    while done < warmup + iters:
+        try:
+            x, y = next(it)
+        except StopIteration:
+            it = iter(loader)
+            continue
+        if done == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done += 1
+    _sync(device)
+    dt = time.perf_counter() - t0
+    del it, loader
+    return iters * cfg.batch_size / dt
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="resnet20,resnet56")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--iters", type=int, default=60, help="timed iterations per measurement")
+    p.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for (c)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--quick", action="store_true", help="short run: 12 timed iterations after 4")
+    p.add_argument("--out", help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.iters, args.warmup = 12, 4
+    device = resolve_device(args.device)
+    results = {
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "batch_size": args.batch_size,
+        "iters": args.iters,
+        "models": {},
+    }
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, {args.iters} timed iterations"
+    )
+    print(
+        f"{'model':<10} {'(a) ceiling':>12} {'(b) reslab':>12} {'(c) torchvision':>16} {'b/a':>6} {'b/c':>6}"
+    )
+    with tempfile.TemporaryDirectory(prefix="reslab-bench-") as tmp:
+        work = Path(tmp)
+        for name in args.models.split(","):
+            cfg = _config(name, args.batch_size, args.device)
+            cl = True if cfg.channels_last == "auto" else bool(cfg.channels_last)
+            a = bench_ceiling(cfg, device, cl, args.iters, args.warmup)
+            b = bench_reslab(cfg, args.iters, args.warmup, work)
+            c = bench_conventional(cfg, device, cl, args.iters, args.warmup, work, args.workers)
+            r = {
+                "ceiling": a,
+                "reslab": b,
+                "conventional": c,
+                "reslab_over_ceiling": b / a,
+                "reslab_over_conventional": b / c,
+            }
+            results["models"][name] = r
+            print(f"{name:<10} {a:12.1f} {b:12.1f} {c:16.1f} {b / a:6.2f} {b / c:6.2f}", flush=True)
+    print("images/s; targets on CPU: b/a >= 0.90, b/c > 1")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The GPU benchmark suite (bench/gpu_suite.py) in its --tiny mode on the CPU: every measurement runs, none
+fails, the JSON holds the provenance and the numbers, and the table is printed last."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "bench" / "gpu_suite.py"
+
+
+def _load_suite():
+    spec = importlib.util.spec_from_file_location("gpu_suite", SUITE)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("gpu_suite", mod)  # dataclasses resolve their annotations through it
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_extrapolate_schedule_arithmetic():
+    # 3 evaluation windows of 100 steps at 1000 img/s (batch 10: 1 s of training each); the first window
+    # also holds 1 s of setup; each later window adds 1.5 s of evaluation + checkpoint.
+    rows = [
+        {"step": 100, "images_per_s": 1000.0, "elapsed": 3.0},
+        {"step": 200, "images_per_s": 1000.0, "elapsed": 5.5},
+        {"step": 300, "images_per_s": 1000.0, "elapsed": 8.0},
+    ]
+    ex = _load_suite().extrapolate_schedule(rows, batch=10, total=1000, every=100, prefix_wall=8.5)
+    assert ex["s_per_iteration"] == pytest.approx(0.01)
+    assert ex["s_per_evaluation"] == pytest.approx(1.5)
+    assert ex["evaluations"] == 10
+    # 8.5 s measured + 700 steps x 0.01 s + 7 evaluations x 1.5 s
+    assert ex["wall_s"] == pytest.approx(26.0)
+
+
+def test_gpu_suite_tiny_on_cpu(tmp_path):
+    out = tmp_path / "suite.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, str(SUITE), "--tiny", "--device", "cpu", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+
+    meta = doc["meta"]
+    assert meta["tiny"] is True and meta["device"] == "cpu"
+    assert meta["torch"] and meta["date"].startswith("20") and "git_revision" in meta
+    assert doc["finished"] is True and doc["aborted"] is False
+    assert doc["peak_bf16_tflops"] > 0
+
+    rows = {r["name"]: r for r in doc["results"]}
+    failed = {
+        n: r.get("error") or r.get("skipped") for n, r in rows.items() if "error" in r or "skipped" in r
+    }
+    assert not failed, failed
+    expected = [
+        "cifar resnet20 train: reslab loop",
+        "cifar resnet20 train: conventional loop",
+        "cifar resnet20: reslab / conventional",
+        "cifar_paper resnet20 32 iters: EXTRAPOLATED from 8",
+        "cifar_paper resnet20 32 iters: measured",
+        "resnet18 train: reslab train()",
+        "resnet18 train: reslab model, plain AMP loop",
+        "resnet18 train: torchvision, plain AMP loop",
+        "resnet18 infer: reslab evaluate()",
+        "resnet18 infer: reslab model, plain loop",
+        "resnet18 infer: torchvision, plain loop",
+        "sweep 2 models: sequential",
+        "sweep 2 models: concurrent processes",
+    ]
+    assert [n for n in expected if n not in rows] == []
+    for name in expected:
+        r = rows[name]
+        if "ratio" in r:
+            assert r["ratio"] > 0 and r["target"] == ">= 5x" and isinstance(r["target_met"], bool)
+            continue
+        assert r["images_per_s"] > 0, name
+        assert r["mfu"] > 0, name
+
+    # --tiny scales the recipe down to 32 iterations with evaluations every 8: extrapolated from a prefix of
+    # 8 (4 windows of 2), then run for real
+    paper = rows["cifar_paper resnet20 32 iters: EXTRAPOLATED from 8"]
+    assert paper["EXTRAPOLATED"] is True and paper["measured"] is False
+    assert paper["iterations"] == 32 and paper["evaluations"] == 4 and paper["prefix_evaluations"] == 4
+    assert paper["wall_time_s"] > paper["prefix_wall_s"] > 0
+    assert paper["images_per_s"] == pytest.approx(32 * 8 / paper["wall_time_s"], rel=1e-2)
+    measured = rows["cifar_paper resnet20 32 iters: measured"]
+    assert measured["measured"] is True and measured["iterations"] == 32
+    assert measured["extrapolated_s"] == pytest.approx(paper["wall_time_s"], rel=1e-2)
+    assert measured["images_per_s"] == pytest.approx(32 * 8 / measured["wall_time_s"], rel=1e-2)
+    assert measured["final"]["step"] == 32
+
+    cifar20 = rows["cifar resnet20 train: reslab loop"]
+    assert cifar20["macs_per_image"] == pytest.approx(40_551_040 * 16 * 16 / (32 * 32), rel=0.02)
+    assert set(rows["sweep 2 models: concurrent processes"]["per_model_s"]) == {"plain20", "resnet20"}
+
+    # the table comes last: header after every progress line, the total on the last line
+    lines = proc.stdout.strip().splitlines()
+    header = max(i for i, line in enumerate(lines) if line.startswith("measurement"))
+    assert all(not line.startswith("[") for line in lines[header:])
+    assert lines[-1].startswith("total ") and str(out) in lines[-1]
+    assert sum(1 for line in lines[header:] if "EXTRAPOLATED" in line) == 1
+    assert sum(1 for line in lines[header:] if "(measured)" in line) == 1

@@ -1,0 +1,308 @@
+"""`reslab reproduce` / `reslab plot`: plans, claims, figures and reports, resume/skip, concurrent runs.
+
+End-to-end tests use the ``smoke`` budget on synthetic data (32x32 RGB, 1024 images: no download, fast);
+one also runs on the real Fashion-MNIST when it is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from reslab.cli import main
+from reslab.errors import ConfigError, ReslabError
+from reslab.experiments import plan_experiment, redraw, run_experiment, run_status
+from reslab.experiments.results import Group, RunResult, claims_for
+from reslab.experiments.runner import _write_plan
+from reslab.experiments.specs import BUDGETS, EXPERIMENTS, parse_depths, parse_seeds
+
+EXPECTED_NETWORKS = {
+    "degradation": {f"{f}{d}" for f in ("plain", "resnet") for d in (20, 32, 44, 56)},
+    "depth": {f"resnet{d}" for d in (20, 32, 44, 56, 110)},
+    "shortcuts": {"resnet32A", "resnet32B", "resnet32C", "plain32"},
+    "highway": {f"{f}{d}" for f in ("plain", "resnet", "highway") for d in (20, 56)},
+}
+
+
+def _fmnist_available() -> bool:
+    try:
+        from reslab.data.datasets import find_dataset
+
+        return find_dataset("fashion-mnist") is not None
+    except Exception:
+        return False
+
+
+# ------------------------------------------------------------------------------------------ plans
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_NETWORKS))
+def test_plan_has_the_papers_networks(name: str, tmp_path: Path) -> None:
+    plan = plan_experiment(name, budget="smoke", out=tmp_path)
+    assert {r.name.rsplit("-s", 1)[0] for r in plan.runs} == EXPECTED_NETWORKS[name]
+    # every run config is a valid engine config (milestones before the end, known keys)
+    from reslab.train import load_recipe
+
+    for budget in BUDGETS:
+        plan = plan_experiment(name, budget=budget, out=tmp_path, seeds="2")
+        assert len(plan.runs) == 2 * len(EXPECTED_NETWORKS[name])
+        iters = {plan.configs[r.name].get("iterations") for r in plan.runs}
+        assert len(iters) == 1, "every network of an experiment gets the same budget"
+        for r in plan.runs:
+            cfg = load_recipe(plan.recipe, **plan.configs[r.name])
+            assert cfg.model == r.model and cfg.seed == r.seed
+    shortcut = plan_experiment("shortcuts", budget="smoke", out=tmp_path)
+    assert {r.model_kwargs.get("shortcut") for r in shortcut.runs} == {"A", "B", "C", None}
+
+
+def test_plan_arguments() -> None:
+    assert parse_seeds("3") == (0, 1, 2)
+    assert parse_seeds("4,7") == (4, 7)
+    assert parse_seeds(None) == (0,)
+    assert parse_depths("56,20", "depth") == (20, 56)
+    assert parse_depths(None, "degradation") == EXPERIMENTS["degradation"].default_depths
+    for bad in ("0", "x", "1,1"):
+        with pytest.raises(ConfigError):
+            parse_seeds(bad)
+    with pytest.raises(ConfigError, match="6n\\+2"):
+        parse_depths("21", "depth")
+    with pytest.raises(ConfigError):
+        plan_experiment("nope")
+    with pytest.raises(ConfigError, match="unknown config key"):
+        plan_experiment("depth", overrides={"no_such_key": 1})
+    plan = plan_experiment("depth", dataset="cifar10", budget="paper")
+    assert plan.out == Path("experiments/depth-cifar10-paper")
+    assert plan.configs["resnet110-s0"]["dataset"] == "cifar10"
+    assert "iterations" not in plan.configs["resnet110-s0"]  # the paper budget keeps the recipe's 64k
+
+
+def test_quick_budget_fits_and_steps_down() -> None:
+    for name in EXPERIMENTS:
+        cfg = plan_experiment(name, budget="quick").configs
+        c = next(iter(cfg.values()))
+        assert 100 <= c["iterations"] <= 2000
+        assert c["milestones"] == [c["iterations"] // 2, round(0.75 * c["iterations"])]
+        assert c["batch_size"] == 128 and c["eval_subset"] == 2000
+
+
+# ----------------------------------------------------------------------------------------- claims
+
+
+def _group(
+    variant: str, depth: int, train: list[float], test: list[float], family: str | None = None
+) -> Group:
+    fam = family or ("plain" if variant == "plain" else "highway" if variant == "highway" else "resnet")
+    runs = [
+        RunResult(
+            name=f"{variant}{depth}-s{i}",
+            label=f"{variant}-{depth}",
+            family=fam,
+            variant=variant,
+            depth=depth,
+            seed=i,
+            finished=True,
+            steps=100,
+            iterations=100,
+            train_error=a,
+            test_error=b,
+            best_test_error=b,
+            n_eval=10000,
+            eval_split="test",
+            wall_s=1.0,
+            params=None,
+        )
+        for i, (a, b) in enumerate(zip(train, test))
+    ]
+    return Group(f"{variant}-{depth}", fam, variant, depth, runs)
+
+
+def test_claims_are_computed_from_the_numbers() -> None:
+    good = [
+        _group("plain", 20, [10.0], [12.0]),
+        _group("plain", 56, [16.0], [18.0]),
+        _group("resnet", 20, [8.0], [10.0]),
+        _group("resnet", 56, [6.0], [8.5]),
+    ]
+    verdicts = {c.claim: c.verdict for c in claims_for("degradation", good)}
+    assert set(verdicts.values()) == {"supported"}, verdicts
+    bad = [
+        _group("plain", 20, [16.0], [18.0]),
+        _group("plain", 56, [10.0], [12.0]),
+        _group("resnet", 20, [6.0], [8.0]),
+        _group("resnet", 56, [9.0], [11.0]),
+    ]
+    claims = claims_for("degradation", bad)
+    assert [c.verdict for c in claims[:3]] == ["not supported"] * 3
+    assert "+3.00" in claims[1].sentence  # the evidence is the measured difference
+    # within noise: inconclusive, not a verdict either way
+    tie = [_group(v, 32, [5.0, 5.2], [7.0, 7.4]) for v in ("A", "B", "C")] + [
+        _group("plain", 32, [9.0], [12.0])
+    ]
+    c = {c.claim[:5]: c.verdict for c in claims_for("shortcuts", tie)}
+    assert c["Every"] == "supported" and c["C ≤ B"] == "inconclusive"
+    # depth: mean ± std over seeds
+    depth = [_group("resnet", d, [5.0] * 2, [e, e + 0.2]) for d, e in ((20, 9.0), (56, 8.0), (110, 7.0))]
+    (claim,) = claims_for("depth", depth)
+    assert claim.verdict == "supported"
+
+
+# --------------------------------------------------------------------------- figures from fake logs
+
+
+def _fake_runs(plan, steps: int = 60) -> None:
+    for i, r in enumerate(plan.runs):
+        d = plan.run_dir(r)
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(f"model: {r.model}\nseed: {r.seed}\n")
+        base = 5 + (r.depth / 10 if r.family == "plain" else 0) + 0.1 * i
+        with open(d / "train_log.csv", "w") as f:
+            f.write("step,epoch,lr,loss,error\n")
+            for s in range(5, steps + 1, 5):
+                f.write(f"{s},{s / 100},0.1,1.0,{base + 50 * math.exp(-s / 20):.3f}\n")
+        with open(d / "metrics.csv", "w") as f:
+            f.write("step,epoch,lr,train_loss,train_error,val_error,test_error,images_per_s,elapsed\n")
+            for s in range(20, steps + 1, 20):
+                e = base + 50 * math.exp(-s / 20)
+                f.write(f"{s},{s / 100},0.1,1.0,{e:.3f},,{e + 2:.3f},100,{s / 10}\n")
+        (d / "summary.json").write_text(json.dumps({"finished": True, "params": 1000, "device": "cpu"}))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_NETWORKS))
+def test_report_and_figure_from_csv_logs(name: str, tmp_path: Path) -> None:
+    plan = plan_experiment(name, budget="quick", out=tmp_path / name, dataset="cifar10")
+    _write_plan(plan, [{"wall_s": 12.0, "jobs": 1}])
+    _fake_runs(plan)
+    out = redraw(plan.out)
+    _check_outputs(plan.out, name, expect_paper=True)
+    assert out["claims"]
+    # `reslab plot` on the experiment and on one run directory
+    assert main(["plot", str(plan.out)]) == 0
+    run_dir = plan.run_dir(plan.runs[0])
+    assert main(["plot", str(run_dir)]) == 0
+    assert (run_dir / "curves.png").stat().st_size > 1000
+
+
+def _check_outputs(out: Path, name: str, expect_paper: bool = False) -> list[dict[str, str]]:
+    fig = out / f"{name}.png"
+    assert fig.is_file() and fig.read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert f"![{name}]({name}.png)" in report
+    for section in ("## What was run", "## Results", "## Claims"):
+        assert section in report
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    nets = {r["run"].rsplit("-s", 1)[0] for r in rows}
+    assert nets == EXPECTED_NETWORKS[name]
+    table = [
+        line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| network")
+    ]
+    assert len(table) == len(nets), "one table row per network"
+    for r in rows:
+        assert math.isfinite(float(r["train_error"])) and math.isfinite(float(r["test_error"]))
+        assert 0 <= float(r["test_error"]) <= 100
+    verdicts = re.findall(r"— (SUPPORTED|NOT SUPPORTED|PARTLY SUPPORTED|INCONCLUSIVE):", report)
+    assert verdicts, "one computed verdict per claim"
+    if expect_paper and name in ("depth", "degradation"):
+        assert "8.75" in report and "6.97" in report  # Table 6 beside ours on CIFAR-10
+    if name == "shortcuts":
+        assert "25.03" in report and "24.19" in report
+    return rows
+
+
+# ------------------------------------------------------------------------------ end to end (smoke)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED_NETWORKS))
+def test_reproduce_smoke_end_to_end(name: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / name
+    rc = main(
+        ["reproduce", name, "--budget", "smoke", "--dataset", "synthetic", "--out", str(out), "--quiet"]
+    )
+    assert rc == 0
+    rows = _check_outputs(out, name)
+    assert all(r["finished"] == "1" for r in rows)
+    assert "report:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _fmnist_available(), reason="Fashion-MNIST not installed (make data)")
+def test_reproduce_smoke_on_fashion_mnist(tmp_path: Path) -> None:
+    plan = plan_experiment("degradation", budget="smoke", depths="20,56", out=tmp_path / "fm")
+    result = run_experiment(plan, progress=False)
+    assert len(result["trained"]) == 4
+    report = (plan.out / "report.md").read_text()
+    assert "fashion-mnist" in report and "compare the ordering" in report
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_and_continues_interrupted(tmp_path: Path, monkeypatch) -> None:
+    import reslab.train.engine as engine
+
+    plan = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "e"
+    )
+    first, second = plan.runs  # plain20, resnet20
+    # Interrupt the second run at its second evaluation (step 4), after the checkpoint of step 2.
+    real_eval = engine.evaluate
+    calls = {"n": 0}
+
+    def flaky_eval(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:  # plain20: evaluations 1, 2; resnet20: 3, then 4 -> "Ctrl-C"
+            raise KeyboardInterrupt
+        return real_eval(*a, **kw)
+
+    monkeypatch.setattr(engine, "evaluate", flaky_eval)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(plan, progress=False)
+    monkeypatch.setattr(engine, "evaluate", real_eval)
+    assert run_status(plan.run_dir(first)) == "done"
+    assert run_status(plan.run_dir(second)) == "partial"
+    row2 = (plan.run_dir(second) / "metrics.csv").read_text().splitlines()[1]
+    done_mtime = (plan.run_dir(first) / "summary.json").stat().st_mtime_ns
+
+    result = run_experiment(plan, progress=False)
+    assert result["skipped"] == [first.name] and result["resumed"] == [second.name]
+    lines = (plan.run_dir(second) / "metrics.csv").read_text().splitlines()
+    assert lines[1] == row2, "continued from its step-2 checkpoint, not restarted"
+    assert [line.split(",")[0] for line in lines[1:]] == ["2", "4"]
+    assert (plan.run_dir(first) / "summary.json").stat().st_mtime_ns == done_mtime
+    _check_outputs_partial = (plan.out / "report.md").read_text()
+    assert "2 runs, 2 finished" in _check_outputs_partial
+
+    # Once everything is finished a rerun trains nothing and only redraws.
+    mtimes = {r.name: (plan.run_dir(r) / "summary.json").stat().st_mtime_ns for r in plan.runs}
+    result = run_experiment(plan, progress=False)
+    assert result["trained"] == [] and sorted(result["skipped"]) == sorted(mtimes)
+    assert mtimes == {r.name: (plan.run_dir(r) / "summary.json").stat().st_mtime_ns for r in plan.runs}
+    sessions = json.loads((plan.out / "experiment.json").read_text())["sessions"]
+    assert len(sessions) == 3 and sessions[-1]["trained"] == []
+
+    # A different config into the same folder is refused, naming the key.
+    other = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20", out=plan.out, overrides={"lr": 0.05}
+    )
+    with pytest.raises(ReslabError, match="lr"):
+        run_experiment(other, progress=False)
+
+
+@pytest.mark.slow
+def test_concurrent_workers(tmp_path: Path) -> None:
+    plan = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "j"
+    )
+    result = run_experiment(plan, jobs=2, progress=False)
+    assert sorted(result["trained"]) == sorted(r.name for r in plan.runs)
+    for r in plan.runs:
+        assert run_status(plan.run_dir(r)) == "done"
+        assert (plan.out / "logs" / f"{r.name}.log").is_file()
+    sessions = json.loads((plan.out / "experiment.json").read_text())["sessions"]
+    assert sessions[-1]["jobs"] == 2
+    _check = (plan.out / "report.md").read_text()
+    assert "(2 at a time)" in _check
