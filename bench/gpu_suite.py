@@ -338,6 +338,16 @@ def _window_rate(rows: list[dict[str, float]], batch: int, single: bool = False)
     return ips, steps, steps * batch / ips
 
 
+def _paper_target(wall: float, scaled: bool) -> dict[str, Any]:
+    """The issue's target applies to the recipe's own 64k-iteration schedule only, not a scaled-down one."""
+    if scaled:
+        return {"target": None, "target_met": None}
+    return {
+        "target": f"< {TARGET_PAPER_S:g} s (>= {TARGET_PAPER_IPS:,} img/s)",
+        "target_met": wall < TARGET_PAPER_S,
+    }
+
+
 def extrapolate_schedule(
     rows: list[dict[str, float]], *, batch: int, total: int, every: int, prefix_wall: float
 ) -> dict[str, float]:
@@ -812,8 +822,7 @@ class Suite:
                 "s_per_evaluation_incl_checkpoint": round(t_eval, 4),
                 "steady_train_images_per_s": batch / t_iter,
                 "method": "prefix wall + remaining iterations x steady s/iter + remaining evaluations x s/eval",
-                "target": f"< {TARGET_PAPER_S:g} s (>= {TARGET_PAPER_IPS:,} img/s)",
-                "target_met": wall < TARGET_PAPER_S,
+                **_paper_target(wall, scaled=bool(s.paper_iterations)),
             }
 
         self.guarded(f"cifar_paper resnet20 {total:,} iters: EXTRAPOLATED from {n}", "cifar_paper", prefix)
@@ -854,8 +863,7 @@ class Suite:
                 "iterations": cfg.iterations,
                 "extrapolated_s": round(est, 2),
                 "final": summary.get("final"),
-                "target": f"< {TARGET_PAPER_S:g} s (>= {TARGET_PAPER_IPS:,} img/s)",
-                "target_met": wall < TARGET_PAPER_S,
+                **_paper_target(wall, scaled=bool(s.paper_iterations)),
             }
 
         self.guarded(
@@ -1072,6 +1080,7 @@ class Suite:
                 "steps_per_model": s.sweep_iters,
                 "batch": s.sweep_batch,
                 "speedup_vs_sequential": round(base / wall, 2) if base and mode != "sequential" else None,
+                "value_text": f"{base / wall:.2f}x vs sequential" if base and mode != "sequential" else "",
                 **extra,
             }
 
