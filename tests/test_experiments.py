@@ -87,7 +87,7 @@ def test_quick_budget_fits_and_steps_down() -> None:
         c = next(iter(cfg.values()))
         assert 100 <= c["iterations"] <= 2000
         assert c["milestones"] == [c["iterations"] // 2, round(0.75 * c["iterations"])]
-        assert c["batch_size"] == 128 and c["eval_subset"] == 2000
+        assert c["batch_size"] == 128 and c["eval_subset"] == 1000
 
 
 # ----------------------------------------------------------------------------------------- claims
@@ -112,6 +112,7 @@ def _group(
             test_error=b,
             best_test_error=b,
             n_eval=10000,
+            n_train=5000,
             eval_split="test",
             wall_s=1.0,
             params=None,

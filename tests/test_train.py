@@ -165,7 +165,7 @@ def test_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys):
     assert main(["train", *argv, "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
     line = _err_line(capsys)
     assert needle in line and line.startswith("reslab: error:")
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()  # nothing left behind
 
 
 # ------------------------------------------------------------------------------------ real tiny runs
@@ -215,6 +215,11 @@ def test_tiny_run_writes_every_file_then_refuses_and_evals(tmp_path, capsys):
     assert "already holds a finished run" in _err_line(capsys)
     assert (run / "checkpoints" / "last.safetensors").read_bytes() == before
 
+    # --resume keeps the run's own config: changing a setting is refused; a finished run is reported.
+    assert main(["train", "--resume", str(run), "--lr", "0.3"]) == 2
+    assert "--lr cannot be changed" in _err_line(capsys)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+
     # Another process holding the lock: refused.
     from reslab.train.checkpoint import RunLock
 
@@ -241,7 +246,18 @@ def test_tiny_run_writes_every_file_then_refuses_and_evals(tmp_path, capsys):
     assert not bool((a["fc.weight"] == b["fc.weight"]).all())
     capsys.readouterr()
     # A checkpoint of another model: one clear line.
-    bad = ["--model", "resnet20", "--init-from", str(run), "--iterations", "2", "--subset", "256", "--quiet"]
+    bad = [
+        "--model",
+        "resnet20",
+        "--init-from",
+        str(run),
+        "--iterations",
+        "2",
+        "--subset",
+        "256",
+        "--val-split",
+        "0",
+    ]
     assert main(["train", *bad, "--device", "cpu", "--out", str(tmp_path / "bad")]) == 2
     assert "does not fit resnet20" in _err_line(capsys)
 

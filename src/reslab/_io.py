@@ -33,12 +33,44 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        fault_point("write")  # test hook: a crash between the temporary write and the rename
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+_FAULT_COUNTS: dict[str, int] = {}  # occurrences of each fault point in this process (test hook only)
+
+
+def fault_point(kind: str, n: int | None = None) -> bool:
+    """TEST HOOK for the reliability suite (``tests/reliability``); a no-op unless ``RESLAB_FAULT`` is set.
+
+    ``RESLAB_FAULT="KIND:N[:ACTION],..."`` fires at fault point ``KIND`` when its number is ``N``: the
+    training step for ``step`` (after the backward pass, before the optimizer step) and ``eval``
+    (during an evaluation), the N-th occurrence in this process for ``write`` (an atomic write between
+    the temporary file and the rename). ``ACTION`` is ``SIGKILL`` (default), ``SIGINT`` or ``SIGTERM``
+    (sent to this process), or ``nan``: returns True, and the caller makes the loss NaN.
+    """
+    spec = os.environ.get("RESLAB_FAULT")
+    if not spec:
+        return False
+    if n is None:
+        n = _FAULT_COUNTS[kind] = _FAULT_COUNTS.get(kind, 0) + 1
+    for item in spec.split(","):
+        k, _, rest = item.strip().partition(":")
+        num, _, action = rest.partition(":")
+        if k != kind or not num.strip().isdigit() or int(num) != n:
+            continue
+        action = action.strip() or "SIGKILL"
+        if action == "nan":
+            return True
+        import signal
+
+        os.kill(os.getpid(), getattr(signal, action))
+    return False
 
 
 def _fsync_dir(directory: Path) -> None:

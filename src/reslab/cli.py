@@ -186,7 +186,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("val", "test", "both"), default="both", help="which sets to evaluate")
     p.add_argument("--tta", choices=("none", "flip"), default="none", help="test-time augmentation")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
     p.set_defaults(func=_cmd_eval)
 
 

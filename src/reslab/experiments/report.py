@@ -288,7 +288,8 @@ def render_report(
     L.append(
         "Each verdict is computed from the table: a difference counts when it exceeds max(0.5 points, 2 standard "
         "errors) — the standard error from the seeds when there are two or more, else the binomial error of an "
-        "error rate on the evaluation images."
+        "error rate on that many images (the evaluation images for test error, the last window of training "
+        "batches for training error)."
     )
     L.append("")
     for c in claims:

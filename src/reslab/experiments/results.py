@@ -6,7 +6,8 @@ run without ``summary.json`` is reported as unfinished).
 
 Each claim is judged from the numbers, with a noise margin: a difference counts when it exceeds
 ``max(0.5 points, 2 x its standard error)``; the standard error comes from the spread over seeds when
-there are at least two, else from the binomial error of an error rate measured on the evaluation set.
+there are at least two, else from the binomial error of an error rate measured on that many images (the
+evaluation set for test error, the last evaluation window of training batches for training error).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class RunResult:
     test_error: float  # final, %
     best_test_error: float
     n_eval: int  # images in the test evaluation (for the binomial error)
+    n_train: int  # training images behind the final training error (the last evaluation window)
     eval_split: str  # "test", or "val" when the test set was not evaluated (its error stands in)
     wall_s: float
     params: int | None
@@ -153,12 +155,23 @@ def read_run(run_dir: Path, spec: Any = None) -> RunResult:
         test_error=test_err,
         best_test_error=min(tests) if tests else test_err,
         n_eval=int(n_eval),
+        n_train=_train_window(metrics, cfg) or int(n_eval),
         eval_split=eval_split,
         wall_s=wall,
         params=int(params) if isinstance(params, (int, float)) else None,
         metrics=metrics,
         train_log=train_log,
     )
+
+
+def _train_window(metrics: list[dict[str, float]], cfg: dict[str, Any]) -> int:
+    """Images averaged into the last metrics row's train_error: (its step - the previous one) x batch."""
+    steps, _ = column(metrics, "train_error")
+    bs = cfg.get("batch_size")
+    if not steps or not isinstance(bs, int):
+        return 0
+    prev = steps[-2] if len(steps) > 1 else 0
+    return int((steps[-1] - prev) * bs)
 
 
 def _first_number(d: dict[str, Any], keys: tuple[str, ...]) -> float:
@@ -226,7 +239,7 @@ class Group:
         if not v:
             return math.nan
         p = min(max(v[0] / 100.0, 0.0), 1.0)
-        n = max(self.runs[0].n_eval, 1)
+        n = max(self.runs[0].n_train if attr == "train_error" else self.runs[0].n_eval, 1)
         return 100.0 * math.sqrt(max(p * (1 - p), 1.0 / n) / n)
 
     @property

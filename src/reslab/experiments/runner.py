@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab import _io
-from reslab.errors import ConfigError, ReslabError
+from reslab.errors import ConfigError, DataError, ReslabError
 from reslab.experiments.specs import (
     ALL_DATASETS,
     BUDGETS,
@@ -319,27 +319,33 @@ def run_experiment(
         + (f", {n_jobs} at a time" if n_jobs > 1 and pending else "")
     )
     failed: list[str] = []
+    status = "interrupted"
     try:
         if n_jobs <= 1:
             for i, run in enumerate(pending, 1):
                 verb = "continuing" if statuses[run.name] == "partial" else "training"
                 log(f"[{i}/{len(pending)}] {verb} {run.name}")
-                _train_in_process(plan, run, progress)
+                try:
+                    _train_in_process(plan, run, progress)
+                except (ConfigError, DataError):
+                    raise  # the same for every run (bad value, missing data): stop now
+                except ReslabError as e:  # e.g. a diverged run: keep going, report it at the end
+                    failed.append(run.name)
+                    log(f"[{i}/{len(pending)}] {run.name} FAILED: {e}")
         else:
             failed = _train_concurrently(plan, pending, statuses, slots, log)
+        status = "finished"
     finally:
         wall = time.time() - started
-        session.update(wall_s=round(wall, 2), trained=[r.name for r in pending], status="finished")
+        session.update(wall_s=round(wall, 2), trained=[r.name for r in pending], status=status)
         if failed:
             session["failed"] = failed
         _write_plan(plan, [*sessions, session])
-    if failed:
-        logs = ", ".join(str(out / "logs" / f"{n}.log") for n in failed)
-        raise ReslabError(f"{len(failed)} run(s) failed: {', '.join(failed)} (see {logs})")
-    result = {
-        "trained": [r.name for r in pending],
+    result: dict[str, Any] = {
+        "trained": [r.name for r in pending if r.name not in failed],
         "resumed": resumed,
         "skipped": skipped,
+        "failed": failed,
         "wall_s": wall,
         "out": out,
     }
@@ -347,6 +353,12 @@ def run_experiment(
         from reslab.experiments.report import write_outputs
 
         result.update(write_outputs(out))
+    if failed:
+        where = "" if n_jobs <= 1 else f" (see {out / 'logs'}/<run>.log)"
+        raise ReslabError(
+            f"{len(failed)} run(s) failed: {', '.join(failed)}{where}; the report shows the others; "
+            "rerun to retry them"
+        )
     return result
 
 

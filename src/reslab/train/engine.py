@@ -1,6 +1,18 @@
 """The training loop: ``train(cfg, out_dir) -> summary``. Flat on purpose: setup, then a loop of
 schedule -> step -> (log) -> (evaluate) -> (checkpoint), then the summary. No callback framework.
 
+What it implements of He et al. 2016: mini-batch SGD with momentum and weight decay on the
+cross-entropy loss (Sec. 3.4 for ImageNet, Sec. 4.2 for CIFAR: batch 128, lr 0.1 divided by 10 at 32k
+and 48k iterations, 64k iterations, 4-pixel padding + random crop + flip, a 45k/5k train/val split for
+model selection; the ``cifar_paper`` recipe). Deviations, each a config choice: inputs are normalized
+per channel (mean/std of the training set) where the paper subtracts the per-pixel mean; BN, ReLU and
+initialization are the models' business (:mod:`reslab.models`); the ``fashion_mnist*`` recipes use a
+one-cycle schedule, label smoothing and Nesterov momentum, which the paper does not.
+
+Model selection: ``checkpoints/best`` is the evaluation with the lowest *validation* error when there is
+a validation split (``val_split``), else the lowest training error over the evaluation interval. The
+test set is reported in ``metrics.csv`` but never used to choose anything.
+
 Where things happen (for later extensions):
 
 - :func:`_wrap_model` is the one place that wraps the model for execution (``torch.compile``; DDP goes
@@ -13,6 +25,7 @@ Where things happen (for later extensions):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import functools
@@ -475,6 +488,7 @@ def train(
     cfg = copy.deepcopy(cfg).validate()
 
     run = _Run(out, dist)
+    created = not out.exists()
     if run.lock is not None:
         run.lock.acquire()
     try:
@@ -495,6 +509,10 @@ def train(
         run.close()
         if run.lock is not None:
             run.lock.release()
+            if created and _Run.status(out) == "empty":  # failed before writing anything: leave no litter
+                with contextlib.suppress(OSError):
+                    run.lock.path.unlink()
+                    out.rmdir()
 
 
 _MACHINE_KEYS = {"device", "threads", "tensorboard", "workers", "eval_batch_size", "data_dir", "download"}

@@ -33,7 +33,7 @@ def evaluate(
     *,
     mean: Any,
     std: Any,
-    batch_size: int = 1000,
+    batch_size: int = 256,
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
@@ -143,7 +143,7 @@ def evaluate_checkpoint(
     out_dir: str | None = None,
     data_dir: str | None = None,
     device: str = "auto",
-    batch_size: int = 1000,
+    batch_size: int = 256,
     tta: str | None = None,
     splits: tuple[str, ...] = ("val", "test"),
 ) -> dict[str, Any]:

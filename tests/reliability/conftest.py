@@ -1,0 +1,75 @@
+"""Shared pieces of the reliability suite: one tiny training config, its uninterrupted reference run, and
+checks that a run directory is readable."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+# ResNet-8 on 256 synthetic 3x32x32 images (64 held out for validation): 48 iterations, an evaluation
+# every 16 and a checkpoint every 3. Deterministic on CPU with one thread.
+ITERATIONS = 48
+EVAL_EVERY = 16
+CKPT_EVERY = 3
+ARGS = [
+    "--model", "resnet", "--set", "model_kwargs.depth=8", "--dataset", "synthetic", "--subset", "256",
+    "--val-split", "64", "--batch-size", "16", "--iterations", str(ITERATIONS), "--device", "cpu",
+    "--seed", "1", "--lr", "0.05", "--set", f"eval_every={EVAL_EVERY}", "--set", "log_every=4",
+    "--set", f"checkpoint_every={CKPT_EVERY}", "--set", "eval_subset=64", "--set", "tensorboard=false",
+    "--set", "threads=1", "--set", "warmup_iters=0", "--set", "schedule=cosine", "--quiet",
+]  # fmt: skip
+
+
+def safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    x, y = safetensors(a), safetensors(b)
+    assert x.keys() == y.keys()
+    for k in x:
+        assert x[k].dtype == y[k].dtype and bool((x[k] == y[k]).all()), f"{k} differs: {a} vs {b}"
+
+
+def metric_rows(run: Path) -> list[list[str]]:
+    """metrics.csv without the timing columns (images_per_s, elapsed)."""
+    return [r.split(",")[:7] for r in (run / "metrics.csv").read_text().splitlines()]
+
+
+def assert_run_readable(run: Path) -> int:
+    """Every file of a run directory parses; returns the step of ``last`` (0 if none yet)."""
+    import yaml
+
+    from reslab._io import torch_load
+    from reslab.models.weights import read_metadata
+    from reslab.train.checkpoint import state_path, weights_path
+
+    assert isinstance(yaml.safe_load((run / "config.yaml").read_text()), dict)
+    for name in ("metrics.csv", "train_log.csv"):
+        if (run / name).exists():
+            with open(run / name, newline="") as f:
+                rows = list(csv.reader(f))
+            assert all(len(r) == len(rows[0]) for r in rows), f"{name} has a torn row"
+    step = 0
+    for name in ("last", "best"):
+        if state_path(run, name).exists():
+            s = torch_load(state_path(run, name))
+            assert isinstance(s["step"], int)
+            step = s["step"] if name == "last" else step
+        if weights_path(run, name).exists():
+            assert "step" in read_metadata(weights_path(run, name))
+    return step
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted run every faulted run must reproduce bit for bit."""
+    from reslab.cli import main
+
+    run = tmp_path_factory.mktemp("reference") / "run"
+    assert main(["train", *ARGS, "--out", str(run)]) == 0
+    return run
