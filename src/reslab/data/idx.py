@@ -8,6 +8,7 @@ trailing payload, broken gzip stream) is a :class:`~reslab.errors.DataError` of 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -62,7 +63,7 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None, dtype: str | N
         raise DataError(f"{path}: truncated IDX header ({len(buf)} bytes, need {header})")
     dims = struct.unpack(f">{nd}I", buf[4:header])
     dt = IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
+    expected = math.prod(dims) * dt.itemsize  # Python ints: huge dimensions cannot overflow to 0
     got = len(buf) - header
     if got != expected:
         what = "truncated" if got < expected else "has trailing bytes"

@@ -83,6 +83,10 @@ class Plan:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], out: Path) -> Plan:
+        for r in d["runs"]:  # a run directory is out/runs/<name>: a stored name must not leave it
+            name = r.get("name") if isinstance(r, dict) else None
+            if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+                raise ValueError(f"run name {name!r} is not a plain folder name")
         return cls(
             experiment=d["experiment"],
             dataset=d["dataset"],
