@@ -216,8 +216,8 @@ def test_tiny_run_writes_every_file_then_refuses_and_evals(tmp_path, capsys):
     assert (run / "checkpoints" / "last.safetensors").read_bytes() == before
 
     # --resume keeps the run's own config: changing a setting is refused; a finished run is reported.
-    assert main(["train", "--resume", str(run), "--lr", "0.3"]) == 2
-    assert "--lr cannot be changed" in _err_line(capsys)
+    assert main(["train", "--resume", str(run), "--batch-size", "64"]) == 2
+    assert "--batch-size cannot be changed" in _err_line(capsys)
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
 
     # Another process holding the lock: refused.

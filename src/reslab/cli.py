@@ -94,7 +94,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("run directory")
     g.add_argument("--out", help="run directory (default: runs/<model>-<dataset>-<time>)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
-                   "with its stored config (other settings flags are refused)")  # fmt: skip
+                   "with its stored config (only --lr, --device and --data-dir may change)")  # fmt: skip
     g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     g = p.add_argument_group("machine")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default: auto)")
@@ -130,8 +130,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     given = {k: getattr(args, a) for a, k in _TRAIN_FLAGS.items() if getattr(args, a) is not None}
     if args.resume:
         extra = sorted(given) + (["--recipe"] if args.recipe else []) + (["--set"] if args.set else [])
-        machine = {"device", "data_dir"}
-        refused = [k for k in extra if k not in machine]
+        changeable = {"device", "data_dir", "lr"}  # lr: continue a diverged run with a lower one
+        refused = [k for k in extra if k not in changeable]
         if refused:
             flag = "--" + refused[0].lstrip("-").replace("_", "-")
             raise ReslabError(f"--resume continues a run with its stored config; {flag} cannot be changed")

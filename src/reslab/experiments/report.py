@@ -26,7 +26,7 @@ from reslab.experiments.results import (
     read_run,
 )
 from reslab.experiments.runner import Plan, load_plan, read_sessions
-from reslab.experiments.specs import BUDGETS, EXPERIMENTS
+from reslab.experiments.specs import BUDGETS, EXPERIMENTS, parse_depths
 
 
 def collect(plan: Plan) -> list[RunResult]:
@@ -183,7 +183,11 @@ def render_report(
         f"Reproduces {exp.paper_ref} on **{plan.dataset}** at the **{plan.budget}** budget. "
         f"Regenerate with `reslab reproduce {plan.experiment} --dataset {plan.dataset} --budget {plan.budget}"
         + (f" --seeds {','.join(map(str, plan.seeds))}" if plan.seeds != (0,) else "")
-        + (f" --depths {','.join(map(str, plan.depths))}" if plan.depths != exp.default_depths else "")
+        + (
+            f" --depths {','.join(map(str, plan.depths))}"
+            if plan.depths != parse_depths(None, exp.name, plan.budget)
+            else ""
+        )
         + f" --out {plan.out}`; redraw with `reslab plot {plan.out}`."
     )
     L.append("")

@@ -134,7 +134,7 @@ def plan_experiment(
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
     seed_t = tuple(seeds) if isinstance(seeds, tuple) else parse_seeds(seeds)
-    depth_t = tuple(depths) if isinstance(depths, tuple) else parse_depths(depths, experiment)
+    depth_t = tuple(depths) if isinstance(depths, tuple) else parse_depths(depths, experiment, budget)
     runs = plan_runs(experiment, depths=depth_t, seeds=seed_t, budget=budget)
     from reslab.models import list_models
 

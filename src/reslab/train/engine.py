@@ -28,10 +28,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import errno
 import functools
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import sys
@@ -44,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reslab._io import write_json, write_text
+from reslab._io import fault_point, write_json, write_text
 from reslab.errors import CheckpointError, ConfigError, ReslabError
 from reslab.train import checkpoint as ckpt
 from reslab.train.config import TrainConfig, config_to_yaml, read_yaml
@@ -87,7 +89,9 @@ class Dist:
 
 def default_run_dir(cfg: TrainConfig, root: str | os.PathLike = "runs") -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{cfg.model}-{cfg.dataset}-{stamp}"
+    # one plain folder name: a model/dataset name such as "../x" or "/tmp/x" cannot leave ``root``
+    name = re.sub(r"[^A-Za-z0-9._+=-]", "_", f"{cfg.model}-{cfg.dataset}-{stamp}").lstrip(".")
+    return Path(root) / name
 
 
 @functools.lru_cache(maxsize=2)
@@ -349,7 +353,7 @@ class _Run:
             return "missing"
         if not out.is_dir():
             return "foreign"
-        names = {p.name for p in out.iterdir()} - {"train.lock"}
+        names = {p.name for p in out.iterdir() if not _is_tmp(p.name)} - {"train.lock"}
         if not names:
             return "empty"
         if (out / "summary.json").exists():
@@ -433,6 +437,11 @@ class _Run:
             self.tb = None
 
 
+def _is_tmp(name: str) -> bool:
+    """A temporary file of :func:`reslab._io.atomic_write` left by a process killed mid-write."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -481,8 +490,8 @@ def train(
             read_yaml(out / "config.yaml", "run config"), source=f"{out}/config.yaml"
         )
         if cfg is not None:
-            _check_same_config(stored, cfg, out)
-        cfg = stored
+            _check_same_config(stored, cfg, out)  # differs at most in machine settings and lr
+        cfg = stored if cfg is None else cfg
     if cfg is None:
         raise ConfigError(f"nothing to resume in {out} and no config given")
     cfg = copy.deepcopy(cfg).validate()
@@ -504,7 +513,19 @@ def train(
             return summary
         if overwrite and status not in ("missing", "empty"):
             run.wipe()
-        return _train(cfg, run, dist, progress=progress)
+        for d in (out, out / ckpt.CKPT_DIR) if run.main else ():  # litter of writes killed mid-way
+            for p in d.glob(".*.tmp") if d.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        try:
+            return _train(cfg, run, dist, progress=progress)
+        except OSError as e:  # a full disk, a quota, a read-only file system: a user error, no traceback
+            if e.errno not in _DISK_ERRNOS:
+                raise
+            raise ReslabError(
+                f"cannot write into {out}: {e.strerror}; the last checkpoint is kept ({_resume_point(out)}); "
+                f"make room, then continue with: reslab train --resume {out}"
+            ) from None
     finally:
         run.close()
         if run.lock is not None:
@@ -516,11 +537,21 @@ def train(
 
 
 _MACHINE_KEYS = {"device", "threads", "tensorboard", "workers", "eval_batch_size", "data_dir", "download"}
+_RESUME_KEYS = _MACHINE_KEYS | {"lr"}  # may change on --resume (lr: continue a diverged run more gently)
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG}
+
+
+def _resume_point(out: Path) -> str:
+    try:
+        state = ckpt.load_state(out, "last")
+    except ReslabError:
+        state = None
+    return f"step {state['step']}" if state is not None else "none written yet"
 
 
 def _check_same_config(stored: TrainConfig, given: TrainConfig, out: Path) -> None:
     a, b = stored.to_dict(), given.to_dict()
-    diff = [k for k in a if k not in _MACHINE_KEYS and a[k] != b[k]]
+    diff = [k for k in a if k not in _RESUME_KEYS and a[k] != b[k]]
     if diff:
         k = diff[0]
         raise ConfigError(
@@ -770,9 +801,13 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
             if last.exists()
             else "no checkpoint yet"
         )
+        how = (
+            f"continue from it with a lower learning rate: reslab train --resume {run.dir} --lr LR"
+            if last.exists()
+            else "lower --lr or add warm-up and start again with --overwrite"
+        )
         return TrainingDiverged(
-            f"loss is not finite at step {bad_step} (lr {sched(bad_step):.4g}); training stopped; {where}; "
-            "lower --lr or add warm-up and start again with --overwrite"
+            f"loss is not finite at step {bad_step} (lr {sched(bad_step):.4g}); training stopped; {where}; {how}"
         )
 
     def save(names: list[str]) -> None:
@@ -816,6 +851,8 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
                 loss = crit(out.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if fault_point("step", step):  # test hook (RESLAB_FAULT): a kill mid-step, or a NaN loss
+                loss = loss * float("nan")
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -867,6 +904,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
                 errs = {}
                 for split, run_eval in data.evals.items():
                     errs[split] = run_eval(emodel)
+                    fault_point("eval", step)  # test hook (RESLAB_FAULT): a kill during evaluation
                 set_train_mode()
                 train_loss = _mean_loss(win_eval, cfg)
                 train_err = 100.0 * win_eval[1] / max(win_eval[2], 1)
