@@ -98,6 +98,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     g = p.add_argument_group("machine")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default: auto)")
+    g.add_argument("--sync-bn", action="store_true", default=None,
+                   help="under torchrun on CUDA: BN statistics over the global batch (SyncBatchNorm); "
+                   "see docs/distributed.md")  # fmt: skip
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--init-from", metavar="PATH",
                    help="start from a reslab run/checkpoint or a torchvision state-dict file")  # fmt: skip
@@ -117,7 +120,7 @@ _TRAIN_FLAGS = {
     "subset": "subset", "val_split": "val_split", "epochs": "epochs", "iterations": "iterations",
     "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed",
     "device": "device", "init_from": "init_from", "freeze": "freeze", "freeze_backbone": "freeze_backbone",
-    "num_classes": "num_classes", "backbone_lr_scale": "backbone_lr_scale",
+    "num_classes": "num_classes", "backbone_lr_scale": "backbone_lr_scale", "sync_bn": "sync_bn",
 }  # fmt: skip
 
 

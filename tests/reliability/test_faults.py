@@ -76,6 +76,7 @@ def test_sigkill_at_seeded_points_then_resume_is_bit_identical(reference, tmp_pa
     assert len(plan) == 15 and sum(":SIG" not in f for f in plan) == 13
     tmp_seen = 0
     fired: list[str] = []
+    hit: list[str] = []
     for fault in plan:
         kind, n = fault.split(":")[0], int(fault.split(":")[1])
         at = torch_load(state_path(run, "last"))["step"] if state_path(run, "last").exists() else 0
@@ -94,8 +95,9 @@ def test_sigkill_at_seeded_points_then_resume_is_bit_identical(reference, tmp_pa
         if (run / "config.yaml").exists():
             assert_run_readable(run)
         tmp_seen += len(_tmp_files(run))
+        hit += [p.name for p in _tmp_files(run)]
         fired.append(fault)
-    print(f"faults fired: {len(fired)} {fired}; temporary files left by kills: {tmp_seen}")
+    print(f"faults fired: {len(fired)} {fired}; temporary files left by kills: {hit}")
     assert len(fired) >= 12 and sum(":SIG" not in f for f in fired) >= 10, fired
     rc = run_child(["train", "--resume", str(run), "--quiet"], None, log)
     assert rc == 0, log.read_text()[-3000:]

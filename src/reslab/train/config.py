@@ -95,6 +95,8 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on cuda) | bf16 | off
     channels_last: Any = "auto"  # auto (on for cuda and for cpu) | true | false
     compile: bool = False
+    sync_bn: bool = False  # torchrun runs on CUDA: BN statistics over the global batch (SyncBatchNorm)
+    dist_timeout: float = 30.0  # torchrun runs: minutes a collective may wait for the other ranks
     threads: int | None = None  # torch CPU threads (None: torch's default)
     deterministic: bool = False
 
@@ -156,6 +158,7 @@ class TrainConfig:
         _positive("checkpoint_every", self.checkpoint_every)
         _positive("backbone_lr_scale", self.backbone_lr_scale, allow_zero=True)
         _positive("gamma", self.gamma)
+        _positive("dist_timeout", self.dist_timeout)
         for key in (
             "weight_decay",
             "min_lr",

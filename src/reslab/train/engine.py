@@ -77,14 +77,120 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Dist:
-    """Data-parallel rank/world (1 process today; DDP fills these in)."""
+    """Data-parallel rank/world: one process, or the process group :func:`init_distributed` set up from
+    torchrun's environment. ``ctrl`` is the group for host-side agreement (gloo; ``None``: the default)."""
 
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # this process created the default group (and destroys it at the end)
+    ctrl: Any = None
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier(group=self.ctrl)
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank (a host-side all-reduce on the gloo group)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([int(flag)], dtype=torch.int32)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=self.ctrl)
+        return bool(t.item())
+
+    def close(self) -> None:
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+            self.owns_group = False
+
+
+def init_distributed(cfg: TrainConfig) -> Dist:
+    """The process group from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``MASTER_ADDR``/``MASTER_PORT``), or a one-process :class:`Dist` when ``WORLD_SIZE`` is unset or 1.
+
+    Backend nccl on CUDA (device ``cuda:LOCAL_RANK``), gloo on CPU; collectives time out after
+    ``cfg.dist_timeout`` minutes. ``cfg.batch_size`` is the *global* batch: it must divide by the world
+    size (each rank takes ``batch_size // world_size``). Checks run before the group is created, so every
+    rank fails with the same one-line error and nothing waits.
+    """
+    env = os.environ
+    try:
+        world = int(env.get("WORLD_SIZE") or 1)
+        rank = int(env.get("RANK") or 0)
+        local = int(env.get("LOCAL_RANK") or 0)
+    except ValueError:
+        raise ConfigError(
+            "WORLD_SIZE, RANK and LOCAL_RANK must be integers (as torchrun sets them)"
+        ) from None
+    if world <= 1:
+        return Dist()
+    if not 0 <= rank < world or "MASTER_ADDR" not in env or "MASTER_PORT" not in env:
+        raise ConfigError(
+            f"WORLD_SIZE={world} but RANK/MASTER_ADDR/MASTER_PORT are missing or invalid; "
+            "start distributed runs with torchrun"
+        )
+    if cfg.batch_size % world:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} is the global batch and must divide by the {world} ranks"
+        )
+    device = resolve_device(cfg.device)
+    if cfg.sync_bn and device.type != "cuda":
+        raise ConfigError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); drop --sync-bn")
+    import datetime
+
+    import torch.distributed as td
+
+    if not td.is_available():
+        raise ConfigError("this torch build has no torch.distributed")
+    timeout = datetime.timedelta(minutes=cfg.dist_timeout)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ConfigError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) visible")
+        torch.cuda.set_device(local)
+    owns = not td.is_initialized()
+    if owns:
+        td.init_process_group(backend, timeout=timeout, rank=rank, world_size=world)
+    elif td.get_world_size() != world:
+        raise ConfigError(f"a process group of {td.get_world_size()} ranks exists, WORLD_SIZE is {world}")
+    ctrl = td.new_group(backend="gloo", timeout=timeout) if td.get_backend() != "gloo" else None
+    return Dist(rank=td.get_rank(), world_size=world, local_rank=local, owns_group=owns, ctrl=ctrl)
+
+
+def assert_replicas_in_sync(model: nn.Module, dist: Dist) -> None:
+    """Raise if the ranks' copies of ``model`` (weights and buffers) differ: a per-tensor checksum
+    (sum and sum of squares in float64) must be bit-equal on every rank. One small all-reduce pair."""
+    if not dist.enabled:
+        return
+    import torch.distributed as td
+
+    ts = list(model.state_dict().values())
+    dev = ts[0].device if ts else torch.device("cpu")
+    sums = torch.stack(
+        [torch.stack([t.detach().double().sum(), t.detach().double().square().sum()]) for t in ts]
+    ).to(dev)
+    hi, lo = sums.clone(), sums.clone()
+    td.all_reduce(hi, op=td.ReduceOp.MAX)
+    td.all_reduce(lo, op=td.ReduceOp.MIN)
+    if not torch.equal(hi, lo):
+        bad = [k for k, d in zip(model.state_dict(), (hi != lo).any(1).tolist()) if d]
+        raise ReslabError(f"the {dist.world_size} replicas differ after training (e.g. {bad[0]!r})")
+
+
+def _fault(kind: str, n: int, dist: Dist) -> bool:
+    """:func:`reslab._io.fault_point`, fired only on rank ``RESLAB_FAULT_RANK`` when that is set (tests)."""
+    only = os.environ.get("RESLAB_FAULT_RANK")
+    if only is not None and only.strip() != str(dist.rank):
+        return False
+    return fault_point(kind, n)
 
 
 def default_run_dir(cfg: TrainConfig, root: str | os.PathLike = "runs") -> Path:
@@ -253,8 +359,17 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def _wrap_model(model: nn.Module, cfg: TrainConfig, dist: Dist) -> nn.Module:
-    """The one place that wraps the model for the forward pass (compile; DDP would go here too)."""
+    """The one place that wraps the model for the forward pass: DistributedDataParallel (gradients
+    averaged over the ranks, so the update is that of the global batch; BN buffers broadcast from rank 0
+    each forward), then ``torch.compile``."""
     fmodel = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        dev = next(model.parameters()).device
+        fmodel = DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=True
+        )
     if cfg.compile:
         fmodel = torch.compile(fmodel)  # type: ignore[assignment]
     return fmodel
@@ -471,7 +586,6 @@ def train(
     summary. ``overwrite=True`` replaces whatever run is in ``out_dir``. Without either, a directory that
     already holds a run is refused (nothing is touched). ``progress=False``: no output at all.
     """
-    dist = Dist()
     if out_dir is None:
         if cfg is None:
             raise ConfigError("train() needs a config or a run directory")
@@ -495,6 +609,8 @@ def train(
     if cfg is None:
         raise ConfigError(f"nothing to resume in {out} and no config given")
     cfg = copy.deepcopy(cfg).validate()
+    dist = init_distributed(cfg)  # one process unless started by torchrun (WORLD_SIZE > 1)
+    progress = progress and dist.is_main
 
     run = _Run(out, dist)
     created = not out.exists()
@@ -511,12 +627,13 @@ def train(
                     f"{out}: already finished (step {summary.get('final', {}).get('step')})", file=sys.stderr
                 )
             return summary
-        if overwrite and status not in ("missing", "empty"):
+        if overwrite and status not in ("missing", "empty") and run.main:
             run.wipe()
         for d in (out, out / ckpt.CKPT_DIR) if run.main else ():  # litter of writes killed mid-way
             for p in d.glob(".*.tmp") if d.is_dir() else ():
                 with contextlib.suppress(OSError):
                     p.unlink()
+        dist.barrier()  # the other ranks start once rank 0 holds the lock and has cleaned the directory
         try:
             return _train(cfg, run, dist, progress=progress)
         except OSError as e:  # a full disk, a quota, a read-only file system: a user error, no traceback
@@ -534,9 +651,20 @@ def train(
                 with contextlib.suppress(OSError):
                     run.lock.path.unlink()
                     out.rmdir()
+        if sys.exc_info()[0] is None:  # after a failure the process exits; a dead peer could hang a destroy
+            dist.close()
 
 
-_MACHINE_KEYS = {"device", "threads", "tensorboard", "workers", "eval_batch_size", "data_dir", "download"}
+_MACHINE_KEYS = {
+    "dist_timeout",
+    "device",
+    "threads",
+    "tensorboard",
+    "workers",
+    "eval_batch_size",
+    "data_dir",
+    "download",
+}
 _RESUME_KEYS = _MACHINE_KEYS | {"lr"}  # may change on --resume (lr: continue a diverged run more gently)
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG}
 
@@ -582,6 +710,7 @@ def _make_data(
 
     from reslab.train.evaluate import evaluate_batches
 
+    bs = cfg.batch_size // dist.world_size  # per rank: cfg.batch_size is the global batch
     if cfg.dataset == "imagefolder":
         import itertools
 
@@ -593,21 +722,33 @@ def _make_data(
                 "imagefolder needs --data-dir ROOT (with ROOT/train/<class>/ and ROOT/val/<class>/)"
             )
         loaders = make_imagefolder_loaders(
-            cfg.data_dir, cfg.batch_size, cfg.workers, cfg.image_size, seed=cfg.seed,
-            val_batch_size=cfg.eval_batch_size, rank=dist.rank, world_size=dist.world_size,
-        )  # fmt: skip
+            cfg.data_dir,
+            bs,
+            cfg.workers,
+            cfg.image_size,
+            seed=cfg.seed,
+            distributed=dist.enabled,
+            val_batch_size=cfg.eval_batch_size,
+            rank=dist.rank,
+            world_size=dist.world_size,
+        )  # fmt: skip  (val/ is sharded without duplicates; training uses FolderLoader's own shard)
         nc = cfg.num_classes or len(loaders.classes)
         loader = FolderLoader(
-            loaders.train.dataset, cfg.batch_size, device=device, workers=cfg.workers, seed=cfg.seed,
+            loaders.train.dataset, bs, device=device, workers=cfg.workers, seed=cfg.seed,
             channels_last=cl, shard=(dist.rank, dist.world_size),
         )  # fmt: skip
-        n_batches = None if cfg.eval_subset is None else -(-cfg.eval_subset // cfg.eval_batch_size)
+        n_batches = (
+            None
+            if cfg.eval_subset is None
+            else -(-cfg.eval_subset // (cfg.eval_batch_size * dist.world_size))
+        )
 
         def folder_eval(model: nn.Module) -> float:
             batches = itertools.islice(loaders.val, n_batches)
-            return evaluate_batches(
+            r = evaluate_batches(
                 model, batches, device=device, amp_dtype=amp_dtype, num_classes=nc, channels_last=cl
-            )["top1_error"]
+            )
+            return _reduced_error(r, dist, device)
 
         info = {
             "dataset": "imagefolder",
@@ -647,7 +788,7 @@ def _make_data(
         "num_test": len(ds.test_y),
     }
     loader = DeviceLoader(
-        ds.train_x, ds.train_y, cfg.batch_size, device=device, mean=ds.mean, std=ds.std,
+        ds.train_x, ds.train_y, bs, device=device, mean=ds.mean, std=ds.std,
         augment=cfg.augment, flip=ds.flip, pad=cfg.pad, seed=cfg.seed, drop_last=True,
         shard=(dist.rank, dist.world_size), channels_last=cl,
     )  # fmt: skip
@@ -656,18 +797,62 @@ def _make_data(
     for split, (x, y) in sets.items():
         if x is None:
             continue
-        x, y = x[: cfg.eval_subset].to(device), y[: cfg.eval_subset].to(device)  # on the device once
+        x, y = x[: cfg.eval_subset], y[: cfg.eval_subset]
+        if dist.enabled:  # this rank's contiguous part: every sample counted once, no padding
+            x, y = (
+                torch.tensor_split(x, dist.world_size)[dist.rank],
+                torch.tensor_split(y, dist.world_size)[dist.rank],
+            )
+        x, y = x.to(device), y.to(device)  # on the device once
         run = ft.partial(
             evaluate, x=x, y=y, mean=ds.mean, std=ds.std, batch_size=cfg.eval_batch_size, device=device,
             amp_dtype=amp_dtype, channels_last=cl, num_classes=nc,
         )  # fmt: skip
-        evals[split] = lambda model, run=run: run(model)["top1_error"]
+        evals[split] = lambda model, run=run: _reduced_error(run(model), dist, device)
     return _Data(loader, evals, info, nc, ds.in_chans)
+
+
+def _reduced_error(r: dict[str, Any], dist: Dist, device: torch.device) -> float:
+    """Top-1 error (percent) over all ranks from each rank's :func:`evaluate` result on its shard."""
+    n, wrong = int(r["n"]), round(r["top1_error"] * r["n"] / 100.0)  # the integer count back
+    if dist.enabled:
+        t = torch.tensor([n, wrong], dtype=torch.float64, device=device)  # nccl: a device tensor
+        torch.distributed.all_reduce(t)
+        n, wrong = (int(v) for v in t.tolist())
+    return 100.0 * wrong / max(n, 1)
+
+
+def _loader_state(loader: Any, dist: Dist) -> dict[str, Any]:
+    """The loader position in world-independent terms: ``epoch`` and ``samples`` (global samples of the
+    epoch already consumed), beside the loader's own (per-rank) fields."""
+    s = dict(loader.state_dict())
+    s["samples"] = int(s["position"]) * loader.batch_size * dist.world_size
+    return s
+
+
+def _load_loader_state(loader: Any, state: dict[str, Any], dist: Dist) -> None:
+    """Restore a position saved by :func:`_loader_state` with any world size of the same global batch:
+    global batch ``i`` is the same samples for every world size (rank ``r`` takes positions ``r::world``)."""
+    s = dict(state)
+    if "samples" in s:
+        per_step = loader.batch_size * dist.world_size
+        if int(s["samples"]) % per_step:
+            raise CheckpointError(
+                f"the checkpoint's loader stopped at sample {s['samples']}, not a multiple of the global "
+                f"batch {per_step}"
+            )
+        s["position"] = int(s["samples"]) // per_step
+        for key in ("batch_size", "world_size"):
+            if key in s:
+                s[key] = getattr(loader, key)
+    loader.load_state_dict(s)
 
 
 def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[str, Any]:
     t_session = time.perf_counter()
     device = resolve_device(cfg.device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)  # one GPU per rank (torchrun's LOCAL_RANK)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -695,6 +880,8 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
     model = model.to(device)
     if cl:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn and dist.enabled:  # in place: the same parameters, the same state-dict keys
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = _make_optimizer(model, cfg)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     fmodel = _wrap_model(model, cfg, dist)
@@ -729,8 +916,8 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
             ema.module.load_state_dict(state["ema"])
-        loader.load_state_dict(state["loader"])
-        ckpt.set_rng_state(state["rng"])
+        _load_loader_state(loader, state["loader"], dist)
+        ckpt.set_rng_state(state["rng"])  # rank 0's state on every rank (see docs/distributed.md)
         step = int(state["step"])
         best = dict(state["best"])
         elapsed_before = float(state["elapsed"])
@@ -738,7 +925,8 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
         win_eval = list(state["win_eval"])
         history_final = dict(state.get("final", {}))
         run.truncate_logs(step)
-        _repair_best(run.dir, state)
+        if run.main:
+            _repair_best(run.dir, state)
     else:
         for name in ("metrics.csv", "train_log.csv"):
             if run.main and (run.dir / name).exists():
@@ -762,6 +950,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
         say(
             f"training {cfg.model} ({params / 1e6:.2f}M params) on {data.describe()} on {device}: "
             f"{total} iterations ({total / steps_per_epoch:.2f} epochs of {steps_per_epoch}), batch {cfg.batch_size}"
+            + (f" ({dist.world_size} ranks x {loader.batch_size})" if dist.enabled else "")
         )
     elif progress:
         say(f"resuming {run.dir} at step {step}/{total}")
@@ -779,9 +968,17 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
             m.eval()
 
     def sync_windows() -> None:
+        """Move the device sums to the host windows; summed over the ranks (every rank calls it at the
+        same steps)."""
         nonlocal acc_n
         if acc_n:
-            loss_sum, err = acc.tolist()
+            if dist.enabled:
+                both = torch.cat([acc, acc.new_tensor([acc_n])])
+                torch.distributed.all_reduce(both)
+                loss_sum, err, n = both.tolist()
+                acc_n = int(n)
+            else:
+                loss_sum, err = acc.tolist()
             acc.zero_()
             win_log[0] += loss_sum
             win_log[1] += err
@@ -811,12 +1008,12 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
         )
 
     def save(names: list[str]) -> None:
+        sync_windows()  # a collective: before the rank-0-only part
         if not run.main:
             return
         bad = guard.flush()
         if bad is not None:
             raise diverged(bad)
-        sync_windows()
         state = {
             "format": "reslab-train-state",
             "version": 1,
@@ -826,7 +1023,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
             "model": model.state_dict(),
             "ema": ema.module.state_dict() if ema is not None else None,
             "optimizer": optimizer.state_dict(),
-            "loader": loader.state_dict(),
+            "loader": _loader_state(loader, dist),
             "rng": ckpt.rng_state(),
             "best": best,
             "elapsed": elapsed(),
@@ -851,7 +1048,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
                 loss = crit(out.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if fault_point("step", step):  # test hook (RESLAB_FAULT): a kill mid-step, or a NaN loss
+            if _fault("step", step, dist):  # test hook (RESLAB_FAULT): a kill mid-step, or a NaN loss
                 loss = loss * float("nan")
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -859,7 +1056,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
             if ema is not None:
                 ema.update(step)
             with torch.no_grad():
-                acc[0] += loss.detach()
+                acc[0] += loss.detach() * len(y)  # a sum over samples: the same for any world size
                 acc[1] += (out.argmax(1) != y).sum()
             acc_n += len(y)
             bad = guard.check(loss, step)
@@ -904,7 +1101,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
                 errs = {}
                 for split, run_eval in data.evals.items():
                     errs[split] = run_eval(emodel)
-                    fault_point("eval", step)  # test hook (RESLAB_FAULT): a kill during evaluation
+                    _fault("eval", step, dist)  # test hook (RESLAB_FAULT): a kill during evaluation
                 set_train_mode()
                 train_loss = _mean_loss(win_eval, cfg)
                 train_err = 100.0 * win_eval[1] / max(win_eval[2], 1)
@@ -943,20 +1140,22 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
                 save(["last"])
                 t_window = time.perf_counter()
 
-            if stop.signum is not None and step < total:
+            if dist.any(stop.signum is not None) and step < total:  # every rank stops at one step
                 win_eval[3] += time.perf_counter() - t_window
                 save(["last"])
                 if bar is not None:
                     bar.close()
-                name = signal.Signals(stop.signum).name
-                print(
-                    f"{name}: stopped at step {step}/{total}; checkpoint saved; continue with: "
-                    f"reslab train --resume {run.dir}",
-                    file=sys.stderr,
-                )
+                name = signal.Signals(stop.signum or signal.SIGTERM).name
+                if run.main:
+                    print(
+                        f"{name}: stopped at step {step}/{total}; checkpoint saved; continue with: "
+                        f"reslab train --resume {run.dir}",
+                        file=sys.stderr,
+                    )
                 raise KeyboardInterrupt
     if bar is not None:
         bar.close()
+    assert_replicas_in_sync(model, dist)
 
     # ---- summary
     summary = {
@@ -969,6 +1168,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
         "steps": total,
         "epochs": round(total / steps_per_epoch, 4),
         "batch_size": cfg.batch_size,
+        "world_size": dist.world_size,
         "final": {k: last_row.get(k, history_final.get(k)) for k in METRICS_COLUMNS},
         "best": best,
         "selection": "val_error" if "val" in data.evals else "train_error (no validation split)",
@@ -993,9 +1193,8 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
 
 
 def _mean_loss(win: list, cfg: TrainConfig) -> float:
-    # win[0] sums per-batch mean losses; win[2] counts images: batches = images / batch_size
-    batches = win[2] / cfg.batch_size
-    return win[0] / batches if batches else float("nan")
+    # win[0] sums per-sample losses (batch mean x batch size, over all ranks); win[2] counts images
+    return win[0] / win[2] if win[2] else float("nan")
 
 
 def _hms(s: float) -> str:
