@@ -185,6 +185,15 @@ def assert_replicas_in_sync(model: nn.Module, dist: Dist) -> None:
         raise ReslabError(f"the {dist.world_size} replicas differ after training (e.g. {bad[0]!r})")
 
 
+def sync_buffers(model: nn.Module, dist: Dist) -> None:
+    """Copy rank 0's buffers (BN running statistics) to every rank. DDP does so at the start of each
+    forward; each rank then updates them from its own shard, so before an evaluation or at the end the
+    ranks' statistics differ unless synchronized here."""
+    if dist.enabled:
+        for b in model.buffers():
+            torch.distributed.broadcast(b.data, src=0)
+
+
 def _fault(kind: str, n: int, dist: Dist) -> bool:
     """:func:`reslab._io.fault_point`, fired only on rank ``RESLAB_FAULT_RANK`` when that is set (tests)."""
     only = os.environ.get("RESLAB_FAULT_RANK")
@@ -367,9 +376,7 @@ def _wrap_model(model: nn.Module, cfg: TrainConfig, dist: Dist) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
         dev = next(model.parameters()).device
-        fmodel = DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=True
-        )
+        fmodel = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     if cfg.compile:
         fmodel = torch.compile(fmodel)  # type: ignore[assignment]
     return fmodel
@@ -1098,6 +1105,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
                     torch.cuda.synchronize(device)
                 win_eval[3] += time.perf_counter() - t_window
                 emodel = ema.module if ema is not None else model
+                sync_buffers(emodel, dist)  # every rank evaluates the same model (rank 0's statistics)
                 errs = {}
                 for split, run_eval in data.evals.items():
                     errs[split] = run_eval(emodel)
@@ -1155,7 +1163,12 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
                 raise KeyboardInterrupt
     if bar is not None:
         bar.close()
+    sync_buffers(model, dist)
+    if ema is not None:
+        sync_buffers(ema.module, dist)
     assert_replicas_in_sync(model, dist)
+    if ema is not None:
+        assert_replicas_in_sync(ema.module, dist)
 
     # ---- summary
     summary = {
