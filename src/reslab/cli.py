@@ -160,7 +160,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.validate()
         out = Path(args.out) if args.out else default_run_dir(cfg)
         summary = train(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
-    if not args.quiet:
+    if not args.quiet and os.environ.get("RANK", "0") in ("", "0"):  # torchrun: rank 0 alone reports
         final = summary.get("final", {})
         test = final.get("test_error")
         line = f"done: {summary.get('steps')} iterations in {summary.get('wall_time_s', 0):.0f} s"

@@ -15,8 +15,11 @@ test set is reported in ``metrics.csv`` but never used to choose anything.
 
 Where things happen (for later extensions):
 
-- :func:`_wrap_model` is the one place that wraps the model for execution (``torch.compile``; DDP goes
-  here); ``model`` stays the raw module whose weights are saved.
+- :func:`_wrap_model` is the one place that wraps the model for execution (DDP, ``torch.compile``);
+  ``model`` stays the raw module whose weights are saved.
+- Data parallel (torchrun, :func:`init_distributed`; docs/distributed.md): ``batch_size`` is the global
+  batch (each rank takes ``batch_size // world_size``), the learning rate is unchanged; evaluation and the
+  log windows are all-reduced; checkpoints hold the loader position in global samples.
 - :class:`_Run` writes every file, and only when ``dist.is_main`` (rank 0).
 - Host syncs: the loss/error sums stay on the device and are read every ``log_every`` steps; the
   non-finite-loss guard reads a one-step-old flag (CUDA) or the loss itself (CPU, where reading a
@@ -650,6 +653,14 @@ def train(
                 f"cannot write into {out}: {e.strerror}; the last checkpoint is kept ({_resume_point(out)}); "
                 f"make room, then continue with: reslab train --resume {out}"
             ) from None
+        except RuntimeError as e:  # a collective failed: another rank died or hangs (torchrun ends the job)
+            if not (dist.enabled and _is_peer_failure(e)):
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise ReslabError(
+                f"rank {dist.rank}: lost the other ranks ({first}); the last checkpoint is kept "
+                f"({_resume_point(out)}); continue with: torchrun ... reslab train --resume {out}"
+            ) from None
     finally:
         run.close()
         if run.lock is not None:
@@ -660,6 +671,15 @@ def train(
                     out.rmdir()
         if sys.exc_info()[0] is None:  # after a failure the process exits; a dead peer could hang a destroy
             dist.close()
+
+
+def _is_peer_failure(e: BaseException) -> bool:
+    """Whether ``e`` is a collective that failed because a peer died, closed its connection or timed out."""
+    dist_error = getattr(torch.distributed, "DistError", ())
+    text = str(e).lower()
+    return isinstance(e, dist_error) or any(
+        w in text for w in ("gloo", "nccl", "connection reset", "connection closed", "timed out")
+    )
 
 
 _MACHINE_KEYS = {
@@ -1157,7 +1177,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
                 if run.main:
                     print(
                         f"{name}: stopped at step {step}/{total}; checkpoint saved; continue with: "
-                        f"reslab train --resume {run.dir}",
+                        f"{'torchrun ... -m ' if dist.enabled else ''}reslab train --resume {run.dir}",
                         file=sys.stderr,
                     )
                 raise KeyboardInterrupt
