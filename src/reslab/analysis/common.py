@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from reslab._device import resolve_device
 from reslab._io import write_bytes, write_text
 from reslab.errors import ConfigError, ReslabError
 
@@ -172,18 +173,6 @@ def _unique(label: str, seen: set[str]) -> str:
     return out
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"bad --device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda requested but CUDA is not available")
-    return dev
-
-
 def resolve_targets(
     paths: Sequence[str] = (),
     models: Sequence[str] = (),
@@ -214,7 +203,7 @@ def resolve_targets(
         raise ConfigError("--init needs --model NAME[,NAME...]")
     if not paths and not models:
         raise ConfigError("nothing to analyze: pass run directories / checkpoints, or --model NAME --init")
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dev = resolve_device(device)
     cache: dict[tuple, EvalData] = {}
 
     def data_for(name: str, mean: Any = None, std: Any = None, where: str | None = data_dir) -> EvalData:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reslab._device import resolve_device
 from reslab.errors import CheckpointError, ConfigError, ReslabError
 
 # Per-channel statistics (0-1 scale, population std over the training images) and class names of the
@@ -430,7 +431,7 @@ def run_predict(
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     model, metadata = load(path_or_run)
-    model.to(_device(device))
+    model.to(resolve_device(device))
     spec = input_spec(model, metadata)
     if spec.fallbacks:
         print(
@@ -459,15 +460,3 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, float) and not math.isfinite(o):
         return None
     return str(o)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"bad --device {name!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda requested but no CUDA device is available")
-    return dev

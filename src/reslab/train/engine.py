@@ -49,6 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reslab._device import resolve_device
 from reslab._io import fault_point, write_json, write_text
 from reslab.errors import CheckpointError, ConfigError, ReslabError
 from reslab.train import checkpoint as ckpt
@@ -67,15 +68,6 @@ class TrainingDiverged(ReslabError):
 
 
 # ------------------------------------------------------------------------------------------ setup
-
-
-def resolve_device(name: str) -> torch.device:
-    name = str(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available (use --device cpu or auto)")
-    return torch.device(name)
 
 
 @dataclass

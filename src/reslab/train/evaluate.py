@@ -148,9 +148,9 @@ def evaluate_checkpoint(
     splits: tuple[str, ...] = ("val", "test"),
 ) -> dict[str, Any]:
     """``reslab eval``: errors, per-class accuracy and a confusion-matrix PNG of a run or checkpoint."""
+    from reslab._device import resolve_device
     from reslab._io import write_json
     from reslab.models.weights import load_model, resolve_checkpoint
-    from reslab.train.engine import resolve_device
 
     ckpt = Path(resolve_checkpoint(path))
     model, meta = load_model(ckpt)
