@@ -365,3 +365,28 @@ def test_cli_on_run_directories_and_line_between_checkpoints(tmp_path):
     # The run's own normalization (mean 0.5, std 0.25) is what the loss at alpha = 0 was measured with.
     data = load_eval_data("synthetic:1x8x8", samples=16, mean=[0.5], std=[0.25])
     assert loss[1] == pytest.approx(evaluate(model_a, data)[0], rel=1e-5)
+
+
+def test_gradient_summary_claims_only_what_the_numbers_show():
+    """The paragraph is derived from the ratios: exponential growth is claimed for plain nets only when
+    every deeper net has a larger ratio at a per-unit factor above 1.1, and 'mild' growth for ResNets only
+    when the ratio rises while the per-unit factor falls."""
+    import numpy as np
+
+    from reslab.analysis.gradients import GradientProfile, explain
+
+    def prof(label: str, units: int, ratio: float, shortcut: bool) -> GradientProfile:
+        norms = ratio ** (1 - np.arange(units) / (units - 1))  # geometric from ratio down to 1
+        sc = np.ones(units) if shortcut else np.zeros(units)
+        return GradientProfile(label, norms, norms, sc, np.ones(units), 2.3, True, False)
+
+    init = [prof("plain20", 9, 25.0, False), prof("plain56", 27, 7e3, False)]
+    init += [prof("resnet20", 9, 10.0, True), prof("resnet56", 27, 40.0, True)]
+    text = explain(init)
+    assert "exponentially in depth" in text and "grows only mildly" in text and "sub-exponential" in text
+
+    trained = [prof("plain20", 9, 5.5, False), prof("plain56", 27, 1.3, False)]
+    trained += [prof("resnet20", 9, 5.1, True), prof("resnet56", 27, 3.5, True)]
+    text = explain(trained)
+    assert "exponentially" not in text and "mildly" not in text
+    assert "no exponential growth with depth is visible" in text and "does not grow with depth" in text

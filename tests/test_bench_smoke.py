@@ -115,3 +115,33 @@ def test_gpu_suite_tiny_on_cpu(tmp_path):
     assert lines[-1].startswith("total ") and str(out) in lines[-1]
     assert sum(1 for line in lines[header:] if "EXTRAPOLATED" in line) == 1
     assert sum(1 for line in lines[header:] if "(measured)" in line) == 1
+
+
+def test_gpu_suite_optional_groups_tiny_on_cpu(tmp_path):
+    """--only options,fmnist: every engine-option row runs (compile modes are GPU-only) and reports its
+    ratio to the defaults; fmnist runs the fashion_mnist_fast recipe on the real data when it is here."""
+    from reslab.data import find_dataset
+
+    fm = find_dataset("fashion-mnist")
+    out = tmp_path / "suite.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
+    only = "options,fmnist" if fm is not None else "options"
+    cmd = [sys.executable, str(SUITE), "--tiny", "--device", "cpu", "--out", str(out), "--only", only]
+    if fm is not None:
+        cmd += ["--fmnist-dir", str(fm)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    failed = {
+        n: r.get("error") or r.get("skipped") for n, r in rows.items() if "error" in r or "skipped" in r
+    }
+    assert not failed, failed
+    options = [r for r in rows.values() if r["group"] == "options"]
+    assert [r["option"] for r in options][:2] == ["defaults", "optimizer_impl=foreach"]
+    assert len(options) == 7 and all(r["images_per_s"] > 0 and r["ratio_to_defaults"] > 0 for r in options)
+    assert options[0]["ratio_to_defaults"] == 1.0
+    if fm is not None:
+        seeds = [r for r in rows.values() if r["group"] == "fmnist" and "seed" in r]
+        assert len(seeds) == 2 and all(0 <= r["test_accuracy"] <= 100 and r["wall_s"] > 0 for r in seeds)
+        assert "fashion_mnist_fast mean over 2 seeds" in rows

@@ -557,3 +557,27 @@ def test_download_only_when_asked(tmp_path, monkeypatch):
         load_dataset("cifar10", data_dir=tmp_path, download=True)
     assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", str(tmp_path))]
     assert "\n" not in str(e.value)
+
+
+def test_cutout_zeroes_one_clipped_square_and_changes_nothing_else():
+    from reslab.data.loader import cutout_mask
+
+    # the mask: a size x size square around the centre, clipped at the borders
+    m = cutout_mask(torch.tensor([[0, 0], [3, 2], [5, 4]]), 3, 6, 5)
+    assert m[0].sum() == 4 and bool(m[0, :2, :2].all())  # centre in the corner: a 2x2 quarter
+    assert m[1].sum() == 9 and bool(m[1, 2:5, 1:4].all())
+    assert m[2].sum() == 4 and bool(m[2, 4:, 3:].all())
+
+    _, plain = _loader(augment=True, pad=1, seed=5)
+    _, cut = _loader(augment=True, pad=1, seed=5, cutout=3)
+    masked = 0
+    for (xa, ya), (xb, yb) in zip(plain, cut):
+        assert torch.equal(ya, yb)  # same order: the centres are drawn after order, crops and flips
+        hole = (xb == 0).all(1)  # (B, H, W): zero in every channel
+        assert bool(((xb == xa) | hole[:, None]).all())  # outside the square: the same pixels
+        per_image = hole.flatten(1).sum(1)
+        assert bool(((per_image >= 4) & (per_image <= 9)).all())  # one square of 3x3, clipped to >= 2x2
+        masked += int(per_image.sum())
+    assert masked > 0
+    _, off = _loader(augment=False, cutout=3)  # no augmentation, no cutout
+    assert off.cutout == 0

@@ -48,7 +48,14 @@ def _err_line(capsys) -> str:
 
 
 def test_recipes_load_and_cifar_paper_numbers():
-    assert {"cifar_paper", "imagenet_paper", "fashion_mnist", "fashion_mnist_demo"} <= set(list_recipes())
+    assert {
+        "cifar_paper",
+        "imagenet_paper",
+        "fashion_mnist",
+        "fashion_mnist_demo",
+        "fashion_mnist_fast",
+        "fashion_mnist_best",
+    } <= set(list_recipes())
     for name in list_recipes():
         load_recipe(name)
     c = load_recipe("cifar_paper")
@@ -335,3 +342,90 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, capsys):
     step = torch_load(state_path(run, "last"))["step"]
     assert 4 <= step < 5000
     assert not (run / "summary.json").exists()
+
+
+# ------------------------------------------------------------------------- execution options (speed)
+
+
+def test_execution_options_parse_and_reject():
+    cfg = load_recipe("fashion_mnist", **parse_set(["compile=reduce-overhead", "eval_batch_size=auto"]))
+    assert cfg.compile == "reduce-overhead" and cfg.eval_batch_size is None
+    cfg = load_recipe("fashion_mnist", **parse_set(["compile=true", "optimizer_impl=fused"]))
+    assert cfg.compile is True and cfg.optimizer_impl == "fused"
+    assert load_recipe("fashion_mnist", cudnn_benchmark="false").cudnn_benchmark is False
+    for bad in ("compile=fast", "optimizer_impl=turbo", "cudnn_benchmark=maybe", "eval_batch_size=0"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            load_recipe("fashion_mnist", **parse_set([bad]))
+
+
+@pytest.mark.parametrize("impl", ["fused", "foreach", "loop"])
+def test_optimizer_kernels_apply_the_same_update(impl):
+    """The three kernel choices are one update rule: after a few SGD steps (momentum, Nesterov, weight
+    decay, two learning-rate groups) the weights agree with the per-tensor loop to float rounding."""
+    import torch
+
+    from reslab import create_model
+    from reslab.train.engine import _make_optimizer
+
+    def run(kind: str) -> dict:
+        torch.manual_seed(0)
+        model = create_model("resnet", depth=8, num_classes=4, in_chans=1)
+        cfg = TrainConfig(
+            lr=0.1, nesterov=True, weight_decay=5e-4, backbone_lr_scale=0.5, optimizer_impl=kind
+        )
+        opt = _make_optimizer(model, cfg)
+        if kind == "fused":
+            assert opt.defaults["fused"] is True
+        else:
+            assert opt.defaults["foreach"] is (kind == "foreach") and not opt.defaults.get("fused")
+        g = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            x, y = torch.randn(8, 1, 16, 16, generator=g), torch.randint(0, 4, (8,), generator=g)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    ref, got = run("loop"), run(impl)
+    for k in ref:
+        assert torch.allclose(ref[k].float(), got[k].float(), rtol=1e-5, atol=1e-6), k
+
+
+def test_compile_modes_reach_torch_compile(monkeypatch):
+    import torch
+
+    from reslab import create_model
+    from reslab.train.engine import Dist, _wrap_model
+
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda m, mode=None: seen.append(mode) or m)
+    model = create_model("resnet20")
+    dist = Dist()
+    for value, mode in [
+        (False, "-"),
+        (True, None),
+        ("default", None),
+        ("reduce-overhead", "reduce-overhead"),
+    ]:
+        seen.clear()
+        assert _wrap_model(model, TrainConfig(compile=value), dist) is model
+        assert seen == ([] if mode == "-" else [mode])
+
+
+def test_cudnn_flag_is_restored_and_machine_keys_may_change_on_resume(tmp_path):
+    import torch
+
+    from reslab.train import train
+
+    cfg = load_recipe(
+        "fashion_mnist", dataset="synthetic", model="resnet", device="cpu", iterations=6, batch_size=8,
+        model_kwargs={"depth": 8}, val_split=0, threads=1, tensorboard=False, eval_every=3, log_every=3,
+        cudnn_benchmark=True, optimizer_impl="foreach", warmup_iters=0,
+    )  # fmt: skip
+    before = torch.backends.cudnn.benchmark
+    summary = train(cfg.replace(iterations=3), tmp_path / "run", progress=False)
+    assert summary["steps"] == 3 and torch.backends.cudnn.benchmark == before
+    (tmp_path / "run" / "summary.json").unlink()  # as if killed after its last checkpoint
+    resumed = train(cfg.replace(iterations=3, optimizer_impl="loop", eval_batch_size=64), tmp_path / "run",
+                    resume=True, progress=False)  # fmt: skip
+    assert resumed["steps"] == 3

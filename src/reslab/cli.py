@@ -76,7 +76,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--model", help="model name from `reslab models` (e.g. resnet20, resnet56, plain20)")
     g.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100, synthetic or imagefolder")
     g.add_argument("--data-dir", help="folder holding the data set (default: searched, see docs)")
-    g.add_argument("--download", action="store_true", default=None, help="download the data set if missing")
+    g.add_argument("--download", action="store_true", default=None,
+                   help="allow downloads: the data set if missing, and with --init-from torchvision the "
+                   "weights if not in the torch.hub cache")  # fmt: skip
     g.add_argument("--subset", type=int, metavar="N", help="train on N training images (seeded, stratified)")
     g.add_argument("--val-split", type=int, metavar="N",
                    help="hold N training images out for validation (selects the best checkpoint)")  # fmt: skip
@@ -103,7 +105,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "see docs/distributed.md")  # fmt: skip
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--init-from", metavar="PATH",
-                   help="start from a reslab run/checkpoint or a torchvision state-dict file")  # fmt: skip
+                   help="start from a reslab run/checkpoint or a torchvision state-dict file; 'torchvision': "
+                   "torchvision's ImageNet weights for --model from the torch.hub cache (fetched, SHA-256 "
+                   "checked, only with --download)")  # fmt: skip
     g.add_argument("--freeze", metavar="PARTS", help="comma-separated parts to freeze: stem,layer1,...")
     g.add_argument("--freeze-backbone", action="store_true", default=None,
                    help="train only the classifier")  # fmt: skip

@@ -16,6 +16,7 @@ copy used for the comparison (``--bn both``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -227,13 +228,16 @@ def explain(profiles: Sequence[GradientProfile]) -> str:
         )
 
     if plain:
-        grow = [p for p in plain if p.ratio > 1]
+        by_depth = sorted(plain, key=lambda q: len(q.input_norm))
+        factors = [_per_block(p) for p in by_depth]
+        exponential = all(p.ratio > 1 for p in by_depth) and all(f > 1.1 for f in factors)
+        exponential = exponential and all(a.ratio < b.ratio for a, b in itertools.pairwise(by_depth))
         parts.append(
             f"In the plain networks with BatchNorm the gradient at the first unit's input relative to the last is "
             f"{describe(plain)}: "
             + (
                 "it *grows* toward the input, by a roughly constant factor per unit "
-                f"({', '.join(fmt_num(_per_block(p)) for p in plain)} per unit), i.e. exponentially in depth. "
+                f"({', '.join(fmt_num(f) for f in factors)} per unit), i.e. exponentially in depth. "
                 "The gradient does not vanish, it explodes: BatchNorm keeps the forward activations at unit "
                 "scale, but its backward pass (division by the batch standard deviation and removal of the "
                 "batch-mean component) followed by ReLU and a He-initialized convolution multiplies the "
@@ -241,14 +245,28 @@ def explain(profiles: Sequence[GradientProfile]) -> str:
                 "analyzed by Yang et al. 2019, 'A Mean Field Theory of Batch Normalization'). "
                 "The seed documents' 'vanishing gradients' is not what is measured here; what the plain "
                 "net suffers from is an ill-conditioned, exponentially unbalanced gradient across depth."
-                if grow and len(grow) == len(plain)
-                else "the gradient does not grow uniformly toward the input here. "
+                if exponential
+                else f"per unit {', '.join(fmt_num(f) for f in factors)}; no exponential growth with depth is "
+                "visible here (the ratio does not rise by a constant factor per unit from the shallowest to the "
+                "deepest net). Training reshapes the gradient profile: BN's learned scales and running "
+                "statistics are no longer those of the initialization, where the explosion is measured."
             )
         )
     if res:
+        by_depth = sorted(res, key=lambda q: len(q.input_norm))
+        factors = [_per_block(p) for p in by_depth]
+        rising = all(a.ratio < b.ratio for a, b in itertools.pairwise(by_depth)) and len(by_depth) > 1
+        flattening = all(a > b for a, b in itertools.pairwise(factors))
+        if rising and flattening:
+            trend = f"it grows only mildly with depth{_power_law(res)}"
+        elif rising:
+            trend = f"it grows with depth (per unit {', '.join(fmt_num(f) for f in factors)})"
+        elif len(by_depth) > 1:
+            trend = f"it does not grow with depth (per unit {', '.join(fmt_num(f) for f in factors)})"
+        else:
+            trend = f"{fmt_num(factors[0])} per unit"
         parts.append(
-            f"In the residual networks with BatchNorm the same ratio is {describe(res)}: it grows only mildly "
-            f"with depth{_power_law(res)}, because the identity "
+            f"In the residual networks with BatchNorm the same ratio is {describe(res)}: {trend}. The identity "
             "shortcut passes the gradient of every unit back unchanged and each branch only adds to it; "
             f"on average {np.mean([p.shortcut_share.mean() for p in res]):.0%} of the gradient norm at a unit's "
             "input arrives through its shortcut."
@@ -288,8 +306,7 @@ def explain(profiles: Sequence[GradientProfile]) -> str:
     if not (plain or res or nobn):
         parts.append("No profile was measured.")
     parts.append(
-        "These are single-batch measurements at one point of training; the ratios scale with depth as stated, "
-        "the exact numbers vary with seed and batch."
+        "These are single-batch measurements at one point of training; the exact numbers vary with seed and batch."
     )
     return " ".join(parts)
 
@@ -302,7 +319,10 @@ def _power_law(group: Sequence[GradientProfile]) -> str:
     if n1 == n0 or lo.ratio <= 0 or hi.ratio <= 0:
         return ""
     a = math.log(hi.ratio / lo.ratio) / math.log(n1 / n0)
-    return f" (about n^{a:.2f} in the number of units n from {lo.label} to {hi.label}: polynomial, not exponential)"
+    return (
+        f" (about n^{a:.2f} in the number of units n from {lo.label} to {hi.label}, with a per-unit factor that "
+        "falls with depth: sub-exponential)"
+    )
 
 
 def _plot(profiles: Sequence[GradientProfile], path: Path) -> None:

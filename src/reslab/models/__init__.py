@@ -5,6 +5,7 @@ See :mod:`reslab.models.zoo` for the networks, :mod:`reslab.models.blocks` for t
 """
 
 from reslab.models.base import ResidualUnit, deleted_blocks, set_drop_path
+from reslab.models.hub import torchvision_weights
 from reslab.models.registry import count_params_and_macs, create_model, get_entry, list_models, model_info
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "list_models",
     "model_info",
     "set_drop_path",
+    "torchvision_weights",
 ]

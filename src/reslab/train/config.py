@@ -33,6 +33,8 @@ OPTIMIZERS = ("sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "off")
 AUTO_BOOL = ("auto", True, False)
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -54,6 +56,7 @@ class TrainConfig:
     val_split: int = 0  # hold this many training images out for validation (model selection)
     augment: bool = True  # random crop with `pad` zero padding + horizontal flip (if valid)
     pad: int = 4
+    cutout: int = 0  # with augment: Cutout square side in pixels (DeVries & Taylor 2017); 0: off
     image_size: int = 224  # imagefolder only
     workers: int = 8  # imagefolder only: decoding worker processes
 
@@ -72,6 +75,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0: off; else evaluate and export an EMA of the weights (e.g. 0.999)
     grad_clip: float = 0.0  # 0: off; else clip the global gradient norm
+    # the optimizer's kernels (same update rule, same math): auto = fused on CUDA, torch's default on CPU
+    optimizer_impl: str = "auto"  # auto | fused | foreach | loop
 
     # -- schedule
     schedule: str = "step"  # step | cosine | linear (decay to min_lr) | constant
@@ -84,7 +89,7 @@ class TrainConfig:
     warmup_min_depth: int = 0  # apply warm-up only to models at least this deep (paper: 110 layers)
 
     # -- fine-tuning
-    init_from: str | None = None  # reslab run/checkpoint or torchvision state-dict file
+    init_from: str | None = None  # reslab run/checkpoint, torchvision state-dict file, or "torchvision"
     freeze: list[str] = field(default_factory=list)  # e.g. [stem, layer1]
     freeze_backbone: bool = False
     backbone_lr_scale: float = 1.0
@@ -94,7 +99,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on cuda) | bf16 | off
     channels_last: Any = "auto"  # auto (on for cuda and for cpu) | true | false
-    compile: bool = False
+    compile: Any = (
+        False  # false | true (= default) | default | reduce-overhead (CUDA graphs) | max-autotune...
+    )
+    cudnn_benchmark: Any = "auto"  # auto (on for CUDA unless deterministic) | true | false
     sync_bn: bool = False  # torchrun runs on CUDA: BN statistics over the global batch (SyncBatchNorm)
     dist_timeout: float = 30.0  # torchrun runs: minutes a collective may wait for the other ranks
     threads: int | None = None  # torch CPU threads (None: torch's default)
@@ -103,7 +111,7 @@ class TrainConfig:
     # -- bookkeeping
     eval_every: int | None = None  # iterations between evaluations; None: once per epoch; 0: only at end
     eval_test: bool = True  # also report test error (never used for model selection)
-    eval_batch_size: int = 256  # CPU caches favour small batches; raise it on a GPU
+    eval_batch_size: int | None = None  # None (auto): 256 on CPU (cache-sized), 1024 on CUDA
     eval_subset: int | None = None  # evaluate on the first N val/test images only (quick runs); None: all
     log_every: int = 50  # iterations between train_log.csv rows (and host syncs)
     checkpoint_every: int = 1000  # iterations between checkpoints (also at every evaluation)
@@ -140,6 +148,9 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("amp", self.amp, AMP_MODES)
         _choice("channels_last", self.channels_last, AUTO_BOOL)
+        _choice("cudnn_benchmark", self.cudnn_benchmark, AUTO_BOOL)
+        _choice("optimizer_impl", self.optimizer_impl, OPTIMIZER_IMPLS)
+        _choice("compile", self.compile, COMPILE_MODES)
         dev = str(self.device)
         if dev not in DEVICES and not (dev.startswith("cuda:") and dev[5:].isdigit()):
             raise ConfigError(f"device must be one of auto, cpu, cuda, cuda:N; got {dev!r}")
@@ -153,7 +164,8 @@ class TrainConfig:
             _positive("epochs", self.epochs)
         _positive("lr", self.lr)
         _positive("batch_size", self.batch_size)
-        _positive("eval_batch_size", self.eval_batch_size)
+        if self.eval_batch_size is not None:
+            _positive("eval_batch_size", self.eval_batch_size)
         _positive("log_every", self.log_every)
         _positive("checkpoint_every", self.checkpoint_every)
         _positive("backbone_lr_scale", self.backbone_lr_scale, allow_zero=True)
@@ -165,6 +177,7 @@ class TrainConfig:
             "warmup_factor",
             "grad_clip",
             "pad",
+            "cutout",
             "val_split",
             "warmup_iters",
         ):
@@ -183,6 +196,10 @@ class TrainConfig:
             v = getattr(self, key)
             if not 0.0 <= v < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), got {v}")
+        if self.init_from == "torchvision":  # the name only: the file is looked up when training starts
+            from reslab.models.hub import torchvision_url
+
+            torchvision_url(self.model)
         if self.min_lr > self.lr:
             raise ConfigError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         ms = list(self.milestones)
@@ -234,10 +251,20 @@ def _coerce(key: str, hint: Any, value: Any, source: str) -> Any:
     def bad(what: str) -> ConfigError:
         return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
 
-    if key == "channels_last":
-        if value in ("auto", True, False):
+    if key in ("channels_last", "cudnn_benchmark"):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if value in ("auto", True, False) and (isinstance(value, bool) or value == "auto"):
             return value
         raise bad("auto, true or false")
+    if key == "compile":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if isinstance(value, bool) or (isinstance(value, str) and value in COMPILE_MODES):
+            return value
+        raise bad("false, true, " + ", ".join(m for m in COMPILE_MODES if isinstance(m, str)))
+    if key == "eval_batch_size" and isinstance(value, str) and value.lower() == "auto":
+        return None
     args = typing.get_args(hint)
     optional = type(None) in args
     if optional:

@@ -42,6 +42,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,25 +263,34 @@ def _check_model_config(cfg: TrainConfig) -> None:
         create_model(cfg.model, **cfg.model_kwargs)
 
 
-def _build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
+def _build_model(cfg: TrainConfig, num_classes: int, in_chans: int, *, init: bool = True) -> nn.Module:
+    """The model of ``cfg``; with ``init`` (a fresh run), loaded from ``cfg.init_from`` if set. A resumed
+    run skips that (its checkpoint holds every weight), so it needs neither the file nor a download."""
     from reslab.models import create_model
 
     kwargs = dict(cfg.model_kwargs)
-    if cfg.init_from:
+    if cfg.init_from and init:
         model = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
-        _load_init(model, cfg.init_from)
+        _load_init(model, cfg.init_from, download=cfg.download)
         if model.num_classes != num_classes:  # type: ignore[attr-defined]
             model.reset_classifier(num_classes)  # type: ignore[operator]  (updates model_kwargs too)
         return model
     return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-def _load_init(model: nn.Module, path: str) -> None:
-    """Load pretrained weights (reslab run/checkpoint or torchvision state dict). A classifier of another
-    size is loaded at the checkpoint's size and then replaced by the caller (``num_classes``)."""
+def _load_init(model: nn.Module, path: str, *, download: bool = False) -> None:
+    """Load pretrained weights (reslab run/checkpoint or torchvision state dict; ``"torchvision"``:
+    torchvision's ImageNet weights for the model from the torch.hub cache, fetched only if ``download``).
+    A classifier of another size is loaded at the checkpoint's size and then replaced by the caller
+    (``num_classes``)."""
     from reslab.models.weights import load_pretrained, read_state_dict, resolve_checkpoint
 
-    file = resolve_checkpoint(path)
+    if path == "torchvision":
+        from reslab.models.hub import torchvision_weights
+
+        file = torchvision_weights(model.model_name, download=download)  # type: ignore[attr-defined]
+    else:
+        file = resolve_checkpoint(path)
     cls_name = _classifier_name(model)
     if cls_name:
         w = read_state_dict(file).get(f"{cls_name}.weight")
@@ -353,27 +363,45 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (the paper's: momentum, L2 weight decay folded into the gradient) or AdamW, with the kernels
+    ``cfg.optimizer_impl`` names: ``fused`` (one kernel for all parameters), ``foreach`` (a few
+    multi-tensor kernels) or ``loop`` (one small kernel per parameter tensor). All three apply the same
+    update; ``auto`` takes ``fused`` when every parameter is on a CUDA device (a step of a CIFAR ResNet
+    is otherwise hundreds of tiny launches) and torch's own default elsewhere."""
     groups = _param_groups(model, cfg)
+    impl = cfg.optimizer_impl
+    if impl == "auto":
+        on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+        impl = "fused" if on_cuda else "default"
+    kernels: dict[str, Any] = {
+        "fused": {"fused": True},
+        "foreach": {"foreach": True},
+        "loop": {"foreach": False},
+        "default": {},
+    }[impl]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernels)
     return torch.optim.SGD(
         groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-        weight_decay=cfg.weight_decay,
+        weight_decay=cfg.weight_decay, **kernels,
     )  # fmt: skip
 
 
 def _wrap_model(model: nn.Module, cfg: TrainConfig, dist: Dist) -> nn.Module:
     """The one place that wraps the model for the forward pass: DistributedDataParallel (gradients
     averaged over the ranks, so the update is that of the global batch; BN buffers broadcast from rank 0
-    each forward), then ``torch.compile``."""
+    each forward), then ``torch.compile`` (``cfg.compile``: ``true``/``default``, or a mode such as
+    ``reduce-overhead``, which replays the forward and backward as CUDA graphs, or
+    ``max-autotune-no-cudagraphs``)."""
     fmodel = model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         dev = next(model.parameters()).device
         fmodel = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if cfg.compile:
-        fmodel = torch.compile(fmodel)  # type: ignore[assignment]
+    if cfg.compile is not False:
+        mode = None if cfg.compile in (True, "default") else cfg.compile
+        fmodel = torch.compile(fmodel, mode=mode)  # type: ignore[assignment]
     return fmodel
 
 
@@ -637,7 +665,8 @@ def train(
                     p.unlink()
         dist.barrier()  # the other ranks start once rank 0 holds the lock and has cleaned the directory
         try:
-            return _train(cfg, run, dist, progress=progress)
+            with _backend_flags(cfg):
+                return _train(cfg, run, dist, progress=progress)
         except OSError as e:  # a full disk, a quota, a read-only file system: a user error, no traceback
             if e.errno not in _DISK_ERRNOS:
                 raise
@@ -665,6 +694,22 @@ def train(
             dist.close()
 
 
+@contextlib.contextmanager
+def _backend_flags(cfg: TrainConfig) -> Iterator[None]:
+    """cuDNN autotuning (``cfg.cudnn_benchmark``; ``auto``: on for CUDA runs unless ``deterministic``):
+    the shapes of a run never change, so timing each convolution's algorithms once pays for itself
+    within a few steps. The process-wide flag is restored afterwards."""
+    want = cfg.cudnn_benchmark
+    if want == "auto":
+        want = resolve_device(cfg.device).type == "cuda" and not cfg.deterministic
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = bool(want)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old
+
+
 def _is_peer_failure(e: BaseException) -> bool:
     """Whether ``e`` is a collective that failed because a peer died, closed its connection or timed out."""
     dist_error = getattr(torch.distributed, "DistError", ())
@@ -674,8 +719,11 @@ def _is_peer_failure(e: BaseException) -> bool:
     )
 
 
-_MACHINE_KEYS = {
+_MACHINE_KEYS = {  # how the run executes, not what it computes: may change on --resume
     "dist_timeout",
+    "compile",
+    "cudnn_benchmark",
+    "optimizer_impl",
     "device",
     "threads",
     "tensorboard",
@@ -730,12 +778,17 @@ def _make_data(
     from reslab.train.evaluate import evaluate_batches
 
     bs = cfg.batch_size // dist.world_size  # per rank: cfg.batch_size is the global batch
+    ebs = cfg.eval_batch_size or (1024 if device.type == "cuda" else 256)  # CPU: cache-sized batches
     if cfg.dataset == "imagefolder":
         import itertools
 
         from reslab.data import IMAGENET_MEAN, IMAGENET_STD, make_imagefolder_loaders
         from reslab.train.folder import FolderLoader
 
+        if cfg.cutout:
+            raise ConfigError(
+                "cutout applies to the in-memory data sets; imagefolder uses ImageNet's augmentation"
+            )
         if not cfg.data_dir:
             raise ConfigError(
                 "imagefolder needs --data-dir ROOT (with ROOT/train/<class>/ and ROOT/val/<class>/)"
@@ -747,7 +800,7 @@ def _make_data(
             cfg.image_size,
             seed=cfg.seed,
             distributed=dist.enabled,
-            val_batch_size=cfg.eval_batch_size,
+            val_batch_size=ebs,
             rank=dist.rank,
             world_size=dist.world_size,
         )  # fmt: skip  (val/ is sharded without duplicates; training uses FolderLoader's own shard)
@@ -756,11 +809,7 @@ def _make_data(
             loaders.train.dataset, bs, device=device, workers=cfg.workers, seed=cfg.seed,
             channels_last=cl, shard=(dist.rank, dist.world_size),
         )  # fmt: skip
-        n_batches = (
-            None
-            if cfg.eval_subset is None
-            else -(-cfg.eval_subset // (cfg.eval_batch_size * dist.world_size))
-        )
+        n_batches = None if cfg.eval_subset is None else -(-cfg.eval_subset // (ebs * dist.world_size))
 
         def folder_eval(model: nn.Module) -> float:
             batches = itertools.islice(loaders.val, n_batches)
@@ -808,7 +857,7 @@ def _make_data(
     }
     loader = DeviceLoader(
         ds.train_x, ds.train_y, bs, device=device, mean=ds.mean, std=ds.std,
-        augment=cfg.augment, flip=ds.flip, pad=cfg.pad, seed=cfg.seed, drop_last=True,
+        augment=cfg.augment, flip=ds.flip, pad=cfg.pad, cutout=cfg.cutout, seed=cfg.seed, drop_last=True,
         shard=(dist.rank, dist.world_size), channels_last=cl,
     )  # fmt: skip
     sets = {"val": (ds.val_x, ds.val_y), "test": (ds.test_x, ds.test_y) if cfg.eval_test else (None, None)}
@@ -824,7 +873,7 @@ def _make_data(
             )
         x, y = x.to(device), y.to(device)  # on the device once
         run = ft.partial(
-            evaluate, x=x, y=y, mean=ds.mean, std=ds.std, batch_size=cfg.eval_batch_size, device=device,
+            evaluate, x=x, y=y, mean=ds.mean, std=ds.std, batch_size=ebs, device=device,
             amp_dtype=amp_dtype, channels_last=cl, num_classes=nc,
         )  # fmt: skip
         evals[split] = lambda model, run=run: _reduced_error(run(model), dist, device)
@@ -894,7 +943,8 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
 
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
-    model = _build_model(cfg, num_classes, data.in_chans)
+    state = ckpt.load_state(run.dir, "last")  # None: a fresh run
+    model = _build_model(cfg, num_classes, data.in_chans, init=state is None)
     frozen = _freeze(model, cfg)
     model = model.to(device)
     if cl:
@@ -928,7 +978,6 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
     win_log = [0.0, 0.0, 0]  # loss sum, error count, images (host, since the last train_log row)
     win_eval = [0.0, 0.0, 0, 0.0]  # ... + training seconds since the last evaluation
     history_final: dict[str, Any] = {}
-    state = ckpt.load_state(run.dir, "last")
     if state is not None:
         _check_state_model(state, model, run.dir)
         model.load_state_dict(state["model"])
