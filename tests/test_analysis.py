@@ -390,3 +390,26 @@ def test_gradient_summary_claims_only_what_the_numbers_show():
     text = explain(trained)
     assert "exponentially" not in text and "mildly" not in text
     assert "no exponential growth with depth is visible" in text and "does not grow with depth" in text
+
+
+def test_lesion_summary_calls_a_noisy_curve_noisy():
+    import numpy as np
+
+    from reslab.analysis.lesion import LesionResult, explain
+
+    k = np.arange(1, 5)
+    kw = {
+        "swap": np.full(3, np.nan),
+        "plain": False,
+        "trained": True,
+        "downsample": [False, True, False, False],
+    }
+    single = np.array([40.0, 30.0, 21.0, 22.0])  # unit 0 (same shape) is the worst deletion
+    rising = LesionResult("r", 20.0, single, k, np.array([25.0, 40.0, 60.0, 85.0]), np.zeros(4), **kw)
+    text = explain([rising])
+    assert "it rises at every k" in text and "passes 50% at k = 3" in text
+    assert "unit 0, which keeps the shape" in text
+    noisy = LesionResult("n", 20.0, single, k, np.array([25.0, 60.0, 45.0, 85.0]), np.full(4, 12.0), **kw)
+    assert "not monotone in k (1 of 4 steps go down" in explain([noisy])
+    flat = LesionResult("p", 30.0, single, k, np.array([88.0, 90.0, 87.0, 91.0]), np.full(4, 3.0), **kw)
+    assert "at its plateau from k = 1 on (within 4.0 points)" in explain([flat])

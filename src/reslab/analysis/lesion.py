@@ -298,17 +298,34 @@ def explain(results: Sequence[LesionResult]) -> str:
             md = float(np.mean(inc[down]))
             mo = float(np.mean(inc[other])) if other else float("nan")
             verdict = "as Veit et al. report" if md > mo else "unlike Veit et al.'s ResNet-110"
+            worst_down = bool(r.downsample[int(order[0])])
             parts.append(
                 f"The units that change the shape ({', '.join(map(str, down))}) cost {md:.1f} points on average, "
                 f"the others {mo:.1f}: {verdict}, the resolution-changing units are "
-                f"{'the' if md > mo else 'not the'} most harmful to delete."
+                f"{'more' if md > mo else 'not more'} harmful to delete on average"
+                + (
+                    "."
+                    if worst_down
+                    else f", though the single most harmful deletion is unit {int(order[0])}, which keeps the shape."
+                )
             )
         if len(r.random_mean) > 1:
             steps = np.diff(np.concatenate([[r.base_error], r.random_mean]))
+            half = np.nonzero(r.random_mean >= 50.0)[0]
+            falls = int((steps < 0).sum())
             parts.append(
-                f"Deleting k random units raises the error from {r.base_error:.1f}% to {r.random_mean[-1]:.1f}% "
-                f"at k = {int(r.k[-1])}, the largest single step being {steps.max():.1f} points"
-                + (" (smooth)." if steps.max() < 0.5 * (r.random_mean[-1] - r.base_error + 1e-9) else ".")
+                f"Deleting k random units raises the error to {r.random_mean[0]:.1f}% at k = 1 and "
+                f"{r.random_mean[-1]:.1f}% at k = {int(r.k[-1])}"
+                + (f"; the mean passes 50% at k = {int(r.k[half[0]])}" if len(half) else "")
+                + (
+                    "; it rises at every k."
+                    if falls == 0
+                    else f"; it is at its plateau from k = 1 on (within {np.ptp(r.random_mean):.1f} points)."
+                    if r.random_mean.min() >= r.random_mean.max() - 5.0
+                    else f"; the mean is not monotone in k ({falls} of {len(steps)} steps go down, largest rise "
+                    f"{steps.max():.1f} points, std over the sets up to {np.nanmax(r.random_std):.1f}): which units "
+                    "are drawn matters as much as how many."
+                )
             )
     res = [r for r in results if not r.plain and r.trained]
     plain = [r for r in results if r.plain and r.trained]
