@@ -278,8 +278,17 @@ def _plot(results: Sequence[PathResult], path: Path) -> None:
     for r in results:
         p = np.array([float(v) for v in r.distribution])
         line = axes[0].plot(np.arange(r.n + 1), p, marker=".", label=r.label)[0]
+        # log axis: a bar from mean - std would reach below zero (the norms span decades); clip it at a
+        # tenth of the mean so the bar stays drawable, and say so in the title
+        lower = np.minimum(r.grad_std, 0.9 * r.grad_mean)
         axes[1].errorbar(
-            r.k, r.grad_mean, yerr=r.grad_std, marker=".", capsize=2, color=line.get_color(), label=r.label
+            r.k,
+            r.grad_mean,
+            yerr=np.stack([lower, r.grad_std]),
+            marker=".",
+            capsize=2,
+            color=line.get_color(),
+            label=r.label,
         )
         tot = r.total
         axes[2].plot(
@@ -291,7 +300,7 @@ def _plot(results: Sequence[PathResult], path: Path) -> None:
         )
     axes[0].set_title("distribution of path lengths (Binomial(n, 1/2))")
     axes[0].set_ylabel("fraction of paths")
-    axes[1].set_title("gradient magnitude delivered by one path")
+    axes[1].set_title("gradient magnitude delivered by one path (mean ± std, lower bar clipped)")
     axes[1].set_yscale("log")
     axes[1].set_ylabel("||dL/dx|| at the input")
     axes[2].set_title("total gradient per path length (normalized)")
