@@ -353,6 +353,8 @@ def test_execution_options_parse_and_reject():
     cfg = load_recipe("fashion_mnist", **parse_set(["compile=true", "optimizer_impl=fused"]))
     assert cfg.compile is True and cfg.optimizer_impl == "fused"
     assert load_recipe("fashion_mnist", cudnn_benchmark="false").cudnn_benchmark is False
+    with pytest.raises(ConfigError, match="cutout applies to the in-memory data sets"):
+        load_recipe("fashion_mnist", dataset="imagefolder", cutout=4)  # refused before any data loads
     for bad in ("compile=fast", "optimizer_impl=turbo", "cudnn_benchmark=maybe", "eval_batch_size=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_recipe("fashion_mnist", **parse_set([bad]))

@@ -99,9 +99,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on cuda) | bf16 | off
     channels_last: Any = "auto"  # auto (on for cuda and for cpu) | true | false
-    compile: Any = (
-        False  # false | true (= default) | default | reduce-overhead (CUDA graphs) | max-autotune...
-    )
+    # false | true (= default) | default | reduce-overhead (CUDA graphs) | max-autotune[-no-cudagraphs]
+    compile: Any = False
     cudnn_benchmark: Any = "auto"  # auto (on for CUDA unless deterministic) | true | false
     sync_bn: bool = False  # torchrun runs on CUDA: BN statistics over the global batch (SyncBatchNorm)
     dist_timeout: float = 30.0  # torchrun runs: minutes a collective may wait for the other ranks
@@ -196,6 +195,10 @@ class TrainConfig:
             v = getattr(self, key)
             if not 0.0 <= v < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), got {v}")
+        if self.cutout and self.dataset == "imagefolder":
+            raise ConfigError(
+                "cutout applies to the in-memory data sets; imagefolder uses ImageNet's augmentation"
+            )
         if self.init_from == "torchvision":  # the name only: the file is looked up when training starts
             from reslab.models.hub import torchvision_url
 
@@ -247,22 +250,24 @@ def set_field(cfg: TrainConfig, key: str, value: Any, *, source: str = "config")
     setattr(cfg, key, _coerce(key, _HINTS[key], value, source))
 
 
+_BOOL_OR_WORD = {  # fields typed Any: a bool or one of these words
+    "channels_last": ("auto",),
+    "cudnn_benchmark": ("auto",),
+    "compile": tuple(m for m in COMPILE_MODES if isinstance(m, str)),
+}
+
+
 def _coerce(key: str, hint: Any, value: Any, source: str) -> Any:
     def bad(what: str) -> ConfigError:
         return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
 
-    if key in ("channels_last", "cudnn_benchmark"):
+    if key in _BOOL_OR_WORD:  # a bool (also spelled "true"/"false") or one of the key's words
+        words = _BOOL_OR_WORD[key]
         if isinstance(value, str) and value.lower() in ("true", "false"):
             value = value.lower() == "true"
-        if value in ("auto", True, False) and (isinstance(value, bool) or value == "auto"):
+        if isinstance(value, bool) or (isinstance(value, str) and value in words):
             return value
-        raise bad("auto, true or false")
-    if key == "compile":
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            value = value.lower() == "true"
-        if isinstance(value, bool) or (isinstance(value, str) and value in COMPILE_MODES):
-            return value
-        raise bad("false, true, " + ", ".join(m for m in COMPILE_MODES if isinstance(m, str)))
+        raise bad("auto, true or false" if words == ("auto",) else ", ".join(("false", "true", *words)))
     if key == "eval_batch_size" and isinstance(value, str) and value.lower() == "auto":
         return None
     args = typing.get_args(hint)

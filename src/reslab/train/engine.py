@@ -785,10 +785,6 @@ def _make_data(
         from reslab.data import IMAGENET_MEAN, IMAGENET_STD, make_imagefolder_loaders
         from reslab.train.folder import FolderLoader
 
-        if cfg.cutout:
-            raise ConfigError(
-                "cutout applies to the in-memory data sets; imagefolder uses ImageNet's augmentation"
-            )
         if not cfg.data_dir:
             raise ConfigError(
                 "imagefolder needs --data-dir ROOT (with ROOT/train/<class>/ and ROOT/val/<class>/)"
