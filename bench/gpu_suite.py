@@ -248,18 +248,13 @@ def _safe(fn: Callable[[], Any]) -> Any:
 
 
 def _git_revision() -> str | None:
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        if rev.returncode == 0:
-            dirty = subprocess.run(
-                ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True, text=True, timeout=10,
-            )  # fmt: skip
-            return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
+    """The revision the engine records in its summaries (``git rev-parse`` + ``-dirty``); without a git
+    binary, the ref read from ``.git`` by hand."""
+    from reslab.train.engine import _git_revision as engine_revision
+
+    rev = engine_revision()
+    if rev is not None:
+        return rev
     head = ROOT / ".git" / "HEAD"  # no git binary: read the ref by hand
     try:
         ref = head.read_text().strip()
