@@ -80,8 +80,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="allow downloads: the data set if missing, and with --init-from torchvision the "
                    "weights if not in the torch.hub cache")  # fmt: skip
     g.add_argument("--subset", type=int, metavar="N", help="train on N training images (seeded, stratified)")
-    g.add_argument("--val-split", type=int, metavar="N",
-                   help="hold N training images out for validation (selects the best checkpoint)")  # fmt: skip
+    g.add_argument("--val-split", metavar="N",
+                   help="hold N training images out for validation (selects the best checkpoint); "
+                   "a fraction in (0, 1) holds out that share")  # fmt: skip
     g = p.add_argument_group("budget and optimization")
     b = g.add_mutually_exclusive_group()
     b.add_argument("--epochs", type=float, help="training budget in epochs")
@@ -429,13 +430,24 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--invert", choices=("auto", "never", "always"), default="auto",
+                   help="grey models: invert images whose polarity is the opposite of the training "
+                   "images' (auto, from the image border: a dark garment on a light background), "
+                   "never, or always (default auto)")  # fmt: skip
     p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from reslab.deploy.predict import run_predict
 
-    return run_predict(args.checkpoint, args.images, topk=args.topk, as_json=args.json, device=args.device)
+    return run_predict(
+        args.checkpoint,
+        args.images,
+        topk=args.topk,
+        as_json=args.json,
+        device=args.device,
+        invert=args.invert,
+    )
 
 
 # --------------------------------------------------------------------------------------- features
