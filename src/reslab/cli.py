@@ -224,13 +224,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from reslab.experiments.specs import BUDGETS
+
     p = sub.add_parser(
         "reproduce",
         help="re-run one of the paper's experiments (degradation, depth, shortcuts, highway)",
         description=(
             "Train the experiment's networks (a rerun skips finished runs and continues interrupted ones), "
             "then draw its figure and write report.md beside the paper's numbers. Budgets: smoke (plumbing, "
-            "<1 min), quick (~15 min on 2 CPU cores, shows the effect on Fashion-MNIST), paper (the paper's "
+            "<1 min), quick (~20 min on 2 CPU cores, shows the effect on Fashion-MNIST), standard (5 epochs per "
+            "network, several seeds: hours on a CPU, decides what the quick budget cannot), paper (the paper's "
             "64k-iteration schedule; a GPU job)."
         ),
     )
@@ -241,7 +244,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         choices=("fashion-mnist", "cifar10", "cifar100", "synthetic"),
         help="data set (default: fashion-mnist)",
     )
-    p.add_argument("--budget", default="quick", choices=("smoke", "quick", "paper"), help="default: quick")
+    p.add_argument("--budget", default="quick", choices=tuple(BUDGETS), help="default: quick")
     p.add_argument("--seeds", default=None, help="number of seeds (3 -> 0,1,2) or a comma list (default: 1)")
     p.add_argument("--depths", default=None, help="comma list of depths (default: the experiment's)")
     p.add_argument("--out", default=None, help="experiment folder (default: experiments/NAME-DATASET-BUDGET)")

@@ -171,7 +171,7 @@ def plan_experiment(
         depths=depth_t,
         seeds=seed_t,
         out=out_path,
-        recipe=RECIPE,
+        recipe=BUDGETS[budget].recipe,
         runs=runs,
         configs=configs,
         device=device or "auto",
