@@ -126,3 +126,81 @@ def test_explicit_val_split_that_does_not_fit_is_one_line(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "val_split=5000 does not fit the 1024" in p.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# --------------------------------------------------------------- one home for each rule (issue 15)
+
+
+def test_design_doc_lists_exactly_the_resume_keys():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "design.md").read_text()
+    listed = doc.split("<!-- RESUME_KEYS -->")[1].split("<!-- /RESUME_KEYS -->")[0]
+    assert {w.strip(" `") for w in listed.split(",")} == set(RESUME_KEYS)
+
+
+def test_experiment_runner_uses_the_machine_keys():
+    import reslab.experiments.runner as runner
+    from reslab.train.config import MACHINE_KEYS
+
+    assert runner.MACHINE_KEYS is MACHINE_KEYS and "amp" not in MACHINE_KEYS
+
+
+def _resume_cli(tmp_path, *argv):
+    """``reslab train --resume RUN ...`` with the training replaced: the config it would resume with."""
+    from unittest import mock
+
+    from reslab.cli import main
+    from reslab.train.recipe import config_to_yaml
+
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "config.yaml").write_text(config_to_yaml(load_recipe("fashion_mnist_demo")))
+    seen = {}
+
+    def fake_train(cfg, out, **kw):
+        seen.update(cfg=cfg, out=out, **kw)
+        return {"final": {}, "run_dir": str(out), "steps": 0}
+
+    with mock.patch("reslab.train.train", fake_train):
+        rc = main(["train", "--resume", str(run), "--quiet", *argv])
+    return rc, seen
+
+
+def test_cli_resume_may_change_exactly_the_resume_keys(tmp_path, capsys):
+    rc, seen = _resume_cli(tmp_path, "--lr", "0.01", "--device", "cpu", "--set", "threads=1")
+    assert rc == 0 and seen["resume"] is True
+    assert (seen["cfg"].lr, seen["cfg"].device, seen["cfg"].threads) == (0.01, "cpu", 1)
+    for argv, flag in [(["--batch-size", "64"], "--batch-size"), (["--set", "amp=off"], "--set amp")]:
+        assert _resume_cli(tmp_path, *argv)[0] == 2
+        assert f"{flag} cannot be changed" in capsys.readouterr().err
+
+
+def test_train_flags_and_help_come_from_the_config_fields():
+    from reslab.cli import _TRAIN_GROUPS, build_parser
+    from reslab.train.config import config_fields
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    by_dest = {a.dest: a for a in sub._actions}
+    names = [f for ns in _TRAIN_GROUPS.values() for n in ns for f in (n if isinstance(n, tuple) else (n,))]
+    for name in names:
+        assert by_dest[name].help == config_fields()[name].metadata["help"], name
+        assert by_dest[name].option_strings == ["--" + name.replace("_", "-")]
+
+
+def test_synthetic_data_is_described_by_the_config():
+    from reslab.train.classification import load_training_data
+
+    cfg = TrainConfig(dataset="synthetic", iterations=1)
+    cfg.update({"data_kwargs": {"shape": [1, 8, 8], "num_classes": 3, "train_size": 40, "test_size": 10}})
+    ds = load_training_data(cfg.validate())
+    assert tuple(ds.train_x.shape) == (40, 1, 8, 8) and len(ds.test_y) == 10 and ds.num_classes == 3
+    for bad, match in [
+        ({"size": 3}, "unknown option 'size'"),
+        ({"shape": [8, 8]}, r"shape must be \[C, H, W\]"),
+        ({"train_size": -1}, "train_size must be a non-negative integer"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig(dataset="synthetic", iterations=1, data_kwargs=bad).validate()
+    with pytest.raises(ConfigError, match="synthetic data set only"):
+        TrainConfig(iterations=1, data_kwargs={"train_size": 3}).validate()

@@ -18,13 +18,13 @@ import torch
 from reslab.errors import ConfigError, ReslabError
 from reslab.train import TrainConfig
 from reslab.train import checkpoint as ckpt
-from reslab.train.engine import (
+from reslab.train.distributed import (
     Dist,
-    _load_loader_state,
-    _loader_state,
-    _reduced_error,
     assert_replicas_in_sync,
     init_distributed,
+    load_loader_state,
+    loader_state,
+    reduce_error,
 )
 
 RECIPE = """\
@@ -203,14 +203,14 @@ def test_global_batches_and_loader_state_do_not_depend_on_world_size():
     # a 2-rank position (epoch 1, after 3 global batches) restored into 1 and 4 ranks
     for ld in two:
         ld.load_state_dict({"epoch": 1, "position": 3})
-    s = _loader_state(two[0], Dist(0, 2))
+    s = loader_state(two[0], Dist(0, 2))
     assert s["samples"] == 48
-    _load_loader_state(one, s, Dist())
+    load_loader_state(one, s, Dist())
     assert (one.epoch, one.position) == (1, 3)
-    _load_loader_state(four[1], s, Dist(1, 4))
+    load_loader_state(four[1], s, Dist(1, 4))
     assert (four[1].epoch, four[1].position) == (1, 3)
     with pytest.raises(ReslabError, match="not a multiple of the global batch"):
-        _load_loader_state(one, dict(s, samples=40), Dist())
+        load_loader_state(one, dict(s, samples=40), Dist())
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -224,7 +224,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
         assert_replicas_in_sync(model, dist)  # same seed: equal
         # each rank: 10 + 5 * rank samples, 3 + rank wrong -> 7 of 25 over both
-        err = _reduced_error(
+        err = reduce_error(
             {"n": 10 + 5 * rank, "top1_error": 100.0 * (3 + rank) / (10 + 5 * rank)}, dist, "cpu"
         )
         if rank == 1:

@@ -250,14 +250,14 @@ def test_reproduce_smoke_on_fashion_mnist(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_rerun_skips_finished_and_continues_interrupted(tmp_path: Path, monkeypatch) -> None:
-    import reslab.train.engine as engine
+    import reslab.train.classification as task
 
     plan = plan_experiment(
         "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "e"
     )
     first, second = plan.runs  # plain20, resnet20
     # Interrupt the second run at its second evaluation (step 4), after the checkpoint of step 2.
-    real_eval = engine.evaluate
+    real_eval = task.evaluate
     calls = {"n": 0}
 
     def flaky_eval(*a, **kw):
@@ -266,10 +266,10 @@ def test_rerun_skips_finished_and_continues_interrupted(tmp_path: Path, monkeypa
             raise KeyboardInterrupt
         return real_eval(*a, **kw)
 
-    monkeypatch.setattr(engine, "evaluate", flaky_eval)
+    monkeypatch.setattr(task, "evaluate", flaky_eval)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(plan, progress=False)
-    monkeypatch.setattr(engine, "evaluate", real_eval)
+    monkeypatch.setattr(task, "evaluate", real_eval)
     assert run_status(plan.run_dir(first)) == "done"
     assert run_status(plan.run_dir(second)) == "partial"
     row2 = (plan.run_dir(second) / "metrics.csv").read_text().splitlines()[1]

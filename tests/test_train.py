@@ -367,7 +367,7 @@ def test_optimizer_kernels_apply_the_same_update(impl):
     import torch
 
     from reslab import create_model
-    from reslab.train.engine import _make_optimizer
+    from reslab.train.setup import make_optimizer
 
     def run(kind: str) -> dict:
         torch.manual_seed(0)
@@ -375,7 +375,7 @@ def test_optimizer_kernels_apply_the_same_update(impl):
         cfg = TrainConfig(
             lr=0.1, nesterov=True, weight_decay=5e-4, backbone_lr_scale=0.5, optimizer_impl=kind
         )
-        opt = _make_optimizer(model, cfg)
+        opt = make_optimizer(model, cfg)
         if kind == "fused":
             assert opt.defaults["fused"] is True
         else:
@@ -397,7 +397,8 @@ def test_compile_modes_reach_torch_compile(monkeypatch):
     import torch
 
     from reslab import create_model
-    from reslab.train.engine import Dist, _wrap_model
+    from reslab.train.distributed import Dist
+    from reslab.train.setup import wrap_model
 
     seen = []
     monkeypatch.setattr(torch, "compile", lambda m, mode=None: seen.append(mode) or m)
@@ -410,7 +411,7 @@ def test_compile_modes_reach_torch_compile(monkeypatch):
         ("reduce-overhead", "reduce-overhead"),
     ]:
         seen.clear()
-        assert _wrap_model(model, TrainConfig(compile=value), dist) is model
+        assert wrap_model(model, TrainConfig(compile=value), dist) is model
         assert seen == ([] if mode == "-" else [mode])
 
 

@@ -60,7 +60,39 @@ def _cmd_models(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ train
 
 
+# ``reslab train``'s flags: each is a TrainConfig field whose help text lives in the field's metadata;
+# a tuple is a group of mutually exclusive fields.
+_TRAIN_GROUPS: dict[str, tuple[str | tuple[str, ...], ...]] = {
+    "what to train": ("model", "dataset", "data_dir", "download", "subset", "val_split"),
+    "budget and optimization": (("epochs", "iterations"), "batch_size", "lr", "weight_decay", "seed"),
+    "machine": ("device", "sync_bn"),
+    "fine-tuning": ("init_from", "freeze", "freeze_backbone", "num_classes", "backbone_lr_scale"),
+}
+
+
+def _add_field_flag(group: argparse._ActionsContainer, name: str) -> None:
+    """``--name-with-dashes`` for TrainConfig field ``name``: help and metavar from its metadata, the
+    argument type from its annotation (values are checked by the config itself, as ``--set`` ones are)."""
+    import typing
+
+    from reslab.train.config import TrainConfig, config_fields
+
+    meta = config_fields()[name].metadata
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kw: dict = {"help": meta["help"], "default": None}
+    if args == [bool]:
+        kw["action"] = "store_true"
+    else:
+        kw["metavar"] = meta.get("metavar")
+        if args in ([int], [float]):
+            kw["type"] = args[0]
+    group.add_argument("--" + name.replace("_", "-"), **kw)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from reslab.train.config import RESUME_KEYS
+
     p = sub.add_parser(
         "train",
         help="train a model (the main job); `reslab train` alone runs the fashion_mnist recipe",
@@ -70,94 +102,70 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "from --set key=value. With no arguments: the fashion_mnist recipe on the best device."
         ),
     )
-    g = p.add_argument_group("what to train")
-    g.add_argument("--recipe", default=None, help="recipe name (fashion_mnist [default], fashion_mnist_demo, "
-                   "cifar_paper, imagenet_paper) or a path to a YAML file")  # fmt: skip
-    g.add_argument("--model", help="model name from `reslab models` (e.g. resnet20, resnet56, plain20)")
-    g.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100, synthetic or imagefolder")
-    g.add_argument("--data-dir", help="folder holding the data set (default: searched, see docs)")
-    g.add_argument("--download", action="store_true", default=None,
-                   help="allow downloads: the data set if missing, and with --init-from torchvision the "
-                   "weights if not in the torch.hub cache")  # fmt: skip
-    g.add_argument("--subset", type=int, metavar="N", help="train on N training images (seeded, stratified)")
-    g.add_argument("--val-split", metavar="N",
-                   help="hold N training images out for validation (selects the best checkpoint); "
-                   "a fraction in (0, 1) holds out that share")  # fmt: skip
-    g = p.add_argument_group("budget and optimization")
-    b = g.add_mutually_exclusive_group()
-    b.add_argument("--epochs", type=float, help="training budget in epochs")
-    b.add_argument("--iterations", type=int, help="training budget in iterations (optimizer steps)")
-    g.add_argument("--batch-size", type=int, help="mini-batch size")
-    g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--weight-decay", type=float, help="L2 weight decay")
-    g.add_argument("--seed", type=int, help="random seed (data order, augmentation, init)")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other config field, value parsed as YAML (repeatable), e.g. --set schedule=cosine "
-                   "--set milestones=[30,60] --set model_kwargs.shortcut=B --set ema_decay=0.999")  # fmt: skip
+    for title, names in _TRAIN_GROUPS.items():
+        g = p.add_argument_group(title)
+        if title == "what to train":
+            g.add_argument("--recipe", default=None, help="recipe name (fashion_mnist [default], fashion_mnist_demo, "
+                           "cifar_paper, imagenet_paper) or a path to a YAML file")  # fmt: skip
+        for name in names:
+            if isinstance(name, tuple):
+                exclusive = g.add_mutually_exclusive_group()
+                for n in name:
+                    _add_field_flag(exclusive, n)
+            else:
+                _add_field_flag(g, name)
+        if title == "budget and optimization":
+            g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="any other config field, value parsed as YAML (repeatable), e.g. --set "
+                           "schedule=cosine --set milestones=[30,60] --set model_kwargs.shortcut=B "
+                           "--set ema_decay=0.999")  # fmt: skip
     g = p.add_argument_group("run directory")
     g.add_argument("--out", help="run directory (default: runs/<model>-<dataset>-<time>)")
+    changeable = ", ".join(sorted(RESUME_KEYS))
     g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
-                   "with its stored config (only --lr, --device and --data-dir may change)")  # fmt: skip
+                   f"with its stored config (only these may change: {changeable})")  # fmt: skip
     g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    g = p.add_argument_group("machine")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default: auto)")
-    g.add_argument("--sync-bn", action="store_true", default=None,
-                   help="under torchrun on CUDA: BN statistics over the global batch (SyncBatchNorm); "
-                   "see docs/distributed.md")  # fmt: skip
-    g = p.add_argument_group("fine-tuning")
-    g.add_argument("--init-from", metavar="PATH",
-                   help="start from a reslab run/checkpoint or a torchvision state-dict file; 'torchvision': "
-                   "torchvision's ImageNet weights for --model from the torch.hub cache (fetched, SHA-256 "
-                   "checked, only with --download)")  # fmt: skip
-    g.add_argument("--freeze", metavar="PARTS", help="comma-separated parts to freeze: stem,layer1,...")
-    g.add_argument("--freeze-backbone", action="store_true", default=None,
-                   help="train only the classifier")  # fmt: skip
-    g.add_argument("--num-classes", type=int, metavar="N", help="replace the classifier with an N-class one")
-    g.add_argument("--backbone-lr-scale", type=float, metavar="S",
-                   help="learning rate of the backbone = S x lr (the head gets lr)")  # fmt: skip
     g = p.add_argument_group("output")
     g.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_train)
 
 
-_TRAIN_FLAGS = {
-    "model": "model", "dataset": "dataset", "data_dir": "data_dir", "download": "download",
-    "subset": "subset", "val_split": "val_split", "epochs": "epochs", "iterations": "iterations",
-    "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed",
-    "device": "device", "init_from": "init_from", "freeze": "freeze", "freeze_backbone": "freeze_backbone",
-    "num_classes": "num_classes", "backbone_lr_scale": "backbone_lr_scale", "sync_bn": "sync_bn",
-}  # fmt: skip
+def _train_flag_values(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given as flags (``None``: not given)."""
+    names = [n for ns in _TRAIN_GROUPS.values() for n in ns]
+    fields = [f for n in names for f in (n if isinstance(n, tuple) else (n,))]
+    return {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from reslab.train import DEFAULT_RECIPE, apply_overrides, load_recipe, parse_set, train
-    from reslab.train.engine import default_run_dir
+    from reslab.train import DEFAULT_RECIPE, RESUME_KEYS, apply_overrides, load_recipe, parse_set, train
+    from reslab.train.rundir import default_run_dir
 
-    given = {k: getattr(args, a) for a, k in _TRAIN_FLAGS.items() if getattr(args, a) is not None}
+    given = _train_flag_values(args)
     if args.resume:
-        extra = sorted(given) + (["--recipe"] if args.recipe else []) + (["--set"] if args.set else [])
-        changeable = {"device", "data_dir", "lr"}  # lr: continue a diverged run with a lower one
-        refused = [k for k in extra if k not in changeable]
+        sets = parse_set(args.set)
+        refused = [f"--{k.replace('_', '-')}" for k in given if k not in RESUME_KEYS]
+        refused += [f"--set {k}" for k in sets if k.split(".")[0] not in RESUME_KEYS]
+        refused += ["--recipe"] if args.recipe else []
         if refused:
-            flag = "--" + refused[0].lstrip("-").replace("_", "-")
-            raise ReslabError(f"--resume continues a run with its stored config; {flag} cannot be changed")
+            raise ReslabError(
+                f"--resume continues a run with its stored config; {refused[0]} cannot be changed"
+            )
         if args.out and Path(args.out) != Path(args.resume):
             raise ReslabError("--resume RUN_DIR and --out name different directories; give just --resume")
-        if args.overwrite:
-            raise ReslabError("--resume and --overwrite exclude each other")
         run = Path(args.resume)
         if not (run / "config.yaml").is_file():
             raise ReslabError(f"--resume: {run} is not a reslab run directory (no config.yaml)")
         cfg = None
-        if given:
-            from reslab.train import TrainConfig
-            from reslab.train.config import read_yaml
+        if given or sets:
+            from reslab.train.rundir import stored_config
 
-            cfg = TrainConfig.from_dict(read_yaml(run / "config.yaml", "run config"))
+            cfg = stored_config(run)
             apply_overrides(cfg, given, source="command line")
-        summary = train(cfg, run, resume=True, progress=not args.quiet)
+            apply_overrides(cfg, sets, source="--set")
+        summary = train(cfg, run, resume=True, overwrite=args.overwrite, progress=not args.quiet)
     else:
         cfg = load_recipe(args.recipe or DEFAULT_RECIPE)
         apply_overrides(cfg, given, source="command line")
@@ -166,19 +174,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else default_run_dir(cfg)
         summary = train(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
     if not args.quiet and os.environ.get("RANK", "0") in ("", "0"):  # torchrun: rank 0 alone reports
-        final = summary.get("final", {})
-        test = final.get("test_error")
-        line = f"done: {summary.get('steps')} iterations in {summary.get('wall_time_s', 0):.0f} s"
-        if test is not None:
-            line += f"; test error {test:.2f}% (accuracy {100 - test:.2f}%)"
-        if final.get("val_error") is not None:
-            line += f"; val error {final['val_error']:.2f}%"
-        print(line)
-        run_dir = summary.get("run_dir")
-        print(f"run:     {run_dir}")
-        print(f"figure:  {summary.get('curves')}")
-        print(f"summary: {Path(run_dir) / 'summary.json'}")
+        _print_train_result(summary)
     return 0
+
+
+def _print_train_result(summary: dict) -> None:
+    from pathlib import Path
+
+    final = summary.get("final", {})
+    test = final.get("test_error")
+    line = f"done: {summary.get('steps')} iterations in {summary.get('wall_time_s', 0):.0f} s"
+    if test is not None:
+        line += f"; test error {test:.2f}% (accuracy {100 - test:.2f}%)"
+    if final.get("val_error") is not None:
+        line += f"; val error {final['val_error']:.2f}%"
+    print(line)
+    run_dir = summary.get("run_dir")
+    print(f"run:     {run_dir}")
+    print(f"figure:  {summary.get('curves')}")
+    print(f"summary: {Path(run_dir) / 'summary.json'}")
 
 
 # ------------------------------------------------------------------------------------------- eval
@@ -271,7 +285,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from reslab.experiments import plan_experiment, run_experiment, run_status
-    from reslab.train.config import parse_set
+    from reslab.train.recipe import parse_set
 
     plan = plan_experiment(
         args.name,

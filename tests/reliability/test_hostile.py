@@ -322,7 +322,7 @@ def test_names_and_paths_cannot_escape_the_output_folder(tmp_path, monkeypatch, 
         assert "unknown config key" in _err_line(capsys)
     # model and data set names become the default run directory's name: they must stay inside runs/
     from reslab.train import load_recipe
-    from reslab.train.engine import default_run_dir
+    from reslab.train.rundir import default_run_dir
 
     for model in ("../../escape", "/tmp/abs", "..", "a/../../b"):
         cfg = load_recipe("fashion_mnist_demo", model=model, dataset="../../x")

@@ -37,10 +37,10 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(Heal
 
 def _stub_train(cfg, out, **kw):
     """What train() checks before it creates anything."""
-    from reslab.train.engine import _check_model_config
+    from reslab.train.setup import check_model_config
 
     cfg.validate()
-    _check_model_config(cfg)
+    check_model_config(cfg)
     return {}
 
 

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import math
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -107,22 +106,11 @@ def _c(x: float) -> str:
 
 
 def _versions() -> str:
-    parts = [f"Python {platform.python_version()}"]
-    try:
-        from importlib.metadata import version
+    from reslab.provenance import versions
 
-        parts.insert(0, f"reslab {version('reslab')}")
-    except Exception:  # pragma: no cover
-        pass
-    try:
-        import torch
-
-        parts.append(f"torch {torch.__version__}")
-        if torch.cuda.is_available():
-            parts.append(f"CUDA {torch.version.cuda}")
-    except ImportError:  # pragma: no cover
-        pass
-    return ", ".join(parts)
+    v = versions()
+    parts = [f"reslab {v['reslab']}", f"Python {v['python']}", f"torch {v['torch']}"]
+    return ", ".join(parts + ([f"CUDA {v['cuda']}"] if "cuda" in v else []))
 
 
 def _run_devices(plan: Plan) -> list[str]:

@@ -43,11 +43,9 @@ from reslab.experiments.specs import (
     parse_seeds,
     plan_runs,
 )
+from reslab.train.config import MACHINE_KEYS
 
 PLAN_FILE = "experiment.json"
-# Config keys that may differ between invocations of the same experiment without changing the result's
-# meaning (where it runs, how many threads, where the data lives).
-_MACHINE_KEYS = {"device", "threads", "data_dir", "download", "workers", "tensorboard", "compile", "amp"}
 
 
 @dataclass
@@ -226,7 +224,7 @@ def _check_compatible(plan: Plan, run: RunSpec) -> None:
     except (OSError, yaml.YAMLError):
         return
     for key, want in plan.configs[run.name].items():
-        if key in _MACHINE_KEYS or key not in stored:
+        if key in MACHINE_KEYS or key not in stored:  # how a run executes may differ, not what it computes
             continue
         have = stored[key]
         if _norm(have) != _norm(want):

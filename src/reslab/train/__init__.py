@@ -4,24 +4,22 @@
     cfg = load_recipe("fashion_mnist_demo", model="resnet20")
     summary = train(cfg, "runs/demo", progress=False)
 
-``train`` and ``evaluate`` import torch; importing this package and building configs does not.
+``train`` and ``evaluate`` import torch; importing this package and building configs does not. The loop
+is :mod:`reslab.train.engine`; what it trains plugs in through :mod:`reslab.train.task`; the module table
+is in docs/design.md.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from reslab.train.config import (
-    DEFAULT_RECIPE,
-    TrainConfig,
-    apply_overrides,
-    list_recipes,
-    load_recipe,
-    parse_set,
-)
+from reslab.train.config import DEFAULT_RECIPE, MACHINE_KEYS, RESUME_KEYS, TrainConfig, apply_overrides
+from reslab.train.recipe import list_recipes, load_recipe, parse_set
 
 __all__ = [
     "DEFAULT_RECIPE",
+    "MACHINE_KEYS",
+    "RESUME_KEYS",
     "TrainConfig",
     "apply_overrides",
     "list_recipes",

@@ -1,4 +1,4 @@
-"""Checkpoints and the run directory's lock.
+"""Checkpoints, the run directory's lock, and the checks and repair a resume needs.
 
 A checkpoint ``<name>`` (``last`` or ``best``) is two files in ``<run>/checkpoints/``:
 
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reslab._io import torch_load, torch_save
+from reslab._io import torch_load, torch_save, write_bytes
 from reslab.errors import CheckpointError, ReslabError
 
 CKPT_DIR = "checkpoints"
@@ -188,3 +188,45 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+# ------------------------------------------------------------------------------------------- resume
+
+
+def checkpoint_step(run_dir: Path, name: str = "last") -> int | str:
+    """The step stored in ``<name>.safetensors`` (``"?"`` when unreadable), for messages."""
+    try:
+        return int(read_weights_metadata(weights_path(run_dir, name)).get("step", "?"))
+    except (ReslabError, ValueError):
+        return "?"
+
+
+def check_state_fits(state: dict[str, Any], model: torch.nn.Module, run_dir: Path) -> None:
+    """Raise :class:`CheckpointError` unless the training state was saved from a model like ``model``
+    (same name, every tensor present with the same shape)."""
+    name = getattr(model, "model_name", None)
+    if state.get("model_name") not in (None, name):
+        raise CheckpointError(
+            f"{run_dir}: the checkpoint is of model {state.get('model_name')!r}, this run builds {name!r}"
+        )
+    own = model.state_dict()
+    for k, v in state["model"].items():
+        if k not in own or own[k].shape != v.shape:
+            raise CheckpointError(f"{run_dir}: checkpoint tensor {k!r} does not fit model {name!r}")
+
+
+def repair_best(run_dir: Path, state: dict[str, Any]) -> None:
+    """A crash between writing ``last`` and ``best`` leaves ``best`` one step behind: copy ``last``."""
+    if state["best"].get("step") != state["step"]:
+        return
+    try:
+        best_state = load_state(run_dir, "best")
+    except ReslabError:
+        best_state = None
+    if best_state is None or best_state.get("checkpoint_id") != state.get("checkpoint_id"):
+        for src, dst in (
+            (weights_path(run_dir, "last"), weights_path(run_dir, "best")),
+            (state_path(run_dir, "last"), state_path(run_dir, "best")),
+        ):
+            if src.exists():
+                write_bytes(dst, src.read_bytes())

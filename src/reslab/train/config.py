@@ -1,7 +1,9 @@
-"""The training configuration: one typed dataclass, recipes as YAML files, overrides as ``key=value``.
+"""The training configuration: one typed dataclass, the rules about its values, overrides as ``key=value``.
 
-A recipe (``src/reslab/train/recipes/<name>.yaml``) is a flat mapping of :class:`TrainConfig` fields;
-anything it does not set keeps the dataclass default. The command line and the Python API override any
+Beside the data they govern (one home per rule): the words each field accepts (:data:`FIELD_WORDS`), the
+fields a resumed run may change (:data:`RESUME_KEYS`, :data:`MACHINE_KEYS`), each command-line field's
+help text (field metadata, from which ``reslab train``'s flags are generated). Recipes (YAML files) are
+read by :mod:`reslab.train.recipe`. The command line and the Python API override any
 field afterwards (``--set key=value``, values parsed as YAML scalars or lists; ``model_kwargs.depth=56``
 sets one key of a dict field). Every value is checked in :meth:`TrainConfig.validate`: an unknown key or a
 bad value is a :class:`~reslab.errors.ConfigError` of one line naming the key (and the closest valid ones).
@@ -17,14 +19,10 @@ import difflib
 import math
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from reslab.errors import ConfigError
 
-RECIPE_DIR = Path(__file__).with_name("recipes")
 DEFAULT_RECIPE = "fashion_mnist"
 
 SCHEDULES = ("step", "cosine", "linear", "constant")
@@ -35,6 +33,7 @@ AMP_MODES = ("auto", "bf16", "off")
 AUTO_BOOL = ("auto", True, False)
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+SYNTHETIC_OPTIONS = ("shape", "num_classes", "train_size", "test_size", "seed")  # data_kwargs keys
 DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
 
 # The words each field documents, as a user types them (``--set amp=off``). Bool-typed fields take
@@ -75,6 +74,12 @@ MACHINE_KEYS = frozenset(
 RESUME_KEYS = MACHINE_KEYS | {"lr"}
 
 
+def _help(text: str, metavar: str | None = None) -> dict[str, str]:
+    """A field's help text (``reslab train --help`` shows it: the command line's flags are generated
+    from the fields that have one) and, optionally, the flag's metavar."""
+    return {"help": text, "metavar": metavar} if metavar else {"help": text}
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Units: ``lr`` etc. per *step* (one optimizer update);
@@ -84,16 +89,42 @@ class TrainConfig:
 
     # -- what
     recipe: str = DEFAULT_RECIPE  # recorded for the summary; set by load_recipe
-    model: str = "resnet20"
+    model: str = field(
+        default="resnet20",
+        metadata=_help("model name from `reslab models` (e.g. resnet20, resnet56, plain20)"),
+    )
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # to create_model (shortcut, depth, ...)
-    num_classes: int | None = None  # None: the data set's; else replace the head (fine-tuning)
-    dataset: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | synthetic | imagefolder
-    data_dir: str | None = None
-    download: bool = False
-    subset: int | None = None  # keep this many training images (seeded random, stratified)
-    # hold images out of training for validation (model selection): an int is a count (it must fit the
-    # data, else an error), a float in (0, 1) a fraction of the training images (fits any data size)
-    val_split: int | float = 0
+    num_classes: int | None = field(
+        default=None,
+        metadata=_help("replace the classifier with an N-class one (default: the data set's classes)", "N"),
+    )
+    dataset: str = field(
+        default="fashion-mnist", metadata=_help("fashion-mnist, cifar10, cifar100, synthetic or imagefolder")
+    )
+    data_dir: str | None = field(
+        default=None, metadata=_help("folder holding the data set (default: searched, see docs)")
+    )
+    download: bool = field(
+        default=False,
+        metadata=_help(
+            "allow downloads: the data set if missing, and with --init-from torchvision the weights if not in "
+            "the torch.hub cache"
+        ),
+    )
+    # options of the data set; synthetic: shape [C, H, W], num_classes, train_size, test_size, seed
+    data_kwargs: dict[str, Any] = field(default_factory=dict)
+    subset: int | None = field(
+        default=None, metadata=_help("train on N training images (seeded, stratified)", "N")
+    )
+    # an int is a count (it must fit the data, else an error), a float a fraction (fits any data size)
+    val_split: int | float = field(
+        default=0,
+        metadata=_help(
+            "hold N training images out for validation (selects the best checkpoint); a fraction in (0, 1) "
+            "holds out that share",
+            "N",
+        ),
+    )
     augment: bool = True  # random crop with `pad` zero padding + horizontal flip (if valid)
     pad: int = 4
     cutout: int = 0  # with augment: Cutout square side in pixels (DeVries & Taylor 2017); 0: off
@@ -101,16 +132,18 @@ class TrainConfig:
     workers: int = 8  # imagefolder only: decoding worker processes
 
     # -- budget
-    batch_size: int = 128
-    iterations: int | None = None
-    epochs: float | None = None
+    batch_size: int = field(default=128, metadata=_help("mini-batch size (global: over all ranks)"))
+    iterations: int | None = field(
+        default=None, metadata=_help("training budget in iterations (optimizer steps)")
+    )
+    epochs: float | None = field(default=None, metadata=_help("training budget in epochs"))
 
     # -- optimizer
     optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.1
+    lr: float = field(default=0.1, metadata=_help("peak learning rate"))
     momentum: float = 0.9
     nesterov: bool = False
-    weight_decay: float = 1e-4
+    weight_decay: float = field(default=1e-4, metadata=_help("L2 weight decay"))
     no_decay_bn_bias: bool = False  # exclude BN parameters and biases from weight decay
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0: off; else evaluate and export an EMA of the weights (e.g. 0.999)
@@ -129,21 +162,40 @@ class TrainConfig:
     warmup_min_depth: int = 0  # apply warm-up only to models at least this deep (paper: 110 layers)
 
     # -- fine-tuning
-    init_from: str | None = None  # reslab run/checkpoint, torchvision state-dict file, or "torchvision"
-    freeze: list[str] = field(default_factory=list)  # e.g. [stem, layer1]
-    freeze_backbone: bool = False
-    backbone_lr_scale: float = 1.0
+    init_from: str | None = field(
+        default=None,
+        metadata=_help(
+            "start from a reslab run/checkpoint or a torchvision state-dict file; 'torchvision': torchvision's "
+            "ImageNet weights for --model from the torch.hub cache (fetched, SHA-256 checked, only with "
+            "--download)",
+            "PATH",
+        ),
+    )
+    freeze: list[str] = field(
+        default_factory=list, metadata=_help("comma-separated parts to freeze: stem,layer1,...", "PARTS")
+    )
+    freeze_backbone: bool = field(default=False, metadata=_help("train only the classifier"))
+    backbone_lr_scale: float = field(
+        default=1.0, metadata=_help("learning rate of the backbone = S x lr (the head gets lr)", "S")
+    )
 
     # -- machine
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = field(default=0, metadata=_help("random seed (data order, augmentation, init)"))
+    device: str = field(
+        default="auto", metadata=_help("where to train: auto, cpu, cuda or cuda:N (default: auto)")
+    )
     # auto: bf16 on CUDA; on the CPU fp32 (bf16 only where forced: see reslab.train.precision) | bf16 | off
     amp: str = "auto"
     channels_last: Any = "auto"  # auto (on for cuda and for cpu) | true | false
     # false | true (= default) | default | reduce-overhead (CUDA graphs) | max-autotune[-no-cudagraphs]
     compile: Any = False
     cudnn_benchmark: Any = "auto"  # auto (on for CUDA unless deterministic) | true | false
-    sync_bn: bool = False  # torchrun runs on CUDA: BN statistics over the global batch (SyncBatchNorm)
+    sync_bn: bool = field(
+        default=False,
+        metadata=_help(
+            "under torchrun on CUDA: BN statistics over the global batch (SyncBatchNorm); see docs/distributed.md"
+        ),
+    )
     dist_timeout: float = 30.0  # torchrun runs: minutes a collective may wait for the other ranks
     threads: int | None = None  # torch CPU threads (None: torch's default)
     deterministic: bool = False
@@ -182,7 +234,8 @@ class TrainConfig:
         return apply_overrides(new, changes, source="override")
 
     def validate(self) -> TrainConfig:
-        """Check every value; returns self. Errors are one line naming the key."""
+        """Check every value; returns self. Errors are one line naming the key. (Long on purpose: one
+        check per field, in field order, so a reader finds a field's rule in one place.)"""
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("warmup_mode", self.warmup_mode, WARMUP_MODES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -240,6 +293,9 @@ class TrainConfig:
             v = getattr(self, key)
             if not 0.0 <= v < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), got {v}")
+        if self.data_kwargs and self.dataset != "synthetic":
+            raise ConfigError(f"data_kwargs apply to the synthetic data set only, not {self.dataset}")
+        _check_data_kwargs(self.data_kwargs)
         if self.cutout and self.dataset == "imagefolder":
             raise ConfigError(
                 "cutout applies to the in-memory data sets; imagefolder uses ImageNet's augmentation"
@@ -269,6 +325,11 @@ _HINTS = typing.get_type_hints(TrainConfig)
 
 def field_names() -> list[str]:
     return list(_FIELDS)
+
+
+def config_fields() -> dict[str, dataclasses.Field]:
+    """Every :class:`TrainConfig` field by name (``.metadata["help"]``: the command line's help text)."""
+    return dict(_FIELDS)
 
 
 def _unknown(key: str, source: str) -> ConfigError:
@@ -303,6 +364,9 @@ _BOOL_OR_WORD = {  # fields typed Any: a bool or one of these words
 
 
 def _coerce(key: str, hint: Any, value: Any, source: str) -> Any:
+    """``value`` as field ``key`` of type ``hint`` holds it (``--set`` gives strings, YAML gives scalars).
+    One branch per annotated type, kept in one function so the whole coercion table reads in one place."""
+
     def bad(what: str) -> ConfigError:
         return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
 
@@ -399,6 +463,27 @@ def _bool_word(key: str, value: bool) -> str | None:
     return next((w for w in spellings if w in words), None)
 
 
+def _check_data_kwargs(options: dict[str, Any]) -> None:
+    """``data_kwargs`` of the synthetic data: known keys, a (C, H, W) shape, non-negative integers."""
+    for key, value in options.items():
+        if key not in SYNTHETIC_OPTIONS:
+            raise ConfigError(
+                f"data_kwargs: unknown option {key!r}; synthetic takes {', '.join(SYNTHETIC_OPTIONS)}"
+            )
+        if key == "shape":
+            ok = isinstance(value, (list, tuple)) and len(value) == 3
+            if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+                raise ConfigError(f"data_kwargs.shape must be [C, H, W] of positive integers, got {value!r}")
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < (1 if key == "num_classes" else 0)
+        ):
+            raise ConfigError(
+                f"data_kwargs.{key} must be a {'positive' if key == 'num_classes' else 'non-negative'} integer, got {value!r}"
+            )
+
+
 def _choice(key: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         names = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
@@ -412,57 +497,6 @@ def _positive(key: str, value: Any, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
 
 
-# ------------------------------------------------------------------------------------------ recipes
-
-
-def list_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
-
-
-def recipe_path(name: str) -> Path:
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
-    path = RECIPE_DIR / f"{name}.yaml"
-    if not path.is_file():
-        close = difflib.get_close_matches(str(name), list_recipes(), n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown recipe {name!r}{hint} (recipes: {', '.join(list_recipes())})")
-    return path
-
-
-def read_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror or type(e).__name__}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid YAML"
-        raise ConfigError(f"{what} {path} is not valid YAML: {first}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} {path} must be a mapping of config keys")
-    return data
-
-
-def load_recipe(name: str = DEFAULT_RECIPE, **overrides: Any) -> TrainConfig:
-    """The recipe ``name`` (a shipped recipe or a path to a YAML file) as a validated :class:`TrainConfig`.
-
-    ``overrides`` are applied on top (``load_recipe("cifar_paper", model="resnet56")``).
-    """
-    path = recipe_path(name)
-    cfg = TrainConfig()
-    cfg.update(read_yaml(path, "recipe"), source=f"recipe {path.stem}")
-    cfg.recipe = path.stem if path.parent == RECIPE_DIR else str(path)
-    apply_overrides(cfg, overrides, source="override")
-    return cfg.validate()
-
-
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], *, source: str = "override") -> TrainConfig:
     """Set fields; setting ``epochs`` clears ``iterations`` and vice versa (the budget is one of them)."""
     for key, value in overrides.items():
@@ -472,23 +506,3 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], *, source: str 
             cfg.epochs = None
         set_field(cfg, key, value, source=source)
     return cfg
-
-
-def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """``["lr=0.05", "milestones=[10, 20]", "model_kwargs.shortcut=B"]`` -> dict (YAML scalars/lists)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        out[key] = value
-    return out
-
-
-def config_to_yaml(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
