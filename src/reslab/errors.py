@@ -1,4 +1,5 @@
-"""The one exception type for mistakes a user can fix (bad name, path, file or value).
+"""The one exception type for mistakes a user can fix (bad name, path, file or value), and
+:func:`first_line`, which turns a foreign library's error into part of such a message.
 
 The CLI turns a :class:`ReslabError` into one line on stderr and exit code 2; anything else is a bug
 and keeps its traceback.
@@ -21,3 +22,11 @@ class DataError(ReslabError):
 
 class CheckpointError(ReslabError):
     """A checkpoint or weight file that is missing, corrupt, unsafe or from another model."""
+
+
+def first_line(e: BaseException, limit: int | None = None, default: str | None = None) -> str:
+    """The first line of ``str(e)`` (at most ``limit`` characters), else ``default`` (or the exception's
+    type name): how a foreign library's error becomes part of a one-line :class:`ReslabError`."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else (default or type(e).__name__)
+    return text[:limit] if limit is not None else text

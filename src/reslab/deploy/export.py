@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reslab.errors import ConfigError, ReslabError
+from reslab.errors import ConfigError, ReslabError, first_line
 
 FORMATS = ("onnx", "torch-export", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "safetensors": ".safetensors"}
@@ -209,7 +209,7 @@ def _onnx_export(
             )
         return "torch.onnx.export(dynamo=True)", notes
     except Exception as e:  # any failure of the new exporter: fall back, and say why
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e, 200)
         notes.append(
             f"the dynamo ONNX exporter failed ({type(e).__name__}: {first}); "
             "fell back to the deprecated TorchScript-based exporter (dynamo=False)"
@@ -227,7 +227,7 @@ def _onnx_export(
                 **kw,
             )
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e, 200)
         raise ExportError(f"ONNX export failed with both exporters: {type(e).__name__}: {first}") from None
     return "torch.onnx.export(dynamo=False, TorchScript fallback)", notes
 
@@ -255,9 +255,7 @@ def _export_onnx(model, spec, metadata, tmp: Path, atol: float, verify: bool, op
     try:
         onnx.checker.check_model(str(tmp))
     except Exception as e:
-        raise ExportError(
-            f"the exported ONNX model fails onnx.checker: {str(e).splitlines()[0][:200]}"
-        ) from None
+        raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e, 200)}") from None
     _check_dynamic_batch(proto)
     diff = None
     if verify:
@@ -289,7 +287,7 @@ def _export_pt2(model, spec, tmp: Path, atol: float, verify: bool):
         with _quiet():
             ep = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e, 200)
         raise ExportError(f"torch.export failed: {type(e).__name__}: {first}") from None
     extra = _deploy_metadata(model, {}, spec)
     torch.export.save(ep, str(tmp), extra_files=extra)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, first_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +81,7 @@ def stage_info(model: nn.Module, input_size: Sequence[int], *, on_meta: bool = T
         try:
             stages = model.forward_stages(x)
         except RuntimeError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ConfigError(f"input size {c}x{h}x{w} does not fit this model: {first[:200]}") from None
     finally:
         model.train(was_training)

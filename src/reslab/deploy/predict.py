@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from reslab._device import resolve_device
-from reslab.errors import CheckpointError, ConfigError, ReslabError
+from reslab.errors import CheckpointError, ConfigError, ReslabError, first_line
 
 # Per-channel statistics (0-1 scale, population std over the training images) and class names of the
 # data sets reslab knows, used only when a checkpoint's config lacks them (a warning says so).
@@ -290,7 +290,7 @@ def read_image_polarity(
     except UnidentifiedImageError:
         raise ImageReadError(f"cannot read image {path}: not an image file Pillow can decode") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise ImageReadError(f"cannot read image {path}: {reason[:160]}") from None
     img = _resize(img, spec)
     inverted = _needs_inversion(img, spec, invert)

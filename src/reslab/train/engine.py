@@ -39,7 +39,7 @@ from torch import nn
 
 from reslab._device import resolve_device
 from reslab._io import write_json
-from reslab.errors import ConfigError, ReslabError
+from reslab.errors import ConfigError, ReslabError, first_line
 from reslab.provenance import device_name, git_revision, versions
 from reslab.train import checkpoint as ckpt
 from reslab.train.classification import Classification
@@ -450,7 +450,7 @@ def _user_errors(out: Path, dist: Dist) -> Iterator[None]:
     except RuntimeError as e:  # a collective failed: another rank died or hangs (torchrun ends the job)
         if not (dist.enabled and is_peer_failure(e)):
             raise
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        first = first_line(e, 160)
         raise ReslabError(
             f"rank {dist.rank}: lost the other ranks ({first}); the last checkpoint is kept "
             f"({resume_point(out)}); continue with: torchrun ... reslab train --resume {out}"

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, first_line
 from reslab.train.config import DEFAULT_RECIPE, TrainConfig, apply_overrides
 
 RECIPE_DIR = Path(__file__).with_name("recipes")
@@ -45,7 +45,7 @@ def read_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid YAML"
+        first = first_line(e, default="invalid YAML")
         raise ConfigError(f"{what} {path} is not valid YAML: {first}") from None
     if data is None:
         return {}
