@@ -432,3 +432,74 @@ def test_cudnn_flag_is_restored_and_machine_keys_may_change_on_resume(tmp_path):
     resumed = train(cfg.replace(iterations=3, optimizer_impl="loop", eval_batch_size=64), tmp_path / "run",
                     resume=True, progress=False)  # fmt: skip
     assert resumed["steps"] == 3
+
+
+# ------------------------------------------------------------- the loop's pieces, each on its own
+
+
+def test_meters_sum_on_the_device_and_survive_a_checkpoint():
+    import torch
+
+    from reslab.train.distributed import Dist
+    from reslab.train.meters import DeviceSums, Meters, Window
+
+    m = Meters(DeviceSums(torch.device("cpu")))
+    m.add(torch.tensor(2.0), torch.tensor(3), 4)  # mean loss 2 over 4 samples, 3 wrong
+    m.add(torch.tensor(1.0), torch.tensor(1), 4)
+    m.sync(Dist())
+    assert (m.log.loss_sum, m.log.errors, m.log.images) == (12.0, 4.0, 8)
+    assert m.log.mean_loss == 1.5 and m.log.error == 50.0 and m.eval.images == 8
+    m.log.reset()
+    assert m.log.images == 0 and m.eval.images == 8 and m.device.reduce(Dist()) is None
+    again = Meters(DeviceSums(torch.device("cpu")))
+    again.load_state_dict(m.state_dict())
+    assert again.log == m.log and again.eval == m.eval
+    assert Window.from_state([1.0, 2.0, 3]) == Window(1.0, 2.0, 3, 0.0)  # a checkpoint's 3-field window
+
+
+def test_run_directory_rules_before_anything_is_touched(tmp_path):
+    from reslab.errors import ConfigError, ReslabError
+    from reslab.train.recipe import config_to_yaml
+    from reslab.train.rundir import RunDir, check_target
+
+    cfg = load_recipe("fashion_mnist_demo")
+    assert (
+        RunDir.status(tmp_path / "new") == "missing"
+        and check_target(cfg, tmp_path / "new", resume=False, overwrite=False) is cfg
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(config_to_yaml(cfg))
+    assert RunDir.status(run) == "unfinished"
+    with pytest.raises(ReslabError, match="already holds an unfinished run"):
+        check_target(cfg, run, resume=False, overwrite=False)
+    with pytest.raises(ConfigError, match="exclude each other"):
+        check_target(cfg, run, resume=True, overwrite=True)
+    with pytest.raises(ConfigError, match="batch_size"):
+        check_target(cfg.replace(batch_size=64), run, resume=True, overwrite=False)
+    assert check_target(cfg.replace(lr=0.01, threads=1), run, resume=True, overwrite=False).lr == 0.01
+    assert check_target(None, run, resume=True, overwrite=False).to_dict() == cfg.to_dict()
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "x.txt").write_text("x")
+    with pytest.raises(ReslabError, match="not a reslab run directory"):
+        check_target(cfg, tmp_path / "foreign", resume=False, overwrite=False)
+
+
+def test_classification_task_is_the_loops_whole_view_of_the_data():
+    import torch
+
+    from reslab.train.classification import Classification
+    from reslab.train.distributed import Dist
+    from reslab.train.task import Runtime
+
+    cfg = TrainConfig(dataset="synthetic", iterations=1, batch_size=8, val_split=16, eval_test=True)
+    cfg.update({"data_kwargs": {"shape": [1, 8, 8], "num_classes": 3, "train_size": 64, "test_size": 8}})
+    task = Classification(cfg.validate(), Runtime(torch.device("cpu"), Dist(), False, None))
+    assert task.eval_splits == ("val", "test") and task.selection == "val_error"
+    assert (task.info["num_train"], task.info["num_val"], task.info["num_test"]) == (48, 16, 8)
+    model = task.build_model(cfg.replace(model="resnet", model_kwargs={"depth": 8}), init=True)
+    loss, errors, n = task.forward(model, next(task.loader.batches()))
+    assert loss.ndim == 0 and loss.requires_grad and 0 <= int(errors) <= n == 8
+    err = task.evaluate("val", model)
+    assert 0.0 <= err <= 100.0 and err * 16 / 100 == pytest.approx(round(err * 16 / 100))  # a count of 16
+    assert task.select({"val": 30.0, "test": 10.0}, 5.0) == ("val_error", 30.0)

@@ -3,7 +3,8 @@ frozen), the optimizer (parameter groups, kernels), the execution wrappers (DDP,
 EMA of the weights, the process-wide flags (cuDNN autotuning, threads, determinism, seeds).
 
 Each piece is a function of the config, testable on its own; the loop in :mod:`reslab.train.engine`
-calls them once, in this order: :func:`backend_flags`, :func:`seed_everything`, :func:`build_model`,
+calls them once, in this order: :func:`backend_flags`, :func:`configure_process`, :func:`check_model_config`
+(before the data loads), :func:`seed_everything`, :func:`build_model` (through the task),
 :func:`freeze`, :func:`make_optimizer`, :class:`EMA`, :func:`wrap_model`.
 """
 
