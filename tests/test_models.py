@@ -7,6 +7,7 @@ tiny inputs so the whole file stays fast on two CPU cores.
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -143,8 +144,30 @@ def test_shape_count_equals_flop_counter(name, kw, size):
 # ------------------------------------------------------------------- every model: shape, grad, lesion
 
 
+def _learns(model: nn.Module, x: torch.Tensor, num_classes: int, steps: int = 5) -> bool:
+    """Whether a few SGD steps on one fixed batch lower the training loss on that batch (measured in
+    training mode, as it is optimized, with the same dropout seed before and after). The first step may
+    raise it (deep plain nets at init: the degradation problem); five steps with momentum lower it."""
+    y = torch.arange(len(x)) % num_classes
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+
+    def loss() -> float:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return nn.functional.cross_entropy(model(x), y).item()
+
+    before = loss()
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return loss() < before
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_runs_and_learns(name):
+    torch.manual_seed(0)  # the init and the batch: whether a few steps lower the loss depends on them
     kw, x = small_input(name)
     model = create_model(name, **kw)
     assert model.model_name == name and model.model_kwargs["num_classes"] == kw["num_classes"]
@@ -154,6 +177,7 @@ def test_every_model_runs_and_learns(name):
     y.logsumexp(1).sum().backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not no_grad, f"no gradient for {no_grad[:3]}"
+    assert _learns(copy.deepcopy(model), x, kw["num_classes"])  # the checks below see the fresh model
 
     blocks = model.blocks
     assert blocks and all(isinstance(b, ResidualUnit) for b in blocks)
