@@ -264,6 +264,13 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a training config field for every run (repeatable)",
     )
+    p.add_argument(
+        "--publish",
+        default=None,
+        metavar="DIR",
+        help="committed results (e.g. docs/results/NAME-BUDGET): skip runs finished there with the same "
+        "config, copy each finished run's curves there, write the report there",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs and their state) and stop")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_reproduce)
@@ -292,7 +299,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                 f"  {r.name:<16} {run_status(plan.run_dir(r)):<8} {cfg.get('model')} {cfg.get('model_kwargs') or ''}"
             )
         return 0
-    result = run_experiment(plan, jobs=args.jobs, progress=not args.quiet)
+    result = run_experiment(plan, jobs=args.jobs, progress=not args.quiet, publish=args.publish)
     print(f"report: {result['report']}")
     for fig in result.get("figures", []):
         print(f"figure: {fig}")
@@ -307,13 +314,19 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="redraw an experiment's or run's figures from its CSV logs")
     p.add_argument("path", help="an experiment folder (figures + report.md) or a run directory (curves.png)")
+    p.add_argument(
+        "--publish",
+        default=None,
+        metavar="DIR",
+        help="also copy the finished runs' curves and the report to DIR",
+    )
     p.set_defaults(func=_cmd_plot)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from reslab.experiments import redraw
+    from reslab.experiments import publish, redraw
 
-    result = redraw(args.path)
+    result = redraw(args.path) if args.publish is None else publish(args.path, args.publish)
     for fig in result.get("figures", []):
         print(f"figure: {fig}")
     if result.get("report"):
