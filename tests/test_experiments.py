@@ -320,7 +320,7 @@ def test_concurrent_workers(tmp_path: Path) -> None:
 
 
 def test_student_t_tail_matches_known_values() -> None:
-    from reslab.experiments.stats import t_ppf2, t_sf2
+    from reslab.analysis.stats import t_ppf2, t_sf2
 
     # Two-sided 5% critical values of Student's t (any table): df 1, 2, 4, 10, 30.
     for df, t in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042)):
@@ -335,7 +335,7 @@ def test_student_t_tail_matches_known_values() -> None:
 
 
 def test_welch_matches_scipy_and_decides_only_beyond_noise() -> None:
-    from reslab.experiments.stats import compare, seeds_to_resolve, welch
+    from reslab.analysis.stats import compare, seeds_to_resolve, welch
 
     a, b = [7.53, 6.96, 7.20], [7.17, 7.08, 7.50]  # ResNet-20 / -56 at 5 epochs: within noise
     w = welch(a, b)

@@ -142,7 +142,13 @@ def y_top(values: list[float]) -> float:
 
 
 def _style_note(fig) -> None:
-    fig.text(0.01, 0.005, "dashed: training error, bold: test error", fontsize=7, color="0.35")
+    fig.text(
+        0.01,
+        0.005,
+        "dashed: training error, bold: test error; shaded: seeds' min–max",
+        fontsize=7,
+        color="0.35",
+    )
 
 
 def seed_range_err(groups: list[Group]) -> list[list[float]]:

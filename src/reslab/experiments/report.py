@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab import _io
-from reslab.experiments import stats
+from reslab.analysis import stats
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
 from reslab.experiments.results import (
     PAPER_TABLE3,

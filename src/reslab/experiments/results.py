@@ -4,7 +4,7 @@ Everything here works from files alone (``metrics.csv``, ``train_log.csv``, ``su
 ``config.yaml``), so figures and reports can be redrawn any time, also for interrupted experiments (a
 run without ``summary.json`` is reported as unfinished).
 
-Each claim is judged from the numbers by a stated test (:mod:`reslab.experiments.stats`): with two or
+Each claim is judged from the numbers by a stated test (:mod:`reslab.analysis.stats`): with two or
 more seeds per network, Welch's t-test at 5% (two-sided); with one run per network, the binomial error of
 an error rate measured on that many images (the evaluation set for test error, the last evaluation window
 of training batches for training error), a difference counting beyond ``max(0.5 points, 2 standard
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reslab.experiments import stats
-from reslab.experiments.stats import Comparison
+from reslab.analysis import stats
+from reslab.analysis.stats import Comparison
 
 # ---------------------------------------------------------------------------- the paper's numbers
 
