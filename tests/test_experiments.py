@@ -477,3 +477,24 @@ def test_experiments_package_has_no_import_cycle() -> None:
         "off",
     )
     assert plan.config_mismatch({"threads": 2}, {"threads": 1}) is None and "threads" in MACHINE_KEYS
+
+
+def test_standard_budget_defaults_keep_the_running_sweeps_configs() -> None:
+    """The standard degradation sweep started from this plan: defaults may be added, configs not changed
+    (a rerun of the same command must recognise its finished runs)."""
+    plan = plan_experiment("degradation", budget="standard", overrides={"threads": 1})
+    assert plan.seeds == (0, 1, 2) and plan.depths == (20, 56) and plan.recipe == "fashion_mnist"
+    assert [r.name for r in plan.runs] == [
+        f"{m}-s{s}" for m in ("plain20", "resnet20", "plain56", "resnet56") for s in range(3)
+    ]
+    assert plan.configs["plain56-s0"] == {
+        "dataset": "fashion-mnist",
+        "epochs": 5,
+        "tensorboard": False,
+        "model": "plain56",
+        "model_kwargs": {},
+        "seed": 0,
+        "threads": 1,
+    }
+    assert plan_experiment("depth", budget="standard").seeds == (0, 1)
+    assert plan_experiment("depth", budget="quick").seeds == (0,)

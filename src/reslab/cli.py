@@ -245,7 +245,11 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         help="data set (default: fashion-mnist)",
     )
     p.add_argument("--budget", default="quick", choices=tuple(BUDGETS), help="default: quick")
-    p.add_argument("--seeds", default=None, help="number of seeds (3 -> 0,1,2) or a comma list (default: 1)")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="number of seeds (3 -> 0,1,2) or a comma list (default: the budget's, else 1)",
+    )
     p.add_argument("--depths", default=None, help="comma list of depths (default: the experiment's)")
     p.add_argument("--out", default=None, help="experiment folder (default: experiments/NAME-DATASET-BUDGET)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")

@@ -113,7 +113,7 @@ def plan_experiment(
         raise ConfigError(f"unknown data set {dataset!r}; choose from {', '.join(ALL_DATASETS[:3])}")
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
-    seed_t = tuple(seeds) if isinstance(seeds, tuple) else parse_seeds(seeds)
+    seed_t = tuple(seeds) if isinstance(seeds, tuple) else parse_seeds(seeds, experiment, budget)
     depth_t = tuple(depths) if isinstance(depths, tuple) else parse_depths(depths, experiment, budget)
     runs = plan_runs(experiment, depths=depth_t, seeds=seed_t, budget=budget)
     from reslab.models import list_models

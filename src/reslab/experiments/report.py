@@ -173,11 +173,10 @@ def reproduce_command(plan: Plan, publish: str | None = None) -> str:
     """The command that (re)makes this experiment: canonical flags, the user's ``--set`` overrides."""
     exp = EXPERIMENTS[plan.experiment]
     parts = ["reslab reproduce", plan.experiment, f"--dataset {plan.dataset}", f"--budget {plan.budget}"]
-    if plan.seeds != (0,):
-        n = len(plan.seeds)
-        parts.append(
-            f"--seeds {n}" if plan.seeds == tuple(range(n)) else f"--seeds {','.join(map(str, plan.seeds))}"
-        )
+    n = len(plan.seeds)
+    parts.append(
+        f"--seeds {n}" if plan.seeds == tuple(range(n)) else f"--seeds {','.join(map(str, plan.seeds))}"
+    )
     if plan.depths != parse_depths(None, exp.name, plan.budget):
         parts.append(f"--depths {','.join(map(str, plan.depths))}")
     parts += [f"--set {k}={_set_value(v)}" for k, v in plan.extra.items()]
@@ -346,6 +345,12 @@ def render_report(
     elif plan.budget != "paper":
         notes.append(
             f"The {plan.budget} budget is far shorter than the paper's schedule: compare the ordering."
+        )
+    if plan.dataset == "fashion-mnist" and any(r.params for r in results):
+        notes.append(
+            "`params` in results.csv counts the networks as trained here, on 1-channel 28x28 images: the first "
+            "convolution has 3x3x16x2 = 288 fewer weights than with the 3-channel CIFAR input of the paper's, "
+            "the README's and docs/models.md's counts (ResNet-20: 269,434 here, 269,722 there)."
         )
     if any(r.eval_split == "val" for r in results):
         notes.append(
