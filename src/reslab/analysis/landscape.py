@@ -443,7 +443,7 @@ def _plot(results: Sequence[Landscape], out: Path) -> None:
         levels = contour_levels(results)
         norm = matplotlib.colors.Normalize(vmin=levels[0], vmax=levels[-1])
         fig, axes = new_figure(1, n, figsize=(5.2 * n + 1.2, 4.8), squeeze=False)
-        for ax, r in zip(axes[0], results):
+        for k, (ax, r) in enumerate(zip(axes[0], results)):
             assert r.betas is not None
             z = np.log10(np.maximum(r.loss, 1e-12)).T
             cs = ax.contour(
@@ -458,7 +458,8 @@ def _plot(results: Sequence[Landscape], out: Path) -> None:
             ax.plot([0], [0], "r+")
             ax.set_title(f"{r.label}: log10 loss", fontsize=10)
             ax.set_xlabel("direction 1")
-            ax.set_ylabel("direction 2")
+            if k == 0:
+                ax.set_ylabel("direction 2")
             ax.set_aspect("equal")
         sm = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
         fig.colorbar(sm, ax=list(axes[0]), label="log10 loss (levels every 0.25, shared)", shrink=0.9)

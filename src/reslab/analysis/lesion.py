@@ -387,8 +387,7 @@ def _plot(results: Sequence[LesionResult], path: Path) -> None:
         for i, d in enumerate(r.downsample or []):
             if d and i not in marked:
                 marked.add(i)
-                for ax in (axes[0], axes[2]):
-                    ax.axvspan(i - 0.4, i + 0.4, color="0.85", zorder=0)
+                axes[0].axvspan(i - 0.4, i + 0.4, color="0.85", zorder=0)
         axes[1].errorbar(
             r.k, r.random_mean, yerr=r.random_std, fmt=style, marker=".", capsize=2, label=r.label
         )
