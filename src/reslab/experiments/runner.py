@@ -107,6 +107,15 @@ def _train_in_process(plan: Plan, run: RunSpec, progress: bool) -> None:
     train(cfg, plan.run_dir(run), resume=True, progress=progress)
 
 
+def _command_line() -> str:
+    """This invocation as typed: ``reslab reproduce ...`` (not the interpreter's path to ``__main__.py``)."""
+    if not sys.argv or not sys.argv[0]:
+        return ""
+    head = Path(sys.argv[0])
+    prog = "reslab" if head.name in ("reslab", "__main__.py") else str(head)
+    return " ".join([prog, *sys.argv[1:]])
+
+
 def _worker_command(request: Path) -> list[str]:
     return [sys.executable, "-m", "reslab.experiments.worker", str(request)]
 
@@ -138,7 +147,7 @@ def run_experiment(
     started = time.time()
     session: dict[str, Any] = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "",
+        "command": _command_line(),
         "host": platform.node(),
         "cpus": os.cpu_count(),
         "device": plan.device,
