@@ -276,7 +276,14 @@ def render_report(
         f"- Test error is measured on {_eval_set(results, plan.dataset)}, the same images for every run."
     )
     devs = _run_devices(plan)
-    hosts = sorted({f"{s.get('host', '?')} ({s.get('cpus', '?')} CPUs)" for s in sessions})
+    hosts = sorted(
+        {
+            f"{s.get('host', '?')} ({s.get('cpus', '?')} CPUs"
+            + (f", {s['cpu_model']}" if s.get("cpu_model") else "")
+            + ")"
+            for s in sessions
+        }
+    )
     L.append(
         f"- Machine: {', '.join(hosts) if hosts else 'not recorded'}; device {', '.join(devs) if devs else plan.device}; "
         f"software: {_versions()}."

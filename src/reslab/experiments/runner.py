@@ -36,7 +36,7 @@ from reslab import _io
 from reslab.errors import ConfigError, DataError, ReslabError
 from reslab.experiments.plan import Plan, config_mismatch, read_sessions, write_plan
 from reslab.experiments.publish import publish as publish_folder
-from reslab.experiments.publish import publish_run, published_run
+from reslab.experiments.publish import published_run
 from reslab.experiments.report import write_outputs
 from reslab.experiments.specs import RunSpec
 
@@ -107,6 +107,15 @@ def _train_in_process(plan: Plan, run: RunSpec, progress: bool) -> None:
     train(cfg, plan.run_dir(run), resume=True, progress=progress)
 
 
+def _cpu_model() -> str:
+    """The processor's name (Linux: /proc/cpuinfo's "model name"), else platform's guess."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def _command_line() -> str:
     """This invocation as typed: ``reslab reproduce ...`` (not the interpreter's path to ``__main__.py``)."""
     if not sys.argv or not sys.argv[0]:
@@ -150,6 +159,7 @@ def run_experiment(
         "command": _command_line(),
         "host": platform.node(),
         "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
         "device": plan.device,
     }
     write_plan(plan, [*sessions, {**session, "status": "running"}])
@@ -162,9 +172,17 @@ def run_experiment(
     ]
     pending = [r for r in plan.runs if statuses[r.name] != "done" and r.name not in from_published]
     skipped = [r.name for r in plan.runs if statuses[r.name] == "done" or r.name in from_published]
-    on_done: Callable[[RunSpec], None] = (
-        (lambda run: publish_run(plan, run, publish)) if publish is not None else (lambda run: None)
-    )
+
+    def on_done(run: RunSpec) -> None:
+        """Publish a run the moment it finishes (with the report so far): a sweep killed later still
+        leaves a complete, committable folder. A failure to publish is logged, not fatal to the sweep."""
+        if publish is None:
+            return
+        try:
+            publish_folder(out, publish)
+        except Exception as e:  # the final publish below raises it if it persists
+            log(f"publishing {run.name} to {publish} failed ({type(e).__name__}: {e}); retried at the end")
+
     resumed = [r.name for r in pending if statuses[r.name] == "partial"]
     # Deepest (slowest) first: the sweep ends sooner when runs train concurrently.
     pending.sort(key=lambda r: (-r.depth, plan.runs.index(r)))
