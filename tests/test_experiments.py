@@ -305,8 +305,14 @@ def test_concurrent_workers(tmp_path: Path) -> None:
     plan = plan_experiment(
         "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "j"
     )
-    result = run_experiment(plan, jobs=2, progress=False)
+    pub = tmp_path / "docs" / "degradation-smoke"
+    result = run_experiment(plan, jobs=2, progress=False, publish=pub)
     assert sorted(result["trained"]) == sorted(r.name for r in plan.runs)
+    for r in plan.runs:  # published as they finished, curves and all, without checkpoints
+        assert (pub / "runs" / r.name / "metrics.csv").read_text() == (
+            plan.run_dir(r) / "metrics.csv"
+        ).read_text()
+    assert (pub / "report.md").is_file() and not list(pub.rglob("*.safetensors"))
     for r in plan.runs:
         assert run_status(plan.run_dir(r)) == "done"
         assert (plan.out / "logs" / f"{r.name}.log").is_file()
