@@ -333,7 +333,7 @@ def _undecided(c: Comparison, what: str) -> str:
     if c.test == "welch":
         text += f" (a difference needs about ±{c.margin:.2f} points to reach 5% with these seeds"
         text += (
-            f"; the measured one would need about {c.seeds_needed} seeds per network)"
+            f"; were the measured difference the true one, about {c.seeds_needed} seeds per network would resolve it)"
             if c.seeds_needed
             else "; the measured one is too small to resolve with any practical number of seeds)"
         )
@@ -402,7 +402,7 @@ def _a_beats_b(a: Group, b: Group, attr: str, what: str, claim: str) -> Claim:
     """The claim "a has the lower ``attr``": supported when b - a is significantly positive."""
     c = compare(a, b, attr)
     verdict = {1: "supported", -1: "not supported"}.get(c.sign, "inconclusive")
-    sentence = f"{what}: {a.label} {_mean_sd(a, attr)}% vs {b.label} {_mean_sd(b, attr)}% ({_evidence(c)})."
+    sentence = f"{what}: {a.label} {_mean_sd(a, attr)}% vs {b.label} {_mean_sd(b, attr)}%; {_evidence(c)}."
     return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "")
 
 
@@ -456,8 +456,8 @@ def _claims_depth(groups: list[Group]) -> list[Claim]:
             Claim(
                 "ResNet-1202 is no better than ResNet-110 (overfitting; paper 7.93% vs 6.43%)",
                 "not supported" if c.sign < 0 else "supported",
-                f"test error {_mean_sd(g1202[0], 'test_error')}% vs {_mean_sd(g110[0], 'test_error')}% "
-                f"({_evidence(c)}).",
+                f"test error {_mean_sd(g1202[0], 'test_error')}% vs {_mean_sd(g110[0], 'test_error')}%"
+                f"; {_evidence(c)}.",
             )
         )
     return out
