@@ -427,6 +427,11 @@ def test_publish_then_a_fresh_machine_continues(tmp_path: Path) -> None:
     fresh = plan_experiment(
         "degradation", budget="smoke", dataset="synthetic", depths="20", seeds=2, out=tmp_path / "b"
     )
+    from reslab.experiments import run_states
+
+    assert set(run_states(fresh, dest).values()) == {"published"} and set(run_states(fresh).values()) == {
+        "new"
+    }
     result = run_experiment(fresh, progress=False, publish=dest)
     assert result["trained"] == [] and sorted(result["published"]) == sorted(r.name for r in plan.runs)
     sessions = json.loads((dest / "experiment.json").read_text())["sessions"]

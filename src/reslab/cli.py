@@ -281,7 +281,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from reslab.experiments import plan_experiment, run_experiment, run_status
+    from reslab.experiments import plan_experiment, run_experiment, run_states
     from reslab.train.config import parse_set
 
     plan = plan_experiment(
@@ -297,11 +297,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         print(f"{plan.experiment} on {plan.dataset}, {plan.budget} budget -> {plan.out}")
+        states = run_states(plan, args.publish)
         for r in plan.runs:
             cfg = plan.configs[r.name]
-            print(
-                f"  {r.name:<16} {run_status(plan.run_dir(r)):<8} {cfg.get('model')} {cfg.get('model_kwargs') or ''}"
-            )
+            print(f"  {r.name:<16} {states[r.name]:<9} {cfg.get('model')} {cfg.get('model_kwargs') or ''}")
         return 0
     result = run_experiment(plan, jobs=args.jobs, progress=not args.quiet, publish=args.publish)
     print(f"report: {result['report']}")

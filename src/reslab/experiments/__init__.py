@@ -15,7 +15,7 @@ from __future__ import annotations
 from reslab.experiments.plan import Plan, load_plan, plan_experiment
 from reslab.experiments.publish import publish
 from reslab.experiments.report import redraw, write_outputs
-from reslab.experiments.runner import run_experiment, run_status
+from reslab.experiments.runner import run_experiment, run_states, run_status
 from reslab.experiments.specs import BUDGETS, DATASETS, EXPERIMENTS, QUICK_ITERATIONS, RunSpec
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "publish",
     "redraw",
     "run_experiment",
+    "run_states",
     "run_status",
     "write_outputs",
 ]

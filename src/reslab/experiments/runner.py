@@ -56,6 +56,17 @@ def run_status(run_dir: Path) -> str:
     return "new"
 
 
+def run_states(plan: Plan, publish: str | os.PathLike | None = None) -> dict[str, str]:
+    """Each run's state for this invocation: :func:`run_status`, or ``published`` when the committed
+    results in ``publish`` hold it finished with the same config (it will be skipped)."""
+    states = {r.name: run_status(plan.run_dir(r)) for r in plan.runs}
+    if publish is not None:
+        for r in plan.runs:
+            if states[r.name] != "done" and published_run(plan, r, publish):
+                states[r.name] = "published"
+    return states
+
+
 def _check_compatible(plan: Plan, run: RunSpec) -> None:
     """A run directory left by an earlier invocation must have been made with the same config."""
     path = plan.run_dir(run) / "config.yaml"
@@ -164,12 +175,8 @@ def run_experiment(
     }
     write_plan(plan, [*sessions, {**session, "status": "running"}])
 
-    statuses = {r.name: run_status(plan.run_dir(r)) for r in plan.runs}
-    from_published = [
-        r.name
-        for r in plan.runs
-        if publish is not None and statuses[r.name] != "done" and published_run(plan, r, publish)
-    ]
+    statuses = run_states(plan, publish)
+    from_published = [r.name for r in plan.runs if statuses[r.name] == "published"]
     pending = [r for r in plan.runs if statuses[r.name] != "done" and r.name not in from_published]
     skipped = [r.name for r in plan.runs if statuses[r.name] == "done" or r.name in from_published]
 
