@@ -155,7 +155,7 @@ class Comparison:
     a: str  # labels
     b: str
     diff: float  # mean(b) - mean(a), points
-    test: str  # "welch" or "binomial"
+    test: str  # "welch", "binomial" (fewer than two seeds on a side) or "missing" (a side not measured)
     p: float  # Welch: two-sided p; binomial: NaN
     margin: float  # binomial: the difference that counts; Welch: the smallest significant one
     n_a: int
@@ -184,7 +184,10 @@ class Comparison:
             if self.ranges_overlap is not None and min(self.n_a, self.n_b) >= 3:
                 text += ", seed ranges " + ("overlap" if self.ranges_overlap else "do not overlap")
             return text
-        return f"one run each: binomial noise margin {self.margin:.2f} points"
+        if self.test == "missing":
+            return "not measured yet: " + (self.a if not self.n_a else self.b) + " has no finished evaluation"
+        side = "one run each" if self.n_a == self.n_b == 1 else "a single run on one side"
+        return f"{side}: noise margin {self.margin:.2f} points (binomial / seed standard errors)"
 
 
 def compare(
@@ -193,7 +196,11 @@ def compare(
     """Compare two sets of per-seed errors (points). With two or more seeds on each side: Welch's t-test;
     else the binomial margin ``max(MIN_MARGIN, 2 sqrt(a_se² + b_se²))`` from the given standard errors."""
     a_vals, b_vals = [x for x in a_vals if math.isfinite(x)], [x for x in b_vals if math.isfinite(x)]
-    d = mean(b_vals) - mean(a_vals) if a_vals and b_vals else math.nan
+    if not a_vals or not b_vals:  # one side not measured (yet): no test, no claim
+        return Comparison(
+            labels[0], labels[1], math.nan, "missing", math.nan, math.nan, len(a_vals), len(b_vals), None
+        )
+    d = mean(b_vals) - mean(a_vals)
     if len(a_vals) >= 2 and len(b_vals) >= 2:
         w = welch(a_vals, b_vals)
         se = math.sqrt(std(a_vals) ** 2 / len(a_vals) + std(b_vals) ** 2 / len(b_vals))

@@ -324,11 +324,16 @@ def _mean_sd(g: Group, attr: str) -> str:
 
 
 def _evidence(c: Comparison) -> str:
+    if c.test == "missing":
+        return c.describe()
     return f"{c.b} minus {c.a} = {c.diff:+.2f} points ({c.describe()})"
 
 
 def _undecided(c: Comparison, what: str) -> str:
-    """What an inconclusive comparison leaves open, and how many seeds would settle it."""
+    """What an inconclusive comparison leaves open, and how many seeds would settle it ("" when it is
+    only not measured yet: that is not a limit of the budget)."""
+    if c.test == "missing":
+        return ""
     text = f"{what}: {c.b} vs {c.a} differ by {c.diff:+.2f} points, within noise"
     if c.test == "welch":
         text += f" (a difference needs about ±{c.margin:.2f} points to reach 5% with these seeds"
@@ -338,7 +343,7 @@ def _undecided(c: Comparison, what: str) -> str:
             else "; the measured one is too small to resolve with any practical number of seeds)"
         )
     else:
-        text += " (one run per network: rerun with --seeds 3 or more to measure the seed-to-seed spread)"
+        text += " (fewer than two runs per network: rerun with --seeds 3 or more to measure the seed-to-seed spread)"
     return text + "."
 
 
@@ -390,7 +395,7 @@ def _deeper_no_worse(gs: list[Group], attr: str, what: str, family: str) -> Clai
         f"{pairs} steps in depth, better at {better}"
         + (
             "; no difference shown, which is consistent with the claim but does not establish it"
-            if not c.sign
+            if not c.sign and c.test != "missing"
             else ""
         )
         + "."
