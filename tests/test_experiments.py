@@ -509,3 +509,13 @@ def test_standard_budget_defaults_keep_the_running_sweeps_configs() -> None:
     }
     assert plan_experiment("depth", budget="standard").seeds == (0, 1)
     assert plan_experiment("depth", budget="quick").seeds == (0,)
+
+
+def test_a_network_not_measured_yet_is_not_a_limit_of_the_budget() -> None:
+    groups = [
+        _group("resnet", 20, [8.0, 8.1, 7.9], [9.0, 9.1, 8.9]),
+        _group("resnet", 56, [math.nan], [math.nan]),
+    ]
+    (c,) = claims_for("depth", groups)
+    assert c.verdict == "inconclusive" and "not measured yet" in c.sentence and c.undecided == ""
+    assert "nan" not in c.sentence
