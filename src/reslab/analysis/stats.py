@@ -1,5 +1,9 @@
 """Deciding whether two networks differ: Welch's t-test over seeds, and a binomial test for single runs.
 
+Used by the experiments' verdicts (:mod:`reslab.experiments.results`) and by the analyses' summaries
+(e.g. the lesion study's shape-changing units); it lives here, below both, so that dependencies point
+one way (experiments -> analysis).
+
 The paper reports one run per network (CIFAR-10, Table 6: "best (mean±std)" over 5 runs only for
 ResNet-110). On a short budget the seed-to-seed spread can be as large as the effect (issue 13 measured
 0.57 points between two ResNet-20 seeds at 5 epochs, against a ResNet-56 - ResNet-20 gap of ~0.1), so a
