@@ -321,7 +321,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
         "--publish",
         default=None,
         metavar="DIR",
-        help="also copy the finished runs' curves and the report to DIR",
+        help="copy the finished runs' curves to DIR and write the report and figures there (PATH is only read)",
     )
     p.set_defaults(func=_cmd_plot)
 
