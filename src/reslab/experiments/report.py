@@ -128,21 +128,31 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
+def _run_summaries(plan: Plan) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for r in plan.runs:
+        with contextlib.suppress(OSError, ValueError):
+            d = json.loads((plan.run_dir(r) / "summary.json").read_text(encoding="utf-8"))
+            if isinstance(d, dict):
+                out.append(d)
+    return out
+
+
 def _run_devices(plan: Plan) -> list[str]:
     devs: list[str] = []
-    for r in plan.runs:
-        p = plan.run_dir(r) / "summary.json"
-        if p.is_file():
-            try:
-                d = json.loads(p.read_text(encoding="utf-8"))
-            except ValueError:
-                continue
-            for k in ("device_name", "device"):
-                v = d.get(k)
-                if isinstance(v, str) and v and v not in devs:
-                    devs.append(v)
-                    break
+    for d in _run_summaries(plan):
+        v = d.get("device_name") or d.get("device")
+        if isinstance(v, str) and v and v not in devs:
+            devs.append(v)
     return devs
+
+
+def _run_revisions(plan: Plan) -> list[str]:
+    """The code revisions the runs were trained with (summary.json's ``git_revision``), short form."""
+    revs = {d.get("git_revision") for d in _run_summaries(plan)}
+    return sorted(
+        r[:12] + ("-dirty" if r.endswith("-dirty") else "") for r in revs if isinstance(r, str) and r
+    )
 
 
 def _hms(s: float) -> str:
@@ -286,7 +296,9 @@ def render_report(
     )
     L.append(
         f"- Machine: {', '.join(hosts) if hosts else 'not recorded'}; device {', '.join(devs) if devs else plan.device}; "
-        f"software: {_versions()}."
+        f"software: {_versions()}"
+        + (f"; trained at revision {', '.join(_run_revisions(plan))}" if _run_revisions(plan) else "")
+        + "."
     )
     wall = sum(float(s.get("wall_s") or 0) for s in sessions)
     run_wall = sum(r.wall_s for r in results if math.isfinite(r.wall_s))
