@@ -139,11 +139,11 @@ def test_design_doc_lists_exactly_the_resume_keys():
     assert {w.strip(" `") for w in listed.split(",")} == set(RESUME_KEYS)
 
 
-def test_experiment_runner_uses_the_machine_keys():
-    import reslab.experiments.runner as runner
+def test_experiment_plans_use_the_machine_keys():
+    import reslab.experiments.plan as plan
     from reslab.train.config import MACHINE_KEYS
 
-    assert runner.MACHINE_KEYS is MACHINE_KEYS and "amp" not in MACHINE_KEYS
+    assert plan.MACHINE_KEYS is MACHINE_KEYS and "amp" not in MACHINE_KEYS
 
 
 def _resume_cli(tmp_path, *argv):
