@@ -77,7 +77,8 @@ class Scenes:
 
     ``images`` uint8 (N, 1, S, S); ``instances`` uint8 (N, S, S) (0 = background, k = the scene's k-th
     garment, visible pixels only); per garment, scene after scene: ``labels`` int64 (M,) (class + 1),
-    ``boxes`` float32 (M, 4), ``sources`` int64 (M,) (index of the Fashion-MNIST image of the split);
+    ``boxes`` float32 (M, 4), ``sources`` int64 (M,) (index of the Fashion-MNIST image of the split),
+    ``placements`` int64 (M, 3) (``x0, y0, side``: where the resized image was pasted);
     ``offsets`` int64 (N + 1,): scene ``i`` owns garments ``offsets[i]:offsets[i + 1]``.
     """
 
@@ -88,6 +89,7 @@ class Scenes:
     boxes: torch.Tensor
     offsets: torch.Tensor
     sources: torch.Tensor
+    placements: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -130,6 +132,7 @@ class Scenes:
             self.boxes[:m],
             self.offsets[: n + 1],
             self.sources[:m],
+            self.placements[:m],
         )
 
 
@@ -173,7 +176,9 @@ class SceneDataset:
 # --------------------------------------------------------------------------------------- generation
 
 
-def _resize(img: np.ndarray, side: int) -> np.ndarray:
+def resize_garment(img: np.ndarray, side: int) -> np.ndarray:
+    """A 28x28 uint8 image resized to ``side`` x ``side`` (Pillow's bilinear filter, antialiased when
+    shrinking): the pixels that are pasted into a scene."""
     from PIL import Image
 
     return np.asarray(Image.fromarray(img).resize((side, side), Image.Resampling.BILINEAR))
@@ -203,18 +208,19 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def draw_scene(
     rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, cfg: SceneConfig
-) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int, int, int]]]:
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]:
     """One scene from ``images`` (uint8 (N, 28, 28)) and their ``labels``: the canvas (S, S), the instance
-    map (S, S) and per garment ``(label + 1, source index, x1, y1, x2, y2)`` of its visible pixels."""
+    map (S, S) and per garment ``(label + 1, source index, x1, y1, x2, y2, x0, y0, side)``: its box
+    (visible pixels) and where its resized image was pasted."""
     s = cfg.size
     canvas = _background(rng, s)
     inst = np.zeros((s, s), np.uint8)
     area: list[int] = []
-    meta: list[tuple[int, int]] = []
+    meta: list[tuple[int, ...]] = []
     for _ in range(int(rng.integers(cfg.min_objects, cfg.max_objects + 1))):
         src = int(rng.integers(len(images)))
         side = int(rng.integers(cfg.min_scale, cfg.max_scale + 1))
-        garment = _resize(images[src], side)
+        garment = resize_garment(images[src], side)
         mask = garment > cfg.threshold
         if mask.sum() < 16:
             continue
@@ -231,11 +237,12 @@ def draw_scene(
         canvas[y0 : y0 + side, x0 : x0 + side][mask] = garment[mask]
         inst[y0 : y0 + side, x0 : x0 + side][mask] = k
         area.append(int(mask.sum()))
-        meta.append((int(labels[src]) + 1, src))
+        meta.append((int(labels[src]) + 1, src, x0, y0, side))
     objects = []
-    for k, (label, src) in enumerate(meta, start=1):
+    for k, (label, src, x0, y0, side) in enumerate(meta, start=1):
         ys, xs = np.nonzero(inst == k)
-        objects.append((label, src, int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        objects.append((label, src, *box, x0, y0, side))
     return canvas, inst, objects
 
 
@@ -264,21 +271,22 @@ def build_scenes(
         out_img[i, 0], out_inst[i], objs = draw_scene(rng, imgs, labs, cfg)
         objects += objs
         offsets.append(len(objects))
-    obj = np.asarray(objects, dtype=np.int64).reshape(-1, 6)
+    obj = np.asarray(objects, dtype=np.int64).reshape(-1, 9)
     return Scenes(
         split,
         torch.from_numpy(out_img),
         torch.from_numpy(out_inst),
         torch.from_numpy(obj[:, 0].copy()),
-        torch.from_numpy(obj[:, 2:].astype(np.float32)),
+        torch.from_numpy(obj[:, 2:6].astype(np.float32)),
         torch.tensor(offsets, dtype=torch.int64),
         torch.from_numpy(obj[:, 1].copy()),
+        torch.from_numpy(obj[:, 6:].copy()),
     )
 
 
 # ------------------------------------------------------------------------------------------ caching
 
-_ARRAYS = ("images", "instances", "labels", "boxes", "offsets", "sources")
+_ARRAYS = ("images", "instances", "labels", "boxes", "offsets", "sources", "placements")
 
 
 def _encode(scenes: Scenes) -> bytes:

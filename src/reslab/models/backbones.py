@@ -96,7 +96,8 @@ def stage_strides(model: nn.Module, probe: int = 256) -> list[int]:
     _require_stages(model)
     tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
     state = {"m." + k: torch.empty_like(v, device="meta") for k, v in tensors}
-    x = torch.empty(1, int(getattr(model, "in_chans", 3)), probe, probe, device="meta")
+    dtype = next(model.parameters()).dtype
+    x = torch.empty(1, int(getattr(model, "in_chans", 3)), probe, probe, device="meta", dtype=dtype)
     outs = torch.func.functional_call(_StagesOnly(model), state, (x,), tie_weights=False)
     return [probe // int(f.shape[-1]) for f in outs]
 
@@ -115,23 +116,46 @@ class _StagesOnly(nn.Module):
 # ----------------------------------------------------------------------------------------- dilation
 
 
-def _strided_modules(unit: nn.Module) -> list[nn.Module]:
-    return [
-        m
-        for m in unit.modules()
-        if (isinstance(m, nn.Conv2d) and m.stride != (1, 1)) or (isinstance(m, ShortcutA) and m.stride > 1)
-    ]
+def _unstride(unit: nn.Module) -> None:
+    """Stride 1 for every strided module of ``unit`` (branch convs, projection, option A, highway gate)."""
+    for m in unit.modules():
+        if isinstance(m, nn.Conv2d) and m.stride != (1, 1):
+            m.stride = (1, 1)
+        elif isinstance(m, ShortcutA):
+            m.stride = 1
+
+
+def _set_rates(unit: nn.Module, before: int, after: int) -> None:
+    """Dilate the 3x3 convs of ``unit.residual``: rate ``before`` up to and including its strided conv
+    (if any), ``after`` behind it (padding = rate: the size is kept)."""
+    rate = before
+    for m in unit.residual.modules():
+        if not isinstance(m, nn.Conv2d):
+            continue
+        strided = m.stride != (1, 1)
+        if m.kernel_size == (3, 3):
+            m.dilation, m.padding = (rate, rate), (rate, rate)
+        if strided:
+            rate = after
+    if rate == before:  # no strided conv in the branch: the whole unit is behind the removed stride
+        for m in unit.residual.modules():
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+                m.dilation, m.padding = (after, after), (after, after)
 
 
 def dilate(model: nn.Module, output_stride: int) -> list[str]:
     """Replace the stride of the last stages by dilation until the output stride is ``output_stride``.
 
-    torchvision's ``replace_stride_with_dilation`` applied after construction, unit by unit, as Chen et
-    al. 2017 (DeepLabV3, Sec. 3.1) describe: in each dilated stage the stride-2 modules of its first unit
-    (the 3x3 or, with ``stride_in_1x1``, the first 1x1 conv of the branch; the projection or option-A
-    subsampling of the shortcut; a highway gate) get stride 1, the 3x3 convs of that first unit keep the
-    previous dilation and those of every later unit get twice it (padding = dilation, so sizes are kept).
-    Weights are unchanged: a network trained without dilation can be loaded before or after.
+    torchvision's ``replace_stride_with_dilation`` applied after construction, and the "atrous"
+    algorithm of Chen et al. 2017 (DeepLabV3, Sec. 3.1): in each dilated stage the stride-2 modules of
+    the first unit (a branch conv, the projection or option-A subsampling of the shortcut, a highway
+    gate) get stride 1; every 3x3 conv *behind* the removed stride gets twice the previous rate, the ones
+    before it (and the strided 3x3 itself) keep the previous rate, with padding = rate. So the dilated
+    network computes exactly the original feature map on a denser grid: its output, subsampled by
+    ``native / output_stride``, equals the undilated output (tested for every family). For torchvision's
+    Bottleneck (stride in the 3x3) this is torchvision's rule ("the first block keeps the previous
+    dilation"); torchvision's BasicBlock refuses dilation, reslab's basic, pre-activation, plain and
+    highway units and ``stride_in_1x1`` bottlenecks follow the same rule. Weights are unchanged.
 
     ImageNet networks (output stride 32): 16 dilates ``layer4`` (rate 2); 8 dilates ``layer3`` (rate 2)
     and ``layer4`` (rate 4), DeepLab's setting; 4 also ``layer2``. CIFAR networks (strides 1, 2, 4) are
@@ -139,11 +163,11 @@ def dilate(model: nn.Module, output_stride: int) -> list[str]:
     the names of the dilated stages; ``output_stride`` must be reachable exactly (else ``ConfigError``),
     and the network must not be dilated already.
     """
+    if any(isinstance(m, nn.Conv2d) and m.dilation != (1, 1) for m in model.modules()):
+        raise ConfigError("this network is dilated already; dilate a freshly built one")
     strides = stage_strides(model)
     names = list(model.stage_names)
     native = strides[-1]
-    if any(isinstance(m, nn.Conv2d) and m.dilation != (1, 1) for m in model.modules()):
-        raise ConfigError("this network is dilated already; dilate a freshly built one")
     # the stages that halve the resolution (their first unit has stride 2), in forward order
     downsampling = [i for i in range(1, len(names)) if strides[i] == 2 * strides[i - 1]]
     reachable = [native // 2**k for k in range(len(downsampling) + 1)]
@@ -158,15 +182,11 @@ def dilate(model: nn.Module, output_stride: int) -> list[str]:
     for i in chosen:
         previous, dilation = dilation, dilation * 2
         for j, unit in enumerate(getattr(model, names[i])):
-            for m in _strided_modules(unit) if j == 0 else ():
-                if isinstance(m, ShortcutA):
-                    m.stride = 1
-                else:
-                    m.stride = (1, 1)
-            rate = previous if j == 0 else dilation
-            for m in unit.residual.modules():
-                if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
-                    m.dilation, m.padding = (rate, rate), (rate, rate)
+            if j == 0:
+                _set_rates(unit, previous, dilation)
+                _unstride(unit)
+            else:
+                _set_rates(unit, dilation, dilation)
     return [names[i] for i in chosen]
 
 
