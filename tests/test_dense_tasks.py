@@ -11,7 +11,10 @@ import torch
 
 from reslab.data import load_dataset
 from reslab.data.scenes import SceneConfig
-from reslab.errors import ConfigError
+from reslab.errors import CheckpointError, ConfigError
+from reslab.models import create_model
+from reslab.models.dense import load_dense, save_dense
+from reslab.models.weights import save_weights
 from reslab.tasks import get_task
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -73,7 +76,7 @@ def test_flip_moves_boxes_with_masks(data):
     assert torch.equal(seg.images, flipped.images)  # the same draws flip the same scenes
 
 
-def test_detection_loop_and_rebuild(data):
+def test_detection_loop_and_rebuild(data, tmp_path):
     task = get_task("detection")
     torch.manual_seed(0)
     model = task.build_model(data, arch="fasterrcnn", backbone="resnet20", **SMALL_RCNN)
@@ -85,13 +88,17 @@ def test_detection_loop_and_rebuild(data):
     assert set(metrics) == {"map", "map_50", "map_75", "mar_100"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     # what a checkpoint holds is enough: the spec rebuilds the model, the state dict fills it
-    again = task.rebuild(model.spec)
-    again.load_state_dict(model.state_dict(), strict=True)
+    save_dense(model, tmp_path / "run" / "checkpoints" / "best.safetensors", {"step": 10})
+    again, meta = load_dense(tmp_path / "run")
+    assert meta["step"] == 10 and meta["spec"] == model.spec
     x = batch.images[:2]
     a, b = task.predict(model, x), task.predict(again, x)
     torch.testing.assert_close(a[0]["boxes"], b[0]["boxes"])
     with pytest.raises(ConfigError, match="not detection"):
         task.rebuild({**model.spec, "task": "segmentation"})
+    save_weights(create_model("resnet20"), tmp_path / "clf.safetensors")
+    with pytest.raises(CheckpointError, match="classification model"):
+        load_dense(tmp_path / "clf.safetensors")
     with pytest.raises(ConfigError, match="train mode"):
         task.loss(model.eval(), batch)
 

@@ -23,8 +23,9 @@ The heads are torchvision's, unchanged; what reslab chooses is stated here:
   segmenters take normalized images, as torchvision's segmentation models do.
 
 Every model carries ``model.spec`` (a dict of JSON values, backbone name and kwargs resolved from
-``init_from``) and :func:`build_from_spec` rebuilds the same architecture from it: a checkpoint of a
-detector stores the spec, so loading it never needs the classification run it was initialized from.
+``init_from``) and :func:`build_from_spec` rebuilds the same architecture from it: :func:`save_dense`
+stores the spec in the safetensors metadata and :func:`load_dense` rebuilds and loads, so a checkpoint
+never needs the classification run its backbone was initialized from.
 """
 
 from __future__ import annotations
@@ -277,6 +278,47 @@ def _with_aux(body: nn.Module, names: list[str]) -> nn.Module:
     out = ResNetFeatures(body.body, {names[-2]: "aux", names[-1]: "out"})
     out.spec = spec
     return out
+
+
+def save_dense(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+    """Write a detector's or segmenter's weights with its ``spec`` (metadata key ``"spec"``) and any other
+    JSON ``metadata``: :func:`reslab.models.weights.save_weights` (safetensors, atomic)."""
+    from reslab.models.weights import save_weights, unwrap
+
+    spec = getattr(unwrap(model), "spec", None)
+    if not isinstance(spec, dict) or spec.get("task") not in ("detection", "segmentation"):
+        raise ConfigError("save_dense takes a model built by reslab.models.dense (it has no .spec)")
+    save_weights(model, path, {**(metadata or {}), "spec": spec})
+
+
+def load_dense(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The model saved by :func:`save_dense` (a file, or a run directory's best/last checkpoint), rebuilt
+    from its ``spec`` and loaded strictly; ``(model in eval mode, metadata)``."""
+    from reslab.errors import CheckpointError
+    from reslab.models.weights import read_metadata, read_state_dict, resolve_checkpoint
+
+    path = resolve_checkpoint(path_or_run)
+    meta = read_metadata(path)
+    spec = meta.get("spec")
+    if not isinstance(spec, dict) or spec.get("task") not in ("detection", "segmentation"):
+        raise CheckpointError(f"{path} holds no detection/segmentation spec; is it a classification model?")
+    model = build_from_spec(spec)
+    state = read_state_dict(path)
+    missing, unexpected = model.state_dict().keys() - state.keys(), state.keys() - model.state_dict().keys()
+    if missing or unexpected:
+        which = (
+            f"missing tensor {sorted(missing)[0]}"
+            if missing
+            else f"unexpected tensor {sorted(unexpected)[0]}"
+        )
+        raise CheckpointError(f"{path} does not fit its own spec: {which}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path} does not fit its own spec: {str(e).splitlines()[-1].strip()[:200]}"
+        ) from None
+    return model.to(map_location).eval(), meta
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
