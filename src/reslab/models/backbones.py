@@ -259,7 +259,8 @@ class ResNetFeatures(nn.Module):
     ``return_layers`` maps stage names to output names, as torchvision's ``IntermediateLayerGetter``
     (``{"layer3": "aux", "layer4": "out"}``). Stages after the last returned one are removed (no unused
     parameters, no wasted compute). ``channels`` and ``strides`` list each returned map's channels and
-    stride, in the order of the network. ``body`` is the reslab network itself.
+    stride, in the order of the network. ``body`` is the reslab network itself: it is taken over, not
+    copied (its classifier is removed with ``reset_classifier(0)``, later stages deleted).
     """
 
     def __init__(self, model: nn.Module, return_layers: Mapping[str, str]) -> None:

@@ -30,9 +30,10 @@ from torch import nn
 from reslab.data.scenes import SceneConfig, SceneDataset, Scenes, load_scenes
 from reslab.errors import ConfigError
 from reslab.models.dense import DETECTORS, SEGMENTERS, build_from_spec, create_detector, create_segmenter
+from reslab.models.weights import unwrap
 from reslab.tasks.metrics import DetectionMetric, SegmentationMetric
 
-__all__ = ["TASKS", "Batch", "DetectionTask", "SegmentationTask", "get_task"]
+__all__ = ["TASKS", "Batch", "DetectionTask", "SegmentationTask", "get_task", "spec_of"]
 
 
 @dataclasses.dataclass
@@ -44,6 +45,14 @@ class Batch:
     images: torch.Tensor
     targets: list[dict[str, torch.Tensor]] | torch.Tensor
     index: torch.Tensor
+
+
+def spec_of(model: nn.Module) -> dict[str, Any]:
+    """``model.spec`` of a dense model, also through DDP / ``torch.compile`` wrappers."""
+    spec = getattr(unwrap(model), "spec", None)
+    if not isinstance(spec, dict) or spec.get("task") not in TASKS:
+        raise ConfigError("not a detection / segmentation model of reslab.models.dense (it has no .spec)")
+    return spec
 
 
 def _flip_mask(n: int, augment: bool, generator: torch.Generator | None) -> torch.Tensor:
@@ -179,7 +188,7 @@ class DetectionTask(_SceneTask):
     ) -> dict[str, float]:
         """COCO mAP of ``model`` on every scene of ``scenes``: ``map``, ``map_50``, ``map_75``, ``mar_100``
         (and ``mask_*`` for Mask R-CNN)."""
-        with_masks = getattr(model, "spec", {}).get("arch") == "maskrcnn"
+        with_masks = spec_of(model)["arch"] == "maskrcnn"
         metric = DetectionMetric(masks=with_masks)
         for lo in range(0, len(scenes), batch_size):
             batch = self.batch(
@@ -223,8 +232,9 @@ class SegmentationTask(_SceneTask):
     @staticmethod
     def normalize(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images -> the model's input, with the statistics in ``model.spec``."""
-        mean = torch.tensor(model.spec["image_mean"], device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(model.spec["image_std"], device=images.device).view(1, -1, 1, 1)
+        spec = spec_of(model)
+        mean = torch.tensor(spec["image_mean"], device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(spec["image_std"], device=images.device).view(1, -1, 1, 1)
         return (images - mean) / std
 
     def batch(
@@ -273,7 +283,7 @@ class SegmentationTask(_SceneTask):
         batch_size: int = 32,
     ) -> dict[str, Any]:
         """``miou``, ``miou_fg``, ``pixel_acc`` and per-class ``iou`` over every pixel of ``scenes``."""
-        metric = SegmentationMetric(int(model.spec["num_classes"]))
+        metric = SegmentationMetric(int(spec_of(model)["num_classes"]))
         for lo in range(0, len(scenes), batch_size):
             batch = self.batch(scenes, range(lo, min(lo + batch_size, len(scenes))), device=device)
             metric.update(self.predict(model, batch.images).cpu(), batch.targets.cpu())
