@@ -47,8 +47,8 @@ class SceneConfig:
     """How scenes are drawn (every field enters the cache key)."""
 
     size: int = 128  # canvas side, pixels
-    min_objects: int = 1
-    max_objects: int = 6
+    min_objects: int = 1  # garments drawn per scene, uniformly; one that finds no place (see
+    max_objects: int = 6  # min_visible, attempts) is dropped, so a crowded scene may hold fewer
     min_scale: int = 20  # side of a pasted garment (its 28x28 image resized), pixels
     max_scale: int = 56
     threshold: int = 10  # a garment pixel is one brighter than this (0-255) after resizing
@@ -191,7 +191,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
     base = rng.uniform(10, 100)
     coarse = rng.normal(0.0, 1.0, (6, 6)).astype(np.float32)
-    texture = np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BILINEAR))
+    texture = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BILINEAR))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     theta, period = rng.uniform(0, np.pi), rng.uniform(4, 24)
     grating = np.sin(
