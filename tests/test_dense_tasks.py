@@ -125,6 +125,35 @@ def _miou(task, model, batch) -> float:
     return m.compute()["miou"]
 
 
+def test_mask_rcnn_evaluation_and_drawing(data):
+    """Mask R-CNN is scored on boxes and masks; predictions are drawn onto the scene (boxes, masks, class
+    maps), leaving the pixels far from them untouched."""
+    det_task, seg_task = get_task("detection"), get_task("segmentation")
+    torch.manual_seed(0)
+    model = det_task.build_model(data, arch="maskrcnn", backbone="resnet20", **SMALL_RCNN)
+    metrics = det_task.evaluate(model, data.test.subset(2), batch_size=2)
+    assert {"map", "map_50", "mask_map", "mask_map_50"} <= set(metrics)
+    image = data.test.images[0]
+    truth = data.test.target(0)
+    fake = {**truth, "scores": torch.ones(len(truth["labels"])), "masks": truth["masks"][:, None].float()}
+    drawn = det_task.draw(image, fake, data.classes)
+    assert drawn.shape == (3, 64, 64) and drawn.dtype == torch.uint8
+    x1, y1, x2, _ = truth["boxes"][0].int().tolist()
+    assert not torch.equal(drawn[:, y1, x1:x2], image.expand(3, -1, -1)[:, y1, x1:x2])  # the box's top edge
+    rows = torch.ones(64, dtype=torch.bool)  # rows no box (nor its label text, which may overhang) touches
+    for b in truth["boxes"].int().tolist():
+        rows[max(b[1] - 2, 0) : max(b[3], b[1] + 14) + 2] = False
+    assert rows.any() and torch.equal(drawn[:, rows], image.expand(3, -1, -1)[:, rows])
+    assert torch.equal(
+        det_task.draw(image, {**fake, "scores": torch.zeros(len(fake["scores"]))}, data.classes)[0], image[0]
+    )
+    class_map = data.test.semantic([0])[0]
+    painted = seg_task.draw(image.float() / 255, class_map, data.num_classes)
+    changed = (painted != image.expand(3, -1, -1)).any(0)
+    assert torch.equal(changed & (class_map == 0), torch.zeros_like(changed))  # the background is left alone
+    assert changed[class_map > 0].float().mean() > 0.9
+
+
 def test_unknown_task():
     with pytest.raises(ConfigError, match="unknown task 'pose'"):
         get_task("pose")

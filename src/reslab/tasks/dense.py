@@ -55,6 +55,23 @@ def spec_of(model: nn.Module) -> dict[str, Any]:
     return spec
 
 
+# ten saturated, distinguishable colours, one per Fashion-MNIST class (Trubetskoy's "20 distinct colours")
+_PALETTE = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+]  # fmt: skip
+
+
+def _rgb(image: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) uint8 or [0, 1] float -> RGB uint8 (3, H, W) on the CPU (grey repeated)."""
+    x = image.detach().cpu()
+    if x.is_floating_point():
+        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise ConfigError(f"expected an image (1 or 3, H, W), got {tuple(image.shape)}")
+    return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
+
+
 def _flip_mask(n: int, augment: bool, generator: torch.Generator | None) -> torch.Tensor:
     if not augment:
         return torch.zeros(n, dtype=torch.bool)
@@ -178,6 +195,33 @@ class DetectionTask(_SceneTask):
         finally:
             model.train(was)
 
+    @staticmethod
+    def draw(
+        image: torch.Tensor,
+        prediction: dict[str, torch.Tensor],
+        classes: Sequence[str],
+        *,
+        score_threshold: float = 0.5,
+    ) -> torch.Tensor:
+        """``image`` (C, H, W; uint8, or float in [0, 1]) as RGB uint8 (3, H, W) with the detections
+        scoring at least ``score_threshold`` drawn on it, one colour per class: boxes labelled "class
+        score" and, for Mask R-CNN, their masks (``torchvision.utils.draw_bounding_boxes`` /
+        ``draw_segmentation_masks``)."""
+        from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+        rgb = _rgb(image)
+        keep = prediction["scores"].detach().cpu() >= score_threshold
+        labels = prediction["labels"].detach().cpu()[keep].tolist()
+        scores = prediction["scores"].detach().cpu()[keep].tolist()
+        colors = [_PALETTE[(c - 1) % len(_PALETTE)] for c in labels]
+        if "masks" in prediction and keep.any():
+            masks = prediction["masks"].detach().cpu()[keep]
+            masks = masks[:, 0] if masks.ndim == 4 else masks
+            rgb = draw_segmentation_masks(rgb, masks > 0.5, alpha=0.4, colors=colors)
+        text = [f"{classes[c]} {s:.2f}" for c, s in zip(labels, scores)]
+        boxes = prediction["boxes"].detach().cpu()[keep]
+        return draw_bounding_boxes(rgb, boxes, labels=text, colors=colors, width=1) if len(text) else rgb
+
     def evaluate(
         self,
         model: nn.Module,
@@ -273,6 +317,23 @@ class SegmentationTask(_SceneTask):
             return model(self.normalize(model, images))["out"].argmax(1)
         finally:
             model.train(was)
+
+    @staticmethod
+    def draw(
+        image: torch.Tensor, class_map: torch.Tensor, num_classes: int, *, alpha: float = 0.5
+    ) -> torch.Tensor:
+        """``image`` (C, H, W; uint8, or float in [0, 1]) as RGB uint8 (3, H, W) with every non-background
+        class of ``class_map`` (H, W) blended in its colour, the same as :meth:`DetectionTask.draw`'s
+        (``draw_segmentation_masks``)."""
+        from torchvision.utils import draw_segmentation_masks
+
+        rgb = _rgb(image)
+        present = [c for c in range(1, num_classes) if bool((class_map == c).any())]
+        if not present:
+            return rgb
+        masks = torch.stack([class_map.cpu() == c for c in present])
+        palette = [_PALETTE[(c - 1) % len(_PALETTE)] for c in present]
+        return draw_segmentation_masks(rgb, masks, alpha=alpha, colors=palette)
 
     def evaluate(
         self,
