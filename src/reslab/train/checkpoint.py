@@ -30,6 +30,7 @@ import json
 import os
 import random
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +125,12 @@ class Checkpointer:
             return None
         self.resumed_from = "last"
         self._last_sound = True
-        if state.get("run_id"):  # written by this reslab: its first save stopped before the manifest
+        if state.get("run_id"):  # written by a reslab with manifests: its first save stopped before one
             self.run_id = str(state["run_id"])
-            self.note = f"{self.dir}/last has no manifest yet (its save was interrupted); used unverified"
+            self.note = (
+                f"{self.dir} holds no manifest (the first save was interrupted, or they were removed): "
+                "last used unverified; checksummed from now on"
+            )
         else:
             self.note = (
                 f"{self.dir}: checkpoints from an older reslab (no checksums) accepted as they are; "
@@ -196,15 +200,18 @@ class Checkpointer:
         buf = io.BytesIO()
         torch.save(state, buf)
         blobs = {"weights": weights_bytes(weights_model, meta), "state": buf.getvalue()}
-        manifest = Manifest(step, ckpt_id, self.run_id, {r: _entry(b) for r, b in blobs.items()})
-        for name in names:
-            if name == "last" and self._last_sound:
-                self._rotate("last", "prev")
-            for role, data in blobs.items():
-                write_bytes(role_path(self.dir, name, role), data)
-            write_manifest(self.dir, name, manifest)
-            if name == "last":
-                self._last_sound = True
+        # the (immutable) bytes are hashed in a second thread while they are written and fsync'ed: the
+        # manifest, written last, waits for it
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            entries = pool.submit(lambda: {r: _entry(b) for r, b in blobs.items()})
+            for name in names:
+                if name == "last" and self._last_sound:
+                    self._rotate("last", "prev")
+                for role, data in blobs.items():
+                    write_bytes(role_path(self.dir, name, role), data)
+                write_manifest(self.dir, name, Manifest(step, ckpt_id, self.run_id, entries.result()))
+                if name == "last":
+                    self._last_sound = True
 
     def _rotate(self, src: str, dst: str) -> None:
         """Make generation ``dst`` a copy of ``src`` (hard links where the file system has them): its

@@ -615,7 +615,8 @@ def train(
     there (``cfg`` may be ``None``; if given, it must agree with the stored one except for machine
     settings); a run directory without a checkpoint yet starts from scratch. A finished run returns its
     summary. ``overwrite=True`` replaces whatever run is in ``out_dir``. Without either, a directory that
-    already holds a run is refused (nothing is touched). ``progress=False``: no output at all.
+    already holds a run is refused (nothing is touched). ``progress=False``: no output, except the one
+    line that says a resume fell back from a damaged checkpoint (or adopted an older reslab's).
     """
     if out_dir is None:
         if cfg is None:
