@@ -71,9 +71,9 @@ def verify_run(run_dir: str | os.PathLike) -> RunReport:
     finished = _finished_step(run)
     if finished is not None:
         last = gens["last"]
-        ok = (last.sound and last.step == finished) or legacy
+        ok = not last.sound or last.step == finished  # (a damaged last is reported on its own line)
         detail = f"finished at step {finished}" + (
-            "" if ok else "; the last checkpoint is not sound at that step"
+            "" if ok else f", but checkpoint last is of step {last.step}"
         )
         report.findings.append(Finding("summary.json", ok, detail))
     report.resume = _resume_plan(gens, legacy, finished, run)
@@ -91,7 +91,7 @@ def _generation_finding(gen: Generation, legacy: bool) -> Finding:
     if gen.problems == ["missing"]:
         # `prev` appears at the second checkpoint, `best` at the first evaluation
         return Finding(gen.name, gen.name != "last", "none")
-    return Finding(gen.name, False, gen.describe())
+    return Finding(gen.name, False, (f"step {gen.step}: " if gen.step is not None else "") + gen.describe())
 
 
 def _config_finding(run: Path, ckdir: Path, newest: Generation | None) -> Finding:
@@ -175,7 +175,7 @@ def _finished_step(run: Path) -> int | None:
 
 def _resume_plan(gens: dict[str, Generation], legacy: bool, finished: int | None, run: Path) -> str:
     last, prev = gens["last"], gens["prev"]
-    if finished is not None and (last.sound or legacy):
+    if finished is not None:  # `--resume` of a finished run only says so
         return f"nothing: the run is finished (step {finished}); eval/export/predict read checkpoint best"
     if legacy:
         if not last.legacy:
