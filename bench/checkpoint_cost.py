@@ -15,8 +15,8 @@ fsync, the previous generation kept, manifest written last). Timed, in the same 
   beside the writes, and verification hashes both files in parallel, so the time added can be less than
   the hashing time.)
 
-Rounds are interleaved and the median of each is kept; the ratios are taken within one run (the machine
-may be shared). Writes go to ``--dir`` (default: a temporary folder in the current directory, so on the
+Rounds are interleaved; times are medians over rounds, shares the median of each round's own ratio
+(taken within one run and one round: the machine may be shared). Writes go to ``--dir`` (default: a temporary folder in the current directory, so on the
 disk where runs live, not a tmpfs).
 
     python bench/checkpoint_cost.py [--models resnet20,resnet50] [--rounds 7] [--dir DIR] [--out cost.json]
@@ -121,13 +121,13 @@ def measure(name: str, rounds: int, folder: Path) -> dict:
         "save_s": med(t_save),
         "plain_save_s": med(t_plain),
         "hash_s": med(t_hash),
-        "hash_share_of_save": med(t_hash) / med(t_save),
-        "added_share_of_save": (med(t_save) - med(t_plain)) / med(t_save),
+        "hash_share_of_save": med([h / t for h, t in zip(t_hash, t_save)]),  # per round, then the median
+        "added_share_of_save": med([(t - p) / t for t, p in zip(t_save, t_plain)]),
         "resume_read_s": med(t_read),
         "plain_read_s": med(t_plain_read),
         "verify_s": med(t_verify),
-        "verify_share_of_read": med(t_verify) / med(t_read),
-        "added_share_of_read": (med(t_read) - med(t_plain_read)) / med(t_read),
+        "verify_share_of_read": med([v / t for v, t in zip(t_verify, t_read)]),
+        "added_share_of_read": med([(t - p) / t for t, p in zip(t_read, t_plain_read)]),
         "sha256_mib_per_s": mib / med(t_hash),
     }
 
