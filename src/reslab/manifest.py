@@ -37,6 +37,7 @@ FORMAT = "reslab-manifest"
 VERSION = 1
 ROLES = {"weights": ".safetensors", "state": ".state.pt"}
 MANIFEST_SUFFIX = ".manifest.json"
+INTERRUPTED = "a save was interrupted"  # in a problem's text: a crash mid-save, not damage
 
 
 def sha256(data: bytes | memoryview) -> str:
@@ -160,7 +161,7 @@ def check_generation(directory: Path, name: str, *, keep: tuple[str, ...] = ()) 
         return Generation(name, None, [f"{manifest_path(directory, name).name}: damaged"])
     if manifest is None:
         files = [role_path(directory, name, r).name for r in ROLES if role_path(directory, name, r).is_file()]
-        what = f"{', '.join(files)}: no manifest (a save was interrupted, or it was removed)"
+        what = f"{', '.join(files)}: no manifest ({INTERRUPTED}, or it was removed)"
         return Generation(name, None, [what if files else "missing"])
     gen = Generation(name, manifest)
 
@@ -193,7 +194,7 @@ def file_problem(path: Path, data: bytes, entry: dict[str, Any], manifest: Manif
         if run_id and run_id != manifest.run_id:
             return f"{path.name}: from another run (checksum mismatch)"
         if ckpt_id and ckpt_id != manifest.checkpoint_id and isinstance(step, int) and step > manifest.step:
-            return f"{path.name}: of step {step}, newer than its manifest (a save was interrupted)"
+            return f"{path.name}: of step {step}, newer than its manifest ({INTERRUPTED})"
         if ckpt_id and ckpt_id != manifest.checkpoint_id:
             return f"{path.name}: of another checkpoint (step {step}; checksum mismatch)"
     if len(data) != entry["size"]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.errors import CheckpointError, ReslabError
-from reslab.manifest import Generation, check_generation, has_manifests, role_path
+from reslab.manifest import INTERRUPTED, Generation, check_generation, has_manifests, role_path
 from reslab.train.checkpoint import CKPT_DIR, GENERATIONS
 from reslab.train.config import RESUME_KEYS, TrainConfig, read_yaml
 
@@ -27,8 +27,9 @@ from reslab.train.config import RESUME_KEYS, TrainConfig, read_yaml
 @dataclass
 class Finding:
     item: str  # a generation name or a file name
-    ok: bool
+    ok: bool  # nothing damaged (an interrupted save is not damage: resume passes over it)
     detail: str
+    label: str = ""  # shown instead of ok / DAMAGED ("partial": a save was interrupted)
 
 
 @dataclass
@@ -47,7 +48,10 @@ class RunReport:
         if self.in_use:
             out.append(f"  note: {self.in_use}")
         width = max((len(f.item) for f in self.findings), default=4)
-        out += [f"  {f.item:<{width}}  {'ok     ' if f.ok else 'DAMAGED'}  {f.detail}" for f in self.findings]
+        out += [
+            f"  {f.item:<{width}}  {f.label or ('ok' if f.ok else 'DAMAGED'):<7}  {f.detail}"
+            for f in self.findings
+        ]
         out.append(f"resume would: {self.resume}")
         return out
 
@@ -91,7 +95,10 @@ def _generation_finding(gen: Generation, legacy: bool) -> Finding:
     if gen.problems == ["missing"]:
         # `prev` appears at the second checkpoint, `best` at the first evaluation
         return Finding(gen.name, gen.name != "last", "none")
-    return Finding(gen.name, False, (f"step {gen.step}: " if gen.step is not None else "") + gen.describe())
+    detail = (f"step {gen.step}: " if gen.step is not None else "") + gen.describe()
+    if all(INTERRUPTED in p for p in gen.problems):  # a crash mid-save, not damage: nothing to repair
+        return Finding(gen.name, True, detail, label="partial")
+    return Finding(gen.name, False, detail)
 
 
 def _config_finding(run: Path, ckdir: Path, newest: Generation | None) -> Finding:
@@ -184,7 +191,7 @@ def _resume_plan(gens: dict[str, Generation], legacy: bool, finished: int | None
     if last.sound:
         return f"continue from last (step {last.step})"
     if prev.sound:
-        return f"fall back to prev (step {prev.step}), redoing the steps after it; last is not sound"
+        return f"fall back to prev (step {prev.step}), redoing the steps after it; last is not usable"
     if last.problems == ["missing"] and prev.problems == ["missing"]:
         return "start from step 0 (no checkpoint yet)"
     return f"refuse (no sound checkpoint, exit 2); nothing would be changed or deleted in {run}"
