@@ -9,6 +9,7 @@ left, resume refuses and nothing is changed or deleted.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -84,6 +85,7 @@ FALLBACK_CASES = {
     "state, 64 bytes inverted in the middle (the issue's case)": ("last.state.pt", "middle"),
     "weights, truncated to half": ("last.safetensors", "truncate"),
     "manifest lost": ("last.manifest.json", "delete"),
+    "a save killed before its manifest (the files are newer)": ("last.manifest.json", "stale"),
 }
 
 
@@ -98,6 +100,13 @@ def test_damaged_last_falls_back_to_prev_and_ends_bit_identical(
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif how == "delete":
         path.unlink()
+    elif how == "stale":  # what a crash between the data files' renames and the manifest's leaves
+        shutil.copy(run / "checkpoints" / "prev.manifest.json", path)
+        assert main(["verify", str(run)]) == 0  # not damage: "partial", and resume passes over it
+        out, _ = _lines(capsys)
+        assert re.search(
+            r"last +partial +step 39: last.state.pt: of step 41, newer than its manifest", out
+        ), out
     else:
         invert(path, how)
     capsys.readouterr()
@@ -107,6 +116,8 @@ def test_damaged_last_falls_back_to_prev_and_ends_bit_identical(
     assert f"resuming from the previous checkpoint (step {STOP_AT - 1})" in err[0], err[0]
     if how == "delete":
         assert "last.safetensors, last.state.pt: no manifest" in err[0], err[0]
+    elif how == "stale":
+        assert "a save was interrupted" in err[0], err[0]
     else:
         assert f"last (step {STOP_AT + 1}) is not sound: {name}" in err[0], err[0]
     _assert_equals_reference(run, reference)  # the lost steps were redone, bit for bit
