@@ -615,7 +615,8 @@ def train(
     there (``cfg`` may be ``None``; if given, it must agree with the stored one except for machine
     settings); a run directory without a checkpoint yet starts from scratch. A finished run returns its
     summary. ``overwrite=True`` replaces whatever run is in ``out_dir``. Without either, a directory that
-    already holds a run is refused (nothing is touched). ``progress=False``: no output at all.
+    already holds a run is refused (nothing is touched). ``progress=False``: no output, except the one
+    line that says a resume fell back from a damaged checkpoint (or adopted an older reslab's).
     """
     if out_dir is None:
         if cfg is None:
@@ -724,11 +725,7 @@ _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFB
 
 
 def _resume_point(out: Path) -> str:
-    try:
-        state = ckpt.load_state(out, "last")
-    except ReslabError:
-        state = None
-    return f"step {state['step']}" if state is not None else "none written yet"
+    return ckpt.resume_point(out)
 
 
 def _check_same_config(stored: TrainConfig, given: TrainConfig, out: Path) -> None:
@@ -936,7 +933,10 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
 
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
-    state = ckpt.load_state(run.dir, "last")  # None: a fresh run
+    checkpoints = ckpt.Checkpointer(run.dir, main=run.main)
+    state = checkpoints.load_resume_state()  # None: a fresh run; verified, else the previous generation
+    if checkpoints.note and run.main:
+        print(f"reslab: note: {checkpoints.note}", file=sys.stderr, flush=True)
     model = _build_model(cfg, num_classes, data.in_chans, init=state is None)
     frozen = _freeze(model, cfg)
     model = model.to(device)
@@ -986,8 +986,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
         win_eval = list(state["win_eval"])
         history_final = dict(state.get("final", {}))
         run.truncate_logs(step)
-        if run.main:
-            _repair_best(run.dir, state)
+        checkpoints.repair_best(state)
     else:
         for name in ("metrics.csv", "train_log.csv"):
             if run.main and (run.dir / name).exists():
@@ -1092,7 +1091,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
             "win_eval": win_eval,
             "final": history_final,
         }
-        ckpt.save_checkpoint(run.dir, names, ema.module if ema is not None else model, meta, state)
+        checkpoints.save(names, ema.module if ema is not None else model, meta, state)
 
     set_train_mode()
     batches = loader.batches()
@@ -1293,22 +1292,3 @@ def _check_state_model(state: dict[str, Any], model: nn.Module, run_dir: Path) -
     for k, v in state["model"].items():
         if k not in own or own[k].shape != v.shape:
             raise CheckpointError(f"{run_dir}: checkpoint tensor {k!r} does not fit model {name!r}")
-
-
-def _repair_best(run_dir: Path, state: dict[str, Any]) -> None:
-    """A crash between writing ``last`` and ``best`` leaves ``best`` one step behind: copy ``last``."""
-    if state["best"].get("step") != state["step"]:
-        return
-    try:
-        best_state = ckpt.load_state(run_dir, "best")
-    except ReslabError:
-        best_state = None
-    if best_state is None or best_state.get("checkpoint_id") != state.get("checkpoint_id"):
-        for src, dst in (
-            (ckpt.weights_path(run_dir, "last"), ckpt.weights_path(run_dir, "best")),
-            (ckpt.state_path(run_dir, "last"), ckpt.state_path(run_dir, "best")),
-        ):
-            if src.exists():
-                from reslab._io import write_bytes
-
-                write_bytes(dst, src.read_bytes())
