@@ -137,30 +137,37 @@ class Bottleneck3d(ResidualUnit):
 # ---------------------------------------------------------------------------------------------- network
 
 
+STEMS = ("r3d", "r2plus1d", "2d", "hara")
+
+
 def video_stem(kind: str, in_chans: int, width: int = 64) -> nn.Sequential:
     """The stems: ``"r3d"`` conv 3x7x7 stride (1, 2, 2) (torchvision's ``BasicStem``); ``"r2plus1d"`` the
-    same factorized 1x7x7 (45 channels) then 3x1x1 (``R2Plus1dStem``); ``"hara"`` conv 7x7x7 stride
-    (1, 2, 2) and max pool 3x3x3 stride 2 (Hara et al. 2018, Table 1). Each conv is followed by BN-ReLU."""
-    if kind == "r3d":
-        conv = [nn.Conv3d(in_chans, width, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False)]
+    same factorized 1x7x7 (45 channels at width 64) then 3x1x1 (``R2Plus1dStem``); ``"2d"`` conv 1x7x7
+    (per frame); ``"hara"`` conv 7x7x7 stride (1, 2, 2) and max pool 3x3x3 stride 2 (Hara et al. 2018,
+    Table 1). Each conv is followed by BN-ReLU."""
+    if kind in ("r3d", "2d"):
+        t = 3 if kind == "r3d" else 1
+        conv = [nn.Conv3d(in_chans, width, (t, 7, 7), stride=(1, 2, 2), padding=(t // 2, 3, 3), bias=False)]
         return nn.Sequential(*conv, nn.BatchNorm3d(width), nn.ReLU())
     if kind == "r2plus1d":
+        mid = 45 * width // 64
         return nn.Sequential(
-            nn.Conv3d(in_chans, 45, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
-            nn.BatchNorm3d(45),
+            nn.Conv3d(in_chans, mid, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+            nn.BatchNorm3d(mid),
             nn.ReLU(),
-            nn.Conv3d(45, width, (3, 1, 1), padding=(1, 0, 0), bias=False),
+            nn.Conv3d(mid, width, (3, 1, 1), padding=(1, 0, 0), bias=False),
             nn.BatchNorm3d(width),
             nn.ReLU(),
         )
     if kind == "hara":
         conv = nn.Conv3d(in_chans, width, 7, stride=(1, 2, 2), padding=3, bias=False)
         return nn.Sequential(conv, nn.BatchNorm3d(width), nn.ReLU(), nn.MaxPool3d(3, stride=2, padding=1))
-    raise ConfigError(f"stem must be 'r3d', 'r2plus1d' or 'hara', got {kind!r}")
+    raise ConfigError(f"stem must be one of {', '.join(STEMS)}, got {kind!r}")
 
 
 class VideoResNet(nn.Module):
-    """``stem``, stages ``layer1..4`` of residual units (64, 128, 256, 512 x expansion channels; the first
+    """``stem``, stages ``layer1..4`` of residual units (``width`` x (1, 2, 4, 8) x expansion channels, width
+    64 in the papers; the first
     unit of stages 2-4 halves time and space, or space only for ``"2d"`` convolutions), global average
     pooling over (T, H, W) and ``fc``. ``convs`` names the convolution of each stage's units
     (:data:`CONVS`; ``unit`` must be :class:`VideoBasicUnit` then). Input: clips (N, C, T, H, W).
@@ -174,19 +181,22 @@ class VideoResNet(nn.Module):
         stem: str,
         convs: tuple[str, ...] | None = None,
         shortcut: str = "B",
+        width: int = 64,
         num_classes: int = 400,
         in_chans: int = 3,
         zero_init_residual: bool = False,
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        if width < 1:
+            raise ConfigError(f"width must be positive, got {width}")
         self.model_name: str | None = None
         self.model_kwargs: dict[str, Any] = {}
         self.num_classes, self.in_chans = num_classes, in_chans
-        self.stem = video_stem(stem, in_chans)
+        self.stem = video_stem(stem, in_chans, width)
         self.stem_names: tuple[str, ...] = ("stem",)
-        inplanes = 64
-        for i, (n, planes) in enumerate(zip(layers, (64, 128, 256, 512))):
+        inplanes = width
+        for i, (n, planes) in enumerate(zip(layers, (width, 2 * width, 4 * width, 8 * width))):
             extra = {"conv": convs[i]} if convs else {}
             stage = []
             for j in range(n):
@@ -294,3 +304,20 @@ def resnet3d_34(shortcut: str = "A", **kw: Any) -> VideoResNet:
 def resnet3d_50(shortcut: str = "B", **kw: Any) -> VideoResNet:
     """3D ResNet-50: 3x3x3 bottlenecks (3, 4, 6, 3), type-B shortcuts (Hara et al. 2018)."""
     return VideoResNet(Bottleneck3d, (3, 4, 6, 3), stem="hara", shortcut=shortcut, **kw)
+
+
+# Smaller networks of the same families, for the CPU-scale comparisons on Moving Fashion-MNIST.
+_LAYERS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+_CONVS = {"3d": ("3d",) * 4, "mc3": ("3d",) + ("2d",) * 3, "2plus1d": ("2plus1d",) * 4, "2d": ("2d",) * 4}
+_STEM = {"3d": "r3d", "mc3": "r3d", "2plus1d": "r2plus1d", "2d": "2d"}
+
+
+@register_model(family="video-resnet", depth=18, paper=_TRAN, name="video_resnet", **_K400)
+def video_resnet(depth: int = 18, conv: str = "3d", **kw: Any) -> VideoResNet:
+    """Video ResNet of depth 10, 18 or 34 with ``conv`` "3d" (R3D), "mc3", "2plus1d" (R(2+1)D) or "2d" (a
+    2D ResNet applied to every frame, its features averaged over time) and any ``width`` (default 64)."""
+    if depth not in _LAYERS or conv not in _CONVS:
+        raise ConfigError(
+            f"depth must be one of {list(_LAYERS)} and conv one of {list(_CONVS)}, got {depth}, {conv!r}"
+        )
+    return VideoResNet(VideoBasicUnit, _LAYERS[depth], stem=_STEM[conv], convs=_CONVS[conv], **kw)
