@@ -233,3 +233,16 @@ def test_sr_task_trains_edsr_on_a_fixed_batch_and_evaluates_against_bicubic():
     assert np.isfinite(result["psnr"]) and 0 < result["ssim"] <= 1 and set(result) >= {"psnr/t", "ssim/t"}
     out = upscale(model, data.test_lr[0].permute(1, 2, 0).numpy())  # (h, w, C) arrays too
     assert out.shape == (3, 16, 16) == data.test_hr[0].shape and out.dtype == torch.uint8
+
+
+def test_ablated_model_round_trips_through_weights(tmp_path):
+    from reslab.models.weights import load_model, save_weights
+
+    model = create_model("edsr_baseline_x2", units=2, residual=False, global_skip=False).eval()
+    save_weights(model, tmp_path / "plain.safetensors", {"task": "super-resolution"})
+    again, meta = load_model(tmp_path / "plain.safetensors")
+    assert meta["task"] == "super-resolution" and not again.global_skip
+    assert not any(b.has_shortcut for b in again.blocks)
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), model(x))

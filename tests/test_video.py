@@ -316,3 +316,16 @@ def test_video_task_trains_a_3d_resnet_on_a_fixed_batch():
     result = task.evaluate(model, clips, batch_size=16)
     assert set(result) == {"loss", "accuracy", "garment_accuracy", "direction_accuracy"}
     assert 0 <= result["accuracy"] <= min(result["garment_accuracy"], result["direction_accuracy"]) <= 100
+
+
+def test_video_model_round_trips_through_weights(tmp_path):
+    from reslab.models.weights import load_model, save_weights
+
+    kw = {"depth": 10, "width": 8, "conv": "mc3", "in_chans": 1, "num_classes": 40}
+    model = create_model("video_resnet", **kw).eval()
+    save_weights(model, tmp_path / "v.safetensors")
+    again, _ = load_model(tmp_path / "v.safetensors")
+    assert again.model_kwargs == kw
+    x = torch.rand(2, 1, 4, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), model(x))
