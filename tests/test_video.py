@@ -41,10 +41,15 @@ def params(name: str, **kw) -> int:
 
 
 @pytest.mark.parametrize(("name", "count"), TORCHVISION_VIDEO.items())
-def test_video_param_counts_match_torchvision(name, count):
+def test_video_param_counts_and_macs_match_torchvision(name, count):
     assert params(name) == count
     tv = getattr(torchvision.models.video, name)(weights=None)
     assert sum(p.numel() for p in tv.parameters()) == count
+    # torchvision's weight metadata: "_ops" in G multiply-adds for one 3x16x112x112 clip (40.697, ...)
+    enum = {"r3d_18": "R3D_18", "mc3_18": "MC3_18", "r2plus1d_18": "R2Plus1D_18"}[name] + "_Weights"
+    meta = getattr(torchvision.models.video, enum).KINETICS400_V1.meta
+    assert meta["num_params"] == count
+    assert round(count_params_and_macs(name)[1] / 1e9, 3) == meta["_ops"]
 
 
 @pytest.mark.parametrize("name", TORCHVISION_VIDEO)

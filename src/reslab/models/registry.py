@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,10 +72,9 @@ def register_model(
 
 
 def _ensure_loaded() -> None:
-    # Importing the zoo modules runs their @register_model decorators.
-    import reslab.models.sr
-    import reslab.models.video
-    import reslab.models.zoo  # noqa: F401
+    # Importing the zoo modules runs their @register_model decorators (this order is `reslab models`').
+    for module in ("zoo", "video", "sr"):
+        importlib.import_module(f"reslab.models.{module}")
 
 
 def list_models(pattern: str = "*") -> list[str]:
