@@ -70,7 +70,8 @@ _HOW_TO_GET = {
 
 @dataclasses.dataclass
 class ArrayDataset:
-    """A whole data set in memory: images uint8 (N, C, H, W), labels int64 (N,), on the CPU.
+    """A whole data set in memory: images uint8 (N, C, H, W) (clips: (N, C, T, H, W)), labels int64 (N,),
+    on the CPU.
 
     ``mean``/``std`` are per-channel statistics of ``train_x`` on the 0-1 scale (population std over
     every pixel of the channel); ``flip`` says whether a horizontal flip is a valid augmentation.
@@ -92,7 +93,7 @@ class ArrayDataset:
 
     @property
     def input_size(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image."""
+        """(C, H, W) of one image ((C, T, H, W) of one clip)."""
         return tuple(int(s) for s in self.train_x.shape[1:])  # type: ignore[return-value]
 
     @property

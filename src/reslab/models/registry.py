@@ -4,8 +4,8 @@ A builder is a three-line declaration registered with :func:`register_model`; th
 (family, depth, default input, the paper's number and reference) feeds :func:`model_info` and
 ``reslab models``. ``task`` says what a model maps to what (:data:`TASKS`): images (N, C, H, W) to logits,
 clips (N, C, T, H, W) to logits, or low-resolution images to images ``scale`` times larger (such models
-have no classes: ``num_classes=0``). Parameter counts and multiply-adds are computed, never typed in: the model is built
-on the ``meta`` device (no memory, no time) and counted with ``torch.utils.flop_counter``.
+have no classes: ``num_classes=0``). Parameter counts and multiply-adds are computed, never typed in: the
+model is built on the ``meta`` device (no memory, no time) and counted with ``torch.utils.flop_counter``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 
 from reslab.errors import ConfigError
 
-# What a model maps to what: (N, C, H, W) -> logits, (N, C, T, H, W) -> logits, (N, C, H, W) -> (N, C, sH, sW).
+# (N, C, H, W) -> logits; (N, C, T, H, W) -> logits; (N, C, H, W) -> (N, C, sH, sW).
 TASKS = ("image-classification", "video-classification", "super-resolution")
 
 
