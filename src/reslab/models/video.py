@@ -20,8 +20,9 @@ Deviations, all torchvision's (kept so its weights load): the (2+1)D mid-channel
 a unit are computed from the unit's (input, output) widths, M = floor(t d^2 N_in N_out / (d^2 N_in + t
 N_out)) with t = d = 3 (Tran et al. compute it per convolution; the second conv of a widening unit gets 230
 instead of 288 channels); the (2+1)D stem has 45 mid-channels; the classifier is initialized
-N(0, 0.01). For Hara's networks the stem is ``stem.0/1/3`` (the authors' ``conv1``/``bn1``) and the
-classifier init is torchvision's, not PyTorch's default.
+N(0, 0.01). For Hara's networks the stem's conv and BN are ``stem.0``/``stem.1`` (the authors' ``conv1``/
+``bn1``: their checkpoints need those two keys renamed) and the classifier init is torchvision's, not
+PyTorch's default.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Dependencies: ``train -> tasks -> data / models / metrics``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from reslab.errors import ConfigError
@@ -46,7 +46,7 @@ class Task:
     train_loader: Callable[..., Any]
     loss: Callable[..., Any]
     evaluate: Callable[..., dict[str, float]]
-    aliases: tuple[str, ...] = field(default=())
+    aliases: tuple[str, ...] = ()
 
     def check_model(self, name: str) -> None:
         """A one-line error unless the registered model ``name`` is one this task trains."""

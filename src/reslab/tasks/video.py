@@ -54,13 +54,16 @@ def evaluate(
         model.train(was_training)
     pred = torch.cat(preds)
     (pg, pd), (tg, td) = clip_factors(pred), clip_factors(y)
-    pct = lambda hit: float(hit.double().mean() * 100)  # noqa: E731
     return {
         "loss": loss / len(y),
-        "accuracy": pct(pred == y),
-        "garment_accuracy": pct(pg == tg),
-        "direction_accuracy": pct(pd == td),
+        "accuracy": _percent(pred == y),
+        "garment_accuracy": _percent(pg == tg),
+        "direction_accuracy": _percent(pd == td),
     }
+
+
+def _percent(hits: torch.Tensor) -> float:
+    return float(hits.double().mean() * 100)
 
 
 TASK = Task(
