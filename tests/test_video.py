@@ -321,6 +321,12 @@ def test_video_task_trains_a_3d_resnet_on_a_fixed_batch():
     result = task.evaluate(model, clips, batch_size=16)
     assert set(result) == {"loss", "accuracy", "garment_accuracy", "direction_accuracy"}
     assert 0 <= result["accuracy"] <= min(result["garment_accuracy"], result["direction_accuracy"]) <= 100
+    meta = task.describe(clips)
+    assert (
+        meta["input_size"] == [1, 4, 36, 36]
+        and len(meta["classes"]) == 40
+        and meta["mean"] == list(clips.mean)
+    )
 
 
 def test_video_model_round_trips_through_weights(tmp_path):

@@ -32,6 +32,8 @@ class Task:
     - ``loss(output, target) -> scalar tensor``;
     - ``evaluate(model, data, *, device, batch_size) -> dict[str, float]`` on the test split, including
       ``metric``; ``higher_is_better`` says which way "best" goes.
+    - ``describe(data) -> dict``: JSON values for checkpoint metadata (what ``predict`` and reports need:
+      sizes, normalization, classes or scale, image names, the data's source and checksum).
     - ``model_task``: the registry's task of the models it can train (``model_info(name)["task"]``).
     """
 
@@ -46,6 +48,7 @@ class Task:
     train_loader: Callable[..., Any]
     loss: Callable[..., Any]
     evaluate: Callable[..., dict[str, float]]
+    describe: Callable[[Any], dict[str, Any]]
     aliases: tuple[str, ...] = ()
 
     def check_model(self, name: str) -> None:

@@ -81,6 +81,18 @@ def evaluate(model: nn.Module, data: SRData, *, device: Any = "cpu", batch_size:
     return out
 
 
+def describe(data: SRData) -> dict[str, Any]:
+    """Checkpoint metadata: scale, channels, the training and test photographs and their source."""
+    return {
+        "dataset": "skimage-photographs",
+        "scale": data.scale,
+        "in_chans": data.in_chans,
+        "train_images": list(data.train_names),
+        "test_images": list(data.test_names),
+        "source": data.source,
+    }
+
+
 TASK = Task(
     name="super-resolution",
     model_task="super-resolution",
@@ -93,5 +105,6 @@ TASK = Task(
     train_loader=train_loader,
     loss=sr_loss,
     evaluate=evaluate,
+    describe=describe,
     aliases=("sr",),
 )

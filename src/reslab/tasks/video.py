@@ -66,6 +66,18 @@ def _percent(hits: torch.Tensor) -> float:
     return float(hits.double().mean() * 100)
 
 
+def describe(data: ArrayDataset) -> dict[str, Any]:
+    """Checkpoint metadata: clip size (C, T, H, W), normalization, the 40 class names, source + SHA-256."""
+    return {
+        "dataset": data.name,
+        "input_size": list(data.input_size),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "classes": list(data.classes),
+        "source": data.source,
+    }
+
+
 TASK = Task(
     name="video",
     model_task="video-classification",
@@ -78,4 +90,5 @@ TASK = Task(
     train_loader=train_loader,
     loss=F.cross_entropy,
     evaluate=evaluate,
+    describe=describe,
 )
