@@ -413,3 +413,99 @@ def test_lesion_summary_calls_a_noisy_curve_noisy():
     assert "not monotone in k (1 of 4 steps go down" in explain([noisy])
     flat = LesionResult("p", 30.0, single, k, np.array([88.0, 90.0, 87.0, 91.0]), np.full(4, 3.0), **kw)
     assert "at its plateau from k = 1 on (within 4.0 points)" in explain([flat])
+
+
+# ---------------------------------------------------- each summary sentence flips at its stated margin
+
+
+def test_response_summary_flips_at_its_median_margin():
+    """He et al. Fig. 7, judged on medians with a 10% margin: 5% apart decides nothing, 20% does; one
+    outlier unit (which moved the old mean-based sentence) does not."""
+    from reslab.analysis.responses import MARGIN, ResponseProfile, explain
+
+    def prof(label: str, median: float, plain: bool, units: int = 9, outlier: float = 0.0) -> ResponseProfile:
+        std = np.full(units, median)
+        std[0] += outlier
+        return ResponseProfile(label, std, std, plain, True)
+
+    assert MARGIN == 0.10
+    close = explain([prof("plain20", 1.0, True, outlier=5.0), prof("resnet20", 0.95, False)])
+    assert "within the margin" in close and "Fig. 7): residual functions" not in close
+    far = explain([prof("plain20", 1.0, True), prof("resnet20", 0.80, False)])
+    assert "20% smaller, He et al.'s observation" in far
+    opposite = explain([prof("plain20", 0.8, True), prof("resnet20", 1.0, False)])
+    assert "the opposite of He et al." in opposite
+    # depth: ResNet-20/56/110, the deeper the smaller (Fig. 7) -- or within the margin
+    deep = [
+        prof("resnet20", 1.0, False, 9),
+        prof("resnet56", 0.9, False, 27),
+        prof("resnet110", 0.7, False, 54),
+    ]
+    assert "deeper ResNet's responses are 30% smaller" in explain(deep)
+    deep[-1] = prof("resnet110", 0.95, False, 54)
+    assert "depth's effect is not decided here" in explain(deep)
+
+
+def test_lesion_downsampling_sentence_flips_with_its_test():
+    from reslab.analysis.lesion import LesionResult, downsampling_sentence
+
+    k = np.arange(1, 3)
+    down = [False] * 9
+    down[3] = down[6] = True
+
+    def res(single: list[float]) -> LesionResult:
+        return LesionResult(
+            "r", 10.0, np.array(single), k, k * 1.0, k * 0.0, np.full(8, np.nan), False, True, down
+        )
+
+    clear = res([11.0, 11.2, 10.9, 19.0, 11.1, 10.8, 20.0, 11.0, 11.3])  # +9 and +10 against ~+1
+    assert "as Veit et al. report" in downsampling_sentence(clear)
+    noisy = res([11.0, 18.0, 10.9, 14.0, 11.1, 17.5, 12.0, 11.0, 16.0])  # the others spread as widely
+    text = downsampling_sentence(noisy)
+    assert "within the spread over units" in text and "unit 1, which keeps the shape" in text
+
+
+def test_landscape_nonconvexity_ignores_noise_on_a_bowl_and_flags_ripples():
+    """Li et al.'s |lambda_min/lambda_max| idea on the grid: a steep convex bowl with small evaluation noise
+    (and its exponential, whose log would look concave) counts as convex; an egg-crate surface does not."""
+    from reslab.analysis.landscape import RUGGED_ABOVE, SMOOTH_BELOW, nonconvexity, surface_words
+
+    a = np.linspace(-1, 1, 21)
+    x, y = np.meshgrid(a, a, indexing="ij")
+    bowl = 0.2 + 5.0 * (x**2 + 0.3 * y**2)
+    noise = np.random.default_rng(0).normal(0, 1e-3, bowl.shape)
+    assert nonconvexity(bowl + noise) < SMOOTH_BELOW
+    assert nonconvexity(np.exp(8 * (x**2 + y**2))) == 0.0  # huge at the border, still convex
+    crate = bowl + 0.5 * np.sin(12 * x) * np.sin(12 * y)
+    assert nonconvexity(crate) > RUGGED_ABOVE
+    assert surface_words(0.05) == "a smooth, nearly convex bowl"
+    assert surface_words(0.5) == "a rugged, non-convex surface"
+    assert "mostly convex" in surface_words(0.2)
+    assert nonconvexity(a**2) == 0.0 and nonconvexity(-(a**2)) == 1.0  # 1-D
+
+
+def test_landscape_panels_share_contour_levels():
+    from reslab.analysis.landscape import Landscape, contour_levels
+
+    a = np.linspace(-1, 1, 5)
+    lo = Landscape("r", "plane", a, a, np.full((5, 5), 0.3), np.zeros((5, 5)), 0.3, True)
+    hi = Landscape("p", "plane", a, a, np.full((5, 5), 3e4), np.zeros((5, 5)), 3e4, True)
+    levels = contour_levels([lo, hi])
+    assert levels[0] <= np.log10(0.3) and levels[-1] >= np.log10(3e4)
+    assert np.allclose(np.diff(levels), 0.25)
+
+
+def test_path_summary_flips_at_one_binomial_standard_deviation():
+    from reslab.analysis.paths import PathResult, explain
+
+    n = 27
+    ks = np.arange(n + 1)
+
+    def res(decay: float) -> PathResult:
+        from reslab.analysis.paths import path_length_distribution
+
+        g = decay**ks
+        return PathResult("r", n, path_length_distribution(n), ks, g, g * 0.1, True)
+
+    assert "shorter than the typical path" in explain([res(0.45)])  # Veit et al.: short effective paths
+    assert "within one standard deviation of the typical path length" in explain([res(1.0)])

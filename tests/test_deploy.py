@@ -185,7 +185,7 @@ def test_predict_converts_and_normalizes(run_dir, tmp_path, capsys):
 
 
 def test_predict_unreadable_files(run_dir, tmp_path, capsys):
-    Image.new("L", (28, 28), 200).save(tmp_path / "good.png")
+    Image.new("L", (28, 28), 60).save(tmp_path / "good.png")  # dark: not inverted
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
     files = [tmp_path / "good.png", tmp_path / "broken.png", tmp_path / "missing.png"]
     assert main(["predict", str(run_dir), *map(str, files), "--topk", "3"]) == 2
@@ -305,3 +305,41 @@ def test_onnx_missing_dependency_message(run_dir, tmp_path, monkeypatch, capsys)
     assert main(["export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
     assert "onnxruntime" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
+
+
+def test_predict_matches_the_training_polarity(run_dir, tmp_path, capsys):
+    """A garment photographed dark on a light background is inverted for a Fashion-MNIST model (trained
+    on light garments on black) and says so; the light-on-dark original is left alone; ``--invert never``
+    turns it off; RGB models never invert (issue 12, item 8)."""
+    from reslab.deploy.predict import input_spec, load, read_image_polarity
+
+    rng = np.random.default_rng(0)
+    garment = np.zeros((28, 28), np.uint8)
+    garment[4:24, 8:20] = rng.integers(120, 255, (20, 12))  # light object, black border (FMNIST style)
+    Image.fromarray(garment).save(tmp_path / "as_stored.png")
+    Image.fromarray(255 - garment).save(tmp_path / "photo.jpg", quality=95)  # dark object on white
+    model, meta = load(run_dir)
+    spec = input_spec(model, meta)
+    x_orig, inv_orig = read_image_polarity(tmp_path / "as_stored.png", spec)
+    x_photo, inv_photo = read_image_polarity(tmp_path / "photo.jpg", spec)
+    assert (inv_orig, inv_photo) == (False, True)
+    assert (x_photo - x_orig).abs().max() * FMNIST_STD < 0.05  # the same input, up to JPEG loss
+    x_kept, inv_kept = read_image_polarity(tmp_path / "photo.jpg", spec, "never")
+    assert not inv_kept and (x_kept - x_orig).abs().mean() * FMNIST_STD > 0.5
+
+    assert (
+        main(
+            ["predict", str(run_dir), str(tmp_path / "as_stored.png"), str(tmp_path / "photo.jpg"), "--json"]
+        )
+        == 0
+    )
+    got = json.loads(capsys.readouterr().out)["predictions"]
+    assert [p["inverted"] for p in got] == [False, True]
+    assert got[0]["top"][0]["class"] == got[1]["top"][0]["class"]
+    assert main(["predict", str(run_dir), str(tmp_path / "photo.jpg"), "--invert", "never", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["inverted"] is False
+
+    rgb = _make_run(tmp_path / "rgb", in_chans=3, size=32)
+    Image.fromarray(np.stack([255 - np.pad(garment, 2)] * 3, -1)).save(tmp_path / "rgb.png")
+    model3, meta3 = load(rgb)
+    assert read_image_polarity(tmp_path / "rgb.png", input_spec(model3, meta3))[1] is False

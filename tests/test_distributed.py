@@ -3,6 +3,7 @@ synthetic data. See docs/distributed.md."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -247,3 +248,16 @@ def test_replica_check_and_reduced_error_two_processes(tmp_path):
         err, caught = (tmp_path / f"rank{rank}.txt").read_text().split("\n", 1)
         assert float(err) == 100.0 * 7 / 25
         assert "replicas differ" in caught and "'1.running_mean'" in caught
+
+
+def test_default_recipe_on_synthetic_data_under_torchrun(tmp_path):
+    """``torchrun --nproc_per_node=2 -m reslab train --dataset synthetic``: the default recipe's validation
+    split adapts to the 1,024 synthetic images on every rank (it used to fail with val_size ... 5000)."""
+    out = tmp_path / "ddp"
+    p, _ = _torchrun(
+        2, "--dataset", "synthetic", "--model", "resnet", "--set", "model_kwargs.depth=8",
+        "--iterations", "4", "--batch-size", "32", "--device", "cpu", "--out", str(out), "--quiet",
+        "--set", "tensorboard=false", "--set", "eval_every=0",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["selection"] == "val_error"

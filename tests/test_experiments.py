@@ -17,8 +17,8 @@ import pytest
 from reslab.cli import main
 from reslab.errors import ConfigError, ReslabError
 from reslab.experiments import plan_experiment, redraw, run_experiment, run_status
+from reslab.experiments.plan import write_plan
 from reslab.experiments.results import Group, RunResult, claims_for
-from reslab.experiments.runner import _write_plan
 from reslab.experiments.specs import BUDGETS, EXPERIMENTS, parse_depths, parse_seeds
 
 EXPECTED_NETWORKS = {
@@ -183,7 +183,7 @@ def _fake_runs(plan, steps: int = 60) -> None:
 def test_report_and_figure_from_csv_logs(name: str, tmp_path: Path) -> None:
     depths = EXPERIMENTS[name].default_depths  # all of them, not the quick budget's default
     plan = plan_experiment(name, budget="quick", out=tmp_path / name, dataset="cifar10", depths=depths)
-    _write_plan(plan, [{"wall_s": 12.0, "jobs": 1}])
+    write_plan(plan, [{"wall_s": 12.0, "jobs": 1}])
     _fake_runs(plan)
     out = redraw(plan.out)
     _check_outputs(plan.out, name, expect_paper=True)
@@ -305,8 +305,14 @@ def test_concurrent_workers(tmp_path: Path) -> None:
     plan = plan_experiment(
         "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "j"
     )
-    result = run_experiment(plan, jobs=2, progress=False)
+    pub = tmp_path / "docs" / "degradation-smoke"
+    result = run_experiment(plan, jobs=2, progress=False, publish=pub)
     assert sorted(result["trained"]) == sorted(r.name for r in plan.runs)
+    for r in plan.runs:  # published as they finished, curves and all, without checkpoints
+        assert (pub / "runs" / r.name / "metrics.csv").read_text() == (
+            plan.run_dir(r) / "metrics.csv"
+        ).read_text()
+    assert (pub / "report.md").is_file() and not list(pub.rglob("*.safetensors"))
     for r in plan.runs:
         assert run_status(plan.run_dir(r)) == "done"
         assert (plan.out / "logs" / f"{r.name}.log").is_file()
@@ -314,3 +320,202 @@ def test_concurrent_workers(tmp_path: Path) -> None:
     assert sessions[-1]["jobs"] == 2
     _check = (plan.out / "report.md").read_text()
     assert "(2 at a time)" in _check
+
+
+# ------------------------------------------------------------------------------ seed-aware statistics
+
+
+def test_student_t_tail_matches_known_values() -> None:
+    from reslab.analysis.stats import t_ppf2, t_sf2
+
+    # Two-sided 5% critical values of Student's t (any table): df 1, 2, 4, 10, 30.
+    for df, t in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042)):
+        assert t_sf2(t, df) == pytest.approx(0.05, abs=2e-4)
+        assert t_ppf2(0.05, df) == pytest.approx(t, abs=2e-3)
+    assert t_sf2(0.0, 3) == pytest.approx(1.0)
+    assert t_sf2(1.0, 1) == pytest.approx(0.5)  # Cauchy: P(|T| > 1) = 1/2
+    assert t_sf2(1.959964, 1e7) == pytest.approx(0.05, abs=1e-5)  # the normal limit
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for t, df in ((0.3, 2.5), (5.0, 3.3), (40.0, 7.0), (1.7, 123.4)):
+        assert t_sf2(t, df) == pytest.approx(2 * scipy_stats.t.sf(t, df), rel=1e-9, abs=1e-15)
+
+
+def test_welch_matches_scipy_and_decides_only_beyond_noise() -> None:
+    from reslab.analysis.stats import compare, seeds_to_resolve, welch
+
+    a, b = [7.53, 6.96, 7.20], [7.17, 7.08, 7.50]  # ResNet-20 / -56 at 5 epochs: within noise
+    w = welch(a, b)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    ref = scipy_stats.ttest_ind(b, a, equal_var=False)
+    assert w.t == pytest.approx(ref.statistic) and w.p == pytest.approx(ref.pvalue)
+    c = compare(a, b, math.nan, math.nan)
+    assert c.test == "welch" and not c.significant and c.sign == 0 and c.ranges_overlap
+    assert c.seeds_needed is None, "a 0.02-point difference is beyond any practical number of seeds"
+    mid = compare([7.53, 6.96, 7.20], [7.0, 6.8, 6.9], math.nan, math.nan)
+    assert not mid.significant and mid.seeds_needed is not None and mid.seeds_needed > 3
+    far = compare([7.8, 7.9, 8.1], [14.0, 14.1, 14.4], math.nan, math.nan)  # plain-20 vs plain-56
+    assert far.sign == 1 and far.p < 0.001 and far.ranges_overlap is False
+    # more seeds resolve a smaller difference; a zero difference never
+    assert seeds_to_resolve(0.2, 0.3, 0.3) > seeds_to_resolve(0.5, 0.3, 0.3) >= 2
+    assert seeds_to_resolve(0.0, 0.3, 0.3) is None
+    # one run each: the binomial margin, with its 0.5-point floor
+    one = compare([7.0], [7.4], 0.1, 0.1)
+    assert one.test == "binomial" and one.margin == 0.5 and not one.significant
+
+
+def test_claims_flip_with_the_seed_spread() -> None:
+    """The same mean difference is a claim with tight seeds and "inconclusive" with loose ones."""
+    tight = [
+        _group("resnet", 20, [8.0, 8.1, 7.9], [9.0, 9.1, 8.9]),
+        _group("resnet", 56, [7.0, 7.1, 6.9], [8.0, 8.1, 7.9]),
+    ]
+    loose = [
+        _group("resnet", 20, [8.0, 9.5, 6.5], [9.0, 10.5, 7.5]),
+        _group("resnet", 56, [7.0, 8.5, 5.5], [8.0, 9.5, 6.5]),
+    ]
+    (ct,) = claims_for("depth", tight)
+    (cl,) = claims_for("depth", loose)
+    assert ct.verdict == "supported" and "Welch" in ct.sentence and not ct.undecided
+    assert cl.verdict == "inconclusive" and "seeds per network" in cl.undecided
+
+
+def test_report_states_spread_test_and_what_is_undecided(tmp_path: Path) -> None:
+    plan = plan_experiment("degradation", budget="quick", seeds=3, out=tmp_path / "d", dataset="cifar10")
+    write_plan(plan, [{"wall_s": 60.0, "jobs": 1, "host": "box", "cpus": 2}])
+    _fake_runs(plan)
+    redraw(plan.out)
+    report = (plan.out / "report.md").read_text()
+    assert "test error range %" in report and "Welch's t-test" in report
+    assert "## What this budget cannot decide" in report
+    assert "reslab reproduce degradation --dataset cifar10 --budget quick --seeds 3" in report
+    assert "box (2 CPUs)" in report
+    # the lr drops of the step schedule are marked in the figure and said in the report
+    assert "lr" in report and "divided by 10" in report
+
+
+def test_figure_range_holds_every_test_point() -> None:
+    from reslab.experiments.plotting import y_top
+
+    assert y_top([81.0, 14.0, 7.0]) > 81.0  # plain-56's first evaluation is drawn
+    assert y_top([1.0, 2.0]) == 5.0 and y_top([99.0]) == 100.0
+
+
+# ------------------------------------------------------------------------------ committed results
+
+
+def test_publish_then_a_fresh_machine_continues(tmp_path: Path) -> None:
+    from reslab.experiments import publish
+
+    plan = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20", seeds=2, out=tmp_path / "a"
+    )
+    write_plan(plan, [{"started": "2026-01-01T00:00:00+00:00", "host": "a", "wall_s": 5.0}])
+    _fake_runs(plan)
+    (plan.run_dir(plan.runs[0]) / "checkpoints").mkdir()
+    (plan.run_dir(plan.runs[0]) / "checkpoints" / "last.safetensors").write_bytes(b"x" * 100)
+    dest = tmp_path / "docs" / "degradation-smoke"
+    publish(plan.out, dest)
+    for r in plan.runs:
+        for f in ("config.yaml", "summary.json", "metrics.csv", "train_log.csv"):
+            assert (dest / "runs" / r.name / f).is_file()
+    assert not list(dest.rglob("*.safetensors")), "no checkpoint is committed"
+    report = (dest / "report.md").read_text()
+    assert f"--publish {dest}" in report and "4 runs, 4 finished" in report
+    assert (dest / "degradation.png").is_file()
+
+    # A fresh machine: an empty experiment folder, the committed results -> nothing to train.
+    fresh = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20", seeds=2, out=tmp_path / "b"
+    )
+    from reslab.experiments import run_states
+
+    assert set(run_states(fresh, dest).values()) == {"published"} and set(run_states(fresh).values()) == {
+        "new"
+    }
+    result = run_experiment(fresh, progress=False, publish=dest)
+    assert result["trained"] == [] and sorted(result["published"]) == sorted(r.name for r in plan.runs)
+    sessions = json.loads((dest / "experiment.json").read_text())["sessions"]
+    assert {s.get("host") for s in sessions} >= {"a"} and len(sessions) == 2, "sessions of both machines"
+
+    # A committed run with another config is not silently reused.
+    other = plan_experiment(
+        "degradation",
+        budget="smoke",
+        dataset="synthetic",
+        depths="20",
+        seeds=2,
+        out=tmp_path / "c",
+        overrides={"lr": 0.05},
+    )
+    cfg = dest / "runs" / plan.runs[0].name / "config.yaml"
+    cfg.write_text(cfg.read_text() + "lr: 0.1\n")
+    with pytest.raises(ConfigError, match="lr"):
+        run_experiment(other, progress=False, publish=dest)
+
+
+def test_experiments_package_has_no_import_cycle() -> None:
+    """Dependencies point one way, lazy imports included (STYLE.md habit 14)."""
+    import ast
+
+    import reslab.experiments as pkg
+
+    root = Path(pkg.__file__).parent
+    edges: dict[str, set[str]] = {}
+    for f in root.glob("*.py"):
+        mods = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("reslab.experiments.")
+            ):
+                mods.add(node.module.rsplit(".", 1)[1])
+        edges[f.stem] = mods - {f.stem}
+
+    def reaches(a: str, b: str, seen: set[str]) -> bool:
+        return any(n == b or (n not in seen and reaches(n, b, seen | {n})) for n in edges.get(a, ()))
+
+    cyclic = [m for m in edges if m != "__init__" and reaches(m, m, {m})]
+    assert not cyclic, cyclic
+    from reslab.experiments import plan, runner
+    from reslab.train.config import MACHINE_KEYS
+
+    assert not hasattr(runner, "_MACHINE_KEYS")
+    # amp changes the arithmetic: a stored run with another amp is a mismatch, a thread count is not
+    assert plan.config_mismatch({"amp": "bf16", "threads": 2}, {"amp": "off", "threads": 1}) == (
+        "amp",
+        "bf16",
+        "off",
+    )
+    assert plan.config_mismatch({"threads": 2}, {"threads": 1}) is None and "threads" in MACHINE_KEYS
+
+
+def test_standard_budget_defaults_keep_the_running_sweeps_configs() -> None:
+    """The standard degradation sweep started from this plan: defaults may be added, configs not changed
+    (a rerun of the same command must recognise its finished runs)."""
+    plan = plan_experiment("degradation", budget="standard", overrides={"threads": 1})
+    assert plan.seeds == (0, 1, 2) and plan.depths == (20, 56) and plan.recipe == "fashion_mnist"
+    assert [r.name for r in plan.runs] == [
+        f"{m}-s{s}" for m in ("plain20", "resnet20", "plain56", "resnet56") for s in range(3)
+    ]
+    assert plan.configs["plain56-s0"] == {
+        "dataset": "fashion-mnist",
+        "epochs": 5,
+        "tensorboard": False,
+        "model": "plain56",
+        "model_kwargs": {},
+        "seed": 0,
+        "threads": 1,
+    }
+    assert plan_experiment("depth", budget="standard").seeds == (0, 1)
+    assert plan_experiment("depth", budget="quick").seeds == (0,)
+
+
+def test_a_network_not_measured_yet_is_not_a_limit_of_the_budget() -> None:
+    groups = [
+        _group("resnet", 20, [8.0, 8.1, 7.9], [9.0, 9.1, 8.9]),
+        _group("resnet", 56, [math.nan], [math.nan]),
+    ]
+    (c,) = claims_for("depth", groups)
+    assert c.verdict == "inconclusive" and "not measured yet" in c.sentence and c.undecided == ""
+    assert "nan" not in c.sentence

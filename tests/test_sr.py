@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from reslab.data.sr import SR_TEST, SR_TRAIN, PatchSampler, bicubic_down, bicubic_up, sr_data
 from reslab.errors import ConfigError
-from reslab.metrics import accuracy, luminance, psnr, ssim
 from reslab.models import count_params_and_macs, create_model, deleted_blocks
 from reslab.models.sr import Scale
 from reslab.tasks import get_task
+from reslab.tasks.metrics import accuracy, luminance, psnr, ssim
 from reslab.tasks.sr import upscale
 
 # ------------------------------------------------------------------------------------------- models
@@ -208,12 +208,12 @@ def test_sr_task_trains_edsr_on_a_fixed_batch_and_evaluates_against_bicubic():
     task = get_task("sr")
     assert (
         task is get_task("super-resolution")
-        and task.metric == "psnr"
+        and task.primary_metric == "psnr"
         and task.default_model == "edsr_baseline_x4"
     )
     task.check_model("srresnet_x2")
     with pytest.raises(ConfigError, match="unknown task"):
-        get_task("segmentation")
+        get_task("captioning")
     data = hand_images()
     torch.manual_seed(0)
     model = create_model("edsr_baseline_x2", units=2, width=16)

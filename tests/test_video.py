@@ -297,7 +297,7 @@ def test_moving_fashion_from_real_fashion_mnist(tmp_path):
 
 def test_video_task_trains_a_3d_resnet_on_a_fixed_batch():
     task = get_task("video")
-    assert task.default_model == "video_resnet" and task.metric == "accuracy"
+    assert task.default_model == "video_resnet" and task.primary_metric == "accuracy"
     task.check_model(task.default_model)
     with pytest.raises(ConfigError, match="video-classification"):
         task.check_model("resnet20")

@@ -80,8 +80,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="allow downloads: the data set if missing, and with --init-from torchvision the "
                    "weights if not in the torch.hub cache")  # fmt: skip
     g.add_argument("--subset", type=int, metavar="N", help="train on N training images (seeded, stratified)")
-    g.add_argument("--val-split", type=int, metavar="N",
-                   help="hold N training images out for validation (selects the best checkpoint)")  # fmt: skip
+    g.add_argument("--val-split", metavar="N",
+                   help="hold N training images out for validation (selects the best checkpoint); "
+                   "a fraction in (0, 1) holds out that share")  # fmt: skip
     g = p.add_argument_group("budget and optimization")
     b = g.add_mutually_exclusive_group()
     b.add_argument("--epochs", type=float, help="training budget in epochs")
@@ -223,13 +224,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from reslab.experiments.specs import BUDGETS
+
     p = sub.add_parser(
         "reproduce",
         help="re-run one of the paper's experiments (degradation, depth, shortcuts, highway)",
         description=(
             "Train the experiment's networks (a rerun skips finished runs and continues interrupted ones), "
             "then draw its figure and write report.md beside the paper's numbers. Budgets: smoke (plumbing, "
-            "<1 min), quick (~15 min on 2 CPU cores, shows the effect on Fashion-MNIST), paper (the paper's "
+            "<1 min), quick (~20 min on 2 CPU cores, shows the effect on Fashion-MNIST), standard (5 epochs per "
+            "network, several seeds: hours on a CPU, decides what the quick budget cannot), paper (the paper's "
             "64k-iteration schedule; a GPU job)."
         ),
     )
@@ -240,8 +244,12 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         choices=("fashion-mnist", "cifar10", "cifar100", "synthetic"),
         help="data set (default: fashion-mnist)",
     )
-    p.add_argument("--budget", default="quick", choices=("smoke", "quick", "paper"), help="default: quick")
-    p.add_argument("--seeds", default=None, help="number of seeds (3 -> 0,1,2) or a comma list (default: 1)")
+    p.add_argument("--budget", default="quick", choices=tuple(BUDGETS), help="default: quick")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="number of seeds (3 -> 0,1,2) or a comma list (default: the budget's, else 1)",
+    )
     p.add_argument("--depths", default=None, help="comma list of depths (default: the experiment's)")
     p.add_argument("--out", default=None, help="experiment folder (default: experiments/NAME-DATASET-BUDGET)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
@@ -260,13 +268,20 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a training config field for every run (repeatable)",
     )
+    p.add_argument(
+        "--publish",
+        default=None,
+        metavar="DIR",
+        help="committed results (e.g. docs/results/NAME-BUDGET): skip runs finished there with the same "
+        "config, copy each finished run's curves there, write the report there",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs and their state) and stop")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_reproduce)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from reslab.experiments import plan_experiment, run_experiment, run_status
+    from reslab.experiments import plan_experiment, run_experiment, run_states
     from reslab.train.config import parse_set
 
     plan = plan_experiment(
@@ -282,13 +297,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         print(f"{plan.experiment} on {plan.dataset}, {plan.budget} budget -> {plan.out}")
+        states = run_states(plan, args.publish)
         for r in plan.runs:
             cfg = plan.configs[r.name]
-            print(
-                f"  {r.name:<16} {run_status(plan.run_dir(r)):<8} {cfg.get('model')} {cfg.get('model_kwargs') or ''}"
-            )
+            print(f"  {r.name:<16} {states[r.name]:<9} {cfg.get('model')} {cfg.get('model_kwargs') or ''}")
         return 0
-    result = run_experiment(plan, jobs=args.jobs, progress=not args.quiet)
+    result = run_experiment(plan, jobs=args.jobs, progress=not args.quiet, publish=args.publish)
     print(f"report: {result['report']}")
     for fig in result.get("figures", []):
         print(f"figure: {fig}")
@@ -303,13 +317,19 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="redraw an experiment's or run's figures from its CSV logs")
     p.add_argument("path", help="an experiment folder (figures + report.md) or a run directory (curves.png)")
+    p.add_argument(
+        "--publish",
+        default=None,
+        metavar="DIR",
+        help="copy the finished runs' curves to DIR and write the report and figures there (PATH is only read)",
+    )
     p.set_defaults(func=_cmd_plot)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from reslab.experiments import redraw
+    from reslab.experiments import publish, redraw
 
-    result = redraw(args.path)
+    result = redraw(args.path) if args.publish is None else publish(args.path, args.publish)
     for fig in result.get("figures", []):
         print(f"figure: {fig}")
     if result.get("report"):
@@ -429,13 +449,24 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--invert", choices=("auto", "never", "always"), default="auto",
+                   help="grey models: invert images whose polarity is the opposite of the training "
+                   "images' (auto, from the image border: a dark garment on a light background), "
+                   "never, or always (default auto)")  # fmt: skip
     p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from reslab.deploy.predict import run_predict
 
-    return run_predict(args.checkpoint, args.images, topk=args.topk, as_json=args.json, device=args.device)
+    return run_predict(
+        args.checkpoint,
+        args.images,
+        topk=args.topk,
+        as_json=args.json,
+        device=args.device,
+        invert=args.invert,
+    )
 
 
 # --------------------------------------------------------------------------------------- features

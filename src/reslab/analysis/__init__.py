@@ -9,6 +9,8 @@
   (Veit et al. 2016, Sec. 6, Fig. 6).
 - :mod:`~reslab.analysis.landscape`: 1-D and 2-D loss landscapes with filter-normalized directions
   (Li et al. 2018), resumable.
+- :mod:`~reslab.analysis.stats`: Welch's t-test (Student's t from the incomplete beta function, no SciPy)
+  and binomial margins: the stated tests behind every verdict and summary sentence.
 
 Targets (run directories, checkpoints, or fresh models) come from :func:`resolve_targets`.
 """

@@ -9,8 +9,9 @@ from pathlib import Path
 from reslab.errors import ConfigError
 
 # Default size of the evaluation subset per analysis (``--samples`` overrides): gradients and paths use
-# one batch of ``--batch-size`` images; responses all test images; lesion and landscape a fixed subset.
-DEFAULT_SAMPLES = {"gradients": None, "paths": None, "responses": None, "lesion": 2000, "landscape": 1000}
+# one batch of ``--batch-size`` images; responses all test images; lesion and landscape the same fixed
+# subset (same size, same ``--seed``: the same images), so one checkpoint's errors agree between them.
+DEFAULT_SAMPLES = {"gradients": None, "paths": None, "responses": None, "lesion": 1000, "landscape": 1000}
 DEFAULT_BATCH = {"gradients": 128, "paths": 128, "responses": 256, "lesion": 256, "landscape": 256}
 
 

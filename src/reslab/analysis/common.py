@@ -371,6 +371,16 @@ def write_summary(
         lines.append(
             f"- `{t.label}`: {kind} ({t.source}); {len(t.data)} {t.data.split} images of {t.data.name}"
         )
+    sizes = sorted({len(t.data) for t in targets})
+    if any(t.trained for t in targets) and sizes and sizes[0] < 10000:
+        lines.append("")
+        lines.append(
+            f"Every number here is measured on these {'/'.join(f'{n:,}' for n in sizes)} images (a fixed subset, "
+            "the same for every network of one command). A run's own report evaluates its whole evaluation set, "
+            "and another analysis may use another subset, so error rates of one checkpoint differ between them "
+            "by sampling noise: on n images an error rate p has a standard error of 100 sqrt(p (1 - p) / n) "
+            "points (±1.3 at p = 20% on 1,000 images, ±2.5 on 256, ±0.4 on 10,000)."
+        )
     lines.append("")
     for s in sections:
         lines.extend([s.rstrip(), ""])

@@ -40,6 +40,10 @@ from reslab.analysis.common import (
     write_summary,
 )
 
+# Per-unit growth of ||dL/dx|| (geometric mean, going backwards) above which a plain net's gradient is
+# called exponential in depth; the summary states it.
+EXPONENTIAL_FACTOR = 1.1
+
 
 @dataclass
 class GradientProfile:
@@ -230,14 +234,15 @@ def explain(profiles: Sequence[GradientProfile]) -> str:
     if plain:
         by_depth = sorted(plain, key=lambda q: len(q.input_norm))
         factors = [_per_block(p) for p in by_depth]
-        exponential = all(p.ratio > 1 for p in by_depth) and all(f > 1.1 for f in factors)
+        exponential = all(p.ratio > 1 for p in by_depth) and all(f > EXPONENTIAL_FACTOR for f in factors)
         exponential = exponential and all(a.ratio < b.ratio for a, b in itertools.pairwise(by_depth))
         parts.append(
             f"In the plain networks with BatchNorm the gradient at the first unit's input relative to the last is "
             f"{describe(plain)}: "
             + (
                 "it *grows* toward the input, by a roughly constant factor per unit "
-                f"({', '.join(fmt_num(f) for f in factors)} per unit), i.e. exponentially in depth. "
+                f"({', '.join(fmt_num(f) for f in factors)} per unit, above {EXPONENTIAL_FACTOR} at every depth), "
+                "i.e. exponentially in depth. "
                 "The gradient does not vanish, it explodes: BatchNorm keeps the forward activations at unit "
                 "scale, but its backward pass (division by the batch standard deviation and removal of the "
                 "batch-mean component) followed by ReLU and a He-initialized convolution multiplies the "
@@ -325,14 +330,19 @@ def _power_law(group: Sequence[GradientProfile]) -> str:
     )
 
 
-def _plot(profiles: Sequence[GradientProfile], path: Path) -> None:
-    fig, axes = new_figure(1, 3, figsize=(16, 4.5))
+def _plot(profiles: Sequence[GradientProfile], path: Path, relative: bool | None = None) -> None:
+    """Three panels against depth. ``relative`` (default: when the networks differ in length) puts unit
+    ``i`` of ``n`` at ``i / (n - 1)``, so nets of 9, 27 and 54 units line up input to output."""
+    fig, axes = new_figure(1, 3, figsize=(16, 4.8))
     import matplotlib
 
+    if relative is None:
+        relative = len({len(p.input_norm) for p in profiles}) > 1
     bases = list(dict.fromkeys(p.label.removesuffix(" (no BN)") for p in profiles))
     cmap = matplotlib.colormaps["tab10" if len(bases) <= 10 else "tab20"]
     for p in profiles:
-        idx = np.arange(len(p.input_norm))
+        n = len(p.input_norm)
+        idx = np.arange(n) / max(n - 1, 1) if relative else np.arange(n)
         kw = {
             "linestyle": "--" if not p.has_bn else "-",
             "color": cmap(bases.index(p.label.removesuffix(" (no BN)")) % cmap.N),
@@ -341,12 +351,15 @@ def _plot(profiles: Sequence[GradientProfile], path: Path) -> None:
         axes[0].semilogy(idx, np.maximum(p.input_norm, 1e-30), **kw)
         axes[1].semilogy(idx, np.maximum(p.weight_norm, 1e-30), **kw)
         axes[2].plot(idx, p.shortcut_share, **kw)
-    axes[0].set_title("||dL/dx|| at each unit's input")
-    axes[1].set_title("||dL/dW|| of each unit's weights")
-    axes[2].set_title("share of dL/dx arriving through the shortcut")
+    axes[0].set_title("gradient at each unit's input", fontsize=10)
+    axes[0].set_ylabel("||dL/dx|| (log scale)")
+    axes[1].set_title("gradient of each unit's weights", fontsize=10)
+    axes[1].set_ylabel("||dL/dW|| (log scale)")
+    axes[2].set_title("share of dL/dx through the shortcut", fontsize=10)
+    axes[2].set_ylabel("||via shortcut|| / (||via shortcut|| + ||via branch||)", fontsize=8)
     axes[2].set_ylim(-0.05, 1.05)
     for ax in axes:
-        ax.set_xlabel("unit (block) index")
+        ax.set_xlabel("relative depth (0: first unit, 1: last)" if relative else "unit (block) index")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     save_figure(fig, path)

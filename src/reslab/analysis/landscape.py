@@ -348,32 +348,66 @@ def _edge_rise(r: Landscape) -> float:
     return float(np.nanmean(edge) - r.origin_loss)
 
 
-def _convexity(r: Landscape) -> float:
-    """Fraction of interior grid points where the discrete Laplacian is negative (local non-convexity)."""
-    g = np.log(np.maximum(r.loss, 1e-12))
+CURVATURE_RATIO = (
+    0.1  # a point is non-convex when its most negative curvature exceeds this share of the largest
+)
+SMOOTH_BELOW = 0.10  # fraction of non-convex interior points under which a surface is called a convex bowl
+RUGGED_ABOVE = 0.30  # ... and above which it is called rugged (chaotic, Li et al. Fig. 5)
+
+
+def nonconvexity(loss: np.ndarray, ratio: float = CURVATURE_RATIO) -> float:
+    """Fraction of interior grid points where the loss surface is clearly non-convex.
+
+    Li et al. (2018, Sec. 6) map ``|lambda_min / lambda_max|`` of the Hessian: near zero where the surface
+    is convex, large where it curves down strongly. On a grid the same idea is taken from second
+    differences along the four lines through each interior point (the two axes and both diagonals),
+    ``d2 = f(p + h) + f(p - h) - 2 f(p)``: a point counts when the most negative of them is below
+    ``-ratio`` times the largest in magnitude. By Jensen's inequality every second difference of a convex
+    function is >= 0, however steep (an eval-mode BN net's loss climbs from 0.2 to 1e5 across the grid),
+    so a convex surface is never flagged; small ripples on a steep bowl do not reach the ratio; a saddle,
+    a ridge or a chaotic surface does. (The log of the loss is not used: the log of a convex bowl is
+    concave away from its minimum.) 1-D: the one line.
+    """
+    g = np.asarray(loss, dtype=np.float64)
     if g.ndim == 1:
-        lap = g[:-2] + g[2:] - 2 * g[1:-1]
+        lines = [g[:-2] + g[2:] - 2 * g[1:-1]]
     else:
-        lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4 * g[1:-1, 1:-1]
-    lap = lap[np.isfinite(lap)]
-    return float((lap < 0).mean()) if lap.size else float("nan")
+        c = 2 * g[1:-1, 1:-1]
+        lines = [
+            g[:-2, 1:-1] + g[2:, 1:-1] - c,
+            g[1:-1, :-2] + g[1:-1, 2:] - c,
+            g[:-2, :-2] + g[2:, 2:] - c,
+            g[:-2, 2:] + g[2:, :-2] - c,
+        ]
+    d2 = np.stack(lines)
+    ok = np.isfinite(d2).all(axis=0)
+    if not ok.any():
+        return float("nan")
+    lowest, largest = d2.min(axis=0)[ok], np.abs(d2).max(axis=0)[ok]
+    return float((lowest < -ratio * largest).mean())
+
+
+def surface_words(nc: float) -> str:
+    """The shape a non-convex fraction describes (:data:`SMOOTH_BELOW`, :data:`RUGGED_ABOVE`)."""
+    if not np.isfinite(nc):
+        return "not measured"
+    if nc < SMOOTH_BELOW:
+        return "a smooth, nearly convex bowl"
+    if nc > RUGGED_ABOVE:
+        return "a rugged, non-convex surface"
+    return "a mostly convex surface with some non-convex regions"
 
 
 def explain(results: Sequence[Landscape]) -> str:
     parts = ["**What the numbers show.**"]
     for r in results:
-        nc = _convexity(r)
-        shape = (
-            "a smooth bowl"
-            if nc < 0.2
-            else "a rugged, non-convex surface"
-            if nc > 0.4
-            else "a mostly smooth surface"
-        )
+        nc = nonconvexity(r.loss)
         parts.append(
             f"{r.label}: loss {fmt_num(r.origin_loss)} at the origin, rising by {fmt_num(_edge_rise(r))} on average "
-            f"at the border of the grid; {nc:.0%} of the interior points are locally concave (in log loss): "
-            f"{shape}."
+            f"at the border of the grid; at {nc:.0%} of the interior points the surface curves down along some "
+            f"line by more than {CURVATURE_RATIO:.0%} of its strongest curvature there (the grid's analogue of "
+            "Li et al.'s |lambda_min/lambda_max|; "
+            f"below {SMOOTH_BELOW:.0%}: convex bowl, above {RUGGED_ABOVE:.0%}: rugged): {surface_words(nc)}."
         )
     if any(r.mode == "plane" for r in results):
         parts.append(
@@ -390,32 +424,59 @@ def explain(results: Sequence[Landscape]) -> str:
     return " ".join(parts)
 
 
+def contour_levels(results: Sequence[Landscape], step: float = 0.25) -> np.ndarray:
+    """Contour levels of log10 loss shared by every panel, every ``step`` decades: the same loss has the
+    same contour and colour in every landscape figure, so two networks can be compared across figures."""
+    z = np.concatenate([np.log10(np.maximum(r.loss[np.isfinite(r.loss)], 1e-12)) for r in results])
+    if not z.size:
+        return np.array([0.0, step])
+    lo, hi = np.floor(z.min() / step) * step, np.ceil(z.max() / step) * step
+    return np.arange(lo, hi + step / 2, step) if hi > lo else np.array([lo, lo + step])
+
+
 def _plot(results: Sequence[Landscape], out: Path) -> None:
     n = len(results)
     if results[0].mode == "plane":
-        fig, axes = new_figure(1, n, figsize=(5.5 * n, 4.8), squeeze=False)
-        for ax, r in zip(axes[0], results):
+        import matplotlib
+        import matplotlib.pyplot as plt
+
+        levels = contour_levels(results)
+        norm = matplotlib.colors.Normalize(vmin=levels[0], vmax=levels[-1])
+        fig, axes = new_figure(1, n, figsize=(5.2 * n + 1.2, 4.8), squeeze=False)
+        for k, (ax, r) in enumerate(zip(axes[0], results)):
             assert r.betas is not None
             z = np.log10(np.maximum(r.loss, 1e-12)).T
-            cs = ax.contour(r.alphas, r.betas, np.where(np.isfinite(z), z, np.nan), levels=20, cmap="viridis")
-            ax.clabel(cs, fontsize=6, fmt="%.2f")
+            cs = ax.contour(
+                r.alphas,
+                r.betas,
+                np.where(np.isfinite(z), z, np.nan),
+                levels=levels,
+                cmap="viridis",
+                norm=norm,
+            )
+            ax.clabel(cs, cs.levels[::4], fontsize=6, fmt="%.2f")
             ax.plot([0], [0], "r+")
-            ax.set_title(f"{r.label}: log10 loss")
+            ax.set_title(f"{r.label}: log10 loss", fontsize=10)
             ax.set_xlabel("direction 1")
-            ax.set_ylabel("direction 2")
+            if k == 0:
+                ax.set_ylabel("direction 2")
+            ax.set_aspect("equal")
+        sm = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
+        fig.colorbar(sm, ax=list(axes[0]), label="log10 loss (levels every 0.25, shared)", shrink=0.9)
         save_figure(fig, out / "landscape.png")
-        import matplotlib.pyplot as plt
 
         fig = plt.figure(figsize=(5.5 * n, 4.8))
         for k, r in enumerate(results):
             assert r.betas is not None
             ax = fig.add_subplot(1, n, k + 1, projection="3d")
             a, b = np.meshgrid(r.alphas, r.betas, indexing="ij")
-            z = np.where(np.isfinite(r.loss), r.loss, np.nan)
-            ax.plot_surface(a, b, z, cmap="viridis", linewidth=0, antialiased=True)
-            ax.set_title(f"{r.label}: loss")
+            z = np.where(np.isfinite(r.loss), np.log10(np.maximum(r.loss, 1e-12)), np.nan)
+            ax.plot_surface(a, b, z, cmap="viridis", norm=norm, linewidth=0, antialiased=True)
+            ax.set_zlim(levels[0], levels[-1])
+            ax.set_title(f"{r.label}: log10 loss", fontsize=10)
             ax.set_xlabel("direction 1")
             ax.set_ylabel("direction 2")
+            ax.set_zlabel("log10 loss")
         save_figure(fig, out / "landscape_3d.png")
     else:
         fig, axes = new_figure(1, 2, figsize=(12, 4.5))

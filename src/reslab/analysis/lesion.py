@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from reslab.analysis import stats
 from reslab.analysis._capture import bn_mode
 from reslab.analysis.common import (
     EvalData,
@@ -112,6 +113,7 @@ class LesionResult:
     plain: bool
     trained: bool
     downsample: list[bool] | None = None  # unit i changes the shape (resolution / width)
+    chance: float = float("nan")  # error (%) of a constant guess: 100 (1 - 1/classes)
 
 
 def lesion_study(
@@ -167,7 +169,8 @@ def lesion_study(
     bar.close()
     plain = not any(getattr(b, "has_shortcut", True) for b in blocks)
     down = [a != b for a, b in shapes]
-    return LesionResult(label, base, single, ks, rmean, rstd, swap, plain, trained, down)
+    chance = _chance(getattr(model, "num_classes", None))
+    return LesionResult(label, base, single, ks, rmean, rstd, swap, plain, trained, down, chance)
 
 
 def _bar(total: int, label: str, enabled: bool):
@@ -282,6 +285,43 @@ def _table(results: Sequence[LesionResult], samples: int) -> str:
     return "\n".join(lines)
 
 
+def downsampling_sentence(r: LesionResult) -> str:
+    """Veit et al. (Sec. 5): deleting a unit that changes the resolution hurts more than the others.
+
+    Decided by Welch's t-test at 5% between the error increases of the shape-changing units and of the
+    other units (the units as samples; :mod:`reslab.analysis.stats`): the means alone differ by chance.
+    """
+    inc = r.single - r.base_error
+    down = [i for i, d in enumerate(r.downsample or []) if d]
+    other = [i for i, d in enumerate(r.downsample or []) if not d]
+    md = float(np.mean(inc[down]))
+    mo = float(np.mean(inc[other])) if other else float("nan")
+    text = (
+        f"The units that change the shape ({', '.join(map(str, down))}) cost {md:.1f} points on average, "
+        f"the others {mo:.1f}"
+    )
+    worst = int(np.argmax(inc))
+    if len(down) < 2 or len(other) < 2:
+        verdict = ": too few units on one side for a test, so this does not decide Veit et al.'s observation"
+    else:
+        w = stats.welch(inc[other].tolist(), inc[down].tolist())
+        test = f"Welch's t-test over units, p = {w.p:.3f}"
+        if w.p < stats.ALPHA and md > mo:
+            verdict = f" ({test}): as Veit et al. report, the resolution-changing units are more harmful"
+        elif w.p < stats.ALPHA:
+            verdict = (
+                f" ({test}): unlike Veit et al.'s ResNet-110, the resolution-changing units are less harmful"
+            )
+        else:
+            verdict = (
+                f" ({test}): the difference is within the spread over units, so these numbers do not show the "
+                "resolution-changing units to be more harmful"
+            )
+    if not (r.downsample or [False])[worst]:
+        verdict += f"; the single most harmful deletion is unit {worst}, which keeps the shape"
+    return text + verdict + "."
+
+
 def explain(results: Sequence[LesionResult]) -> str:
     parts = ["**What the numbers show.**"]
     for r in results:
@@ -293,22 +333,7 @@ def explain(results: Sequence[LesionResult]) -> str:
             f"{np.median(inc):.2f} points (worst: {worst})."
         )
         if r.downsample and any(r.downsample) and not r.plain:
-            down = [i for i, d in enumerate(r.downsample) if d]
-            other = [i for i, d in enumerate(r.downsample) if not d]
-            md = float(np.mean(inc[down]))
-            mo = float(np.mean(inc[other])) if other else float("nan")
-            verdict = "as Veit et al. report" if md > mo else "unlike Veit et al.'s ResNet-110"
-            worst_down = bool(r.downsample[int(order[0])])
-            parts.append(
-                f"The units that change the shape ({', '.join(map(str, down))}) cost {md:.1f} points on average, "
-                f"the others {mo:.1f}: {verdict}, the resolution-changing units are "
-                f"{'more' if md > mo else 'not more'} harmful to delete on average"
-                + (
-                    "."
-                    if worst_down
-                    else f", though the single most harmful deletion is unit {int(order[0])}, which keeps the shape."
-                )
-            )
+            parts.append(downsampling_sentence(r))
         if len(r.random_mean) > 1:
             steps = np.diff(np.concatenate([[r.base_error], r.random_mean]))
             half = np.nonzero(r.random_mean >= 50.0)[0]
@@ -351,11 +376,18 @@ def explain(results: Sequence[LesionResult]) -> str:
 
 
 def _plot(results: Sequence[LesionResult], path: Path) -> None:
-    fig, axes = new_figure(1, 3, figsize=(17, 4.5))
+    """Veit et al.'s Figs. 3 and 5: single deletions (shape-changing units shaded), k random deletions,
+    adjacent swaps; dotted: each network intact, dash-dotted grey: chance (a constant guess)."""
+    fig, axes = new_figure(1, 3, figsize=(17, 4.8))
+    marked: set[int] = set()
     for r in results:
         style = "--" if r.plain else "-"
         line = axes[0].plot(np.arange(len(r.single)), r.single, style, marker=".", label=r.label)[0]
         axes[0].axhline(r.base_error, color=line.get_color(), lw=0.8, ls=":")
+        for i, d in enumerate(r.downsample or []):
+            if d and i not in marked:
+                marked.add(i)
+                axes[0].axvspan(i - 0.4, i + 0.4, color="0.85", zorder=0)
         axes[1].errorbar(
             r.k, r.random_mean, yerr=r.random_std, fmt=style, marker=".", capsize=2, label=r.label
         )
@@ -364,14 +396,20 @@ def _plot(results: Sequence[LesionResult], path: Path) -> None:
                 np.arange(len(r.swap)), r.swap, style, marker=".", label=r.label, color=line.get_color()
             )
             axes[2].axhline(r.base_error, color=line.get_color(), lw=0.8, ls=":")
-    axes[0].set_title("error after deleting one unit (dotted: intact)")
+    chance = sorted({r.chance for r in results if np.isfinite(r.chance)})
+    for ax in axes:
+        for c in chance:
+            ax.axhline(c, color="0.45", lw=1, ls="-.", label=f"chance ({c:.0f}%)")
+    if marked:
+        axes[0].plot([], [], color="0.85", lw=6, label="shape-changing unit")
+    axes[0].set_title("delete one unit (dotted: intact net)", fontsize=10)
     axes[0].set_xlabel("deleted unit index")
-    axes[1].set_title("error after deleting k random units")
+    axes[1].set_title("delete k random units (mean ± std over sets)", fontsize=10)
     axes[1].set_xlabel("number of deleted units k")
-    axes[2].set_title("error after swapping units i and i+1")
+    axes[2].set_title("swap units i and i+1", fontsize=10)
     axes[2].set_xlabel("first unit of the swapped pair")
     for ax in axes:
         ax.set_ylabel("test error (%)")
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     save_figure(fig, path)

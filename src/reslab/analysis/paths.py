@@ -257,7 +257,8 @@ def explain(results: Sequence[PathResult]) -> str:
         )
         parts.append(
             f"{r.label} ({r.n} units): path lengths are Binomial({r.n}, 1/2), mean {r.n / 2:g}; the gradient one "
-            f"path delivers {trend}, so the total gradient per length peaks at k = {peak}, {short}, "
+            f"path delivers {trend}, so the total gradient per length peaks at k = {peak}, {short} "
+            f"({r.n / 2:g} ± {sd:.1f}, one standard deviation of the Binomial), "
             f"and 90% of it comes from lengths {lo}-{hi}."
         )
     if any(r.trained for r in results):
@@ -298,12 +299,12 @@ def _plot(results: Sequence[PathResult], path: Path) -> None:
             color=line.get_color(),
             label=r.label,
         )
-    axes[0].set_title("distribution of path lengths (Binomial(n, 1/2))")
+    axes[0].set_title("path lengths: Binomial(n, 1/2)", fontsize=10)
     axes[0].set_ylabel("fraction of paths")
-    axes[1].set_title("gradient magnitude delivered by one path (mean ± std, lower bar clipped)")
+    axes[1].set_title("gradient of one path (mean ± std;\nlower bars clipped on the log axis)", fontsize=10)
     axes[1].set_yscale("log")
     axes[1].set_ylabel("||dL/dx|| at the input")
-    axes[2].set_title("total gradient per path length (normalized)")
+    axes[2].set_title("total gradient per length (normalized)", fontsize=10)
     axes[2].set_ylabel("P(k) * E||g_k|| / sum")
     for ax in axes:
         ax.set_xlabel("path length k")

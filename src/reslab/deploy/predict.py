@@ -10,7 +10,13 @@ carries the resolved training config in its metadata; :func:`input_spec` reads f
 2. resized to the input size (bilinear, antialiased): directly to ``(H, W)`` for the small-image data
    sets, or, for ImageNet-style configs, shorter side to ``H / 0.875`` (256 for 224) then a center crop
    of ``(H, W)``, as torchvision's evaluation transform does;
-3. scaled to 0-1 and normalized with the run's ``mean``/``std``.
+3. for 1-channel models, matched to the training images' polarity: Fashion-MNIST and MNIST are light
+   objects on a black background (training mean well below 0.5), while most photos and scans of a garment
+   are dark on a light background. With ``invert="auto"`` an image whose border (the outer ~10% of
+   rows and columns) is brighter than mid-grey, given to a model trained on dark backgrounds, is
+   inverted (``x -> 1 - x``) and the prediction says so; ``"never"`` and ``"always"`` force it. RGB
+   models are never inverted;
+4. scaled to 0-1 and normalized with the run's ``mean``/``std``.
 
 A file that cannot be read is reported (one line) and skipped; the others are still classified.
 """
@@ -255,8 +261,21 @@ def _registry_size(model: nn.Module, in_chans: int) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------------- preprocessing
 
 
-def read_image(path: str | os.PathLike, spec: InputSpec) -> torch.Tensor:
-    """One image file as a normalized float tensor ``(C, H, W)``; :class:`ImageReadError` if unreadable."""
+INVERT_MODES = ("auto", "never", "always")
+
+
+def read_image(path: str | os.PathLike, spec: InputSpec, invert: str = "never") -> torch.Tensor:
+    """One image file as a normalized float tensor ``(C, H, W)``; :class:`ImageReadError` if unreadable.
+
+    ``invert``: see the module docstring (step 3); :func:`read_image_polarity` also says whether it did.
+    """
+    return read_image_polarity(path, spec, invert)[0]
+
+
+def read_image_polarity(
+    path: str | os.PathLike, spec: InputSpec, invert: str = "auto"
+) -> tuple[torch.Tensor, bool]:
+    """:func:`read_image` and whether the image was inverted to match the training images' polarity."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -273,7 +292,32 @@ def read_image(path: str | os.PathLike, spec: InputSpec) -> torch.Tensor:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ImageReadError(f"cannot read image {path}: {reason[:160]}") from None
-    return to_tensor(_resize(img, spec), spec)
+    img = _resize(img, spec)
+    inverted = _needs_inversion(img, spec, invert)
+    if inverted:
+        from PIL import ImageOps
+
+        img = ImageOps.invert(img)
+    return to_tensor(img, spec), inverted
+
+
+def _needs_inversion(img: Any, spec: InputSpec, invert: str) -> bool:
+    """Whether a (grey, resized) image should be inverted to match the training polarity (step 3)."""
+    import numpy as np
+
+    if invert not in INVERT_MODES:
+        raise ConfigError(f"--invert must be one of {', '.join(INVERT_MODES)}, got {invert!r}")
+    if spec.channels != 1 or invert == "never":
+        return False
+    if invert == "always":
+        return True
+    if spec.mean[0] >= 0.5:  # trained on light backgrounds (or unknown data): keep the image as it is
+        return False
+    a = np.asarray(img, dtype=np.float64) / 255.0
+    h, w = a.shape
+    bh, bw = max(1, h // 10), max(1, w // 10)
+    border = np.concatenate([a[:bh].ravel(), a[-bh:].ravel(), a[:, :bw].ravel(), a[:, -bw:].ravel()])
+    return float(border.mean()) > 0.5
 
 
 def _convert_mode(im: Any, channels: int) -> Any:
@@ -341,10 +385,12 @@ def to_tensor(img: Any, spec: InputSpec) -> torch.Tensor:
 class Prediction:
     file: str
     top: list[tuple[int, str, float]]  # (class index, class name, probability), best first
+    inverted: bool = False  # the image was inverted to the training polarity (see read_image)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "file": self.file,
+            "inverted": self.inverted,
             "top": [
                 {"rank": r + 1, "index": i, "class": c, "prob": p} for r, (i, c, p) in enumerate(self.top)
             ],
@@ -376,25 +422,34 @@ def predict_files(
     files: Iterable[str | os.PathLike],
     topk: int = 5,
     batch_size: int = 64,
+    invert: str = "auto",
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
-    """Classify ``files``: ``(predictions for the readable ones, [(file, error message)] for the rest)``."""
+    """Classify ``files``: ``(predictions for the readable ones, [(file, error message)] for the rest)``.
+
+    ``invert``: match 1-channel images to the training polarity (``auto``, ``never``, ``always``)."""
     if topk < 1:
         raise ConfigError(f"--topk must be >= 1, got {topk}")
     preds: list[Prediction] = []
     errors: list[tuple[str, str]] = []
+    if invert not in INVERT_MODES:
+        raise ConfigError(f"--invert must be one of {', '.join(INVERT_MODES)}, got {invert!r}")
     names: list[str] = []
+    flips: list[bool] = []
     tensors: list[torch.Tensor] = []
 
     def flush() -> None:  # predict what has been read so far: memory stays bounded by one batch
         if tensors:
             tops = predict_tensors(model, torch.stack(tensors), spec.classes, topk, batch_size)
-            preds.extend(Prediction(n, t) for n, t in zip(names, tops))
+            preds.extend(Prediction(n, t, inv) for n, t, inv in zip(names, tops, flips))
             names.clear()
+            flips.clear()
             tensors.clear()
 
     for f in files:
         try:
-            tensors.append(read_image(f, spec))
+            x, inverted = read_image_polarity(f, spec, invert)
+            tensors.append(x)
+            flips.append(inverted)
             names.append(str(f))
         except ImageReadError as e:
             errors.append((str(f), str(e)))
@@ -407,7 +462,9 @@ def predict_files(
 def format_predictions(preds: Sequence[Prediction]) -> str:
     lines: list[str] = []
     for pred in preds:
-        lines.append(pred.file)
+        lines.append(
+            pred.file + ("  (inverted: a dark object on a light background)" if pred.inverted else "")
+        )
         width = max(len(c) for _, c, _ in pred.top)
         for rank, (_, name, prob) in enumerate(pred.top, 1):
             lines.append(f"  {rank}. {name:<{width}}  {prob:.4f}")
@@ -421,6 +478,7 @@ def run_predict(
     topk: int = 5,
     as_json: bool = False,
     device: str = "cpu",
+    invert: str = "auto",
     stdout: Any = None,
     stderr: Any = None,
 ) -> int:
@@ -439,7 +497,7 @@ def run_predict(
             f"using defaults: {spec.describe()}",
             file=stderr,
         )
-    preds, errors = predict_files(model, spec, files, topk=topk)
+    preds, errors = predict_files(model, spec, files, topk=topk, invert=invert)
     for _, msg in errors:
         print(f"reslab: error: {msg}", file=stderr)
     if as_json:

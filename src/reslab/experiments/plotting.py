@@ -2,7 +2,10 @@
 
 Curves follow the paper's Fig. 6: training error thin and dashed, test error bold, against iterations,
 one colour per depth (or per shortcut option), one panel per family (plain | ResNet | highway). Runs that
-differ only in seed are averaged point by point.
+differ only in seed are averaged point by point, with a shaded band from the seeds' minimum to maximum;
+summary panels (error against depth, per shortcut option) draw the same range as error bars. Vertical
+dotted lines mark the iterations where a step schedule divides the learning rate by 10 (the paper's 32k
+and 48k). The y-range holds every test point (the first evaluations of a deep plain net included).
 """
 
 from __future__ import annotations
@@ -38,19 +41,24 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _mean_curve(series: list[tuple[list[float], list[float]]]) -> tuple[list[float], list[float]]:
-    """Average curves over seeds at the steps they share (all of one run's steps when there is one)."""
+Curve = tuple[list[float], list[float], list[float], list[float]]  # steps, mean, min, max over seeds
+
+
+def _mean_curve(series: list[tuple[list[float], list[float]]]) -> Curve:
+    """Mean, minimum and maximum over seeds at the steps every seed has (one run: its own steps)."""
     series = [s for s in series if s[0]]
     if not series:
-        return [], []
+        return [], [], [], []
     if len(series) == 1:
-        return series[0]
+        xs, ys = series[0]
+        return list(xs), list(ys), list(ys), list(ys)
     common = set(series[0][0])
     for xs, _ in series[1:]:
         common &= set(xs)
     steps = sorted(common)
     maps = [dict(zip(xs, ys)) for xs, ys in series]
-    return steps, [sum(m[s] for m in maps) / len(maps) for s in steps]
+    cols = [[m[s] for m in maps] for s in steps]
+    return steps, [sum(c) / len(c) for c in cols], [min(c) for c in cols], [max(c) for c in cols]
 
 
 def _smooth(xs: list[float], ys: list[float], target_points: int = 60) -> tuple[list[float], list[float]]:
@@ -66,7 +74,7 @@ def _smooth(xs: list[float], ys: list[float], target_points: int = 60) -> tuple[
     return ox, oy
 
 
-def train_curve(group: Group) -> tuple[list[float], list[float]]:
+def train_curve(group: Group) -> Curve:
     """Training error against iterations: train_log.csv (smoothed) or else metrics.csv's train_error."""
     series = []
     for r in group.runs:
@@ -78,45 +86,79 @@ def train_curve(group: Group) -> tuple[list[float], list[float]]:
     return _mean_curve(series)
 
 
-def test_curve(group: Group) -> tuple[list[float], list[float]]:
+def test_curve(group: Group) -> Curve:
     return _mean_curve(
         [column(r.metrics, "val_error" if r.eval_split == "val" else "test_error") for r in group.runs]
     )
 
 
 def _draw_curves(ax, groups: list[Group], colour_by: str) -> list[float]:
+    """Mean curves with min–max bands; returns the values the y-range must hold."""
     seen: list[float] = []
     for g in sorted(groups, key=lambda g: (g.depth, g.variant)):
         colour = DEPTH_COLOURS.get(g.depth) if colour_by == "depth" else VARIANT_COLOURS.get(g.variant)
         name = f"{g.depth}-layer" if colour_by == "depth" else g.label
-        tx, ty = train_curve(g)
-        sx, sy = test_curve(g)
+        if g.n > 1:
+            name += f" ({g.n} seeds)"
+        tx, ty, tlo, thi = train_curve(g)
+        sx, sy, slo, shi = test_curve(g)
         if tx:
             ax.plot(tx, ty, ls="--", lw=0.9, color=colour, alpha=0.9)
+            if g.n > 1:
+                ax.fill_between(tx, tlo, thi, color=colour, alpha=0.08, lw=0)
         if sx:
             ax.plot(sx, sy, lw=2.2, color=colour, label=name, marker="o" if len(sx) <= 12 else None, ms=3)
+            if g.n > 1:
+                ax.fill_between(sx, slo, shi, color=colour, alpha=0.22, lw=0)
         elif tx:
             ax.plot([], [], lw=2.2, color=colour, label=name)
-        seen += ty[len(ty) // 5 :] + sy
+        seen += thi[len(thi) // 5 :] + shi
     return seen
 
 
-def _finish_axes(ax, values: list[float], title: str) -> None:
+def lr_drops(groups: list[Group]) -> list[float]:
+    """Iterations where a step schedule divides the learning rate (the runs' ``milestones``)."""
+    return sorted({m for g in groups for r in g.runs for m in r.lr_drops})
+
+
+def _finish_axes(ax, values: list[float], title: str, drops: list[float] = ()) -> None:
     ax.set_xlabel("iterations")
     ax.set_ylabel("error (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    vals = sorted(v for v in values if math.isfinite(v))
-    if vals:
-        top = vals[int(0.95 * (len(vals) - 1))]
-        ax.set_ylim(0, min(100.0, max(5.0, 1.3 * top)))
+    ax.set_ylim(0, y_top(values))
+    for i, m in enumerate(drops):
+        ax.axvline(m, color="0.4", ls=":", lw=1, label="lr ÷ 10" if i == 0 else None)
     handles, _ = ax.get_legend_handles_labels()
     if handles:
         ax.legend(fontsize=8, loc="upper right")
 
 
+def y_top(values: list[float]) -> float:
+    """The top of the error axis: above every value given (test points, the training curves after
+    their first fifth), with 8% headroom, at least 5% and at most 100%."""
+    vals = [v for v in values if math.isfinite(v)]
+    return min(100.0, max(5.0, 1.08 * max(vals))) if vals else 100.0
+
+
 def _style_note(fig) -> None:
-    fig.text(0.01, 0.005, "dashed: training error, bold: test error", fontsize=7, color="0.35")
+    fig.text(
+        0.01,
+        0.005,
+        "dashed: training error, bold: test error; shaded: seeds' min–max",
+        fontsize=7,
+        color="0.35",
+    )
+
+
+def seed_range_err(groups: list[Group]) -> list[list[float]]:
+    """Asymmetric error bars (below, above the mean) reaching the seeds' min and max of test error."""
+    lo, hi = [], []
+    for g in groups:
+        m, (a, b) = g.mean("test_error"), g.range("test_error")
+        lo.append(m - a if math.isfinite(a) else 0.0)
+        hi.append(b - m if math.isfinite(b) else 0.0)
+    return [lo, hi]
 
 
 def plot_family_panels(groups: list[Group], path: Path, title: str) -> Path:
@@ -127,8 +169,9 @@ def plot_family_panels(groups: list[Group], path: Path, title: str) -> Path:
     allv: list[float] = []
     for ax, fam in zip(axes[0], families):
         allv += _draw_curves(ax, [g for g in groups if g.family == fam], "depth")
+    drops = lr_drops(groups)
     for ax, fam in zip(axes[0], families):
-        _finish_axes(ax, allv, FAMILY_TITLES.get(fam, fam))
+        _finish_axes(ax, allv, FAMILY_TITLES.get(fam, fam), drops)
     fig.suptitle(title, fontsize=11)
     _style_note(fig)
     fig.tight_layout(rect=(0, 0.02, 1, 1))
@@ -141,13 +184,14 @@ def plot_depth(groups: list[Group], path: Path, title: str, dataset: str) -> Pat
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.2))
     vals = _draw_curves(ax1, groups, "depth")
-    _finish_axes(ax1, vals, "ResNets")
+    _finish_axes(ax1, vals, "ResNets", lr_drops(groups))
     gs = sorted(groups, key=lambda g: g.depth)
     depths = [g.depth for g in gs]
     means = [g.mean("test_error") for g in gs]
-    stds = [0.0 if not math.isfinite(g.std("test_error")) else g.std("test_error") for g in gs]
     trains = [g.mean("train_error") for g in gs]
-    ax2.errorbar(depths, means, yerr=stds, marker="o", lw=2, capsize=4, color="C0", label="ours: test")
+    ax2.errorbar(
+        depths, means, yerr=seed_range_err(gs), marker="o", lw=2, capsize=4, color="C0", label="ours: test"
+    )
     ax2.plot(depths, trains, marker=".", ls="--", lw=1, color="C0", alpha=0.7, label="ours: training")
     if dataset == "cifar10":
         pd = [d for d in depths if d in PAPER_TABLE6]
@@ -159,7 +203,8 @@ def plot_depth(groups: list[Group], path: Path, title: str, dataset: str) -> Pat
     ax2.set_xlabel("depth (layers)")
     ax2.set_ylabel("final error (%)")
     ax2.set_title(
-        "final error vs depth" + (" (mean ± std over seeds)" if any(g.n > 1 for g in gs) else ""), fontsize=10
+        "final error vs depth" + (" (mean, bars: seed min–max)" if any(g.n > 1 for g in gs) else ""),
+        fontsize=10,
     )
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8)
@@ -174,17 +219,16 @@ def plot_shortcuts(groups: list[Group], path: Path, title: str) -> Path:
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.2))
     vals = _draw_curves(ax1, groups, "variant")
-    _finish_axes(ax1, vals, "training curves")
+    _finish_axes(ax1, vals, "training curves", lr_drops(groups))
     order = [v for v in ("A", "B", "C", "plain") if any(g.variant == v for g in groups)]
     by = {g.variant: g for g in groups}
     xs = range(len(order))
     means = [by[v].mean("test_error") for v in order]
-    stds = [0.0 if not math.isfinite(by[v].std("test_error")) else by[v].std("test_error") for v in order]
     ax2.bar(
         [x - 0.2 for x in xs],
         means,
         width=0.4,
-        yerr=stds,
+        yerr=seed_range_err([by[v] for v in order]),
         capsize=3,
         color=[VARIANT_COLOURS[v] for v in order],
         label="ours (test)",
@@ -201,7 +245,11 @@ def plot_shortcuts(groups: list[Group], path: Path, title: str) -> Path:
     ax2.set_xticks(list(xs))
     ax2.set_xticklabels([("option " + v) if v != "plain" else "plain" for v in order])
     ax2.set_ylabel("our final test error (%)")
-    ax2.set_title("final test error (grey: paper, right axis)", fontsize=10)
+    ax2.set_title(
+        "final test error (grey: paper, right axis"
+        + ("; bars: seed min–max)" if any(by[v].n > 1 for v in order) else ")"),
+        fontsize=10,
+    )
     ax2.grid(alpha=0.3, axis="y")
     fig.suptitle(title, fontsize=11)
     _style_note(fig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from reslab import _io
+from reslab.analysis import stats
+from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
 from reslab.experiments.results import (
     PAPER_TABLE3,
     PAPER_TABLE6,
@@ -22,10 +25,10 @@ from reslab.experiments.results import (
     RunResult,
     claims_for,
     fmt,
+    fmt_range,
     group_runs,
     read_run,
 )
-from reslab.experiments.runner import Plan, load_plan, read_sessions
 from reslab.experiments.specs import BUDGETS, EXPERIMENTS, parse_depths
 
 
@@ -125,21 +128,31 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
+def _run_summaries(plan: Plan) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for r in plan.runs:
+        with contextlib.suppress(OSError, ValueError):
+            d = json.loads((plan.run_dir(r) / "summary.json").read_text(encoding="utf-8"))
+            if isinstance(d, dict):
+                out.append(d)
+    return out
+
+
 def _run_devices(plan: Plan) -> list[str]:
     devs: list[str] = []
-    for r in plan.runs:
-        p = plan.run_dir(r) / "summary.json"
-        if p.is_file():
-            try:
-                d = json.loads(p.read_text(encoding="utf-8"))
-            except ValueError:
-                continue
-            for k in ("device_name", "device"):
-                v = d.get(k)
-                if isinstance(v, str) and v and v not in devs:
-                    devs.append(v)
-                    break
+    for d in _run_summaries(plan):
+        v = d.get("device_name") or d.get("device")
+        if isinstance(v, str) and v and v not in devs:
+            devs.append(v)
     return devs
+
+
+def _run_revisions(plan: Plan) -> list[str]:
+    """The code revisions the runs were trained with (summary.json's ``git_revision``), short form."""
+    revs = {d.get("git_revision") for d in _run_summaries(plan)}
+    return sorted(
+        r[:12] + ("-dirty" if r.endswith("-dirty") else "") for r in revs if isinstance(r, str) and r
+    )
 
 
 def _hms(s: float) -> str:
@@ -166,6 +179,50 @@ def _paper_header(plan: Plan) -> tuple[str, str]:
     return "paper: CIFAR-10 test %", SOURCE_T6
 
 
+def reproduce_command(plan: Plan, publish: str | None = None) -> str:
+    """The command that (re)makes this experiment: canonical flags, the user's ``--set`` overrides."""
+    exp = EXPERIMENTS[plan.experiment]
+    parts = ["reslab reproduce", plan.experiment, f"--dataset {plan.dataset}", f"--budget {plan.budget}"]
+    n = len(plan.seeds)
+    parts.append(
+        f"--seeds {n}" if plan.seeds == tuple(range(n)) else f"--seeds {','.join(map(str, plan.seeds))}"
+    )
+    if plan.depths != parse_depths(None, exp.name, plan.budget):
+        parts.append(f"--depths {','.join(map(str, plan.depths))}")
+    parts += [f"--set {k}={_set_value(v)}" for k, v in plan.extra.items()]
+    if plan.device != "auto":
+        parts.append(f"--device {plan.device}")
+    parts.append(f"--out {publish_source(plan) or plan.out}")
+    if publish:
+        parts.append(f"--publish {publish}")
+    return " ".join(parts)
+
+
+def _set_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v))
+    return str(v)
+
+
+def publish_source(plan: Plan) -> str | None:
+    """The experiment folder a published folder was copied from (``experiment.json``'s ``source``)."""
+    with contextlib.suppress(OSError, ValueError):
+        v = json.loads((plan.out / PLAN_FILE).read_text(encoding="utf-8")).get("source")
+        return v if isinstance(v, str) else None
+    return None
+
+
+def _eval_set(results: list[RunResult], dataset: str) -> str:
+    sizes = sorted({r.n_eval for r in results if r.eval_split == "test"})
+    if not sizes:
+        return "a held-out split of the training images (the test set was not evaluated)"
+    if sizes == [10000]:
+        return f"the full {dataset} test set (10,000 images)"
+    return "the first " + "/".join(f"{n:,}" for n in sizes) + f" images of the {dataset} test set"
+
+
 def render_report(
     plan: Plan,
     results: list[RunResult],
@@ -176,19 +233,24 @@ def render_report(
 ) -> str:
     exp = EXPERIMENTS[plan.experiment]
     budget = BUDGETS[plan.budget]
+    source = publish_source(plan)
     L: list[str] = []
     L.append(f"# {exp.title}")
     L.append("")
+    L.append(f"Reproduces {exp.paper_ref} on **{plan.dataset}** at the **{plan.budget}** budget. Command:")
+    L.append("")
+    L.append("```bash")
+    L.append(reproduce_command(plan, str(plan.out) if source else None))
+    L.append("```")
+    L.append("")
     L.append(
-        f"Reproduces {exp.paper_ref} on **{plan.dataset}** at the **{plan.budget}** budget. "
-        f"Regenerate with `reslab reproduce {plan.experiment} --dataset {plan.dataset} --budget {plan.budget}"
-        + (f" --seeds {','.join(map(str, plan.seeds))}" if plan.seeds != (0,) else "")
-        + (
-            f" --depths {','.join(map(str, plan.depths))}"
-            if plan.depths != parse_depths(None, exp.name, plan.budget)
+        (
+            f"These are the committed results of that command (copied from `{source}` without checkpoints): "
+            "rerunning it skips every run published here with the same config and trains the rest. "
+            if source
             else ""
         )
-        + f" --out {plan.out}`; redraw with `reslab plot {plan.out}`."
+        + f"Redraw with `reslab plot {plan.out}`."
     )
     L.append("")
     # ---------------------------------------------------------------------------- what was run
@@ -203,6 +265,7 @@ def render_report(
         k: cfg0[k]
         for k in (
             "iterations",
+            "epochs",
             "batch_size",
             "lr",
             "milestones",
@@ -219,8 +282,24 @@ def render_report(
         + (", user overrides " + ", ".join(f"`{k}={v}`" for k, v in plan.extra.items()) if plan.extra else "")
         + ". Every run's full config is in `runs/<run>/config.yaml`."
     )
+    L.append(
+        f"- Test error is measured on {_eval_set(results, plan.dataset)}, the same images for every run."
+    )
     devs = _run_devices(plan)
-    L.append(f"- Device: {', '.join(devs) if devs else plan.device}; software: {_versions()}.")
+    hosts = sorted(
+        {
+            f"{s.get('host', '?')} ({s.get('cpus', '?')} CPUs"
+            + (f", {s['cpu_model']}" if s.get("cpu_model") else "")
+            + ")"
+            for s in sessions
+        }
+    )
+    L.append(
+        f"- Machine: {', '.join(hosts) if hosts else 'not recorded'}; device {', '.join(devs) if devs else plan.device}; "
+        f"software: {_versions()}"
+        + (f"; trained at revision {', '.join(_run_revisions(plan))}" if _run_revisions(plan) else "")
+        + "."
+    )
     wall = sum(float(s.get("wall_s") or 0) for s in sessions)
     run_wall = sum(r.wall_s for r in results if math.isfinite(r.wall_s))
     jobs = sorted({int(s.get("jobs", 1)) for s in sessions if s.get("jobs")})
@@ -237,22 +316,25 @@ def render_report(
         for f in figures:
             L.append(f"![{plan.experiment}]({Path(f).name})")
         L.append("")
-        L.append("Dashed: training error; bold: test error; from the runs' `train_log.csv`/`metrics.csv`.")
+        L.append(
+            "Dashed: training error; bold: test error (mean over seeds; the shaded band spans the seeds' "
+            "minimum to maximum); from the runs' `train_log.csv`/`metrics.csv`."
+            + (
+                " Vertical dotted lines: the learning rate is divided by 10."
+                if cfg0.get("milestones")
+                else ""
+            )
+        )
         L.append("")
     # ----------------------------------------------------------------------------------- table
     L.append("## Results")
     L.append("")
     paper_h, paper_src = _paper_header(plan)
     multi = any(g.n > 1 for g in groups)
-    hdr = [
-        "network",
-        "depth",
-        "runs",
-        "final training error %",
-        "final test error %",
-        "best test error %",
-        paper_h,
-    ]
+    hdr = ["network", "depth", "runs", "final training error %", "final test error %"]
+    if multi:
+        hdr.append("test error range %")
+    hdr += ["best test error %", paper_h]
     L.append("| " + " | ".join(hdr) + " |")
     L.append("|" + "---|" * len(hdr))
     for g in _table_order(plan, groups):
@@ -260,11 +342,15 @@ def render_report(
         te = fmt(g.mean("test_error"), g.std("test_error") if multi else math.nan)
         be = fmt(g.mean("best_test_error"))
         runs = f"{sum(r.finished for r in g.runs)}/{g.n}" + ("" if g.finished else " (unfinished)")
-        L.append(f"| {g.label} | {g.depth} | {runs} | {tr} | {te} | {be} | {_paper_cell(plan, g)} |")
+        cells = [g.label, str(g.depth), runs, tr, te]
+        if multi:
+            cells.append(fmt_range(*g.range("test_error")))
+        cells += [be, _paper_cell(plan, g)]
+        L.append("| " + " | ".join(cells) + " |")
     L.append("")
     notes = [f"Paper numbers: {paper_src}."]
     if multi:
-        notes.append("Ours: mean ± sample standard deviation over seeds.")
+        notes.append("Ours: mean ± sample standard deviation over seeds; range: the seeds' minimum–maximum.")
     if plan.experiment == "shortcuts":
         notes.append(
             "The paper compares shortcut options on ImageNet with ResNet-34; compare the ordering, not the values."
@@ -279,6 +365,12 @@ def render_report(
         notes.append(
             f"The {plan.budget} budget is far shorter than the paper's schedule: compare the ordering."
         )
+    if plan.dataset == "fashion-mnist" and any(r.params for r in results):
+        notes.append(
+            "`params` in results.csv counts the networks as trained here, on 1-channel 28x28 images: the first "
+            "convolution has 3x3x16x2 = 288 fewer weights than with the 3-channel CIFAR input of the paper's, "
+            "the README's and docs/models.md's counts (ResNet-20: 269,434 here, 269,722 there)."
+        )
     if any(r.eval_split == "val" for r in results):
         notes.append(
             "The test set was not evaluated in (some of) these runs (the smoke budget evaluates a small held-out "
@@ -290,14 +382,27 @@ def render_report(
     L.append("## Claims")
     L.append("")
     L.append(
-        "Each verdict is computed from the table: a difference counts when it exceeds max(0.5 points, 2 standard "
-        "errors) — the standard error from the seeds when there are two or more, else the binomial error of an "
-        "error rate on that many images (the evaluation images for test error, the last window of training "
-        "batches for training error)."
+        f"Each verdict is computed from the table by a stated test. With two or more seeds per network: "
+        f"Welch's t-test (unequal variances), two-sided, a difference claimed when p < {stats.ALPHA:g}; "
+        "with one run per network: the binomial error of an error rate on that many images (the evaluation "
+        "images for test error, the last window of training batches for training error), a difference "
+        f"claimed beyond max({stats.MIN_MARGIN:g} points, 2 standard errors). One run per network says "
+        "nothing about the seed-to-seed spread."
     )
     L.append("")
     for c in claims:
         L.append(c.markdown())
+    L.append("")
+    undecided = [c for c in claims if c.verdict == "inconclusive" and c.undecided]
+    L.append("## What this budget cannot decide")
+    L.append("")
+    if undecided:
+        for c in undecided:
+            L.append(f"- {c.claim}: {c.undecided}")
+    elif any(c.verdict == "inconclusive" for c in claims):
+        L.append("- Not enough finished runs to judge every claim yet.")
+    else:
+        L.append("- Nothing: every claim above is decided by its test at this budget and these seeds.")
     L.append("")
     return "\n".join(L)
 

@@ -10,7 +10,10 @@ Layout of an experiment folder::
     report.md           what was run, the figure, the table beside the paper's numbers, the claims
 
 A rerun skips finished runs (``summary.json`` present), continues interrupted ones (``resume=True``) and
-only then redraws the figure and rewrites the report. With ``jobs > 1`` runs train concurrently in worker
+only then redraws the figure and rewrites the report. With ``publish=DEST`` (``--publish``) it also skips
+runs that the committed results in ``DEST`` hold finished with the same config, and copies every run
+that finishes into ``DEST`` (:mod:`reslab.experiments.publish`); the report in ``DEST`` then covers the
+whole sweep, the one in the experiment folder only the runs trained there. With ``jobs > 1`` runs train concurrently in worker
 processes (``python -m reslab.experiments.worker``), deepest first; on CUDA the default is several per
 GPU so small models keep the device busy.
 """
@@ -25,178 +28,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from reslab import _io
 from reslab.errors import ConfigError, DataError, ReslabError
-from reslab.experiments.specs import (
-    ALL_DATASETS,
-    BUDGETS,
-    EXPERIMENTS,
-    RECIPE,
-    RunSpec,
-    budget_overrides,
-    parse_depths,
-    parse_seeds,
-    plan_runs,
-)
-
-PLAN_FILE = "experiment.json"
-# Config keys that may differ between invocations of the same experiment without changing the result's
-# meaning (where it runs, how many threads, where the data lives).
-_MACHINE_KEYS = {"device", "threads", "data_dir", "download", "workers", "tensorboard", "compile", "amp"}
-
-
-@dataclass
-class Plan:
-    experiment: str
-    dataset: str
-    budget: str
-    depths: tuple[int, ...]
-    seeds: tuple[int, ...]
-    out: Path
-    recipe: str
-    runs: list[RunSpec]
-    configs: dict[str, dict[str, Any]]  # run name -> TrainConfig fields on top of the recipe
-    device: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)  # the user's --set overrides
-
-    def run_dir(self, run: RunSpec | str) -> Path:
-        return self.out / "runs" / (run if isinstance(run, str) else run.name)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "experiment": self.experiment,
-            "dataset": self.dataset,
-            "budget": self.budget,
-            "depths": list(self.depths),
-            "seeds": list(self.seeds),
-            "recipe": self.recipe,
-            "device": self.device,
-            "extra": self.extra,
-            "runs": [asdict(r) for r in self.runs],
-            "configs": self.configs,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any], out: Path) -> Plan:
-        for r in d["runs"]:  # a run directory is out/runs/<name>: a stored name must not leave it
-            name = r.get("name") if isinstance(r, dict) else None
-            if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
-                raise ValueError(f"run name {name!r} is not a plain folder name")
-        return cls(
-            experiment=d["experiment"],
-            dataset=d["dataset"],
-            budget=d["budget"],
-            depths=tuple(d["depths"]),
-            seeds=tuple(d["seeds"]),
-            out=Path(out),
-            recipe=d.get("recipe", RECIPE),
-            runs=[RunSpec(**r) for r in d["runs"]],
-            configs=d["configs"],
-            device=d.get("device", "auto"),
-            extra=d.get("extra", {}),
-        )
-
-
-def default_out(experiment: str, dataset: str, budget: str) -> Path:
-    return Path("experiments") / f"{experiment}-{dataset}-{budget}"
-
-
-def _engine_fields() -> set[str] | None:
-    try:
-        from reslab.train.config import field_names
-    except ImportError:  # pragma: no cover - engine not installed
-        return None
-    return set(field_names())
-
-
-def plan_experiment(
-    experiment: str,
-    *,
-    dataset: str = "fashion-mnist",
-    budget: str = "quick",
-    seeds: str | int | tuple[int, ...] | None = None,
-    depths: str | tuple[int, ...] | None = None,
-    out: str | os.PathLike | None = None,
-    device: str | None = None,
-    data_dir: str | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> Plan:
-    """Decide the runs of ``experiment`` and the config of each (nothing is trained or written)."""
-    if experiment not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
-    if dataset not in ALL_DATASETS:
-        raise ConfigError(f"unknown data set {dataset!r}; choose from {', '.join(ALL_DATASETS[:3])}")
-    if budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
-    seed_t = tuple(seeds) if isinstance(seeds, tuple) else parse_seeds(seeds)
-    depth_t = tuple(depths) if isinstance(depths, tuple) else parse_depths(depths, experiment, budget)
-    runs = plan_runs(experiment, depths=depth_t, seeds=seed_t, budget=budget)
-    from reslab.models import list_models
-
-    zoo = set(list_models())
-    missing = sorted({r.model for r in runs} - zoo)
-    if missing:
-        raise ConfigError(
-            f"{experiment}: no model {missing[0]!r} in the zoo for the requested depths; "
-            f"choose --depths from {', '.join(map(str, EXPERIMENTS[experiment].default_depths))}"
-        )
-    known = _engine_fields()
-    base = budget_overrides(experiment, budget, dataset, known)
-    extra = dict(overrides or {})
-    if known is not None:
-        bad = [k for k in extra if k.split(".")[0] not in known]
-        if bad:
-            raise ConfigError(f"--set: unknown config key {bad[0]!r}")
-    configs: dict[str, dict[str, Any]] = {}
-    for r in runs:
-        cfg = dict(base)
-        cfg.update(model=r.model, model_kwargs=dict(r.model_kwargs), seed=r.seed)
-        cfg.update(r.overrides)
-        if device:
-            cfg["device"] = device
-        if data_dir:
-            cfg["data_dir"] = str(data_dir)
-        cfg.update(extra)
-        configs[r.name] = cfg
-    out_path = Path(out) if out is not None else default_out(experiment, dataset, budget)
-    return Plan(
-        experiment=experiment,
-        dataset=dataset,
-        budget=budget,
-        depths=depth_t,
-        seeds=seed_t,
-        out=out_path,
-        recipe=RECIPE,
-        runs=runs,
-        configs=configs,
-        device=device or "auto",
-        extra=extra,
-    )
-
-
-def load_plan(out: str | os.PathLike) -> Plan:
-    """The plan stored in an experiment folder (``experiment.json``)."""
-    path = Path(out) / PLAN_FILE
-    if not path.is_file():
-        raise ReslabError(f"{out} is not an experiment folder (no {PLAN_FILE})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Plan.from_json(data, Path(out))
-    except (ValueError, KeyError, TypeError) as e:
-        raise ReslabError(f"{path} is corrupt ({type(e).__name__}: {e})") from None
-
-
-def read_sessions(out: Path) -> list[dict[str, Any]]:
-    path = Path(out) / PLAN_FILE
-    with contextlib.suppress(OSError, ValueError):
-        return list(json.loads(path.read_text(encoding="utf-8")).get("sessions", []))
-    return []
-
+from reslab.experiments.plan import Plan, config_mismatch, read_sessions, write_plan
+from reslab.experiments.publish import publish as publish_folder
+from reslab.experiments.publish import published_run
+from reslab.experiments.report import write_outputs
+from reslab.experiments.specs import RunSpec
 
 # ------------------------------------------------------------------------------------------ status
 
@@ -214,6 +56,17 @@ def run_status(run_dir: Path) -> str:
     return "new"
 
 
+def run_states(plan: Plan, publish: str | os.PathLike | None = None) -> dict[str, str]:
+    """Each run's state for this invocation: :func:`run_status`, or ``published`` when the committed
+    results in ``publish`` hold it finished with the same config (it will be skipped)."""
+    states = {r.name: run_status(plan.run_dir(r)) for r in plan.runs}
+    if publish is not None:
+        for r in plan.runs:
+            if states[r.name] != "done" and published_run(plan, r, publish):
+                states[r.name] = "published"
+    return states
+
+
 def _check_compatible(plan: Plan, run: RunSpec) -> None:
     """A run directory left by an earlier invocation must have been made with the same config."""
     path = plan.run_dir(run) / "config.yaml"
@@ -225,25 +78,13 @@ def _check_compatible(plan: Plan, run: RunSpec) -> None:
         stored = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return
-    for key, want in plan.configs[run.name].items():
-        if key in _MACHINE_KEYS or key not in stored:
-            continue
-        have = stored[key]
-        if _norm(have) != _norm(want):
-            raise ConfigError(
-                f"{plan.run_dir(run)} was trained with {key}={have!r}, this invocation asks for {want!r}; "
-                f"use another --out or delete that run directory"
-            )
-
-
-def _norm(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return [_norm(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _norm(x) for k, x in sorted(v.items())}
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return v
+    bad = config_mismatch(stored, plan.configs[run.name]) if isinstance(stored, dict) else None
+    if bad is not None:
+        key, have, want = bad
+        raise ConfigError(
+            f"{plan.run_dir(run)} was trained with {key}={have!r}, this invocation asks for {want!r}; "
+            f"use another --out or delete that run directory"
+        )
 
 
 # --------------------------------------------------------------------------------------- execution
@@ -277,6 +118,24 @@ def _train_in_process(plan: Plan, run: RunSpec, progress: bool) -> None:
     train(cfg, plan.run_dir(run), resume=True, progress=progress)
 
 
+def _cpu_model() -> str:
+    """The processor's name (Linux: /proc/cpuinfo's "model name"), else platform's guess."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _command_line() -> str:
+    """This invocation as typed: ``reslab reproduce ...`` (not the interpreter's path to ``__main__.py``)."""
+    if not sys.argv or not sys.argv[0]:
+        return ""
+    head = Path(sys.argv[0])
+    prog = "reslab" if head.name in ("reslab", "__main__.py") else str(head)
+    return " ".join([prog, *sys.argv[1:]])
+
+
 def _worker_command(request: Path) -> list[str]:
     return [sys.executable, "-m", "reslab.experiments.worker", str(request)]
 
@@ -288,10 +147,16 @@ def run_experiment(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     report: bool = True,
+    publish: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train what is not finished, then write results.csv, the figure and report.md.
 
-    Returns ``{"trained": [...], "skipped": [...], "resumed": [...], "wall_s": float, "out": Path}``.
+    ``publish``: a folder of committed results (:mod:`reslab.experiments.publish`). A run it holds
+    finished with the same config is skipped; each run that finishes here is copied there at once, and
+    the report and figures are written there too at the end.
+
+    Returns ``{"trained": [...], "skipped": [...], "resumed": [...], "published": [...], "wall_s": float,
+    "out": Path}``.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     out = plan.out
@@ -302,23 +167,38 @@ def run_experiment(
     started = time.time()
     session: dict[str, Any] = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "",
+        "command": _command_line(),
         "host": platform.node(),
         "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
         "device": plan.device,
     }
-    _write_plan(plan, [*sessions, {**session, "status": "running"}])
+    write_plan(plan, [*sessions, {**session, "status": "running"}])
 
-    statuses = {r.name: run_status(plan.run_dir(r)) for r in plan.runs}
-    pending = [r for r in plan.runs if statuses[r.name] != "done"]
-    skipped = [r.name for r in plan.runs if statuses[r.name] == "done"]
+    statuses = run_states(plan, publish)
+    from_published = [r.name for r in plan.runs if statuses[r.name] == "published"]
+    pending = [r for r in plan.runs if statuses[r.name] != "done" and r.name not in from_published]
+    skipped = [r.name for r in plan.runs if statuses[r.name] == "done" or r.name in from_published]
+
+    def on_done(run: RunSpec) -> None:
+        """Publish a run the moment it finishes (with the report so far): a sweep killed later still
+        leaves a complete, committable folder. A failure to publish is logged, not fatal to the sweep."""
+        if publish is None:
+            return
+        try:
+            publish_folder(out, publish)
+        except Exception as e:  # the final publish below raises it if it persists
+            log(f"publishing {run.name} to {publish} failed ({type(e).__name__}: {e}); retried at the end")
+
     resumed = [r.name for r in pending if statuses[r.name] == "partial"]
     # Deepest (slowest) first: the sweep ends sooner when runs train concurrently.
     pending.sort(key=lambda r: (-r.depth, plan.runs.index(r)))
     n_jobs, slots = resolve_jobs(jobs, plan.device, len(pending))
     session["jobs"] = n_jobs
     log(
-        f"{plan.experiment}: {len(plan.runs)} runs in {out} — {len(skipped)} finished, "
+        f"{plan.experiment}: {len(plan.runs)} runs in {out} — {len(skipped)} finished"
+        + (f" ({len(from_published)} of them published in {publish})" if from_published else "")
+        + ", "
         f"{len(resumed)} to continue, {len(pending) - len(resumed)} to train"
         + (f", {n_jobs} at a time" if n_jobs > 1 and pending else "")
     )
@@ -331,32 +211,34 @@ def run_experiment(
                 log(f"[{i}/{len(pending)}] {verb} {run.name}")
                 try:
                     _train_in_process(plan, run, progress)
+                    on_done(run)
                 except (ConfigError, DataError):
                     raise  # the same for every run (bad value, missing data): stop now
                 except ReslabError as e:  # e.g. a diverged run: keep going, report it at the end
                     failed.append(run.name)
                     log(f"[{i}/{len(pending)}] {run.name} FAILED: {e}")
         else:
-            failed = _train_concurrently(plan, pending, statuses, slots, log)
+            failed = _train_concurrently(plan, pending, statuses, slots, log, on_done)
         status = "finished"
     finally:
         wall = time.time() - started
         session.update(wall_s=round(wall, 2), trained=[r.name for r in pending], status=status)
         if failed:
             session["failed"] = failed
-        _write_plan(plan, [*sessions, session])
+        write_plan(plan, [*sessions, session])
     result: dict[str, Any] = {
         "trained": [r.name for r in pending if r.name not in failed],
         "resumed": resumed,
         "skipped": skipped,
+        "published": from_published,
         "failed": failed,
         "wall_s": wall,
         "out": out,
     }
     if report:
-        from reslab.experiments.report import write_outputs
-
         result.update(write_outputs(out))
+        if publish is not None:
+            result.update(publish_folder(out, publish))
     if failed:
         where = "" if n_jobs <= 1 else f" (see {out / 'logs'}/<run>.log)"
         raise ReslabError(
@@ -366,16 +248,13 @@ def run_experiment(
     return result
 
 
-def _write_plan(plan: Plan, sessions: list[dict[str, Any]]) -> None:
-    _io.write_json(plan.out / PLAN_FILE, {**plan.to_json(), "sessions": sessions})
-
-
 def _train_concurrently(
     plan: Plan,
     pending: list[RunSpec],
     statuses: dict[str, str],
     slots: list[str | None],
     log: Callable[[str], None],
+    on_done: Callable[[RunSpec], None],
 ) -> list[str]:
     """Run ``pending`` in worker processes, ``len(slots)`` at a time; returns the names that failed."""
     (plan.out / "logs").mkdir(parents=True, exist_ok=True)
@@ -428,6 +307,7 @@ def _train_concurrently(
                     log(f"[{done}/{len(pending)}] {run.name} FAILED (exit {rc}); see logs/{run.name}.log")
                 else:
                     log(f"[{done}/{len(pending)}] {run.name} finished")
+                    on_done(run)
     except BaseException:
         # Interrupted: stop the workers (each run keeps its last checkpoint; a rerun continues it).
         for proc, _run, _fh in running.values():

@@ -12,29 +12,51 @@ Budgets
     set. Every command still trains its full set of networks. Used by the tests; under a minute on 2
     CPU cores per command.
 ``quick``
-    About 15 minutes on 2 CPU cores for the command's default networks, meant to still show the effect
-    on Fashion-MNIST. Batch 128, the paper's SGD (momentum 0.9, weight decay 1e-4, lr 0.1) with the lr
-    divided by 10 at 50% and 75% of the iterations (the paper's 32k/48k of 64k), the full 60k training
-    set with the paper's pad-and-crop augmentation, the first 1,000 test images evaluated 6 times per
-    run. Iterations per experiment (:data:`QUICK_ITERATIONS`) come from a cost model measured with the
-    zoo's networks on this project's 2-core CPU (28x28 inputs, channels-last, batch 128): a training
-    step costs about 19 ms per layer on one thread (ResNet-20 0.38-0.44 s, ResNet-56 1.17 s, highway
-    nets ~1.17x a ResNet), taken as ~11 ms per layer on two; evaluating 1,000 images costs about 4
-    steps. A sweep thus costs about ``sum(depths) x 11 ms x (iterations + 6 x 4)`` plus ~5 s per run:
+    About 20 minutes on 2 CPU cores for the command's default networks (the committed degradation run:
+    20m52s, two runs at a time), meant to still show the effect on Fashion-MNIST. Batch 128, the
+    paper's SGD (momentum 0.9, weight decay 1e-4, lr 0.1) with the lr divided by 10 at 50% and 75% of the
+    iterations (the paper's 32k/48k of 64k), the full 60k training set with the paper's pad-and-crop
+    augmentation, the first 1,000 test images evaluated 6 times per run. Iterations per experiment
+    (:data:`QUICK_ITERATIONS`) come from a cost model measured with the zoo's networks on this project's
+    2-core CPU (28x28 inputs, channels-last, batch 128): a training step costs about 19 ms per layer on
+    one thread (ResNet-20 0.38-0.44 s, ResNet-56 1.17 s, highway nets ~1.17x a ResNet), taken as ~11 ms
+    per layer on two; evaluating 1,000 images costs about 4 steps. A sweep thus costs about
+    ``sum(depths) x 11 ms x (iterations + 6 x 4)`` plus ~5 s per run:
 
     ===========  ==========  =====================================  ===========
     experiment   iterations  networks (sum of depths)               estimate
     ===========  ==========  =====================================  ===========
-    degradation  600         plain+ResNet 20, 56 (152)              ~15 min
+    degradation  600         plain+ResNet 20, 56 (152)              ~20 min
     depth        280         ResNet-20/32/44/56/110 (262)           ~15 min
     shortcuts    600         ResNet-32 A/B/C + plain-32 (~132)      ~15 min
     highway      300         ResNet/highway/plain 20, 56 (~237)     ~15 min
     ===========  ==========  =====================================  ===========
 
-    240-300 iterations are about half an epoch of Fashion-MNIST: plain nets fall behind with depth
+    600 iterations are 1.3 epochs of Fashion-MNIST (280-300 about 0.6): plain nets fall behind with depth
     within the first few hundred iterations (the paper's Fig. 6 shows the gap from the start), which is
     what makes a short schedule enough to see the degradation problem; the absolute errors are far from
-    converged values. ``--seeds N`` and extra ``--depths`` multiply the time accordingly.
+    converged values, and ResNet-56 is still behind ResNet-20 after 600 iterations (it starts slower), so
+    the quick budget cannot test "deeper is no worse". ``--seeds N`` and extra ``--depths`` multiply the
+    time accordingly.
+``standard``
+    5 epochs of the ``fashion_mnist`` recipe (one-cycle SGD to a peak lr of 0.2, batch 128, 2-px crops
+    and flips, label smoothing 0.1, 5,000 training images held out), evaluated after every epoch on the
+    full 10,000-image test set. Sized from measurements on this 2-core CPU (issue 13; one thread per run,
+    two runs side by side): ResNet-20 takes ~8.5 min, ResNet-56 ~22 min; test errors plain-20 7.83,
+    plain-56 14.09, ResNet-20 7.53 / 6.96 (seeds 0 / 1), ResNet-56 7.17 / 7.08. The plain pair is decided
+    by a wide margin with any seeds; the ResNet-56 vs ResNet-20 difference (~0.1-0.4 points) is below
+    the seed-to-seed spread (~0.4-0.6), which is why the budget runs several seeds (:attr:`Budget.seeds`)
+    and the report says how many would be needed. Default seeds and estimated time per experiment (runs
+    one at a time, one thread each; ``--jobs 2`` halves it on 2 cores):
+
+    ===========  =====  =======================================  ===========
+    experiment   seeds  networks                                 estimate
+    ===========  =====  =======================================  ===========
+    degradation  3      plain+ResNet 20, 56                      ~3 h
+    depth        2      ResNet-20/32/44/56 (``--depths`` +110)   ~2 h (+1.5 h)
+    shortcuts    2      ResNet-32 A/B/C + plain-32               ~1.7 h
+    highway      2      ResNet/highway/plain 20, 56              ~3.3 h
+    ===========  =====  =======================================  ===========
 ``paper``
     The paper's CIFAR schedule (the ``cifar_paper`` recipe: 64k iterations, batch 128, lr 0.1 divided
     by 10 at 32k and 48k, 45k/5k train/val split). A GPU job: hours per network.
@@ -50,6 +72,10 @@ from reslab.errors import ConfigError
 DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 # "synthetic" is accepted too (tests, demos) but not advertised on the command line.
 ALL_DATASETS = (*DATASETS, "synthetic")
+
+
+# The recipe a budget starts from unless it names its own: the paper's (SGD 0.9, wd 1e-4, lr 0.1, batch 128).
+RECIPE = "cifar_paper"
 
 
 @dataclass(frozen=True)
@@ -72,9 +98,9 @@ class Budget:
     depths: dict[str, tuple[int, ...]] = field(
         default_factory=dict
     )  # default depths, where not the experiment's
+    recipe: str = RECIPE  # the recipe every run starts from
+    seeds: dict[str, int] = field(default_factory=dict)  # default number of seeds, per experiment (else 1)
 
-
-RECIPE = "cifar_paper"  # every budget starts from the paper's recipe (SGD 0.9, wd 1e-4, lr 0.1, batch 128)
 
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
@@ -100,17 +126,34 @@ BUDGETS: dict[str, Budget] = {
     "quick": Budget(
         name="quick",
         description=(
-            "~15 min on 2 CPU cores: full training set, batch 128, lr 0.1 divided by 10 at 50% and 75% of "
+            "~20 min on 2 CPU cores: full training set, batch 128, lr 0.1 divided by 10 at 50% and 75% of "
             "the iterations, the first 1,000 test images evaluated 6 times per run"
         ),
-        # 15 min on 2 CPU cores for the default networks (cost ~ iterations x sum of depths; see above).
+        # ~15-20 min on 2 CPU cores for the default networks (cost ~ iterations x sum of depths; see above).
         iterations={"degradation": 600, "depth": 280, "shortcuts": 600, "highway": 300},
         overrides={"subset": None, "eval_subset": 1000, "val_split": 0, "batch_size": 128},
         evals=6,
         # Deeper ResNets start slower (the sum of 27 unit-variance branches gives large initial logits): at
         # 240 iterations ResNet-56 was still 19 points behind ResNet-20 (measured). Two depths at 600
-        # iterations fit the same 15 minutes and give the deep nets time to get past that start.
+        # iterations (measured: 20m52s for the four runs) give the deep nets time to get past that start.
         depths={"degradation": (20, 56)},
+    ),
+    "standard": Budget(
+        name="standard",
+        description=(
+            "5 epochs of the fashion_mnist recipe (one-cycle SGD, peak lr 0.2, batch 128, 2-px crops + flips, "
+            "5,000 images held out), evaluated once per epoch on the validation images and the full 10k test "
+            "set; several seeds per network"
+        ),
+        # Sized from measurements (issue 13): at 5 epochs of this recipe plain-56 trails plain-20 by ~6
+        # points of test error while the seed-to-seed spread of ResNet-20 is ~0.6 points.
+        iterations=None,
+        overrides={"epochs": 5, "tensorboard": False},
+        evals=5,
+        depths={"degradation": (20, 56), "depth": (20, 32, 44, 56), "highway": (20, 56)},
+        recipe="fashion_mnist",
+        # At least 3 for the degradation pair (issue 13); 2 where the differences are large or the runs long.
+        seeds={"degradation": 3, "depth": 2, "shortcuts": 2, "highway": 2},
     ),
     "paper": Budget(
         name="paper",
@@ -276,10 +319,10 @@ def budget_overrides(
     return ov
 
 
-def parse_seeds(text: str | int | None) -> tuple[int, ...]:
-    """``"3"`` -> (0, 1, 2); ``"0,4,7"`` -> (0, 4, 7); None -> (0,)."""
+def parse_seeds(text: str | int | None, experiment: str = "", budget: str | None = None) -> tuple[int, ...]:
+    """``"3"`` -> (0, 1, 2); ``"0,4,7"`` -> (0, 4, 7); None -> the budget's default count, else (0,)."""
     if text is None:
-        return (0,)
+        return tuple(range(BUDGETS[budget].seeds.get(experiment, 1))) if budget in BUDGETS else (0,)
     if isinstance(text, int):
         n = text
     else:

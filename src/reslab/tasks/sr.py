@@ -5,7 +5,7 @@ Default model: ``edsr_baseline_x4`` (x4, the factor both papers headline). Batch
 :class:`~reslab.data.sr.PatchSampler` (LR patches of ``patch`` pixels, default 24, i.e. SRResNet's 96-pixel
 HR crops at x4; random flips and rotations). Loss: L1 (Lim et al. 2017, Sec. 4.2; Ledig et al.'s SRResNet
 uses MSE: ``loss="mse"``). Evaluation: PSNR and SSIM on Y with the scale shaved from every border
-(:mod:`reslab.metrics`) for the model and for bicubic upsampling, on each held-out photograph and on their
+(:mod:`reslab.tasks.metrics`) for the model and for bicubic upsampling, on each held-out photograph and on their
 mean. :func:`upscale` is what ``reslab predict`` calls on an image file.
 """
 
@@ -20,8 +20,8 @@ from torch import nn
 
 from reslab.data.sr import PatchSampler, SRData, bicubic_up, sr_data
 from reslab.errors import ConfigError
-from reslab.metrics import psnr, ssim
-from reslab.tasks import Task
+from reslab.tasks.base import Task
+from reslab.tasks.metrics import psnr, ssim
 
 LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
@@ -99,7 +99,7 @@ TASK = Task(
     default_model="edsr_baseline_x4",
     default_model_kwargs={},
     default_data="skimage-photographs",
-    metric="psnr",
+    primary_metric="psnr",
     higher_is_better=True,
     load_data=load_data,
     train_loader=train_loader,

@@ -18,7 +18,7 @@ from torch import nn
 
 from reslab.data.datasets import ArrayDataset
 from reslab.data.video import ClipLoader, ClipSpec, clip_factors, iterate_clips, load_moving_fashion
-from reslab.tasks import Task
+from reslab.tasks.base import Task
 
 
 def load_data(data_dir: str | os.PathLike | None = None, download: bool = False, **spec: Any) -> ArrayDataset:
@@ -84,7 +84,7 @@ TASK = Task(
     default_model="video_resnet",
     default_model_kwargs={"depth": 10, "width": 16, "conv": "2plus1d", "in_chans": 1, "num_classes": 40},
     default_data="moving-fashion-mnist",
-    metric="accuracy",
+    primary_metric="accuracy",
     higher_is_better=True,
     load_data=load_data,
     train_loader=train_loader,

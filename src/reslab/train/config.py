@@ -35,6 +35,44 @@ AMP_MODES = ("auto", "bf16", "off")
 AUTO_BOOL = ("auto", True, False)
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
+
+# The words each field documents, as a user types them (``--set amp=off``). Bool-typed fields take
+# YAML's spellings (true/false, yes/no, on/off); fields typed ``X | None`` also take none/null.
+FIELD_WORDS: dict[str, tuple[Any, ...]] = {
+    "schedule": SCHEDULES,
+    "warmup_mode": WARMUP_MODES,
+    "optimizer": OPTIMIZERS,
+    "device": DEVICES,
+    "amp": AMP_MODES,
+    "channels_last": AUTO_BOOL,
+    "cudnn_benchmark": AUTO_BOOL,
+    "optimizer_impl": OPTIMIZER_IMPLS,
+    "compile": COMPILE_MODES,
+    "eval_batch_size": ("auto",),
+}
+
+# How a run executes, not what it computes: these may differ when a run is resumed, and between two
+# invocations of the same experiment, without changing what the result means.
+MACHINE_KEYS = frozenset(
+    {
+        "dist_timeout",
+        "compile",
+        "cudnn_benchmark",
+        "optimizer_impl",
+        "device",
+        "threads",
+        "tensorboard",
+        "workers",
+        "eval_batch_size",
+        "data_dir",
+        "download",
+    }
+)
+# What ``--resume`` may change: the machine keys, and ``lr`` (to continue a diverged run more gently).
+# Everything else is the run's own config. The one home of this rule: the CLI, the engine, the
+# experiment runner and docs/design.md all use (or are tested against) this set.
+RESUME_KEYS = MACHINE_KEYS | {"lr"}
 
 
 @dataclass
@@ -53,7 +91,9 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = False
     subset: int | None = None  # keep this many training images (seeded random, stratified)
-    val_split: int = 0  # hold this many training images out for validation (model selection)
+    # hold images out of training for validation (model selection): an int is a count (it must fit the
+    # data, else an error), a float in (0, 1) a fraction of the training images (fits any data size)
+    val_split: int | float = 0
     augment: bool = True  # random crop with `pad` zero padding + horizontal flip (if valid)
     pad: int = 4
     cutout: int = 0  # with augment: Cutout square side in pixels (DeVries & Taylor 2017); 0: off
@@ -97,7 +137,8 @@ class TrainConfig:
     # -- machine
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (bf16 on cuda) | bf16 | off
+    # auto: bf16 on CUDA; on the CPU fp32 (bf16 only where forced: see reslab.train.precision) | bf16 | off
+    amp: str = "auto"
     channels_last: Any = "auto"  # auto (on for cuda and for cpu) | true | false
     # false | true (= default) | default | reduce-overhead (CUDA graphs) | max-autotune[-no-cudagraphs]
     compile: Any = False
@@ -177,10 +218,14 @@ class TrainConfig:
             "grad_clip",
             "pad",
             "cutout",
-            "val_split",
             "warmup_iters",
         ):
             _positive(key, getattr(self, key), allow_zero=True)
+        _positive("val_split", self.val_split, allow_zero=True)
+        if isinstance(self.val_split, float) and not (self.val_split.is_integer() or self.val_split < 1):
+            raise ConfigError(
+                f"val_split must be a count of images or a fraction in (0, 1), got {self.val_split}"
+            )
         if self.eval_every is not None:
             _positive("eval_every", self.eval_every, allow_zero=True)
         if self.subset is not None:
@@ -298,6 +343,17 @@ def _coerce(key: str, hint: Any, value: Any, source: str) -> Any:
             if f.is_integer():
                 return int(f)
         raise bad("an integer")
+    if hint == (int | float):  # a count or a fraction (val_split)
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad("a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        if isinstance(value, float) and value.is_integer() and value >= 1:
+            return int(value)
+        return value
     if origin is float:
         if isinstance(value, bool):
             raise bad("a number")
@@ -309,7 +365,13 @@ def _coerce(key: str, hint: Any, value: Any, source: str) -> Any:
             raise bad("a finite number")
         return f
     if origin is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML read a documented word as a bool: amp: off
+            word = _bool_word(key, value)
+            if word is None:
+                words = FIELD_WORDS.get(key)
+                raise bad(f"one of {', '.join(map(str, words))}" if words else "a string")
+            return word
+        if isinstance(value, (str, int, float)):
             return str(value)
         raise bad("a string")
     if origin is list:
@@ -328,6 +390,13 @@ def _coerce(key: str, hint: Any, value: Any, source: str) -> Any:
             raise bad("a mapping")
         return dict(value)
     return value
+
+
+def _bool_word(key: str, value: bool) -> str | None:
+    """The documented word YAML turned into ``value`` (``off`` -> False), if the field has one."""
+    spellings = ("on", "yes", "true") if value else ("off", "no", "false")
+    words = FIELD_WORDS.get(key, ())
+    return next((w for w in spellings if w in words), None)
 
 
 def _choice(key: str, value: Any, choices: tuple) -> None:

@@ -54,8 +54,9 @@ from reslab._device import resolve_device
 from reslab._io import fault_point, write_json, write_text
 from reslab.errors import CheckpointError, ConfigError, ReslabError
 from reslab.train import checkpoint as ckpt
-from reslab.train.config import TrainConfig, config_to_yaml, read_yaml
+from reslab.train.config import RESUME_KEYS, TrainConfig, config_to_yaml, read_yaml
 from reslab.train.evaluate import autocast_ctx, evaluate
+from reslab.train.precision import precision_name, resolve_amp, slow_bf16_warning
 from reslab.train.schedule import Schedule
 
 METRICS_COLUMNS = (
@@ -719,20 +720,6 @@ def _is_peer_failure(e: BaseException) -> bool:
     )
 
 
-_MACHINE_KEYS = {  # how the run executes, not what it computes: may change on --resume
-    "dist_timeout",
-    "compile",
-    "cudnn_benchmark",
-    "optimizer_impl",
-    "device",
-    "threads",
-    "tensorboard",
-    "workers",
-    "eval_batch_size",
-    "data_dir",
-    "download",
-}
-_RESUME_KEYS = _MACHINE_KEYS | {"lr"}  # may change on --resume (lr: continue a diverged run more gently)
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG}
 
 
@@ -746,7 +733,7 @@ def _resume_point(out: Path) -> str:
 
 def _check_same_config(stored: TrainConfig, given: TrainConfig, out: Path) -> None:
     a, b = stored.to_dict(), given.to_dict()
-    diff = [k for k in a if k not in _RESUME_KEYS and a[k] != b[k]]
+    diff = [k for k in a if k not in RESUME_KEYS and a[k] != b[k]]
     if diff:
         k = diff[0]
         raise ConfigError(
@@ -766,6 +753,8 @@ class _Data:
     def describe(self) -> str:
         i = self.info
         val = f", {i['num_val']} val" if i.get("num_val") else ""
+        if isinstance(i.get("val_split"), float):  # a fraction: say what it came to for this data
+            val += f" (val_split {i['val_split']:g} of {i['num_train'] + i['num_val']})"
         return f"{i['dataset']} ({i['num_train']} train{val}, {i['num_test']} test)"
 
 
@@ -835,6 +824,12 @@ def _make_data(
     if cfg.subset:
         ds = subset_dataset(ds, cfg.subset, seed=cfg.seed, stratified=True)
     if cfg.val_split:
+        n = len(ds.train_y)
+        if isinstance(cfg.val_split, int) and cfg.val_split >= n:
+            raise ConfigError(
+                f"val_split={cfg.val_split} does not fit the {n} training images; hold out fewer, "
+                "or give a fraction (e.g. --val-split 0.1)"
+            )
         ds = split_validation(ds, cfg.val_split, seed=cfg.seed)
     nc = cfg.num_classes or ds.num_classes
     if int(ds.train_y.max()) >= nc:
@@ -850,6 +845,7 @@ def _make_data(
         "num_train": len(ds.train_y),
         "num_val": 0 if ds.val_y is None else len(ds.val_y),
         "num_test": len(ds.test_y),
+        "val_split": cfg.val_split,
     }
     loader = DeviceLoader(
         ds.train_x, ds.train_y, bs, device=device, mean=ds.mean, std=ds.std,
@@ -925,9 +921,10 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
 
     # ---- data
     cl = cfg.channels_last if cfg.channels_last != "auto" else True
-    amp_dtype = (
-        torch.bfloat16 if (cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")) else None
-    )
+    amp_dtype = resolve_amp(cfg.amp, device)
+    warning = slow_bf16_warning(amp_dtype, device)
+    if warning and dist.is_main and progress:
+        print(warning, file=sys.stderr, flush=True)
     data = _make_data(cfg, device, dist, cl, amp_dtype)
     num_classes, data_info = data.num_classes, data.info
 
@@ -957,7 +954,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
     sched = Schedule.from_config(cfg, total, steps_per_epoch, depth)
     eval_every = steps_per_epoch if cfg.eval_every is None else (cfg.eval_every or total)
     params = sum(p.numel() for p in model.parameters())
-    resolved = cfg.to_dict() | {"data": data_info}
+    resolved = cfg.to_dict() | {"data": data_info, "precision": precision_name(amp_dtype)}
     meta = {  # what eval/predict/export need to rebuild the preprocessing (save_weights JSON-encodes)
         "config": resolved,
         "dataset": data_info["dataset"],
@@ -1245,6 +1242,7 @@ def _train(cfg: TrainConfig, run: _Run, dist: Dist, *, progress: bool) -> dict[s
         "test_accuracy": (100.0 - last_row["test_error"]) if last_row.get("test_error") is not None else None,
         "wall_time_s": round(elapsed(), 3),
         "device": _device_name(device),
+        "precision": precision_name(amp_dtype),
         "threads": torch.get_num_threads(),
         "versions": _versions(),
         "git_revision": _git_revision(),

@@ -133,7 +133,7 @@ def _rebuild_data(config: dict[str, Any], data_dir: str | None):
     if config.get("subset"):
         ds = subset_dataset(ds, int(config["subset"]), seed=int(config.get("seed", 0)), stratified=True)
     if config.get("val_split"):
-        ds = split_validation(ds, int(config["val_split"]), seed=int(config.get("seed", 0)))
+        ds = split_validation(ds, config["val_split"], seed=int(config.get("seed", 0)))
     return ds
 
 
@@ -151,6 +151,7 @@ def evaluate_checkpoint(
     from reslab._device import resolve_device
     from reslab._io import write_json
     from reslab.models.weights import load_model, resolve_checkpoint
+    from reslab.train.precision import precision_name, resolve_amp
 
     ckpt = Path(resolve_checkpoint(path))
     model, meta = load_model(ckpt)
@@ -168,10 +169,13 @@ def evaluate_checkpoint(
     out_path = Path(out_dir) if out_dir else ckpt.parent
     if out_path.name == "checkpoints":
         out_path = out_path.parent
+    # the run's own amp setting, resolved for this device as training resolved it (precision.py)
+    amp_dtype = resolve_amp(str(config.get("amp", "auto")), dev)
     results: dict[str, Any] = {
         "checkpoint": str(ckpt),
         "step": int(meta.get("step", -1)),
         "tta": tta or "none",
+        "precision": precision_name(amp_dtype),
     }
     pngs = []
     for split in splits:
@@ -180,7 +184,7 @@ def evaluate_checkpoint(
             continue
         y = getattr(ds, f"{split}_y")
         r = evaluate(
-            model, x, y, mean=mean, std=std, batch_size=batch_size, device=dev,
+            model, x, y, mean=mean, std=std, batch_size=batch_size, device=dev, amp_dtype=amp_dtype,
             num_classes=len(classes), tta_flip=(tta == "flip"), confusion=True,
         )  # fmt: skip
         cm = r.pop("confusion")

@@ -1,0 +1,245 @@
+"""Deciding whether two networks differ: Welch's t-test over seeds, and a binomial test for single runs.
+
+Used by the experiments' verdicts (:mod:`reslab.experiments.results`) and by the analyses' summaries
+(e.g. the lesion study's shape-changing units); it lives here, below both, so that dependencies point
+one way (experiments -> analysis).
+
+The paper reports one run per network (CIFAR-10, Table 6: "best (mean±std)" over 5 runs only for
+ResNet-110). On a short budget the seed-to-seed spread can be as large as the effect (issue 13 measured
+0.57 points between two ResNet-20 seeds at 5 epochs, against a ResNet-56 - ResNet-20 gap of ~0.1), so a
+difference is claimed only when a stated test supports it:
+
+- two or more seeds per network: Welch's two-sample t-test (unequal variances; Welch 1947), two-sided,
+  at the 5% level. The t distribution's CDF is computed from the regularized incomplete beta function
+  (continued fraction, Numerical Recipes 3rd ed., Sec. 6.4), so the library needs no SciPy; the tests
+  check it against SciPy's values.
+- one run per network: the error rate's binomial standard error on the images it was measured on
+  (``100 sqrt(p (1 - p) / n)`` points), the difference counting when it exceeds
+  ``max(0.5 points, 2 standard errors)`` (about a 5% two-sided z-test, with a floor for tiny error rates).
+  One seed says nothing about seed-to-seed spread: the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+ALPHA = 0.05  # two-sided significance level of every claimed difference
+MIN_MARGIN = 0.5  # percentage points: the floor of the single-run (binomial) margin
+
+
+# ---------------------------------------------------------------------------------- distributions
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz; NR 3rd ed. ``betacf``)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function ``I_x(a, b)`` for ``a, b > 0``, ``0 <= x <= 1``."""
+    if not (a > 0 and b > 0):
+        raise ValueError(f"betainc needs a, b > 0, got {a}, {b}")
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    ln_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    front = math.exp(ln_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_sf2(t: float, df: float) -> float:
+    """Two-sided tail probability ``P(|T| >= |t|)`` of Student's t with ``df`` degrees of freedom."""
+    if math.isnan(t) or not df > 0:
+        return math.nan
+    if math.isinf(t):
+        return 0.0
+    return betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def t_ppf2(p: float, df: float) -> float:
+    """The ``t`` with ``P(|T| >= t) = p`` (two-sided critical value), by bisection on :func:`t_sf2`."""
+    lo, hi = 0.0, 1.0
+    while t_sf2(hi, df) > p:
+        hi *= 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if t_sf2(mid, df) > p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+# ---------------------------------------------------------------------------------------- tests
+
+
+def mean(v: Sequence[float]) -> float:
+    return sum(v) / len(v) if v else math.nan
+
+
+def std(v: Sequence[float]) -> float:
+    """Sample standard deviation (``n - 1``); NaN for fewer than two values."""
+    if len(v) < 2:
+        return math.nan
+    m = mean(v)
+    return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
+@dataclass(frozen=True)
+class Welch:
+    t: float
+    df: float
+    p: float  # two-sided
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
+    """Welch's t-test of ``mean(b) - mean(a)``; needs two or more values on each side."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("Welch's t-test needs at least two values per group")
+    va, vb = std(a) ** 2 / len(a), std(b) ** 2 / len(b)
+    d = mean(b) - mean(a)
+    se2 = va + vb
+    if se2 == 0.0:  # no spread at all: any difference is exact
+        return Welch(math.copysign(math.inf, d) if d else 0.0, math.inf, 0.0 if d else 1.0)
+    df = se2**2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    t = d / math.sqrt(se2)
+    return Welch(t, df, t_sf2(t, df))
+
+
+def seeds_to_resolve(d: float, sa: float, sb: float, alpha: float = ALPHA, limit: int = 1000) -> int | None:
+    """The seeds per network at which a true difference ``d`` with these spreads would reach ``alpha``
+    in Welch's test on average (``|d| / sqrt((sa² + sb²) / n) > t_crit``); None above ``limit``."""
+    if not (math.isfinite(d) and math.isfinite(sa) and math.isfinite(sb)) or d == 0:
+        return None
+    s2 = sa * sa + sb * sb
+    if s2 == 0:
+        return 2
+    # The normal quantile (1.96 at 5%) is below every t quantile: start where a z-test would resolve it.
+    n0 = max(2, math.ceil(s2 * (t_ppf2(alpha, 1e9) / abs(d)) ** 2))
+    if n0 > limit:
+        return None
+    for n in range(n0, limit + 1):
+        df = (n - 1) * s2**2 / (sa**4 + sb**4) if (sa or sb) else math.inf
+        if abs(d) / math.sqrt(s2 / n) > t_ppf2(alpha, df):
+            return n
+    return None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The difference ``b - a`` of two networks' errors and the verdict of the stated test."""
+
+    a: str  # labels
+    b: str
+    diff: float  # mean(b) - mean(a), points
+    test: str  # "welch", "binomial" (fewer than two seeds on a side) or "missing" (a side not measured)
+    p: float  # Welch: two-sided p; binomial: NaN
+    margin: float  # binomial: the difference that counts; Welch: the smallest significant one
+    n_a: int
+    n_b: int
+    ranges_overlap: bool | None  # seed ranges [min, max] overlap (None with fewer than 2 seeds each)
+    seeds_needed: int | None = None  # Welch, not significant: seeds per network to resolve ``diff``
+
+    @property
+    def significant(self) -> bool:
+        if not math.isfinite(self.diff):
+            return False
+        if self.test == "welch":
+            return self.p < ALPHA
+        return abs(self.diff) > self.margin
+
+    @property
+    def sign(self) -> int:
+        """+1: b significantly higher, -1: significantly lower, 0: no difference shown."""
+        return 0 if not self.significant else (1 if self.diff > 0 else -1)
+
+    def describe(self) -> str:
+        """The test and its numbers, for the report: "Welch's t, p = 0.012, n = 3 + 3"."""
+        if self.test == "welch":
+            p = f"p = {self.p:.3f}" if self.p >= 0.001 else "p < 0.001"
+            text = f"Welch's t-test {p}, {self.n_a} + {self.n_b} seeds"
+            if self.ranges_overlap is not None and min(self.n_a, self.n_b) >= 3:
+                text += ", seed ranges " + ("overlap" if self.ranges_overlap else "do not overlap")
+            return text
+        if self.test == "missing":
+            return "not measured yet: " + (self.a if not self.n_a else self.b) + " has no finished evaluation"
+        side = "one run each" if self.n_a == self.n_b == 1 else "a single run on one side"
+        return f"{side}: noise margin {self.margin:.2f} points (binomial / seed standard errors)"
+
+
+def compare(
+    a_vals: Sequence[float], b_vals: Sequence[float], a_se: float, b_se: float, labels=("a", "b")
+) -> Comparison:
+    """Compare two sets of per-seed errors (points). With two or more seeds on each side: Welch's t-test;
+    else the binomial margin ``max(MIN_MARGIN, 2 sqrt(a_se² + b_se²))`` from the given standard errors."""
+    a_vals, b_vals = [x for x in a_vals if math.isfinite(x)], [x for x in b_vals if math.isfinite(x)]
+    if not a_vals or not b_vals:  # one side not measured (yet): no test, no claim
+        return Comparison(
+            labels[0], labels[1], math.nan, "missing", math.nan, math.nan, len(a_vals), len(b_vals), None
+        )
+    d = mean(b_vals) - mean(a_vals)
+    if len(a_vals) >= 2 and len(b_vals) >= 2:
+        w = welch(a_vals, b_vals)
+        se = math.sqrt(std(a_vals) ** 2 / len(a_vals) + std(b_vals) ** 2 / len(b_vals))
+        overlap = max(a_vals) >= min(b_vals) and max(b_vals) >= min(a_vals)
+        need = None
+        if not w.p < ALPHA:
+            need = seeds_to_resolve(d, std(a_vals), std(b_vals))
+        return Comparison(
+            labels[0],
+            labels[1],
+            d,
+            "welch",
+            w.p,
+            t_ppf2(ALPHA, w.df) * se if math.isfinite(w.df) else 0.0,
+            len(a_vals),
+            len(b_vals),
+            overlap,
+            need,
+        )
+    se = math.sqrt((0.0 if math.isnan(a_se) else a_se) ** 2 + (0.0 if math.isnan(b_se) else b_se) ** 2)
+    return Comparison(
+        labels[0],
+        labels[1],
+        d,
+        "binomial",
+        math.nan,
+        max(MIN_MARGIN, 2.0 * se),
+        len(a_vals),
+        len(b_vals),
+        None,
+    )
+
+
+def binomial_se(error_pct: float, n: int) -> float:
+    """Standard error (points) of an error rate measured on ``n`` images (floored at one image)."""
+    p = min(max(error_pct / 100.0, 0.0), 1.0)
+    n = max(int(n), 1)
+    return 100.0 * math.sqrt(max(p * (1 - p), 1.0 / n) / n)

@@ -1,0 +1,212 @@
+"""An experiment's plan: its runs and their configs, stored as ``experiment.json`` in the experiment folder.
+
+This module is the shared bottom of :mod:`reslab.experiments`: the runner (which trains a plan) and the
+report (which reads one back) both import it, and it imports neither.
+
+``experiment.json`` holds the plan (:meth:`Plan.to_json`) and one entry per invocation (``sessions``:
+command, host, wall time, status), so a report can state how long the whole sweep took across sittings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reslab import _io
+from reslab.errors import ConfigError, ReslabError
+from reslab.experiments.specs import (
+    ALL_DATASETS,
+    BUDGETS,
+    EXPERIMENTS,
+    RECIPE,
+    RunSpec,
+    budget_overrides,
+    parse_depths,
+    parse_seeds,
+    plan_runs,
+)
+from reslab.train.config import MACHINE_KEYS, field_names
+
+PLAN_FILE = "experiment.json"
+
+
+@dataclass
+class Plan:
+    experiment: str
+    dataset: str
+    budget: str
+    depths: tuple[int, ...]
+    seeds: tuple[int, ...]
+    out: Path
+    recipe: str
+    runs: list[RunSpec]
+    configs: dict[str, dict[str, Any]]  # run name -> TrainConfig fields on top of the recipe
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)  # the user's --set overrides
+
+    def run_dir(self, run: RunSpec | str) -> Path:
+        return self.out / "runs" / (run if isinstance(run, str) else run.name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment,
+            "dataset": self.dataset,
+            "budget": self.budget,
+            "depths": list(self.depths),
+            "seeds": list(self.seeds),
+            "recipe": self.recipe,
+            "device": self.device,
+            "extra": self.extra,
+            "runs": [asdict(r) for r in self.runs],
+            "configs": self.configs,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], out: Path) -> Plan:
+        for r in d["runs"]:  # a run directory is out/runs/<name>: a stored name must not leave it
+            name = r.get("name") if isinstance(r, dict) else None
+            if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+                raise ValueError(f"run name {name!r} is not a plain folder name")
+        return cls(
+            experiment=d["experiment"],
+            dataset=d["dataset"],
+            budget=d["budget"],
+            depths=tuple(d["depths"]),
+            seeds=tuple(d["seeds"]),
+            out=Path(out),
+            recipe=d.get("recipe", RECIPE),
+            runs=[RunSpec(**r) for r in d["runs"]],
+            configs=d["configs"],
+            device=d.get("device", "auto"),
+            extra=d.get("extra", {}),
+        )
+
+
+def default_out(experiment: str, dataset: str, budget: str) -> Path:
+    return Path("experiments") / f"{experiment}-{dataset}-{budget}"
+
+
+def _engine_fields() -> set[str]:
+    return set(field_names())
+
+
+def plan_experiment(
+    experiment: str,
+    *,
+    dataset: str = "fashion-mnist",
+    budget: str = "quick",
+    seeds: str | int | tuple[int, ...] | None = None,
+    depths: str | tuple[int, ...] | None = None,
+    out: str | os.PathLike | None = None,
+    device: str | None = None,
+    data_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Plan:
+    """Decide the runs of ``experiment`` and the config of each (nothing is trained or written)."""
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
+    if dataset not in ALL_DATASETS:
+        raise ConfigError(f"unknown data set {dataset!r}; choose from {', '.join(ALL_DATASETS[:3])}")
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+    seed_t = tuple(seeds) if isinstance(seeds, tuple) else parse_seeds(seeds, experiment, budget)
+    depth_t = tuple(depths) if isinstance(depths, tuple) else parse_depths(depths, experiment, budget)
+    runs = plan_runs(experiment, depths=depth_t, seeds=seed_t, budget=budget)
+    from reslab.models import list_models
+
+    zoo = set(list_models())
+    missing = sorted({r.model for r in runs} - zoo)
+    if missing:
+        raise ConfigError(
+            f"{experiment}: no model {missing[0]!r} in the zoo for the requested depths; "
+            f"choose --depths from {', '.join(map(str, EXPERIMENTS[experiment].default_depths))}"
+        )
+    known = _engine_fields()
+    base = budget_overrides(experiment, budget, dataset, known)
+    extra = dict(overrides or {})
+    if known is not None:
+        bad = [k for k in extra if k.split(".")[0] not in known]
+        if bad:
+            raise ConfigError(f"--set: unknown config key {bad[0]!r}")
+    configs: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        cfg = dict(base)
+        cfg.update(model=r.model, model_kwargs=dict(r.model_kwargs), seed=r.seed)
+        cfg.update(r.overrides)
+        if device:
+            cfg["device"] = device
+        if data_dir:
+            cfg["data_dir"] = str(data_dir)
+        cfg.update(extra)
+        configs[r.name] = cfg
+    out_path = Path(out) if out is not None else default_out(experiment, dataset, budget)
+    return Plan(
+        experiment=experiment,
+        dataset=dataset,
+        budget=budget,
+        depths=depth_t,
+        seeds=seed_t,
+        out=out_path,
+        recipe=BUDGETS[budget].recipe,
+        runs=runs,
+        configs=configs,
+        device=device or "auto",
+        extra=extra,
+    )
+
+
+def load_plan(out: str | os.PathLike) -> Plan:
+    """The plan stored in an experiment folder (``experiment.json``)."""
+    path = Path(out) / PLAN_FILE
+    if not path.is_file():
+        raise ReslabError(f"{out} is not an experiment folder (no {PLAN_FILE})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Plan.from_json(data, Path(out))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ReslabError(f"{path} is corrupt ({type(e).__name__}: {e})") from None
+
+
+def read_sessions(out: Path) -> list[dict[str, Any]]:
+    path = Path(out) / PLAN_FILE
+    with contextlib.suppress(OSError, ValueError):
+        return list(json.loads(path.read_text(encoding="utf-8")).get("sessions", []))
+    return []
+
+
+def write_plan(plan: Plan, sessions: list[dict[str, Any]], source: str | None = None) -> None:
+    """Write ``experiment.json``: the plan and the invocations so far (atomic); ``source``: the
+    experiment folder a published copy was made from."""
+    extra = {"source": source} if source else {}
+    _io.write_json(plan.out / PLAN_FILE, {**plan.to_json(), **extra, "sessions": sessions})
+
+
+def config_mismatch(stored: dict[str, Any], want: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first field where a stored run config differs from the planned one: ``(key, have, want)``.
+
+    Only the fields the plan sets are compared (the rest come from the recipe), and never the engine's
+    :data:`~reslab.train.config.MACHINE_KEYS` (device, threads, data_dir, ...: how a run executes, not
+    what it computes). ``amp`` is compared: it changes the arithmetic (fp32 vs bf16), and the engine
+    refuses to resume a run under another ``amp``, so an experiment refuses it up front, before training.
+    A field the stored config lacks (written by an older engine) is not held against it.
+    """
+    for key, value in want.items():
+        if key in MACHINE_KEYS or key not in stored:
+            continue
+        if _norm(stored[key]) != _norm(value):
+            return key, stored[key], value
+    return None
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in sorted(v.items())}
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v

@@ -1,0 +1,332 @@
+"""Detectors and segmenters: torchvision's heads on reslab backbones, built from a JSON-able spec.
+
+- :func:`create_detector`: ``"fasterrcnn"`` (Ren et al. 2015, with the FPN of Lin et al. 2017),
+  ``"maskrcnn"`` (He et al. 2017) or ``"retinanet"`` (Lin et al. 2017b, focal loss) from
+  ``torchvision.models.detection``, on :func:`~reslab.models.backbones.resnet_fpn_backbone`.
+- :func:`create_segmenter`: ``"deeplabv3"`` (Chen et al. 2017, ASPP) or ``"fcn"`` (Long et al. 2015)
+  from ``torchvision.models.segmentation``, on the dilated :func:`~reslab.models.backbones.resnet_backbone`.
+
+The heads are torchvision's, unchanged; what reslab chooses is stated here:
+
+- **Anchors** default to ``(16, 32, 64, 128, 256)`` pixels, one size per pyramid level from the finest
+  (three aspect ratios 0.5, 1, 2; RetinaNet adds the 2^(1/3), 2^(2/3) octave scales of its paper). That
+  is half of torchvision's COCO sizes: reslab's scenes are 128-pixel images with 16-64-pixel objects,
+  not COCO's 800-pixel ones. ``min_size`` / ``max_size`` (the detectors' resizing) default to 128 /
+  512, so a 128x128 scene is not resized.
+- **RetinaNet** takes C3-C5 plus P6/P7 made from C5 (``LastLevelP6P7``), its paper's layout; CIFAR
+  networks, which have three stages, give it C2-C3 (the last two) instead.
+- **ASPP rates** default to DeepLabV3's (6, 12, 18) at output stride 16, scaled by 16 / output stride
+  ((12, 24, 36) at 8, as the paper doubles them); with ``image_size`` they are scaled to the feature map
+  instead (:func:`aspp_rates`): a rate wider than the map degenerates to a 1x1 convolution (Chen et al.
+  2017, Sec. 3.3), which is what the paper's rates would do on a 128-pixel scene.
+- Detectors normalize inside (torchvision's ``GeneralizedRCNNTransform``) and take images in [0, 1];
+  segmenters take normalized images, as torchvision's segmentation models do.
+
+Every model carries ``model.spec`` (a dict of JSON values, backbone name and kwargs resolved from
+``init_from``) and :func:`build_from_spec` rebuilds the same architecture from it: :func:`save_dense`
+stores the spec in the safetensors metadata and :func:`load_dense` rebuilds and loads, so a checkpoint
+never needs the classification run its backbone was initialized from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from reslab.errors import ConfigError
+from reslab.models.backbones import (
+    ResNetFeatures,
+    build_body,
+    resnet_backbone,
+    resnet_fpn_backbone,
+    stage_channels,
+)
+
+DETECTORS = ("fasterrcnn", "maskrcnn", "retinanet")
+SEGMENTERS = ("deeplabv3", "fcn")
+DEFAULT_ANCHORS = (16, 32, 64, 128, 256)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _norm_stats(
+    in_chans: int, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[list[float], list[float]]:
+    if mean is None and std is None and in_chans == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    if mean is None or std is None or len(mean) != in_chans or len(std) != in_chans:
+        raise ConfigError(f"image_mean and image_std need {in_chans} values each (the data's statistics)")
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+def create_detector(
+    arch: str = "fasterrcnn",
+    backbone: str = "resnet18",
+    *,
+    num_classes: int,
+    in_chans: int | None = None,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    min_size: int = 128,
+    max_size: int = 512,
+    anchor_sizes: Sequence[int] = DEFAULT_ANCHORS,
+    returned_layers: Sequence[int] | None = None,
+    fpn_channels: int = 256,
+    trainable_layers: int | None = None,
+    frozen_bn: bool | None = None,
+    init_from: str | os.PathLike | None = None,
+    backbone_kwargs: dict[str, Any] | None = None,
+    **head_kwargs: Any,
+) -> nn.Module:
+    """A torchvision detector (``arch`` in :data:`DETECTORS`) on a reslab backbone with an FPN.
+
+    ``num_classes`` counts the background (torchvision's convention: 11 for the ten Fashion-MNIST
+    classes). ``in_chans`` (default 3, or the run's with ``init_from``) and ``image_mean`` / ``image_std``
+    (one per channel, required unless 3 channels: ImageNet's) set the input. Backbone arguments
+    (``returned_layers``, ``trainable_layers``, ``frozen_bn``, ``init_from``, ``backbone_kwargs``) are
+    :func:`~reslab.models.backbones.resnet_fpn_backbone`'s; ``head_kwargs`` go to torchvision's model
+    (e.g. ``box_score_thresh``, ``rpn_batch_size_per_image``; JSON values, they enter ``model.spec``).
+    """
+    from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.ops import MultiScaleRoIAlign
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    if arch not in DETECTORS:
+        raise ConfigError(f"unknown detector {arch!r}; choose from {', '.join(DETECTORS)}")
+    if num_classes < 2:
+        raise ConfigError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+    net, _ = build_body(
+        backbone, init_from=init_from, **_backbone_kwargs(backbone_kwargs, in_chans, init_from)
+    )
+    n = len(net.stage_names)
+    layers = list(returned_layers) if returned_layers is not None else None
+    extra = None
+    if arch == "retinanet":  # C3-C5 (the last two stages of a CIFAR network), P6 and P7 from C5
+        if layers is None:
+            layers = list(range(n - 2, n + 1)) if n >= 4 else [n - 1, n]
+        extra = LastLevelP6P7(stage_channels(net)[layers[-1] - 1], fpn_channels)
+    body = resnet_fpn_backbone(
+        net,
+        pretrained=init_from is not None,
+        trainable_layers=trainable_layers,
+        returned_layers=layers,
+        out_channels=fpn_channels,
+        frozen_bn=frozen_bn,
+        extra_blocks=extra,
+    )
+    chans = int(body.body.in_chans)
+    mean, std = _norm_stats(chans, image_mean, image_std)
+    levels = len(body.channels) + (2 if extra else 1)
+    if len(anchor_sizes) < levels:
+        raise ConfigError(
+            f"anchor_sizes needs {levels} sizes (one per pyramid level), got {list(anchor_sizes)}"
+        )
+    sizes = [int(a) for a in anchor_sizes[:levels]]
+    names = [str(i) for i in range(len(body.channels))]
+    common = {"min_size": min_size, "max_size": max_size, "image_mean": mean, "image_std": std}
+    if arch == "retinanet":
+        octaves = tuple((a, round(a * 2 ** (1 / 3)), round(a * 2 ** (2 / 3))) for a in sizes)
+        anchors = AnchorGenerator(octaves, ((0.5, 1.0, 2.0),) * levels)
+        model: nn.Module = RetinaNet(body, num_classes, anchor_generator=anchors, **common, **head_kwargs)
+    else:
+        anchors = AnchorGenerator(tuple((a,) for a in sizes), ((0.5, 1.0, 2.0),) * levels)
+        box_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
+        if arch == "fasterrcnn":
+            model = FasterRCNN(
+                body,
+                num_classes,
+                rpn_anchor_generator=anchors,
+                box_roi_pool=box_pool,
+                **common,
+                **head_kwargs,
+            )
+        else:
+            mask_pool = MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)
+            model = MaskRCNN(
+                body,
+                num_classes,
+                rpn_anchor_generator=anchors,
+                box_roi_pool=box_pool,
+                mask_roi_pool=mask_pool,
+                **common,
+                **head_kwargs,
+            )
+    model.spec = {
+        "task": "detection",
+        "arch": arch,
+        "num_classes": num_classes,
+        "image_mean": mean,
+        "image_std": std,
+        "min_size": min_size,
+        "max_size": max_size,
+        "anchor_sizes": sizes,
+        "fpn_channels": fpn_channels,
+        **{k: v for k, v in body.spec.items() if k != "out_channels"},
+        **head_kwargs,
+    }
+    return model
+
+
+def create_segmenter(
+    arch: str = "deeplabv3",
+    backbone: str = "resnet18",
+    *,
+    num_classes: int,
+    in_chans: int | None = None,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    output_stride: int | None = None,
+    aux_loss: bool = False,
+    atrous_rates: Sequence[int] | None = None,
+    image_size: int | None = None,
+    trainable_layers: int | None = None,
+    frozen_bn: bool | None = None,
+    init_from: str | os.PathLike | None = None,
+    backbone_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """A torchvision segmenter (``arch`` in :data:`SEGMENTERS`) on a dilated reslab backbone.
+
+    ``model(x)["out"]`` holds (B, ``num_classes``, H, W) logits at the input's size (bilinear upsampling
+    of the head's output, torchvision's); with ``aux_loss`` also ``["aux"]``, an FCN head on the
+    second-last stage (torchvision's auxiliary loss). ``output_stride``: see
+    :func:`~reslab.models.backbones.dilate` (default 8, or the network's own if finer). The model takes
+    normalized images, as torchvision's segmenters; ``image_mean`` / ``image_std`` (the data's, one per
+    channel; ImageNet's by default for 3 channels) are not applied by it but kept in ``model.spec`` for
+    whoever feeds it. ``atrous_rates`` default: :func:`aspp_rates` (the paper's, or scaled to
+    ``image_size`` when given).
+    """
+    from torchvision.models.segmentation import FCN, DeepLabV3
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+    from torchvision.models.segmentation.fcn import FCNHead
+
+    if arch not in SEGMENTERS:
+        raise ConfigError(f"unknown segmenter {arch!r}; choose from {', '.join(SEGMENTERS)}")
+    if num_classes < 2:
+        raise ConfigError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+    net, _ = build_body(
+        backbone, init_from=init_from, **_backbone_kwargs(backbone_kwargs, in_chans, init_from)
+    )
+    body = resnet_backbone(
+        net,
+        output_stride=output_stride,
+        pretrained=init_from is not None,
+        trainable_layers=trainable_layers,
+        frozen_bn=frozen_bn,
+    )
+    names = list(body.body.stage_names)
+    if aux_loss:
+        if len(names) < 2:
+            raise ConfigError("aux_loss needs a network with at least two stages")
+        body = _with_aux(body, names)
+    mean, std = _norm_stats(int(body.body.in_chans), image_mean, image_std)
+    out_ch = body.channels[-1]
+    stride = int(body.spec["output_stride"])
+    if arch == "deeplabv3":
+        rates = [int(r) for r in atrous_rates] if atrous_rates else aspp_rates(stride, image_size)
+        classifier: nn.Module = DeepLabHead(out_ch, num_classes, atrous_rates=rates)
+    else:
+        rates = []
+        classifier = FCNHead(out_ch, num_classes)
+    aux = FCNHead(body.channels[0], num_classes) if aux_loss else None
+    model = (DeepLabV3 if arch == "deeplabv3" else FCN)(body, classifier, aux)
+    model.spec = {
+        "task": "segmentation",
+        "arch": arch,
+        "num_classes": num_classes,
+        "image_mean": mean,
+        "image_std": std,
+        "aux_loss": aux_loss,
+        **({"atrous_rates": rates} if arch == "deeplabv3" else {}),
+        "image_size": image_size,
+        **body.spec,
+    }
+    return model
+
+
+def aspp_rates(output_stride: int, image_size: int | None = None) -> list[int]:
+    """DeepLabV3's ASPP rates (Chen et al. 2017, Sec. 4.1): (6, 12, 18) at output stride 16, doubled at 8.
+
+    With ``image_size`` they are scaled to the feature map instead: the paper's rates fit the 33x33 map
+    of its 513-pixel crops at stride 16, so a rate becomes ``r * (image_size / output_stride) / 33``
+    (at least 1): (3, 6, 9) for a 128-pixel image at stride 8.
+    """
+    if image_size is None:
+        return [round(r * 16 / output_stride) for r in (6, 12, 18)]
+    side = image_size / output_stride
+    return [max(1, round(r * side / 33)) for r in (6, 12, 18)]
+
+
+def _backbone_kwargs(
+    backbone_kwargs: dict[str, Any] | None, in_chans: int | None, init_from: str | os.PathLike | None
+) -> dict[str, Any]:
+    kwargs = dict(backbone_kwargs or {})
+    if in_chans is not None:
+        if init_from is None:
+            kwargs["in_chans"] = in_chans
+        else:  # the weights fix it: only check
+            kwargs.setdefault("in_chans", in_chans)
+    return kwargs
+
+
+def _with_aux(body: nn.Module, names: list[str]) -> nn.Module:
+    """The same body returning the second-last stage as ``"aux"`` too."""
+    spec = body.spec
+    out = ResNetFeatures(body.body, {names[-2]: "aux", names[-1]: "out"})
+    out.spec = spec
+    return out
+
+
+def save_dense(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+    """Write a detector's or segmenter's weights with its ``spec`` (metadata key ``"spec"``) and any other
+    JSON ``metadata``: :func:`reslab.models.weights.save_weights` (safetensors, atomic)."""
+    from reslab.models.weights import save_weights, unwrap
+
+    spec = getattr(unwrap(model), "spec", None)
+    if not isinstance(spec, dict) or spec.get("task") not in ("detection", "segmentation"):
+        raise ConfigError("save_dense takes a model built by reslab.models.dense (it has no .spec)")
+    save_weights(model, path, {**(metadata or {}), "spec": spec})
+
+
+def load_dense(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The model saved by :func:`save_dense` (a file, or a run directory's best/last checkpoint), rebuilt
+    from its ``spec`` and loaded strictly; ``(model in eval mode, metadata)``."""
+    from reslab.errors import CheckpointError
+    from reslab.models.weights import read_metadata, read_state_dict, resolve_checkpoint
+
+    path = resolve_checkpoint(path_or_run)
+    meta = read_metadata(path)
+    spec = meta.get("spec")
+    if not isinstance(spec, dict) or spec.get("task") not in ("detection", "segmentation"):
+        raise CheckpointError(f"{path} holds no detection/segmentation spec; is it a classification model?")
+    model = build_from_spec(spec)
+    state = read_state_dict(path)
+    missing, unexpected = model.state_dict().keys() - state.keys(), state.keys() - model.state_dict().keys()
+    if missing or unexpected:
+        which = (
+            f"missing tensor {sorted(missing)[0]}"
+            if missing
+            else f"unexpected tensor {sorted(unexpected)[0]}"
+        )
+        raise CheckpointError(f"{path} does not fit its own spec: {which}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path} does not fit its own spec: {str(e).splitlines()[-1].strip()[:200]}"
+        ) from None
+    return model.to(map_location).eval(), meta
+
+
+def build_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """Rebuild a model from ``model.spec`` (as stored in its checkpoint): same architecture, fresh weights."""
+    spec = dict(spec)
+    task = spec.pop("task", None)
+    if task == "detection":
+        return create_detector(**spec)
+    if task == "segmentation":
+        return create_segmenter(**spec)
+    raise ConfigError(f"spec has task {task!r}; expected 'detection' or 'segmentation'")
