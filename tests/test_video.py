@@ -84,10 +84,10 @@ def test_r2plus1d_mid_channels_follow_torchvision():
 
 def test_hara_param_counts_follow_from_torchvision():
     # Hara et al.'s 3D ResNet-18 is r3d_18 with a 7x7x7 instead of a 3x7x7 stem and type-A shortcuts
-    # (no projections): 33,235,280 (the paper's 33.2M).
+    # (no projections): 33,235,280. (Counted, not checked against a table of the paper.)
     projections = sum(cin * cout + 2 * cout for cin, cout in ((64, 128), (128, 256), (256, 512)))
     assert params("resnet3d_18") == 33_371_472 - projections + 3 * 64 * (7 * 7 * 7 - 3 * 7 * 7) == 33_235_280
-    assert params("resnet3d_34") == 63_544_912  # 63.5M
+    assert params("resnet3d_34") == 63_544_912
     assert params("resnet3d_50") == 47_018_576  # bottlenecks, type-B shortcuts
     assert params("resnet3d_18", shortcut="B") == 33_235_280 + projections
     assert not any(n.endswith("downsample.0.weight") for n in create_model("resnet3d_18").state_dict())
