@@ -145,3 +145,14 @@ def test_gpu_suite_optional_groups_tiny_on_cpu(tmp_path):
         seeds = [r for r in rows.values() if r["group"] == "fmnist" and "seed" in r]
         assert len(seeds) == 2 and all(0 <= r["test_accuracy"] <= 100 and r["wall_s"] > 0 for r in seeds)
         assert "fashion_mnist_fast mean over 2 seeds" in rows
+
+
+def test_checkpoint_cost_measures_resnet20(tmp_path):
+    """bench/checkpoint_cost.py on one round of ResNet-20: the shares are fractions of a real save/read."""
+    spec = importlib.util.spec_from_file_location("checkpoint_cost", ROOT / "bench" / "checkpoint_cost.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = mod.measure("resnet20", 1, tmp_path)
+    assert row["params"] == 269_722  # ResNet-20 as in the paper
+    assert 0 < row["hash_share_of_save"] < 1 and 0 < row["verify_share_of_read"] < 1
+    assert row["bytes"]["state"] > 2 * row["bytes"]["weights"]  # weights + momentum in the state

@@ -103,8 +103,10 @@ def test_two_ranks_train_die_and_resume(tmp_path):
         ]
     )
     assert sorted(q.name for q in (full / "checkpoints").iterdir()) == [
-        "best.safetensors", "best.state.pt", "last.safetensors", "last.state.pt",
-    ]  # fmt: skip
+        f"{g}.{kind}"
+        for g in ("best", "last", "prev")
+        for kind in ("manifest.json", "safetensors", "state.pt")
+    ]  # generations with their checksum manifests (docs/reliability.md)
     import json
 
     summary = json.loads((full / "summary.json").read_text())

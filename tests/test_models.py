@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -38,10 +39,15 @@ def macs(name: str, **kw) -> int:
 
 def small_input(name: str, batch: int = 2) -> tuple[dict, torch.Tensor]:
     """Keyword arguments and a small input: Fashion-MNIST-shaped for CIFAR models (8x8 for the deep or
-    wide ones: the last stage is then 2x2), 32x32 for ImageNet ones."""
+    wide ones: the last stage is then 2x2), 32x32 for ImageNet ones, one-channel 2-frame 16x16 clips for
+    video models, 8x8 grey images for super-resolution models."""
     if name in IMAGENET:
         return {"num_classes": 5}, torch.randn(batch, 3, 32, 32)
     info = model_info(name)
+    if info["task"] == "video-classification":
+        return {"num_classes": 5, "in_chans": 1}, torch.randn(batch, 1, 2, 16, 16)
+    if info["task"] == "super-resolution":
+        return {"in_chans": 1}, torch.rand(batch, 1, 8, 8)
     size = 8 if info["depth"] >= 100 or info["params"] > 5e6 else 28
     return {"num_classes": 7, "in_chans": 1}, torch.randn(batch, 1, size, size)
 
@@ -144,23 +150,23 @@ def test_shape_count_equals_flop_counter(name, kw, size):
 # ------------------------------------------------------------------- every model: shape, grad, lesion
 
 
-def _learns(model: nn.Module, x: torch.Tensor, num_classes: int, steps: int = 5) -> bool:
-    """Whether a few SGD steps on one fixed batch lower the training loss on that batch (measured in
-    training mode, as it is optimized, with the same dropout seed before and after). The first step may
-    raise it (deep plain nets at init: the degradation problem); five steps with momentum lower it."""
-    y = torch.arange(len(x)) % num_classes
+def _learns(model: nn.Module, x: torch.Tensor, loss_of: Callable, steps: int = 5) -> bool:
+    """Whether a few SGD steps on one fixed batch lower the training loss ``loss_of(model(x))`` on that
+    batch (measured in training mode, as it is optimized, with the same dropout seed before and after).
+    The first step may raise it (deep plain nets at init: the degradation problem); five steps with
+    momentum lower it."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
 
     def loss() -> float:
         torch.manual_seed(0)
         with torch.no_grad():
-            return nn.functional.cross_entropy(model(x), y).item()
+            return loss_of(model(x)).item()
 
     before = loss()
     for _ in range(steps):
         opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
+        loss_of(model(x)).backward()
         opt.step()
     return loss() < before
 
@@ -170,14 +176,27 @@ def test_every_model_runs_and_learns(name):
     torch.manual_seed(0)  # the init and the batch: whether a few steps lower the loss depends on them
     kw, x = small_input(name)
     model = create_model(name, **kw)
-    assert model.model_name == name and model.model_kwargs["num_classes"] == kw["num_classes"]
-    assert model.num_classes == kw["num_classes"] and model.in_chans == x.shape[1]
+    assert model.model_name == name and model.model_kwargs == {**kw, **model.model_kwargs}
+    assert model.in_chans == x.shape[1]
+    if model_info(name)["task"] == "super-resolution":  # image to image, ``scale`` times larger
+        s = model.scale
+        out_shape = (*x.shape[:2], s * x.shape[2], s * x.shape[3])
+        assert "num_classes" not in model.model_kwargs and s in (2, 4) and name.endswith(f"_x{s}")
+    else:
+        out_shape = (x.shape[0], kw["num_classes"])
+        assert model.num_classes == kw["num_classes"]
     y = model(x)
-    assert y.shape == (x.shape[0], kw["num_classes"]) and torch.isfinite(y).all()
+    assert y.shape == out_shape and torch.isfinite(y).all()
     y.logsumexp(1).sum().backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not no_grad, f"no gradient for {no_grad[:3]}"
-    assert _learns(copy.deepcopy(model), x, kw["num_classes"])  # the checks below see the fresh model
+    if len(out_shape) == 2:  # logits: cross-entropy against fixed labels; images: MSE to a fixed target
+        labels = torch.arange(len(x)) % kw["num_classes"]
+        loss_of: Callable = lambda out: nn.functional.cross_entropy(out, labels)  # noqa: E731
+    else:
+        target = torch.rand(out_shape)
+        loss_of = lambda out: nn.functional.mse_loss(out, target)  # noqa: E731
+    assert _learns(copy.deepcopy(model), x, loss_of)  # on a copy: the checks below see the fresh model
 
     blocks = model.blocks
     assert blocks and all(isinstance(b, ResidualUnit) for b in blocks)
@@ -185,10 +204,12 @@ def test_every_model_runs_and_learns(name):
     assert len(blocks) == sum(len(getattr(model, s)) for s in model.stage_names)
     model.eval()
     # Lesion (Veit et al. 2016): delete the first block, the first downsampling block and the last one.
-    first_down = len(getattr(model, model.stage_names[0]))
-    with torch.no_grad(), deleted_blocks(model, [0, first_down, len(blocks) - 1]):
-        y = model(x)
-    assert y.shape == (x.shape[0], kw["num_classes"]) and torch.isfinite(y).all()
+    first_down = min(len(getattr(model, model.stage_names[0])), len(blocks) - 1)
+    with torch.no_grad():
+        before = model(x)
+        with deleted_blocks(model, sorted({0, first_down, len(blocks) - 1})):
+            y = model(x)
+    assert y.shape == out_shape and torch.isfinite(y).all() and not torch.equal(y, before)
     assert not any(b.deleted for b in blocks)
 
 
@@ -207,6 +228,12 @@ EXPORTED = [
     ("plain18", {}),
     ("resnext50_32x4d", {}),
     ("wide_resnet50_2", {}),
+    ("r2plus1d_18", {}),
+    ("video_resnet", {"depth": 10, "conv": "mc3", "width": 8}),
+    ("resnet3d_18", {}),
+    ("resnet3d_50", {"shortcut": "C"}),
+    ("srresnet_x4", {"global_skip": False}),
+    ("edsr_baseline_x2", {"res_scale": 0.1, "residual": False}),
 ]
 
 
@@ -461,6 +488,15 @@ def test_registry_api_and_errors():
     assert info["family"] == "resnet-cifar" and info["depth"] == 110 and info["input_size"] == (3, 32, 32)
     assert info["params"] == 1_727_962 and "6.43" in info["paper_error"] and "He et al. 2016" in info["paper"]
     assert model_info("resnet", depth=56)["depth"] == 56
+    assert info["task"] == "image-classification" and model_info("r3d_18")["task"] == "video-classification"
+    sr = model_info("edsr_baseline_x4")
+    assert sr["task"] == "super-resolution" and sr["num_classes"] == 0 and sr["input_size"] == (3, 48, 48)
+    assert (
+        model_info("r3d_18")["input_size"] == (3, 16, 112, 112) and model_info("r3d_18")["num_classes"] == 400
+    )
+    with pytest.raises(ConfigError, match="no classes") as e:
+        create_model("srresnet_x4", num_classes=10)
+    assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match=r"did you mean.*resnet50"):
         create_model("resnet5O")
     with pytest.raises(ConfigError, match=r"6n\+2") as e:

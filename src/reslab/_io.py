@@ -39,7 +39,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 _FAULT_COUNTS: dict[str, int] = {}  # occurrences of each fault point in this process (test hook only)
@@ -73,7 +73,7 @@ def fault_point(kind: str, n: int | None = None) -> bool:
     return False
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -104,21 +104,23 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+def torch_load(path: str | os.PathLike, map_location: Any = "cpu", *, data: bytes | None = None) -> Any:
     """Load a torch file with ``weights_only=True``: tensors, dicts, lists, numbers and strings only.
 
     A file that would need arbitrary unpickling (and so could run code) is refused with a
-    :class:`CheckpointError`, as is a missing, truncated or corrupt file.
+    :class:`CheckpointError`, as is a missing, truncated or corrupt file. With ``data``, those bytes are
+    loaded (already read and verified by the caller) and ``path`` only names them in messages.
     """
     import pickle
 
     import torch
 
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise CheckpointError(f"no such file: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        src = io.BytesIO(data) if data is not None else path
+        return torch.load(src, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"refusing to load {path}: not a plain-tensor file ({first[:160]})") from None

@@ -41,12 +41,17 @@ def metric_rows(run: Path) -> list[list[str]]:
 
 
 def assert_run_readable(run: Path) -> int:
-    """Every file of a run directory parses; returns the step of ``last`` (0 if none yet)."""
+    """Every file of a run directory parses (none is torn) and resume has a sound checkpoint to continue
+    from (``last`` or ``prev``: a kill between a save's files leaves ``last`` ahead of its manifest);
+    returns the step of ``last.state.pt`` (0 if none yet)."""
     import yaml
+    from safetensors import safe_open
 
     from reslab._io import torch_load
-    from reslab.models.weights import read_metadata
     from reslab.train.checkpoint import state_path, weights_path
+    from reslab.train.verify import verify_run
+
+    assert not verify_run(run).resume.startswith("refuse"), verify_run(run).lines()
 
     assert isinstance(yaml.safe_load((run / "config.yaml").read_text()), dict)
     for name in ("metrics.csv", "train_log.csv"):
@@ -61,7 +66,8 @@ def assert_run_readable(run: Path) -> int:
             assert isinstance(s["step"], int)
             step = s["step"] if name == "last" else step
         if weights_path(run, name).exists():
-            assert "step" in read_metadata(weights_path(run, name))
+            with safe_open(str(weights_path(run, name)), framework="pt") as f:
+                assert "step" in (f.metadata() or {})
     return step
 
 

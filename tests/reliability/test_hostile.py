@@ -69,6 +69,17 @@ def run_copy(reference, tmp_path) -> Path:
     return run
 
 
+def as_older_reslab(run: Path) -> Path:
+    """Make ``run`` look as an older reslab left it: no checksum manifests, no ``prev`` generation. Its
+    files are then loaded unverified, so what stands between a bad file and the run is the loaders' own
+    checks, which these tests exercise. (With manifests, the checksum refuses such a file first and resume
+    falls back to ``prev``: tests/reliability/test_corruption.py.)"""
+    for p in run.glob("checkpoints/*"):
+        if p.name.endswith(".manifest.json") or p.name.startswith("prev."):
+            p.unlink()
+    return run
+
+
 # --------------------------------------------------------------------------- code-running pickles
 
 
@@ -79,6 +90,15 @@ def test_pickles_that_run_code_are_refused_everywhere(evil, run_copy, tmp_path, 
 
     Image.new("RGB", (32, 32)).save(img)
     cases = 0
+    # a run directory whose weights file is a pickle (its checksum refuses it before any parser sees it)
+    best = weights_path(run_copy, "best").read_bytes()
+    shutil.copy(files["zip"], weights_path(run_copy, "best"))
+    for argv in (["eval", str(run_copy), "--device", "cpu"], ["predict", str(run_copy), str(img)]):
+        assert main(argv) == 2
+        _err_line(capsys)
+        cases += 1
+    weights_path(run_copy, "best").write_bytes(best)
+    as_older_reslab(run_copy)  # the state is then loaded unverified: torch.load(weights_only=True) refuses
     for kind, f in files.items():
         # as a training state to resume from
         shutil.copy(f, state_path(run_copy, "last"))
@@ -100,12 +120,6 @@ def test_pickles_that_run_code_are_refused_everywhere(evil, run_copy, tmp_path, 
         assert main(["features", str(f)]) == 2, kind
         _err_line(capsys)
         cases += 6
-    # a run directory whose weights file is a pickle
-    shutil.copy(files["zip"], weights_path(run_copy, "best"))
-    for argv in (["eval", str(run_copy), "--device", "cpu"], ["predict", str(run_copy), str(img)]):
-        assert main(argv) == 2
-        _err_line(capsys)
-        cases += 1
     assert cases == 20
     assert not marker.exists()
 
@@ -280,6 +294,7 @@ def test_bad_checkpoints_one_line_exit_2(reference, tmp_path, capsys):
 
 
 def test_bad_run_config_and_state_on_resume(run_copy, tmp_path, capsys):
+    as_older_reslab(run_copy)  # unverified files: the parsers' checks refuse them
     cfg = (run_copy / "config.yaml").read_text()
     state = state_path(run_copy, "last").read_bytes()
     cases = {

@@ -70,7 +70,8 @@ _HOW_TO_GET = {
 
 @dataclasses.dataclass
 class ArrayDataset:
-    """A whole data set in memory: images uint8 (N, C, H, W), labels int64 (N,), on the CPU.
+    """A whole data set in memory: images uint8 (N, C, H, W) (clips: (N, C, T, H, W)), labels int64 (N,),
+    on the CPU.
 
     ``mean``/``std`` are per-channel statistics of ``train_x`` on the 0-1 scale (population std over
     every pixel of the channel); ``flip`` says whether a horizontal flip is a valid augmentation.
@@ -92,7 +93,7 @@ class ArrayDataset:
 
     @property
     def input_size(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image."""
+        """(C, H, W) of one image ((C, T, H, W) of one clip)."""
         return tuple(int(s) for s in self.train_x.shape[1:])  # type: ignore[return-value]
 
     @property
@@ -167,17 +168,17 @@ def _missing_message(name: str, data_dir: str | os.PathLike | None) -> str:
     return f"{name} not found: looked in {roots} (directly and in {subs}); to get it: {_HOW_TO_GET[name]}"
 
 
-def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) std of uint8 images (N, C, H, W) on the 0-1 scale, exactly."""
-    if x.ndim != 4 or x.dtype != torch.uint8:
-        raise DataError(f"expected uint8 images (N, C, H, W), got {tuple(x.shape)} {x.dtype}")
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of uint8 images (N, C, H, W) or clips (N, C, T, H, W) on the
+    0-1 scale, exactly (from each channel's histogram of the 256 values)."""
+    if x.ndim not in (4, 5) or x.dtype != torch.uint8:
+        shape = f"{tuple(x.shape)} {x.dtype}"
+        raise DataError(f"expected uint8 images (N, C, H, W) or clips (N, C, T, H, W), got {shape}")
+    x = x.flatten(2, 3) if x.ndim == 5 else x  # (N, C, T*H, W): the same statistics
     c = x.shape[1]
-    s = torch.zeros(c, dtype=torch.int64)
-    ss = torch.zeros(c, dtype=torch.int64)
-    for i in range(0, x.shape[0], chunk):
-        part = x[i : i + chunk].to(torch.int64)
-        s += part.sum(dim=(0, 2, 3))
-        ss += (part * part).sum(dim=(0, 2, 3))
+    values = torch.arange(256, dtype=torch.int64)
+    hist = torch.stack([torch.bincount(x[:, i].flatten(), minlength=256) for i in range(c)])
+    s, ss = hist @ values, hist @ (values * values)
     n = x.shape[0] * x.shape[2] * x.shape[3]
     if n == 0:
         return (0.0,) * c, (1.0,) * c

@@ -70,7 +70,7 @@ class ResidualUnit(nn.Module):
     def zero_init_last(self) -> None:
         """Zero the last scale of the residual branch so that F(x) = 0 at initialization (Goyal et al.
         2017): the last BN's gamma for post-activation units, the last conv for pre-activation units."""
-        kind = nn.BatchNorm2d if self.post_act else nn.Conv2d
+        kind = (nn.BatchNorm2d, nn.BatchNorm3d) if self.post_act else (nn.Conv2d, nn.Conv3d)
         last = [m for m in self.residual.modules() if isinstance(m, kind)][-1]
         nn.init.zeros_(last.weight)
 

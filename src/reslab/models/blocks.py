@@ -40,35 +40,43 @@ def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 class ShortcutA(nn.Module):
     """Option A: stride-``s`` subsampling and zero-padding of the extra channels (He et al. 2016, Sec. 3.3).
 
-    The new channels are appended after the input's (the paper does not say where the zeros go).
+    The new channels are appended after the input's (the paper does not say where the zeros go). Works on
+    images (N, C, H, W) and clips (N, C, T, H, W) alike: every dimension after the channels is subsampled
+    by ``stride`` (an int, or one stride per dimension), as Hara et al. 2018's type-A shortcut in 3D.
     """
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int | tuple[int, ...]) -> None:
         super().__init__()
         if cout < cin:
             raise ConfigError(f"option-A shortcut cannot reduce channels ({cin} -> {cout}); use 'B'")
         self.cin, self.cout, self.stride = cin, cout, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.cout - self.cin)) if self.cout > self.cin else x
+        dims = x.ndim - 2
+        strides = (self.stride,) * dims if isinstance(self.stride, int) else self.stride
+        if any(s > 1 for s in strides):
+            x = x[(slice(None), slice(None), *(slice(None, None, s) for s in strides))]
+        return F.pad(x, (0, 0) * dims + (0, self.cout - self.cin)) if self.cout > self.cin else x
 
     def extra_repr(self) -> str:
         return f"{self.cin}, {self.cout}, stride={self.stride}"
 
 
-def make_shortcut(option: str, cin: int, cout: int, stride: int, bn: bool = True) -> nn.Module:
+def make_shortcut(
+    option: str, cin: int, cout: int, stride: int | tuple[int, ...], bn: bool = True, dims: int = 2
+) -> nn.Module:
     """The shortcut of a unit mapping ``cin`` channels to ``cout`` with ``stride`` (option A, B or C).
 
     Projections are ``nn.Sequential(conv1x1, BN)`` (torchvision's ``downsample.0/1``); pre-activation units
-    pass ``bn=False`` (a bare 1x1 conv, as in He et al. 2016b and Zagoruyko & Komodakis 2016).
+    pass ``bn=False`` (a bare 1x1 conv, as in He et al. 2016b and Zagoruyko & Komodakis 2016). ``dims=3``
+    gives the same shortcuts for clips (1x1x1 conv, ``BatchNorm3d``; ``stride`` may be per dimension).
     """
     if option not in SHORTCUTS:
         raise ConfigError(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {option!r}")
-    same = stride == 1 and cin == cout
+    same = cin == cout and all(s == 1 for s in ((stride,) if isinstance(stride, int) else stride))
     if option == "C" or (option == "B" and not same):
-        layers = [conv1x1(cin, cout, stride)] + ([nn.BatchNorm2d(cout)] if bn else [])
+        conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+        layers = [conv(cin, cout, 1, stride=stride, bias=False)] + ([norm(cout)] if bn else [])
         return nn.Sequential(*layers)
     return nn.Identity() if same else ShortcutA(cin, cout, stride)
 

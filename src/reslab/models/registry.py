@@ -2,8 +2,10 @@
 
 A builder is a three-line declaration registered with :func:`register_model`; the metadata beside it
 (family, depth, default input, the paper's number and reference) feeds :func:`model_info` and
-``reslab models``. Parameter counts and multiply-adds are computed, never typed in: the model is built
-on the ``meta`` device (no memory, no time) and counted with ``torch.utils.flop_counter``.
+``reslab models``. ``task`` says what a model maps to what (:data:`TASKS`): images (N, C, H, W) to logits,
+clips (N, C, T, H, W) to logits, or low-resolution images to images ``scale`` times larger (such models
+have no classes: ``num_classes=0``). Parameter counts and multiply-adds are computed, never typed in: the
+model is built on the ``meta`` device (no memory, no time) and counted with ``torch.utils.flop_counter``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +23,9 @@ from torch import nn
 
 from reslab.errors import ConfigError
 
+# (N, C, H, W) -> logits; (N, C, T, H, W) -> logits; (N, C, H, W) -> (N, C, sH, sW).
+TASKS = ("image-classification", "video-classification", "super-resolution")
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -27,11 +33,12 @@ class ModelEntry:
     builder: Callable[..., nn.Module]
     family: str
     depth: int
-    input_size: tuple[int, int, int]  # (C, H, W) of the paper's data
-    num_classes: int
+    input_size: tuple[int, ...]  # (C, H, W) of the paper's data; (C, T, H, W) for video models
+    num_classes: int  # 0: an image-to-image model, no classes
     paper: str  # citation: paper, table/section
     paper_error: str | None  # the paper's reported error for this network, with its data set
     defaults: dict[str, Any] = field(default_factory=dict)
+    task: str = "image-classification"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -41,27 +48,33 @@ def register_model(
     *,
     family: str,
     depth: int,
-    input_size: tuple[int, int, int] = (3, 32, 32),
+    input_size: tuple[int, ...] = (3, 32, 32),
     num_classes: int = 10,
     paper: str,
     paper_error: str | None = None,
     name: str | None = None,
+    task: str = "image-classification",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register ``builder`` under its function name (or ``name``); a duplicate name is an error."""
+    if task not in TASKS or (task == "super-resolution") != (num_classes == 0):
+        raise RuntimeError(f"task must be one of {TASKS}, num_classes=0 exactly for super-resolution")
 
     def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or builder.__name__
         if key in _REGISTRY:
             raise RuntimeError(f"model {key!r} registered twice")
-        _REGISTRY[key] = ModelEntry(key, builder, family, depth, input_size, num_classes, paper, paper_error)
+        _REGISTRY[key] = ModelEntry(
+            key, builder, family, depth, input_size, num_classes, paper, paper_error, task=task
+        )
         return builder
 
     return deco
 
 
 def _ensure_loaded() -> None:
-    # Importing the zoo modules runs their @register_model decorators.
-    import reslab.models.zoo  # noqa: F401
+    # Importing the zoo modules runs their @register_model decorators (this order is `reslab models`').
+    for module in ("zoo", "video", "sr"):
+        importlib.import_module(f"reslab.models.{module}")
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -107,11 +120,16 @@ def create_model(
         from reslab.models.hub import torchvision_weights
 
         pretrained = str(torchvision_weights(name, download=download))
-    kwargs["num_classes"] = entry.num_classes if num_classes is None else int(num_classes)
-    kwargs["in_chans"] = entry.input_size[0] if in_chans is None else int(in_chans)
-    if kwargs["num_classes"] < 1 or kwargs["in_chans"] < 1:
+    if entry.num_classes:
+        kwargs["num_classes"] = entry.num_classes if num_classes is None else int(num_classes)
+    elif num_classes is not None:
         raise ConfigError(
-            f"num_classes and in_chans must be positive, got {kwargs['num_classes']}, {kwargs['in_chans']}"
+            f"{name} is a {entry.task} model: it has no classes (got num_classes={num_classes})"
+        )
+    kwargs["in_chans"] = entry.input_size[0] if in_chans is None else int(in_chans)
+    if kwargs.get("num_classes", 1) < 1 or kwargs["in_chans"] < 1:
+        raise ConfigError(
+            f"num_classes and in_chans must be positive, got {kwargs.get('num_classes')}, {kwargs['in_chans']}"
         )
     try:
         model = entry.builder(**kwargs)
@@ -139,8 +157,8 @@ def _count(name: str, kwargs_items: tuple) -> tuple[int, int]:
     return params, flop_counter_macs(model, (kwargs.get("in_chans", entry.input_size[0]), *size))
 
 
-def flop_counter_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
-    """Multiply-adds of one image through ``model`` by ``torch.utils.flop_counter.FlopCounterMode`` (which
+def flop_counter_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
+    """Multiply-adds of one image (or clip) through ``model`` by ``torch.utils.flop_counter.FlopCounterMode`` (which
     counts 2 FLOPs per multiply-add), traced on the meta device. Slow for very deep networks (BN is
     decomposed there): the zoo's networks count from their shapes and the tests compare the two."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -184,6 +202,7 @@ def model_info(name: str, **kwargs: Any) -> dict[str, Any]:
     return {
         "name": entry.name,
         "family": entry.family,
+        "task": entry.task,
         "depth": kwargs.get("depth", entry.depth),
         "input_size": entry.input_size,
         "num_classes": entry.num_classes,

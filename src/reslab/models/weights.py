@@ -3,7 +3,8 @@
 A reslab weight file is a safetensors file with torchvision's tensor names (the model's ``state_dict``)
 and string metadata: ``format = "reslab"``, ``model`` (the registered name), ``model_kwargs`` (JSON) and
 any extra entries, each JSON-encoded (a training run stores its resolved ``config`` there). Writes are
-atomic (:func:`reslab._io.write_bytes`); nothing is unpickled on load.
+atomic (:func:`reslab._io.write_bytes`); nothing is unpickled on load. A file inside a checkpoint folder
+that has checksum manifests is verified against its manifest before use (:func:`reslab.manifest.verify_file`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from reslab._io import torch_load, write_bytes
 from reslab.errors import CheckpointError, ConfigError
+from reslab.manifest import verify_file
 
 FORMAT = "reslab"
 _RAW_KEYS = ("format", "model")  # stored as plain strings; every other value is JSON
@@ -55,6 +57,11 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
     ``metadata`` values must be JSON-serializable; ``format``, ``model`` and ``model_kwargs`` are reserved
     (taken from the model, as set by ``create_model``).
     """
+    write_bytes(path, weights_bytes(model, metadata))
+
+
+def weights_bytes(model: nn.Module, metadata: dict[str, Any] | None = None) -> bytes:
+    """The bytes :func:`save_weights` writes (a checkpoint hashes them before writing)."""
     from safetensors.torch import save
 
     inner = unwrap(model)
@@ -72,20 +79,23 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
             raise ConfigError(f"metadata {k!r} is not JSON-serializable: {e}") from None
     state = _strip_prefixes(inner.state_dict())
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    write_bytes(path, save(tensors, metadata=meta))
+    return save(tensors, metadata=meta)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
     from safetensors.torch import load
 
     if not path.is_file():
         raise CheckpointError(f"no such file: {path}")
     try:
         data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+    verify_file(path, data)  # inside a checkpoint folder with manifests: the bytes must be the ones written
+    try:
         tensors = load(data)
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
+        n = int.from_bytes(data[:8], "little")  # the header of the bytes just verified and loaded
+        meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
     except Exception as e:  # safetensors raises its own error types for a torn or foreign file
         raise _unreadable(path, e) from None
     return tensors, meta
@@ -114,6 +124,10 @@ def read_metadata(path_or_run: str | os.PathLike) -> dict[str, Any]:
     from safetensors import safe_open
 
     path = resolve_checkpoint(path_or_run)
+    try:
+        verify_file(path, path.read_bytes())
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
     try:
         with safe_open(path, framework="pt") as f:
             return _decode(f.metadata() or {})

@@ -1,38 +1,57 @@
-"""Checkpoints, the run directory's lock, and the checks and repair a resume needs.
+"""Checkpoints, their generations and checksums, the run directory's lock, and the checks a resume needs.
 
-A checkpoint ``<name>`` (``last`` or ``best``) is two files in ``<run>/checkpoints/``:
+A checkpoint generation ``<name>`` is three files in ``<run>/checkpoints/``:
 
-- ``<name>.safetensors``: the weights to use (the EMA weights when EMA is on), written by
-  :func:`reslab.models.weights.save_weights`, with metadata ``config`` (the resolved config as JSON,
-  including ``data``: input size, mean, std, class names), ``step`` and ``checkpoint_id``.
+- ``<name>.safetensors``: the weights to use (the EMA weights when EMA is on), the bytes of
+  :func:`reslab.models.weights.weights_bytes`, with metadata ``config`` (the resolved config as JSON,
+  including ``data``: input size, mean, std, class names), ``step``, ``checkpoint_id`` and ``run_id``.
 - ``<name>.state.pt``: everything needed to continue exactly: the raw model weights, the EMA weights,
   optimizer, step, RNG states (torch CPU/CUDA, numpy, python), loader position, best-so-far, running
   sums of the log windows, elapsed time. Plain tensors/containers only (loads with ``weights_only=True``).
+- ``<name>.manifest.json``: the SHA-256 and size of both, written last (:mod:`reslab.manifest`).
 
-Both are written atomically (temporary file, fsync, rename), weights first, then state. Resuming reads
-only the state file, which is self-contained (it holds the raw weights itself), so a crash between the two
-writes can never pair a new state with old weights: at worst ``last.safetensors`` is one checkpoint ahead
-of ``last.state.pt``, and the resumed run recomputes and rewrites it. Both files carry the same
-``checkpoint_id`` so a reader can tell whether they belong together (:func:`pair_matches`).
+The generations: ``last`` (the newest), ``prev`` (the ``last`` before it, kept as the fallback) and
+``best`` (the best evaluation so far). A save of ``last`` first turns the current ``last`` into ``prev``
+(hard links, manifest last), then writes weights, state and manifest, each atomically (temporary file,
+fsync, rename). At every instant one of ``last``/``prev`` is sound, and a crash at any point leaves at
+worst a ``last`` whose files do not match its manifest, which resume passes over for ``prev``.
+:class:`Checkpointer` is the one writer and the resume-side reader; :mod:`reslab.train.verify` reports
+on a whole run directory.
+
+The bytes are hashed in memory before they are written, and a reader hashes the bytes it then loads
+(never the file twice), so what is used is what was written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import random
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from reslab._io import torch_load, torch_save, write_bytes
+from reslab._io import fsync_dir, torch_load, write_bytes
 from reslab.errors import CheckpointError, ReslabError
+from reslab.manifest import (
+    ROLES,
+    Manifest,
+    check_generation,
+    has_manifests,
+    manifest_path,
+    role_path,
+    sha256,
+    write_manifest,
+)
 
 CKPT_DIR = "checkpoints"
+GENERATIONS = ("last", "prev", "best")  # newest first for resume: last, then prev
 
 
 def weights_path(run_dir: Path, name: str) -> Path:
@@ -47,36 +66,218 @@ def new_checkpoint_id() -> str:
     return uuid.uuid4().hex
 
 
-def save_checkpoint(
-    run_dir: Path,
-    names: list[str],
-    weights_model: torch.nn.Module,
-    metadata: dict[str, Any],
-    state: dict[str, Any],
-) -> None:
-    """Write ``<name>.safetensors`` then ``<name>.state.pt`` for each name (e.g. ``["last", "best"]``)."""
-    from reslab.models.weights import save_weights
+class Checkpointer:
+    """The checkpoints of one run directory: writes generations with their manifests, keeps the previous
+    ``last`` as ``prev``, and on resume loads the newest sound generation.
 
-    ckpt_id = new_checkpoint_id()
-    meta = dict(metadata)
-    meta["checkpoint_id"] = ckpt_id
-    meta["step"] = int(state["step"])
-    state = dict(state)
-    state["checkpoint_id"] = ckpt_id
-    for name in names:
-        save_weights(weights_model, weights_path(run_dir, name), meta)
-        torch_save(state, state_path(run_dir, name))
+    ``main=False`` (the other ranks of a distributed run): reads only, never writes. After
+    :meth:`load_resume_state`, ``note`` holds the one line to show the user (a fallback, a run from an
+    older reslab), or ``None``.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, *, main: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / CKPT_DIR
+        self.main = main
+        self.run_id = uuid.uuid4().hex  # kept across resumes: a file of another run is told apart
+        self.note: str | None = None
+        self.resumed_from: str | None = None  # "last" or "prev"
+        self._last_sound = False  # `last` on disk is a sound generation: the next save keeps it as `prev`
+
+    # ------------------------------------------------------------------------------------- resume
+
+    def load_resume_state(self) -> dict[str, Any] | None:
+        """The training state to continue from (``None``: nothing saved yet, a fresh run).
+
+        Verifies ``last`` against its manifest; if damaged, falls back to ``prev`` (and says so in
+        ``note``). A run directory without manifests (an older reslab) is loaded unverified and its
+        files are checksummed now. Where no generation is sound: :class:`CheckpointError`, nothing
+        changed."""
+        if not has_manifests(self.dir):
+            return self._load_legacy()
+        problems: list[str] = []
+        last_step = ""
+        for name in ("last", "prev"):
+            gen = check_generation(self.dir, name, keep=("state",))
+            if gen.sound and "state" in gen.data:
+                path = state_path(self.run_dir, name)
+                state = _checked_state(path, torch_load(path, data=gen.data["state"]))
+                self.run_id = gen.manifest.run_id  # type: ignore[union-attr]
+                self.resumed_from = name
+                self._last_sound = name == "last"
+                if problems:
+                    self.note = (
+                        f"{self.dir}/last{last_step} is not sound: {problems[0]}; "
+                        f"resuming from the previous checkpoint (step {state['step']})"
+                    )
+                return state
+            if name == "last":
+                last_step = f" (step {gen.step})" if gen.step is not None else ""
+            problems.append(gen.describe() if gen.problems else "no training state")
+        raise CheckpointError(
+            f"no sound checkpoint in {self.dir} (last: {problems[0]}; prev: {problems[1]}); nothing was "
+            f"changed; see: reslab verify {self.run_dir}"
+        )
+
+    def _load_legacy(self) -> dict[str, Any] | None:
+        state = load_state(self.run_dir, "last")
+        if state is None:
+            return None
+        self.resumed_from = "last"
+        self._last_sound = True
+        if state.get("run_id"):  # written by a reslab with manifests: its first save stopped before one
+            self.run_id = str(state["run_id"])
+            self.note = (
+                f"{self.dir} holds no manifest (the first save was interrupted, or they were removed): "
+                "last used unverified; checksummed from now on"
+            )
+        else:
+            self.note = (
+                f"{self.dir}: checkpoints from an older reslab (no checksums) accepted as they are; "
+                "checksummed from now on"
+            )
+        if self.main:
+            for name in ("last", "best"):
+                self._adopt(name)
+        return state
+
+    def _adopt(self, name: str) -> None:
+        """Write a manifest for generation ``name`` as it is (a run from an older reslab); the weights
+        are included only if they belong to the same checkpoint as the state."""
+        spath, wpath = state_path(self.run_dir, name), weights_path(self.run_dir, name)
+        if not spath.is_file():
+            return
+        sdata = spath.read_bytes()
+        state = torch_load(spath, data=sdata)
+        if not isinstance(state, dict) or "step" not in state:
+            return
+        files = {"state": _entry(sdata)}
+        if wpath.is_file():
+            wdata = wpath.read_bytes()
+            if _weights_checkpoint_id(wdata) == state.get("checkpoint_id"):
+                files["weights"] = _entry(wdata)
+        ckpt_id = str(state.get("checkpoint_id") or new_checkpoint_id())
+        write_manifest(self.dir, name, Manifest(int(state["step"]), ckpt_id, self.run_id, files))
+
+    def repair_best(self, state: dict[str, Any]) -> None:
+        """A crash between writing ``last`` and ``best`` leaves ``best`` behind (or torn): when the
+        resumed state is itself the best, copy its generation to ``best``."""
+        if not self.main or state["best"].get("step") != state["step"]:
+            return
+        best = check_generation(self.dir, "best")
+        m = best.manifest
+        if (
+            best.sound
+            and m is not None
+            and (m.checkpoint_id == state.get("checkpoint_id") or m.step > state["step"])
+        ):
+            return  # already this checkpoint, or a later best the resumed run will write again
+        src = self.resumed_from or "last"
+        for role in ROLES:
+            if role_path(self.dir, src, role).is_file():
+                write_bytes(role_path(self.dir, "best", role), role_path(self.dir, src, role).read_bytes())
+        if manifest_path(self.dir, src).is_file():
+            write_bytes(manifest_path(self.dir, "best"), manifest_path(self.dir, src).read_bytes())
+
+    # --------------------------------------------------------------------------------------- save
+
+    def save(
+        self,
+        names: list[str],
+        weights_model: torch.nn.Module,
+        metadata: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
+        """Write generation(s) ``names`` (``["last"]`` or ``["last", "best"]``): weights, state, manifest."""
+        from reslab.models.weights import weights_bytes
+
+        if not self.main:
+            return
+        ckpt_id = new_checkpoint_id()
+        step = int(state["step"])
+        meta = dict(metadata) | {"checkpoint_id": ckpt_id, "step": step, "run_id": self.run_id}
+        state = dict(state) | {"checkpoint_id": ckpt_id, "run_id": self.run_id}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        blobs = {"weights": weights_bytes(weights_model, meta), "state": buf.getvalue()}
+        # the (immutable) bytes are hashed in a second thread while they are written and fsync'ed: the
+        # manifest, written last, waits for it
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            entries = pool.submit(lambda: {r: _entry(b) for r, b in blobs.items()})
+            for name in names:
+                if name == "last" and self._last_sound:
+                    self._rotate("last", "prev")
+                for role, data in blobs.items():
+                    write_bytes(role_path(self.dir, name, role), data)
+                write_manifest(self.dir, name, Manifest(step, ckpt_id, self.run_id, entries.result()))
+                if name == "last":
+                    self._last_sound = True
+
+    def _rotate(self, src: str, dst: str) -> None:
+        """Make generation ``dst`` a copy of ``src`` (hard links where the file system has them): its
+        manifest goes first and comes back last, so a crash in between leaves ``dst`` without one."""
+        old = manifest_path(self.dir, dst)
+        if old.exists():
+            old.unlink()
+            fsync_dir(self.dir)
+        for role in ROLES:
+            if role_path(self.dir, src, role).is_file():
+                _link(role_path(self.dir, src, role), role_path(self.dir, dst, role))
+        _link(manifest_path(self.dir, src), old)
+        fsync_dir(self.dir)
 
 
-def load_state(run_dir: Path, name: str = "last") -> dict[str, Any] | None:
-    """The training state of checkpoint ``name``, or ``None`` if there is none yet."""
-    path = state_path(run_dir, name)
-    if not path.exists():
+def _entry(data: bytes) -> dict[str, Any]:
+    return {"sha256": sha256(data), "size": len(data)}
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Put ``src``'s bytes at ``dst`` atomically: a hard link renamed into place, else a copy."""
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        os.link(src, tmp)
+    except OSError:  # no hard links here (some network or FUSE file systems): copy
+        write_bytes(dst, src.read_bytes())
+        return
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _weights_checkpoint_id(data: bytes) -> Any:
+    try:
+        n = int.from_bytes(data[:8], "little")
+        raw = json.loads(data[8 : 8 + n]).get("__metadata__", {}).get("checkpoint_id")
+        return json.loads(raw) if raw else None
+    except (ValueError, AttributeError, TypeError):
         return None
-    state = torch_load(path)
+
+
+def resume_point(run_dir: Path) -> str:
+    """Where a resume of ``run_dir`` would continue, in words (for error messages; never raises)."""
+    try:
+        state = Checkpointer(run_dir, main=False).load_resume_state()
+    except ReslabError:
+        return "none sound"
+    return f"step {state['step']}" if state is not None else "none written yet"
+
+
+def _checked_state(path: Path, state: Any) -> dict[str, Any]:
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise CheckpointError(f"{path} is not a reslab training state")
     return state
+
+
+def load_state(run_dir: Path, name: str = "last") -> dict[str, Any] | None:
+    """The training state of checkpoint ``name`` as stored, unverified (``None`` if there is none);
+    resuming goes through :meth:`Checkpointer.load_resume_state`, which checks it first."""
+    path = state_path(run_dir, name)
+    if not path.exists():
+        return None
+    return _checked_state(path, torch_load(path))
 
 
 def read_weights_metadata(path: Path) -> dict[str, Any]:
@@ -213,20 +414,3 @@ def check_state_fits(state: dict[str, Any], model: torch.nn.Module, run_dir: Pat
     for k, v in state["model"].items():
         if k not in own or own[k].shape != v.shape:
             raise CheckpointError(f"{run_dir}: checkpoint tensor {k!r} does not fit model {name!r}")
-
-
-def repair_best(run_dir: Path, state: dict[str, Any]) -> None:
-    """A crash between writing ``last`` and ``best`` leaves ``best`` one step behind: copy ``last``."""
-    if state["best"].get("step") != state["step"]:
-        return
-    try:
-        best_state = load_state(run_dir, "best")
-    except ReslabError:
-        best_state = None
-    if best_state is None or best_state.get("checkpoint_id") != state.get("checkpoint_id"):
-        for src, dst in (
-            (weights_path(run_dir, "last"), weights_path(run_dir, "best")),
-            (state_path(run_dir, "last"), state_path(run_dir, "best")),
-        ):
-            if src.exists():
-                write_bytes(dst, src.read_bytes())

@@ -27,6 +27,7 @@ import copy
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,7 +67,6 @@ from reslab.train.rundir import (
     RunDir,
     check_target,
     default_run_dir,
-    resume_point,
 )
 from reslab.train.schedule import Schedule
 from reslab.train.setup import (
@@ -100,7 +100,8 @@ def train(
     :data:`~reslab.train.config.RESUME_KEYS`); a run directory without a checkpoint yet starts from
     scratch. A finished run returns its summary. ``overwrite=True`` replaces whatever run is in
     ``out_dir``. Without either, a directory that already holds a run is refused (nothing is touched).
-    ``progress=False``: no output at all.
+    ``progress=False``: no output, except the one line that says a resume fell back from a damaged
+    checkpoint (or adopted an older reslab's).
     """
     if out_dir is None:
         if cfg is None:
@@ -149,6 +150,7 @@ class Session:
     eval_every: int
     meta: dict[str, Any]
     meters: Meters
+    checkpoints: ckpt.Checkpointer
     started: float
     step: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"metric": None, "value": math.inf, "step": -1})
@@ -177,8 +179,8 @@ class Session:
 
 def train_loop(cfg: TrainConfig, run: RunDir, dist: Dist, report: Progress) -> dict[str, Any]:
     """Set up, restore, train to ``total`` steps (evaluating and checkpointing on the way), summarize."""
-    s = set_up(cfg, run, dist, report)
-    restore(s, ckpt.load_state(run.dir, "last"))
+    s, state = set_up(cfg, run, dist, report)
+    restore(s, state)
     run.write_config(cfg)
     run.open_tensorboard(cfg.tensorboard)
     report.start(total=s.total, step=s.step, eval_every=s.eval_every, log_every=cfg.log_every,
@@ -256,9 +258,12 @@ def train_loop(cfg: TrainConfig, run: RunDir, dist: Dist, report: Progress) -> d
     return finish(s)
 
 
-def set_up(cfg: TrainConfig, run: RunDir, dist: Dist, report: Progress) -> Session:
+def set_up(
+    cfg: TrainConfig, run: RunDir, dist: Dist, report: Progress
+) -> tuple[Session, dict[str, Any] | None]:
     """The device, the task's data, the model (fresh, or shaped to receive the checkpoint), the
-    optimizer, EMA, wrappers and schedule; in the order that makes a resumed run bit-identical."""
+    optimizer, EMA, wrappers and schedule, in the order that makes a resumed run bit-identical; and the
+    training state to resume from (verified; ``None``: a fresh run)."""
     started = time.perf_counter()
     device = resolve_device(cfg.device)
     if dist.enabled and device.type == "cuda":
@@ -270,7 +275,11 @@ def set_up(cfg: TrainConfig, run: RunDir, dist: Dist, report: Progress) -> Sessi
     rt = Runtime(device, dist, cfg.channels_last if cfg.channels_last != "auto" else True, amp_dtype)
     task = make_task(cfg, rt)
     seed_everything(cfg.seed)
-    model = task.build_model(cfg, init=not ckpt.state_path(run.dir, "last").exists())
+    checkpoints = ckpt.Checkpointer(run.dir, main=run.main)
+    state = checkpoints.load_resume_state()  # None: a fresh run; verified, else the previous generation
+    if checkpoints.note and run.main:
+        print(f"reslab: note: {checkpoints.note}", file=sys.stderr, flush=True)
+    model = task.build_model(cfg, init=state is None)
     frozen = freeze(model, cfg)
     model = model.to(device)
     if rt.channels_last:
@@ -291,8 +300,8 @@ def set_up(cfg: TrainConfig, run: RunDir, dist: Dist, report: Progress) -> Sessi
     return Session(
         cfg, run, rt, task, model, fmodel, frozen, optimizer, ema, schedule, total, per_epoch,
         eval_every=per_epoch if cfg.eval_every is None else (cfg.eval_every or total),
-        meta=meta, meters=Meters(DeviceSums(device)), started=started,
-    )  # fmt: skip
+        meta=meta, meters=Meters(DeviceSums(device)), checkpoints=checkpoints, started=started,
+    ), state  # fmt: skip
 
 
 def restore(s: Session, state: dict[str, Any] | None) -> None:
@@ -313,8 +322,7 @@ def restore(s: Session, state: dict[str, Any] | None) -> None:
     s.meters.load_state_dict(state)
     s.final = dict(state.get("final", {}))
     s.run.start_logs(s.step)
-    if s.run.main:
-        ckpt.repair_best(s.run.dir, state)
+    s.checkpoints.repair_best(state)
 
 
 def train_step(s: Session, batch: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -369,7 +377,7 @@ def save(s: Session, guard: NonFiniteGuard, names: list[str]) -> None:
         **s.meters.state_dict(),
         "final": s.final,
     }
-    ckpt.save_checkpoint(s.run.dir, names, s.eval_model, s.meta, state)
+    s.checkpoints.save(names, s.eval_model, s.meta, state)
 
 
 def finish(s: Session) -> dict[str, Any]:
@@ -444,7 +452,7 @@ def _user_errors(out: Path, dist: Dist) -> Iterator[None]:
         if e.errno not in DISK_ERRNOS:
             raise
         raise ReslabError(
-            f"cannot write into {out}: {e.strerror}; the last checkpoint is kept ({resume_point(out)}); "
+            f"cannot write into {out}: {e.strerror}; the last checkpoint is kept ({ckpt.resume_point(out)}); "
             f"make room, then continue with: reslab train --resume {out}"
         ) from None
     except RuntimeError as e:  # a collective failed: another rank died or hangs (torchrun ends the job)
@@ -453,5 +461,5 @@ def _user_errors(out: Path, dist: Dist) -> Iterator[None]:
         first = first_line(e, 160)
         raise ReslabError(
             f"rank {dist.rank}: lost the other ranks ({first}); the last checkpoint is kept "
-            f"({resume_point(out)}); continue with: torchrun ... reslab train --resume {out}"
+            f"({ckpt.resume_point(out)}); continue with: torchrun ... reslab train --resume {out}"
         ) from None

@@ -87,15 +87,6 @@ def check_resume_config(stored: TrainConfig, given: TrainConfig, out: Path) -> N
         )
 
 
-def resume_point(out: Path) -> str:
-    """``step N`` of the last checkpoint, for messages that say what is kept."""
-    try:
-        state = ckpt.load_state(out, "last")
-    except ReslabError:
-        state = None
-    return f"step {state['step']}" if state is not None else "none written yet"
-
-
 class RunDir:
     """The run directory: checks before starting, the lock, and every file written (rank 0 only)."""
 

@@ -1,0 +1,52 @@
+"""The interface of the loader-driven tasks (video, super-resolution): a :class:`Task` bundles what differs
+from classification, so the engine's loop (schedule, step, checkpoint, exact resume) serves them unchanged:
+the default model and data, training batches from a resumable loader, the loss, and the evaluation with the
+number "best" is chosen by (``primary_metric``, as the dense tasks name it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from reslab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the engine needs to train and evaluate one kind of model.
+
+    - ``load_data(data_dir=None, download=False, **options) -> data`` (the task's data object);
+    - ``train_loader(data, batch_size, *, device, seed, **options)``: an object with ``batches()``
+      (endless (input, target) batches on ``device``), ``state_dict()`` and ``load_state_dict()`` (exact
+      resume);
+    - ``loss(output, target) -> scalar tensor``;
+    - ``evaluate(model, data, *, device, batch_size) -> dict[str, float]`` on the test split, including
+      ``primary_metric``; ``higher_is_better`` says which way "best" goes.
+    - ``describe(data) -> dict``: JSON values for checkpoint metadata (what ``predict`` and reports need:
+      sizes, normalization, classes or scale, image names, the data's source and checksum).
+    - ``model_task``: the registry's task of the models it can train (``model_info(name)["task"]``).
+    """
+
+    name: str
+    model_task: str
+    default_model: str
+    default_model_kwargs: dict[str, Any]
+    default_data: str
+    primary_metric: str
+    higher_is_better: bool
+    load_data: Callable[..., Any]
+    train_loader: Callable[..., Any]
+    loss: Callable[..., Any]
+    evaluate: Callable[..., dict[str, float]]
+    describe: Callable[[Any], dict[str, Any]]
+    aliases: tuple[str, ...] = ()
+
+    def check_model(self, name: str) -> None:
+        """A one-line error unless the registered model ``name`` is one this task trains."""
+        from reslab.models import model_info
+
+        kind = model_info(name)["task"]
+        if kind != self.model_task:
+            raise ConfigError(f"task {self.name!r} trains {self.model_task} models; {name!r} is {kind}")
