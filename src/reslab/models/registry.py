@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_ZOO_MODULES = ("reslab.models.zoo", "reslab.models.senet", "reslab.models.densenet")
 
 
 def register_model(
@@ -60,8 +62,9 @@ def register_model(
 
 
 def _ensure_loaded() -> None:
-    # Importing the zoo modules runs their @register_model decorators.
-    import reslab.models.zoo  # noqa: F401
+    # Importing the zoo modules runs their @register_model decorators (in this order: `reslab models`).
+    for module in _ZOO_MODULES:
+        importlib.import_module(module)
 
 
 def list_models(pattern: str = "*") -> list[str]:
