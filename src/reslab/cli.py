@@ -105,9 +105,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "see docs/distributed.md")  # fmt: skip
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--init-from", metavar="PATH",
-                   help="start from a reslab run/checkpoint or a torchvision state-dict file; 'torchvision': "
-                   "torchvision's ImageNet weights for --model from the torch.hub cache (fetched, SHA-256 "
-                   "checked, only with --download)")  # fmt: skip
+                   help="start from a reslab run/checkpoint or a torchvision state-dict file (akamaster's CIFAR "
+                   "ResNets are recognized and converted); 'torchvision': torchvision's ImageNet weights for "
+                   "--model from the torch.hub cache, 'akamaster': akamaster's CIFAR-10 ResNet-20/32/44/56 "
+                   "(fetched, SHA-256 checked, only with --download)")  # fmt: skip
     g.add_argument("--freeze", metavar="PARTS", help="comma-separated parts to freeze: stem,layer1,...")
     g.add_argument("--freeze-backbone", action="store_true", default=None,
                    help="train only the classifier")  # fmt: skip
@@ -187,7 +188,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="evaluate a run or checkpoint: top-1/top-5 error, per-class accuracy, confusion matrix"
     )
-    p.add_argument("path", help="run directory (checkpoints/best, else last) or a .safetensors file")
+    p.add_argument("path", help="run directory (checkpoints/best, else last), a .safetensors file or a "
+                   "recognized foreign checkpoint (akamaster's CIFAR ResNets)")  # fmt: skip
     p.add_argument("--out", help="where eval.json and confusion_<split>.png go (default: the run directory)")
     p.add_argument("--data-dir", help="folder holding the data set (default: the run's, else searched)")
     p.add_argument("--split", choices=("val", "test", "both"), default="both", help="which sets to evaluate")
@@ -206,6 +208,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, tta=args.tta, splits=splits,
     )  # fmt: skip
     print(f"checkpoint: {r['checkpoint']} (step {r['step']})")
+    if r.get("convention"):
+        print(f"convention: {r['convention']}")
     for split in ("val", "test"):
         if split not in r:
             continue

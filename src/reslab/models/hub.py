@@ -98,8 +98,24 @@ def torchvision_weights(
     terminal) a progress bar on stderr. A name without published weights is a :class:`ConfigError`.
     """
     url = torchvision_url(name)
+    return cached_weights(
+        url, download=download, cache_dir=cache_dir, progress=progress, what=f"torchvision weights for {name}"
+    )
+
+
+def cached_weights(
+    url: str,
+    *,
+    sha256: str | None = None,
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    what: str = "weights",
+) -> Path:
+    """The cached copy of ``url`` (see :func:`torchvision_weights`), checked against ``sha256`` (the full
+    digest or a prefix; default: the prefix in the file name, torch.hub's ``name-<hash>.pth``)."""
     filename = _filename(url)
-    prefix = _hash_prefix(filename)
+    prefix = sha256 or _hash_prefix(filename)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / filename
     if path.is_file():
@@ -111,9 +127,9 @@ def torchvision_weights(
                 "--download (CLI) / download=True (API) to fetch it again"
             )
     elif not download:
+        host = url.split("/")[2] if "://" in url and url.split("/")[2] else url
         raise CheckpointError(
-            f"torchvision weights for {name} not found at {path}; pass --download (CLI) / download=True "
-            "(API) to fetch them from download.pytorch.org"
+            f"{what} not found at {path}; pass --download (CLI) / download=True (API) to fetch them from {host}"
         )
     _download(url, path, prefix, progress)
     return path

@@ -173,6 +173,8 @@ def evaluate_checkpoint(
         "step": int(meta.get("step", -1)),
         "tta": tta or "none",
     }
+    if meta.get("convention"):  # a foreign checkpoint: how it was read
+        results["convention"] = meta["convention"]
     pngs = []
     for split in splits:
         x = getattr(ds, f"{split}_x", None)
