@@ -26,6 +26,7 @@ EXPECTED_NETWORKS = {
     "depth": {f"resnet{d}" for d in (20, 32, 44, 56, 110)},
     "shortcuts": {"resnet32A", "resnet32B", "resnet32C", "plain32"},
     "highway": {f"{f}{d}" for f in ("plain", "resnet", "highway") for d in (20, 56)},
+    "relatives": {"resnet56", "seresnet56", "preact56", "densenet_bc100"},
 }
 
 

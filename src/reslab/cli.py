@@ -229,7 +229,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reproduce",
-        help="re-run one of the paper's experiments (degradation, depth, shortcuts, highway)",
+        help="re-run one of the paper's experiments (degradation, depth, shortcuts, highway, relatives)",
         description=(
             "Train the experiment's networks (a rerun skips finished runs and continues interrupted ones), "
             "then draw its figure and write report.md beside the paper's numbers. Budgets: smoke (plumbing, "
@@ -237,7 +237,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
             "64k-iteration schedule; a GPU job)."
         ),
     )
-    p.add_argument("name", choices=("degradation", "depth", "shortcuts", "highway"), help="the experiment")
+    p.add_argument(
+        "name", choices=("degradation", "depth", "shortcuts", "highway", "relatives"), help="the experiment"
+    )
     p.add_argument(
         "--dataset",
         default="fashion-mnist",
@@ -327,11 +329,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze",
-        help="take a network apart: gradients, responses, lesion, paths, landscape",
+        help="take a network apart: gradients, responses, lesion, paths, landscape, ode",
         description="Measure trained runs / checkpoints or fresh models (--model NAME[,NAME] --init); writes "
         "a PNG figure, the raw numbers (CSV/NPZ) and summary.md into --out.",
     )
-    p.add_argument("analysis", choices=("gradients", "responses", "lesion", "paths", "landscape"))
+    p.add_argument("analysis", choices=("gradients", "responses", "lesion", "paths", "landscape", "ode"))
     p.add_argument(
         "targets", nargs="*", metavar="RUN_OR_CHECKPOINT", help="run directories or .safetensors files"
     )
@@ -352,7 +354,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--out", help="output directory (default analysis/<name>-<time>); landscape resumes in it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    g = p.add_argument_group("gradients / paths")
+    g = p.add_argument_group("gradients / paths / ode")
     g.add_argument(
         "--bn", choices=("with", "without", "both"), help="BN as is, replaced by identity, or both"
     )
