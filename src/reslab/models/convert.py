@@ -34,6 +34,7 @@ from torch import nn
 
 from reslab.errors import CheckpointError, ConfigError
 from reslab.models.blocks import Bottleneck, ShortcutA
+from reslab.models.hub import cached_weights
 
 # akamaster/pytorch_resnet_cifar10, pretrained_models/ (BSD 2-clause): file -> full SHA-256.
 AKAMASTER_BASE = (
@@ -49,6 +50,7 @@ AKAMASTER = "akamaster"  # the value of ``pretrained=`` / ``--init-from`` that s
 # Its training data: CIFAR-10 normalized with ImageNet's statistics (its trainer.py).
 AKAMASTER_MEAN = (0.485, 0.456, 0.406)
 AKAMASTER_STD = (0.229, 0.224, 0.225)
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 _AKAMASTER_KEY = re.compile(r"^(conv1|bn1|linear|layer[1-3]\.\d+\.(conv[12]|bn[12]))\.")
 
@@ -77,8 +79,6 @@ def akamaster_weights(
 ) -> Path:
     """The cached akamaster checkpoint for ``name`` (torch.hub's cache, full SHA-256 checked), fetched
     from the repository's raw files only with ``download=True``: as :func:`~reslab.models.hub.torchvision_weights`."""
-    from reslab.models.hub import cached_weights
-
     url, sha = akamaster_url(name)
     return cached_weights(
         url,
@@ -216,6 +216,3 @@ def foreign_architecture(state: dict[str, torch.Tensor]) -> tuple[str, dict[str,
         kwargs,
         {"format": AKAMASTER, "model": name, "model_kwargs": kwargs, "config": config, **data},
     )
-
-
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
