@@ -106,7 +106,7 @@ def test_akamaster_checkpoints_match_the_original_logits(depth):
     assert meta["mean"] == list(convert.AKAMASTER_MEAN) and "akamaster" in meta["convention"]
 
 
-def test_conventions_said_or_assumed(tmp_path):
+def test_conventions_said_or_assumed(tmp_path, capsys):
     _, state = akamaster_style(8)
     assert (
         load_checkpoint(create_model("resnet", depth=8), _save(tmp_path / "a.th", state)).name == "akamaster"
@@ -125,6 +125,9 @@ def test_conventions_said_or_assumed(tmp_path):
     assert "stride in the 3x3" in load_checkpoint(create_model("resnet50"), tmp_path / "r50.pth").note
     with pytest.raises(CheckpointError, match="cannot be told from its tensors"):
         load_model(tmp_path / "renamed.pth")  # no architecture to rebuild from fc-named tensors
+    assert main(["eval", str(tmp_path / "renamed.pth")]) == 2  # the CLI: one line, exit 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be told" in err
 
 
 # --------------------------------------------------------------------------------- the download path
