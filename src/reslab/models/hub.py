@@ -10,6 +10,8 @@ Every file is checked against the SHA-256 prefix in its name (torch.hub's ``name
 convention): after a download before it enters the cache, and on every use of a cached file (a
 100 MB file takes ~0.1 s; torchvision checks only after downloading). A download goes to a temporary
 file beside the target and is renamed into place only once verified; a failure leaves nothing behind.
+:func:`cached_weights` is the same for any URL and digest (akamaster's CIFAR checkpoints,
+:mod:`reslab.models.convert`, are checked against their full SHA-256).
 
 Deviation from the paper: these are torchvision's weights, not the paper's (Caffe) models. torchvision's
 ResNet-50/101/152 put the stride of a bottleneck in its 3x3 convolution ("ResNet v1.5"), as reslab's
