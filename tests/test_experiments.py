@@ -315,3 +315,15 @@ def test_concurrent_workers(tmp_path: Path) -> None:
     assert sessions[-1]["jobs"] == 2
     _check = (plan.out / "report.md").read_text()
     assert "(2 at a time)" in _check
+
+
+def test_relatives_claims_compare_each_relative_with_the_resnet() -> None:
+    better = [_group("resnet", 56, [6.0], [9.0])] + [
+        _group(v, d, [5.0], [7.0], family=v) for v, d in (("seresnet", 56), ("preact", 56), ("densenet", 100))
+    ]
+    claims = claims_for("relatives", better)
+    assert len(claims) == 3 and {c.verdict for c in claims} == {"supported"}
+    assert any("DenseNet-BC-100" in c.claim for c in claims)
+    worse = [_group("resnet", 56, [6.0], [7.0]), _group("seresnet", 56, [8.0], [10.0], family="seresnet")]
+    (claim,) = claims_for("relatives", worse)
+    assert claim.verdict == "not supported" and "SE-ResNet" in claim.claim
