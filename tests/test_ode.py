@@ -119,12 +119,14 @@ def test_summary_sentences_flip_at_the_margins():
     assert "not aligned" in explain([_prof(0.3, COSINE_MARGIN - eps, 1.4)])
     assert "not aligned" in explain([_prof(0.3, -COSINE_MARGIN + eps, 1.4)])
     assert "point against" in explain([_prof(0.3, -COSINE_MARGIN - eps, 1.4)])
-    assert "vary smoothly with depth" in explain([_prof(0.3, 0.2, SMOOTH - eps)])
+    smooth = explain([_prof(0.3, 0.2, SMOOTH - eps)])
+    assert "weights vary smoothly with depth, as an ODE limit requires" in smooth and "not met" not in smooth
     assert "only partly smoothly" in explain([_prof(0.3, 0.2, SMOOTH + eps)])
     assert "condition for an ODE limit is not met" in explain([_prof(0.3, 0.2, ROUGH + eps)])
     # the overall verdict: all three, or small steps without smooth weights (iterative refinement)
     assert "the Euler-step reading fits" in explain([_prof(0.3, 0.2, 0.2)])
-    assert "not the discretization of one continuous flow" in explain([_prof(0.3, 0.2, 1.4)])
+    assert "their steps do descend the loss" in explain([_prof(0.3, 0.2, 1.4)])
+    assert "not even the iterative-refinement reading" in explain([_prof(0.3, 0.0, 1.4)])
     assert "does not fit these networks" in explain([_prof(1.5, -0.2, 1.4)])
     assert "no small-step (Euler) reading" in explain([_prof(1.2, 0.0, 1.4, kind="plain")])
 

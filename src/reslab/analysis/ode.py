@@ -234,79 +234,80 @@ def _three_way(value: float, low: float, high: float) -> str:
 
 
 def explain(profiles: Sequence[ODEProfile]) -> str:
-    """One sentence per network and claim, each derived from its number and the module's margins."""
-    parts = ["**What the numbers show.**"]
+    """One sentence per network (its three verdicts, each derived from its number and the module's
+    margins), then the verdict over the networks with shortcuts."""
+    parts = [
+        "**What the numbers show.** Margins: a median step below "
+        f"{SMALL_STEP} is small, above {LARGE_STEP} larger than the state; a mean cosine within "
+        f"±{COSINE_MARGIN} is no alignment; a median weight smoothness below {SMOOTH} is smooth, above {ROUGH} "
+        "rough (independent draws give 1.41)."
+    ]
     for p in profiles:
         state = "trained" if p.trained else "at initialization"
-        s = p.median("change" if p.kind == "plain" else "step")
-        what = "||y - x|| / ||x||" if p.kind == "plain" else "||F(h)|| / ||h||"
+        plain = p.kind == "plain"
+        s = p.median("change" if plain else "step")
         verdict = _three_way(s, SMALL_STEP, LARGE_STEP)
-        if p.kind == "plain":
-            sentence = {
+        if plain:
+            step = {
                 "low": "the state changes little per unit, although a plain unit has no h + F form to call an Euler step",
                 "high": "every unit replaces the state by a new one of its size: no small-step (Euler) reading",
                 "between": "the state changes by a sizeable fraction per unit",
                 "unknown": "no step could be measured",
             }[verdict]
         else:
-            sentence = {
-                "low": f"its units take small steps (below {SMALL_STEP}), as an Euler discretization would",
-                "high": f"its branches are larger than the state (above {LARGE_STEP}): these are not small Euler steps",
-                "between": f"its steps are neither small (< {SMALL_STEP}) nor larger than the state (> {LARGE_STEP})",
+            step = {
+                "low": "its units take small steps, as an Euler discretization would",
+                "high": "its branches are larger than the state: these are not small Euler steps",
+                "between": "its steps are neither small nor larger than the state",
                 "unknown": "no step could be measured",
             }[verdict]
-        parts.append(f"{p.label} ({p.kind}, {state}): median {what} = {fmt_num(s)}; {sentence}.")
+        what = "||y - x|| / ||x||" if plain else "||F(h)|| / ||h||"
+        sentence = f"{p.label} ({p.kind}, {state}): median {what} = {fmt_num(s)}, {step}"
         c = p.mean("cosine")
         if np.isfinite(c):
             if c > COSINE_MARGIN:
-                txt = (
-                    f"the branch outputs point along the negative gradient (mean cosine {c:+.3f} > {COSINE_MARGIN}), "
-                    "the descent direction Jastrzebski et al. 2018 found in trained ResNets"
-                )
+                cos = "the branch outputs point along the negative gradient (Jastrzebski et al. 2018's descent direction)"
             elif c < -COSINE_MARGIN:
-                txt = (
-                    f"the branch outputs point against the negative gradient (mean cosine {c:+.3f} < -{COSINE_MARGIN}): "
-                    "to first order each step raises the loss"
-                )
+                cos = "the branch outputs point against the negative gradient: to first order each step raises the loss"
             else:
-                txt = (
-                    f"the branch outputs are not aligned with the negative gradient (mean cosine {c:+.3f}, within "
-                    f"±{COSINE_MARGIN})"
-                )
-            parts.append(f"In {p.label} {txt}.")
+                cos = "the branch outputs are not aligned with the negative gradient"
+            sentence += f"; mean cosine {c:+.3f}: {cos}"
         sm = p.median("smoothness")
         v = _three_way(sm, SMOOTH, ROUGH)
         if v != "unknown":
-            parts.append(
-                f"Its weights {'vary smoothly' if v == 'low' else 'do not vary smoothly' if v == 'high' else 'vary only partly smoothly'} "
-                f"with depth (median ||theta_(n+1) - theta_n|| / ||theta_n|| = {fmt_num(sm)}; "
-                f"below {SMOOTH} smooth, above {ROUGH} rough, independent draws 1.41)"
-                + (
-                    ": Sander et al. 2022's condition for an ODE limit is not met."
-                    if v == "high"
-                    else ", as an ODE limit requires (Sander et al. 2022)."
-                    if v == "low"
-                    else "."
-                )
-            )
+            smooth = {
+                "low": "the weights vary smoothly with depth, as an ODE limit requires (Sander et al. 2022)",
+                "high": "the weights do not vary smoothly with depth: Sander et al. 2022's condition for an ODE limit is not met",
+                "between": "the weights vary only partly smoothly with depth",
+            }[v]
+            sentence += f"; weight smoothness {fmt_num(sm)}: {smooth}"
+        parts.append(sentence + ".")
     res = [p for p in profiles if p.kind != "plain"]
     if res:
         small = [p for p in res if _three_way(p.median("step"), SMALL_STEP, LARGE_STEP) == "low"]
         smooth = [p for p in res if _three_way(p.median("smoothness"), SMOOTH, ROUGH) == "low"]
         aligned = [p for p in res if p.mean("cosine") > COSINE_MARGIN]
-        parts.append(
+        summary = (
             f"Over the {len(res)} networks with shortcuts: {len(small)} take small steps, {len(aligned)} step along "
             f"the negative gradient, {len(smooth)} have smooth weights. "
-            + (
-                "All three hold for every one of them: the Euler-step reading fits."
-                if len(small) == len(aligned) == len(smooth) == len(res)
-                else "Small steps alone do not make an ODE: without smooth weights each unit is a different "
-                "vector field, so the network is a sequence of small updates (iterative refinement), not the "
-                "discretization of one continuous flow."
-                if small and len(smooth) < len(res)
-                else "The Euler-step reading does not fit these networks as measured."
-            )
         )
+        if len(small) == len(aligned) == len(smooth) == len(res):
+            summary += "All three hold for every one of them: the Euler-step reading fits."
+        elif small and len(smooth) < len(res):
+            summary += (
+                "Small steps alone do not make an ODE: without smooth weights each unit is a different vector field, "
+                "so these networks are at most a sequence of small updates, not the discretization of one "
+                "continuous flow"
+                + (
+                    "; their steps do descend the loss (iterative refinement, Jastrzebski et al. 2018)."
+                    if aligned
+                    else "; nor are their steps aligned with the descent direction, so not even the "
+                    "iterative-refinement reading (Jastrzebski et al. 2018) is seen here."
+                )
+            )
+        else:
+            summary += "The Euler-step reading does not fit these networks as measured."
+        parts.append(summary)
     parts.append("Single-batch measurements; the exact numbers vary with seed and batch.")
     return " ".join(parts)
 
