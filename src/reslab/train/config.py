@@ -129,7 +129,7 @@ class TrainConfig:
     warmup_min_depth: int = 0  # apply warm-up only to models at least this deep (paper: 110 layers)
 
     # -- fine-tuning
-    init_from: str | None = None  # reslab run/checkpoint, torchvision state-dict file, or "torchvision"
+    init_from: str | None = None  # reslab run/checkpoint, state-dict file, "torchvision" or "akamaster"
     freeze: list[str] = field(default_factory=list)  # e.g. [stem, layer1]
     freeze_backbone: bool = False
     backbone_lr_scale: float = 1.0
@@ -248,6 +248,10 @@ class TrainConfig:
             from reslab.models.hub import torchvision_url
 
             torchvision_url(self.model)
+        elif self.init_from == "akamaster":
+            from reslab.models.convert import akamaster_url
+
+            akamaster_url(self.model)
         if self.min_lr > self.lr:
             raise ConfigError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         ms = list(self.milestones)
