@@ -22,8 +22,8 @@ low-resolution training patch for super-resolution models); multiply-adds (MACs)
 clip at that size, convolutions and the classifier only, as the papers count them ("FLOPs" in He et al.
 2016). ImageNet bottleneck networks
 put the stride in the 3x3 as torchvision does (ResNet-50: 4.09G); `stride_in_1x1=True` gives the paper's
-3.86G. Generic entries (`resnet`, `plain`, `highway`, `preact_resnet`, `wrn`) take `depth=` (and `width=`)
-and are shown at their default depth. Errors are the papers' reported test error in percent (top-1 for
+3.86G. Generic entries (`resnet`, `plain`, `highway`, `preact_resnet`, `wrn`, `densenet_bc`) take `depth=`
+(and `width=` / `growth=`) and are shown at their default depth. Errors are the papers' reported test error in percent (top-1 for
 ImageNet); "-" where the paper reports none for that exact network.
 
 """
@@ -57,6 +57,28 @@ NOTES = """
 - State-dict keys are torchvision's (`layer1.0.conv1.weight`, `layer2.0.downsample.0.weight`); the
   module tree keeps `unit.residual` / `unit.shortcut` (`unit.gate` for highway units, `final_bn` for
   pre-activation networks).
+- SE-ResNets (Hu et al. 2018, Fig. 3): the SE module (`se.fc1`, `se.fc2`: timm's names; 1x1 convs with
+  bias) ends the residual branch, so it scales F(x) before the addition and every unit control and analysis
+  applies. Its hidden width is C/16 rounded to a multiple of 8 (timm's rule; exactly C/16 for the ImageNet
+  bottlenecks, 8 instead of 4 for 64-channel basic units); the CIFAR SE-ResNets use C // 16 (1, 2, 4).
+  `seresnet50` has timm's 28,088,024 parameters.
+- DenseNets (Huang et al. 2017): a dense layer is a unit `y = [x, H(x)]` (concatenation instead of a sum;
+  `shortcut` the identity); a deleted layer passes `[x, 0]`. Names are torchvision's (`features.denseblock1.
+  denselayer1.norm1`, `features.transition1.conv`, `classifier`) and torchvision's state dicts load with
+  `strict=True`, same outputs. The stages (`stage_names`) are the dense blocks; transitions belong to none.
+  DenseNet-BC for CIFAR: 3x3 stem of 2k channels without BN-ReLU (the paper's), compression 0.5.
+
+## Foreign checkpoints (`reslab.models.convert`)
+
+- akamaster/pytorch_resnet_cifar10's ResNet-20/32/44/56 (`pretrained="akamaster"`, `--init-from akamaster`,
+  or the `.th` file itself, also in `reslab eval`) are recognized from their tensors (`linear.*`, option A
+  without shortcut tensors) and converted exactly: their option A pads `planes // 4` zeros on *both* sides
+  of the channels, reslab's appends them, and a permutation of the residual stream's channels after each
+  downsampling unit absorbs the difference (the original code's logits within 1e-5).
+- What a state dict cannot tell: where option A's zeros go once the keys are renamed to `fc` (it then loads
+  strictly and computes another network: 0-25% agreement with the original's predictions on the fixture),
+  whether a bottleneck's stride is in the 1x1 or the 3x3, and the input normalization. `reslab eval` and
+  `--init-from` print one line saying what was recognized or assumed for every file that is not reslab's own.
 """
 
 

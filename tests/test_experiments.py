@@ -26,6 +26,7 @@ EXPECTED_NETWORKS = {
     "depth": {f"resnet{d}" for d in (20, 32, 44, 56, 110)},
     "shortcuts": {"resnet32A", "resnet32B", "resnet32C", "plain32"},
     "highway": {f"{f}{d}" for f in ("plain", "resnet", "highway") for d in (20, 56)},
+    "relatives": {"resnet56", "seresnet56", "preact56", "densenet_bc100"},
 }
 
 
@@ -519,3 +520,15 @@ def test_a_network_not_measured_yet_is_not_a_limit_of_the_budget() -> None:
     (c,) = claims_for("depth", groups)
     assert c.verdict == "inconclusive" and "not measured yet" in c.sentence and c.undecided == ""
     assert "nan" not in c.sentence
+
+
+def test_relatives_claims_compare_each_relative_with_the_resnet() -> None:
+    better = [_group("resnet", 56, [6.0], [9.0])] + [
+        _group(v, d, [5.0], [7.0], family=v) for v, d in (("seresnet", 56), ("preact", 56), ("densenet", 100))
+    ]
+    claims = claims_for("relatives", better)
+    assert len(claims) == 3 and {c.verdict for c in claims} == {"supported"}
+    assert any("DenseNet-BC-100" in c.claim for c in claims)
+    worse = [_group("resnet", 56, [6.0], [7.0]), _group("seresnet", 56, [8.0], [10.0], family="seresnet")]
+    (claim,) = claims_for("relatives", worse)
+    assert claim.verdict == "not supported" and "SE-ResNet" in claim.claim

@@ -26,7 +26,9 @@ from reslab.models.weights import load_model, load_pretrained, read_metadata, re
 
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "plain18", "plain34"]
 IMAGENET += ["resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2"]
-TORCHVISION = [n for n in IMAGENET if not n.startswith("plain")]
+IMAGENET += ["densenet121", "densenet169", "densenet201"]
+IMAGENET += ["seresnet18", "seresnet34", "seresnet50", "seresnet101", "seresnet152"]
+TORCHVISION = [n for n in IMAGENET if not n.startswith(("plain", "seresnet"))]
 
 
 def params(name: str, **kw) -> int:
@@ -77,6 +79,8 @@ TORCHVISION_PARAMS = {
     "resnet152": 60_192_808,
     "resnext50_32x4d": 25_028_904,
     "wide_resnet50_2": 68_883_240,
+    "densenet121": 7_978_856,
+    "densenet169": 14_149_480,
 }
 
 
@@ -201,10 +205,10 @@ def test_every_model_runs_and_learns(name):
     blocks = model.blocks
     assert blocks and all(isinstance(b, ResidualUnit) for b in blocks)
     assert all(isinstance(b.residual, nn.Module) and isinstance(b.shortcut, nn.Module) for b in blocks)
-    assert len(blocks) == sum(len(getattr(model, s)) for s in model.stage_names)
+    assert len(blocks) == sum(len(model.get_submodule(s)) for s in model.stage_names)
     model.eval()
     # Lesion (Veit et al. 2016): delete the first block, the first downsampling block and the last one.
-    first_down = min(len(getattr(model, model.stage_names[0])), len(blocks) - 1)
+    first_down = min(len(model.get_submodule(model.stage_names[0])), len(blocks) - 1)
     with torch.no_grad():
         before = model(x)
         with deleted_blocks(model, sorted({0, first_down, len(blocks) - 1})):
@@ -234,6 +238,10 @@ EXPORTED = [
     ("resnet3d_50", {"shortcut": "C"}),
     ("srresnet_x4", {"global_skip": False}),
     ("edsr_baseline_x2", {"res_scale": 0.1, "residual": False}),
+    ("seresnet20", {}),
+    ("seresnet50", {}),
+    ("densenet_bc", {"depth": 16, "growth": 6}),
+    ("densenet121", {}),
 ]
 
 

@@ -202,7 +202,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="evaluate a run or checkpoint: top-1/top-5 error, per-class accuracy, confusion matrix"
     )
-    p.add_argument("path", help="run directory (checkpoints/best, else last) or a .safetensors file")
+    p.add_argument("path", help="run directory (checkpoints/best, else last), a .safetensors file or a "
+                   "recognized foreign checkpoint (akamaster's CIFAR ResNets)")  # fmt: skip
     p.add_argument("--out", help="where eval.json and confusion_<split>.png go (default: the run directory)")
     p.add_argument("--data-dir", help="folder holding the data set (default: the run's, else searched)")
     p.add_argument("--split", choices=("val", "test", "both"), default="both", help="which sets to evaluate")
@@ -221,6 +222,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, tta=args.tta, splits=splits,
     )  # fmt: skip
     print(f"checkpoint: {r['checkpoint']} (step {r['step']})")
+    if r.get("convention"):
+        print(f"convention: {r['convention']}")
     for split in ("val", "test"):
         if split not in r:
             continue
@@ -242,7 +245,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "reproduce",
-        help="re-run one of the paper's experiments (degradation, depth, shortcuts, highway)",
+        help="re-run one of the paper's experiments (degradation, depth, shortcuts, highway, relatives)",
         description=(
             "Train the experiment's networks (a rerun skips finished runs and continues interrupted ones), "
             "then draw its figure and write report.md beside the paper's numbers. Budgets: smoke (plumbing, "
@@ -251,7 +254,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
             "64k-iteration schedule; a GPU job)."
         ),
     )
-    p.add_argument("name", choices=("degradation", "depth", "shortcuts", "highway"), help="the experiment")
+    p.add_argument(
+        "name", choices=("degradation", "depth", "shortcuts", "highway", "relatives"), help="the experiment"
+    )
     p.add_argument(
         "--dataset",
         default="fashion-mnist",
@@ -357,11 +362,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze",
-        help="take a network apart: gradients, responses, lesion, paths, landscape",
+        help="take a network apart: gradients, responses, lesion, paths, landscape, ode",
         description="Measure trained runs / checkpoints or fresh models (--model NAME[,NAME] --init); writes "
         "a PNG figure, the raw numbers (CSV/NPZ) and summary.md into --out.",
     )
-    p.add_argument("analysis", choices=("gradients", "responses", "lesion", "paths", "landscape"))
+    p.add_argument("analysis", choices=("gradients", "responses", "lesion", "paths", "landscape", "ode"))
     p.add_argument(
         "targets", nargs="*", metavar="RUN_OR_CHECKPOINT", help="run directories or .safetensors files"
     )
@@ -382,7 +387,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--out", help="output directory (default analysis/<name>-<time>); landscape resumes in it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    g = p.add_argument_group("gradients / paths")
+    g = p.add_argument_group("gradients / paths / ode")
     g.add_argument(
         "--bn", choices=("with", "without", "both"), help="BN as is, replaced by identity, or both"
     )

@@ -11,6 +11,9 @@
   (Li et al. 2018), resumable.
 - :mod:`~reslab.analysis.stats`: Welch's t-test (Student's t from the incomplete beta function, no SciPy)
   and binomial margins: the stated tests behind every verdict and summary sentence.
+- :mod:`~reslab.analysis.ode`: the Euler-step reading (Chen et al. 2018): relative step per unit, its
+  cosine to the negative gradient (Jastrzebski et al. 2018), weight smoothness in depth (Sander et al.
+  2022).
 
 Targets (run directories, checkpoints, or fresh models) come from :func:`resolve_targets`.
 """
@@ -26,15 +29,17 @@ from reslab.analysis.common import (
 from reslab.analysis.gradients import GradientProfile, gradient_profile, run_gradients
 from reslab.analysis.landscape import compute_landscape, filter_normalize, random_direction, run_landscape
 from reslab.analysis.lesion import delete_blocks, lesion_study, run_lesion, swapped_blocks
+from reslab.analysis.ode import ODEProfile, ode_profile, run_ode, weight_smoothness
 from reslab.analysis.paths import path_gradients, path_length_distribution, run_paths
 from reslab.analysis.responses import response_std, run_responses
 
-ANALYSES = ("gradients", "responses", "lesion", "paths", "landscape")
+ANALYSES = ("gradients", "responses", "lesion", "paths", "landscape", "ode")
 
 __all__ = [
     "ANALYSES",
     "EvalData",
     "GradientProfile",
+    "ODEProfile",
     "Target",
     "compute_landscape",
     "delete_blocks",
@@ -43,6 +48,7 @@ __all__ = [
     "gradient_profile",
     "lesion_study",
     "load_eval_data",
+    "ode_profile",
     "path_gradients",
     "path_length_distribution",
     "random_direction",
@@ -51,8 +57,10 @@ __all__ = [
     "run_gradients",
     "run_landscape",
     "run_lesion",
+    "run_ode",
     "run_paths",
     "run_responses",
     "swapped_blocks",
+    "weight_smoothness",
     "without_batchnorm",
 ]

@@ -13,6 +13,7 @@ from reslab.errors import ConfigError
 # subset (same size, same ``--seed``: the same images), so one checkpoint's errors agree between them.
 DEFAULT_SAMPLES = {"gradients": None, "paths": None, "responses": None, "lesion": 1000, "landscape": 1000}
 DEFAULT_BATCH = {"gradients": 128, "paths": 128, "responses": 256, "lesion": 256, "landscape": 256}
+DEFAULT_SAMPLES["ode"], DEFAULT_BATCH["ode"] = None, 128
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     if batch < 1:
         raise ConfigError("--batch-size must be positive")
     samples = args.samples if args.samples is not None else DEFAULT_SAMPLES[name]
-    if name in ("gradients", "paths") and samples is None:
+    if name in ("gradients", "paths", "ode") and samples is None:
         samples = batch  # one batch is all these analyses use
     targets = resolve_targets(
         args.targets,
@@ -84,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
             batch_size=batch,
             progress=not args.quiet,
         )
+    elif name == "ode":
+        from reslab.analysis.ode import run_ode
+
+        run_ode(targets, out, batch_size=batch, mode=args.bn_mode)
     else:  # pragma: no cover - argparse restricts the choices
         raise ConfigError(f"unknown analysis {name!r}")
     print(f"{name}: wrote {Path(out) / 'summary.md'}")

@@ -19,6 +19,7 @@ from reslab.experiments.results import PAPER_TABLE3, PAPER_TABLE6, Group, column
 FAMILY_TITLES = {"plain": "plain networks", "resnet": "ResNets", "highway": "highway networks"}
 FAMILY_ORDER = ("plain", "highway", "resnet")
 VARIANT_COLOURS = {"A": "C0", "B": "C1", "C": "C2", "plain": "C3", "resnet": "C0", "highway": "C1"}
+VARIANT_COLOURS |= {"seresnet": "C1", "preact": "C2", "densenet": "C4"}
 DEPTH_COLOURS = {20: "C1", 32: "C2", 44: "C0", 56: "C3", 110: "C4", 1202: "C5"}
 
 
@@ -257,6 +258,28 @@ def plot_shortcuts(groups: list[Group], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+def plot_relatives(groups: list[Group], path: Path, title: str) -> Path:
+    """Left: curves per network. Right: final test error (mean ± std over seeds) per network."""
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    vals = _draw_curves(ax1, groups, "variant")
+    _finish_axes(ax1, vals, "training curves")
+    gs = sorted(groups, key=lambda g: (g.depth, g.variant))
+    means = [g.mean("test_error") for g in gs]
+    stds = [0.0 if not math.isfinite(g.std("test_error")) else g.std("test_error") for g in gs]
+    xs = range(len(gs))
+    ax2.bar(list(xs), means, yerr=stds, capsize=3, color=[VARIANT_COLOURS.get(g.variant, "C7") for g in gs])
+    ax2.set_xticks(list(xs))
+    ax2.set_xticklabels([g.label for g in gs], rotation=20, ha="right", fontsize=8)
+    ax2.set_ylabel("final test error (%)")
+    ax2.set_title("final test error", fontsize=10)
+    ax2.grid(alpha=0.3, axis="y")
+    fig.suptitle(title, fontsize=11)
+    _style_note(fig)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    return _save(fig, path)
+
+
 def plot_experiment(experiment: str, groups: list[Group], out: Path, title: str, dataset: str) -> list[Path]:
     """Draw the experiment's figure(s) into ``out``; returns the paths."""
     path = Path(out) / f"{experiment}.png"
@@ -264,6 +287,8 @@ def plot_experiment(experiment: str, groups: list[Group], out: Path, title: str,
         return [plot_depth(groups, path, title, dataset)]
     if experiment == "shortcuts":
         return [plot_shortcuts(groups, path, title)]
+    if experiment == "relatives":
+        return [plot_relatives(groups, path, title)]
     return [plot_family_panels(groups, path, title)]
 
 

@@ -156,6 +156,8 @@ def _paper_cell(plan: Plan, g: Group) -> str:
         return f"{v:.2f}" if v is not None else "—"
     if g.family == "resnet" and g.depth in PAPER_TABLE6:
         return PAPER_TABLE6_NOTE.get(g.depth, f"{PAPER_TABLE6[g.depth]:.2f}")
+    if g.variant == "densenet" and g.depth == 100:
+        return "4.51 (Huang et al. 2017, Table 2, CIFAR-10+)"
     if g.family == "plain" and plan.experiment == "degradation":
         return "higher than ResNet (Fig. 6)"
     return "—"
@@ -402,6 +404,9 @@ def _table_order(plan: Plan, groups: list[Group]) -> list[Group]:
         return sorted(groups, key=lambda g: (g.depth, var.get(g.variant, 9)))
     if plan.experiment == "highway":
         return sorted(groups, key=lambda g: (g.depth, fam.get(g.family, 9)))
+    if plan.experiment == "relatives":
+        rel = {"resnet": 0, "seresnet": 1, "preact": 2, "densenet": 3}
+        return sorted(groups, key=lambda g: (rel.get(g.variant, 9), g.depth))
     return sorted(groups, key=lambda g: (fam.get(g.family, 9), g.depth))
 
 

@@ -355,6 +355,7 @@ def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
         "depth": _claims_depth,
         "shortcuts": _claims_shortcuts,
         "highway": _claims_highway,
+        "relatives": _claims_relatives,
     }[experiment]
     out = fn(groups)
     if any(not g.finished for g in groups):
@@ -561,3 +562,20 @@ def depth_gain_claim(res: list[Group], hw: list[Group]) -> Claim:
 
 def _nz(x: float) -> float:
     return 0.0 if math.isnan(x) else x
+
+
+def _claims_relatives(groups: list[Group]) -> list[Claim]:
+    """Each relative against the ResNet of its depth (DenseNet-BC-100 against ResNet-56, similar size):
+    the papers report SE (Hu et al. 2018, Table 4), pre-activation (He et al. 2016b, Table 2) and
+    DenseNet-BC (Huang et al. 2017, Table 2: 4.51% vs 6.97%) as better on CIFAR."""
+    out: list[Claim] = []
+    res = {g.depth: g for g in groups if g.variant == "resnet"}
+    names = {"seresnet": "the SE-ResNet", "preact": "the pre-activation ResNet"}
+    for g in sorted(groups, key=lambda g: (g.depth, g.variant)):
+        if g.variant in names and g.depth in res:
+            claim = f"At depth {g.depth}, {names[g.variant]} is better than the ResNet"
+            out.append(_a_beats_b(g, res[g.depth], "test_error", "test error", claim))
+        elif g.variant == "densenet" and 56 in res:
+            claim = "DenseNet-BC-100 (0.8M parameters) is better than ResNet-56 (0.85M)"
+            out.append(_a_beats_b(g, res[56], "test_error", "test error", claim))
+    return out

@@ -30,6 +30,7 @@ Budgets
     depth        280         ResNet-20/32/44/56/110 (262)           ~15 min
     shortcuts    600         ResNet-32 A/B/C + plain-32 (~132)      ~15 min
     highway      300         ResNet/highway/plain 20, 56 (~237)     ~15 min
+    relatives    300         ResNet/SE/pre-act 56, DenseNet-BC-100  ~15 min (estimated, not yet run)
     ===========  ==========  =====================================  ===========
 
     600 iterations are 1.3 epochs of Fashion-MNIST (280-300 about 0.6): plain nets fall behind with depth
@@ -109,7 +110,7 @@ BUDGETS: dict[str, Budget] = {
             "plumbing check, not a measurement: 256 training images, 4 iterations at batch 16, evaluated twice "
             "on 128 test images"
         ),
-        iterations={"degradation": 4, "depth": 4, "shortcuts": 4, "highway": 4},
+        iterations={"degradation": 4, "depth": 4, "shortcuts": 4, "highway": 4, "relatives": 4},
         overrides={
             "subset": 256,
             "eval_subset": 128,
@@ -130,7 +131,7 @@ BUDGETS: dict[str, Budget] = {
             "the iterations, the first 1,000 test images evaluated 6 times per run"
         ),
         # ~15-20 min on 2 CPU cores for the default networks (cost ~ iterations x sum of depths; see above).
-        iterations={"degradation": 600, "depth": 280, "shortcuts": 600, "highway": 300},
+        iterations={"degradation": 600, "depth": 280, "shortcuts": 600, "highway": 300, "relatives": 300},
         overrides={"subset": None, "eval_subset": 1000, "val_split": 0, "batch_size": 128},
         evals=6,
         # Deeper ResNets start slower (the sum of 27 unit-variance branches gives large initial logits): at
@@ -237,6 +238,15 @@ EXPERIMENTS: dict[str, ExperimentDef] = {
         (),
         "the same body with identity shortcuts (ResNet), gated shortcuts (highway) and no shortcuts (plain)",
     ),
+    "relatives": ExperimentDef(
+        "relatives",
+        "ResNet and its relatives at similar size",
+        "Hu et al. 2018 (SE), He et al. 2016b (pre-activation), Huang et al. 2017, Table 2 (DenseNet-BC)",
+        (56,),
+        (20, 110),
+        "ResNet, SE-ResNet (squeeze-and-excitation on the branch) and pre-activation ResNet at one depth, "
+        "and DenseNet-BC-100 (k = 12, 0.8M parameters, about ResNet-56's 0.85M)",
+    ),
 }
 
 VALID_DEPTHS = (20, 32, 44, 56, 110, 1202)
@@ -251,7 +261,9 @@ def plan_runs(name: str, *, depths: tuple[int, ...], seeds: tuple[int, ...], bud
             raise ConfigError(f"depth {d} is not a CIFAR ResNet depth; choose from {VALID_DEPTHS}")
     runs: list[RunSpec] = []
 
-    def add(family: str, variant: str, label: str, model: str, depth: int, base: str = "", **kw: Any) -> None:
+    def add(
+        family: str, variant: str, label: str, model: str, depth: int, /, base: str = "", **kw: Any
+    ) -> None:
         for s in seeds:
             runs.append(
                 RunSpec(
@@ -288,6 +300,13 @@ def plan_runs(name: str, *, depths: tuple[int, ...], seeds: tuple[int, ...], bud
             add("resnet", "resnet", f"ResNet-{d}", f"resnet{d}", d)
             add("highway", "highway", f"highway-{d}", f"highway{d}", d)
             add("plain", "plain", f"plain-{d}", f"plain{d}", d)
+        elif name == "relatives":
+            add("resnet", "resnet", f"ResNet-{d}", f"resnet{d}", d)
+            add("seresnet", "seresnet", f"SE-ResNet-{d}", f"seresnet{d}", d)
+            label = f"pre-act ResNet-{d}"
+            add("preact", "preact", label, "preact_resnet", d, base=f"preact{d}", depth=d, bottleneck=False)
+    if name == "relatives":  # one DenseNet of about ResNet-56's size, whatever the depths
+        add("densenet", "densenet", "DenseNet-BC-100 (k=12)", "densenet_bc100", 100)
     return runs
 
 

@@ -10,6 +10,8 @@ Every file is checked against the SHA-256 prefix in its name (torch.hub's ``name
 convention): after a download before it enters the cache, and on every use of a cached file (a
 100 MB file takes ~0.1 s; torchvision checks only after downloading). A download goes to a temporary
 file beside the target and is renamed into place only once verified; a failure leaves nothing behind.
+:func:`cached_weights` is the same for any URL and digest (akamaster's CIFAR checkpoints,
+:mod:`reslab.models.convert`, are checked against their full SHA-256).
 
 Deviation from the paper: these are torchvision's weights, not the paper's (Caffe) models. torchvision's
 ResNet-50/101/152 put the stride of a bottleneck in its 3x3 convolution ("ResNet v1.5"), as reslab's
@@ -98,8 +100,24 @@ def torchvision_weights(
     terminal) a progress bar on stderr. A name without published weights is a :class:`ConfigError`.
     """
     url = torchvision_url(name)
+    return cached_weights(
+        url, download=download, cache_dir=cache_dir, progress=progress, what=f"torchvision weights for {name}"
+    )
+
+
+def cached_weights(
+    url: str,
+    *,
+    sha256: str | None = None,
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    what: str = "weights",
+) -> Path:
+    """The cached copy of ``url`` (see :func:`torchvision_weights`), checked against ``sha256`` (the full
+    digest or a prefix; default: the prefix in the file name, torch.hub's ``name-<hash>.pth``)."""
     filename = _filename(url)
-    prefix = _hash_prefix(filename)
+    prefix = sha256 or _hash_prefix(filename)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / filename
     if path.is_file():
@@ -111,9 +129,9 @@ def torchvision_weights(
                 "--download (CLI) / download=True (API) to fetch it again"
             )
     elif not download:
+        host = url.split("/")[2] if "://" in url and url.split("/")[2] else url
         raise CheckpointError(
-            f"torchvision weights for {name} not found at {path}; pass --download (CLI) / download=True "
-            "(API) to fetch them from download.pytorch.org"
+            f"{what} not found at {path}; pass --download (CLI) / download=True (API) to fetch them from {host}"
         )
     _download(url, path, prefix, progress)
     return path

@@ -42,6 +42,13 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_ZOO_MODULES = (
+    "reslab.models.zoo",
+    "reslab.models.senet",
+    "reslab.models.densenet",
+    "reslab.models.video",
+    "reslab.models.sr",
+)
 
 
 def register_model(
@@ -72,9 +79,9 @@ def register_model(
 
 
 def _ensure_loaded() -> None:
-    # Importing the zoo modules runs their @register_model decorators (this order is `reslab models`').
-    for module in ("zoo", "video", "sr"):
-        importlib.import_module(f"reslab.models.{module}")
+    # Importing the zoo modules runs their @register_model decorators (in this order: `reslab models`).
+    for module in _ZOO_MODULES:
+        importlib.import_module(module)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -106,20 +113,25 @@ def create_model(
 
     ``num_classes`` and ``in_chans`` default to the paper's data set (10 / 3 for CIFAR models, 1000 / 3
     for ImageNet models). ``pretrained`` is a path to a reslab checkpoint (``.safetensors``) or a
-    torchvision state-dict file, or ``"torchvision"``: torchvision's ``IMAGENET1K_V1`` weights for
+    torchvision state-dict file (a recognized foreign convention, akamaster's CIFAR ResNets, is converted:
+    :mod:`reslab.models.convert`), or ``"torchvision"``: torchvision's ``IMAGENET1K_V1`` weights for
     ``name`` from the torch.hub cache (:func:`reslab.models.hub.torchvision_weights`; SHA-256 checked;
-    keep ``num_classes`` at 1000, then ``model.reset_classifier(n)``). Nothing is downloaded unless
-    ``download=True`` (only with ``pretrained="torchvision"``; a file named ``torchvision`` is
-    ``"./torchvision"``). Other keyword arguments go to the builder (``shortcut="B"``,
+    keep ``num_classes`` at 1000, then ``model.reset_classifier(n)``), or ``"akamaster"``: akamaster's
+    CIFAR-10 ResNet-20/32/44/56 (:func:`reslab.models.convert.akamaster_weights`). Nothing is downloaded
+    unless ``download=True`` (only with those two; a file named ``torchvision`` is ``"./torchvision"``). Other keyword arguments go to the builder (``shortcut="B"``,
     ``zero_init_residual=True``, ``drop_path_rate=0.1``, ``depth=...``).
     """
     entry = get_entry(name)
-    if download and pretrained != "torchvision":
-        raise ConfigError('download=True applies only to pretrained="torchvision"')
+    if download and pretrained not in ("torchvision", "akamaster"):
+        raise ConfigError('download=True applies only to pretrained="torchvision" or "akamaster"')
     if pretrained == "torchvision":  # resolved (and checked) before the model is built
         from reslab.models.hub import torchvision_weights
 
         pretrained = str(torchvision_weights(name, download=download))
+    elif pretrained == "akamaster":
+        from reslab.models.convert import akamaster_weights
+
+        pretrained = str(akamaster_weights(name, download=download))
     if entry.num_classes:
         kwargs["num_classes"] = entry.num_classes if num_classes is None else int(num_classes)
     elif num_classes is not None:

@@ -20,6 +20,7 @@ from torch import nn
 from reslab._io import torch_load, write_bytes
 from reslab.errors import CheckpointError, ConfigError
 from reslab.manifest import verify_file
+from reslab.models.convert import Convention, foreign_architecture, to_reslab
 
 FORMAT = "reslab"
 _RAW_KEYS = ("format", "model")  # stored as plain strings; every other value is JSON
@@ -153,11 +154,25 @@ def load_model(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> tup
     """Rebuild the model saved by :func:`save_weights` (file or run directory) and load its weights.
 
     Returns ``(model, metadata)`` with the metadata's JSON values decoded; the model is in eval mode on
-    ``map_location``.
+    ``map_location``. A foreign checkpoint whose architecture :mod:`reslab.models.convert` recognizes
+    (akamaster's CIFAR ResNets) is rebuilt and converted too; its metadata says so (``convention``).
     """
     from reslab.models.registry import create_model
 
     path = resolve_checkpoint(path_or_run)
+    if path.suffix != ".safetensors":
+        state = read_state_dict(path)
+        found = foreign_architecture(state)
+        if found is None:
+            raise CheckpointError(
+                f"{path} is not a reslab model file and its architecture cannot be told from its tensors; "
+                "load it into a model you build: create_model(NAME, pretrained=PATH) or --init-from"
+            )
+        name, kwargs, meta = found
+        model = create_model(name, **kwargs)
+        state, convention = to_reslab(state, model)
+        _load_checked(model, state, path)
+        return model.to(map_location).eval(), {**meta, "convention": convention.note}
     tensors, raw = _read_safetensors(path)
     meta = _decode(raw)
     if meta.get("format") != FORMAT or "model" not in meta:
@@ -173,9 +188,15 @@ def load_model(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> tup
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a reslab ``.safetensors`` file or a torchvision-format ``.pth``/``.pt`` state dict
     (also one nested under a ``"state_dict"`` or ``"model"`` key), wrapper prefixes removed."""
-    path = Path(path)
+    return _read_tensors(Path(path))[0]
+
+
+def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """(tensors, whether the file is a reslab weight file)."""
+    reslab_file = False
     if path.suffix == ".safetensors":
-        state: Any = _read_safetensors(path)[0]
+        state, meta = _read_safetensors(path)
+        reslab_file = meta.get("format") == FORMAT
     else:
         state = torch_load(path)
         for key in ("state_dict", "model"):
@@ -184,7 +205,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return _strip_prefixes(state)
+    return _strip_prefixes(state), reslab_file
 
 
 def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -212,7 +233,17 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load a reslab ``.safetensors`` or torchvision-format state-dict file into ``model``, strictly.
 
     Every tensor must be there with the model's shape: otherwise a :class:`CheckpointError` names the
-    first missing, mismatching or unexpected tensor. Returns ``model``.
+    first missing, mismatching or unexpected tensor. A recognized foreign convention (akamaster's CIFAR
+    ResNets) is converted first (:func:`load_checkpoint` also says what was assumed). Returns ``model``.
     """
-    _load_checked(model, read_state_dict(path), Path(path))
+    load_checkpoint(model, path)
     return model
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> Convention:
+    """:func:`load_pretrained`, returning the :class:`~reslab.models.convert.Convention` the file was read
+    with: reslab's own, a recognized foreign one (converted), or what was assumed (``.note``, one line)."""
+    state, reslab_file = _read_tensors(Path(path))
+    state, convention = to_reslab(state, unwrap(model), reslab_file=reslab_file)
+    _load_checked(model, state, Path(path))
+    return convention

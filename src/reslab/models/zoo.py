@@ -159,6 +159,8 @@ class ResNet(nn.Module):
                 if isinstance(m, nn.Conv2d):
                     size, n = _conv_macs(m, size)
                     macs += n
+                elif hasattr(m, "count_macs"):  # a shape-preserving part with its own count (SE)
+                    macs += m.count_macs()
         if isinstance(self.fc, nn.Linear):
             macs += self.fc.in_features * self.fc.out_features
         return macs
@@ -239,7 +241,7 @@ def imagenet_resnet(
 ) -> ResNet:
     """He et al. 2016, Table 1: conv7x7/2, maxpool, 4 stages (64, 128, 256, 512 x expansion), 1000-way fc."""
     unit_kwargs: dict[str, Any] = {}
-    if unit is Bottleneck:
+    if issubclass(unit, Bottleneck):
         unit_kwargs = {"groups": groups, "base_width": base_width, "stride_in_1x1": stride_in_1x1}
     elif (groups, base_width, stride_in_1x1) != (1, 64, False):
         raise ConfigError("groups, base_width and stride_in_1x1 apply to bottleneck networks only")

@@ -165,9 +165,10 @@ class TrainConfig:
     init_from: str | None = field(
         default=None,
         metadata=_help(
-            "start from a reslab run/checkpoint or a torchvision state-dict file; 'torchvision': torchvision's "
-            "ImageNet weights for --model from the torch.hub cache (fetched, SHA-256 checked, only with "
-            "--download)",
+            "start from a reslab run/checkpoint or a torchvision state-dict file (akamaster's CIFAR ResNets "
+            "are recognized and converted); 'torchvision': torchvision's ImageNet weights for --model from "
+            "the torch.hub cache, 'akamaster': akamaster's CIFAR-10 ResNet-20/32/44/56 (fetched, SHA-256 "
+            "checked, only with --download)",
             "PATH",
         ),
     )
@@ -304,6 +305,10 @@ class TrainConfig:
             from reslab.models.hub import torchvision_url
 
             torchvision_url(self.model)
+        elif self.init_from == "akamaster":
+            from reslab.models.convert import akamaster_url
+
+            akamaster_url(self.model)
         if self.min_lr > self.lr:
             raise ConfigError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         ms = list(self.milestones)

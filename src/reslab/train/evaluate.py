@@ -177,6 +177,8 @@ def evaluate_checkpoint(
         "tta": tta or "none",
         "precision": precision_name(amp_dtype),
     }
+    if meta.get("convention"):  # a foreign checkpoint: how it was read
+        results["convention"] = meta["convention"]
     pngs = []
     for split in splits:
         x = getattr(ds, f"{split}_x", None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,16 +59,21 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, *, init: bool
 
 
 def load_init(model: nn.Module, path: str, *, download: bool = False) -> None:
-    """Load pretrained weights (reslab run/checkpoint or torchvision state dict; ``"torchvision"``:
-    torchvision's ImageNet weights for the model from the torch.hub cache, fetched only if ``download``).
+    """Load pretrained weights (reslab run/checkpoint or a state dict, akamaster's CIFAR ResNets converted;
+    ``"torchvision"`` / ``"akamaster"``: their published weights for the model from the torch.hub cache,
+    fetched only if ``download``).
     A classifier of another size is loaded at the checkpoint's size and then replaced by the caller
     (``num_classes``)."""
-    from reslab.models.weights import load_pretrained, read_state_dict, resolve_checkpoint
+    from reslab.models.weights import load_checkpoint, read_state_dict, resolve_checkpoint
 
     if path == "torchvision":
         from reslab.models.hub import torchvision_weights
 
         file = torchvision_weights(model.model_name, download=download)  # type: ignore[attr-defined]
+    elif path == "akamaster":
+        from reslab.models.convert import akamaster_weights
+
+        file = akamaster_weights(model.model_name, download=download)  # type: ignore[attr-defined]
     else:
         file = resolve_checkpoint(path)
     cls_name = classifier_name(model)
@@ -75,7 +81,9 @@ def load_init(model: nn.Module, path: str, *, download: bool = False) -> None:
         w = read_state_dict(file).get(f"{cls_name}.weight")
         if w is not None and w.ndim == 2 and w.shape[0] != model.num_classes:  # type: ignore[attr-defined]
             model.reset_classifier(int(w.shape[0]))  # type: ignore[operator]
-    load_pretrained(model, file)
+    convention = load_checkpoint(model, file)
+    if convention.name != "reslab":  # a foreign file: say what was recognized or assumed (one line)
+        print(f"--init-from {file}: {convention.note}", file=sys.stderr)
 
 
 def classifier_name(model: nn.Module) -> str | None:
