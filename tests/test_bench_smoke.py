@@ -156,3 +156,29 @@ def test_checkpoint_cost_measures_resnet20(tmp_path):
     assert row["params"] == 269_722  # ResNet-20 as in the paper
     assert 0 < row["hash_share_of_save"] < 1 and 0 < row["verify_share_of_read"] < 1
     assert row["bytes"]["state"] > 2 * row["bytes"]["weights"]  # weights + momentum in the state
+
+
+def _fmnist_installed() -> bool:
+    from reslab.data import find_dataset
+
+    return find_dataset("fashion-mnist") is not None
+
+
+@pytest.mark.skipif(not _fmnist_installed(), reason="Fashion-MNIST not installed (make data)")
+def test_train_throughput_quick_reports_every_column(tmp_path):
+    """bench/train_throughput.py --quick on ResNet-20 with --rss: (a), (a2), (b), (c), the ratios and the
+    peak memory of both precisions, written as JSON."""
+    out = tmp_path / "t.json"
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--quick", "--models", "resnet20",
+         "--threads", "1", "--rss", "--out", str(out)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(out.read_text())
+    row = r["models"]["resnet20"]
+    assert all(row[k] > 0 for k in ("ceiling", "best_ceiling", "reslab", "conventional"))
+    assert row["reslab_over_best_ceiling"] == pytest.approx(row["reslab"] / row["best_ceiling"])
+    assert r["precision_b"] in ("fp32", "bf16") and isinstance(r["native_bf16"], bool)
+    rss = r["peak_rss_mib"]
+    assert rss["fp32"]["peak"] >= rss["fp32"]["before_steps"] > 50  # torch alone is tens of MiB
