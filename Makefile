@@ -30,7 +30,7 @@ lint: install
 	$(VENV)/bin/ruff format --check src tests bench
 
 test: install data lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 demo: install data
 	$(VENV)/bin/reslab train --recipe fashion_mnist_demo --model resnet20

@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best of each is kept")
     p.add_argument("--quick", action="store_true", help="short run: 12 timed iterations after 4")
     p.add_argument("--compile", action="store_true", help="(a2) compiled with torch.compile")
-    p.add_argument("--rss", action="store_true", help="peak memory of ResNet-56 steps, fp32 vs bf16")
+    p.add_argument("--rss", action="store_true", help="peak memory of training steps, fp32 vs bf16")
+    p.add_argument("--rss-model", default="resnet56", help="the model --rss measures (default resnet56)")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.quick:
@@ -295,10 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     print("images/s; targets (issue 12): b/a >= 1.5 (native bf16 only), b/a2 >= 0.9, b/c >= 1.8")
     if args.rss:
         threads = torch.get_num_threads()
-        results["peak_rss_mib"] = {p: peak_rss_mib("resnet56", p, threads) for p in ("fp32", "bf16")}
+        results["rss_model"] = args.rss_model
+        results["peak_rss_mib"] = {p: peak_rss_mib(args.rss_model, p, threads) for p in ("fp32", "bf16")}
         for p, m in results["peak_rss_mib"].items():
             print(
-                f"ResNet-56 {p}: peak RSS {m['peak']:.0f} MiB ({m['before_steps']:.0f} MiB before the first step)"
+                f"{args.rss_model} {p}: peak RSS {m['peak']:.0f} MiB "
+                f"({m['before_steps']:.0f} MiB before the first step)"
             )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

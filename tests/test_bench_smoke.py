@@ -171,7 +171,7 @@ def test_train_throughput_quick_reports_every_column(tmp_path):
     out = tmp_path / "t.json"
     p = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--quick", "--models", "resnet20",
-         "--threads", "1", "--rss", "--out", str(out)],
+         "--threads", "1", "--rss", "--rss-model", "resnet20", "--out", str(out)],
         capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
