@@ -99,8 +99,11 @@ def _draw_curves(ax, groups: list[Group], colour_by: str) -> list[float]:
     for g in sorted(groups, key=lambda g: (g.depth, g.variant)):
         colour = DEPTH_COLOURS.get(g.depth) if colour_by == "depth" else VARIANT_COLOURS.get(g.variant)
         name = f"{g.depth}-layer" if colour_by == "depth" else g.label
-        if g.n > 1:
-            name += f" ({g.n} seeds)"
+        drawn = sum(
+            1 for r in g.runs if column(r.metrics, "val_error" if r.eval_split == "val" else "test_error")[0]
+        )
+        if g.n > 1:  # say how many seeds the curve holds when some have not been evaluated yet
+            name += f" ({g.n} seeds)" if drawn == g.n else f" ({drawn} of {g.n} seeds)"
         tx, ty, tlo, thi = train_curve(g)
         sx, sy, slo, shi = test_curve(g)
         if tx:
@@ -166,7 +169,8 @@ def plot_family_panels(groups: list[Group], path: Path, title: str) -> Path:
     """One panel per family (plain, highway, ResNet), one colour per depth: the paper's Fig. 6."""
     plt = _plt()
     families = [f for f in FAMILY_ORDER if any(g.family == f for g in groups)]
-    fig, axes = plt.subplots(1, len(families), figsize=(5.2 * len(families), 4.2), sharey=True, squeeze=False)
+    width = max(5.2 * len(families), 8.0)  # one panel: wide enough for the title
+    fig, axes = plt.subplots(1, len(families), figsize=(width, 4.2), sharey=True, squeeze=False)
     allv: list[float] = []
     for ax, fam in zip(axes[0], families):
         allv += _draw_curves(ax, [g for g in groups if g.family == fam], "depth")
