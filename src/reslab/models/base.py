@@ -107,3 +107,23 @@ def set_drop_path(blocks: list[ResidualUnit], rate: float) -> None:
     n = len(blocks)
     for i, b in enumerate(blocks):
         b.drop_prob = rate * (i + 1) / n if n else 0.0
+
+
+class ClassifierHead:
+    """``get_classifier`` / ``reset_classifier`` for a network whose last layer is the module named
+    ``classifier_attr`` (``fc`` as in torchvision's ResNets; DenseNet's is ``classifier``)."""
+
+    classifier_attr = "fc"
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.classifier_attr)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh classifier for ``num_classes`` outputs (0: none, the model returns features)."""
+        old = self.get_classifier()
+        w = old.weight if isinstance(old, nn.Linear) else next(self.parameters())  # type: ignore[attr-defined]
+        head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()  # type: ignore[attr-defined]
+        setattr(self, self.classifier_attr, head.to(device=w.device, dtype=w.dtype))
+        self.num_classes = num_classes
+        if getattr(self, "model_kwargs", None):
+            self.model_kwargs["num_classes"] = num_classes  # type: ignore[attr-defined]

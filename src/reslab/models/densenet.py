@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.errors import ConfigError
-from reslab.models.base import ResidualUnit, drop_path, set_drop_path
+from reslab.models.base import ClassifierHead, ResidualUnit, drop_path, set_drop_path
 from reslab.models.blocks import conv1x1, conv3x3, torchvision_names
 from reslab.models.registry import register_model
 from reslab.models.zoo import _conv_macs
@@ -86,10 +86,12 @@ def transition(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class DenseNet(nn.Module):
+class DenseNet(ClassifierHead, nn.Module):
     """``features`` (stem, ``denseblock{i}`` with ``transition{i}`` between them, ``norm5``), ReLU, global
     average pooling and ``classifier``: torchvision's layout. The stages are the dense blocks; the
     transitions belong to no stage (``--freeze features.denseblock1`` leaves ``transition1`` trainable)."""
+
+    classifier_attr = "classifier"
 
     def __init__(
         self,
@@ -195,18 +197,6 @@ class DenseNet(nn.Module):
         if isinstance(self.classifier, nn.Linear):
             macs += self.classifier.in_features * self.classifier.out_features
         return macs
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh ``classifier`` for ``num_classes`` outputs (0: none, the model returns features)."""
-        w = self.classifier.weight if isinstance(self.classifier, nn.Linear) else next(self.parameters())
-        head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.classifier = head.to(device=w.device, dtype=w.dtype)
-        self.num_classes = num_classes
-        if self.model_kwargs:
-            self.model_kwargs["num_classes"] = num_classes
 
 
 def cifar_densenet_bc(depth: int, growth: int, **kw: Any) -> DenseNet:

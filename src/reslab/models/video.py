@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from reslab.errors import ConfigError
-from reslab.models.base import ResidualUnit, set_drop_path
+from reslab.models.base import ClassifierHead, ResidualUnit, set_drop_path
 from reslab.models.blocks import make_shortcut, torchvision_names
 from reslab.models.registry import register_model
 
@@ -166,7 +166,7 @@ def video_stem(kind: str, in_chans: int, width: int = 64) -> nn.Sequential:
     raise ConfigError(f"stem must be one of {', '.join(STEMS)}, got {kind!r}")
 
 
-class VideoResNet(nn.Module):
+class VideoResNet(ClassifierHead, nn.Module):
     """``stem``, stages ``layer1..4`` of residual units (``width`` x (1, 2, 4, 8) x expansion channels, width
     64 in the papers; the first
     unit of stages 2-4 halves time and space, or space only for ``"2d"`` convolutions), global average
@@ -250,18 +250,6 @@ class VideoResNet(nn.Module):
         if x.ndim != 5:
             raise ConfigError(f"video models take clips (N, C, T, H, W), got shape {tuple(x.shape)}")
         return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh ``fc`` for ``num_classes`` outputs (0: no classifier, the model returns features)."""
-        w = self.fc.weight if isinstance(self.fc, nn.Linear) else next(self.parameters())
-        fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.fc = fc.to(device=w.device, dtype=w.dtype)
-        self.num_classes = num_classes
-        if self.model_kwargs:
-            self.model_kwargs["num_classes"] = num_classes
 
 
 # ------------------------------------------------------------------------------------------ the models

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from reslab.errors import ConfigError
-from reslab.models.base import ResidualUnit, set_drop_path
+from reslab.models.base import ClassifierHead, ResidualUnit, set_drop_path
 from reslab.models.blocks import (
     BasicUnit,
     Bottleneck,
@@ -35,7 +35,7 @@ from reslab.models.blocks import (
 from reslab.models.registry import register_model
 
 
-class ResNet(nn.Module):
+class ResNet(ClassifierHead, nn.Module):
     """A stem, stages ``layer1..layerN`` of residual units, global average pooling and ``fc``.
 
     ``stem="cifar"``: conv3x3 (+ BN-ReLU) at full resolution (He et al. 2016, Sec. 4.2);
@@ -164,18 +164,6 @@ class ResNet(nn.Module):
         if isinstance(self.fc, nn.Linear):
             macs += self.fc.in_features * self.fc.out_features
         return macs
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh ``fc`` for ``num_classes`` outputs (0: no classifier, the model returns features)."""
-        w = self.fc.weight if isinstance(self.fc, nn.Linear) else next(self.parameters())
-        fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.fc = fc.to(device=w.device, dtype=w.dtype)
-        self.num_classes = num_classes
-        if self.model_kwargs:
-            self.model_kwargs["num_classes"] = num_classes
 
 
 def _conv_macs(conv: nn.Conv2d, size: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
