@@ -509,3 +509,15 @@ def test_path_summary_flips_at_one_binomial_standard_deviation():
 
     assert "shorter than the typical path" in explain([res(0.45)])  # Veit et al.: short effective paths
     assert "within one standard deviation of the typical path length" in explain([res(1.0)])
+
+
+def test_cli_offers_exactly_the_analyses_run_analysis_runs():
+    from reslab.analysis.command import ANALYSES, AnalysisRequest, run_analysis
+    from reslab.cli import build_parser
+    from reslab.errors import ConfigError
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    choices = next(a for a in sub.choices["analyze"]._actions if a.dest == "analysis").choices
+    assert tuple(choices) == ANALYSES
+    with pytest.raises(ConfigError, match="unknown analysis 'spectra'"):
+        run_analysis(AnalysisRequest("spectra"))

@@ -177,12 +177,13 @@ def test_cli_resume_may_change_exactly_the_resume_keys(tmp_path, capsys):
 
 
 def test_train_flags_and_help_come_from_the_config_fields():
-    from reslab.cli import _TRAIN_GROUPS, build_parser
+    from reslab.cli import build_parser
+    from reslab.cli.train import TRAIN_GROUPS
     from reslab.train.config import config_fields
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
     by_dest = {a.dest: a for a in sub._actions}
-    names = [f for ns in _TRAIN_GROUPS.values() for n in ns for f in (n if isinstance(n, tuple) else (n,))]
+    names = [f for ns in TRAIN_GROUPS.values() for n in ns for f in (n if isinstance(n, tuple) else (n,))]
     for name in names:
         assert by_dest[name].help == config_fields()[name].metadata["help"], name
         assert by_dest[name].option_strings == ["--" + name.replace("_", "-")]

@@ -1,9 +1,11 @@
-"""``reslab analyze NAME``: resolve the targets, run one analysis, print where the outputs went."""
+"""``reslab analyze NAME`` as a typed call: an :class:`AnalysisRequest` (what the command line or a script
+asks for) -> :func:`run_analysis` resolves the targets, runs the one analysis and returns the folder of its
+outputs (figure, raw numbers, ``summary.md``)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from reslab.errors import ConfigError
@@ -16,10 +18,47 @@ DEFAULT_BATCH = {"gradients": 128, "paths": 128, "responses": 256, "lesion": 256
 DEFAULT_SAMPLES["ode"], DEFAULT_BATCH["ode"] = None, 128
 
 
-def run(args: argparse.Namespace) -> int:
+ANALYSES = ("gradients", "responses", "lesion", "paths", "landscape", "ode")
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """One analysis of some networks. ``targets``: run directories or checkpoints; ``model``: zoo names
+    (with ``init``: freshly initialized); ``None`` values take the analysis's defaults (``DEFAULT_BATCH``,
+    ``DEFAULT_SAMPLES``, a checkpoint's own data set, ``analysis/<name>-<time>``). The remaining fields
+    belong to one analysis each: ``bn``/``bn_mode``/``path_samples`` (gradients, paths, ode),
+    ``lesion_samples``/``max_k`` (lesion), ``mode``/``resolution``/``span`` (landscape)."""
+
+    analysis: str
+    targets: tuple[str, ...] = ()
+    model: tuple[str, ...] = ()
+    init: bool = False
+    dataset: str | None = None
+    data_dir: str | None = None
+    split: str = "test"
+    batch_size: int | None = None
+    samples: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    quiet: bool = False
+    bn: str | None = None
+    bn_mode: str = "train"
+    path_samples: int = 10
+    lesion_samples: int = 10
+    max_k: int | None = None
+    mode: str = "plane"
+    resolution: int = 21
+    span: float = 1.0
+
+
+def run_analysis(args: AnalysisRequest) -> Path:
+    """Run the analysis ``args`` asks for; returns its output folder."""
     from reslab.analysis.common import prepare_out, resolve_targets, split_names
 
     name = args.analysis
+    if name not in ANALYSES:
+        raise ConfigError(f"unknown analysis {name!r}; choose from {', '.join(ANALYSES)}")
     models = split_names(args.model)
     batch = args.batch_size or DEFAULT_BATCH[name]
     if batch < 1:
@@ -28,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if name in ("gradients", "paths", "ode") and samples is None:
         samples = batch  # one batch is all these analyses use
     targets = resolve_targets(
-        args.targets,
+        list(args.targets),
         models,
         init=args.init,
         dataset=args.dataset,
@@ -89,7 +128,4 @@ def run(args: argparse.Namespace) -> int:
         from reslab.analysis.ode import run_ode
 
         run_ode(targets, out, batch_size=batch, mode=args.bn_mode)
-    else:  # pragma: no cover - argparse restricts the choices
-        raise ConfigError(f"unknown analysis {name!r}")
-    print(f"{name}: wrote {Path(out) / 'summary.md'}")
-    return 0
+    return Path(out)

@@ -1,0 +1,124 @@
+"""``reslab reproduce`` (one of the paper's experiments) and ``reslab plot`` (redraw its figures)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from reslab.experiments.specs import BUDGETS
+
+    p = sub.add_parser(
+        "reproduce",
+        help="re-run one of the paper's experiments (degradation, depth, shortcuts, highway, relatives)",
+        description=(
+            "Train the experiment's networks (a rerun skips finished runs and continues interrupted ones), "
+            "then draw its figure and write report.md beside the paper's numbers. Budgets: smoke (plumbing, "
+            "<1 min), quick (~20 min on 2 CPU cores, shows the effect on Fashion-MNIST), standard (5 epochs per "
+            "network, several seeds: hours on a CPU, decides what the quick budget cannot), paper (the paper's "
+            "64k-iteration schedule; a GPU job)."
+        ),
+    )
+    p.add_argument(
+        "name", choices=("degradation", "depth", "shortcuts", "highway", "relatives"), help="the experiment"
+    )
+    p.add_argument(
+        "--dataset",
+        default="fashion-mnist",
+        choices=("fashion-mnist", "cifar10", "cifar100", "synthetic"),
+        help="data set (default: fashion-mnist)",
+    )
+    p.add_argument("--budget", default="quick", choices=tuple(BUDGETS), help="default: quick")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="number of seeds (3 -> 0,1,2) or a comma list (default: the budget's, else 1)",
+    )
+    p.add_argument("--depths", default=None, help="comma list of depths (default: the experiment's)")
+    p.add_argument("--out", default=None, help="experiment folder (default: experiments/NAME-DATASET-BUDGET)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs trained at once in worker processes (default: 1 on CPU, several per GPU on CUDA)",
+    )
+    p.add_argument("--data-dir", default=None, help="where the data set lives (default: the usual places)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training config field for every run (repeatable)",
+    )
+    p.add_argument(
+        "--publish",
+        default=None,
+        metavar="DIR",
+        help="committed results (e.g. docs/results/NAME-BUDGET): skip runs finished there with the same "
+        "config, copy each finished run's curves there, write the report there",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan (runs and their state) and stop")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_reproduce)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from reslab.experiments import plan_experiment, run_experiment, run_states
+    from reslab.train.recipe import parse_set
+
+    plan = plan_experiment(
+        args.name,
+        dataset=args.dataset,
+        budget=args.budget,
+        seeds=args.seeds,
+        depths=args.depths,
+        out=args.out,
+        device=args.device,
+        data_dir=args.data_dir,
+        overrides=parse_set(args.overrides),
+    )
+    if args.dry_run:
+        print(f"{plan.experiment} on {plan.dataset}, {plan.budget} budget -> {plan.out}")
+        states = run_states(plan, args.publish)
+        for r in plan.runs:
+            cfg = plan.configs[r.name]
+            print(f"  {r.name:<16} {states[r.name]:<9} {cfg.get('model')} {cfg.get('model_kwargs') or ''}")
+        return 0
+    result = run_experiment(plan, jobs=args.jobs, progress=not args.quiet, publish=args.publish)
+    print(f"report: {result['report']}")
+    for fig in result.get("figures", []):
+        print(f"figure: {fig}")
+    for c in result.get("claims", []):
+        print(f"  [{c.verdict}] {c.claim}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- plot
+
+
+def add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="redraw an experiment's or run's figures from its CSV logs")
+    p.add_argument("path", help="an experiment folder (figures + report.md) or a run directory (curves.png)")
+    p.add_argument(
+        "--publish",
+        default=None,
+        metavar="DIR",
+        help="copy the finished runs' curves to DIR and write the report and figures there (PATH is only read)",
+    )
+    p.set_defaults(func=_cmd_plot)
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from reslab.experiments import publish, redraw
+
+    result = redraw(args.path) if args.publish is None else publish(args.path, args.publish)
+    for fig in result.get("figures", []):
+        print(f"figure: {fig}")
+    if result.get("report"):
+        print(f"report: {result['report']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- analyze

@@ -1,0 +1,147 @@
+"""``reslab train``: its flags are generated from :class:`~reslab.train.config.TrainConfig`'s field
+metadata (a field's help text is written once, beside the field); ``--resume`` follows
+:data:`~reslab.train.config.RESUME_KEYS`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from reslab.errors import ReslabError
+
+# ``reslab train``'s flags: each is a TrainConfig field whose help text lives in the field's metadata;
+# a tuple is a group of mutually exclusive fields.
+TRAIN_GROUPS: dict[str, tuple[str | tuple[str, ...], ...]] = {
+    "what to train": ("model", "dataset", "data_dir", "download", "subset", "val_split"),
+    "budget and optimization": (("epochs", "iterations"), "batch_size", "lr", "weight_decay", "seed"),
+    "machine": ("device", "sync_bn"),
+    "fine-tuning": ("init_from", "freeze", "freeze_backbone", "num_classes", "backbone_lr_scale"),
+}
+
+
+def _add_field_flag(group: argparse._ActionsContainer, name: str) -> None:
+    """``--name-with-dashes`` for TrainConfig field ``name``: help and metavar from its metadata, the
+    argument type from its annotation (values are checked by the config itself, as ``--set`` ones are)."""
+    import typing
+
+    from reslab.train.config import TrainConfig, config_fields
+
+    meta = config_fields()[name].metadata
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kw: dict = {"help": meta["help"], "default": None}
+    if args == [bool]:
+        kw["action"] = "store_true"
+    else:
+        kw["metavar"] = meta.get("metavar")
+        if args in ([int], [float]):
+            kw["type"] = args[0]
+    group.add_argument("--" + name.replace("_", "-"), **kw)
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    from reslab.train.config import RESUME_KEYS
+
+    p = sub.add_parser(
+        "train",
+        help="train a model (the main job); `reslab train` alone runs the fashion_mnist recipe",
+        description=(
+            "Train a model into a run directory (config.yaml, metrics.csv, train_log.csv, summary.json, "
+            "curves.png, checkpoints/). Settings come from a recipe (YAML), then from these flags, then "
+            "from --set key=value. With no arguments: the fashion_mnist recipe on the best device."
+        ),
+    )
+    for title, names in TRAIN_GROUPS.items():
+        g = p.add_argument_group(title)
+        if title == "what to train":
+            g.add_argument("--recipe", default=None, help="recipe name (fashion_mnist [default], fashion_mnist_demo, "
+                           "cifar_paper, imagenet_paper) or a path to a YAML file")  # fmt: skip
+        for name in names:
+            if isinstance(name, tuple):
+                exclusive = g.add_mutually_exclusive_group()
+                for n in name:
+                    _add_field_flag(exclusive, n)
+            else:
+                _add_field_flag(g, name)
+        if title == "budget and optimization":
+            g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="any other config field, value parsed as YAML (repeatable), e.g. --set "
+                           "schedule=cosine --set milestones=[30,60] --set model_kwargs.shortcut=B "
+                           "--set ema_decay=0.999")  # fmt: skip
+    g = p.add_argument_group("run directory")
+    g.add_argument("--out", help="run directory (default: runs/<model>-<dataset>-<time>)")
+    changeable = ", ".join(sorted(RESUME_KEYS))
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
+                   f"with its stored config (only these may change: {changeable})")  # fmt: skip
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    g = p.add_argument_group("output")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_train)
+
+
+def _train_flag_values(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given as flags (``None``: not given)."""
+    names = [n for ns in TRAIN_GROUPS.values() for n in ns]
+    fields = [f for n in names for f in (n if isinstance(n, tuple) else (n,))]
+    return {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reslab.train import DEFAULT_RECIPE, RESUME_KEYS, apply_overrides, load_recipe, parse_set, train
+    from reslab.train.rundir import default_run_dir
+
+    given = _train_flag_values(args)
+    if args.resume:
+        sets = parse_set(args.set)
+        refused = [f"--{k.replace('_', '-')}" for k in given if k not in RESUME_KEYS]
+        refused += [f"--set {k}" for k in sets if k.split(".")[0] not in RESUME_KEYS]
+        refused += ["--recipe"] if args.recipe else []
+        if refused:
+            raise ReslabError(
+                f"--resume continues a run with its stored config; {refused[0]} cannot be changed"
+            )
+        if args.out and Path(args.out) != Path(args.resume):
+            raise ReslabError("--resume RUN_DIR and --out name different directories; give just --resume")
+        run = Path(args.resume)
+        if not (run / "config.yaml").is_file():
+            raise ReslabError(f"--resume: {run} is not a reslab run directory (no config.yaml)")
+        cfg = None
+        if given or sets:
+            from reslab.train.rundir import stored_config
+
+            cfg = stored_config(run)
+            apply_overrides(cfg, given, source="command line")
+            apply_overrides(cfg, sets, source="--set")
+        summary = train(cfg, run, resume=True, overwrite=args.overwrite, progress=not args.quiet)
+    else:
+        cfg = load_recipe(args.recipe or DEFAULT_RECIPE)
+        apply_overrides(cfg, given, source="command line")
+        apply_overrides(cfg, parse_set(args.set), source="--set")
+        cfg.validate()
+        out = Path(args.out) if args.out else default_run_dir(cfg)
+        summary = train(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
+    if not args.quiet and os.environ.get("RANK", "0") in ("", "0"):  # torchrun: rank 0 alone reports
+        _print_train_result(summary)
+    return 0
+
+
+def _print_train_result(summary: dict) -> None:
+    from pathlib import Path
+
+    final = summary.get("final", {})
+    test = final.get("test_error")
+    line = f"done: {summary.get('steps')} iterations in {summary.get('wall_time_s', 0):.0f} s"
+    if test is not None:
+        line += f"; test error {test:.2f}% (accuracy {100 - test:.2f}%)"
+    if final.get("val_error") is not None:
+        line += f"; val error {final['val_error']:.2f}%"
+    print(line)
+    run_dir = summary.get("run_dir")
+    print(f"run:     {run_dir}")
+    print(f"figure:  {summary.get('curves')}")
+    print(f"summary: {Path(run_dir) / 'summary.json'}")
+
+
+# ------------------------------------------------------------------------------------------- eval
