@@ -209,3 +209,27 @@ def test_cli_eval_takes_an_akamaster_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "convention: recognized akamaster" in out and "(16 images)" in out
     assert read_state_dict(path)["linear.weight"].shape == (10, 64)  # the file itself is untouched
+
+
+def test_cli_init_from_an_akamaster_file_with_another_number_of_classes(tmp_path, capsys):
+    """Fine-tuning akamaster's CIFAR-10 weights on a data set with other classes: the classifier size is
+    read from the converted keys (``linear.*`` -> ``fc.*``), the body loads exactly, the head is new."""
+    source, state = akamaster_style(8)
+    path = _save(tmp_path / "resnet8-00000000.th", state)
+    out = tmp_path / "run"
+    argv = [
+        "train", "--model", "resnet", "--set", "model_kwargs.depth=8", "--init-from", str(path),
+        "--num-classes", "100", "--dataset", "synthetic", "--iterations", "1", "--lr", "1e-9",
+        "--batch-size", "8", "--val-split", "0", "--device", "cpu", "--set", "eval_every=0",
+        "--set", "eval_subset=8", "--set", "tensorboard=false", "--set", "threads=1", "--set", "momentum=0",
+        "--set", "weight_decay=0", "--set", "warmup_iters=0", "--set", "milestones=[]", "--quiet",
+        "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "recognized akamaster/pytorch_resnet_cifar10" in capsys.readouterr().err
+    from safetensors.torch import load_file
+
+    trained = load_file(out / "checkpoints" / "last.safetensors")
+    assert trained["fc.weight"].shape == (100, 64)
+    converted = convert.to_reslab(read_state_dict(path), source)[0]
+    assert torch.allclose(trained["conv1.weight"], converted["conv1.weight"], atol=1e-6)

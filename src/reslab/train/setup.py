@@ -64,6 +64,7 @@ def load_init(model: nn.Module, path: str, *, download: bool = False) -> None:
     fetched only if ``download``).
     A classifier of another size is loaded at the checkpoint's size and then replaced by the caller
     (``num_classes``)."""
+    from reslab.models.convert import to_reslab
     from reslab.models.weights import load_checkpoint, read_state_dict, resolve_checkpoint
 
     if path == "torchvision":
@@ -77,8 +78,8 @@ def load_init(model: nn.Module, path: str, *, download: bool = False) -> None:
     else:
         file = resolve_checkpoint(path)
     cls_name = classifier_name(model)
-    if cls_name:
-        w = read_state_dict(file).get(f"{cls_name}.weight")
+    if cls_name:  # the file's classifier size, read in reslab's key names (a foreign file is converted)
+        w = to_reslab(read_state_dict(file), model)[0].get(f"{cls_name}.weight")
         if w is not None and w.ndim == 2 and w.shape[0] != model.num_classes:  # type: ignore[attr-defined]
             model.reset_classifier(int(w.shape[0]))  # type: ignore[operator]
     convention = load_checkpoint(model, file)
