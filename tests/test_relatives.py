@@ -34,6 +34,33 @@ def test_seresnet50_equals_timm():
     assert not any("residual" in k for k in keys)
 
 
+# timm 1.0.31's parameter counts (measured: timm.create_model(name), sum of parameter sizes).
+TIMM_SE_PARAMS = {
+    "seresnet18": 11_779_624,
+    "seresnet34": 21_960_416,
+    "seresnet50": 28_088_024,
+    "seresnet101": 49_326_872,
+    "seresnet152": 66_821_848,
+}
+
+
+@pytest.mark.parametrize("name", list(TIMM_SE_PARAMS))
+def test_seresnet_counts_equal_timms(name):
+    assert params(name) == TIMM_SE_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", ["seresnet18", "seresnet34", "seresnet50"])
+def test_seresnet_loads_timms_state_dict_with_identical_outputs(name):
+    timm = pytest.importorskip("timm", reason="timm (a dev dependency) is not installed")
+    torch.manual_seed(0)
+    theirs = timm.create_model(name).eval()
+    ours = create_model(name).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5, rtol=0)
+
+
 def test_cifar_seresnet_reduction_16():
     # C // 16 hidden units (1, 2, 4 for 16/32/64 channels), per unit 2*C*r + r + C parameters.
     extra = sum(9 * (2 * c * (c // 16) + c // 16 + c) for c in (16, 32, 64))

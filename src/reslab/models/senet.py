@@ -8,8 +8,9 @@ Fig. 3 "SE-ResNet module")::
     y = relu(x + s * F(x))                  # scale the branch, then the unchanged shortcut
 
 W1 and W2 are 1x1 convolutions with biases named ``se.fc1`` / ``se.fc2``, timm's names, so that a unit's
-state dict reads ``layer1.0.se.fc1.weight`` as timm's ``seresnet50`` does (whose count, 28,088,024
-parameters, the tests assert). The SE module sits at the end of ``unit.residual``: a hook on the branch
+state dict reads ``layer1.0.se.fc1.weight`` as timm's do: ``seresnet18/34/50/101/152`` have timm's
+parameter counts (11,779,624 / 21,960,416 / 28,088,024 / 49,326,872 / 66,821,848) and load timm's state
+dicts with ``strict=True`` and identical outputs (tested against timm 1.0.31). The SE module sits at the end of ``unit.residual``: a hook on the branch
 sees the recalibrated F(x), and every analysis and control of :class:`~reslab.models.base.ResidualUnit`
 (lesion, gain, stochastic depth, zero-init of the last BN) works unchanged.
 
