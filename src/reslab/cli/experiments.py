@@ -12,7 +12,8 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
         "reproduce",
         help="re-run one of the paper's experiments (degradation, depth, shortcuts, highway, relatives)",
         description=(
-            "Train the experiment's networks (a rerun skips finished runs and continues interrupted ones), "
+            "Train the experiment's networks (a rerun skips finished runs and continues interrupted ones; a run "
+            "another experiment beside --out or --publish finished with the same config is copied, not retrained), "
             "then draw its figure and write report.md beside the paper's numbers. Budgets: smoke (plumbing, "
             "<1 min), quick (~20 min on 2 CPU cores, shows the effect on Fashion-MNIST), standard (5 epochs per "
             "network, several seeds: hours on a CPU, decides what the quick budget cannot), paper (the paper's "
@@ -66,6 +67,7 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from reslab.experiments import plan_experiment, run_experiment, run_states
+    from reslab.experiments.runner import reusable_runs
     from reslab.train.recipe import parse_set
 
     plan = plan_experiment(
@@ -82,6 +84,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"{plan.experiment} on {plan.dataset}, {plan.budget} budget -> {plan.out}")
         states = run_states(plan, args.publish)
+        for name, source in reusable_runs(plan, states, args.publish).items():
+            states[name] = f"reuse: {source}"
         for r in plan.runs:
             cfg = plan.configs[r.name]
             print(f"  {r.name:<16} {states[r.name]:<9} {cfg.get('model')} {cfg.get('model_kwargs') or ''}")

@@ -197,16 +197,17 @@ def config_mismatch(stored: dict[str, Any], want: dict[str, Any]) -> tuple[str, 
     for key, value in want.items():
         if key in MACHINE_KEYS or key not in stored:
             continue
-        if _norm(stored[key]) != _norm(value):
+        if norm_value(stored[key]) != norm_value(value):
             return key, stored[key], value
     return None
 
 
-def _norm(v: Any) -> Any:
+def norm_value(v: Any) -> Any:
+    """A config value in a form that compares equal across YAML/JSON round trips (1.0 == 1, tuples as lists)."""
     if isinstance(v, (list, tuple)):
-        return [_norm(x) for x in v]
+        return [norm_value(x) for x in v]
     if isinstance(v, dict):
-        return {k: _norm(x) for k, x in sorted(v.items())}
+        return {k: norm_value(x) for k, x in sorted(v.items())}
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v

@@ -38,6 +38,7 @@ from reslab.experiments.plan import Plan, config_mismatch, read_sessions, write_
 from reslab.experiments.publish import publish as publish_folder
 from reslab.experiments.publish import published_run
 from reslab.experiments.report import write_outputs
+from reslab.experiments.reuse import adopt_run, identical_run
 from reslab.experiments.specs import RunSpec
 
 # ------------------------------------------------------------------------------------------ status
@@ -65,6 +66,16 @@ def run_states(plan: Plan, publish: str | os.PathLike | None = None) -> dict[str
             if states[r.name] != "done" and published_run(plan, r, publish):
                 states[r.name] = "published"
     return states
+
+
+def reusable_runs(
+    plan: Plan, states: dict[str, str], publish: str | os.PathLike | None = None
+) -> dict[str, Path]:
+    """The runs not done here that another experiment finished with the same training config
+    (:mod:`reslab.experiments.reuse`): run name -> that run's folder."""
+    roots = [plan.out.parent] + ([Path(publish).parent] if publish is not None else [])
+    found = {r.name: identical_run(plan, r, roots) for r in plan.runs if states[r.name] in ("new", "partial")}
+    return {name: path for name, path in found.items() if path is not None}
 
 
 def _check_compatible(plan: Plan, run: RunSpec) -> None:
@@ -155,8 +166,11 @@ def run_experiment(
     finished with the same config is skipped; each run that finishes here is copied there at once, and
     the report and figures are written there too at the end.
 
-    Returns ``{"trained": [...], "skipped": [...], "resumed": [...], "published": [...], "wall_s": float,
-    "out": Path}``.
+    A run another experiment finished with the same training config (a sibling of ``out`` or of
+    ``publish``) is copied instead of trained again (:mod:`reslab.experiments.reuse`).
+
+    Returns ``{"trained": [...], "skipped": [...], "resumed": [...], "published": [...], "reused": {run:
+    source}, "wall_s": float, "out": Path}``.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     out = plan.out
@@ -190,6 +204,22 @@ def run_experiment(
         except Exception as e:  # the final publish below raises it if it persists
             log(f"publishing {run.name} to {publish} failed ({type(e).__name__}: {e}); retried at the end")
 
+    roots = [out.parent] + ([Path(publish).parent] if publish is not None else [])  # see reusable_runs
+    reused: dict[str, str] = {}
+
+    def reuse(run: RunSpec) -> bool:
+        """Take ``run`` from another experiment that finished the same training (:mod:`.reuse`)."""
+        source = identical_run(plan, run, roots)
+        if source is None:
+            return False
+        adopt_run(source, plan.run_dir(run))
+        reused[run.name] = str(source)
+        log(f"reusing {run.name}: the same training finished in {source}")
+        on_done(run)
+        return True
+
+    pending = [r for r in pending if not reuse(r)]
+    skipped += list(reused)
     resumed = [r.name for r in pending if statuses[r.name] == "partial"]
     # Deepest (slowest) first: the sweep ends sooner when runs train concurrently.
     pending.sort(key=lambda r: (-r.depth, plan.runs.index(r)))
@@ -207,6 +237,8 @@ def run_experiment(
     try:
         if n_jobs <= 1:
             for i, run in enumerate(pending, 1):
+                if reuse(run):  # another sweep finished the same training meanwhile
+                    continue
                 verb = "continuing" if statuses[run.name] == "partial" else "training"
                 log(f"[{i}/{len(pending)}] {verb} {run.name}")
                 try:
@@ -222,12 +254,16 @@ def run_experiment(
         status = "finished"
     finally:
         wall = time.time() - started
-        session.update(wall_s=round(wall, 2), trained=[r.name for r in pending], status=status)
+        trained = [r.name for r in pending if r.name not in reused]
+        session.update(wall_s=round(wall, 2), trained=trained, status=status)
+        if reused:
+            session["reused"] = reused
         if failed:
             session["failed"] = failed
         write_plan(plan, [*sessions, session])
     result: dict[str, Any] = {
-        "trained": [r.name for r in pending if r.name not in failed],
+        "trained": [r.name for r in pending if r.name not in failed and r.name not in reused],
+        "reused": reused,
         "resumed": resumed,
         "skipped": skipped,
         "published": from_published,
