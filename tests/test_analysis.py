@@ -31,7 +31,7 @@ from reslab.analysis.common import read_csv
 from reslab.analysis.landscape import compute_landscape
 from reslab.analysis.paths import _path_grad
 from reslab.cli import main
-from reslab.models.registry import create_model
+from reslab.models import create_model
 
 
 @pytest.fixture(autouse=True, scope="module")

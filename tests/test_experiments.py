@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from _import_graph import find_cycle, import_graph
 from reslab.cli import main
 from reslab.errors import ConfigError, ReslabError
 from reslab.experiments import plan_experiment, redraw, run_experiment, run_status
@@ -456,28 +457,8 @@ def test_publish_then_a_fresh_machine_continues(tmp_path: Path) -> None:
 
 def test_experiments_package_has_no_import_cycle() -> None:
     """Dependencies point one way, lazy imports included (STYLE.md habit 14)."""
-    import ast
-
-    import reslab.experiments as pkg
-
-    root = Path(pkg.__file__).parent
-    edges: dict[str, set[str]] = {}
-    for f in root.glob("*.py"):
-        mods = set()
-        for node in ast.walk(ast.parse(f.read_text())):
-            if (
-                isinstance(node, ast.ImportFrom)
-                and node.module
-                and node.module.startswith("reslab.experiments.")
-            ):
-                mods.add(node.module.rsplit(".", 1)[1])
-        edges[f.stem] = mods - {f.stem}
-
-    def reaches(a: str, b: str, seen: set[str]) -> bool:
-        return any(n == b or (n not in seen and reaches(n, b, seen | {n})) for n in edges.get(a, ()))
-
-    cyclic = [m for m in edges if m != "__init__" and reaches(m, m, {m})]
-    assert not cyclic, cyclic
+    graph = import_graph("reslab.experiments")
+    assert find_cycle(graph) is None, find_cycle(graph)
     from reslab.experiments import plan, runner
     from reslab.train.config import MACHINE_KEYS
 
