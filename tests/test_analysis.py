@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from reslab.analysis import (
-    delete_blocks,
+    deleted_blocks,
     evaluate,
     filter_normalize,
     gradient_profile,
@@ -154,7 +154,7 @@ def test_deleting_a_block_changes_the_output_only_through_it(tiny_data):
     x = tiny_data.x[:8]
     full, out_full = _unit_io(m, x)
     k = 4
-    with delete_blocks(m, [k]):
+    with deleted_blocks(m, [k]):
         les, out_les = _unit_io(m, x)
         assert m.blocks[k].deleted
     assert not m.blocks[k].deleted  # restored
@@ -167,7 +167,7 @@ def test_deleting_a_block_changes_the_output_only_through_it(tiny_data):
 def test_deleting_every_block_leaves_stem_shortcuts_head(tiny_data):
     m = _model("resnet20")
     x = tiny_data.x[:8]
-    with delete_blocks(m, range(len(m.blocks))), torch.no_grad():
+    with deleted_blocks(m, range(len(m.blocks))), torch.no_grad():
         got = m(x)
         h = torch.relu(m.bn1(m.conv1(x)))  # the CIFAR stem
         for b in m.blocks:
