@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from reslab._io import torch_load, write_bytes
-from reslab.errors import CheckpointError, ConfigError
+from reslab.errors import CheckpointError, ConfigError, first_line
 from reslab.manifest import verify_file
 from reslab.models.convert import Convention, foreign_architecture, to_reslab
 from reslab.models.registry import get_entry
@@ -107,8 +107,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _unreadable(path: Path, e: Exception) -> CheckpointError:
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-    return CheckpointError(f"cannot read {path}: corrupt or truncated safetensors file ({first})")
+    return CheckpointError(
+        f"cannot read {path}: corrupt or truncated safetensors file ({first_line(e, 160)})"
+    )
 
 
 def _decode(meta: dict[str, str]) -> dict[str, Any]:
