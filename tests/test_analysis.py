@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from reslab.analysis import (
-    delete_blocks,
+    deleted_blocks,
     evaluate,
     filter_normalize,
     gradient_profile,
@@ -31,7 +31,7 @@ from reslab.analysis.common import read_csv
 from reslab.analysis.landscape import compute_landscape
 from reslab.analysis.paths import _path_grad
 from reslab.cli import main
-from reslab.models.registry import create_model
+from reslab.models import create_model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -154,7 +154,7 @@ def test_deleting_a_block_changes_the_output_only_through_it(tiny_data):
     x = tiny_data.x[:8]
     full, out_full = _unit_io(m, x)
     k = 4
-    with delete_blocks(m, [k]):
+    with deleted_blocks(m, [k]):
         les, out_les = _unit_io(m, x)
         assert m.blocks[k].deleted
     assert not m.blocks[k].deleted  # restored
@@ -167,7 +167,7 @@ def test_deleting_a_block_changes_the_output_only_through_it(tiny_data):
 def test_deleting_every_block_leaves_stem_shortcuts_head(tiny_data):
     m = _model("resnet20")
     x = tiny_data.x[:8]
-    with delete_blocks(m, range(len(m.blocks))), torch.no_grad():
+    with deleted_blocks(m, range(len(m.blocks))), torch.no_grad():
         got = m(x)
         h = torch.relu(m.bn1(m.conv1(x)))  # the CIFAR stem
         for b in m.blocks:
@@ -272,9 +272,95 @@ def test_cli_end_to_end(tmp_path, name, files, extra):
     assert rc == 0
     for f in [*files, "summary.md"]:
         assert (out / f).stat().st_size > 0, f
+        if f.endswith(".png"):
+            assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
     rows = _finite_csv(out / files[0])
     assert {r["target"] for r in rows} >= {"resnet20", "plain20"}
-    assert "What the numbers show" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "What the numbers show" in summary
+    assert all(f"`{t}`" in summary for t in ("resnet20", "plain20")) and all(
+        f"`{f}`" in summary for f in files
+    )
+    units = {t: len(_model(t).blocks) for t in ("resnet20", "plain20")}
+    assert units == {"resnet20": 9, "plain20": 9}  # 3 stages of (20 - 2) / 6 units
+    _CONTENTS[name](out, units)
+
+
+def _rows_of(rows, target, **match):
+    return [r for r in rows if r["target"] == target and all(r[k] == v for k, v in match.items())]
+
+
+def _check_gradients(out, units):
+    grads, ratios = _finite_csv(out / "gradients.csv"), _finite_csv(out / "ratios.csv")
+    assert sorted(r["target"] for r in ratios) == sorted(f"{t}{bn}" for t in units for bn in ("", " (no BN)"))
+    for r in ratios:
+        n = units[r["target"].removesuffix(" (no BN)")]
+        mine = _rows_of(grads, r["target"])
+        assert [int(g["block"]) for g in mine] == list(range(n)) and int(r["blocks"]) == n
+        assert r["batchnorm"] == str(not r["target"].endswith("(no BN)"))
+        norms = [float(g["input_grad_norm"]) for g in mine]
+        shares = [float(g["shortcut_share"]) for g in mine]
+        assert min(norms) > 0 and all(0 <= s <= 1 for s in shares)
+        # the summary row is computed from the per-unit rows: first/last, its geometric mean per unit
+        ratio = float(r["first_over_last"])
+        assert ratio == pytest.approx(norms[0] / norms[-1], rel=1e-6)
+        assert float(r["per_block_factor"]) == pytest.approx(ratio ** (1 / (n - 1)), rel=1e-6)
+        assert float(r["mean_shortcut_share"]) == pytest.approx(sum(shares) / n, rel=1e-6)
+        if r["target"].startswith("plain"):  # no shortcut in the forward pass: no gradient through one
+            assert max(shares) == 0
+
+
+def _check_responses(out, units):
+    rows = _finite_csv(out / "responses.csv")
+    for t, n in units.items():
+        mine = _rows_of(rows, t)
+        assert [int(r["block"]) for r in mine] == list(range(n))
+        assert all(float(r["std"]) > 0 and float(r["channel_std"]) >= 0 for r in mine)
+        by_std = sorted(mine, key=lambda r: -float(r["std"]))
+        assert [int(r["rank"]) for r in by_std] == list(range(n))  # rank 0: the strongest response
+
+
+def _check_lesion(out, units, max_k=3):
+    rows = _finite_csv(out / "lesion.csv")
+    assert all(0 <= float(r["error"]) <= 100 and float(r["error_std"]) >= 0 for r in rows)
+    for t, n in units.items():
+        assert [r["k"] for r in _rows_of(rows, t, lesion="none")] == ["0"]
+        assert [(int(r["index"]), r["k"]) for r in _rows_of(rows, t, lesion="delete")] == [
+            (i, "1") for i in range(n)
+        ]
+        assert [int(r["k"]) for r in _rows_of(rows, t, lesion="delete_random")] == list(range(1, max_k + 1))
+        # adjacent pairs (i, i + 1) that keep the shape: neither is a stage's first, down-sampling unit
+        down = {n // 3, 2 * n // 3}
+        swaps = [i for i in range(n - 1) if not {i, i + 1} & down]
+        assert [(int(r["index"]), r["k"]) for r in _rows_of(rows, t, lesion="swap")] == [
+            (i, "2") for i in swaps
+        ]
+        assert len(_rows_of(rows, t)) == 1 + n + max_k + len(swaps)
+
+
+def _check_paths(out, units):
+    rows = _finite_csv(out / "paths.csv")
+    for t, n in units.items():
+        mine = _rows_of(rows, t)
+        assert [int(r["k"]) for r in mine] == list(range(n + 1)) and {r["n"] for r in mine} == {str(n)}
+        for r in mine:
+            k, mean = int(r["k"]), float(r["grad_norm_mean"])
+            exact = Fraction(math.comb(n, k), 2**n)
+            assert int(r["paths"]) == math.comb(n, k) and Fraction(r["probability_exact"]) == exact
+            assert float(r["probability"]) == pytest.approx(float(exact))
+            assert mean >= 0 and float(r["grad_norm_std"]) >= 0
+            assert float(r["total_grad"]) == pytest.approx(float(exact) * mean)
+            if t.startswith("plain") and k < n:  # a path that skips a plain unit does not exist
+                assert mean == 0
+        assert sum(float(r["probability"]) for r in mine) == pytest.approx(1.0)
+
+
+_CONTENTS = {
+    "gradients": _check_gradients,
+    "responses": _check_responses,
+    "lesion": _check_lesion,
+    "paths": _check_paths,
+}
 
 
 def test_cli_landscape_end_to_end_and_resume(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from reslab.cli import main
-from reslab.models.registry import create_model
+from reslab.models import create_model
 
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402

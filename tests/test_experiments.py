@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from _import_graph import find_cycle, import_graph
 from reslab.cli import main
 from reslab.errors import ConfigError, ReslabError
 from reslab.experiments import plan_experiment, redraw, run_experiment, run_status
@@ -236,7 +237,35 @@ def test_reproduce_smoke_end_to_end(name: str, tmp_path: Path, capsys: pytest.Ca
     assert rc == 0
     rows = _check_outputs(out, name)
     assert all(r["finished"] == "1" for r in rows)
-    assert "report:" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert f"report: {out / 'report.md'}" in stdout
+    _check_smoke_runs(out, rows, stdout)
+
+
+def _check_smoke_runs(out: Path, rows: list[dict[str, str]], stdout: str) -> None:
+    """What a finished sweep promises beyond its tables: every planned run trained to its last step, with
+    the registry's parameter count, a checkpoint that names its model, and curves; every claim printed
+    with the verdict the report gives it."""
+    from reslab.models import count_params_and_macs
+    from reslab.models.weights import read_metadata
+
+    plan = json.loads((out / "experiment.json").read_text())
+    planned = {r["name"]: r for r in plan["runs"]}
+    assert sorted(r["run"] for r in rows) == sorted(planned)
+    assert sorted(plan["sessions"][-1]["trained"]) == sorted(planned)
+    assert f"{len(planned)} runs, {len(planned)} finished" in (out / "report.md").read_text()
+    for r in rows:
+        spec, run_dir = planned[r["run"]], out / "runs" / r["run"]
+        assert int(r["steps"]) == plan["configs"][r["run"]]["iterations"]
+        assert int(r["params"]) == count_params_and_macs(spec["model"], **spec["model_kwargs"])[0]
+        meta = read_metadata(run_dir)
+        assert meta["model"] == spec["model"] and spec["model_kwargs"].items() <= meta["model_kwargs"].items()
+        assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    claims = re.findall(r"^  \[([a-z ]+)\] (.+)$", stdout, re.MULTILINE)
+    assert claims and len(claims) == len(re.findall(r"^- \*\*.+\*\* — [A-Z ]+:", report, re.MULTILINE))
+    for verdict, claim in claims:
+        assert f"- **{claim}** — {verdict.upper()}:" in report
 
 
 @pytest.mark.slow
@@ -456,28 +485,8 @@ def test_publish_then_a_fresh_machine_continues(tmp_path: Path) -> None:
 
 def test_experiments_package_has_no_import_cycle() -> None:
     """Dependencies point one way, lazy imports included (STYLE.md habit 14)."""
-    import ast
-
-    import reslab.experiments as pkg
-
-    root = Path(pkg.__file__).parent
-    edges: dict[str, set[str]] = {}
-    for f in root.glob("*.py"):
-        mods = set()
-        for node in ast.walk(ast.parse(f.read_text())):
-            if (
-                isinstance(node, ast.ImportFrom)
-                and node.module
-                and node.module.startswith("reslab.experiments.")
-            ):
-                mods.add(node.module.rsplit(".", 1)[1])
-        edges[f.stem] = mods - {f.stem}
-
-    def reaches(a: str, b: str, seen: set[str]) -> bool:
-        return any(n == b or (n not in seen and reaches(n, b, seen | {n})) for n in edges.get(a, ()))
-
-    cyclic = [m for m in edges if m != "__init__" and reaches(m, m, {m})]
-    assert not cyclic, cyclic
+    graph = import_graph("reslab.experiments")
+    assert find_cycle(graph) is None, find_cycle(graph)
     from reslab.experiments import plan, runner
     from reslab.train.config import MACHINE_KEYS
 

@@ -17,9 +17,17 @@ import torchvision
 from torch import nn
 
 import reslab
+from _import_graph import find_cycle, import_graph
 from reslab.cli import main
 from reslab.errors import CheckpointError, ConfigError
-from reslab.models import count_params_and_macs, create_model, deleted_blocks, list_models, model_info
+from reslab.models import (
+    count_params_and_macs,
+    create_model,
+    deleted_blocks,
+    get_entry,
+    list_models,
+    model_info,
+)
 from reslab.models.base import ResidualUnit
 from reslab.models.registry import flop_counter_macs
 from reslab.models.weights import load_model, load_pretrained, read_metadata, resolve_checkpoint, save_weights
@@ -519,6 +527,20 @@ def test_registry_api_and_errors():
     with pytest.raises(ConfigError, match="resnet20"):
         create_model("resnet20", no_such_option=1)
     assert create_model("resnet", depth=8).blocks.__len__() == 3
+
+
+def test_models_package_import_graph_is_acyclic():
+    """Dependencies inside reslab.models point one way, lazy imports included (STYLE.md habit 14)."""
+    graph = import_graph("reslab.models")
+    assert find_cycle(graph) is None, find_cycle(graph)
+    assert graph["registry"] == set(), "the registry only registers, looks up, builds fresh and counts"
+    assert graph["factory"] >= {"registry", "weights", "hub", "convert"}
+    assert not graph["weights"] & {"factory", "backbones", "dense"}
+    # the zoo modules register on import, from the package's __init__, in the order list_models reports
+    order = ["zoo", "senet", "densenet", "video", "sr"]
+    assert set(order) <= graph["__init__"]
+    modules = [get_entry(n).builder.__module__.rsplit(".", 1)[1] for n in list_models()]
+    assert modules == sorted(modules, key=order.index)
 
 
 def test_cli_models(capsys):

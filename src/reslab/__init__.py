@@ -10,7 +10,7 @@ from typing import Any
 
 __all__ = ["create_model", "list_models", "model_info"]
 
-_LAZY = {name: "reslab.models.registry" for name in __all__}
+_LAZY = {name: "reslab.models" for name in __all__}
 
 
 def __getattr__(name: str) -> Any:

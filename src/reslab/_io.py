@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from reslab.errors import CheckpointError
+from reslab.errors import CheckpointError, first_line
 
 
 @contextlib.contextmanager
@@ -122,7 +122,8 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu", *, data: byte
         src = io.BytesIO(data) if data is not None else path
         return torch.load(src, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"refusing to load {path}: not a plain-tensor file ({first[:160]})") from None
+        raise CheckpointError(
+            f"refusing to load {path}: not a plain-tensor file ({first_line(e, 160)})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
         raise CheckpointError(f"cannot read {path}: corrupt or truncated ({type(e).__name__})") from None

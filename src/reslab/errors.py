@@ -24,9 +24,10 @@ class CheckpointError(ReslabError):
     """A checkpoint or weight file that is missing, corrupt, unsafe or from another model."""
 
 
-def first_line(e: BaseException, limit: int | None = None, default: str | None = None) -> str:
+def first_line(e: BaseException | str, limit: int | None = None, default: str | None = None) -> str:
     """The first line of ``str(e)`` (at most ``limit`` characters), else ``default`` (or the exception's
-    type name): how a foreign library's error becomes part of a one-line :class:`ReslabError`."""
+    type name): how a foreign library's error (or the reason text it carries, such as a ``URLError``'s
+    ``reason``) becomes part of a one-line :class:`ReslabError`."""
     lines = str(e).strip().splitlines()
     text = lines[0] if lines else (default or type(e).__name__)
     return text[:limit] if limit is not None else text

@@ -28,10 +28,11 @@ from reslab.analysis.common import (
 )
 from reslab.analysis.gradients import GradientProfile, gradient_profile, run_gradients
 from reslab.analysis.landscape import compute_landscape, filter_normalize, random_direction, run_landscape
-from reslab.analysis.lesion import delete_blocks, lesion_study, run_lesion, swapped_blocks
+from reslab.analysis.lesion import lesion_study, run_lesion, swapped_blocks
 from reslab.analysis.ode import ODEProfile, ode_profile, run_ode, weight_smoothness
 from reslab.analysis.paths import path_gradients, path_length_distribution, run_paths
 from reslab.analysis.responses import response_std, run_responses
+from reslab.models.base import deleted_blocks  # the lesion of one unit: it lives with the units
 
 ANALYSES = ("gradients", "responses", "lesion", "paths", "landscape", "ode")
 
@@ -42,7 +43,7 @@ __all__ = [
     "ODEProfile",
     "Target",
     "compute_landscape",
-    "delete_blocks",
+    "deleted_blocks",
     "evaluate",
     "filter_normalize",
     "gradient_profile",

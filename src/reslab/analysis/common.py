@@ -193,7 +193,7 @@ def resolve_targets(
     Fashion-MNIST; fresh models are built for its channels and classes. Each distinct data set and
     normalization is loaded once.
     """
-    from reslab.models.registry import create_model
+    from reslab.models.factory import create_model
 
     if models and not init:
         raise ConfigError(

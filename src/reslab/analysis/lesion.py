@@ -11,7 +11,7 @@ as in Veit et al.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,6 @@ from reslab.analysis.common import (
     write_summary,
 )
 from reslab.models.base import deleted_blocks
-
-
-@contextlib.contextmanager
-def delete_blocks(model: nn.Module, indices: Iterable[int]) -> Iterator[nn.Module]:
-    """Temporarily delete ``model.blocks[i]`` for each ``i`` (see :func:`reslab.models.base.deleted_blocks`)."""
-    with deleted_blocks(model, list(indices)) as m:
-        yield m
 
 
 def _parents(model: nn.Module) -> dict[int, tuple[nn.Module, str]]:
@@ -142,7 +135,7 @@ def lesion_study(
     bar = _bar(steps, label, progress)
     single = np.zeros(n)
     for i in range(n):
-        with delete_blocks(model, [i]):
+        with deleted_blocks(model, [i]):
             single[i] = err()
         bar.update()
     rng = np.random.default_rng(seed)
@@ -152,7 +145,7 @@ def lesion_study(
         errs = []
         for _ in range(samples if k < n else 1):
             idx = rng.choice(n, size=int(k), replace=False)
-            with delete_blocks(model, idx.tolist()):
+            with deleted_blocks(model, idx.tolist()):
                 errs.append(err())
             bar.update()
         if k == n:

@@ -26,7 +26,7 @@ import torch
 
 from reslab.data.cifar import CIFAR10_DIR, CIFAR100_DIR, cifar_files, read_cifar
 from reslab.data.idx import read_idx
-from reslab.errors import ConfigError, DataError
+from reslab.errors import ConfigError, DataError, first_line
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "synthetic")
 ALIASES = {
@@ -231,8 +231,7 @@ def _download(name: str, data_dir: str | os.PathLike | None) -> None:
             cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
             download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise DataError(f"could not download {name} to {root} (offline?): {first}") from None
+        raise DataError(f"could not download {name} to {root} (offline?): {first_line(e, 200)}") from None
 
 
 def _synthetic(

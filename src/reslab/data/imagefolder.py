@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from reslab.errors import DataError
+from reslab.errors import DataError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,9 +72,7 @@ def _folder(root: Path, split: str, transform: Any):
     try:
         return ImageFolder(str(d), transform=transform)
     except (FileNotFoundError, OSError) as e:
-        raise DataError(
-            f"imagefolder {d}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
+        raise DataError(f"imagefolder {d}: {first_line(e)}") from None
 
 
 def make_imagefolder_loaders(

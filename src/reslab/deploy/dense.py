@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from reslab.deploy.export import ExportError, ExportResult, _check_diff, _quiet, _staged
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, first_line
 
 __all__ = ["DenseExportResult", "export_dense_onnx"]
 
@@ -58,17 +58,13 @@ class _Detections(nn.Module):
         return tuple(out[k] for k in self.keys)
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-
-
 def _export_reason(e: BaseException) -> str:
     """The cause inside a ``TorchExportError`` (its "Exception summary" and "Caused by" lines)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     cause = re.search(r"^<class '([\w.]+)'>: (.*)$", text, re.MULTILINE)
     where = re.search(r"^Caused by: (.*)$", text, re.MULTILINE)
     if not cause:
-        return f"{type(e).__name__}: {_first_line(e)}"
+        return f"{type(e).__name__}: {first_line(e, 200)}"
     reason = f"{cause.group(1).rsplit('.', 1)[-1]}: {cause.group(2).strip()[:160]}"
     return reason + (f"; caused by {where.group(1).strip()[:120]}" if where else "")
 
@@ -126,7 +122,7 @@ def _export_segmenter(
             )
     except Exception as e:
         raise ExportError(
-            f"ONNX export of the segmenter failed: {type(e).__name__}: {_first_line(e)}"
+            f"ONNX export of the segmenter failed: {type(e).__name__}: {first_line(e, 200)}"
         ) from None
     sess = _session(tmp)
     g = torch.Generator().manual_seed(0)
@@ -175,7 +171,7 @@ def _export_detector(
                 )
         except Exception as e2:
             raise ExportError(
-                f"ONNX export of the detector failed with both exporters: {type(e2).__name__}: {_first_line(e2)}"
+                f"ONNX export of the detector failed with both exporters: {type(e2).__name__}: {first_line(e2, 200)}"
             ) from None
     sess = _session(tmp)
     diff, count = 0.0, 0

@@ -148,7 +148,8 @@ def resolve_model(model_or_run: str | os.PathLike) -> tuple[nn.Module, dict[str,
 
         model, metadata = load(model_or_run)
         return model, metadata, input_spec(model, metadata).input_size
-    from reslab.models.registry import create_model, get_entry
+    from reslab.models.factory import create_model
+    from reslab.models.registry import get_entry
 
     name = str(model_or_run)
     entry = get_entry(name)  # unknown name -> ConfigError naming the closest ones

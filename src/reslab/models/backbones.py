@@ -51,6 +51,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from reslab.errors import ConfigError
 from reslab.models.blocks import ShortcutA
+from reslab.models.factory import create_model
+from reslab.models.weights import load_model
 
 __all__ = [
     "ResNetFPN",
@@ -342,11 +344,7 @@ def build_body(
     ``(model, {"backbone": name, "backbone_kwargs": kwargs})``: enough to build the same network again
     without the file (the weights then come from the detector's own checkpoint).
     """
-    from reslab.models.registry import create_model
-
     if init_from is not None:
-        from reslab.models.weights import load_model
-
         model, meta = load_model(init_from)
         model.train()
         name = meta["model"]

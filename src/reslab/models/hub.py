@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from reslab.errors import CheckpointError, ConfigError
+from reslab.errors import CheckpointError, ConfigError, first_line
 
 # torchvision.models.<Name>_Weights.IMAGENET1K_V1.url (tests/test_hub.py checks the table against them).
 TORCHVISION_URLS: dict[str, str] = {
@@ -176,8 +176,8 @@ def _download(url: str, path: Path, prefix: str, progress: bool) -> None:
         os.replace(tmp, path)
         tmp = None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
-        line = (str(reason).strip().splitlines() or [type(e).__name__])[0][:160]
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
+        line = first_line(reason, 160, default=type(e).__name__)
         raise CheckpointError(f"cannot download {url}: {line}; nothing was saved") from None
     finally:
         if tmp is not None:

@@ -4,8 +4,13 @@ A builder is a three-line declaration registered with :func:`register_model`; th
 (family, depth, default input, the paper's number and reference) feeds :func:`model_info` and
 ``reslab models``. ``task`` says what a model maps to what (:data:`TASKS`): images (N, C, H, W) to logits,
 clips (N, C, T, H, W) to logits, or low-resolution images to images ``scale`` times larger (such models
-have no classes: ``num_classes=0``). Parameter counts and multiply-adds are computed, never typed in: the
-model is built on the ``meta`` device (no memory, no time) and counted with ``torch.utils.flop_counter``.
+have no classes: ``num_classes=0``). :meth:`ModelEntry.build` builds a network with fresh weights; loading
+weights into it is :func:`reslab.models.factory.create_model`'s job. Parameter counts and multiply-adds
+are computed, never typed in: the model is built on the ``meta`` device (no memory, no time) and counted
+with ``torch.utils.flop_counter``.
+
+This module imports no other module of :mod:`reslab.models`: the zoo modules import it to register
+their builders, and :mod:`reslab.models` imports them (in the order ``list_models`` reports).
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,15 +44,33 @@ class ModelEntry:
     defaults: dict[str, Any] = field(default_factory=dict)
     task: str = "image-classification"
 
+    def build(
+        self, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs: Any
+    ) -> nn.Module:
+        """The network with fresh weights: ``num_classes`` and ``in_chans`` default to the paper's data
+        set, other keyword arguments go to the builder; the model remembers ``model_name`` and
+        ``model_kwargs`` (what a weight file stores to rebuild it)."""
+        if self.num_classes:
+            kwargs["num_classes"] = self.num_classes if num_classes is None else int(num_classes)
+        elif num_classes is not None:
+            raise ConfigError(
+                f"{self.name} is a {self.task} model: it has no classes (got num_classes={num_classes})"
+            )
+        kwargs["in_chans"] = self.input_size[0] if in_chans is None else int(in_chans)
+        if kwargs.get("num_classes", 1) < 1 or kwargs["in_chans"] < 1:
+            raise ConfigError(
+                f"num_classes and in_chans must be positive, got {kwargs.get('num_classes')}, {kwargs['in_chans']}"
+            )
+        try:
+            model = self.builder(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"{self.name}: {e}") from None
+        model.model_name = self.name  # type: ignore[attr-defined]
+        model.model_kwargs = dict(kwargs)  # type: ignore[attr-defined]
+        return model
+
 
 _REGISTRY: dict[str, ModelEntry] = {}
-_ZOO_MODULES = (
-    "reslab.models.zoo",
-    "reslab.models.senet",
-    "reslab.models.densenet",
-    "reslab.models.video",
-    "reslab.models.sr",
-)
 
 
 def register_model(
@@ -78,21 +100,13 @@ def register_model(
     return deco
 
 
-def _ensure_loaded() -> None:
-    # Importing the zoo modules runs their @register_model decorators (in this order: `reslab models`).
-    for module in _ZOO_MODULES:
-        importlib.import_module(module)
-
-
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching the glob ``pattern`` (e.g. ``"resnet*"``), in zoo order."""
-    _ensure_loaded()
     return [n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)]
 
 
 def get_entry(name: str) -> ModelEntry:
     """The registry entry of ``name``; an unknown name raises a ``ValueError`` naming the closest ones."""
-    _ensure_loaded()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `reslab models`"
@@ -100,68 +114,12 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def create_model(
-    name: str,
-    *,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    pretrained: str | None = None,
-    download: bool = False,
-    **kwargs: Any,
-) -> nn.Module:
-    """Build a registered model.
-
-    ``num_classes`` and ``in_chans`` default to the paper's data set (10 / 3 for CIFAR models, 1000 / 3
-    for ImageNet models). ``pretrained`` is a path to a reslab checkpoint (``.safetensors``) or a
-    torchvision state-dict file (a recognized foreign convention, akamaster's CIFAR ResNets, is converted:
-    :mod:`reslab.models.convert`), or ``"torchvision"``: torchvision's ``IMAGENET1K_V1`` weights for
-    ``name`` from the torch.hub cache (:func:`reslab.models.hub.torchvision_weights`; SHA-256 checked;
-    keep ``num_classes`` at 1000, then ``model.reset_classifier(n)``), or ``"akamaster"``: akamaster's
-    CIFAR-10 ResNet-20/32/44/56 (:func:`reslab.models.convert.akamaster_weights`). Nothing is downloaded
-    unless ``download=True`` (only with those two; a file named ``torchvision`` is ``"./torchvision"``). Other keyword arguments go to the builder (``shortcut="B"``,
-    ``zero_init_residual=True``, ``drop_path_rate=0.1``, ``depth=...``).
-    """
-    entry = get_entry(name)
-    if download and pretrained not in ("torchvision", "akamaster"):
-        raise ConfigError('download=True applies only to pretrained="torchvision" or "akamaster"')
-    if pretrained == "torchvision":  # resolved (and checked) before the model is built
-        from reslab.models.hub import torchvision_weights
-
-        pretrained = str(torchvision_weights(name, download=download))
-    elif pretrained == "akamaster":
-        from reslab.models.convert import akamaster_weights
-
-        pretrained = str(akamaster_weights(name, download=download))
-    if entry.num_classes:
-        kwargs["num_classes"] = entry.num_classes if num_classes is None else int(num_classes)
-    elif num_classes is not None:
-        raise ConfigError(
-            f"{name} is a {entry.task} model: it has no classes (got num_classes={num_classes})"
-        )
-    kwargs["in_chans"] = entry.input_size[0] if in_chans is None else int(in_chans)
-    if kwargs.get("num_classes", 1) < 1 or kwargs["in_chans"] < 1:
-        raise ConfigError(
-            f"num_classes and in_chans must be positive, got {kwargs.get('num_classes')}, {kwargs['in_chans']}"
-        )
-    try:
-        model = entry.builder(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{name}: {e}") from None
-    model.model_name = name  # type: ignore[attr-defined]
-    model.model_kwargs = {k: v for k, v in kwargs.items()}  # type: ignore[attr-defined]
-    if pretrained is not None:
-        from reslab.models.weights import load_pretrained
-
-        load_pretrained(model, pretrained)
-    return model
-
-
 @functools.cache
 def _count(name: str, kwargs_items: tuple) -> tuple[int, int]:
     entry = get_entry(name)
     kwargs = dict(kwargs_items)
     with torch.device("meta"):
-        model = create_model(name, **kwargs)
+        model = entry.build(**kwargs)
     params = sum(p.numel() for p in model.parameters())
     size = entry.input_size[1:]
     if hasattr(model, "count_macs"):  # the zoo's networks: from the layer shapes, in milliseconds
@@ -188,7 +146,7 @@ def flop_counter_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
 
 
 def count_params_and_macs(name: str, **kwargs: Any) -> tuple[int, int]:
-    """(parameters, multiply-adds for one image at the default input size) of ``create_model(name, **kwargs)``.
+    """(parameters, multiply-adds for one image at the default input size) of model ``name`` built with ``kwargs``.
 
     Multiply-adds are those of convolutions and matrix products, as the paper's "FLOPs" are (ResNet-50:
     3.8G with the stride in the first 1x1, Table 1); BN, ReLU, pooling and the additions of shortcuts are

@@ -5,6 +5,9 @@ and string metadata: ``format = "reslab"``, ``model`` (the registered name), ``m
 any extra entries, each JSON-encoded (a training run stores its resolved ``config`` there). Writes are
 atomic (:func:`reslab._io.write_bytes`); nothing is unpickled on load. A file inside a checkpoint folder
 that has checksum manifests is verified against its manifest before use (:func:`reslab.manifest.verify_file`).
+:func:`load_model` rebuilds the network a file names from the registry
+(:meth:`reslab.models.registry.ModelEntry.build`); ``create_model(name, pretrained=...)``
+(:mod:`reslab.models.factory`) loads files through this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import torch
 from torch import nn
 
 from reslab._io import torch_load, write_bytes
-from reslab.errors import CheckpointError, ConfigError
+from reslab.errors import CheckpointError, ConfigError, first_line
 from reslab.manifest import verify_file
 from reslab.models.convert import Convention, foreign_architecture, to_reslab
+from reslab.models.registry import get_entry
 
 FORMAT = "reslab"
 _RAW_KEYS = ("format", "model")  # stored as plain strings; every other value is JSON
@@ -103,8 +107,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _unreadable(path: Path, e: Exception) -> CheckpointError:
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-    return CheckpointError(f"cannot read {path}: corrupt or truncated safetensors file ({first})")
+    return CheckpointError(
+        f"cannot read {path}: corrupt or truncated safetensors file ({first_line(e, 160)})"
+    )
 
 
 def _decode(meta: dict[str, str]) -> dict[str, Any]:
@@ -157,8 +162,6 @@ def load_model(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> tup
     ``map_location``. A foreign checkpoint whose architecture :mod:`reslab.models.convert` recognizes
     (akamaster's CIFAR ResNets) is rebuilt and converted too; its metadata says so (``convention``).
     """
-    from reslab.models.registry import create_model
-
     path = resolve_checkpoint(path_or_run)
     if path.suffix != ".safetensors":
         state = read_state_dict(path)
@@ -169,7 +172,7 @@ def load_model(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> tup
                 "load it into a model you build: create_model(NAME, pretrained=PATH) or --init-from"
             )
         name, kwargs, meta = found
-        model = create_model(name, **kwargs)
+        model = get_entry(name).build(**kwargs)
         state, convention = to_reslab(state, model)
         _load_checked(model, state, path)
         return model.to(map_location).eval(), {**meta, "convention": convention.note}
@@ -180,7 +183,7 @@ def load_model(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> tup
     kwargs = meta.get("model_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"{path}: model_kwargs metadata is not a JSON object")
-    model = create_model(meta["model"], **kwargs)
+    model = get_entry(meta["model"]).build(**kwargs)
     _load_checked(model, tensors, path)
     return model.to(map_location).eval(), meta
 
