@@ -221,60 +221,89 @@ def render_report(
     figures: list[Path],
     sessions: list[dict[str, Any]],
 ) -> str:
+    """The text of ``report.md``: its sections in order, each rendered by a function of its own."""
+    sections = [
+        _header_section(plan),
+        _what_was_run_section(plan, results, sessions),
+        _figure_section(plan, figures),
+        _results_section(plan, results, groups),
+        _claims_section(claims),
+        _undecided_section(claims),
+    ]
+    return "\n".join(line for lines in sections for line in lines)
+
+
+def _first_config(plan: Plan) -> dict[str, Any]:
+    return plan.configs[plan.runs[0].name] if plan.runs else {}
+
+
+def _header_section(plan: Plan) -> list[str]:
+    """The title, the command that makes the experiment, where a published folder came from."""
     exp = EXPERIMENTS[plan.experiment]
-    budget = BUDGETS[plan.budget]
     source = publish_source(plan)
-    L: list[str] = []
-    L.append(f"# {exp.title}")
-    L.append("")
-    L.append(f"Reproduces {exp.paper_ref} on **{plan.dataset}** at the **{plan.budget}** budget. Command:")
-    L.append("")
-    L.append("```bash")
-    L.append(reproduce_command(plan, str(plan.out) if source else None))
-    L.append("```")
-    L.append("")
-    L.append(
+    return [
+        f"# {exp.title}",
+        "",
+        f"Reproduces {exp.paper_ref} on **{plan.dataset}** at the **{plan.budget}** budget. Command:",
+        "",
+        "```bash",
+        reproduce_command(plan, str(plan.out) if source else None),
+        "```",
+        "",
         (
             f"These are the committed results of that command (copied from `{source}` without checkpoints): "
             "rerunning it skips every run published here with the same config and trains the rest. "
             if source
             else ""
         )
-        + f"Redraw with `reslab plot {plan.out}`."
-    )
-    L.append("")
-    # ---------------------------------------------------------------------------- what was run
-    L.append("## What was run")
-    L.append("")
+        + f"Redraw with `reslab plot {plan.out}`.",
+        "",
+    ]
+
+
+def _what_was_run_section(plan: Plan, results: list[RunResult], sessions: list[dict[str, Any]]) -> list[str]:
+    """Networks, seeds, budget, config, evaluation images, machine and wall time."""
+    exp = EXPERIMENTS[plan.experiment]
     n_done = sum(r.finished for r in results)
-    L.append(f"- Networks: {', '.join(dict.fromkeys(r.label for r in results))} ({exp.description}).")
-    L.append(f"- Seeds: {', '.join(map(str, plan.seeds))}; {len(results)} runs, {n_done} finished.")
-    L.append(f"- Budget `{plan.budget}`: {budget.description}.")
-    cfg0 = plan.configs[plan.runs[0].name] if plan.runs else {}
-    shown = {
-        k: cfg0[k]
-        for k in (
-            "iterations",
-            "epochs",
-            "batch_size",
-            "lr",
-            "milestones",
-            "subset",
-            "eval_subset",
-            "val_split",
-            "eval_every",
-        )
-        if k in cfg0
-    }
-    L.append(
+    return [
+        "## What was run",
+        "",
+        f"- Networks: {', '.join(dict.fromkeys(r.label for r in results))} ({exp.description}).",
+        f"- Seeds: {', '.join(map(str, plan.seeds))}; {len(results)} runs, {n_done} finished.",
+        f"- Budget `{plan.budget}`: {BUDGETS[plan.budget].description}.",
+        _config_line(plan),
+        f"- Test error is measured on {_eval_set(results, plan.dataset)}, the same images for every run.",
+        _machine_line(plan, sessions),
+        _wall_time_line(results, sessions),
+        "",
+    ]
+
+
+_SHOWN_CONFIG = (
+    "iterations",
+    "epochs",
+    "batch_size",
+    "lr",
+    "milestones",
+    "subset",
+    "eval_subset",
+    "val_split",
+    "eval_every",
+)
+
+
+def _config_line(plan: Plan) -> str:
+    cfg0 = _first_config(plan)
+    shown = {k: cfg0[k] for k in _SHOWN_CONFIG if k in cfg0}
+    return (
         f"- Config: recipe `{plan.recipe}`"
         + (" with " + ", ".join(f"`{k}={v}`" for k, v in shown.items()) if shown else "")
         + (", user overrides " + ", ".join(f"`{k}={v}`" for k, v in plan.extra.items()) if plan.extra else "")
         + ". Every run's full config is in `runs/<run>/config.yaml`."
     )
-    L.append(
-        f"- Test error is measured on {_eval_set(results, plan.dataset)}, the same images for every run."
-    )
+
+
+def _machine_line(plan: Plan, sessions: list[dict[str, Any]]) -> str:
     devs = _run_devices(plan)
     hosts = sorted(
         {
@@ -284,60 +313,78 @@ def render_report(
             for s in sessions
         }
     )
-    L.append(
+    return (
         f"- Machine: {', '.join(hosts) if hosts else 'not recorded'}; device {', '.join(devs) if devs else plan.device}; "
         f"software: {_versions()}"
         + (f"; trained at revision {', '.join(_run_revisions(plan))}" if _run_revisions(plan) else "")
         + "."
     )
+
+
+def _wall_time_line(results: list[RunResult], sessions: list[dict[str, Any]]) -> str:
     wall = sum(float(s.get("wall_s") or 0) for s in sessions)
     run_wall = sum(r.wall_s for r in results if math.isfinite(r.wall_s))
     jobs = sorted({int(s.get("jobs", 1)) for s in sessions if s.get("jobs")})
-    L.append(
+    return (
         f"- Wall time: {_hms(wall)} over {len(sessions)} invocation(s)"
         + (f" ({'/'.join(map(str, jobs))} at a time)" if jobs else "")
         + f"; the runs' own training time adds up to {_hms(run_wall)}."
     )
-    L.append("")
-    # ---------------------------------------------------------------------------------- figure
-    if figures:
-        L.append("## Figure")
-        L.append("")
-        for f in figures:
-            L.append(f"![{plan.experiment}]({Path(f).name})")
-        L.append("")
-        L.append(
-            "Dashed: training error; bold: test error (mean over seeds; the shaded band spans the seeds' "
-            "minimum to maximum); from the runs' `train_log.csv`/`metrics.csv`."
-            + (
-                " Vertical dotted lines: the learning rate is divided by 10."
-                if cfg0.get("milestones")
-                else ""
-            )
-        )
-        L.append("")
-    # ----------------------------------------------------------------------------------- table
-    L.append("## Results")
-    L.append("")
+
+
+def _figure_section(plan: Plan, figures: list[Path]) -> list[str]:
+    """The figure(s) and how to read them; nothing when no run has started."""
+    if not figures:
+        return []
+    return [
+        "## Figure",
+        "",
+        *(f"![{plan.experiment}]({Path(f).name})" for f in figures),
+        "",
+        "Dashed: training error; bold: test error (mean over seeds; the shaded band spans the seeds' "
+        "minimum to maximum); from the runs' `train_log.csv`/`metrics.csv`."
+        + (
+            " Vertical dotted lines: the learning rate is divided by 10."
+            if _first_config(plan).get("milestones")
+            else ""
+        ),
+        "",
+    ]
+
+
+def _results_section(plan: Plan, results: list[RunResult], groups: list[Group]) -> list[str]:
+    """One row per network, ours beside the paper's, then the notes that say how to compare them."""
     paper_h, paper_src = _paper_header(plan)
     multi = any(g.n > 1 for g in groups)
     hdr = ["network", "depth", "runs", "final training error %", "final test error %"]
     if multi:
         hdr.append("test error range %")
     hdr += ["best test error %", paper_h]
-    L.append("| " + " | ".join(hdr) + " |")
-    L.append("|" + "---|" * len(hdr))
-    for g in _table_order(plan, groups):
-        tr = fmt(g.mean("train_error"), g.std("train_error") if multi else math.nan)
-        te = fmt(g.mean("test_error"), g.std("test_error") if multi else math.nan)
-        be = fmt(g.mean("best_test_error"))
-        runs = f"{sum(r.finished for r in g.runs)}/{g.n}" + ("" if g.finished else " (unfinished)")
-        cells = [g.label, str(g.depth), runs, tr, te]
-        if multi:
-            cells.append(fmt_range(*g.range("test_error")))
-        cells += [be, _paper_cell(plan, g)]
-        L.append("| " + " | ".join(cells) + " |")
-    L.append("")
+    return [
+        "## Results",
+        "",
+        "| " + " | ".join(hdr) + " |",
+        "|" + "---|" * len(hdr),
+        *(_table_row(plan, g, multi) for g in _table_order(plan, groups)),
+        "",
+        " ".join(_table_notes(plan, results, paper_src, multi)),
+        "",
+    ]
+
+
+def _table_row(plan: Plan, g: Group, multi: bool) -> str:
+    tr = fmt(g.mean("train_error"), g.std("train_error") if multi else math.nan)
+    te = fmt(g.mean("test_error"), g.std("test_error") if multi else math.nan)
+    be = fmt(g.mean("best_test_error"))
+    runs = f"{sum(r.finished for r in g.runs)}/{g.n}" + ("" if g.finished else " (unfinished)")
+    cells = [g.label, str(g.depth), runs, tr, te]
+    if multi:
+        cells.append(fmt_range(*g.range("test_error")))
+    cells += [be, _paper_cell(plan, g)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table_notes(plan: Plan, results: list[RunResult], paper_src: str, multi: bool) -> list[str]:
     notes = [f"Paper numbers: {paper_src}."]
     if multi:
         notes.append("Ours: mean ± sample standard deviation over seeds; range: the seeds' minimum–maximum.")
@@ -366,35 +413,36 @@ def render_report(
             "The test set was not evaluated in (some of) these runs (the smoke budget evaluates a small held-out "
             "split of the training data instead): their 'test error' is that held-out error."
         )
-    L.append(" ".join(notes))
-    L.append("")
-    # ---------------------------------------------------------------------------------- claims
-    L.append("## Claims")
-    L.append("")
-    L.append(
+    return notes
+
+
+def _claims_section(claims: list[Claim]) -> list[str]:
+    """The stated test, then one verdict per claim."""
+    return [
+        "## Claims",
+        "",
         f"Each verdict is computed from the table by a stated test. With two or more seeds per network: "
         f"Welch's t-test (unequal variances), two-sided, a difference claimed when p < {stats.ALPHA:g}; "
         "with one run per network: the binomial error of an error rate on that many images (the evaluation "
         "images for test error, the last window of training batches for training error), a difference "
         f"claimed beyond max({stats.MIN_MARGIN:g} points, 2 standard errors). One run per network says "
-        "nothing about the seed-to-seed spread."
-    )
-    L.append("")
-    for c in claims:
-        L.append(c.markdown())
-    L.append("")
+        "nothing about the seed-to-seed spread.",
+        "",
+        *(c.markdown() for c in claims),
+        "",
+    ]
+
+
+def _undecided_section(claims: list[Claim]) -> list[str]:
+    """What the budget and seeds leave open: each inconclusive claim's reason."""
     undecided = [c for c in claims if c.verdict == "inconclusive" and c.undecided]
-    L.append("## What this budget cannot decide")
-    L.append("")
     if undecided:
-        for c in undecided:
-            L.append(f"- {c.claim}: {c.undecided}")
+        items = [f"- {c.claim}: {c.undecided}" for c in undecided]
     elif any(c.verdict == "inconclusive" for c in claims):
-        L.append("- Not enough finished runs to judge every claim yet.")
+        items = ["- Not enough finished runs to judge every claim yet."]
     else:
-        L.append("- Nothing: every claim above is decided by its test at this budget and these seeds.")
-    L.append("")
-    return "\n".join(L)
+        items = ["- Nothing: every claim above is decided by its test at this budget and these seeds."]
+    return ["## What this budget cannot decide", "", *items, ""]
 
 
 def _table_order(plan: Plan, groups: list[Group]) -> list[Group]:
