@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,17 @@ def run_states(plan: Plan, publish: str | os.PathLike | None = None) -> dict[str
     return states
 
 
+def _reuse_roots(plan: Plan, publish: str | os.PathLike | None) -> list[Path]:
+    """Where :func:`identical_run` looks: the siblings of ``out`` and of ``publish``."""
+    return [plan.out.parent] + ([Path(publish).parent] if publish is not None else [])
+
+
 def reusable_runs(
     plan: Plan, states: dict[str, str], publish: str | os.PathLike | None = None
 ) -> dict[str, Path]:
     """The runs not done here that another experiment finished with the same training config
     (:mod:`reslab.experiments.reuse`): run name -> that run's folder."""
-    roots = [plan.out.parent] + ([Path(publish).parent] if publish is not None else [])
+    roots = _reuse_roots(plan, publish)
     found = {r.name: identical_run(plan, r, roots) for r in plan.runs if states[r.name] in ("new", "partial")}
     return {name: path for name, path in found.items() if path is not None}
 
@@ -151,6 +157,153 @@ def _worker_command(request: Path) -> list[str]:
     return [sys.executable, "-m", "reslab.experiments.worker", str(request)]
 
 
+@dataclass
+class _SessionRecord:
+    """This invocation's entry in ``experiment.json``: written as ``running`` when it starts, with its
+    wall time, the runs it trained, reused and lost, and how it ended when it stops."""
+
+    plan: Plan
+    earlier: list[dict[str, Any]]
+    entry: dict[str, Any]
+    started: float
+
+    @classmethod
+    def start(cls, plan: Plan) -> _SessionRecord:
+        earlier = read_sessions(plan.out)
+        started = time.time()
+        entry: dict[str, Any] = {
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": _command_line(),
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "device": plan.device,
+        }
+        write_plan(plan, [*earlier, {**entry, "status": "running"}])
+        return cls(plan, earlier, entry, started)
+
+    def finish(self, sweep: _Sweep, status: str) -> float:
+        """Write the entry with ``status`` (``finished`` or ``interrupted``); returns the wall time."""
+        wall = time.time() - self.started
+        trained = [r.name for r in sweep.pending if r.name not in sweep.reused]
+        self.entry.update(wall_s=round(wall, 2), trained=trained, status=status)
+        if sweep.reused:
+            self.entry["reused"] = sweep.reused
+        if sweep.failed:
+            self.entry["failed"] = sweep.failed
+        write_plan(self.plan, [*self.earlier, self.entry])
+        return wall
+
+
+@dataclass
+class _Sweep:
+    """What this invocation does with each run of the plan: skip it (done here or published), take it
+    from another experiment (reused), or train it (pending; resumed if it was started); and the runs
+    that failed."""
+
+    plan: Plan
+    publish: str | os.PathLike | None
+    log: Callable[[str], None]
+    statuses: dict[str, str]
+    pending: list[RunSpec]
+    skipped: list[str]
+    from_published: list[str]
+    resumed: list[str] = field(default_factory=list)
+    reused: dict[str, str] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+    def on_done(self, run: RunSpec) -> None:
+        """Publish a run the moment it finishes (with the report so far): a sweep killed later still
+        leaves a complete, committable folder. A failure to publish is logged, not fatal to the sweep."""
+        if self.publish is None:
+            return
+        try:
+            publish_folder(self.plan.out, self.publish)
+        except Exception as e:  # the final publish in run_experiment raises it if it persists
+            self.log(
+                f"publishing {run.name} to {self.publish} failed ({type(e).__name__}: {e}); retried at the end"
+            )
+
+    def reuse(self, run: RunSpec) -> bool:
+        """Take ``run`` from another experiment that finished the same training (:mod:`.reuse`)."""
+        source = identical_run(self.plan, run, _reuse_roots(self.plan, self.publish))
+        if source is None:
+            return False
+        adopt_run(source, self.plan.run_dir(run))
+        self.reused[run.name] = str(source)
+        self.log(f"reusing {run.name}: the same training finished in {source}")
+        self.on_done(run)
+        return True
+
+    def summary(self, n_jobs: int) -> str:
+        """The line that says what this invocation is about to do."""
+        return (
+            f"{self.plan.experiment}: {len(self.plan.runs)} runs in {self.plan.out} — {len(self.skipped)} finished"
+            + (
+                f" ({len(self.from_published)} of them published in {self.publish})"
+                if self.from_published
+                else ""
+            )
+            + ", "
+            f"{len(self.resumed)} to continue, {len(self.pending) - len(self.resumed)} to train"
+            + (f", {n_jobs} at a time" if n_jobs > 1 and self.pending else "")
+        )
+
+    def result(self, wall: float) -> dict[str, Any]:
+        return {
+            "trained": [
+                r.name for r in self.pending if r.name not in self.failed and r.name not in self.reused
+            ],
+            "reused": self.reused,
+            "resumed": self.resumed,
+            "skipped": self.skipped,
+            "published": self.from_published,
+            "failed": self.failed,
+            "wall_s": wall,
+            "out": self.plan.out,
+        }
+
+
+def _select_runs(plan: Plan, publish: str | os.PathLike | None, log: Callable[[str], None]) -> _Sweep:
+    """Sort the plan's runs into skipped, reused and pending; the pending ones deepest first."""
+    statuses = run_states(plan, publish)
+    from_published = [r.name for r in plan.runs if statuses[r.name] == "published"]
+    sweep = _Sweep(
+        plan,
+        publish,
+        log,
+        statuses,
+        pending=[r for r in plan.runs if statuses[r.name] != "done" and r.name not in from_published],
+        skipped=[r.name for r in plan.runs if statuses[r.name] == "done" or r.name in from_published],
+        from_published=from_published,
+    )
+    sweep.pending = [r for r in sweep.pending if not sweep.reuse(r)]
+    sweep.skipped += list(sweep.reused)
+    sweep.resumed = [r.name for r in sweep.pending if statuses[r.name] == "partial"]
+    # Deepest (slowest) first: the sweep ends sooner when runs train concurrently.
+    sweep.pending.sort(key=lambda r: (-r.depth, plan.runs.index(r)))
+    return sweep
+
+
+def _train_sequentially(sweep: _Sweep, progress: bool) -> None:
+    """Train the pending runs one after the other in this process; a failed run is noted in
+    ``sweep.failed`` and the next one starts."""
+    pending = sweep.pending
+    for i, run in enumerate(pending, 1):
+        if sweep.reuse(run):  # another sweep finished the same training meanwhile
+            continue
+        verb = "continuing" if sweep.statuses[run.name] == "partial" else "training"
+        sweep.log(f"[{i}/{len(pending)}] {verb} {run.name}")
+        try:
+            _train_in_process(sweep.plan, run, progress)
+            sweep.on_done(run)
+        except (ConfigError, DataError):
+            raise  # the same for every run (bad value, missing data): stop now
+        except ReslabError as e:  # e.g. a diverged run: keep going, report it at the end
+            sweep.failed.append(run.name)
+            sweep.log(f"[{i}/{len(pending)}] {run.name} FAILED: {e}")
+
+
 def run_experiment(
     plan: Plan,
     *,
@@ -177,109 +330,30 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     for run in plan.runs:
         _check_compatible(plan, run)
-    sessions = read_sessions(out)
-    started = time.time()
-    session: dict[str, Any] = {
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": _command_line(),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "device": plan.device,
-    }
-    write_plan(plan, [*sessions, {**session, "status": "running"}])
-
-    statuses = run_states(plan, publish)
-    from_published = [r.name for r in plan.runs if statuses[r.name] == "published"]
-    pending = [r for r in plan.runs if statuses[r.name] != "done" and r.name not in from_published]
-    skipped = [r.name for r in plan.runs if statuses[r.name] == "done" or r.name in from_published]
-
-    def on_done(run: RunSpec) -> None:
-        """Publish a run the moment it finishes (with the report so far): a sweep killed later still
-        leaves a complete, committable folder. A failure to publish is logged, not fatal to the sweep."""
-        if publish is None:
-            return
-        try:
-            publish_folder(out, publish)
-        except Exception as e:  # the final publish below raises it if it persists
-            log(f"publishing {run.name} to {publish} failed ({type(e).__name__}: {e}); retried at the end")
-
-    roots = [out.parent] + ([Path(publish).parent] if publish is not None else [])  # see reusable_runs
-    reused: dict[str, str] = {}
-
-    def reuse(run: RunSpec) -> bool:
-        """Take ``run`` from another experiment that finished the same training (:mod:`.reuse`)."""
-        source = identical_run(plan, run, roots)
-        if source is None:
-            return False
-        adopt_run(source, plan.run_dir(run))
-        reused[run.name] = str(source)
-        log(f"reusing {run.name}: the same training finished in {source}")
-        on_done(run)
-        return True
-
-    pending = [r for r in pending if not reuse(r)]
-    skipped += list(reused)
-    resumed = [r.name for r in pending if statuses[r.name] == "partial"]
-    # Deepest (slowest) first: the sweep ends sooner when runs train concurrently.
-    pending.sort(key=lambda r: (-r.depth, plan.runs.index(r)))
-    n_jobs, slots = resolve_jobs(jobs, plan.device, len(pending))
-    session["jobs"] = n_jobs
-    log(
-        f"{plan.experiment}: {len(plan.runs)} runs in {out} — {len(skipped)} finished"
-        + (f" ({len(from_published)} of them published in {publish})" if from_published else "")
-        + ", "
-        f"{len(resumed)} to continue, {len(pending) - len(resumed)} to train"
-        + (f", {n_jobs} at a time" if n_jobs > 1 and pending else "")
-    )
-    failed: list[str] = []
+    record = _SessionRecord.start(plan)
+    sweep = _select_runs(plan, publish, log)
+    n_jobs, slots = resolve_jobs(jobs, plan.device, len(sweep.pending))
+    record.entry["jobs"] = n_jobs
+    log(sweep.summary(n_jobs))
     status = "interrupted"
     try:
         if n_jobs <= 1:
-            for i, run in enumerate(pending, 1):
-                if reuse(run):  # another sweep finished the same training meanwhile
-                    continue
-                verb = "continuing" if statuses[run.name] == "partial" else "training"
-                log(f"[{i}/{len(pending)}] {verb} {run.name}")
-                try:
-                    _train_in_process(plan, run, progress)
-                    on_done(run)
-                except (ConfigError, DataError):
-                    raise  # the same for every run (bad value, missing data): stop now
-                except ReslabError as e:  # e.g. a diverged run: keep going, report it at the end
-                    failed.append(run.name)
-                    log(f"[{i}/{len(pending)}] {run.name} FAILED: {e}")
+            _train_sequentially(sweep, progress)
         else:
-            failed = _train_concurrently(plan, pending, statuses, slots, log, on_done)
+            sweep.failed = _train_concurrently(plan, sweep.pending, sweep.statuses, slots, log, sweep.on_done)
         status = "finished"
     finally:
-        wall = time.time() - started
-        trained = [r.name for r in pending if r.name not in reused]
-        session.update(wall_s=round(wall, 2), trained=trained, status=status)
-        if reused:
-            session["reused"] = reused
-        if failed:
-            session["failed"] = failed
-        write_plan(plan, [*sessions, session])
-    result: dict[str, Any] = {
-        "trained": [r.name for r in pending if r.name not in failed and r.name not in reused],
-        "reused": reused,
-        "resumed": resumed,
-        "skipped": skipped,
-        "published": from_published,
-        "failed": failed,
-        "wall_s": wall,
-        "out": out,
-    }
+        wall = record.finish(sweep, status)
+    result = sweep.result(wall)
     if report:
         result.update(write_outputs(out))
         if publish is not None:
             result.update(publish_folder(out, publish))
-    if failed:
+    if sweep.failed:
         where = "" if n_jobs <= 1 else f" (see {out / 'logs'}/<run>.log)"
         raise ReslabError(
-            f"{len(failed)} run(s) failed: {', '.join(failed)}{where}; the report shows the others; "
-            "rerun to retry them"
+            f"{len(sweep.failed)} run(s) failed: {', '.join(sweep.failed)}{where}; the report shows the "
+            "others; rerun to retry them"
         )
     return result
 
