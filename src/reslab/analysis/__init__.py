@@ -26,8 +26,9 @@ from reslab.analysis.common import (
     resolve_targets,
     without_batchnorm,
 )
+from reslab.analysis.directions import filter_normalize, random_direction
 from reslab.analysis.gradients import GradientProfile, gradient_profile, run_gradients
-from reslab.analysis.landscape import compute_landscape, filter_normalize, random_direction, run_landscape
+from reslab.analysis.landscape import compute_landscape, run_landscape
 from reslab.analysis.lesion import lesion_study, run_lesion, swapped_blocks
 from reslab.analysis.ode import ODEProfile, ode_profile, run_ode, weight_smoothness
 from reslab.analysis.paths import path_gradients, path_length_distribution, run_paths

@@ -1,9 +1,10 @@
 """Loss landscapes (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets").
 
 - ``plane`` (2-D): ``L(theta + a d1 + b d2)`` on a grid, ``d1``, ``d2`` random Gaussian directions,
-  *filter-normalized*: each filter (slice along the output dimension) of a direction is scaled to the
-  norm of the matching filter of the weights (Li et al., Sec. 4). Parameters with one dimension (BN
-  weight and bias, biases) get direction zero, so BN is not perturbed; BN runs in eval mode.
+  *filter-normalized* (:mod:`reslab.analysis.directions`): each filter (slice along the output
+  dimension) of a direction is scaled to the norm of the matching filter of the weights (Li et al.,
+  Sec. 4). Parameters with one dimension (BN weight and bias, biases) get direction zero, so BN is not
+  perturbed; BN runs in eval mode.
 - ``direction`` (1-D): the same along one filter-normalized direction.
 - ``line`` (1-D): ``L((1 - a) theta_A + a theta_B)`` between two checkpoints of the same architecture
   (Goodfellow et al. 2015); here every floating-point parameter and buffer is interpolated, BN
@@ -39,30 +40,8 @@ from reslab.analysis.common import (
     save_npz,
     write_summary,
 )
+from reslab.analysis.directions import Direction, Perturbation, line_direction, random_direction
 from reslab.errors import ConfigError, ReslabError
-
-Direction = dict[str, torch.Tensor]
-
-
-def random_direction(model: nn.Module, generator: torch.Generator | None = None) -> Direction:
-    """A Gaussian direction over the model's parameters, filter-normalized; zero for 1-D parameters."""
-    d: Direction = {}
-    for name, p in model.named_parameters():
-        if p.ndim <= 1:
-            d[name] = torch.zeros_like(p, device="cpu", dtype=torch.float32)
-            continue
-        r = torch.randn(p.shape, generator=generator, dtype=torch.float32)
-        d[name] = filter_normalize(r, p.detach().float().cpu())
-    return d
-
-
-def filter_normalize(direction: torch.Tensor, weight: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """Scale each filter ``direction[i]`` to the norm of ``weight[i]`` (Li et al. 2018, Eq. in Sec. 4)."""
-    if direction.ndim <= 1:
-        return torch.zeros_like(direction)
-    dn = direction.flatten(1).norm(dim=1).view(-1, *([1] * (direction.ndim - 1)))
-    wn = weight.flatten(1).norm(dim=1).view(-1, *([1] * (weight.ndim - 1)))
-    return direction * (wn / (dn + eps))
 
 
 def axis(resolution: int, lo: float, hi: float) -> np.ndarray:
@@ -91,39 +70,132 @@ class Landscape:
         return bool(np.isfinite(self.loss).all())
 
 
-def _named_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Parameters and buffers by module path (not state-dict names, which hooks may rename)."""
-    state = dict(model.named_parameters())
-    state.update(dict(model.named_buffers()))
-    return state
-
-
-class _Perturb:
-    """Set a model's floating-point state to ``base + sum_i c_i * dir_i`` (restored by :meth:`restore`)."""
-
-    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
-        self.model = model
-        state = _named_state(model)
-        self.tensors = {n: state[n] for n in names}
-        self.base = {n: t.detach().clone() for n, t in self.tensors.items()}
-
-    @torch.no_grad()
-    def set(self, coeffs: Sequence[float], dirs: Sequence[Direction]) -> None:
-        for n, t in self.tensors.items():
-            v = self.base[n].float().clone()
-            for c, d in zip(coeffs, dirs):
-                if c != 0.0 and n in d:
-                    v.add_(d[n].to(v.device), alpha=float(c))
-            t.copy_(v.to(t.dtype))
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        for n, t in self.tensors.items():
-            t.copy_(self.base[n])
-
-
 def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "target"
+
+
+@dataclass
+class _Grid:
+    """The axes of one landscape, its loss and error (NaN where not computed yet) and the settings that
+    made it (``meta``: a saved grid is continued only under the same settings)."""
+
+    alphas: np.ndarray
+    betas: np.ndarray | None
+    loss: np.ndarray
+    error: np.ndarray
+    meta: dict[str, Any]
+
+    def row(self, i: int) -> list[tuple[tuple[int, ...], list[float]]]:
+        """The points of row ``i``: (index into ``loss``, coefficients of the directions)."""
+        if self.betas is None:
+            return [((i,), [self.alphas[i]])]
+        return [((i, j), [self.alphas[i], self.betas[j]]) for j in range(len(self.betas))]
+
+    def load(self, state_path: Path | None) -> bool:
+        """Continue the grid saved at ``state_path`` if there is one (made with the same settings)."""
+        if state_path is None or not state_path.exists():
+            return False
+        with np.load(state_path, allow_pickle=False) as z:
+            old = json.loads(str(z["meta"]))
+            if old != json.loads(json.dumps(self.meta)):
+                raise ReslabError(
+                    f"{state_path} holds a landscape with other settings ({old}); use another --out to start anew"
+                )
+            self.loss, self.error = z["loss"].copy(), z["error"].copy()
+        return True
+
+    def save(self, state_path: Path | None) -> None:
+        if state_path is not None:
+            save_npz(
+                state_path,
+                alphas=self.alphas,
+                betas=np.asarray([] if self.betas is None else self.betas),
+                loss=self.loss,
+                error=self.error,
+                meta=json.dumps(self.meta),
+            )
+
+
+def _new_grid(
+    mode: str, resolution: int, span: float, line_margin: float, other: nn.Module | None, meta: dict[str, Any]
+) -> _Grid:
+    """The checked settings as axes and an empty (all-NaN) grid."""
+    if mode not in ("plane", "direction", "line"):
+        raise ConfigError(f"landscape mode must be plane, direction or line, got {mode!r}")
+    if resolution < 2:
+        raise ConfigError("--resolution must be at least 2")
+    if mode == "line":
+        if other is None:
+            raise ConfigError("a line landscape needs a second checkpoint")
+        step = 1.0 / (resolution - 1)
+        extra = round(line_margin / step)
+        alphas = np.arange(-extra, resolution + extra) * step
+        betas = None
+    else:
+        alphas = axis(resolution, -span, span)
+        betas = alphas.copy() if mode == "plane" else None
+    shape = (len(alphas), len(betas)) if betas is not None else (len(alphas),)
+    return _Grid(alphas, betas, np.full(shape, np.nan), np.full(shape, np.nan), meta)
+
+
+def _directions(
+    mode: str, model: nn.Module, other: nn.Module | None, seed: int, dirs_path: Path | None, resume: bool
+) -> list[Direction]:
+    """When resuming, the directions an earlier invocation saved at ``dirs_path``; else new ones (saved
+    there): the line from ``model`` to ``other``, or one/two filter-normalized random directions."""
+    if resume and dirs_path is not None and dirs_path.exists():
+        saved = torch_load(dirs_path)
+        return [saved[k] for k in sorted(saved)]
+    if mode == "line":
+        assert other is not None
+        dirs = [line_direction(model, other)]
+    else:
+        g = torch.Generator().manual_seed(int(seed))
+        dirs = [random_direction(model, g) for _ in range(2 if mode == "plane" else 1)]
+    if dirs_path is not None:
+        torch_save({f"d{i}": d for i, d in enumerate(dirs)}, dirs_path)
+    return dirs
+
+
+def _evaluate_grid(
+    model: nn.Module,
+    data: EvalData,
+    grid: _Grid,
+    dirs: list[Direction],
+    batch_size: int,
+    state_path: Path | None,
+    label: str,
+    progress: bool,
+) -> float:
+    """Fill the grid's missing points, saving it after every row; returns the loss at the origin."""
+    from tqdm.auto import tqdm
+
+    todo = int(np.isnan(grid.loss).sum())
+    bar = tqdm(
+        total=grid.loss.size,
+        initial=grid.loss.size - todo,
+        desc=f"landscape {label}",
+        disable=not progress,
+        leave=False,
+    )
+    dev = next(model.parameters()).device
+    pert = Perturbation(model, list(dirs[0]))
+    dirs = [{k: v.to(dev) for k, v in d.items()} for d in dirs]
+    try:
+        with bn_mode(model, "eval"):
+            origin_loss = _eval_at(pert, [0.0] * len(dirs), dirs, model, data, batch_size)[0]
+            for i in range(len(grid.alphas)):
+                for index, coeffs in grid.row(i):
+                    if np.isnan(grid.loss[index]):
+                        grid.loss[index], grid.error[index] = _eval_at(
+                            pert, coeffs, dirs, model, data, batch_size
+                        )
+                        bar.update()
+                grid.save(state_path)
+    finally:
+        pert.restore()
+        bar.close()
+    return origin_loss
 
 
 def compute_landscape(
@@ -149,24 +221,6 @@ def compute_landscape(
     points over ``[-span, span]``; ``line``: ``resolution`` points from 0 (this model) to 1 (``other``),
     both included, plus the same spacing continued ``line_margin`` beyond each end.
     """
-    from tqdm.auto import tqdm
-
-    if mode not in ("plane", "direction", "line"):
-        raise ConfigError(f"landscape mode must be plane, direction or line, got {mode!r}")
-    if resolution < 2:
-        raise ConfigError("--resolution must be at least 2")
-    dev = next(model.parameters()).device
-    if mode == "line":
-        if other is None:
-            raise ConfigError("a line landscape needs a second checkpoint")
-        step = 1.0 / (resolution - 1)
-        extra = round(line_margin / step)
-        alphas = np.arange(-extra, resolution + extra) * step
-        betas = None
-    else:
-        alphas = axis(resolution, -span, span)
-        betas = alphas.copy() if mode == "plane" else None
-    shape = (len(alphas), len(betas)) if betas is not None else (len(alphas),)
     meta = {
         "mode": mode,
         "resolution": resolution,
@@ -176,91 +230,20 @@ def compute_landscape(
         "line_margin": line_margin,
         **(settings or {}),
     }
-
+    grid = _new_grid(mode, resolution, span, line_margin, other, meta)
     dirs_path = (
         state_path.with_name(state_path.name.replace("landscape_", "directions_")).with_suffix(".pt")
         if state_path
         else None
     )
-    loss = np.full(shape, np.nan)
-    error = np.full(shape, np.nan)
-    dirs: list[Direction] | None = None
-    if state_path is not None and state_path.exists():
-        with np.load(state_path, allow_pickle=False) as z:
-            old = json.loads(str(z["meta"]))
-            if old != json.loads(json.dumps(meta)):
-                raise ReslabError(
-                    f"{state_path} holds a landscape with other settings ({old}); use another --out to start anew"
-                )
-            loss, error = z["loss"].copy(), z["error"].copy()
-        if dirs_path is not None and dirs_path.exists():
-            saved = torch_load(dirs_path)
-            dirs = [saved[k] for k in sorted(saved)]
-    if dirs is None:
-        if mode == "line":
-            assert other is not None
-            a_state = {k: v for k, v in _named_state(model).items() if v.is_floating_point()}
-            b_state = _named_state(other)
-            for k, v in a_state.items():
-                if k not in b_state or b_state[k].shape != v.shape:
-                    raise ConfigError(
-                        f"the two checkpoints differ in {k!r}: a line needs the same architecture"
-                    )
-            dirs = [{k: (b_state[k].float().cpu() - v.float().cpu()) for k, v in a_state.items()}]
-        else:
-            g = torch.Generator().manual_seed(int(seed))
-            dirs = [random_direction(model, g) for _ in range(2 if mode == "plane" else 1)]
-        if dirs_path is not None:
-            torch_save({f"d{i}": d for i, d in enumerate(dirs)}, dirs_path)
-
-    names = list(dirs[0])
-    pert = _Perturb(model, names)
-    dirs = [{k: v.to(dev) for k, v in d.items()} for d in dirs]
-
-    def save() -> None:
-        if state_path is not None:
-            save_npz(
-                state_path,
-                alphas=alphas,
-                betas=np.asarray([] if betas is None else betas),
-                loss=loss,
-                error=error,
-                meta=json.dumps(meta),
-            )
-
-    rows = range(len(alphas))
-    todo = int(np.isnan(loss).sum())
-    bar = tqdm(
-        total=loss.size,
-        initial=loss.size - todo,
-        desc=f"landscape {label}",
-        disable=not progress,
-        leave=False,
-    )
-    try:
-        with bn_mode(model, "eval"):
-            origin_loss = _eval_at(pert, [0.0] * len(dirs), dirs, model, data, batch_size)[0]
-            for i in rows:
-                if betas is None:
-                    if np.isnan(loss[i]):
-                        loss[i], error[i] = _eval_at(pert, [alphas[i]], dirs, model, data, batch_size)
-                        bar.update()
-                else:
-                    for j in range(len(betas)):
-                        if np.isnan(loss[i, j]):
-                            loss[i, j], error[i, j] = _eval_at(
-                                pert, [alphas[i], betas[j]], dirs, model, data, batch_size
-                            )
-                            bar.update()
-                save()
-    finally:
-        pert.restore()
-        bar.close()
-    return Landscape(label, mode, alphas, betas, loss, error, origin_loss, trained)
+    resume = grid.load(state_path)
+    dirs = _directions(mode, model, other, seed, dirs_path, resume)
+    origin_loss = _evaluate_grid(model, data, grid, dirs, batch_size, state_path, label, progress)
+    return Landscape(label, mode, grid.alphas, grid.betas, grid.loss, grid.error, origin_loss, trained)
 
 
 def _eval_at(
-    pert: _Perturb,
+    pert: Perturbation,
     coeffs: Sequence[float],
     dirs: Sequence[Direction],
     model: nn.Module,
