@@ -220,100 +220,120 @@ def _table(profiles: Sequence[GradientProfile], batch_size: int, mode: str) -> s
 
 
 def explain(profiles: Sequence[GradientProfile]) -> str:
-    """The honest paragraph: what the measured ratios say, in words derived from the numbers."""
+    """The honest paragraph: what the measured ratios say, in words derived from the numbers; one group
+    of sentences per kind of network (plain/residual, with/without BatchNorm)."""
     plain = [p for p in profiles if p.shortcut_norm.max() == 0 and p.has_bn]
     res = [p for p in profiles if p.shortcut_norm.max() > 0 and p.has_bn]
     nobn = [p for p in profiles if not p.has_bn]
+    nobn_plain = [p for p in nobn if p.shortcut_norm.max() == 0]
+    nobn_res = [p for p in nobn if p.shortcut_norm.max() > 0]
     parts = ["**What the numbers show.**"]
-
-    def describe(group: Sequence[GradientProfile]) -> str:
-        return ", ".join(
-            f"{p.label} {fmt_num(p.ratio)}" for p in sorted(group, key=lambda q: len(q.input_norm))
-        )
-
     if plain:
-        by_depth = sorted(plain, key=lambda q: len(q.input_norm))
-        factors = [_per_block(p) for p in by_depth]
-        exponential = all(p.ratio > 1 for p in by_depth) and all(f > EXPONENTIAL_FACTOR for f in factors)
-        exponential = exponential and all(a.ratio < b.ratio for a, b in itertools.pairwise(by_depth))
-        parts.append(
-            f"In the plain networks with BatchNorm the gradient at the first unit's input relative to the last is "
-            f"{describe(plain)}: "
-            + (
-                "it *grows* toward the input, by a roughly constant factor per unit "
-                f"({', '.join(fmt_num(f) for f in factors)} per unit, above {EXPONENTIAL_FACTOR} at every depth), "
-                "i.e. exponentially in depth. "
-                "The gradient does not vanish, it explodes: BatchNorm keeps the forward activations at unit "
-                "scale, but its backward pass (division by the batch standard deviation and removal of the "
-                "batch-mean component) followed by ReLU and a He-initialized convolution multiplies the "
-                "gradient norm by a factor above one at every layer (the gradient explosion of BN networks "
-                "analyzed by Yang et al. 2019, 'A Mean Field Theory of Batch Normalization'). "
-                "The seed documents' 'vanishing gradients' is not what is measured here; what the plain "
-                "net suffers from is an ill-conditioned, exponentially unbalanced gradient across depth."
-                if exponential
-                else f"per unit {', '.join(fmt_num(f) for f in factors)}; no exponential growth with depth is "
-                "visible here (the ratio does not rise by a constant factor per unit from the shallowest to the "
-                "deepest net). Training reshapes the gradient profile: BN's learned scales and running "
-                "statistics are no longer those of the initialization, where the explosion is measured."
-            )
-        )
+        parts.append(_explain_plain_bn(plain))
     if res:
-        by_depth = sorted(res, key=lambda q: len(q.input_norm))
-        factors = [_per_block(p) for p in by_depth]
-        rising = all(a.ratio < b.ratio for a, b in itertools.pairwise(by_depth)) and len(by_depth) > 1
-        flattening = all(a > b for a, b in itertools.pairwise(factors))
-        if rising and flattening:
-            trend = f"it grows only mildly with depth{_power_law(res)}"
-        elif rising:
-            trend = f"it grows with depth (per unit {', '.join(fmt_num(f) for f in factors)})"
-        elif len(by_depth) > 1:
-            trend = f"it does not grow with depth (per unit {', '.join(fmt_num(f) for f in factors)})"
-        else:
-            trend = f"{fmt_num(factors[0])} per unit"
-        parts.append(
-            f"In the residual networks with BatchNorm the same ratio is {describe(res)}: {trend}. The identity "
-            "shortcut passes the gradient of every unit back unchanged and each branch only adds to it; "
-            f"on average {np.mean([p.shortcut_share.mean() for p in res]):.0%} of the gradient norm at a unit's "
-            "input arrives through its shortcut."
-        )
-    if nobn:
-        np_plain = [p for p in nobn if p.shortcut_norm.max() == 0]
-        np_res = [p for p in nobn if p.shortcut_norm.max() > 0]
-        if np_plain:
-            trend = (
-                "shrinks toward the input (a mildly *vanishing* gradient)"
-                if all(p.ratio < 1 for p in np_plain)
-                else "grows toward the input"
-                if all(p.ratio > 1 for p in np_plain)
-                else "neither grows nor shrinks consistently"
-            )
-            parts.append(
-                f"Without BatchNorm (same weights, every BN replaced by identity) the plain networks give "
-                f"{describe(np_plain)}: the gradient {trend}, by a factor "
-                f"{', '.join(fmt_num(_per_block(p)) for p in np_plain)} per unit. He initialization only keeps "
-                "the *expected* signal scale constant per layer; without BN's backward amplification the "
-                "measured per-unit gain of the gradient is "
-                + (
-                    "below one, so here the plain network shows the classic vanishing gradient, geometric in depth."
-                    if all(p.ratio < 1 for p in np_plain)
-                    else "not below one."
-                )
-            )
-        if np_res:
-            parts.append(
-                f"The residual networks without BatchNorm give {describe(np_res)}: with nothing to rescale the "
-                "sum, every unit adds a branch of about the scale of its input, so activations and, going "
-                "backwards, gradients grow by a roughly constant factor per unit "
-                f"({', '.join(fmt_num(_per_block(p)) for p in np_res)}): exponential growth appears in the "
-                "residual net instead, which is why unnormalized ResNets need rescaled branches or zero-initialized "
-                "last layers (Fixup, SkipInit)."
-            )
+        parts.append(_explain_residual_bn(res))
+    if nobn_plain:
+        parts.append(_explain_plain_no_bn(nobn_plain))
+    if nobn_res:
+        parts.append(_explain_residual_no_bn(nobn_res))
     if not (plain or res or nobn):
         parts.append("No profile was measured.")
     parts.append(
         "These are single-batch measurements at one point of training; the exact numbers vary with seed and batch."
     )
     return " ".join(parts)
+
+
+def _ratios(group: Sequence[GradientProfile]) -> str:
+    """``label ratio, ...`` from the shallowest network to the deepest."""
+    return ", ".join(f"{p.label} {fmt_num(p.ratio)}" for p in sorted(group, key=lambda q: len(q.input_norm)))
+
+
+def _explain_plain_bn(plain: Sequence[GradientProfile]) -> str:
+    """Plain networks with BN: the gradient explodes toward the input, exponentially in depth, or not."""
+    by_depth = sorted(plain, key=lambda q: len(q.input_norm))
+    factors = [_per_block(p) for p in by_depth]
+    exponential = all(p.ratio > 1 for p in by_depth) and all(f > EXPONENTIAL_FACTOR for f in factors)
+    exponential = exponential and all(a.ratio < b.ratio for a, b in itertools.pairwise(by_depth))
+    return (
+        f"In the plain networks with BatchNorm the gradient at the first unit's input relative to the last is "
+        f"{_ratios(plain)}: "
+        + (
+            "it *grows* toward the input, by a roughly constant factor per unit "
+            f"({', '.join(fmt_num(f) for f in factors)} per unit, above {EXPONENTIAL_FACTOR} at every depth), "
+            "i.e. exponentially in depth. "
+            "The gradient does not vanish, it explodes: BatchNorm keeps the forward activations at unit "
+            "scale, but its backward pass (division by the batch standard deviation and removal of the "
+            "batch-mean component) followed by ReLU and a He-initialized convolution multiplies the "
+            "gradient norm by a factor above one at every layer (the gradient explosion of BN networks "
+            "analyzed by Yang et al. 2019, 'A Mean Field Theory of Batch Normalization'). "
+            "The seed documents' 'vanishing gradients' is not what is measured here; what the plain "
+            "net suffers from is an ill-conditioned, exponentially unbalanced gradient across depth."
+            if exponential
+            else f"per unit {', '.join(fmt_num(f) for f in factors)}; no exponential growth with depth is "
+            "visible here (the ratio does not rise by a constant factor per unit from the shallowest to the "
+            "deepest net). Training reshapes the gradient profile: BN's learned scales and running "
+            "statistics are no longer those of the initialization, where the explosion is measured."
+        )
+    )
+
+
+def _explain_residual_bn(res: Sequence[GradientProfile]) -> str:
+    """Residual networks with BN: how the ratio grows with depth, and the shortcut's share of it."""
+    by_depth = sorted(res, key=lambda q: len(q.input_norm))
+    factors = [_per_block(p) for p in by_depth]
+    rising = all(a.ratio < b.ratio for a, b in itertools.pairwise(by_depth)) and len(by_depth) > 1
+    flattening = all(a > b for a, b in itertools.pairwise(factors))
+    if rising and flattening:
+        trend = f"it grows only mildly with depth{_power_law(res)}"
+    elif rising:
+        trend = f"it grows with depth (per unit {', '.join(fmt_num(f) for f in factors)})"
+    elif len(by_depth) > 1:
+        trend = f"it does not grow with depth (per unit {', '.join(fmt_num(f) for f in factors)})"
+    else:
+        trend = f"{fmt_num(factors[0])} per unit"
+    return (
+        f"In the residual networks with BatchNorm the same ratio is {_ratios(res)}: {trend}. The identity "
+        "shortcut passes the gradient of every unit back unchanged and each branch only adds to it; "
+        f"on average {np.mean([p.shortcut_share.mean() for p in res]):.0%} of the gradient norm at a unit's "
+        "input arrives through its shortcut."
+    )
+
+
+def _explain_plain_no_bn(np_plain: Sequence[GradientProfile]) -> str:
+    """Plain networks with BN removed: the classic vanishing gradient, where the gain is below one."""
+    vanishing = all(p.ratio < 1 for p in np_plain)
+    trend = (
+        "shrinks toward the input (a mildly *vanishing* gradient)"
+        if vanishing
+        else "grows toward the input"
+        if all(p.ratio > 1 for p in np_plain)
+        else "neither grows nor shrinks consistently"
+    )
+    return (
+        f"Without BatchNorm (same weights, every BN replaced by identity) the plain networks give "
+        f"{_ratios(np_plain)}: the gradient {trend}, by a factor "
+        f"{', '.join(fmt_num(_per_block(p)) for p in np_plain)} per unit. He initialization only keeps "
+        "the *expected* signal scale constant per layer; without BN's backward amplification the "
+        "measured per-unit gain of the gradient is "
+        + (
+            "below one, so here the plain network shows the classic vanishing gradient, geometric in depth."
+            if vanishing
+            else "not below one."
+        )
+    )
+
+
+def _explain_residual_no_bn(np_res: Sequence[GradientProfile]) -> str:
+    """Residual networks with BN removed: the growth moves into the residual sum."""
+    return (
+        f"The residual networks without BatchNorm give {_ratios(np_res)}: with nothing to rescale the "
+        "sum, every unit adds a branch of about the scale of its input, so activations and, going "
+        "backwards, gradients grow by a roughly constant factor per unit "
+        f"({', '.join(fmt_num(_per_block(p)) for p in np_res)}): exponential growth appears in the "
+        "residual net instead, which is why unnormalized ResNets need rescaled branches or zero-initialized "
+        "last layers (Fixup, SkipInit)."
+    )
 
 
 def _power_law(group: Sequence[GradientProfile]) -> str:
