@@ -18,8 +18,9 @@ from _import_graph import find_cycle, import_graph
 from reslab.cli import main
 from reslab.errors import ConfigError, ReslabError
 from reslab.experiments import plan_experiment, redraw, run_experiment, run_status
+from reslab.experiments.claims import claims_for
 from reslab.experiments.plan import write_plan
-from reslab.experiments.results import Group, RunResult, claims_for
+from reslab.experiments.results import Group, RunResult
 from reslab.experiments.specs import BUDGETS, EXPERIMENTS, parse_depths, parse_seeds
 
 EXPECTED_NETWORKS = {

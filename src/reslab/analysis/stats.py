@@ -1,6 +1,6 @@
 """Deciding whether two networks differ: Welch's t-test over seeds, and a binomial test for single runs.
 
-Used by the experiments' verdicts (:mod:`reslab.experiments.results`) and by the analyses' summaries
+Used by the experiments' verdicts (:mod:`reslab.experiments.claims`) and by the analyses' summaries
 (e.g. the lesion study's shape-changing units); it lives here, below both, so that dependencies point
 one way (experiments -> analysis).
 

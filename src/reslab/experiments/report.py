@@ -12,6 +12,7 @@ from typing import Any
 
 from reslab import _io
 from reslab.analysis import stats
+from reslab.experiments.claims import Claim, claims_for
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
 from reslab.experiments.results import (
     PAPER_TABLE3,
@@ -19,10 +20,8 @@ from reslab.experiments.results import (
     PAPER_TABLE6_NOTE,
     SOURCE_T3,
     SOURCE_T6,
-    Claim,
     Group,
     RunResult,
-    claims_for,
     fmt,
     fmt_range,
     group_runs,

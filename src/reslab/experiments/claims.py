@@ -1,0 +1,311 @@
+"""The paper's claims, each judged from the runs grouped over seeds (:mod:`reslab.experiments.results`).
+
+Each claim is judged from the numbers by a stated test (:mod:`reslab.analysis.stats`): with two or
+more seeds per network, Welch's t-test at 5% (two-sided); with one run per network, the binomial error of
+an error rate measured on that many images (the evaluation set for test error, the last evaluation window
+of training batches for training error), a difference counting beyond ``max(0.5 points, 2 standard
+errors)``. A claim the test cannot settle is "inconclusive", and the report lists it under what the
+budget is too small to decide, with the seeds that would resolve the measured difference.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+from reslab.analysis import stats
+from reslab.analysis.stats import Comparison
+from reslab.experiments.results import Group, fmt
+
+
+def compare(a: Group, b: Group, attr: str) -> Comparison:
+    """``b - a`` for ``attr`` with the stated test (Welch over seeds, else binomial; module docstring)."""
+    return stats.compare(a.values(attr), b.values(attr), a.se(attr), b.se(attr), (a.label, b.label))
+
+
+@dataclass
+class Claim:
+    claim: str  # the paper's claim, in one line
+    verdict: str  # "supported", "not supported", "partly supported", "inconclusive"
+    sentence: str  # the evidence, computed from the numbers
+    undecided: str = ""  # when inconclusive: what the budget cannot decide, and what would
+
+    def markdown(self) -> str:
+        return f"- **{self.claim}** — {self.verdict.upper()}: {self.sentence}"
+
+
+def _by(groups: list[Group], variant: str) -> list[Group]:
+    return sorted((g for g in groups if g.variant == variant), key=lambda g: g.depth)
+
+
+def _trend(gs: list[Group], attr: str) -> tuple[int, int, int]:
+    """(consecutive depths where the deeper is significantly higher, significantly lower, pairs)."""
+    signs = [compare(a, b, attr).sign for a, b in itertools.pairwise(gs)]
+    return signs.count(1), signs.count(-1), len(signs)
+
+
+def _series(gs: list[Group], attr: str) -> str:
+    return " → ".join(f"{_mean_sd(g, attr)}% ({g.label})" for g in gs)
+
+
+def _mean_sd(g: Group, attr: str) -> str:
+    return fmt(g.mean(attr), g.std(attr))
+
+
+def _evidence(c: Comparison) -> str:
+    if c.test == "missing":
+        return c.describe()
+    return f"{c.b} minus {c.a} = {c.diff:+.2f} points ({c.describe()})"
+
+
+def _undecided(c: Comparison, what: str) -> str:
+    """What an inconclusive comparison leaves open, and how many seeds would settle it ("" when it is
+    only not measured yet: that is not a limit of the budget)."""
+    if c.test == "missing":
+        return ""
+    text = f"{what}: {c.b} vs {c.a} differ by {c.diff:+.2f} points, within noise"
+    if c.test == "welch":
+        text += f" (a difference needs about ±{c.margin:.2f} points to reach 5% with these seeds"
+        text += (
+            f"; were the measured difference the true one, about {c.seeds_needed} seeds per network would resolve it)"
+            if c.seeds_needed
+            else "; the measured one is too small to resolve with any practical number of seeds)"
+        )
+    else:
+        text += " (fewer than two runs per network: rerun with --seeds 3 or more to measure the seed-to-seed spread)"
+    return text + "."
+
+
+def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
+    if not groups or all(not math.isfinite(g.mean("test_error")) for g in groups):
+        return [Claim("any claim", "inconclusive", "no finished evaluations to judge from yet.")]
+    fn = {
+        "degradation": _claims_degradation,
+        "depth": _claims_depth,
+        "shortcuts": _claims_shortcuts,
+        "highway": _claims_highway,
+        "relatives": _claims_relatives,
+    }[experiment]
+    out = fn(groups)
+    if any(not g.finished for g in groups):
+        for c in out:
+            c.sentence += " (some runs are unfinished: numbers are from their last evaluation)"
+    return out
+
+
+def _deeper_is_worse(gs: list[Group], attr: str, what: str, family: str) -> Claim:
+    claim = f"Among {family}, the deeper net has the higher {what}"
+    if len(gs) < 2:
+        return Claim(claim, "inconclusive", f"needs two depths; only {len(gs)} trained.")
+    up, against, pairs = _trend(gs, attr)
+    c = compare(gs[0], gs[-1], attr)
+    verdict = {1: "supported" if against == 0 else "partly supported", -1: "not supported"}.get(
+        c.sign, "inconclusive"
+    )
+    sentence = (
+        f"{what} {_series(gs, attr)}; {_evidence(c)}; significantly higher at {up} of {pairs} steps in "
+        f"depth, lower at {against}."
+    )
+    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "")
+
+
+def _deeper_no_worse(gs: list[Group], attr: str, what: str, family: str) -> Claim:
+    """He et al.: deeper ResNets are no worse, here: significantly better (supported), no difference
+    shown (inconclusive: consistent with "no worse" but not evidence for it), worse (not supported)."""
+    claim = f"Among {family}, deeper is no worse ({what})"
+    if len(gs) < 2:
+        return Claim(claim, "inconclusive", f"needs two depths; only {len(gs)} trained.")
+    worse, better, pairs = _trend(gs, attr)
+    c = compare(gs[0], gs[-1], attr)
+    verdict = {-1: "supported" if worse == 0 else "partly supported", 1: "not supported"}.get(
+        c.sign, "inconclusive"
+    )
+    sentence = (
+        f"{what} {_series(gs, attr)}; {_evidence(c)}; a deeper net is significantly worse at {worse} of "
+        f"{pairs} steps in depth, better at {better}"
+        + (
+            "; no difference shown, which is consistent with the claim but does not establish it"
+            if not c.sign and c.test != "missing"
+            else ""
+        )
+        + "."
+    )
+    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "")
+
+
+def _a_beats_b(a: Group, b: Group, attr: str, what: str, claim: str) -> Claim:
+    """The claim "a has the lower ``attr``": supported when b - a is significantly positive."""
+    c = compare(a, b, attr)
+    verdict = {1: "supported", -1: "not supported"}.get(c.sign, "inconclusive")
+    sentence = f"{what}: {a.label} {_mean_sd(a, attr)}% vs {b.label} {_mean_sd(b, attr)}%; {_evidence(c)}."
+    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "")
+
+
+def _claims_degradation(groups: list[Group]) -> list[Claim]:
+    plain, res = _by(groups, "plain"), _by(groups, "resnet")
+    out = [
+        _deeper_is_worse(plain, "train_error", "training error", "plain nets"),
+        _deeper_no_worse(res, "train_error", "training error", "ResNets"),
+        _deeper_no_worse(res, "test_error", "test error", "ResNets"),
+    ]
+    common = sorted({g.depth for g in plain} & {g.depth for g in res})
+    if common:
+        d = common[-1]
+        p = next(g for g in plain if g.depth == d)
+        r = next(g for g in res if g.depth == d)
+        out.append(
+            _a_beats_b(
+                r,
+                p,
+                "train_error",
+                "training error",
+                f"At depth {d}, the ResNet trains better than the plain net",
+            )
+        )
+    return out
+
+
+def _claims_depth(groups: list[Group]) -> list[Claim]:
+    res = [g for g in _by(groups, "resnet") if g.depth <= 110]
+    claim = "Deeper ResNets have lower test error (20 → 110; paper: 8.75% → 6.43%)"
+    if len(res) < 2:
+        out = [Claim(claim, "inconclusive", f"needs two depths up to 110; {len(res)} trained.")]
+    else:
+        worse, better, pairs = _trend(res, "test_error")
+        c = compare(res[0], res[-1], "test_error")
+        verdict = {-1: "supported" if worse == 0 else "partly supported", 1: "not supported"}.get(
+            c.sign, "inconclusive"
+        )
+        sentence = (
+            f"test error {_series(res, 'test_error')}; {_evidence(c)}; significantly lower at {better} of "
+            f"{pairs} steps in depth, higher at {worse}."
+        )
+        out = [
+            Claim(claim, verdict, sentence, _undecided(c, "test error") if verdict == "inconclusive" else "")
+        ]
+    g1202 = [g for g in groups if g.depth == 1202]
+    g110 = [g for g in groups if g.depth == 110]
+    if g1202 and g110:
+        c = compare(g110[0], g1202[0], "test_error")
+        out.append(
+            Claim(
+                "ResNet-1202 is no better than ResNet-110 (overfitting; paper 7.93% vs 6.43%)",
+                "not supported" if c.sign < 0 else "supported",
+                f"test error {_mean_sd(g1202[0], 'test_error')}% vs {_mean_sd(g110[0], 'test_error')}%"
+                f"; {_evidence(c)}.",
+            )
+        )
+    return out
+
+
+def _claims_shortcuts(groups: list[Group]) -> list[Claim]:
+    by = {g.variant: g for g in groups}
+    out: list[Claim] = []
+    res = [by[k] for k in ("A", "B", "C") if k in by]
+    if "plain" in by and res:
+        worst = max(res, key=lambda g: g.mean("test_error"))
+        out.append(
+            _a_beats_b(
+                worst,
+                by["plain"],
+                "test_error",
+                "test error, worst shortcut option vs plain",
+                "Every shortcut option (A, B, C) is far better than the plain net",
+            )
+        )
+    if len(res) >= 2:
+        claim = "C ≤ B ≤ A (projections help a little; paper: 24.19 ≤ 24.52 ≤ 25.03 on ImageNet)"
+        cs = [compare(by[x], by[y], "test_error") for x, y in (("C", "B"), ("B", "A")) if x in by and y in by]
+        ok, rev = sum(c.sign > 0 for c in cs), sum(c.sign < 0 for c in cs)
+        ordered = all(c.diff >= 0 for c in cs)
+        verdict = "not supported" if rev else "supported" if ok == len(cs) else "inconclusive"
+        sentence = (
+            "test error "
+            + ", ".join(f"{g.variant} {_mean_sd(g, 'test_error')}%" for g in res)
+            + "; "
+            + "; ".join(_evidence(c) for c in cs)
+            + (
+                "; the means are in the paper's order but the gaps are within noise"
+                if verdict == "inconclusive" and ordered
+                else "; the gaps are within noise and not in the paper's order"
+                if verdict == "inconclusive"
+                else ""
+            )
+            + "."
+        )
+        undecided = " ".join(_undecided(c, "test error") for c in cs if not c.sign)
+        out.append(Claim(claim, verdict, sentence, undecided if verdict == "inconclusive" else ""))
+    return out
+
+
+def _claims_highway(groups: list[Group]) -> list[Claim]:
+    out: list[Claim] = []
+    depths = sorted({g.depth for g in groups})
+    by = {(g.variant, g.depth): g for g in groups}
+    for d in depths:
+        r, h, p = by.get(("resnet", d)), by.get(("highway", d)), by.get(("plain", d))
+        if r and h:
+            out.append(
+                _a_beats_b(
+                    r,
+                    h,
+                    "test_error",
+                    "test error",
+                    f"At depth {d}, the ResNet is better than the highway net",
+                )
+            )
+        if r and p:
+            out.append(
+                _a_beats_b(
+                    r, p, "test_error", "test error", f"At depth {d}, the ResNet is better than the plain net"
+                )
+            )
+    res, hw = _by(groups, "resnet"), _by(groups, "highway")
+    if len(depths) >= 2 and len(res) >= 2:
+        out.append(_deeper_no_worse(res, "train_error", "training error", "ResNets"))
+    if len(depths) >= 2 and len(res) >= 2 and len(hw) >= 2:
+        out.append(depth_gain_claim(res, hw))
+    return out
+
+
+def depth_gain_claim(res: list[Group], hw: list[Group]) -> Claim:
+    """ "ResNets gain more from depth than highway nets": the difference of two differences of training
+    error, judged by a z-test (normal approximation) on the four groups' standard errors at 5%, with the
+    0.5-point floor of the single-run margin."""
+    dr = res[-1].mean("train_error") - res[0].mean("train_error")
+    dh = hw[-1].mean("train_error") - hw[0].mean("train_error")
+    se = math.sqrt(sum(_nz(g.se("train_error")) ** 2 for g in (res[0], res[-1], hw[0], hw[-1])))
+    m = max(stats.MIN_MARGIN, 1.96 * se)
+    gap = dh - dr
+    verdict = "supported" if gap > m else "not supported" if gap < -m else "inconclusive"
+    return Claim(
+        f"ResNets gain more from depth than highway nets (depth {hw[0].depth} → {hw[-1].depth})",
+        verdict,
+        f"training error changes by {dr:+.2f} points for ResNets and {dh:+.2f} for highway nets "
+        f"(difference {gap:+.2f}; it counts beyond {m:.2f} points: 1.96 standard errors, z-test at 5%).",
+        f"training error gain from depth, ResNet vs highway: {gap:+.2f} points, within ±{m:.2f}."
+        if verdict == "inconclusive"
+        else "",
+    )
+
+
+def _nz(x: float) -> float:
+    return 0.0 if math.isnan(x) else x
+
+
+def _claims_relatives(groups: list[Group]) -> list[Claim]:
+    """Each relative against the ResNet of its depth (DenseNet-BC-100 against ResNet-56, similar size):
+    the papers report SE (Hu et al. 2018, Table 4), pre-activation (He et al. 2016b, Table 2) and
+    DenseNet-BC (Huang et al. 2017, Table 2: 4.51% vs 6.97%) as better on CIFAR."""
+    out: list[Claim] = []
+    res = {g.depth: g for g in groups if g.variant == "resnet"}
+    names = {"seresnet": "the SE-ResNet", "preact": "the pre-activation ResNet"}
+    for g in sorted(groups, key=lambda g: (g.depth, g.variant)):
+        if g.variant in names and g.depth in res:
+            claim = f"At depth {g.depth}, {names[g.variant]} is better than the ResNet"
+            out.append(_a_beats_b(g, res[g.depth], "test_error", "test error", claim))
+        elif g.variant == "densenet" and 56 in res:
+            claim = "DenseNet-BC-100 (0.8M parameters) is better than ResNet-56 (0.85M)"
+            out.append(_a_beats_b(g, res[56], "test_error", "test error", claim))
+    return out
