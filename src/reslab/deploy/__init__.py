@@ -9,7 +9,8 @@ See docs/deploy.md.
 
 from reslab.deploy.export import FORMATS, ExportError, ExportResult, export_model
 from reslab.deploy.features import StageFeatures, StageInfo, stage_info
-from reslab.deploy.predict import ImageReadError, InputSpec, Prediction, input_spec, load, predict_files
+from reslab.deploy.predict import Prediction, predict_files
+from reslab.deploy.preprocess import ImageReadError, InputSpec, input_spec, load
 
 __all__ = [
     "FORMATS",

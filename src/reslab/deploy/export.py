@@ -337,7 +337,7 @@ def export_model(
     The output is written atomically and only after it has been verified (unless ``verify=False``);
     an existing ``out`` is an error unless ``overwrite``.
     """
-    from reslab.deploy.predict import input_spec, load
+    from reslab.deploy.preprocess import input_spec, load
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -144,7 +144,7 @@ def resolve_model(model_or_run: str | os.PathLike) -> tuple[nn.Module, dict[str,
     (registry). A run or checkpoint is loaded with its weights; its input size comes from its config.
     """
     if Path(model_or_run).exists():
-        from reslab.deploy.predict import input_spec, load
+        from reslab.deploy.preprocess import input_spec, load
 
         model, metadata = load(model_or_run)
         return model, metadata, input_spec(model, metadata).input_size
