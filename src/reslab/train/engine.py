@@ -426,6 +426,7 @@ def finish(s: Session) -> dict[str, Any]:
         "finished": True,
         "run_dir": str(run.dir),
         "task": cfg.task,
+        "metric_names": list(s.task.metric_names),
         "model": cfg.model,
         "dataset": s.task.info["dataset"],
         "recipe": cfg.recipe,
