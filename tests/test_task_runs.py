@@ -179,7 +179,16 @@ def _scene_config():
 @needs_data
 @pytest.mark.parametrize("task", ["detection", "segmentation"])
 def test_resume_after_a_kill_is_bit_identical(task, tmp_path):
+    """Detection starts its backbone from a classifier's weights file (frozen BNs, 3 trainable groups):
+    the resumed run rebuilds that architecture too."""
     args = ["train", "--task", task, *TINY, *HEAD[task], "--quiet"]
+    if task == "detection":
+        from reslab.models import create_model
+        from reslab.models.weights import save_weights
+
+        classifier = tmp_path / "classifier.safetensors"
+        save_weights(create_model("resnet", depth=8, in_chans=1, num_classes=10), classifier)
+        args += ["--init-from", str(classifier)]
     ref = tmp_path / "ref"
     assert main([*args, "--out", str(ref)]) == 0
 
@@ -200,6 +209,10 @@ def test_resume_after_a_kill_is_bit_identical(task, tmp_path):
         {k: v for k, v in r.items() if k not in skip} for r in rb
     ]
     assert (ref / "train_log.csv").read_text() == (run / "train_log.csv").read_text()
+    if task == "detection":
+        from reslab.models.dense import dense_spec
+
+        assert dense_spec(run)["frozen_bn"] is True and dense_spec(run)["trainable_layers"] == 3
 
 
 @needs_data

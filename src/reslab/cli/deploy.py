@@ -26,6 +26,15 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from reslab.deploy.export import export_model
     from reslab.deploy.features import parse_input_size
+    from reslab.errors import ConfigError
+    from reslab.models.dense import dense_spec
+
+    spec = dense_spec(args.checkpoint)
+    if spec is not None:
+        raise ConfigError(
+            f"{args.checkpoint} is a {spec['task']} run: export it in Python with "
+            "reslab.deploy.dense.export_dense_onnx(load_dense(run)[0], out, ...) (docs/dense.md, Export)"
+        )
 
     result = export_model(
         args.checkpoint,
