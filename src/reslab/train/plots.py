@@ -105,6 +105,9 @@ def _loss_and_metric(
                 ms=3,
                 label=f"{split} {metric}",
             )
+    values = [y for line in right.lines for y in line.get_ydata()]
+    if values and all(0 <= v <= 1 for v in values):  # a fraction (mAP, mIoU): on its whole scale
+        right.set_ylim(0, 1)
     right.set_xlabel("iterations")
     right.set_ylabel(metric)
     right.grid(alpha=0.3)
