@@ -500,6 +500,7 @@ def test_classification_task_is_the_loops_whole_view_of_the_data():
     model = task.build_model(cfg.replace(model="resnet", model_kwargs={"depth": 8}), init=True)
     loss, errors, n = task.forward(model, next(task.loader.batches()))
     assert loss.ndim == 0 and loss.requires_grad and 0 <= int(errors) <= n == 8
-    err = task.evaluate("val", model)
+    assert task.metric_names == ("error",) and not task.higher_is_better and task.counts_errors
+    err = task.evaluate("val", model)["error"]
     assert 0.0 <= err <= 100.0 and err * 16 / 100 == pytest.approx(round(err * 16 / 100))  # a count of 16
-    assert task.select({"val": 30.0, "test": 10.0}, 5.0) == ("val_error", 30.0)
+    assert task.select({"val": {"error": 30.0}, "test": {"error": 10.0}}, 5.0) == ("val_error", 30.0)

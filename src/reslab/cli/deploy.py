@@ -26,6 +26,15 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from reslab.deploy.export import export_model
     from reslab.deploy.features import parse_input_size
+    from reslab.errors import ConfigError
+    from reslab.models.dense import dense_spec
+
+    spec = dense_spec(args.checkpoint)
+    if spec is not None:
+        raise ConfigError(
+            f"{args.checkpoint} is a {spec['task']} run: export it in Python with "
+            "reslab.deploy.dense.export_dense_onnx(load_dense(run)[0], out, ...) (docs/dense.md, Export)"
+        )
 
     result = export_model(
         args.checkpoint,
@@ -47,10 +56,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
-        help="classify image files with a trained run (its own preprocessing)",
+        help="classify image files with a trained run (its own preprocessing); detection / segmentation "
+        "runs: print the detections or classes and draw them (--out)",
         description="Print the top-k classes of each image, preprocessed exactly as the run was trained "
-        "(channels, size, normalization from its config). Unreadable files get one line each on stderr "
-        "and exit code 2; the others are still predicted.",
+        "(channels, size, normalization from its config). Detection and segmentation runs print each "
+        "image's detections (class, score, box) or its classes' share of the pixels, and with --out draw "
+        "the boxes or masks on it. Unreadable files get one line each on stderr and exit code 2; the "
+        "others are still predicted.",
     )
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run directory or .safetensors checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
@@ -61,12 +73,30 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                    help="grey models: invert images whose polarity is the opposite of the training "
                    "images' (auto, from the image border: a dark garment on a light background), "
                    "never, or always (default auto)")  # fmt: skip
+    g = p.add_argument_group("detection and segmentation runs")
+    g.add_argument("--out", metavar="PATH", help="draw the boxes or masks: the PNG file for one image; for "
+                   "several images a directory, one PATH/<stem>_<task>.png each (an existing file is refused "
+                   "without --overwrite)")  # fmt: skip
+    g.add_argument("--overwrite", action="store_true", help="replace existing drawings")
+    g.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
+                   help="detections scoring at least S are printed and drawn (default 0.5)")  # fmt: skip
     p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from reslab.deploy.predict import run_predict
+    from reslab.errors import ConfigError
+    from reslab.models.dense import dense_spec
 
+    if dense_spec(args.checkpoint) is not None:
+        from reslab.deploy.dense_predict import run_predict_dense
+
+        return run_predict_dense(
+            args.checkpoint, args.images, out=args.out, overwrite=args.overwrite,
+            score_threshold=args.score_threshold, as_json=args.json, device=args.device,
+        )  # fmt: skip
+    if args.out:
+        raise ConfigError("--out draws detections or masks; a classifier's predictions are printed")
     return run_predict(
         args.checkpoint,
         args.images,

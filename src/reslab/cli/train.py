@@ -12,7 +12,7 @@ from reslab.errors import ReslabError
 # ``reslab train``'s flags: each is a TrainConfig field whose help text lives in the field's metadata;
 # a tuple is a group of mutually exclusive fields.
 TRAIN_GROUPS: dict[str, tuple[str | tuple[str, ...], ...]] = {
-    "what to train": ("model", "dataset", "data_dir", "download", "subset", "val_split"),
+    "what to train": ("task", "model", "dataset", "data_dir", "download", "subset", "val_split"),
     "budget and optimization": (("epochs", "iterations"), "batch_size", "lr", "weight_decay", "seed"),
     "machine": ("device", "sync_bn"),
     "fine-tuning": ("init_from", "freeze", "freeze_backbone", "num_classes", "backbone_lr_scale"),
@@ -55,7 +55,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         g = p.add_argument_group(title)
         if title == "what to train":
             g.add_argument("--recipe", default=None, help="recipe name (fashion_mnist [default], fashion_mnist_demo, "
-                           "cifar_paper, imagenet_paper) or a path to a YAML file")  # fmt: skip
+                           "cifar_paper, imagenet_paper, detection, segmentation, ...) or a path to a YAML file; "
+                           "default: the recipe named after --task, else fashion_mnist")  # fmt: skip
         for name in names:
             if isinstance(name, tuple):
                 exclusive = g.add_mutually_exclusive_group()
@@ -89,7 +90,7 @@ def _train_flag_values(args: argparse.Namespace) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from reslab.train import DEFAULT_RECIPE, RESUME_KEYS, apply_overrides, load_recipe, parse_set, train
+    from reslab.train import RESUME_KEYS, apply_overrides, load_recipe, parse_set, train
     from reslab.train.rundir import default_run_dir
 
     given = _train_flag_values(args)
@@ -116,7 +117,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             apply_overrides(cfg, sets, source="--set")
         summary = train(cfg, run, resume=True, overwrite=args.overwrite, progress=not args.quiet)
     else:
-        cfg = load_recipe(args.recipe or DEFAULT_RECIPE)
+        cfg = load_recipe(args.recipe or task_recipe(given.get("task")))
         apply_overrides(cfg, given, source="command line")
         apply_overrides(cfg, parse_set(args.set), source="--set")
         cfg.validate()
@@ -125,6 +126,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.quiet and os.environ.get("RANK", "0") in ("", "0"):  # torchrun: rank 0 alone reports
         _print_train_result(summary)
     return 0
+
+
+def task_recipe(task: str | None) -> str:
+    """The recipe ``reslab train --task TASK`` starts from without ``--recipe``: the one named after the
+    task (``-`` as ``_``: ``super-resolution`` -> ``super_resolution``); classification's is the default."""
+    from reslab.train import DEFAULT_RECIPE
+
+    if task is None or task == "classification":
+        return DEFAULT_RECIPE
+    from reslab.train.config import TASK_NAMES
+
+    if task not in TASK_NAMES:
+        raise ReslabError(f"--task must be one of {', '.join(TASK_NAMES)}; got {task!r}")
+    return task.replace("-", "_")
 
 
 def _print_train_result(summary: dict) -> None:
@@ -137,6 +152,12 @@ def _print_train_result(summary: dict) -> None:
         line += f"; test error {test:.2f}% (accuracy {100 - test:.2f}%)"
     if final.get("val_error") is not None:
         line += f"; val error {final['val_error']:.2f}%"
+    metric = (summary.get("metric_names") or ["error"])[0]
+    if metric != "error":  # another task's primary metric (mAP@.5, mIoU, ...)
+        for split in ("test", "val"):
+            v = final.get(f"{split}_{metric}")
+            if v is not None:
+                line += f"; {split} {metric} {v:.4f}"
     print(line)
     run_dir = summary.get("run_dir")
     print(f"run:     {run_dir}")

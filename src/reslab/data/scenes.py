@@ -123,16 +123,22 @@ class Scenes:
         """The first ``n`` scenes."""
         if not 1 <= n <= len(self):
             raise ConfigError(f"subset must be in [1, {len(self)}], got {n}")
-        m = int(self.offsets[n])
+        return self.slice(0, n)
+
+    def slice(self, start: int, stop: int) -> Scenes:
+        """Scenes ``start:stop`` (at least one), their garments with them (``offsets`` from 0 again)."""
+        if not 0 <= start < stop <= len(self):
+            raise ConfigError(f"need 0 <= start < stop <= {len(self)}, got {start}:{stop}")
+        lo, hi = int(self.offsets[start]), int(self.offsets[stop])
         return Scenes(
             self.split,
-            self.images[:n],
-            self.instances[:n],
-            self.labels[:m],
-            self.boxes[:m],
-            self.offsets[: n + 1],
-            self.sources[:m],
-            self.placements[:m],
+            self.images[start:stop],
+            self.instances[start:stop],
+            self.labels[lo:hi],
+            self.boxes[lo:hi],
+            self.offsets[start : stop + 1] - lo,
+            self.sources[lo:hi],
+            self.placements[lo:hi],
         )
 
 

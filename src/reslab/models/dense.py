@@ -321,6 +321,21 @@ def load_dense(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> tup
     return model.to(map_location).eval(), meta
 
 
+def dense_spec(path_or_run: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``spec`` of a detection / segmentation weights file or run (see :func:`save_dense`); ``None``
+    for anything else (a classifier, a foreign checkpoint, a file that cannot be read: its own reader
+    reports that)."""
+    from reslab.errors import ReslabError
+    from reslab.models.weights import read_metadata, resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(path_or_run)
+        spec = read_metadata(path).get("spec") if path.suffix == ".safetensors" else None
+    except ReslabError:
+        return None
+    return spec if isinstance(spec, dict) and spec.get("task") in ("detection", "segmentation") else None
+
+
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     """Rebuild a model from ``model.spec`` (as stored in its checkpoint): same architecture, fresh weights."""
     spec = dict(spec)

@@ -72,7 +72,14 @@ def _rgb(image: torch.Tensor) -> torch.Tensor:
     return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
 
-def _flip_mask(n: int, augment: bool, generator: torch.Generator | None) -> torch.Tensor:
+def _flip_mask(
+    n: int, augment: bool, generator: torch.Generator | None, flips: torch.Tensor | None = None
+) -> torch.Tensor:
+    if flips is not None:  # drawn by the caller (a training loader's plan)
+        flips = torch.as_tensor(flips, dtype=torch.bool).reshape(-1).cpu()
+        if len(flips) != n:
+            raise ConfigError(f"flips holds {len(flips)} values for {n} scenes")
+        return flips
     if not augment:
         return torch.zeros(n, dtype=torch.bool)
     return torch.rand(n, generator=generator) < 0.5
@@ -156,11 +163,13 @@ class DetectionTask(_SceneTask):
         augment: bool = False,
         generator: torch.Generator | None = None,
         masks: bool = True,
+        flips: torch.Tensor | None = None,
     ) -> Batch:
         """Scenes ``index`` as detector input; ``augment`` flips each scene horizontally with probability
-        1/2 (boxes and masks with it; the draws come from ``generator``, on the CPU)."""
+        1/2 (boxes and masks with it; the draws come from ``generator``, on the CPU); ``flips`` (bool per
+        scene) gives the flips instead."""
         index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
-        flip = _flip_mask(len(index), augment, generator)
+        flip = _flip_mask(len(index), augment, generator, flips)
         images = self._images(scenes, index, flip, device)
         width = images.shape[-1]
         targets = []
@@ -229,11 +238,13 @@ class DetectionTask(_SceneTask):
         *,
         device: torch.device | str = "cpu",
         batch_size: int = 16,
-    ) -> dict[str, float]:
+        per_class: bool = False,
+    ) -> dict[str, Any]:
         """COCO mAP of ``model`` on every scene of ``scenes``: ``map``, ``map_50``, ``map_75``, ``mar_100``
-        (and ``mask_*`` for Mask R-CNN)."""
+        (and ``mask_*`` for Mask R-CNN); ``per_class``: also ``ap`` and ``ap_50``, one value per class
+        label (index 0, the background, NaN)."""
         with_masks = spec_of(model)["arch"] == "maskrcnn"
-        metric = DetectionMetric(masks=with_masks)
+        metric = DetectionMetric(masks=with_masks, per_class=per_class)
         for lo in range(0, len(scenes), batch_size):
             batch = self.batch(
                 scenes, range(lo, min(lo + batch_size, len(scenes))), device=device, masks=with_masks
@@ -289,10 +300,12 @@ class SegmentationTask(_SceneTask):
         device: torch.device | str = "cpu",
         augment: bool = False,
         generator: torch.Generator | None = None,
+        flips: torch.Tensor | None = None,
     ) -> Batch:
-        """Scenes ``index``: images in [0, 1] and class maps (B, H, W), flipped together with ``augment``."""
+        """Scenes ``index``: images in [0, 1] and class maps (B, H, W), flipped together with ``augment``
+        (or where ``flips``, bool per scene, says)."""
         index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
-        flip = _flip_mask(len(index), augment, generator)
+        flip = _flip_mask(len(index), augment, generator, flips)
         images = self._images(scenes, index, flip, device)
         target = scenes.semantic(index)
         if flip.any():

@@ -49,16 +49,27 @@ class DetectionMetric:
     ``masks=True`` adds the mask mAP (predicted masks thresholded at ``mask_threshold``, Mask R-CNN's 0.5).
     """
 
-    def __init__(self, *, masks: bool = False, mask_threshold: float = 0.5) -> None:
+    def __init__(self, *, masks: bool = False, mask_threshold: float = 0.5, per_class: bool = False) -> None:
         try:
             from torchmetrics.detection import MeanAveragePrecision
         except ImportError:  # pragma: no cover - a dependency of reslab
             raise ConfigError(
                 "detection metrics need torchmetrics and pycocotools: pip install reslab"
             ) from None
-        self.masks, self.mask_threshold = masks, mask_threshold
+        self.masks, self.mask_threshold, self.per_class = masks, mask_threshold, per_class
         iou_type: Any = ("bbox", "segm") if masks else "bbox"
         self._map = MeanAveragePrecision(iou_type=iou_type, backend="pycocotools")
+        # per class: box AP@[.5:.95] and AP@.5 (torchmetrics gives per-class values of its mAP only)
+        self._per_class = (
+            {
+                "ap": MeanAveragePrecision(iou_type="bbox", backend="pycocotools", class_metrics=True),
+                "ap_50": MeanAveragePrecision(
+                    iou_type="bbox", backend="pycocotools", class_metrics=True, iou_thresholds=[0.5]
+                ),
+            }
+            if per_class
+            else {}
+        )
         self.images = 0
 
     def update(
@@ -78,19 +89,34 @@ class DetectionMetric:
             preds.append(p2)
             tgts.append(t2)
         self._map.update(preds, tgts)
+        for m in self._per_class.values():
+            m.update(
+                [{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds],
+                [{k: t[k] for k in ("boxes", "labels")} for t in tgts],
+            )
         self.images += len(preds)
 
     def compute(self) -> dict[str, float]:
-        """``map``, ``map_50``, ``map_75``, ``mar_100`` (and ``mask_*`` with masks), as floats in [0, 1]."""
+        """``map``, ``map_50``, ``map_75``, ``mar_100`` (and ``mask_*`` with masks), as floats in [0, 1];
+        with ``per_class``, also ``ap`` (box AP@[.5:.95]) and ``ap_50``: lists indexed by label, NaN for a
+        label never seen in truth or prediction."""
         if not self.images:
             raise ConfigError("no images were evaluated")
         r = self._map.compute()
-        out: dict[str, float] = {}
+        out: dict[str, Any] = {}
         keys = ("map", "map_50", "map_75", "mar_100")
         for prefix, src in (("bbox", ""), ("segm", "mask_")) if self.masks else (("", ""),):
             for k in keys:
                 v = float(r[f"{prefix}_{k}" if prefix else k])
                 out[src + k] = v if v >= 0 else math.nan  # COCO's -1: nothing to evaluate
+        for key, m in self._per_class.items():
+            res = m.compute()
+            classes = [int(c) for c in res["classes"].reshape(-1).tolist()]
+            values = [float(v) for v in res["map_per_class"].reshape(-1).tolist()]
+            per = [math.nan] * (max(classes, default=-1) + 1)
+            for c, v in zip(classes, values):
+                per[c] = v if v >= 0 else math.nan  # COCO's -1: no ground truth of that class
+            out[key] = per
         return out
 
 

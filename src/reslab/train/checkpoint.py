@@ -405,8 +405,8 @@ def checkpoint_step(run_dir: Path, name: str = "last") -> int | str:
 def check_state_fits(state: dict[str, Any], model: torch.nn.Module, run_dir: Path) -> None:
     """Raise :class:`CheckpointError` unless the training state was saved from a model like ``model``
     (same name, every tensor present with the same shape)."""
-    name = getattr(model, "model_name", None)
-    if state.get("model_name") not in (None, name):
+    name = getattr(model, "model_name", None)  # None: a model without one (a detector): shapes only
+    if name is not None and state.get("model_name") not in (None, name):
         raise CheckpointError(
             f"{run_dir}: the checkpoint is of model {state.get('model_name')!r}, this run builds {name!r}"
         )

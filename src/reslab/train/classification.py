@@ -3,7 +3,8 @@
 Data: the in-memory data sets (``fashion-mnist``, ``cifar10``, ``cifar100``, ``synthetic``) are held
 on the device as uint8 and augmented there in batches (:class:`reslab.data.DeviceLoader`); an
 ``imagefolder`` is decoded by worker processes (:class:`reslab.train.folder.FolderLoader`). The step
-is the cross-entropy (with ``label_smoothing``) of the logits in fp32; the metric is top-1 error.
+is the cross-entropy (with ``label_smoothing``) of the logits in fp32; the metric is top-1 error
+(``metric_names = ("error",)``, percent, lower is better).
 
 Model selection (He et al. Sec. 4.2 hold out 5k of CIFAR's training images): ``checkpoints/best`` is the
 evaluation with the lowest *validation* error when there is a validation split (``val_split``), else
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +54,10 @@ class Classification:
     """The classification task of ``cfg``: loads the data (the training loader, the evaluation sets on
     the device) when made; see the module docstring."""
 
+    metric_names = ("error",)
+    higher_is_better = False
+    counts_errors = True
+
     def __init__(self, cfg: TrainConfig, rt: Runtime) -> None:
         self.rt = rt
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -85,11 +91,13 @@ class Classification:
             errors = (out.argmax(1) != y).sum()
         return loss, errors, len(y)
 
-    def evaluate(self, split: str, model: nn.Module) -> float:
-        return self._evals[split](model)
+    def evaluate(self, split: str, model: nn.Module) -> dict[str, float]:
+        return {"error": self._evals[split](model)}
 
-    def select(self, errors: dict[str, float], train_error: float) -> tuple[str, float]:
-        return ("val_error", errors["val"]) if "val" in errors else ("train_error", train_error)
+    def select(self, metrics: dict[str, dict[str, float]], train_error: float | None) -> tuple[str, float]:
+        if "val" in metrics:
+            return "val_error", metrics["val"]["error"]
+        return "train_error", float(train_error if train_error is not None else math.nan)
 
     # ------------------------------------------------------------------------------ data wiring
 
@@ -114,6 +122,7 @@ class Classification:
             raise ConfigError(f"num_classes={nc} but the data has labels up to {int(ds.train_y.max())}")
         self.num_classes, self.in_chans = nc, ds.in_chans
         self.info = {
+            "task": "classification",
             "dataset": ds.name,
             "input_size": list(ds.input_size),
             "mean": list(ds.mean),
@@ -188,6 +197,7 @@ class Classification:
             return reduce_error(r, dist, rt.device)
 
         self.info = {
+            "task": "classification",
             "dataset": "imagefolder",
             "input_size": [3, cfg.image_size, cfg.image_size],
             "mean": list(IMAGENET_MEAN),

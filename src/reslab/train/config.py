@@ -35,10 +35,13 @@ OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 SYNTHETIC_OPTIONS = ("shape", "num_classes", "train_size", "test_size", "seed")  # data_kwargs keys
 DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
+# What a run trains (``task``): each names one adapter behind :func:`reslab.train.engine.make_task`.
+TASK_NAMES = ("classification", "detection", "segmentation", "video", "super-resolution")
 
 # The words each field documents, as a user types them (``--set amp=off``). Bool-typed fields take
 # YAML's spellings (true/false, yes/no, on/off); fields typed ``X | None`` also take none/null.
 FIELD_WORDS: dict[str, tuple[Any, ...]] = {
+    "task": TASK_NAMES,
     "schedule": SCHEDULES,
     "warmup_mode": WARMUP_MODES,
     "optimizer": OPTIMIZERS,
@@ -89,6 +92,20 @@ class TrainConfig:
 
     # -- what
     recipe: str = DEFAULT_RECIPE  # recorded for the summary; set by load_recipe
+    task: str = field(
+        default="classification",
+        metadata=_help(
+            "what to train: classification (default), detection, segmentation, video or super-resolution; "
+            "without --recipe, the recipe of that name (e.g. detection.yaml) is the starting point",
+            "TASK",
+        ),
+    )
+    # the task's own options (detection: arch, train_size, size, trainable_layers, ...; see docs/dense.md);
+    # each task refuses a key it does not know
+    task_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_help("options of the task, set one at a time: --set task_kwargs.arch=retinanet"),
+    )
     model: str = field(
         default="resnet20",
         metadata=_help("model name from `reslab models` (e.g. resnet20, resnet56, plain20)"),
@@ -237,6 +254,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check every value; returns self. Errors are one line naming the key. (Long on purpose: one
         check per field, in field order, so a reader finds a field's rule in one place.)"""
+        _choice("task", self.task, TASK_NAMES)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("warmup_mode", self.warmup_mode, WARMUP_MODES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -294,6 +312,8 @@ class TrainConfig:
             v = getattr(self, key)
             if not 0.0 <= v < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), got {v}")
+        if self.channels_last is True and self.task != "classification":
+            raise ConfigError(f"channels_last applies to classification only, not {self.task}")
         if self.data_kwargs and self.dataset != "synthetic":
             raise ConfigError(f"data_kwargs apply to the synthetic data set only, not {self.dataset}")
         _check_data_kwargs(self.data_kwargs)

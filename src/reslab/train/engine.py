@@ -67,6 +67,7 @@ from reslab.train.rundir import (
     RunDir,
     check_target,
     default_run_dir,
+    metrics_columns,
 )
 from reslab.train.schedule import Schedule
 from reslab.train.setup import (
@@ -126,8 +127,20 @@ def train(
 
 
 def make_task(cfg: TrainConfig, runtime: Runtime) -> Task:
-    """The task of ``cfg`` (:mod:`reslab.train.task`); a new task adds its case here."""
-    return Classification(cfg, runtime)
+    """The task ``cfg.task`` names (:mod:`reslab.train.task`); a new task adds its case here."""
+    if cfg.task == "classification":
+        return Classification(cfg, runtime)
+    if cfg.task in ("detection", "segmentation"):
+        from reslab.train.dense_task import DenseTraining
+
+        return DenseTraining(cfg, runtime)
+    if cfg.task in ("video", "super-resolution"):
+        try:
+            from reslab.train.loader_task import LoaderTraining
+        except ImportError:
+            raise ConfigError(f"task {cfg.task} is not available in this version of reslab") from None
+        return LoaderTraining(cfg, runtime)
+    raise ConfigError(f"unknown task {cfg.task!r}")
 
 
 @dataclass
@@ -153,9 +166,23 @@ class Session:
     checkpoints: ckpt.Checkpointer
     started: float
     step: int = 0
-    best: dict[str, Any] = field(default_factory=lambda: {"metric": None, "value": math.inf, "step": -1})
+    best: dict[str, Any] = field(default_factory=dict)  # {"metric", "value", "step", "test_<primary>"}
     final: dict[str, Any] = field(default_factory=dict)
     elapsed_before: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.best:  # nothing evaluated yet: the worst value in the task's direction
+            worst = -math.inf if self.task.higher_is_better else math.inf
+            self.best = {"metric": None, "value": worst, "step": -1}
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The run's ``metrics.csv`` header."""
+        return self.run.metrics_cols
+
+    def improved(self, value: float) -> bool:
+        """Is ``value`` at least as good as the best so far (a tie goes to the later evaluation)?"""
+        return value >= self.best["value"] if self.task.higher_is_better else value <= self.best["value"]
 
     @property
     def eval_model(self) -> nn.Module:
@@ -208,7 +235,7 @@ def train_loop(cfg: TrainConfig, run: RunDir, dist: Dist, report: Progress) -> d
                     "epoch": round(epoch, 4),
                     "lr": lr,
                     "loss": w.mean_loss,
-                    "error": w.error,
+                    "error": w.error if s.task.counts_errors else None,
                 }
                 run.append("train_log.csv", LOG_COLUMNS, row)
                 run.scalars(step, {"train/loss": row["loss"], "train/error": row["error"], "lr": lr})
@@ -220,25 +247,27 @@ def train_loop(cfg: TrainConfig, run: RunDir, dist: Dist, report: Progress) -> d
                 if s.rt.device.type == "cuda":
                     torch.cuda.synchronize(s.rt.device)
                 s.meters.pause()
-                errs = run_evaluation(s)
+                metrics = run_evaluation(s)
                 w = s.meters.eval
                 row = {
                     "step": step, "epoch": round(epoch, 4), "lr": lr, "train_loss": w.mean_loss,
-                    "train_error": w.error, "val_error": errs.get("val"), "test_error": errs.get("test"),
+                    "train_error": w.error if s.task.counts_errors else None,
+                    **{f"{split}_{m}": v for split, values in metrics.items() for m, v in values.items()},
                     "images_per_s": w.images / w.seconds if w.seconds > 0 else None,
                     "elapsed": round(s.elapsed(), 3),
                 }  # fmt: skip
-                run.append("metrics.csv", METRICS_COLUMNS, row)
-                run.scalars(step, {f"{k}/error": v for k, v in errs.items()}
+                run.append("metrics.csv", s.columns, row)
+                run.scalars(step, {f"{split}/{m}": v for split, values in metrics.items() for m, v in values.items()}
                             | {"train/images_per_s": row["images_per_s"] or 0})  # fmt: skip
                 w.reset()
-                metric, value = s.task.select(errs, row["train_error"])
-                improved = value <= s.best["value"]
+                metric, value = s.task.select(metrics, row["train_error"])
+                improved = s.improved(value)
                 if improved:
-                    s.best = {"metric": metric, "value": value, "step": step, "test_error": errs.get("test")}
-                s.final = row
+                    primary = f"test_{s.task.metric_names[0]}"
+                    s.best = {"metric": metric, "value": value, "step": step, primary: row.get(primary)}
+                s.final = {k: row.get(k) for k in s.columns}
                 save(s, guard, ["last", "best"] if improved else ["last"])
-                report.eval_row(step, epoch, row, errs)
+                report.eval_row(step, epoch, row, metrics)
                 s.meters.resume()
             elif step % cfg.checkpoint_every == 0:
                 s.meters.pause()
@@ -272,8 +301,11 @@ def set_up(
     check_model_config(cfg)  # an unknown model or a bad depth fails before the data loads
     amp_dtype = resolve_amp(cfg.amp, device)
     report.warn(slow_bf16_warning(amp_dtype, device))
-    rt = Runtime(device, dist, cfg.channels_last if cfg.channels_last != "auto" else True, amp_dtype)
+    # channels_last: auto = on for classification; the other tasks' inputs are not 4-D image batches alike
+    channels_last = cfg.task == "classification" and cfg.channels_last in ("auto", True)
+    rt = Runtime(device, dist, channels_last, amp_dtype)
     task = make_task(cfg, rt)
+    run.metrics_cols = metrics_columns(task.metric_names)
     seed_everything(cfg.seed)
     checkpoints = ckpt.Checkpointer(run.dir, main=run.main)
     state = checkpoints.load_resume_state()  # None: a fresh run; verified, else the previous generation
@@ -295,7 +327,8 @@ def set_up(
     info = task.info
     meta = {  # what eval/predict/export need to rebuild the preprocessing (save_weights JSON-encodes)
         "config": cfg.to_dict() | {"data": info, "precision": precision_name(amp_dtype)},
-        **{k: info[k] for k in ("dataset", "input_size", "mean", "std", "classes")},
+        **{k: info[k] for k in ("dataset", "input_size", "mean", "std", "classes") if k in info},
+        **getattr(task, "weights_metadata", {}),  # e.g. the dense tasks' model spec
     }
     return Session(
         cfg, run, rt, task, model, fmodel, frozen, optimizer, ema, schedule, total, per_epoch,
@@ -341,16 +374,17 @@ def train_step(s: Session, batch: Any) -> tuple[torch.Tensor, torch.Tensor, int]
     return loss, errors, n
 
 
-def run_evaluation(s: Session) -> dict[str, float]:
-    """Error in percent on every evaluation split, of the model every rank holds alike."""
+def run_evaluation(s: Session) -> dict[str, dict[str, float]]:
+    """The task's metrics on every evaluation split (split -> name -> value), of the model every rank
+    holds alike."""
     model = s.eval_model
     sync_buffers(model, s.rt.dist)  # every rank evaluates the same model (rank 0's statistics)
-    errs = {}
+    metrics = {}
     for split in s.task.eval_splits:
-        errs[split] = s.task.evaluate(split, model)
+        metrics[split] = s.task.evaluate(split, model)
         fault("eval", s.step, s.rt.dist)  # test hook (RESLAB_FAULT): a kill during evaluation
     s.train_mode()
-    return errs
+    return metrics
 
 
 def save(s: Session, guard: NonFiniteGuard, names: list[str]) -> None:
@@ -391,6 +425,8 @@ def finish(s: Session) -> dict[str, Any]:
     summary = {
         "finished": True,
         "run_dir": str(run.dir),
+        "task": cfg.task,
+        "metric_names": list(s.task.metric_names),
         "model": cfg.model,
         "dataset": s.task.info["dataset"],
         "recipe": cfg.recipe,
@@ -399,10 +435,10 @@ def finish(s: Session) -> dict[str, Any]:
         "epochs": round(s.total / s.steps_per_epoch, 4),
         "batch_size": cfg.batch_size,
         "world_size": dist.world_size,
-        "final": {k: last.get(k) for k in METRICS_COLUMNS},
+        "final": {k: last.get(k) for k in s.columns},
         "best": s.best,
         "selection": s.task.selection,
-        "test_accuracy": (100.0 - last["test_error"]) if last.get("test_error") is not None else None,
+        **({"test_accuracy": _accuracy(last.get("test_error"))} if cfg.task == "classification" else {}),
         "wall_time_s": round(s.elapsed(), 3),
         "device": device_name(s.rt.device),
         "precision": precision_name(s.rt.amp_dtype),
@@ -415,9 +451,16 @@ def finish(s: Session) -> dict[str, Any]:
     if run.main:
         from reslab.train.plots import plot_curves
 
-        plot_curves(run.dir, title=f"{cfg.model} on {s.task.info['dataset']} ({cfg.recipe})")
+        what = cfg.model if cfg.task == "classification" else f"{cfg.task} on {cfg.model}"
+        plot_curves(
+            run.dir, title=f"{what}, {s.task.info['dataset']} ({cfg.recipe})", metric=s.task.metric_names[0]
+        )
         write_json(run.dir / "summary.json", summary)
     return summary
+
+
+def _accuracy(error: float | None) -> float | None:
+    return None if error is None else 100.0 - error
 
 
 def _header(s: Session) -> str:

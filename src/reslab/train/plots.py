@@ -1,10 +1,13 @@
-"""``curves.png``: training and test error vs iterations (the paper's Fig. 1/4/6 style), from the CSV logs."""
+"""``curves.png`` from the CSV logs: training and test error vs iterations (the paper's Fig. 1/4/6 style);
+for a task whose metric is not an error (mAP, mIoU), the training loss beside the validation and test
+metric."""
 
 from __future__ import annotations
 
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 
 def read_csv(path: Path) -> list[dict[str, float]]:
@@ -21,7 +24,9 @@ def read_csv(path: Path) -> list[dict[str, float]]:
     return rows
 
 
-def plot_curves(run_dir: Path, path: Path | None = None, title: str = "") -> Path:
+def plot_curves(run_dir: Path, path: Path | None = None, title: str = "", metric: str = "error") -> Path:
+    """Draw ``curves.png`` (or ``path``) of a run; ``metric``: the task's primary metric (the
+    ``val_<metric>`` / ``test_<metric>`` columns of ``metrics.csv``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,6 +38,13 @@ def plot_curves(run_dir: Path, path: Path | None = None, title: str = "") -> Pat
     path = Path(path) if path else run_dir / "curves.png"
     log = read_csv(run_dir / "train_log.csv")
     metrics = read_csv(run_dir / "metrics.csv")
+    if metric != "error":
+        fig = _loss_and_metric(log, metrics, metric, title)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        write_bytes(path, buf.getvalue())
+        return path
     fig, ax = plt.subplots(figsize=(7, 4.2))
     if log:
         ax.plot(
@@ -64,3 +76,43 @@ def plot_curves(run_dir: Path, path: Path | None = None, title: str = "") -> Pat
     plt.close(fig)
     write_bytes(path, buf.getvalue())
     return path
+
+
+def _loss_and_metric(
+    log: list[dict[str, float]], metrics: list[dict[str, float]], metric: str, title: str
+) -> Any:
+    """Two panels: the training loss per log row, and ``val_<metric>`` / ``test_<metric>`` per evaluation."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    if log:
+        left.plot([r["step"] for r in log], [r["loss"] for r in log], lw=0.8, color="C0", label="train loss")
+        left.set_yscale("log")
+    left.set_xlabel("iterations")
+    left.set_ylabel("training loss")
+    left.grid(alpha=0.3)
+    for split, color in (("val", "C2"), ("test", "C3")):
+        key = f"{split}_{metric}"
+        pts = [(r["step"], r[key]) for r in metrics if r.get(key) == r.get(key)]  # drop NaN
+        if pts:
+            xs, ys = zip(*pts)
+            right.plot(
+                xs,
+                ys,
+                lw=2,
+                color=color,
+                marker="o" if len(pts) < 30 else None,
+                ms=3,
+                label=f"{split} {metric}",
+            )
+    values = [y for line in right.lines for y in line.get_ydata()]
+    if values and all(0 <= v <= 1 for v in values):  # a fraction (mAP, mIoU): on its whole scale
+        right.set_ylim(0, 1)
+    right.set_xlabel("iterations")
+    right.set_ylabel(metric)
+    right.grid(alpha=0.3)
+    if right.lines:
+        right.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

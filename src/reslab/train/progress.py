@@ -56,22 +56,33 @@ class Progress:
         at an evaluation, which prints its own)."""
         if not self.enabled:
             return
+        err = row.get("error")
         if self.bar is not None:
-            self.bar.set_postfix_str(
-                f"loss {row['loss']:.3f} err {row['error']:.1f}% lr {row['lr']:.3g} {ips:.0f} img/s"
-            )
+            e = f" err {err:.1f}%" if err is not None else ""
+            self.bar.set_postfix_str(f"loss {row['loss']:.3f}{e} lr {row['lr']:.3g} {ips:.0f} img/s")
             self.bar.update(step - self.bar.n)
         elif step % self.plain_every == 0 and step % self.eval_every != 0 and step != self.total:
             eta = (self.total - step) * batch_size / max(ips, 1e-9)
+            e = f" err {err:.2f}%" if err is not None else ""
             self.say(
-                f"step {step}/{self.total} epoch {epoch:.2f} loss {row['loss']:.4f} err {row['error']:.2f}% "
+                f"step {step}/{self.total} epoch {epoch:.2f} loss {row['loss']:.4f}{e} "
                 f"lr {row['lr']:.4g} {ips:.0f} img/s eta {hms(eta)}"
             )
 
-    def eval_row(self, step: int, epoch: float, row: dict[str, Any], errors: dict[str, float]) -> None:
-        """A ``metrics.csv`` row was written: one line with every error."""
-        parts = [f"step {step}/{self.total}", f"epoch {epoch:.2f}", f"train err {row['train_error']:.2f}%"]
-        parts += [f"{k} err {v:.2f}%" for k, v in errors.items()]
+    def eval_row(
+        self, step: int, epoch: float, row: dict[str, Any], metrics: dict[str, dict[str, float]]
+    ) -> None:
+        """A ``metrics.csv`` row was written: one line with every metric of every split (errors as
+        ``val err 7.10%``, other metrics as ``val map_50 0.8123``)."""
+        parts = [f"step {step}/{self.total}", f"epoch {epoch:.2f}"]
+        if row.get("train_error") is not None:
+            parts.append(f"train err {row['train_error']:.2f}%")
+        else:
+            parts.append(f"train loss {row['train_loss']:.4f}")
+        for split, values in metrics.items():
+            parts += [
+                f"{split} err {v:.2f}%" if m == "error" else f"{split} {m} {v:.4f}" for m, v in values.items()
+            ]
         if row["images_per_s"]:
             parts.append(f"{row['images_per_s']:.0f} img/s")
         parts.append(f"elapsed {hms(row['elapsed'])}")

@@ -1,7 +1,8 @@
 """The run directory: what a run writes and where, the rules for starting into one, and the resume
 rule's check.
 
-``<run>/``: ``config.yaml``, ``metrics.csv`` (:data:`METRICS_COLUMNS`), ``train_log.csv``
+``<run>/``: ``config.yaml``, ``metrics.csv`` (:func:`metrics_columns` of the task's metrics;
+classification's are :data:`METRICS_COLUMNS`), ``train_log.csv``
 (:data:`LOG_COLUMNS`), ``summary.json``, ``curves.png``, ``tensorboard/``, ``checkpoints/`` (see
 :mod:`reslab.train.checkpoint`) and ``train.lock``. Only rank 0 writes. A directory is ``missing``,
 ``empty``, ``foreign`` (files, but not a run), ``unfinished`` or ``finished`` (:meth:`RunDir.status`);
@@ -30,20 +31,29 @@ from reslab.train.config import RESUME_KEYS, TrainConfig
 from reslab.train.distributed import Dist
 from reslab.train.recipe import config_to_yaml, read_yaml
 
-METRICS_COLUMNS = (
-    "step", "epoch", "lr", "train_loss", "train_error", "val_error", "test_error", "images_per_s", "elapsed",
-)  # fmt: skip
+EVAL_SPLITS = ("val", "test")  # the metrics.csv columns of each split, in this order
 LOG_COLUMNS = ("step", "epoch", "lr", "loss", "error")
+
+
+def metrics_columns(metric_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``metrics.csv`` header of a task whose evaluation returns ``metric_names``: ``split_metric`` for
+    each split (val, then test) and metric, between the training columns and the throughput."""
+    per_split = tuple(f"{split}_{m}" for split in EVAL_SPLITS for m in metric_names)
+    return ("step", "epoch", "lr", "train_loss", "train_error", *per_split, "images_per_s", "elapsed")
+
+
+METRICS_COLUMNS = metrics_columns(("error",))  # classification (errors in percent)
 
 # Write errors that are the machine's, not a bug: a full disk, a quota, a read-only file system.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG})
 
 
 def default_run_dir(cfg: TrainConfig, root: str | os.PathLike = "runs") -> Path:
-    """``runs/<model>-<dataset>-<time>``, as one plain folder name (a model/dataset name such as
-    ``../x`` or ``/tmp/x`` cannot leave ``root``)."""
+    """``runs/<model>-<dataset>-<time>`` (other tasks: ``runs/<task>-<model>-<time>``), as one plain folder
+    name (a model/dataset name such as ``../x`` or ``/tmp/x`` cannot leave ``root``)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = re.sub(r"[^A-Za-z0-9._+=-]", "_", f"{cfg.model}-{cfg.dataset}-{stamp}").lstrip(".")
+    what = f"{cfg.model}-{cfg.dataset}" if cfg.task == "classification" else f"{cfg.task}-{cfg.model}"
+    name = re.sub(r"[^A-Za-z0-9._+=-]", "_", f"{what}-{stamp}").lstrip(".")
     return Path(root) / name
 
 
@@ -90,11 +100,12 @@ def check_resume_config(stored: TrainConfig, given: TrainConfig, out: Path) -> N
 class RunDir:
     """The run directory: checks before starting, the lock, and every file written (rank 0 only)."""
 
-    def __init__(self, out: Path, dist: Dist) -> None:
+    def __init__(self, out: Path, dist: Dist, metrics_cols: tuple[str, ...] = METRICS_COLUMNS) -> None:
         self.dir = out
         self.main = dist.is_main
         self.lock = ckpt.RunLock(out) if self.main else None
         self.tb: Any = None
+        self.metrics_cols = metrics_cols  # the run's metrics.csv header (its task's metrics)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[RunDir]:
@@ -176,10 +187,11 @@ class RunDir:
             write_text(self.dir / "config.yaml", config_to_yaml(cfg))
 
     def truncate_logs(self, step: int) -> None:
-        """On resume: drop log rows after the checkpoint (they will be recomputed identically)."""
+        """On resume: drop log rows after the checkpoint (they will be recomputed identically), and torn
+        rows; the files are rewritten with the run's own headers (:attr:`metrics_cols`)."""
         if not self.main:
             return
-        for name, cols in (("metrics.csv", METRICS_COLUMNS), ("train_log.csv", LOG_COLUMNS)):
+        for name, cols in (("metrics.csv", self.metrics_cols), ("train_log.csv", LOG_COLUMNS)):
             path = self.dir / name
             if not path.exists():
                 continue

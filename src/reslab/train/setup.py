@@ -128,9 +128,22 @@ def freeze(model: nn.Module, cfg: TrainConfig) -> list[nn.Module]:
     return modules
 
 
+def head_parameter_ids(model: nn.Module) -> set[int]:
+    """The parameters ``backbone_lr_scale`` leaves at the full learning rate: the classifier's; for a
+    detector or segmenter (:mod:`reslab.models.dense`) everything outside the backbone network
+    (``model.backbone.body``: the FPN and the heads are new layers)."""
+    if hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+        return {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    body = getattr(getattr(model, "backbone", None), "body", None)
+    if isinstance(body, nn.Module):
+        inside = {id(p) for p in body.parameters()}
+        return {id(p) for p in model.parameters() if id(p) not in inside}
+    return set()
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    head_ids = head_parameter_ids(model)
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for mod in model.modules():
         for p in mod.parameters(recurse=False):
