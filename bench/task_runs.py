@@ -12,8 +12,8 @@ Two comparisons, each at one budget (the same number of iterations per run), ove
   global skip, with plain units (``residual: false``: y = F(x)) and with neither (a plain 37-layer
   network). Reported: test PSNR / SSIM, the gain over bicubic upsampling, validation PSNR.
 
-Each run trains ``--video-iterations`` / ``--sr-iterations`` steps (defaults 800 / 700: ~5-8 minutes each
-on one core at ``threads=1``, the recipes' schedule shape kept; 4 evaluations) into
+Each run trains ``--video-iterations`` / ``--sr-iterations`` steps (defaults 800 / 1,200: ~5-8 minutes each
+on one core at ``threads=1``, 2/5 of the recipes' budgets with their schedule shape; 4 evaluations) into
 ``OUT/<task>/<variant>-s<seed>/``. The numbers are those of the run's best checkpoint (chosen on the
 validation split) as :func:`reslab.tasks.video.evaluate_video_run` / :func:`reslab.tasks.sr.evaluate_sr_run`
 measure them (``eval.json`` in the run); seconds per iteration is ``summary.json``'s wall time over its
@@ -22,10 +22,12 @@ again, an interrupted one continues with ``reslab train --resume``. Prints a mar
 the seeds) and writes it to ``OUT/table.md`` and everything to ``OUT/results.json``.
 
     python bench/task_runs.py [--out runs/task-runs] [--only video|sr] [--seeds 0,1] [--jobs 1]
-        [--video-iterations 800] [--sr-iterations 700] [--set KEY=VALUE ...] [--dry-run]
+        [--video-iterations 800] [--sr-iterations 1200] [--set KEY=VALUE ...] [--dry-run]
 
 ``--set`` is passed to every ``reslab train`` (e.g. ``--set device=cuda``); ``threads=1`` is the default.
-About 1.5 hours on one core for both comparisons at 2 seeds (``--jobs 2`` on two free cores).
+About 1.5 hours on one core for both comparisons at 2 seeds (``--jobs 2`` on two free cores). Measured
+per step with the other core busy: (2+1)D ~0.46 s, 3D ~1.7x that, 2D per frame ~0.8x; SR ~0.29 s. A probe
+of the fully plain SR network (400 steps) stayed at 13.6 dB (a constant image), far below bicubic's 28.3.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=("video", "sr"), help="one comparison only")
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
     p.add_argument("--video-iterations", type=int, default=800)
-    p.add_argument("--sr-iterations", type=int, default=700)
+    p.add_argument("--sr-iterations", type=int, default=1200)
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each with threads=1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every run")
     p.add_argument("--dry-run", action="store_true", help="print the commands of the runs still to do")
