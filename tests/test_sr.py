@@ -231,14 +231,18 @@ def test_sr_task_trains_edsr_on_a_fixed_batch_and_evaluates_against_bicubic():
     bic = bicubic_up(data.test_lr[0], 2)
     assert result["bicubic_psnr"] == pytest.approx(psnr(bic, data.test_hr[0], 2))
     assert np.isfinite(result["psnr"]) and 0 < result["ssim"] <= 1 and set(result) >= {"psnr/t", "ssim/t"}
-    assert task.describe(data) == {
+    meta = task.describe(data)
+    assert meta == {
         "dataset": "skimage-photographs",
         "scale": 2,
         "in_chans": 3,
         "train_images": ["a", "b"],
+        "val_images": [],
         "test_images": ["t"],
         "source": "given images",
+        "sha256": data.sha256(),
     }
+    assert len(meta["sha256"]) == 64 and hand_images().sha256() == meta["sha256"]  # a function of the bytes
     out = upscale(model, data.test_lr[0].permute(1, 2, 0).numpy())  # (h, w, C) arrays too
     assert out.shape == (3, 16, 16) == data.test_hr[0].shape and out.dtype == torch.uint8
 

@@ -6,8 +6,11 @@ number "best" is chosen by (``primary_metric``, as the dense tasks name it).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from reslab.errors import ConfigError
@@ -50,3 +53,21 @@ class Task:
         kind = model_info(name)["task"]
         if kind != self.model_task:
             raise ConfigError(f"task {self.name!r} trains {self.model_task} models; {name!r} is {kind}")
+
+
+def run_config(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config, data info)`` a training run stored in a checkpoint's metadata (``{}`` where absent)."""
+    config = meta.get("config") or {}
+    config = json.loads(config) if isinstance(config, str) else config
+    config = config if isinstance(config, dict) else {}
+    info = config.get("data")
+    return config, info if isinstance(info, dict) else {}
+
+
+def eval_dir(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Where ``eval.json`` of ``checkpoint`` goes: ``out_dir``, else its run directory (the folder above
+    ``checkpoints/``), else the checkpoint's folder."""
+    if out_dir:
+        return Path(out_dir)
+    folder = Path(checkpoint).parent
+    return folder.parent if folder.name == "checkpoints" else folder

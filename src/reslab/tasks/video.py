@@ -1,14 +1,19 @@
 """The video task: Moving Fashion-MNIST clips (:mod:`reslab.data.video`) classified by 3D ResNets.
 
-Default model: ``video_resnet`` at depth 10, width 16, (2+1)D convolutions, one input channel, 40 classes:
-a CPU-sized member of Tran et al.'s best family. Batches: :class:`~reslab.data.video.ClipLoader` (random
+Default model (as the ``video`` recipe's): ``video_resnet`` at depth 10, width 8, (2+1)D convolutions, one
+input channel, 40 classes: a CPU-sized member of Tran et al.'s best family (width 16 on the data's default
+16 x 64 x 64 clips trained at ~1.6 clips/s on a loaded core; the recipe uses 8 x 48 x 48 clips and says why). Batches: :class:`~reslab.data.video.ClipLoader` (random
 crops of the zero-padded frames, the same crop for every frame of a clip, no flips). Loss: cross-entropy.
-Evaluation: top-1 accuracy on the 40 labels and separately on the garment and on the direction (a model
-blind to frame order is at most 50% on direction; see :mod:`reslab.data.video`).
+Validation: ``val_split`` training clips held out (seeded; they show Fashion-MNIST training images that no
+training clip shows while there are fewer clips than images). Evaluation: top-1 accuracy on the 40 labels and
+separately on the garment and on the direction (a model blind to frame order is at most 50% on direction;
+see :mod:`reslab.data.video`). :func:`evaluate_video_run` is ``reslab eval`` for a video run: those numbers
+per class, per garment and per direction, and the 4 x 4 direction confusion.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -16,14 +21,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reslab.data.datasets import ArrayDataset
-from reslab.data.video import ClipLoader, ClipSpec, clip_factors, iterate_clips, load_moving_fashion
-from reslab.tasks.base import Task
+from reslab.data.datasets import ArrayDataset, split_validation
+from reslab.data.video import (
+    DIRECTIONS,
+    ClipLoader,
+    ClipSpec,
+    clip_factors,
+    iterate_clips,
+    load_moving_fashion,
+)
+from reslab.errors import CheckpointError, ConfigError
+from reslab.tasks.base import Task, eval_dir, run_config
+
+OPTIONS = tuple(f.name for f in dataclasses.fields(ClipSpec))  # the task's options (task_kwargs): the clips
 
 
-def load_data(data_dir: str | os.PathLike | None = None, download: bool = False, **spec: Any) -> ArrayDataset:
-    """Moving Fashion-MNIST (``spec``: :class:`ClipSpec` fields such as ``frames``, ``train_clips``)."""
-    return load_moving_fashion(ClipSpec(**spec), data_dir, download=download)
+def clip_spec(**options: Any) -> ClipSpec:
+    """The :class:`ClipSpec` of ``options`` (JSON values: lists become tuples); unknown keys: one line."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown clip option {unknown[0]!r}; choose from {', '.join(OPTIONS)}")
+    if "speeds" in options:
+        options["speeds"] = tuple(int(v) for v in options["speeds"])
+    return ClipSpec(**options)
+
+
+def load_data(
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    *,
+    val_split: int | float = 0,
+    split_seed: int = 0,
+    **spec: Any,
+) -> ArrayDataset:
+    """Moving Fashion-MNIST (``spec``: :class:`ClipSpec` fields such as ``frames``, ``train_clips``), with
+    ``val_split`` training clips (a count, or a fraction) held out as ``val_x`` by ``split_seed``."""
+    ds = load_moving_fashion(clip_spec(**spec), data_dir, download=download)
+    return split_validation(ds, val_split, seed=split_seed) if val_split else ds
 
 
 def train_loader(
@@ -37,37 +71,68 @@ def train_loader(
 
 
 @torch.no_grad()
+def predict_clips(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    mean: Any,
+    std: Any,
+    device: Any = "cpu",
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, float]:
+    """Top-1 predictions (CPU, int64) of ``model`` for uint8 clips ``x`` and their summed cross-entropy
+    against ``y`` (computed in fp32)."""
+    was_training = model.training
+    model.eval()
+    preds, loss = [], torch.zeros((), dtype=torch.float64, device=device)
+    try:
+        for xb, yb in iterate_clips(x, y, batch_size, device, mean, std):
+            out = model(xb).float()
+            loss += F.cross_entropy(out, yb, reduction="sum")
+            preds.append(out.argmax(1))
+    finally:
+        model.train(was_training)
+    return torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.long), float(loss)
+
+
+def clip_counts(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """float64 ``[clips, hits, garment hits, direction hits]``: what :func:`clip_scores` needs, summable
+    over shards."""
+    (pg, pd), (tg, td) = clip_factors(pred), clip_factors(y.cpu())
+    hits = [(pred == y.cpu()).sum(), (pg == tg).sum(), (pd == td).sum()]
+    return torch.tensor([len(y), *(int(h) for h in hits)], dtype=torch.float64)
+
+
+def clip_scores(counts: torch.Tensor, loss_sum: float) -> dict[str, float]:
+    """``loss`` (mean), ``accuracy``, ``garment_accuracy``, ``direction_accuracy`` (percent) from
+    :func:`clip_counts` and the summed loss."""
+    n = max(float(counts[0]), 1.0)
+    acc = (counts[1:] / n * 100).tolist()
+    return {
+        "loss": loss_sum / n,
+        "accuracy": acc[0],
+        "garment_accuracy": acc[1],
+        "direction_accuracy": acc[2],
+    }
+
+
 def evaluate(
     model: nn.Module, data: ArrayDataset, *, device: Any = "cpu", batch_size: int = 64, split: str = "test"
 ) -> dict[str, float]:
     """``loss``, ``accuracy``, ``garment_accuracy`` and ``direction_accuracy`` (percent) on ``split``."""
     x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
-    was_training = model.training
-    model.eval()
-    preds, loss = [], 0.0
-    try:
-        for xb, yb in iterate_clips(x, y, batch_size, device, data.mean, data.std):
-            out = model(xb)
-            loss += float(F.cross_entropy(out, yb, reduction="sum"))
-            preds.append(out.argmax(1).cpu())
-    finally:
-        model.train(was_training)
-    pred = torch.cat(preds)
-    (pg, pd), (tg, td) = clip_factors(pred), clip_factors(y)
-    return {
-        "loss": loss / len(y),
-        "accuracy": _percent(pred == y),
-        "garment_accuracy": _percent(pg == tg),
-        "direction_accuracy": _percent(pd == td),
-    }
-
-
-def _percent(hits: torch.Tensor) -> float:
-    return float(hits.double().mean() * 100)
+    if x is None:
+        raise ConfigError(f"the clips have no {split} split (val_split=0?)")
+    pred, loss = predict_clips(
+        model, x, y, mean=data.mean, std=data.std, device=device, batch_size=batch_size
+    )
+    return clip_scores(clip_counts(pred, y), loss)
 
 
 def describe(data: ArrayDataset) -> dict[str, Any]:
-    """Checkpoint metadata: clip size (C, T, H, W), normalization, the 40 class names, source + SHA-256."""
+    """Checkpoint metadata: clip size (C, T, H, W), normalization, the 40 class names, the source (the cache
+    file) and its SHA-256."""
     return {
         "dataset": data.name,
         "input_size": list(data.input_size),
@@ -75,14 +140,80 @@ def describe(data: ArrayDataset) -> dict[str, Any]:
         "std": list(data.std),
         "classes": list(data.classes),
         "source": data.source,
+        "sha256": data.source.partition("(sha256 ")[2].rstrip(")") or None,  # the clip file's digest
     }
+
+
+def evaluate_video_run(
+    path: str | os.PathLike,
+    *,
+    device: str = "auto",
+    out_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """``reslab eval`` of a video run (its ``checkpoints/best``) or checkpoint file on the run's validation
+    and test clips (rebuilt from the checkpoint's metadata; ``data_matches``: the same cache file digest as
+    in training): top-1 ``error``, garment and direction accuracy, accuracy per class, per garment and per
+    direction, and the direction confusion (rows true, columns predicted). Writes ``eval.json`` beside
+    the run (or into ``out_dir``)."""
+    from reslab._device import resolve_device
+    from reslab._io import write_json
+    from reslab.models.weights import load_model, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(path)
+    model, meta = load_model(ckpt)
+    config, info = run_config(meta)
+    if "clip_spec" not in info:
+        raise CheckpointError(f"{ckpt} has no video training metadata (config.data.clip_spec)")
+    data = load_data(
+        data_dir or config.get("data_dir"),
+        val_split=info.get("val_split") or 0,
+        split_seed=int(info.get("split_seed", 0)),
+        **info["clip_spec"],
+    )
+    dev = resolve_device(device)
+    model = model.to(dev).float().eval()
+    garments = [c.rsplit(", ", 1)[0] for c in data.classes[:: len(DIRECTIONS)]]
+    results: dict[str, Any] = {
+        "checkpoint": str(ckpt),
+        "model": meta.get("model"),
+        "step": int(meta.get("step", -1)),
+        "data_matches": info.get("sha256") in (None, describe(data)["sha256"]),
+    }
+    for split in ("val", "test"):
+        x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+        if x is None:
+            continue
+        pred, loss = predict_clips(model, x, y, mean=info.get("mean", data.mean), std=info.get("std", data.std),
+                                   device=dev, batch_size=batch_size)  # fmt: skip
+        r: dict[str, Any] = clip_scores(clip_counts(pred, y), loss)
+        r = {"error": 100.0 - r["accuracy"], **r, "clips": len(y)}
+        (pg, pd), (tg, td) = clip_factors(pred), clip_factors(y)
+        r["per_class_accuracy"] = _per_group(pred == y, y, data.classes)
+        r["per_garment_accuracy"] = _per_group(pg == tg, tg, garments)
+        r["per_direction_accuracy"] = _per_group(pd == td, td, list(DIRECTIONS))
+        confusion = torch.zeros(len(DIRECTIONS), len(DIRECTIONS), dtype=torch.long)
+        confusion.index_put_((td, pd), torch.ones_like(td), accumulate=True)
+        r["direction_confusion"] = {"labels": list(DIRECTIONS), "matrix": confusion.tolist()}
+        results[split] = r
+    out = eval_dir(ckpt, out_dir)
+    write_json(out / "eval.json", results)
+    return results | {"eval_json": str(out / "eval.json")}
+
+
+def _per_group(hits: torch.Tensor, group: torch.Tensor, names: list[str]) -> dict[str, float | None]:
+    """Accuracy in percent of each group (``None`` for a group with no clips)."""
+    n = torch.bincount(group, minlength=len(names)).double()
+    k = torch.bincount(group, weights=hits.double(), minlength=len(names))
+    return {name: (round(float(k[i] / n[i] * 100), 3) if n[i] else None) for i, name in enumerate(names)}
 
 
 TASK = Task(
     name="video",
     model_task="video-classification",
     default_model="video_resnet",
-    default_model_kwargs={"depth": 10, "width": 16, "conv": "2plus1d", "in_chans": 1, "num_classes": 40},
+    default_model_kwargs={"depth": 10, "width": 8, "conv": "2plus1d", "in_chans": 1, "num_classes": 40},
     default_data="moving-fashion-mnist",
     primary_metric="accuracy",
     higher_is_better=True,
