@@ -12,7 +12,14 @@ Two comparisons, each at one budget (the same number of iterations per run), ove
   global skip, with plain units (``residual: false``: y = F(x)) and with neither (a plain 37-layer
   network). Reported: test PSNR / SSIM, the gain over bicubic upsampling, validation PSNR.
 
-Each run trains ``--video-iterations`` / ``--sr-iterations`` steps (defaults 800 / 1,200: ~5-8 minutes each
+- **transfer** (issue 16; recipe ``detection``: Faster R-CNN on a ResNet-18 FPN backbone, Fashion-MNIST
+  scenes): the backbone initialized from a reslab Fashion-MNIST classification run (``--backbone-run``;
+  trained first with the ``fashion_mnist_demo`` recipe when it is not there) or from scratch, with the
+  stem and ``layer1`` frozen (``trainable_layers=3``) or everything trainable (``5``); BN statistics train
+  in all four (``frozen_bn=false``), so only the two factors differ; 2 evaluations per run. Reported: test mAP@.5 and mAP@[.5:.95],
+  validation mAP@.5.
+
+Each run trains ``--video-iterations`` / ``--sr-iterations`` / ``--transfer-iterations`` steps (defaults 800 / 1,200: ~5-8 minutes each
 on one core at ``threads=1``, 2/5 of the recipes' budgets with their schedule shape; 4 evaluations) into
 ``OUT/<task>/<variant>-s<seed>/``. The numbers are those of the run's best checkpoint (chosen on the
 validation split) as :func:`reslab.tasks.video.evaluate_video_run` / :func:`reslab.tasks.sr.evaluate_sr_run`
@@ -21,8 +28,9 @@ steps (evaluations included). Resumable: a finished run (``summary.json`` with `
 again, an interrupted one continues with ``reslab train --resume``. Prints a markdown table (mean ± std over
 the seeds) and writes it to ``OUT/table.md`` and everything to ``OUT/results.json``.
 
-    python bench/task_runs.py [--out runs/task-runs] [--only video|sr] [--seeds 0,1] [--jobs 1]
-        [--video-iterations 800] [--sr-iterations 1200] [--set KEY=VALUE ...] [--dry-run]
+    python bench/task_runs.py [--out runs/task-runs] [--only video|sr|transfer] [--seeds 0,1] [--jobs 1]
+        [--video-iterations 800] [--sr-iterations 1200] [--transfer-iterations 400]
+        [--backbone-run RUN] [--video-seeds 0] [--set KEY=VALUE ...] [--dry-run]
 
 ``--set`` is passed to every ``reslab train`` (e.g. ``--set device=cuda``); ``threads=1`` is the default.
 About 1.5 hours on one core for both comparisons at 2 seeds (``--jobs 2`` on two free cores). Measured
@@ -66,7 +74,17 @@ SR = (
     Variant("sr", "plain+global-skip", ("model_kwargs.residual=false", "model_kwargs.global_skip=true")),
     Variant("sr", "plain, no global skip", ("model_kwargs.residual=false", "model_kwargs.global_skip=false")),
 )
-RECIPES = {"video": "video", "sr": "super_resolution"}
+_NO_BN_FREEZE = "task_kwargs.frozen_bn=false"
+TRANSFER = (
+    Variant("transfer", "fmnist init, stem+layer1 frozen",
+            ("init_from={backbone}", "task_kwargs.trainable_layers=3", _NO_BN_FREEZE)),
+    Variant("transfer", "fmnist init, all trainable",
+            ("init_from={backbone}", "task_kwargs.trainable_layers=5", _NO_BN_FREEZE)),
+    Variant("transfer", "scratch, stem+layer1 frozen", ("task_kwargs.trainable_layers=3", _NO_BN_FREEZE)),
+    Variant("transfer", "scratch, all trainable", ("task_kwargs.trainable_layers=5", _NO_BN_FREEZE)),
+)  # fmt: skip
+RECIPES = {"video": "video", "sr": "super_resolution", "transfer": "detection"}
+TASKS = ("video", "sr", "transfer")
 
 
 def run_dir(out: Path, v: Variant, seed: int) -> Path:
@@ -81,12 +99,16 @@ def finished(run: Path) -> bool:
         return False
 
 
-def command(run: Path, v: Variant, seed: int, iterations: int, extra: list[str]) -> list[str]:
+def command(
+    run: Path, v: Variant, seed: int, iterations: int, extra: list[str], backbone: Path | None = None
+) -> list[str]:
     """The ``reslab train`` command of one run: fresh, or ``--resume`` after an interruption."""
     base = [sys.executable, "-m", "reslab", "train", "--quiet"]
     if (run / "config.yaml").is_file() and (run / "checkpoints").is_dir():
         return [*base, "--resume", str(run)]
-    sets = [f"eval_every={max(1, iterations // 4)}", "threads=1", *v.sets, *extra]
+    own = [x.format(backbone=backbone) for x in v.sets]
+    evals = 2 if v.task == "transfer" else 4  # a detector's evaluation costs as much as ~60 steps
+    sets = [f"eval_every={max(1, iterations // evals)}", "threads=1", *own, *extra]
     return [
         *base, "--recipe", RECIPES[v.task], "--out", str(run), "--overwrite", "--seed", str(seed),
         "--iterations", str(iterations), *(a for s in sets for a in ("--set", s)),
@@ -106,11 +128,14 @@ def measure(run: Path, v: Variant) -> dict[str, Any]:
     """The run's best checkpoint evaluated (``eval.json``, made once) and its summary's cost."""
     from reslab.tasks.sr import evaluate_sr_run
     from reslab.tasks.video import evaluate_video_run
+    from reslab.train.dense_task import evaluate_dense_checkpoint
 
     summary = json.loads((run / "summary.json").read_text())
     path = run / "eval.json"
     if path.is_file():
         ev = json.loads(path.read_text())
+    elif v.task == "transfer":
+        ev = evaluate_dense_checkpoint(run, device="cpu", splits=("val", "test"))
     else:
         ev = (evaluate_video_run if v.task == "video" else evaluate_sr_run)(run, device="cpu")
     row: dict[str, Any] = {
@@ -123,6 +148,9 @@ def measure(run: Path, v: Variant) -> dict[str, Any]:
         t = ev["test"]
         row |= {"test_error": t["error"], "garment_error": 100 - t["garment_accuracy"],
                 "direction_error": 100 - t["direction_accuracy"], "val_error": ev["val"]["error"]}  # fmt: skip
+    elif v.task == "transfer":
+        t = ev["test"]
+        row |= {"test_map_50": t["map_50"], "test_map": t["map"], "val_map_50": ev["val"]["map_50"]}
     else:
         t = ev["test"]
         row |= {"test_psnr": t["psnr"], "test_ssim": t["ssim"], "gain_over_bicubic_db": t["psnr_gain_over_bicubic"],
@@ -144,7 +172,24 @@ COLUMNS = {
               ("s_per_iteration", "s / iteration", 3)),
     "sr": (("test_psnr", "test PSNR dB", 2), ("gain_over_bicubic_db", "gain over bicubic dB", 2),
            ("test_ssim", "test SSIM", 4), ("val_psnr", "val PSNR dB", 2), ("s_per_iteration", "s / iteration", 3)),
+    "transfer": (("test_map_50", "test mAP@.5", 3), ("test_map", "test mAP@[.5:.95]", 3),
+                 ("val_map_50", "val mAP@.5", 3), ("s_per_iteration", "s / iteration", 3)),
 }  # fmt: skip
+TITLES = {
+    "video": "Video (Moving Fashion-MNIST 8x48x48)",
+    "sr": "Super-resolution x4",
+    "transfer": "Detection transfer (Faster R-CNN, ResNet-18 FPN, Fashion-MNIST scenes)",
+}
+
+
+def ensure_backbone(run: Path) -> None:
+    """The Fashion-MNIST classification run the transfer variants start from (trained if missing)."""
+    if finished(run):
+        return
+    cmd = [sys.executable, "-m", "reslab", "train", "--quiet", "--model", "resnet18", "--recipe",
+           "fashion_mnist_demo", "--set", "threads=1"]  # fmt: skip
+    cmd += ["--resume", str(run)] if (run / "checkpoints").is_dir() else ["--out", str(run), "--overwrite"]
+    train(run, cmd)
 
 
 def table(task: str, results: dict[str, list[dict[str, Any]]]) -> str:
@@ -164,44 +209,52 @@ def table(task: str, results: dict[str, list[dict[str, Any]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/task-runs", help="root of the run directories")
-    p.add_argument("--only", choices=("video", "sr"), help="one comparison only")
+    p.add_argument("--only", choices=TASKS, help="one comparison only")
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
+    p.add_argument("--video-seeds", default=None, help="seeds of the video comparison (default: --seeds)")
     p.add_argument("--video-iterations", type=int, default=800)
     p.add_argument("--sr-iterations", type=int, default=1200)
+    p.add_argument("--transfer-iterations", type=int, default=400)
+    p.add_argument("--backbone-run", default=None,
+                   help="the Fashion-MNIST ResNet-18 run (default OUT/transfer/fmnist-resnet18)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each with threads=1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every run")
     p.add_argument("--dry-run", action="store_true", help="print the commands of the runs still to do")
     args = p.parse_args(argv)
     out, seeds = Path(args.out), [int(s) for s in args.seeds.split(",") if s.strip()]
-    variants = [v for v in (*VIDEO, *SR) if args.only in (None, v.task)]
-    budget = {"video": args.video_iterations, "sr": args.sr_iterations}
+    video_seeds = [int(s) for s in (args.video_seeds or args.seeds).split(",") if s.strip()]
+    task_seeds = {"video": video_seeds, "sr": seeds, "transfer": seeds}
+    variants = [v for v in (*VIDEO, *SR, *TRANSFER) if args.only in (None, v.task)]
+    budget = {"video": args.video_iterations, "sr": args.sr_iterations, "transfer": args.transfer_iterations}
+    backbone = Path(args.backbone_run) if args.backbone_run else out / "transfer" / "fmnist-resnet18"
     todo = [
-        (run, command(run, v, s, budget[v.task], args.set))
+        (run, command(run, v, s, budget[v.task], args.set, backbone))
         for v in variants
-        for s in seeds
+        for s in task_seeds[v.task]
         if not finished(run := run_dir(out, v, s))
     ]
     if args.dry_run:
         print("\n".join(" ".join(cmd) for _, cmd in todo) or "every run is finished")
         return 0
+    if any(v.task == "transfer" for v in variants) and not args.dry_run:
+        ensure_backbone(backbone)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         list(pool.map(lambda job: train(*job), todo))
 
-    results: dict[str, Any] = {"seeds": seeds, "iterations": budget, "runs": {}}
+    results: dict[str, Any] = {"seeds": task_seeds, "iterations": budget, "runs": {}}
     text = []
-    for task in ("video", "sr"):
+    for task in TASKS:
         per_variant: dict[str, list[dict[str, Any]]] = {}
         for v in (x for x in variants if x.task == task):
             per_variant[v.name] = []
-            for s in seeds:
+            for s in task_seeds[task]:
                 run = run_dir(out, v, s)
                 if finished(run):
                     row = measure(run, v) | {"seed": s, "run": str(run)}
                     per_variant[v.name].append(row)
         if any(per_variant.values()):
             results["runs"][task] = per_variant
-            title = "Video (Moving Fashion-MNIST 8x48x48)" if task == "video" else "Super-resolution x4"
-            text.append(f"### {title}, {budget[task]} iterations, best checkpoint by validation\n")
+            text.append(f"### {TITLES[task]}, {budget[task]} iterations, best checkpoint by validation\n")
             text.append(table(task, per_variant) + "\n")
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text("\n".join(text))
