@@ -57,7 +57,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="classify image files with a trained run (its own preprocessing); detection / segmentation "
-        "runs: print the detections or classes and draw them (--out)",
+        "runs: print the detections or classes and draw them (--out); super-resolution runs: upscale (--out)",
         description="Print the top-k classes of each image, preprocessed exactly as the run was trained "
         "(channels, size, normalization from its config). Detection and segmentation runs print each "
         "image's detections (class, score, box) or its classes' share of the pixels, and with --out draw "
@@ -95,8 +95,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             args.checkpoint, args.images, out=args.out, overwrite=args.overwrite,
             score_threshold=args.score_threshold, as_json=args.json, device=args.device,
         )  # fmt: skip
+    from reslab.tasks.base import checkpoint_task
+
+    task = checkpoint_task(args.checkpoint)
+    if task == "super-resolution":
+        return _upscale_files(args)
+    if task == "video":
+        raise ConfigError(
+            "reslab predict takes image files; a video run is measured on its clips with reslab eval"
+        )
     if args.out:
-        raise ConfigError("--out draws detections or masks; a classifier's predictions are printed")
+        raise ConfigError("--out draws detections or masks (or writes upscaled images); a classifier's "
+                          "predictions are printed")  # fmt: skip
     return run_predict(
         args.checkpoint,
         args.images,
@@ -105,6 +115,38 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         device=args.device,
         invert=args.invert,
     )
+
+
+def _upscale_files(args: argparse.Namespace) -> int:
+    """``reslab predict`` of a super-resolution run: each image upscaled by the model into ``--out`` (a
+    PNG file for one image, a directory for several: ``<stem>_x<scale>.png``); unreadable files get one line
+    each on stderr and exit code 2, the others are still written."""
+    import sys
+    from pathlib import Path
+
+    from reslab.deploy.dense_predict import output_paths
+    from reslab.errors import ConfigError, DataError
+    from reslab.models.weights import load_model
+    from reslab.tasks.sr import upscale_file
+
+    if not args.out:
+        raise ConfigError(
+            "a super-resolution run writes images: give --out FILE.png (one image) or --out DIR"
+        )
+    model, _ = load_model(args.checkpoint)
+    scale = int(model.scale)  # type: ignore[attr-defined]
+    targets = output_paths(args.images, args.out, f"x{scale}", overwrite=args.overwrite)
+    failed = 0
+    for image, target in zip(args.images, targets):
+        try:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            upscale_file(model, image, target, device=args.device)
+        except DataError as e:
+            print(f"reslab: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{image}: x{scale} -> {target}")
+    return 2 if failed else 0
 
 
 # --------------------------------------------------------------------------------------- features

@@ -31,6 +31,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     splits = ("val", "test") if args.split == "both" else (args.split,)
     if dense_spec(args.path) is not None:
         return _eval_dense(args, splits)
+    from reslab.tasks.base import checkpoint_task
+
+    task = checkpoint_task(args.path)
+    if task in ("video", "super-resolution"):
+        return _eval_video(args) if task == "video" else _eval_sr(args)
     r = evaluate_checkpoint(
         args.path, out_dir=args.out, data_dir=args.data_dir, device=args.device,
         batch_size=args.batch_size or 256, tta=args.tta, splits=splits,
@@ -49,9 +54,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"  confusion matrix: {s['confusion_png']}")
     print(f"results: {r['eval_json']}")
     return 0
-
-
-# -------------------------------------------------------------------------------------- reproduce
 
 
 def _eval_dense(args: argparse.Namespace, splits: tuple[str, ...]) -> int:
@@ -80,3 +82,56 @@ def _eval_dense(args: argparse.Namespace, splits: tuple[str, ...]) -> int:
 
 def _fmt(v: float | None) -> str:
     return "   -  " if v is None else f"{v:.4f}"
+
+
+def _loader_task_flags(args: argparse.Namespace, task: str) -> None:
+    from reslab.errors import ConfigError
+
+    if args.tta != "none":
+        raise ConfigError(f"--tta applies to classification; a {task} run evaluates as trained")
+    if args.split != "both":
+        raise ConfigError(f"a {task} run is evaluated on its validation and test sets together (no --split)")
+
+
+def _eval_video(args: argparse.Namespace) -> int:
+    """``reslab eval`` of a video run: top-1, garment and direction error per split, accuracy per garment."""
+    from reslab.tasks.video import evaluate_video_run
+
+    _loader_task_flags(args, "video")
+    r = evaluate_video_run(args.path, device=args.device, out_dir=args.out, data_dir=args.data_dir,
+                           batch_size=args.batch_size or 64)  # fmt: skip
+    print(f"checkpoint: {r['checkpoint']} (step {r['step']}; video, {r['model']})")
+    for split in ("val", "test"):
+        if split in r:
+            s = r[split]
+            print(f"{split}: error {s['error']:.2f}%  garment accuracy {s['garment_accuracy']:.2f}%  "
+                  f"direction accuracy {s['direction_accuracy']:.2f}%  ({s['clips']} clips)")  # fmt: skip
+            for name, acc in s["per_garment_accuracy"].items():
+                print(f"  {name:>16s}  {_pct(acc)}")
+    if not r.get("data_matches", True):
+        print("note: the clips rebuilt here differ from the training run's (another cache or version)")
+    print(f"results: {r['eval_json']}")
+    return 0
+
+
+def _eval_sr(args: argparse.Namespace) -> int:
+    """``reslab eval`` of a super-resolution run: PSNR / SSIM against bicubic upsampling, per image."""
+    from reslab.tasks.sr import evaluate_sr_run
+
+    _loader_task_flags(args, "super-resolution")
+    r = evaluate_sr_run(args.path, device=args.device, out_dir=args.out)
+    print(f"checkpoint: {r['checkpoint']} (step {r['step']}; super-resolution x{r['scale']}, {r['model']})")
+    for split in ("val", "test"):
+        if split in r:
+            s = r[split]
+            print(f"{split}: PSNR {s['psnr']:.2f} dB (bicubic {s['bicubic_psnr']:.2f}, "
+                  f"{s['psnr_gain_over_bicubic']:+.2f})  SSIM {s['ssim']:.4f} (bicubic {s['bicubic_ssim']:.4f})")  # fmt: skip
+            for name in (k.split("/", 1)[1] for k in s if k.startswith("psnr/")):
+                print(f"  {name:>18s}  PSNR {s['psnr/' + name]:.2f} dB (bicubic {s['bicubic_psnr/' + name]:.2f})  "
+                      f"SSIM {s['ssim/' + name]:.4f}")  # fmt: skip
+    print(f"results: {r['eval_json']}")
+    return 0
+
+
+def _pct(v: float | None) -> str:
+    return "   -   " if v is None else f"{v:6.2f}%"

@@ -71,3 +71,18 @@ def eval_dir(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = 
         return Path(out_dir)
     folder = Path(checkpoint).parent
     return folder.parent if folder.name == "checkpoints" else folder
+
+
+def checkpoint_task(path_or_run: str | os.PathLike) -> str:
+    """The task a run or weights file was trained for (its config's ``task``): ``"classification"`` for
+    a file without reslab metadata (a foreign checkpoint) or one that cannot be read (its own reader
+    reports that)."""
+    from reslab.errors import ReslabError
+    from reslab.models.weights import read_metadata, resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(path_or_run)
+        meta = read_metadata(path) if path.suffix == ".safetensors" else {}
+    except ReslabError:
+        return "classification"
+    return str(run_config(meta)[0].get("task") or "classification")
