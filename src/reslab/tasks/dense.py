@@ -56,7 +56,7 @@ def spec_of(model: nn.Module) -> dict[str, Any]:
 
 
 # ten saturated, distinguishable colours, one per Fashion-MNIST class (Trubetskoy's "20 distinct colours")
-_PALETTE = [
+PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
 ]  # fmt: skip
@@ -222,7 +222,7 @@ class DetectionTask(_SceneTask):
         keep = prediction["scores"].detach().cpu() >= score_threshold
         labels = prediction["labels"].detach().cpu()[keep].tolist()
         scores = prediction["scores"].detach().cpu()[keep].tolist()
-        colors = [_PALETTE[(c - 1) % len(_PALETTE)] for c in labels]
+        colors = [PALETTE[(c - 1) % len(PALETTE)] for c in labels]
         if "masks" in prediction and keep.any():
             masks = prediction["masks"].detach().cpu()[keep]
             masks = masks[:, 0] if masks.ndim == 4 else masks
@@ -345,7 +345,7 @@ class SegmentationTask(_SceneTask):
         if not present:
             return rgb
         masks = torch.stack([class_map.cpu() == c for c in present])
-        palette = [_PALETTE[(c - 1) % len(_PALETTE)] for c in present]
+        palette = [PALETTE[(c - 1) % len(PALETTE)] for c in present]
         return draw_segmentation_masks(rgb, masks, alpha=alpha, colors=palette)
 
     def evaluate(
