@@ -120,7 +120,57 @@ def cutout_mask(centres: torch.Tensor, size: int, h: int, w: int) -> torch.Tenso
     return in_r[:, :, None] & in_c[:, None, :]
 
 
-class DeviceLoader:
+class ResumableEpochs:
+    """The exact-resume state of a loader whose epoch plan is a pure function of ``(seed, epoch)``:
+    ``(epoch, position)`` plus the sizes that must not change across a resume (``num_samples``,
+    ``batch_size`` per rank, ``world_size``). A subclass sets those attributes and ``_plan_cache``,
+    defines ``__len__`` (batches per epoch) and ``__iter__`` (the rest of the current epoch)."""
+
+    epoch: int
+    position: int
+    seed: int
+    num_samples: int
+    batch_size: int
+    world_size: int
+    _plan_cache: Any
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def batches(self) -> Iterator[Any]:
+        """Batches forever, epoch after epoch (for iteration-based schedules)."""
+        while True:
+            yield from self
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, position = (self.epoch + 1, 0) if self.position >= len(self) else (self.epoch, self.position)
+        return {
+            "epoch": epoch,
+            "position": position,
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("num_samples", "batch_size", "world_size"):
+            if key in state and int(state[key]) != getattr(self, key):
+                raise ConfigError(
+                    f"loader state is for {key}={int(state[key])}, this loader has {getattr(self, key)}"
+                )
+        position = int(state["position"])
+        if not 0 <= position <= len(self):
+            raise ConfigError(f"loader state position {position} outside [0, {len(self)}]")
+        self.seed = int(state.get("seed", self.seed))
+        self.epoch, self.position = int(state["epoch"]), position
+        self._plan_cache = None
+
+
+class DeviceLoader(ResumableEpochs):
     """One epoch of (normalized float images, int64 labels) batches per ``iter()``; resumable exactly.
 
     Args:
@@ -291,38 +341,9 @@ class DeviceLoader:
         if self.epoch == epoch:
             self._rollover()
 
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches forever, epoch after epoch (for iteration-based schedules)."""
-        while True:
-            yield from self
-
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its beginning."""
         self.epoch, self.position = int(epoch), 0
-
-    def state_dict(self) -> dict[str, int]:
-        epoch, position = (self.epoch + 1, 0) if self.position >= len(self) else (self.epoch, self.position)
-        return {
-            "epoch": epoch,
-            "position": position,
-            "seed": self.seed,
-            "num_samples": self.num_samples,
-            "batch_size": self.batch_size,
-            "world_size": self.world_size,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("num_samples", "batch_size", "world_size"):
-            if key in state and int(state[key]) != getattr(self, key):
-                raise ConfigError(
-                    f"loader state is for {key}={int(state[key])}, this loader has {getattr(self, key)}"
-                )
-        position = int(state["position"])
-        if not 0 <= position <= len(self):
-            raise ConfigError(f"loader state position {position} outside [0, {len(self)}]")
-        self.seed = int(state.get("seed", self.seed))
-        self.epoch, self.position = int(state["epoch"]), position
-        self._plan_cache = None
 
 
 def iterate_eval(

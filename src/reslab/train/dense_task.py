@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reslab.data.loader import epoch_seed
+from reslab.data.loader import ResumableEpochs, epoch_seed
 from reslab.data.scenes import SceneConfig, SceneDataset, Scenes
 from reslab.errors import CheckpointError, ConfigError, first_line
 from reslab.train.config import TrainConfig
@@ -252,7 +252,7 @@ def load_splits(opts: DenseOptions, cfg: TrainConfig) -> tuple[SceneDataset, dic
     }
 
 
-class SceneLoader:
+class SceneLoader(ResumableEpochs):
     """Training batches of scenes, one epoch per ``iter()``, resumable exactly (the
     :class:`reslab.data.DeviceLoader` interface): epoch ``e`` visits a permutation drawn from
     ``(seed, e)`` with one horizontal flip draw per scene, so the stream is a function of the seed, the
@@ -317,35 +317,6 @@ class SceneLoader:
             yield self.make_batch(order[sl], flips[sl])
         if self.epoch == epoch:
             self._rollover()
-
-    def batches(self) -> Iterator[Any]:
-        """Batches forever, epoch after epoch."""
-        while True:
-            yield from self
-
-    def state_dict(self) -> dict[str, int]:
-        epoch, position = (self.epoch + 1, 0) if self.position >= len(self) else (self.epoch, self.position)
-        return {
-            "epoch": epoch,
-            "position": position,
-            "seed": self.seed,
-            "num_samples": self.num_samples,
-            "batch_size": self.batch_size,
-            "world_size": self.world_size,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("num_samples", "batch_size", "world_size"):
-            if key in state and int(state[key]) != getattr(self, key):
-                raise ConfigError(
-                    f"loader state is for {key}={int(state[key])}, this loader has {getattr(self, key)}"
-                )
-        position = int(state["position"])
-        if not 0 <= position <= len(self):
-            raise ConfigError(f"loader state position {position} outside [0, {len(self)}]")
-        self.seed = int(state.get("seed", self.seed))
-        self.epoch, self.position = int(state["epoch"]), position
-        self._plan_cache = None
 
 
 class DenseTraining:
