@@ -90,9 +90,6 @@ def create_detector(
     :func:`~reslab.models.backbones.resnet_fpn_backbone`'s; ``head_kwargs`` go to torchvision's model
     (e.g. ``box_score_thresh``, ``rpn_batch_size_per_image``; JSON values, they enter ``model.spec``).
     """
-    from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.ops import MultiScaleRoIAlign
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
     if arch not in DETECTORS:
@@ -126,35 +123,8 @@ def create_detector(
             f"anchor_sizes needs {levels} sizes (one per pyramid level), got {list(anchor_sizes)}"
         )
     sizes = [int(a) for a in anchor_sizes[:levels]]
-    names = [str(i) for i in range(len(body.channels))]
     common = {"min_size": min_size, "max_size": max_size, "image_mean": mean, "image_std": std}
-    if arch == "retinanet":
-        octaves = tuple((a, round(a * 2 ** (1 / 3)), round(a * 2 ** (2 / 3))) for a in sizes)
-        anchors = AnchorGenerator(octaves, ((0.5, 1.0, 2.0),) * levels)
-        model: nn.Module = RetinaNet(body, num_classes, anchor_generator=anchors, **common, **head_kwargs)
-    else:
-        anchors = AnchorGenerator(tuple((a,) for a in sizes), ((0.5, 1.0, 2.0),) * levels)
-        box_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
-        if arch == "fasterrcnn":
-            model = FasterRCNN(
-                body,
-                num_classes,
-                rpn_anchor_generator=anchors,
-                box_roi_pool=box_pool,
-                **common,
-                **head_kwargs,
-            )
-        else:
-            mask_pool = MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)
-            model = MaskRCNN(
-                body,
-                num_classes,
-                rpn_anchor_generator=anchors,
-                box_roi_pool=box_pool,
-                mask_roi_pool=mask_pool,
-                **common,
-                **head_kwargs,
-            )
+    model = _detector_head(arch, body, num_classes, sizes, **common, **head_kwargs)
     model.spec = {
         "task": "detection",
         "arch": arch,
@@ -169,6 +139,36 @@ def create_detector(
         **head_kwargs,
     }
     return model
+
+
+def _detector_head(
+    arch: str, body: nn.Module, num_classes: int, sizes: list[int], **kwargs: Any
+) -> nn.Module:
+    """torchvision's ``arch`` on the FPN ``body``: anchors of ``sizes`` (one per pyramid level; RetinaNet's
+    three octaves each), RoI pooling over the pyramid's maps; ``kwargs`` go to the model."""
+    from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.ops import MultiScaleRoIAlign
+
+    levels = len(sizes)
+    if arch == "retinanet":
+        octaves = tuple((a, round(a * 2 ** (1 / 3)), round(a * 2 ** (2 / 3))) for a in sizes)
+        anchors = AnchorGenerator(octaves, ((0.5, 1.0, 2.0),) * levels)
+        return RetinaNet(body, num_classes, anchor_generator=anchors, **kwargs)
+    anchors = AnchorGenerator(tuple((a,) for a in sizes), ((0.5, 1.0, 2.0),) * levels)
+    names = [str(i) for i in range(len(body.channels))]  # type: ignore[arg-type]
+    box_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
+    if arch == "fasterrcnn":
+        return FasterRCNN(body, num_classes, rpn_anchor_generator=anchors, box_roi_pool=box_pool, **kwargs)
+    mask_pool = MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)
+    return MaskRCNN(
+        body,
+        num_classes,
+        rpn_anchor_generator=anchors,
+        box_roi_pool=box_pool,
+        mask_roi_pool=mask_pool,
+        **kwargs,
+    )
 
 
 def create_segmenter(
