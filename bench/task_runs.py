@@ -30,7 +30,7 @@ the seeds) and writes it to ``OUT/table.md`` and everything to ``OUT/results.jso
 
     python bench/task_runs.py [--out runs/task-runs] [--only video|sr|transfer] [--seeds 0,1] [--jobs 1]
         [--video-iterations 800] [--sr-iterations 1200] [--transfer-iterations 400]
-        [--backbone-run RUN] [--video-seeds 0] [--set KEY=VALUE ...] [--dry-run]
+        [--backbone-run RUN] [--video-seeds 0] [--skip VARIANT ...] [--set KEY=VALUE ...] [--dry-run]
 
 ``--set`` is passed to every ``reslab train`` (e.g. ``--set device=cuda``); ``threads=1`` is the default.
 About 1.5 hours on one core for both comparisons at 2 seeds (``--jobs 2`` on two free cores). Measured
@@ -219,12 +219,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="the Fashion-MNIST ResNet-18 run (default OUT/transfer/fmnist-resnet18)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each with threads=1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every run")
+    p.add_argument("--skip", action="append", default=[], metavar="VARIANT",
+                   help="leave out a variant by its name in the table (repeatable)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the commands of the runs still to do")
     args = p.parse_args(argv)
     out, seeds = Path(args.out), [int(s) for s in args.seeds.split(",") if s.strip()]
     video_seeds = [int(s) for s in (args.video_seeds or args.seeds).split(",") if s.strip()]
     task_seeds = {"video": video_seeds, "sr": seeds, "transfer": seeds}
-    variants = [v for v in (*VIDEO, *SR, *TRANSFER) if args.only in (None, v.task)]
+    known = {v.name for v in (*VIDEO, *SR, *TRANSFER)}
+    if unknown := set(args.skip) - known:
+        p.error(f"unknown variant {sorted(unknown)[0]!r}; the variants: {', '.join(sorted(known))}")
+    variants = [
+        v for v in (*VIDEO, *SR, *TRANSFER) if args.only in (None, v.task) and v.name not in args.skip
+    ]
     budget = {"video": args.video_iterations, "sr": args.sr_iterations, "transfer": args.transfer_iterations}
     backbone = Path(args.backbone_run) if args.backbone_run else out / "transfer" / "fmnist-resnet18"
     todo = [
