@@ -71,7 +71,7 @@ def dense_figure(run: str, out: Path, count: int) -> None:
         rgb = [tuple(v / 255 for v in PALETTE[(c - 1) % len(PALETTE)]) for c in range(1, len(classes))]
         handles = [Patch(color=rgb[c - 1], label=classes[c]) for c in range(1, len(classes))]
         fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)
-    fig.suptitle(f"{cfg.task}: {model.spec.get('arch')} on {cfg.model} ({run})", fontsize=9)
+    fig.suptitle(f"{cfg.task}: {model.spec.get('arch')} on {cfg.model} ({Path(run).name})", fontsize=9)
     _save(fig, out / f"{cfg.task}.png")
     plt.close(fig)
 
@@ -97,10 +97,12 @@ def video_figure(run: str, out: Path, count: int) -> None:
             ax = axes[i, t]
             ax.imshow(x[i, 0, t].numpy(), cmap="gray", vmin=0, vmax=255)
             ax.axis("off")
-        ok = "right" if int(pred[i]) == int(y[i]) else "WRONG"
+        ok = "correct" if int(pred[i]) == int(y[i]) else "WRONG"
         axes[i, 0].set_title(f"true: {data.classes[int(y[i])]}   predicted: {data.classes[int(pred[i])]} ({ok})",
                              fontsize=8, loc="left")  # fmt: skip
-    fig.suptitle(f"video: {meta.get('model')} {meta.get('model_kwargs') or ''} ({run})", fontsize=9)
+    fig.suptitle(
+        f"video: {meta.get('model')} {meta.get('model_kwargs') or ''} ({Path(run).name})", fontsize=9
+    )
     _save(fig, out / "video.png")
     plt.close(fig)
 
@@ -135,7 +137,8 @@ def sr_figure(run: str, out: Path, crop: int = 96) -> None:
             ax.set_title(f"{name}: {title}" + (f" {value:.2f} dB" if value is not None else ""), fontsize=8)
             ax.axis("off")
     fig.suptitle(
-        f"super-resolution x{s}: {meta.get('model')} ({run}); PSNR of the whole photograph", fontsize=9
+        f"super-resolution x{s}: {meta.get('model')} ({Path(run).name}); PSNR of the whole photograph",
+        fontsize=9,
     )
     _save(fig, out / "super_resolution.png")
     plt.close(fig)
