@@ -50,6 +50,22 @@ def load_training_data(cfg: TrainConfig) -> Any:
     return _load_dataset(cfg.dataset, cfg.data_dir, cfg.download, json.dumps(cfg.data_kwargs, sort_keys=True))
 
 
+def eval_arrays(ds: Any, cfg: TrainConfig, rt: Runtime) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The evaluation splits of an in-memory data set ``ds`` (``val_x``/``val_y``, ``test_x``/``test_y``;
+    ``val`` only if held out, ``test`` only with ``eval_test``): cut to ``eval_subset``, this rank's
+    contiguous share (every sample counted once over the ranks, no padding), on the device once."""
+    sets = {"val": (ds.val_x, ds.val_y), "test": (ds.test_x, ds.test_y) if cfg.eval_test else (None, None)}
+    out = {}
+    for split, (x, y) in sets.items():
+        if x is None:
+            continue
+        x, y = x[: cfg.eval_subset], y[: cfg.eval_subset]
+        if rt.dist.enabled:
+            x, y = (torch.tensor_split(t, rt.dist.world_size)[rt.dist.rank] for t in (x, y))
+        out[split] = (x.to(rt.device), y.to(rt.device))
+    return out
+
+
 class Classification:
     """The classification task of ``cfg``: loads the data (the training loader, the evaluation sets on
     the device) when made; see the module docstring."""
@@ -140,20 +156,7 @@ class Classification:
             augment=cfg.augment, flip=ds.flip, pad=cfg.pad, cutout=cfg.cutout, seed=cfg.seed,
             drop_last=True, shard=(dist.rank, dist.world_size), channels_last=rt.channels_last,
         )  # fmt: skip
-        sets = {
-            "val": (ds.val_x, ds.val_y),
-            "test": (ds.test_x, ds.test_y) if cfg.eval_test else (None, None),
-        }
-        for split, (x, y) in sets.items():
-            if x is None:
-                continue
-            x, y = x[: cfg.eval_subset], y[: cfg.eval_subset]
-            if dist.enabled:  # this rank's contiguous part: every sample counted once, no padding
-                x, y = (
-                    torch.tensor_split(x, dist.world_size)[dist.rank],
-                    torch.tensor_split(y, dist.world_size)[dist.rank],
-                )
-            x, y = x.to(rt.device), y.to(rt.device)  # on the device once
+        for split, (x, y) in eval_arrays(ds, cfg, rt).items():
             run = functools.partial(
                 evaluate, x=x, y=y, mean=ds.mean, std=ds.std, batch_size=self.eval_batch_size,
                 device=rt.device, amp_dtype=rt.amp_dtype, channels_last=rt.channels_last, num_classes=nc,

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from reslab.errors import ConfigError
+from reslab.train.classification import eval_arrays
 from reslab.train.evaluate import autocast_ctx
 from reslab.train.task import Runtime
 
@@ -181,17 +182,8 @@ class LoaderTraining:
             drop_last=True, shard=(dist.rank, dist.world_size), channels_last=rt.channels_last,
         )  # fmt: skip
         self.selection = "val_error" if ds.val_y is not None else "train_error (no validation split)"
-        sets = {
-            "val": (ds.val_x, ds.val_y),
-            "test": (ds.test_x, ds.test_y) if cfg.eval_test else (None, None),
-        }
-        for split, (x, y) in sets.items():
-            if x is None:
-                continue
-            x, y = x[: cfg.eval_subset], y[: cfg.eval_subset]
-            if dist.enabled:  # this rank's contiguous share: every clip counted once
-                x, y = (torch.tensor_split(t, dist.world_size)[dist.rank] for t in (x, y))
-            self._evals[split] = self._video_eval(x.to(rt.device), y.to(rt.device), ds.mean, ds.std)
+        for split, (x, y) in eval_arrays(ds, cfg, rt).items():
+            self._evals[split] = self._video_eval(x, y, ds.mean, ds.std)
 
     def _video_eval(
         self, x: torch.Tensor, y: torch.Tensor, mean: Any, std: Any
