@@ -86,18 +86,16 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from reslab.deploy.predict import run_predict
     from reslab.errors import ConfigError
-    from reslab.models.dense import dense_spec
+    from reslab.tasks.base import checkpoint_task
 
-    if dense_spec(args.checkpoint) is not None:
+    task = checkpoint_task(args.checkpoint)
+    if task in ("detection", "segmentation"):
         from reslab.deploy.dense_predict import run_predict_dense
 
         return run_predict_dense(
             args.checkpoint, args.images, out=args.out, overwrite=args.overwrite,
             score_threshold=args.score_threshold, as_json=args.json, device=args.device,
         )  # fmt: skip
-    from reslab.tasks.base import checkpoint_task
-
-    task = checkpoint_task(args.checkpoint)
     if task == "super-resolution":
         return _upscale_files(args)
     if task == "video":

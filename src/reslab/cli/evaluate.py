@@ -25,15 +25,13 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from reslab.models.dense import dense_spec
+    from reslab.tasks.base import checkpoint_task
     from reslab.train.evaluate import evaluate_checkpoint
 
     splits = ("val", "test") if args.split == "both" else (args.split,)
-    if dense_spec(args.path) is not None:
-        return _eval_dense(args, splits)
-    from reslab.tasks.base import checkpoint_task
-
     task = checkpoint_task(args.path)
+    if task in ("detection", "segmentation"):
+        return _eval_dense(args, splits)
     if task in ("video", "super-resolution"):
         return _eval_video(args) if task == "video" else _eval_sr(args)
     r = evaluate_checkpoint(

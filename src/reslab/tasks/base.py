@@ -74,9 +74,10 @@ def eval_dir(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = 
 
 
 def checkpoint_task(path_or_run: str | os.PathLike) -> str:
-    """The task a run or weights file was trained for (its config's ``task``): ``"classification"`` for
-    a file without reslab metadata (a foreign checkpoint) or one that cannot be read (its own reader
-    reports that)."""
+    """The task a run or weights file was trained for: a detection / segmentation model's ``spec`` (also
+    a model saved from Python, without a training config), else its config's ``task``;
+    ``"classification"`` for a file without reslab metadata (a foreign checkpoint) or one that cannot be
+    read (its own reader reports that). Reads the metadata once."""
     from reslab.errors import ReslabError
     from reslab.models.weights import read_metadata, resolve_checkpoint
 
@@ -85,4 +86,7 @@ def checkpoint_task(path_or_run: str | os.PathLike) -> str:
         meta = read_metadata(path) if path.suffix == ".safetensors" else {}
     except ReslabError:
         return "classification"
+    spec = meta.get("spec")
+    if isinstance(spec, dict) and spec.get("task") in ("detection", "segmentation"):
+        return str(spec["task"])
     return str(run_config(meta)[0].get("task") or "classification")
