@@ -607,3 +607,17 @@ def test_cli_offers_exactly_the_analyses_run_analysis_runs():
     assert tuple(choices) == ANALYSES
     with pytest.raises(ConfigError, match="unknown analysis 'spectra'"):
         run_analysis(AnalysisRequest("spectra"))
+
+
+@pytest.mark.parametrize("name", ["gradients", "paths", "ode"])
+def test_one_batch_analyses_report_the_batch_they_measure(tmp_path, name):
+    # --samples 16 draws the subset, --batch-size 8 is what these analyses measure: the summary names 8
+    flags = ["--dataset", "synthetic:1x8x8", "--samples", "16", "--batch-size", "8", "--device", "cpu"]
+    extra = ["--path-samples", "1"] if name == "paths" else []
+    out = tmp_path / name
+    assert (
+        main(["analyze", name, "--model", "resnet20", "--init", *flags, *extra, "--quiet", "--out", str(out)])
+        == 0
+    )
+    summary = (out / "summary.md").read_text()
+    assert "; 8 test images of synthetic:1x8x8" in summary and "16 test images" not in summary

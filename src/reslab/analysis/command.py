@@ -5,7 +5,7 @@ outputs (figure, raw numbers, ``summary.md``)."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reslab.errors import ConfigError
@@ -19,6 +19,7 @@ DEFAULT_SAMPLES["ode"], DEFAULT_BATCH["ode"] = None, 128
 
 
 ANALYSES = ("gradients", "responses", "lesion", "paths", "landscape", "ode")
+ONE_BATCH = ("gradients", "paths", "ode")  # measured on one batch: the first --batch-size of the subset
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def run_analysis(args: AnalysisRequest) -> Path:
     if batch < 1:
         raise ConfigError("--batch-size must be positive")
     samples = args.samples if args.samples is not None else DEFAULT_SAMPLES[name]
-    if name in ("gradients", "paths", "ode") and samples is None:
+    if name in ONE_BATCH and samples is None:
         samples = batch  # one batch is all these analyses use
     targets = resolve_targets(
         list(args.targets),
@@ -77,6 +78,8 @@ def run_analysis(args: AnalysisRequest) -> Path:
         split=args.split,
         device=args.device,
     )
+    if name in ONE_BATCH:  # they measure the subset's first batch only: say so in every summary
+        targets = [replace(t, data=t.data.head(batch)) for t in targets]
     out = prepare_out(args.out, name)
     progress = not args.quiet and sys.stderr.isatty()
     if name == "gradients":

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,10 @@ class EvalData:
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    def head(self, n: int) -> EvalData:
+        """The first ``n`` images (all when there are fewer)."""
+        return replace(self, x=self.x[:n], y=self.y[:n])
 
     def batches(
         self, batch_size: int, device: torch.device | str = "cpu"
