@@ -294,6 +294,9 @@ def test_rerun_skips_finished_and_continues_interrupted(tmp_path: Path, monkeypa
     def flaky_eval(*a, **kw):
         calls["n"] += 1
         if calls["n"] == 4:  # plain20: evaluations 1, 2; resnet20: 3, then 4 -> "Ctrl-C"
+            # Were the process killed here, the record would already hold the finished run and its time.
+            now = json.loads((plan.out / "experiment.json").read_text())["sessions"][-1]
+            assert now["status"] == "running" and now["trained"] == [first.name] and now["wall_s"] > 0
             raise KeyboardInterrupt
         return real_eval(*a, **kw)
 
@@ -351,6 +354,21 @@ def test_concurrent_workers(tmp_path: Path) -> None:
     assert sessions[-1]["jobs"] == 2
     _check = (plan.out / "report.md").read_text()
     assert "(2 at a time)" in _check
+
+
+def test_wall_time_line_names_unfinished_invocations() -> None:
+    from reslab.experiments.report import _wall_time_line
+
+    done = {"status": "finished", "wall_s": 3600.0, "jobs": 1}
+    assert _wall_time_line([], [done]) == (
+        "- Wall time: 1h00m00s over 1 invocation(s) (1 at a time); the runs' own training time adds up to 0m00s."
+    )
+    killed = {"status": "running", "wall_s": 600.0}  # killed after one run finished
+    line = _wall_time_line([], [done, killed])
+    assert "1h10m00s over 2 invocation(s)" in line and "1 of them unfinished" in line
+    assert "finished none" not in line
+    line = _wall_time_line([], [done, killed, {"status": "running"}])  # killed before any run finished
+    assert "2 of them unfinished" in line and "1 finished none and count 0" in line
 
 
 # ------------------------------------------------------------------------------ seed-aware statistics

@@ -324,9 +324,19 @@ def _wall_time_line(results: list[RunResult], sessions: list[dict[str, Any]]) ->
     wall = sum(float(s.get("wall_s") or 0) for s in sessions)
     run_wall = sum(r.wall_s for r in results if math.isfinite(r.wall_s))
     jobs = sorted({int(s.get("jobs", 1)) for s in sessions if s.get("jobs")})
+    # An invocation still "running" in the record was killed (or is this one): its wall time is the
+    # time to its last finished run, or unknown when none finished.
+    open_ = [s for s in sessions if s.get("status") == "running"]
+    unknown = sum(1 for s in open_ if s.get("wall_s") is None)
     return (
         f"- Wall time: {_hms(wall)} over {len(sessions)} invocation(s)"
         + (f" ({'/'.join(map(str, jobs))} at a time)" if jobs else "")
+        + (
+            f", {len(open_)} of them unfinished when this was written (counted to their last finished run"
+            + (f"; {unknown} finished none and count 0)" if unknown else ")")
+            if open_
+            else ""
+        )
         + f"; the runs' own training time adds up to {_hms(run_wall)}."
     )
 

@@ -182,6 +182,12 @@ class _SessionRecord:
         write_plan(plan, [*earlier, {**entry, "status": "running"}])
         return cls(plan, earlier, entry, started)
 
+    def progress(self, sweep: _Sweep) -> None:
+        """Record the wall time so far and the runs finished so far (status still ``running``), so that
+        an invocation killed later (SIGKILL, a machine taken away) leaves what it did on record."""
+        self.entry.update(wall_s=round(time.time() - self.started, 2), trained=list(sweep.finished))
+        write_plan(self.plan, [*self.earlier, {**self.entry, "status": "running"}])
+
     def finish(self, sweep: _Sweep, status: str) -> float:
         """Write the entry with ``status`` (``finished`` or ``interrupted``); returns the wall time."""
         wall = time.time() - self.started
@@ -211,10 +217,16 @@ class _Sweep:
     resumed: list[str] = field(default_factory=list)
     reused: dict[str, str] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)  # trained to the end by this invocation
+    record: _SessionRecord | None = None
 
     def on_done(self, run: RunSpec) -> None:
-        """Publish a run the moment it finishes (with the report so far): a sweep killed later still
-        leaves a complete, committable folder. A failure to publish is logged, not fatal to the sweep."""
+        """Record a run the moment it finishes and publish it (with the report so far): a sweep killed
+        later still leaves a complete, committable folder. A failure to publish is logged, not fatal."""
+        if run.name not in self.reused:
+            self.finished.append(run.name)
+        if self.record is not None:
+            self.record.progress(self)
         if self.publish is None:
             return
         try:
@@ -332,6 +344,7 @@ def run_experiment(
         _check_compatible(plan, run)
     record = _SessionRecord.start(plan)
     sweep = _select_runs(plan, publish, log)
+    sweep.record = record
     n_jobs, slots = resolve_jobs(jobs, plan.device, len(sweep.pending))
     record.entry["jobs"] = n_jobs
     log(sweep.summary(n_jobs))
