@@ -560,3 +560,9 @@ def test_relatives_claims_compare_each_relative_with_the_resnet() -> None:
     worse = [_group("resnet", 56, [6.0], [7.0]), _group("seresnet", 56, [8.0], [10.0], family="seresnet")]
     (claim,) = claims_for("relatives", worse)
     assert claim.verdict == "not supported" and "SE-ResNet" in claim.claim
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_standard_budget_runs_several_seeds_of_every_experiment(experiment: str) -> None:
+    # The standard budget promises verdicts over seeds: no experiment may fall back to one seed.
+    assert len(parse_seeds(None, experiment, "standard")) >= (3 if experiment == "degradation" else 2)

@@ -154,7 +154,7 @@ BUDGETS: dict[str, Budget] = {
         depths={"degradation": (20, 56), "depth": (20, 32, 44, 56), "highway": (20, 56)},
         recipe="fashion_mnist",
         # At least 3 for the degradation pair (issue 13); 2 where the differences are large or the runs long.
-        seeds={"degradation": 3, "depth": 2, "shortcuts": 2, "highway": 2},
+        seeds={"degradation": 3, "depth": 2, "shortcuts": 2, "highway": 2, "relatives": 2},
     ),
     "paper": Budget(
         name="paper",
