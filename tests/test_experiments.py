@@ -566,3 +566,60 @@ def test_relatives_claims_compare_each_relative_with_the_resnet() -> None:
 def test_standard_budget_runs_several_seeds_of_every_experiment(experiment: str) -> None:
     # The standard budget promises verdicts over seeds: no experiment may fall back to one seed.
     assert len(parse_seeds(None, experiment, "standard")) >= (3 if experiment == "degradation" else 2)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_concurrent_sweep_stops_its_workers(tmp_path: Path) -> None:
+    # `pkill -TERM -f "reslab reproduce"` hits the parent: its workers must stop at a checkpoint with it,
+    # not train on unpublished after the parent is gone (they did: SIGTERM's default action skipped the
+    # clean-up that Ctrl-C runs).
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "reslab", "reproduce", "degradation", "--budget", "smoke", "--dataset"]
+    cmd += ["synthetic", "--depths", "20", "--jobs", "2", "--set", "iterations=100000", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    parent = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    logs = [out / "logs" / f"{name}-s0.log" for name in ("plain20", "resnet20")]
+    deadline = time.monotonic() + 240
+    while not all(p.is_file() and "step " in p.read_text() for p in logs):  # both workers are training
+        assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read()
+        time.sleep(0.5)
+    parent.send_signal(signal.SIGTERM)
+    _, err = parent.communicate(timeout=120)
+    assert parent.returncode == 130 and err.rstrip().endswith("reslab: interrupted"), err
+    assert "Traceback" not in err
+    for log in logs:  # each worker stopped at a checkpoint, in one line, and no longer runs
+        text = log.read_text()
+        assert "checkpoint saved" in text and "Traceback" not in text, text
+    request = str(out / "logs")
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            alive += (
+                [pid] if request in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace") else []
+            )
+        except OSError:
+            continue
+    assert not alive, f"workers still running: {alive}"
+    session = json.loads((out / "experiment.json").read_text())["sessions"][-1]
+    assert session["status"] == "interrupted"
+    assert {run_status(out / "runs" / f"{n}-s0") for n in ("plain20", "resnet20")} == {"partial"}
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (Linux /proc)."""
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found

@@ -24,8 +24,10 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from reslab.experiments.publish import published_run
 from reslab.experiments.report import write_outputs
 from reslab.experiments.reuse import adopt_run, identical_run
 from reslab.experiments.specs import RunSpec
+from reslab.experiments.worker import STOPPED_EXIT
 
 # ------------------------------------------------------------------------------------------ status
 
@@ -389,6 +392,7 @@ def _train_concurrently(
     running: dict[int, tuple[subprocess.Popen, RunSpec, Any]] = {}
     failed: list[str] = []
     done = 0
+    restore = _sigterm_raises_interrupt()
     try:
         while queue or running:
             while queue and len(running) < n:
@@ -425,7 +429,10 @@ def _train_concurrently(
                 fh.close()
                 del running[slot]
                 done += 1
-                if rc != 0:
+                if rc == STOPPED_EXIT:
+                    failed.append(run.name)
+                    log(f"[{done}/{len(pending)}] {run.name} stopped by a signal at its last checkpoint")
+                elif rc != 0:
                     failed.append(run.name)
                     log(f"[{done}/{len(pending)}] {run.name} FAILED (exit {rc}); see logs/{run.name}.log")
                 else:
@@ -441,4 +448,21 @@ def _train_concurrently(
                 proc.wait(timeout=30)
             fh.close()
         raise
+    finally:
+        restore()
     return failed
+
+
+def _sigterm_raises_interrupt() -> Callable[[], None]:
+    """While workers train, SIGTERM to this process raises KeyboardInterrupt (as Ctrl-C does), so the
+    workers are stopped at a checkpoint and the invocation is recorded as interrupted; without it the
+    default action would end this process at once and leave the workers training, unpublished. Returns
+    the function that puts the previous handler back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)

@@ -1,7 +1,8 @@
 """One run of an experiment in its own process: ``python -m reslab.experiments.worker REQUEST.json``.
 
 The request (written by :mod:`reslab.experiments.runner`) holds the recipe, the config fields and the run
-directory. Exit code 0 when the run finished, 2 on a user error, 1 on a bug.
+directory. Exit code 0 when the run finished, 2 on a user error, :data:`STOPPED_EXIT` when SIGINT/SIGTERM
+stopped it at a checkpoint (the engine has said where; a rerun continues it), 1 on a bug.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 from reslab.errors import ReslabError
+
+STOPPED_EXIT = 130  # as a shell reports a process ended by Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     except ReslabError as e:
         print(f"reslab: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the engine stopped at a checkpoint and printed one line saying so
+        return STOPPED_EXIT
     return 0
 
 
