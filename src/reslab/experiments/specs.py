@@ -42,22 +42,26 @@ Budgets
 ``standard``
     5 epochs of the ``fashion_mnist`` recipe (one-cycle SGD to a peak lr of 0.2, batch 128, 2-px crops
     and flips, label smoothing 0.1, 5,000 training images held out), evaluated after every epoch on the
-    full 10,000-image test set. Sized from measurements on this 2-core CPU (issue 13; one thread per run,
-    two runs side by side): ResNet-20 takes ~8.5 min, ResNet-56 ~22 min; test errors plain-20 7.83,
-    plain-56 14.09, ResNet-20 7.53 / 6.96 (seeds 0 / 1), ResNet-56 7.17 / 7.08. The plain pair is decided
-    by a wide margin with any seeds; the ResNet-56 vs ResNet-20 difference (~0.1-0.4 points) is below
-    the seed-to-seed spread (~0.4-0.6), which is why the budget runs several seeds (:attr:`Budget.seeds`)
-    and the report says how many would be needed. Default seeds and estimated time per experiment (runs
-    one at a time, one thread each; ``--jobs 2`` halves it on 2 cores):
+    full 10,000-image test set. Sized from measurements (issue 13): the pilot (bf16 autocast on a CPU with
+    native bf16, one thread per run, two runs side by side) gave test errors plain-20 7.83, plain-56
+    14.09, ResNet-20 7.53 / 6.96 (seeds 0 / 1), ResNet-56 7.17 / 7.08 in ~8.5 min (ResNet-20) and ~22 min
+    (ResNet-56). The plain pair is decided by a wide margin with any seeds; the ResNet-56 vs ResNet-20
+    difference (~0.1-0.4 points) is below the seed-to-seed spread (~0.4-0.6), which is why the budget runs
+    several seeds (:attr:`Budget.seeds`) and the report says how many would be needed. The runs themselves
+    train in fp32 (``amp: auto`` keeps fp32 on the CPU until bf16's accuracy is checked); measured in fp32
+    on a 2-core AMD EPYC (AVX2, no native bf16), one thread per run, two runs side by side: plain-20 20.6
+    min, plain-56 and ResNet-56 56 min each (~90 img/s). Default seeds, and core-hours per experiment from
+    those (``--jobs 2`` runs two at a time on 2 cores; runs shared with ``degradation`` are reused):
 
-    ===========  =====  =======================================  ===========
-    experiment   seeds  networks                                 estimate
-    ===========  =====  =======================================  ===========
-    degradation  3      plain+ResNet 20, 56                      ~3 h
-    depth        2      ResNet-20/32/44/56 (``--depths`` +110)   ~2 h (+1.5 h)
-    shortcuts    2      ResNet-32 A/B/C + plain-32               ~1.7 h
-    highway      2      ResNet/highway/plain 20, 56              ~3.3 h
-    ===========  =====  =======================================  ===========
+    ===========  =====  =======================================  =====================================
+    experiment   seeds  networks                                 fp32 core-hours (estimate)
+    ===========  =====  =======================================  =====================================
+    degradation  3      plain+ResNet 20, 56                      7.7 (measured per run)
+    depth        2      ResNet-20/32/44/56 (``--depths`` +110)   5.2, 2.6 of them reused (+3.7 for 110)
+    shortcuts    2      ResNet-32 A/B/C + plain-32               4.4
+    highway      2      ResNet/highway/plain 20, 56              2.7 beyond the reused runs
+    relatives    2      ResNet/SE/pre-act 56, DenseNet-BC-100    not measured (DenseNet-BC: deepest)
+    ===========  =====  =======================================  =====================================
 ``paper``
     The paper's CIFAR schedule (the ``cifar_paper`` recipe: 64k iterations, batch 128, lr 0.1 divided
     by 10 at 32k and 48k, 45k/5k train/val split). A GPU job: hours per network.
