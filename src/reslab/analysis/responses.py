@@ -221,5 +221,6 @@ def _plot(profiles: Sequence[ResponseProfile], path: Path) -> None:
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    fig.tight_layout()  # the log axis's tick labels are wide: keep the right panel's label off the left
     fig.text(0.01, -0.02, "solid: ResNets, dashed: plain nets; colour: depth", fontsize=8, color="0.35")
     save_figure(fig, path)
