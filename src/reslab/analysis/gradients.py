@@ -382,4 +382,5 @@ def _plot(profiles: Sequence[GradientProfile], path: Path, relative: bool | None
         ax.set_xlabel("relative depth (0: first unit, 1: last)" if relative else "unit (block) index")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    fig.tight_layout()  # log tick labels are wide: keep each panel's y label clear of its neighbour
     save_figure(fig, path)
