@@ -86,10 +86,11 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from reslab.deploy.predict import run_predict
     from reslab.errors import ConfigError
+    from reslab.models.dense import DENSE_TASKS
     from reslab.tasks.base import checkpoint_task
 
     task = checkpoint_task(args.checkpoint)
-    if task in ("detection", "segmentation"):
+    if task in DENSE_TASKS:
         from reslab.deploy.dense_predict import run_predict_dense
 
         return run_predict_dense(

@@ -25,12 +25,13 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from reslab.models.dense import DENSE_TASKS
     from reslab.tasks.base import checkpoint_task
     from reslab.train.evaluate import evaluate_checkpoint
 
     splits = ("val", "test") if args.split == "both" else (args.split,)
     task = checkpoint_task(args.path)
-    if task in ("detection", "segmentation"):
+    if task in DENSE_TASKS:
         return _eval_dense(args, splits)
     if task in ("video", "super-resolution"):
         return _eval_video(args) if task == "video" else _eval_sr(args)

@@ -280,13 +280,21 @@ def _with_aux(body: nn.Module, names: list[str]) -> nn.Module:
     return out
 
 
+DENSE_TASKS = ("detection", "segmentation")
+
+
+def is_dense_spec(spec: Any) -> bool:
+    """Whether ``spec`` (a model's ``.spec``, or metadata key ``"spec"``) describes a detector or segmenter."""
+    return isinstance(spec, dict) and spec.get("task") in DENSE_TASKS
+
+
 def save_dense(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
     """Write a detector's or segmenter's weights with its ``spec`` (metadata key ``"spec"``) and any other
     JSON ``metadata``: :func:`reslab.models.weights.save_weights` (safetensors, atomic)."""
     from reslab.models.weights import save_weights, unwrap
 
     spec = getattr(unwrap(model), "spec", None)
-    if not isinstance(spec, dict) or spec.get("task") not in ("detection", "segmentation"):
+    if not is_dense_spec(spec):
         raise ConfigError("save_dense takes a model built by reslab.models.dense (it has no .spec)")
     save_weights(model, path, {**(metadata or {}), "spec": spec})
 
@@ -300,7 +308,7 @@ def load_dense(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> tup
     path = resolve_checkpoint(path_or_run)
     meta = read_metadata(path)
     spec = meta.get("spec")
-    if not isinstance(spec, dict) or spec.get("task") not in ("detection", "segmentation"):
+    if not is_dense_spec(spec):
         raise CheckpointError(f"{path} holds no detection/segmentation spec; is it a classification model?")
     model = build_from_spec(spec)
     state = read_state_dict(path)
@@ -333,7 +341,7 @@ def dense_spec(path_or_run: str | os.PathLike) -> dict[str, Any] | None:
         spec = read_metadata(path).get("spec") if path.suffix == ".safetensors" else None
     except ReslabError:
         return None
-    return spec if isinstance(spec, dict) and spec.get("task") in ("detection", "segmentation") else None
+    return spec if is_dense_spec(spec) else None
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:

@@ -79,6 +79,7 @@ def checkpoint_task(path_or_run: str | os.PathLike) -> str:
     ``"classification"`` for a file without reslab metadata (a foreign checkpoint) or one that cannot be
     read (its own reader reports that). Reads the metadata once."""
     from reslab.errors import ReslabError
+    from reslab.models.dense import is_dense_spec
     from reslab.models.weights import read_metadata, resolve_checkpoint
 
     try:
@@ -86,7 +87,6 @@ def checkpoint_task(path_or_run: str | os.PathLike) -> str:
         meta = read_metadata(path) if path.suffix == ".safetensors" else {}
     except ReslabError:
         return "classification"
-    spec = meta.get("spec")
-    if isinstance(spec, dict) and spec.get("task") in ("detection", "segmentation"):
-        return str(spec["task"])
+    if is_dense_spec(meta.get("spec")):
+        return str(meta["spec"]["task"])
     return str(run_config(meta)[0].get("task") or "classification")

@@ -51,7 +51,6 @@ from reslab.errors import CheckpointError, ConfigError, first_line
 from reslab.train.config import TrainConfig
 from reslab.train.task import Runtime
 
-DENSE_TASKS = ("detection", "segmentation")
 SCENE_OPTIONS = (
     "train_size", "test_size", "scene_seed", "size", "min_objects", "max_objects", "min_scale", "max_scale",
 )  # fmt: skip
@@ -96,6 +95,7 @@ class DenseOptions:
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> DenseOptions:
         """Every key known, every value checked (one line naming the key otherwise)."""
+        from reslab.models.dense import DENSE_TASKS
         from reslab.tasks.dense import TASKS
 
         if cfg.task not in DENSE_TASKS:
