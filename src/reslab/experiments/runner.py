@@ -429,12 +429,14 @@ def _train_concurrently(
                 fh.close()
                 del running[slot]
                 done += 1
-                if rc == STOPPED_EXIT:
+                if rc != 0:
                     failed.append(run.name)
-                    log(f"[{done}/{len(pending)}] {run.name} stopped by a signal at its last checkpoint")
-                elif rc != 0:
-                    failed.append(run.name)
-                    log(f"[{done}/{len(pending)}] {run.name} FAILED (exit {rc}); see logs/{run.name}.log")
+                    why = (
+                        "stopped by a signal at its last checkpoint"
+                        if rc == STOPPED_EXIT
+                        else f"FAILED (exit {rc}); see logs/{run.name}.log"
+                    )
+                    log(f"[{done}/{len(pending)}] {run.name} {why}")
                 else:
                     log(f"[{done}/{len(pending)}] {run.name} finished")
                     on_done(run)
