@@ -304,6 +304,8 @@ def test_rerun_skips_finished_and_continues_interrupted(tmp_path: Path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         run_experiment(plan, progress=False)
     monkeypatch.setattr(task, "evaluate", real_eval)
+    stopped = json.loads((plan.out / "experiment.json").read_text())["sessions"][-1]
+    assert stopped["status"] == "interrupted" and stopped["trained"] == [first.name], stopped
     assert run_status(plan.run_dir(first)) == "done"
     assert run_status(plan.run_dir(second)) == "partial"
     row2 = (plan.run_dir(second) / "metrics.csv").read_text().splitlines()[1]

@@ -192,10 +192,10 @@ class _SessionRecord:
         write_plan(self.plan, [*self.earlier, {**self.entry, "status": "running"}])
 
     def finish(self, sweep: _Sweep, status: str) -> float:
-        """Write the entry with ``status`` (``finished`` or ``interrupted``); returns the wall time."""
+        """Write the entry with ``status`` (``finished`` or ``interrupted``); returns the wall time. An
+        interrupted invocation lists as trained only the runs it finished, not the one it stopped."""
         wall = time.time() - self.started
-        trained = [r.name for r in sweep.pending if r.name not in sweep.reused]
-        self.entry.update(wall_s=round(wall, 2), trained=trained, status=status)
+        self.entry.update(wall_s=round(wall, 2), trained=list(sweep.finished), status=status)
         if sweep.reused:
             self.entry["reused"] = sweep.reused
         if sweep.failed:
@@ -266,9 +266,7 @@ class _Sweep:
 
     def result(self, wall: float) -> dict[str, Any]:
         return {
-            "trained": [
-                r.name for r in self.pending if r.name not in self.failed and r.name not in self.reused
-            ],
+            "trained": list(self.finished),
             "reused": self.reused,
             "resumed": self.resumed,
             "skipped": self.skipped,
