@@ -601,6 +601,7 @@ def test_sigterm_to_a_concurrent_sweep_stops_its_workers(tmp_path: Path) -> None
     for log in logs:  # each worker stopped at a checkpoint, in one line, and no longer runs
         text = log.read_text()
         assert "checkpoint saved" in text and "Traceback" not in text, text
+        assert "Warning" not in text, text  # e.g. runpy's warning when the package imports the worker
     assert not alive, f"workers still running after the parent ended: {alive}"
     session = json.loads((out / "experiment.json").read_text())["sessions"][-1]
     assert session["status"] == "interrupted"

@@ -7,6 +7,9 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+USER_ERROR_EXIT = 2  # the exit code of a ReslabError
+INTERRUPTED_EXIT = 130  # as a shell reports a process ended by Ctrl-C: stopped at a checkpoint
+
 
 class ReslabError(Exception):
     """A user error: the message is the whole explanation, one line, no traceback needed."""

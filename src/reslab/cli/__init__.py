@@ -24,7 +24,7 @@ from reslab.cli.experiments import add_plot, add_reproduce
 from reslab.cli.models import add_models
 from reslab.cli.train import add_train
 from reslab.cli.verify import add_verify
-from reslab.errors import ReslabError
+from reslab.errors import INTERRUPTED_EXIT, USER_ERROR_EXIT, ReslabError
 
 COMMANDS = (
     add_models,
@@ -73,10 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ReslabError as e:
         print(f"reslab: error: {e}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT
     except KeyboardInterrupt:
         print("reslab: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
     except BrokenPipeError:
         # `reslab models | head`: stop quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -36,14 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from reslab import _io
-from reslab.errors import ConfigError, DataError, ReslabError
+from reslab.errors import INTERRUPTED_EXIT, ConfigError, DataError, ReslabError
 from reslab.experiments.plan import Plan, config_mismatch, read_sessions, write_plan
 from reslab.experiments.publish import publish as publish_folder
 from reslab.experiments.publish import published_run
 from reslab.experiments.report import write_outputs
 from reslab.experiments.reuse import adopt_run, identical_run
 from reslab.experiments.specs import RunSpec
-from reslab.experiments.worker import STOPPED_EXIT
 
 # ------------------------------------------------------------------------------------------ status
 
@@ -431,7 +430,7 @@ def _train_concurrently(
                     failed.append(run.name)
                     why = (
                         "stopped by a signal at its last checkpoint"
-                        if rc == STOPPED_EXIT
+                        if rc == INTERRUPTED_EXIT
                         else f"FAILED (exit {rc}); see logs/{run.name}.log"
                     )
                     log(f"[{done}/{len(pending)}] {run.name} {why}")

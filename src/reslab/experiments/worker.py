@@ -1,7 +1,7 @@
 """One run of an experiment in its own process: ``python -m reslab.experiments.worker REQUEST.json``.
 
 The request (written by :mod:`reslab.experiments.runner`) holds the recipe, the config fields and the run
-directory. Exit code 0 when the run finished, 2 on a user error, :data:`STOPPED_EXIT` when SIGINT/SIGTERM
+directory. Exit code 0 when the run finished, 2 on a user error, :data:`reslab.errors.INTERRUPTED_EXIT` when SIGINT/SIGTERM
 stopped it at a checkpoint (the engine has said where; a rerun continues it), 1 on a bug.
 """
 
@@ -11,16 +11,14 @@ import json
 import sys
 from pathlib import Path
 
-from reslab.errors import ReslabError
-
-STOPPED_EXIT = 130  # as a shell reports a process ended by Ctrl-C
+from reslab.errors import INTERRUPTED_EXIT, USER_ERROR_EXIT, ReslabError
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m reslab.experiments.worker REQUEST.json", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT
     try:
         req = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
         from reslab.train import load_recipe, train
@@ -35,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         train(cfg, Path(req["out_dir"]), resume=True, progress=True)
     except ReslabError as e:
         print(f"reslab: error: {e}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT
     except KeyboardInterrupt:  # the engine stopped at a checkpoint and printed one line saying so
-        return STOPPED_EXIT
+        return INTERRUPTED_EXIT
     return 0
 
 
