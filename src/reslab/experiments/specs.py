@@ -67,7 +67,7 @@ Budgets
     step relative to ResNet-56 (same process, interleaved, one thread, batch 128, channels-last, fp32):
     SE-ResNet-56 1.12x, pre-act ResNet-56 1.07x, DenseNet-BC-100 4.9x. DenseNet's step is dominated by
     batch norm and ReLU over the growing concatenation (about 40% of its time) and by the convolutions'
-    backward pass, not by its FLOPs (2.3x ResNet-56's).
+    backward pass, not by its arithmetic (220 vs 96 million multiply-adds per 28x28 image: 2.3x).
 ``paper``
     The paper's CIFAR schedule (the ``cifar_paper`` recipe: 64k iterations, batch 128, lr 0.1 divided
     by 10 at 32k and 48k, 45k/5k train/val split). A GPU job: hours per network.
