@@ -432,14 +432,17 @@ def test_claims_flip_with_the_seed_spread() -> None:
 
 def test_report_states_spread_test_and_what_is_undecided(tmp_path: Path) -> None:
     plan = plan_experiment("degradation", budget="quick", seeds=3, out=tmp_path / "d", dataset="cifar10")
-    write_plan(plan, [{"wall_s": 60.0, "jobs": 1, "host": "box", "cpus": 2}])
+    # Three invocations on two machines; the first predates recording the CPU model.
+    sessions = [{"host": "box", "cpus": 2}, {"host": "box", "cpus": 2, "cpu_model": "AMD EPYC"}]
+    sessions.append({"host": "gpu1", "cpus": 16, "cpu_model": "Intel Xeon"})
+    write_plan(plan, [{"wall_s": 60.0, "jobs": 1, **s} for s in sessions])
     _fake_runs(plan)
     redraw(plan.out)
     report = (plan.out / "report.md").read_text()
+    assert "- Machine: box (2 CPUs, AMD EPYC), gpu1 (16 CPUs, Intel Xeon); device" in report, report
     assert "test error range %" in report and "Welch's t-test" in report
     assert "## What this budget cannot decide" in report
     assert "reslab reproduce degradation --dataset cifar10 --budget quick --seeds 3" in report
-    assert "box (2 CPUs)" in report
     # the lr drops of the step schedule are marked in the figure and said in the report
     assert "lr" in report and "divided by 10" in report
 

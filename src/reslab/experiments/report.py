@@ -304,14 +304,18 @@ def _config_line(plan: Plan) -> str:
 
 def _machine_line(plan: Plan, sessions: list[dict[str, Any]]) -> str:
     devs = _run_devices(plan)
-    hosts = sorted(
-        {
-            f"{s.get('host', '?')} ({s.get('cpus', '?')} CPUs"
-            + (f", {s['cpu_model']}" if s.get("cpu_model") else "")
-            + ")"
-            for s in sessions
-        }
-    )
+    # One entry per machine (host, CPU count): invocations recorded before the CPU model was, or where it
+    # could not be read, name the same machine as those that have it.
+    models: dict[tuple[str, str], set[str]] = {}
+    for s in sessions:
+        known = models.setdefault((str(s.get("host", "?")), str(s.get("cpus", "?"))), set())
+        if s.get("cpu_model"):
+            known.add(str(s["cpu_model"]))
+    hosts = [
+        f"{host} ({cpus} CPUs" + (f", {m}" if m else "") + ")"
+        for host, cpus in sorted(models)
+        for m in sorted(models[host, cpus]) or [None]
+    ]
     return (
         f"- Machine: {', '.join(hosts) if hosts else 'not recorded'}; device {', '.join(devs) if devs else plan.device}; "
         f"software: {_versions()}"
