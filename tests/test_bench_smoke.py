@@ -182,3 +182,25 @@ def test_train_throughput_quick_reports_every_column(tmp_path):
     assert r["precision_b"] in ("fp32", "bf16") and isinstance(r["native_bf16"], bool)
     rss = r["peak_rss_mib"]
     assert rss["fp32"]["peak"] >= rss["fp32"]["before_steps"] > 50  # torch alone is tens of MiB
+
+
+def test_step_cost_ratios_and_core_hours(tmp_path):
+    """bench/step_cost.py on the depth-20 networks of degradation and highway: every network is timed,
+    the reference's ratio is 1, and the runs highway shares with degradation are counted apart."""
+    out = tmp_path / "cost" / "step_cost.json"  # the folder does not exist yet
+    cmd = [sys.executable, str(ROOT / "bench" / "step_cost.py"), "--experiments", "degradation,highway"]
+    cmd += ["--depths", "20", "--reference", "resnet20", "--reference-minutes", "17", "--rounds", "1"]
+    cmd += ["--batch", "8", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    rows = {r["network"]: r for r in data["networks"]}
+    assert set(rows) == {"resnet20", "plain20", "highway20"}
+    assert rows["resnet20"]["ratio"] == 1.0 and rows["resnet20"]["est_minutes"] == 17
+    assert all(r["s_per_step"] > 0 for r in rows.values())
+    highway = data["experiments"]["highway"]  # ResNet-20 and plain-20 (2 seeds each) come from degradation
+    assert highway["runs"] == 6
+    assert highway["core_hours"] == pytest.approx(2 * rows["highway20"]["est_minutes"] / 60)
+    assert highway["reused_core_hours"] == pytest.approx(2 * (17 + rows["plain20"]["est_minutes"]) / 60)
+    assert data["experiments"]["degradation"]["reused_core_hours"] == 0

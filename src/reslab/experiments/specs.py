@@ -57,17 +57,18 @@ Budgets
     experiment   seeds  networks                                 fp32 core-hours (estimate)
     ===========  =====  =======================================  =====================================
     degradation  3      plain+ResNet 20, 56                      7.7 (measured per run)
-    depth        2      ResNet-20/32/44/56 (``--depths`` +110)   5.2, 2.6 of them reused (+3.7 for 110)
-    shortcuts    2      ResNet-32 A/B/C + plain-32               4.4
-    highway      2      ResNet/highway/plain 20, 56              2.7 beyond the reused runs
-    relatives    2      ResNet/SE/pre-act 56, DenseNet-BC-100    13.2, ResNet-56 reused (DenseNet: 9.2)
+    depth        2      ResNet-20/32/44/56 (``--depths`` +110)   4.6, 2.4 of them reused (+3.7 for 110)
+    shortcuts    2      ResNet-32 A/B/C + plain-32               3.9
+    highway      2      ResNet/highway/plain 20, 56              2.8 beyond the reused runs
+    relatives    2      ResNet/SE/pre-act 56, DenseNet-BC-100    12-22, ResNet-56 reused (DenseNet: 8-18)
     ===========  =====  =======================================  =====================================
 
-    The relatives' estimate is ResNet-56's measured 56 min per run times the measured cost of one training
-    step relative to ResNet-56 (same process, interleaved, one thread, batch 128, channels-last, fp32):
-    SE-ResNet-56 1.12x, pre-act ResNet-56 1.07x, DenseNet-BC-100 4.9x. DenseNet's step is dominated by
-    batch norm and ReLU over the growing concatenation (about 40% of its time) and by the convolutions'
-    backward pass, not by its arithmetic (220 vs 96 million multiply-adds per 28x28 image: 2.3x).
+    Estimates beyond degradation are ResNet-56's measured 56 min per run times each network's training
+    step cost relative to ResNet-56 (``bench/step_cost.py``; BENCHMARKS.md): ResNet-32/44 0.46x/0.73x,
+    highway-56 1.19x, SE-ResNet-56 1.0-1.1x, pre-act ResNet-56 0.9-1.0x, DenseNet-BC-100 4.4-9.9x.
+    DenseNet's step is dominated by batch norm and ReLU over the growing concatenation (about 40% of its
+    time) and the convolutions' backward pass: memory traffic, not arithmetic (220 vs 96 million
+    multiply-adds per 28x28 image: 2.3x).
 ``paper``
     The paper's CIFAR schedule (the ``cifar_paper`` recipe: 64k iterations, batch 128, lr 0.1 divided
     by 10 at 32k and 48k, 45k/5k train/val split). A GPU job: hours per network.

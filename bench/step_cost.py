@@ -1,0 +1,154 @@
+"""What each experiment's networks cost to train on this machine, relative to one measured network.
+
+Sizes the ``standard`` budget's sweeps before they run (experiments/specs.py quotes the result). For every
+distinct network the chosen experiments train (built exactly as :func:`reslab.experiments.specs.plan_runs`
+plans it, on 1x28x28 Fashion-MNIST-shaped inputs with 10 classes), one training step is timed: forward,
+cross-entropy, backward and an SGD step (momentum 0.9) on one preloaded random batch of 128, fp32,
+channels-last, one torch thread, as ``--set threads=1`` sweeps train. Rounds are interleaved (every
+network once per round) and the best time of each network is kept, so a machine shared with other work
+slows all networks alike; the ratios to ``--reference`` are what carries over between machines.
+
+A run's estimated wall time is its step ratio times ``--reference-minutes``, the measured wall time of one
+standard-budget run of the reference network (ResNet-56: 56 min per run on the 2-core AMD EPYC with one
+thread per run and two runs side by side, docs/results/degradation-standard/). Core-hours per experiment
+sum the estimate over the runs of its default seeds; runs an experiment shares with ``degradation`` are
+counted apart (the sweep copies them).
+
+    python bench/step_cost.py [--experiments relatives] [--rounds 3] [--reference resnet56]
+                              [--reference-minutes 56] [--out cost.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from reslab.experiments.specs import EXPERIMENTS, parse_depths, parse_seeds, plan_runs
+from reslab.models import create_model
+
+
+def _network_key(model: str, kwargs: dict) -> str:
+    return model + "".join(f" {k}={v}" for k, v in sorted(kwargs.items()))
+
+
+def _step_seconds(
+    net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> float:
+    t0 = time.perf_counter()
+    loss = F.cross_entropy(net(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--experiments", default=",".join(EXPERIMENTS), help="comma list (default: all)")
+    ap.add_argument("--budget", default="standard", help="whose default depths and seeds (default: standard)")
+    ap.add_argument("--depths", help="comma list of depths for every experiment (default: each one's)")
+    ap.add_argument("--batch", type=int, default=128, help="batch size (default: 128, the recipes')")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round")
+    ap.add_argument("--reference", default="resnet56", help="the network the ratios are to")
+    ap.add_argument("--reference-minutes", type=float, default=56.0, help="its measured minutes per run")
+    ap.add_argument("--out", help="write the measurements as JSON")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    experiments = [e.strip() for e in args.experiments.split(",") if e.strip()]
+    plans = {}
+    for exp in experiments:
+        if exp not in EXPERIMENTS:
+            raise SystemExit(f"step_cost: unknown experiment {exp!r}; choose from {', '.join(EXPERIMENTS)}")
+        depths = parse_depths(args.depths, exp, args.budget)
+        plans[exp] = plan_runs(
+            exp, depths=depths, seeds=parse_seeds(None, exp, args.budget), budget=args.budget
+        )
+    shared = {
+        (r.model, json.dumps(r.model_kwargs, sort_keys=True))
+        for r in plan_runs(
+            "degradation",
+            depths=parse_depths(None, "degradation", args.budget),
+            seeds=parse_seeds(None, "degradation", args.budget),
+            budget=args.budget,
+        )
+    }
+
+    specs: dict[str, tuple[str, dict, str]] = {args.reference: (args.reference, {}, args.reference)}
+    for runs in plans.values():
+        for r in runs:
+            specs.setdefault(_network_key(r.model, r.model_kwargs), (r.model, r.model_kwargs, r.label))
+    x = torch.randn(args.batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (args.batch,))
+    nets = {}
+    for key, (model, kwargs, _) in specs.items():
+        net = create_model(model, num_classes=10, in_chans=1, **kwargs).to(memory_format=torch.channels_last)
+        nets[key] = (net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9))
+    times: dict[str, list[float]] = {k: [] for k in nets}
+    for rnd in range(args.rounds + 1):
+        for key, (net, opt) in nets.items():
+            t = _step_seconds(net, opt, x, y)
+            if rnd:  # round 0 warms up allocators and kernels
+                times[key].append(t)
+    best = {k: min(v) for k, v in times.items()}
+    ref = best[args.reference]
+
+    print(
+        f"one training step, batch {args.batch}, 1x28x28, fp32, channels-last, 1 thread; best of {args.rounds} rounds"
+    )
+    print(f"{'network':40s} {'params':>10s} {'s/step':>8s} {'ratio':>6s} {'est. min/run':>12s}")
+    rows = []
+    for key, (_, _, label) in specs.items():
+        params = sum(p.numel() for p in nets[key][0].parameters())
+        ratio = best[key] / ref
+        rows.append(
+            {
+                "network": key,
+                "label": label,
+                "params": params,
+                "s_per_step": best[key],
+                "ratio": ratio,
+                "est_minutes": ratio * args.reference_minutes,
+            }
+        )
+        print(f"{key:40s} {params:10,d} {best[key]:8.3f} {ratio:6.2f} {ratio * args.reference_minutes:12.0f}")
+    est = {r["network"]: r["est_minutes"] for r in rows}
+    print(
+        f"\ncore-hours per experiment at the {args.budget} budget (ResNet-56 = {args.reference_minutes:g} min/run):"
+    )
+    totals = {}
+    for exp, runs in plans.items():
+        new = sum(
+            est[_network_key(r.model, r.model_kwargs)]
+            for r in runs
+            if exp == "degradation" or (r.model, json.dumps(r.model_kwargs, sort_keys=True)) not in shared
+        )
+        reused = sum(est[_network_key(r.model, r.model_kwargs)] for r in runs) - new
+        totals[exp] = {"runs": len(runs), "core_hours": new / 60, "reused_core_hours": reused / 60}
+        print(
+            f"  {exp:12s} {len(runs):3d} runs  {new / 60:5.1f} core-h"
+            + (f" (+{reused / 60:.1f} reused from degradation)" if reused else "")
+        )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "machine": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "rounds": args.rounds,
+            "batch": args.batch,
+            "reference": args.reference,
+            "reference_minutes": args.reference_minutes,
+        }
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump({"meta": meta, "networks": rows, "experiments": totals}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
