@@ -14,8 +14,14 @@ thread per run and two runs side by side, docs/results/degradation-standard/). C
 sum the estimate over the runs of its default seeds; runs an experiment shares with ``degradation`` are
 counted apart (the sweep copies them).
 
-    python bench/step_cost.py [--experiments relatives] [--rounds 3] [--reference resnet56]
-                              [--reference-minutes 56] [--out cost.json]
+Each step's minor page faults are reported too: glibc's ``malloc`` maps allocations above its mmap
+threshold (at most 32 MB) fresh from the kernel and unmaps them when freed, so a network whose activations
+exceed it (DenseNet-BC-100's concatenations: up to 87 MB at batch 128) pays for zeroing new pages on every
+step. Running the script under ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736`` (glibc keeps
+freed memory for reuse) shows what that costs.
+
+    python bench/step_cost.py [--experiments relatives] [--depths 20,56] [--rounds 3] [--batch 128]
+                              [--reference resnet56] [--reference-minutes 56] [--out cost.json]
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -37,15 +44,18 @@ def _network_key(model: str, kwargs: dict) -> str:
     return model + "".join(f" {k}={v}" for k, v in sorted(kwargs.items()))
 
 
-def _step_seconds(
+def _step(
     net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
-) -> float:
+) -> tuple[float, int]:
+    """One training step: its wall time and the minor page faults it took (memory the allocator got
+    fresh from the kernel and touched for the first time, e.g. a large activation ``malloc`` mapped anew)."""
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.perf_counter()
     loss = F.cross_entropy(net(x), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
 
 def main() -> None:
@@ -91,19 +101,22 @@ def main() -> None:
     for key, (model, kwargs, _) in specs.items():
         net = create_model(model, num_classes=10, in_chans=1, **kwargs).to(memory_format=torch.channels_last)
         nets[key] = (net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9))
-    times: dict[str, list[float]] = {k: [] for k in nets}
+    times: dict[str, list[tuple[float, int]]] = {k: [] for k in nets}
     for rnd in range(args.rounds + 1):
         for key, (net, opt) in nets.items():
-            t = _step_seconds(net, opt, x, y)
+            t = _step(net, opt, x, y)
             if rnd:  # round 0 warms up allocators and kernels
                 times[key].append(t)
-    best = {k: min(v) for k, v in times.items()}
+    best = {k: min(v)[0] for k, v in times.items()}
+    faults = {k: min(v)[1] for k, v in times.items()}  # those of the fastest round
     ref = best[args.reference]
 
     print(
         f"one training step, batch {args.batch}, 1x28x28, fp32, channels-last, 1 thread; best of {args.rounds} rounds"
     )
-    print(f"{'network':40s} {'params':>10s} {'s/step':>8s} {'ratio':>6s} {'est. min/run':>12s}")
+    print(
+        f"{'network':40s} {'params':>10s} {'s/step':>8s} {'ratio':>6s} {'est. min/run':>12s} {'faults':>9s}"
+    )
     rows = []
     for key, (_, _, label) in specs.items():
         params = sum(p.numel() for p in nets[key][0].parameters())
@@ -114,11 +127,14 @@ def main() -> None:
                 "label": label,
                 "params": params,
                 "s_per_step": best[key],
+                "page_faults_per_step": faults[key],
                 "ratio": ratio,
                 "est_minutes": ratio * args.reference_minutes,
             }
         )
-        print(f"{key:40s} {params:10,d} {best[key]:8.3f} {ratio:6.2f} {ratio * args.reference_minutes:12.0f}")
+        print(
+            f"{key:40s} {params:10,d} {best[key]:8.3f} {ratio:6.2f} {ratio * args.reference_minutes:12.0f} {faults[key]:9,d}"
+        )
     est = {r["network"]: r["est_minutes"] for r in rows}
     print(
         f"\ncore-hours per experiment at the {args.budget} budget (ResNet-56 = {args.reference_minutes:g} min/run):"
