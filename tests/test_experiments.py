@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -578,7 +579,6 @@ def test_sigterm_to_a_concurrent_sweep_stops_its_workers(tmp_path: Path) -> None
     # `pkill -TERM -f "reslab reproduce"` hits the parent: its workers must stop at a checkpoint with it,
     # not train on unpublished after the parent is gone (they did: SIGTERM's default action skipped the
     # clean-up that Ctrl-C runs).
-    import os
     import signal
     import subprocess
     import sys
@@ -613,8 +613,6 @@ def test_sigterm_to_a_concurrent_sweep_stops_its_workers(tmp_path: Path) -> None
 
 def _processes_mentioning(text: str) -> list[int]:
     """Processes whose command line contains ``text`` (Linux /proc)."""
-    import os
-
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -623,3 +621,19 @@ def _processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_worker_env_keeps_freed_memory_unless_the_user_says_otherwise(monkeypatch) -> None:
+    # DenseNet-BC-100's >32 MB activations were faulted in anew every step under glibc's defaults
+    # (bench/step_cost.py); CPU workers run with glibc keeping freed memory, and a user's own setting wins.
+    from reslab.experiments.runner import _worker_env
+
+    monkeypatch.delenv("MALLOC_MMAP_MAX_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    env = _worker_env(1)
+    assert env["MALLOC_MMAP_MAX_"] == "0" and int(env["MALLOC_TRIM_THRESHOLD_"]) >= 2**32
+    assert env["OMP_NUM_THREADS"] == "1"  # the worker's share of the cores, not the parent's setting
+    assert env["PATH"] == os.environ["PATH"]
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "65536")
+    assert _worker_env(2)["MALLOC_MMAP_MAX_"] == "65536"
