@@ -637,3 +637,81 @@ def test_worker_env_keeps_freed_memory_unless_the_user_says_otherwise(monkeypatc
     assert env["PATH"] == os.environ["PATH"]
     monkeypatch.setenv("MALLOC_MMAP_MAX_", "65536")
     assert _worker_env(2)["MALLOC_MMAP_MAX_"] == "65536"
+
+
+def test_an_unfinished_run_is_published_with_its_checkpoint_and_continues_on_a_fresh_machine(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # A run longer than a sitting (DenseNet-BC-100 on a CPU) must not restart on every new machine: the
+    # stopped sweep publishes its checkpoint, a rerun from the committed folder alone continues it.
+    import reslab.train.classification as task
+
+    dest = tmp_path / "committed"
+    plan = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "a"
+    )
+    first, second = plan.runs  # plain20, resnet20
+    real_eval = task.evaluate
+    calls = {"n": 0}
+
+    def flaky_eval(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:  # resnet20's second evaluation, after its step-2 checkpoint
+            raise KeyboardInterrupt
+        return real_eval(*a, **kw)
+
+    monkeypatch.setattr(task, "evaluate", flaky_eval)
+    lines: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(plan, progress=False, publish=dest, log=lines.append)
+    monkeypatch.setattr(task, "evaluate", real_eval)
+    partial = dest / "runs" / second.name
+    assert not (partial / "summary.json").exists()
+    manifest = json.loads((partial / "checkpoints" / "last.manifest.json").read_text())
+    assert manifest["step"] == 2 and not (partial / "checkpoints" / "prev.manifest.json").exists()
+    assert (dest / "runs" / first.name / "summary.json").is_file()
+    assert not (dest / "runs" / first.name / "checkpoints").exists()  # a finished run carries none
+    row2 = (partial / "metrics.csv").read_text().splitlines()[1]
+    assert any("unfinished runs' last checkpoints" in line for line in lines), lines
+    # Bytes that do not match their manifest (a generation being rotated by a training worker) are not
+    # published.
+    from reslab.experiments.publish import publish_partial
+
+    state = plan.run_dir(second) / "checkpoints" / "last.state.pt"
+    good = state.read_bytes()
+    state.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    assert not publish_partial(plan, second, tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
+    state.write_bytes(good)
+
+    # A fresh machine: the committed folder only, another experiment folder.
+    fresh = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "b"
+    )
+    lines.clear()
+    result = run_experiment(fresh, progress=False, publish=dest, log=lines.append)
+    assert result["published"] == [first.name] and result["resumed"] == [second.name], result
+    assert any(f"{second.name}: continuing from the checkpoint published" in line for line in lines), lines
+    rows = (fresh.run_dir(second) / "metrics.csv").read_text().splitlines()
+    assert rows[1] == row2 and [r.split(",")[0] for r in rows[1:]] == ["2", "4"], "continued, not restarted"
+    assert (partial / "summary.json").is_file() and not (partial / "checkpoints").exists()
+
+    # A damaged published checkpoint is refused by the engine's verification, in one line (in folders
+    # without the finished sibling, which would be copied instead).
+    import shutil
+
+    (partial / "summary.json").unlink()
+    (partial / "checkpoints").mkdir()
+    for name in ("last.safetensors", "last.state.pt", "last.manifest.json"):
+        src = plan.run_dir(second) / "checkpoints" / name
+        (partial / "checkpoints" / name).write_bytes(src.read_bytes())
+    state = partial / "checkpoints" / "last.state.pt"
+    state.write_bytes(state.read_bytes()[:-10] + b"0123456789")
+    damaged = shutil.copytree(dest, tmp_path / "x" / "committed")
+    broken = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "y" / "c"
+    )
+    lines.clear()
+    with pytest.raises(ReslabError, match="1 run\\(s\\) failed: resnet20-s0"):
+        run_experiment(broken, progress=False, publish=damaged, log=lines.append)
+    assert any("FAILED" in line and "no sound checkpoint" in line for line in lines), lines

@@ -10,13 +10,23 @@ degradation-standard``) and writes the report and figures there::
     runs/<run>/train_log.csv its curves: the training loss/error every ``log_every`` steps
     report.md, results.csv, <experiment>.png
 
-No checkpoint is copied (a ResNet-56 is 3.4 MB a file); a published folder is itself an experiment
-folder without weights, so ``reslab plot DEST`` redraws it from these files alone.
+A finished run's checkpoints are not copied (a ResNet-56 is 3.4 MB a file); a published folder is itself
+an experiment folder, so ``reslab plot DEST`` redraws it from these files alone.
 
-Only finished runs are published. ``reslab reproduce ... --publish DEST`` publishes each run as it finishes
-and, before training, counts a run as done when ``DEST`` holds it finished with the same config (machine
-keys aside: :func:`reslab.experiments.plan.config_mismatch`): a fresh machine with a checkout of the
-committed results continues the sweep instead of restarting it.
+``reslab reproduce ... --publish DEST`` publishes each run as it finishes and, before training, counts a
+run as done when ``DEST`` holds it finished with the same config (machine keys aside:
+:func:`reslab.experiments.plan.config_mismatch`): a fresh machine with a checkout of the committed results
+continues the sweep instead of restarting it.
+
+A run longer than a sitting (DenseNet-BC-100 or ResNet-110 on a CPU) would never finish that way on
+machines that do not outlive a sitting, so an unfinished run is published too, with its newest verified
+checkpoint generation, when its sweep stops (Ctrl-C, SIGTERM) or another run finishes::
+
+    runs/<run>/checkpoints/last.{manifest.json,safetensors,state.pt}   (no summary.json yet)
+
+and a rerun on a machine whose experiment folder lacks that run (or holds it at an earlier step) starts
+from the published checkpoint (:func:`adopt_partial`; the engine verifies it against its manifest before
+resuming). When the run finishes its published checkpoint is removed.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +43,7 @@ from reslab.errors import ConfigError
 from reslab.experiments.plan import PLAN_FILE, Plan, config_mismatch, load_plan, read_sessions, write_plan
 from reslab.experiments.report import write_outputs
 from reslab.experiments.specs import RunSpec
+from reslab.manifest import ROLES, check_generation, manifest_path
 
 RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "train_log.csv")
 
@@ -75,7 +87,8 @@ def published_run(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
 
 
 def publish_run(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
-    """Copy one finished run's small files to ``dest/runs/<run>``; False when it is not finished."""
+    """Copy one finished run's small files to ``dest/runs/<run>`` (removing the checkpoint published
+    while it was unfinished); False when it is not finished."""
     src = plan.run_dir(run)
     if not _finished(src):
         return False
@@ -84,7 +97,83 @@ def publish_run(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
     for name in RUN_FILES:
         if (src / name).is_file():
             _io.write_bytes(target / name, (src / name).read_bytes())
+    shutil.rmtree(target / "checkpoints", ignore_errors=True)
     return True
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
+    """The step of ``run_dir``'s newest checkpoint generation (from its manifest), None if it has none."""
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        manifest = json.loads((run_dir / "checkpoints" / "last.manifest.json").read_text(encoding="utf-8"))
+        return int(manifest["step"])
+    return None
+
+
+def publish_partial(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
+    """Copy an unfinished run's curves, config and newest checkpoint generation to ``dest/runs/<run>``,
+    unless ``dest`` already holds it at the same or a later step. False when nothing was copied."""
+    src = plan.run_dir(run)
+    step = _checkpoint_step(src)
+    target = Path(dest) / "runs" / run.name
+    if _finished(src) or step is None or _finished(target):
+        return False
+    have = _checkpoint_step(target)
+    if have is not None and have >= step:
+        return False
+    # The run may be training in a worker right now, rotating its generations: copy only bytes verified
+    # against the manifest that was on disk before and after they were read.
+    ckdir = src / "checkpoints"
+    try:
+        before = manifest_path(ckdir, "last").read_bytes()
+        gen = check_generation(ckdir, "last", keep=tuple(ROLES))
+        after = manifest_path(ckdir, "last").read_bytes()
+    except OSError:
+        return False
+    if before != after or not gen.sound or set(gen.data) != set(ROLES):
+        return False
+    (target / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (src / name).is_file():
+            _io.write_bytes(target / name, (src / name).read_bytes())
+    for role, suffix in ROLES.items():
+        _io.write_bytes(target / "checkpoints" / f"last{suffix}", gen.data[role])
+    _io.write_bytes(manifest_path(target / "checkpoints", "last"), after)  # last: it vouches for the rest
+    return True
+
+
+def adopt_partial(plan: Plan, run: RunSpec, dest: str | Path) -> int | None:
+    """Start ``run`` in the experiment folder from the unfinished run published in ``dest``, when the
+    folder does not hold it at the published step or later; returns that step (None: nothing adopted).
+
+    The published config must match the plan's (one line otherwise, as for a finished run)."""
+    published = Path(dest) / "runs" / run.name
+    step = _checkpoint_step(published)
+    local = plan.run_dir(run)
+    if step is None or _finished(published) or _finished(local):
+        return None
+    have = _checkpoint_step(local)
+    if have is not None and have >= step:
+        return None
+    stored = _read_yaml(published / "config.yaml")
+    bad = None if stored is None else config_mismatch(stored, plan.configs[run.name])
+    if stored is None or bad is not None:
+        raise ConfigError(
+            f"{published} holds an unfinished run "
+            + (
+                f"with {bad[0]}={bad[1]!r}, this invocation asks for {bad[2]!r}"
+                if bad
+                else "without its config"
+            )
+            + "; use another --publish folder or delete that run there"
+        )
+    tmp = local.with_name(local.name + ".adopting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(published, tmp)
+    if local.exists():
+        shutil.rmtree(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(local)
+    return step
 
 
 def _merge_sessions(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -118,6 +207,8 @@ def publish(out: str | Path, dest: str | Path) -> dict[str, Any]:
         if _finished(plan.run_dir(run)):
             published_run(plan, run, dest)  # refuses a different config already published there
             publish_run(plan, run, dest)
+        else:
+            publish_partial(plan, run, dest)
     sessions = _merge_sessions(read_sessions(dest), read_sessions(out))
     published = dataclasses.replace(plan, out=dest)
     write_plan(published, sessions, source=str(out))

@@ -38,8 +38,8 @@ from typing import Any
 from reslab import _io
 from reslab.errors import INTERRUPTED_EXIT, ConfigError, DataError, ReslabError
 from reslab.experiments.plan import Plan, config_mismatch, read_sessions, write_plan
+from reslab.experiments.publish import adopt_partial, published_run
 from reslab.experiments.publish import publish as publish_folder
-from reslab.experiments.publish import published_run
 from reslab.experiments.report import write_outputs
 from reslab.experiments.reuse import adopt_run, identical_run
 from reslab.experiments.specs import RunSpec
@@ -291,7 +291,9 @@ class _Sweep:
 
 
 def _select_runs(plan: Plan, publish: str | os.PathLike | None, log: Callable[[str], None]) -> _Sweep:
-    """Sort the plan's runs into skipped, reused and pending; the pending ones deepest first."""
+    """Sort the plan's runs into skipped, reused and pending; the pending ones deepest first. A pending
+    run published unfinished (its checkpoint committed when an earlier sweep stopped) is copied here,
+    unless this folder holds it further along, so that it continues rather than restarts."""
     statuses = run_states(plan, publish)
     from_published = [r.name for r in plan.runs if statuses[r.name] == "published"]
     sweep = _Sweep(
@@ -305,6 +307,11 @@ def _select_runs(plan: Plan, publish: str | os.PathLike | None, log: Callable[[s
     )
     sweep.pending = [r for r in sweep.pending if not sweep.reuse(r)]
     sweep.skipped += list(sweep.reused)
+    for run in sweep.pending if publish is not None else []:
+        step = adopt_partial(plan, run, publish)
+        if step is not None:
+            log(f"{run.name}: continuing from the checkpoint published in {publish} (step {step})")
+            statuses[run.name] = "partial"
     sweep.resumed = [r.name for r in sweep.pending if statuses[r.name] == "partial"]
     # Deepest (slowest) first: the sweep ends sooner when runs train concurrently.
     sweep.pending.sort(key=lambda r: (-r.depth, plan.runs.index(r)))
@@ -371,6 +378,8 @@ def run_experiment(
         status = "finished"
     finally:
         wall = record.finish(sweep, status)
+        if status == "interrupted" and publish is not None:
+            _publish_on_stop(out, publish, log)
     result = sweep.result(wall)
     if report:
         result.update(write_outputs(out))
@@ -383,6 +392,16 @@ def run_experiment(
             "others; rerun to retry them"
         )
     return result
+
+
+def _publish_on_stop(out: Path, publish: str | os.PathLike, log: Callable[[str], None]) -> None:
+    """On an interrupted sweep, publish what it has, unfinished runs with their newest checkpoint, so a
+    fresh machine continues them; a failure here is logged and must not hide the interruption."""
+    try:
+        publish_folder(out, publish)
+        log(f"published the finished runs and the unfinished runs' last checkpoints to {publish}")
+    except Exception as e:
+        log(f"publishing to {publish} on stopping failed ({type(e).__name__}: {e}); rerun to publish")
 
 
 def _train_concurrently(
