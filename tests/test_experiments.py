@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -280,31 +281,42 @@ def test_reproduce_smoke_on_fashion_mnist(tmp_path: Path) -> None:
     assert "fashion-mnist" in report and "compare the ordering" in report
 
 
-@pytest.mark.slow
-def test_rerun_skips_finished_and_continues_interrupted(tmp_path: Path, monkeypatch) -> None:
+def _stop_at_evaluation(monkeypatch, n: int, check: Callable[[], None] | None = None) -> None:
+    """Make the process's ``n``-th evaluation raise KeyboardInterrupt, as Ctrl-C would, after running
+    ``check``. In a smoke sweep of plain20 then resnet20 (evaluations at steps 2 and 4), n = 4 stops
+    resnet20 after its step-2 checkpoint. ``monkeypatch.undo()`` restores the evaluation."""
     import reslab.train.classification as task
 
-    plan = plan_experiment(
-        "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "e"
-    )
-    first, second = plan.runs  # plain20, resnet20
-    # Interrupt the second run at its second evaluation (step 4), after the checkpoint of step 2.
     real_eval = task.evaluate
     calls = {"n": 0}
 
     def flaky_eval(*a, **kw):
         calls["n"] += 1
-        if calls["n"] == 4:  # plain20: evaluations 1, 2; resnet20: 3, then 4 -> "Ctrl-C"
-            # Were the process killed here, the record would already hold the finished run and its time.
-            now = json.loads((plan.out / "experiment.json").read_text())["sessions"][-1]
-            assert now["status"] == "running" and now["trained"] == [first.name] and now["wall_s"] > 0
+        if calls["n"] == n:
+            if check is not None:
+                check()
             raise KeyboardInterrupt
         return real_eval(*a, **kw)
 
     monkeypatch.setattr(task, "evaluate", flaky_eval)
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_and_continues_interrupted(tmp_path: Path, monkeypatch) -> None:
+    plan = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "e"
+    )
+    first, second = plan.runs  # plain20, resnet20
+
+    def record_holds_the_finished_run() -> None:
+        # Were the process killed here, the record would already hold the finished run and its time.
+        now = json.loads((plan.out / "experiment.json").read_text())["sessions"][-1]
+        assert now["status"] == "running" and now["trained"] == [first.name] and now["wall_s"] > 0
+
+    _stop_at_evaluation(monkeypatch, 4, record_holds_the_finished_run)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(plan, progress=False)
-    monkeypatch.setattr(task, "evaluate", real_eval)
+    monkeypatch.undo()
     stopped = json.loads((plan.out / "experiment.json").read_text())["sessions"][-1]
     assert stopped["status"] == "interrupted" and stopped["trained"] == [first.name], stopped
     assert run_status(plan.run_dir(first)) == "done"
@@ -644,27 +656,16 @@ def test_an_unfinished_run_is_published_with_its_checkpoint_and_continues_on_a_f
 ) -> None:
     # A run longer than a sitting (DenseNet-BC-100 on a CPU) must not restart on every new machine: the
     # stopped sweep publishes its checkpoint, a rerun from the committed folder alone continues it.
-    import reslab.train.classification as task
-
     dest = tmp_path / "committed"
     plan = plan_experiment(
         "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "a"
     )
     first, second = plan.runs  # plain20, resnet20
-    real_eval = task.evaluate
-    calls = {"n": 0}
-
-    def flaky_eval(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 4:  # resnet20's second evaluation, after its step-2 checkpoint
-            raise KeyboardInterrupt
-        return real_eval(*a, **kw)
-
-    monkeypatch.setattr(task, "evaluate", flaky_eval)
+    _stop_at_evaluation(monkeypatch, 4)  # resnet20 stops after its step-2 checkpoint
     lines: list[str] = []
     with pytest.raises(KeyboardInterrupt):
         run_experiment(plan, progress=False, publish=dest, log=lines.append)
-    monkeypatch.setattr(task, "evaluate", real_eval)
+    monkeypatch.undo()
     partial = dest / "runs" / second.name
     assert not (partial / "summary.json").exists()
     manifest = json.loads((partial / "checkpoints" / "last.manifest.json").read_text())
