@@ -160,7 +160,7 @@ def test_claims_are_computed_from_the_numbers() -> None:
     # depth: mean ± std over seeds
     depth = [_group("resnet", d, [5.0] * 2, [e, e + 0.2]) for d, e in ((20, 9.0), (56, 8.0), (110, 7.0))]
     (claim,) = claims_for("depth", depth)
-    assert claim.verdict == "supported"
+    assert claim.verdict == "supported" and "(20 → 110; paper: 8.75% → 6.43%)" in claim.claim
 
 
 # --------------------------------------------------------------------------- figures from fake logs
@@ -440,6 +440,7 @@ def test_claims_flip_with_the_seed_spread() -> None:
     (ct,) = claims_for("depth", tight)
     (cl,) = claims_for("depth", loose)
     assert ct.verdict == "supported" and "Welch" in ct.sentence and not ct.undecided
+    assert "(20 → 56; paper: 8.75% → 6.97%)" in ct.claim  # the depths compared, not 110
     assert cl.verdict == "inconclusive" and "seeds per network" in cl.undecided
 
 

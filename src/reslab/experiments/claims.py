@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from reslab.analysis import stats
 from reslab.analysis.stats import Comparison
-from reslab.experiments.results import Group, fmt
+from reslab.experiments.results import PAPER_TABLE6, Group, fmt
 
 
 def compare(a: Group, b: Group, attr: str) -> Comparison:
@@ -168,7 +168,13 @@ def _claims_degradation(groups: list[Group]) -> list[Claim]:
 
 def _claims_depth(groups: list[Group]) -> list[Claim]:
     res = [g for g in _by(groups, "resnet") if g.depth <= 110]
-    claim = "Deeper ResNets have lower test error (20 → 110; paper: 8.75% → 6.43%)"
+    lo, hi = (res[0].depth, res[-1].depth) if len(res) >= 2 else (20, 110)  # the depths compared
+    paper = (
+        f"; paper: {PAPER_TABLE6[lo]}% → {PAPER_TABLE6[hi]}%"
+        if lo in PAPER_TABLE6 and hi in PAPER_TABLE6
+        else ""
+    )
+    claim = f"Deeper ResNets have lower test error ({lo} → {hi}{paper})"
     if len(res) < 2:
         out = [Claim(claim, "inconclusive", f"needs two depths up to 110; {len(res)} trained.")]
     else:
