@@ -226,7 +226,7 @@ EXPERIMENTS: dict[str, ExperimentDef] = {
     ),
     "depth": ExperimentDef(
         "depth",
-        "Deeper residual networks are more accurate",
+        "Residual networks of increasing depth",
         "He et al. 2016, Table 6 (CIFAR-10)",
         (20, 32, 44, 56, 110),
         (1202,),
