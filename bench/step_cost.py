@@ -81,8 +81,8 @@ def main() -> None:
         plans[exp] = plan_runs(
             exp, depths=depths, seeds=parse_seeds(None, exp, args.budget), budget=args.budget
         )
-    shared = {
-        (r.model, json.dumps(r.model_kwargs, sort_keys=True))
+    shared = {  # the (network, seed) runs degradation trains, which the other experiments copy
+        (_network_key(r.model, r.model_kwargs), r.seed)
         for r in plan_runs(
             "degradation",
             depths=parse_depths(None, "degradation", args.budget),
@@ -137,16 +137,13 @@ def main() -> None:
         )
     est = {r["network"]: r["est_minutes"] for r in rows}
     print(
-        f"\ncore-hours per experiment at the {args.budget} budget (ResNet-56 = {args.reference_minutes:g} min/run):"
+        f"\ncore-hours per experiment at the {args.budget} budget ({args.reference} = {args.reference_minutes:g} min/run):"
     )
     totals = {}
     for exp, runs in plans.items():
-        new = sum(
-            est[_network_key(r.model, r.model_kwargs)]
-            for r in runs
-            if exp == "degradation" or (r.model, json.dumps(r.model_kwargs, sort_keys=True)) not in shared
-        )
-        reused = sum(est[_network_key(r.model, r.model_kwargs)] for r in runs) - new
+        keys = [(_network_key(r.model, r.model_kwargs), r.seed) for r in runs]
+        new = sum(est[key] for key, seed in keys if exp == "degradation" or (key, seed) not in shared)
+        reused = sum(est[key] for key, _ in keys) - new
         totals[exp] = {"runs": len(runs), "core_hours": new / 60, "reused_core_hours": reused / 60}
         print(
             f"  {exp:12s} {len(runs):3d} runs  {new / 60:5.1f} core-h"

@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from reslab import _io
-from reslab.errors import ConfigError
+from reslab.errors import CheckpointError, ConfigError
 from reslab.experiments.plan import PLAN_FILE, Plan, config_mismatch, load_plan, read_sessions, write_plan
 from reslab.experiments.report import write_outputs
+from reslab.experiments.reuse import copy_run
 from reslab.experiments.specs import RunSpec
-from reslab.manifest import ROLES, check_generation, manifest_path
+from reslab.manifest import ROLES, check_generation, manifest_path, read_manifest
 
 RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "train_log.csv")
 
@@ -93,19 +94,25 @@ def publish_run(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
     if not _finished(src):
         return False
     target = Path(dest) / "runs" / run.name
-    target.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        if (src / name).is_file():
-            _io.write_bytes(target / name, (src / name).read_bytes())
+    _copy_run_files(src, target)
     shutil.rmtree(target / "checkpoints", ignore_errors=True)
     return True
 
 
+def _copy_run_files(src: Path, target: Path) -> None:
+    """Copy the run's :data:`RUN_FILES` that exist from ``src`` to ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (src / name).is_file():
+            _io.write_bytes(target / name, (src / name).read_bytes())
+
+
 def _checkpoint_step(run_dir: Path) -> int | None:
-    """The step of ``run_dir``'s newest checkpoint generation (from its manifest), None if it has none."""
-    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-        manifest = json.loads((run_dir / "checkpoints" / "last.manifest.json").read_text(encoding="utf-8"))
-        return int(manifest["step"])
+    """The step of ``run_dir``'s newest checkpoint generation (from its manifest), None if it has none or
+    its manifest is damaged."""
+    with contextlib.suppress(CheckpointError):
+        manifest = read_manifest(run_dir / "checkpoints", "last")
+        return None if manifest is None else manifest.step
     return None
 
 
@@ -131,10 +138,8 @@ def publish_partial(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
         return False
     if before != after or not gen.sound or set(gen.data) != set(ROLES):
         return False
-    (target / "checkpoints").mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        if (src / name).is_file():
-            _io.write_bytes(target / name, (src / name).read_bytes())
+    _copy_run_files(src, target)
+    (target / "checkpoints").mkdir(exist_ok=True)
     for role, suffix in ROLES.items():
         _io.write_bytes(target / "checkpoints" / f"last{suffix}", gen.data[role])
     _io.write_bytes(manifest_path(target / "checkpoints", "last"), after)  # last: it vouches for the rest
@@ -166,13 +171,7 @@ def adopt_partial(plan: Plan, run: RunSpec, dest: str | Path) -> int | None:
             )
             + "; use another --publish folder or delete that run there"
         )
-    tmp = local.with_name(local.name + ".adopting")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(published, tmp)
-    if local.exists():
-        shutil.rmtree(local)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(local)
+    copy_run(published, local)
     return step
 
 

@@ -80,13 +80,20 @@ def identical_run(plan: Plan, run: RunSpec, roots: list[Path]) -> Path | None:
     return found[0] if found else None
 
 
-def adopt_run(source: Path, dest: Path) -> None:
-    """Copy the finished run ``source`` to ``dest`` (which holds no finished run): into a temporary
-    folder first, then renamed, so an interruption leaves ``dest`` as it was."""
+def copy_run(source: Path, dest: Path, note: dict[str, Any] | None = None) -> None:
+    """Replace run folder ``dest`` by a copy of ``source`` (its lock and TensorBoard logs left out), with
+    ``note`` written into it as ``reused.json`` when given: into a temporary folder first, then renamed,
+    so an interruption leaves ``dest`` as it was."""
     tmp = dest.with_name(dest.name + ".adopting")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("train.lock", "tensorboard"))
-    _io.write_json(tmp / REUSED_FILE, {"from": str(source.resolve())})
+    if note is not None:
+        _io.write_json(tmp / REUSED_FILE, note)
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
+
+
+def adopt_run(source: Path, dest: Path) -> None:
+    """Copy the finished run ``source`` to ``dest`` (which holds no finished run), noting where from."""
+    copy_run(source, dest, {"from": str(source.resolve())})

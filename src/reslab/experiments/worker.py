@@ -1,8 +1,9 @@
 """One run of an experiment in its own process: ``python -m reslab.experiments.worker REQUEST.json``.
 
 The request (written by :mod:`reslab.experiments.runner`) holds the recipe, the config fields and the run
-directory. Exit code 0 when the run finished, 2 on a user error, :data:`reslab.errors.INTERRUPTED_EXIT` when SIGINT/SIGTERM
-stopped it at a checkpoint (the engine has said where; a rerun continues it), 1 on a bug.
+directory. Exit code 0 when the run finished, :data:`reslab.errors.USER_ERROR_EXIT` on a user error,
+:data:`reslab.errors.INTERRUPTED_EXIT` when SIGINT/SIGTERM stopped it at a checkpoint (the engine has said
+where; a rerun continues it), 1 on a bug.
 """
 
 from __future__ import annotations
