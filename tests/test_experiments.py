@@ -301,6 +301,35 @@ def _stop_at_evaluation(monkeypatch, n: int, check: Callable[[], None] | None = 
     monkeypatch.setattr(task, "evaluate", flaky_eval)
 
 
+def test_runs_trains_only_the_named_runs_and_the_report_covers_the_finished(tmp_path: Path, capsys) -> None:
+    # A sitting too short for the whole sweep trains the runs that fit (e.g. the ones an analysis needs);
+    # the others are left for a later invocation, which trains only them.
+    out = tmp_path / "e"
+    args = ["reproduce", "degradation", "--budget", "smoke", "--dataset", "synthetic", "--depths", "20"]
+    args += ["--out", str(out)]
+    assert main([*args, "--runs", "resnet20-s0", "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert re.search(r"plain20-s0 .* new \(left out by --runs\)", dry), dry
+    assert re.search(r"resnet20-s0 .* new$", dry, re.M), dry
+    assert main([*args, "--runs", "resnet20-s7"]) == 2  # not a run of this plan: one line, nothing made
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "reslab: error: degradation has no run 'resnet20-s7'; its runs: plain20-s0, resnet20-s0"
+    ]
+    assert not out.exists()
+
+    plan = plan_experiment("degradation", budget="smoke", dataset="synthetic", depths="20", out=out)
+    lines: list[str] = []
+    first = run_experiment(plan, progress=False, only=["resnet20-s0"], log=lines.append)
+    assert first["trained"] == ["resnet20-s0"] and first["left_out"] == ["plain20-s0"], first
+    assert "0 to continue, 1 to train, 1 left for another invocation" in lines[0], lines
+    assert run_status(plan.run_dir(plan.runs[0])) == "new"
+    assert "2 runs, 1 finished" in (out / "report.md").read_text()
+    second = run_experiment(plan, progress=False)
+    assert second["trained"] == ["plain20-s0"] and second["skipped"] == ["resnet20-s0"], second
+    assert "2 runs, 2 finished" in (out / "report.md").read_text()
+
+
 @pytest.mark.slow
 def test_rerun_skips_finished_and_continues_interrupted(tmp_path: Path, monkeypatch) -> None:
     plan = plan_experiment(
@@ -653,7 +682,7 @@ def test_worker_env_keeps_freed_memory_unless_the_user_says_otherwise(monkeypatc
 
 
 def test_an_unfinished_run_is_published_with_its_checkpoint_and_continues_on_a_fresh_machine(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch, capsys
 ) -> None:
     # A run longer than a sitting (DenseNet-BC-100 on a CPU) must not restart on every new machine: the
     # stopped sweep publishes its checkpoint, a rerun from the committed folder alone continues it.
@@ -690,6 +719,10 @@ def test_an_unfinished_run_is_published_with_its_checkpoint_and_continues_on_a_f
     fresh = plan_experiment(
         "degradation", budget="smoke", dataset="synthetic", depths="20", out=tmp_path / "b"
     )
+    assert main(["reproduce", "degradation", "--budget", "smoke", "--dataset", "synthetic", "--depths", "20",
+                 "--out", str(fresh.out), "--publish", str(dest), "--dry-run"]) == 0  # fmt: skip
+    dry = capsys.readouterr().out
+    assert re.search(rf"{second.name} .* continue from the published step 2$", dry, re.M), dry
     lines.clear()
     result = run_experiment(fresh, progress=False, publish=dest, log=lines.append)
     assert result["published"] == [first.name] and result["resumed"] == [second.name], result

@@ -60,6 +60,13 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
         help="committed results (e.g. docs/results/NAME-BUDGET): skip runs finished there with the same "
         "config, copy each finished run's curves there, write the report there",
     )
+    p.add_argument(
+        "--runs",
+        default=None,
+        metavar="NAMES",
+        help="comma list: train only these runs (names as --dry-run lists them), e.g. those that fit in a "
+        "sitting; the others stay as they are and the report covers every finished run",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs and their state) and stop")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_reproduce)
@@ -67,7 +74,8 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from reslab.experiments import plan_experiment, run_experiment, run_states
-    from reslab.experiments.runner import reusable_runs
+    from reslab.experiments.publish import partial_step
+    from reslab.experiments.runner import check_run_names, reusable_runs
     from reslab.train.recipe import parse_set
 
     plan = plan_experiment(
@@ -81,16 +89,27 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         overrides=parse_set(args.overrides),
     )
+    only = None if args.runs is None else [n.strip() for n in args.runs.split(",") if n.strip()]
+    check_run_names(plan, only)
     if args.dry_run:
         print(f"{plan.experiment} on {plan.dataset}, {plan.budget} budget -> {plan.out}")
         states = run_states(plan, args.publish)
-        for name, source in reusable_runs(plan, states, args.publish).items():
-            states[name] = f"reuse: {source}"
+        reusable = reusable_runs(plan, states, args.publish)
         for r in plan.runs:
+            step = None
+            if args.publish is not None and states[r.name] in ("new", "partial") and r.name not in reusable:
+                step = partial_step(plan, r, args.publish)
+            if r.name in reusable:
+                states[r.name] = f"reuse: {reusable[r.name]}"
+            elif step is not None:
+                states[r.name] = f"continue from the published step {step}"
+            if only is not None and r.name not in only and states[r.name] not in ("done", "published"):
+                states[r.name] += " (left out by --runs)"
             cfg = plan.configs[r.name]
-            print(f"  {r.name:<16} {states[r.name]:<9} {cfg.get('model')} {cfg.get('model_kwargs') or ''}")
+            model = " ".join(str(x) for x in (cfg.get("model"), cfg.get("model_kwargs")) if x)
+            print(f"  {r.name:<18} {model:<28} {states[r.name]}")
         return 0
-    result = run_experiment(plan, jobs=args.jobs, progress=not args.quiet, publish=args.publish)
+    result = run_experiment(plan, jobs=args.jobs, progress=not args.quiet, publish=args.publish, only=only)
     print(f"report: {result['report']}")
     for fig in result.get("figures", []):
         print(f"figure: {fig}")

@@ -146,19 +146,27 @@ def publish_partial(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
     return True
 
 
-def adopt_partial(plan: Plan, run: RunSpec, dest: str | Path) -> int | None:
-    """Start ``run`` in the experiment folder from the unfinished run published in ``dest``, when the
-    folder does not hold it at the published step or later; returns that step (None: nothing adopted).
-
-    The published config must match the plan's (one line otherwise, as for a finished run)."""
+def partial_step(plan: Plan, run: RunSpec, dest: str | Path) -> int | None:
+    """The step of the unfinished run ``dest`` publishes for ``run``, when the experiment folder does not
+    hold the run at that step or later (None: nothing to continue from there)."""
     published = Path(dest) / "runs" / run.name
     step = _checkpoint_step(published)
     local = plan.run_dir(run)
     if step is None or _finished(published) or _finished(local):
         return None
     have = _checkpoint_step(local)
-    if have is not None and have >= step:
+    return None if have is not None and have >= step else step
+
+
+def adopt_partial(plan: Plan, run: RunSpec, dest: str | Path) -> int | None:
+    """Start ``run`` in the experiment folder from the unfinished run published in ``dest``
+    (:func:`partial_step`); returns that step (None: nothing adopted).
+
+    The published config must match the plan's (one line otherwise, as for a finished run)."""
+    step = partial_step(plan, run, dest)
+    if step is None:
         return None
+    published, local = Path(dest) / "runs" / run.name, plan.run_dir(run)
     stored = _read_yaml(published / "config.yaml")
     bad = None if stored is None else config_mismatch(stored, plan.configs[run.name])
     if stored is None or bad is not None:

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -234,6 +234,7 @@ class _Sweep:
     reused: dict[str, str] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)  # trained to the end by this invocation
+    left_out: list[str] = field(default_factory=list)  # unfinished, not among the runs asked for
     record: _SessionRecord | None = None
 
     def on_done(self, run: RunSpec) -> None:
@@ -274,6 +275,7 @@ class _Sweep:
             )
             + ", "
             f"{len(self.resumed)} to continue, {len(self.pending) - len(self.resumed)} to train"
+            + (f", {len(self.left_out)} left for another invocation" if self.left_out else "")
             + (f", {n_jobs} at a time" if n_jobs > 1 and self.pending else "")
         )
 
@@ -285,15 +287,22 @@ class _Sweep:
             "skipped": self.skipped,
             "published": self.from_published,
             "failed": self.failed,
+            "left_out": self.left_out,
             "wall_s": wall,
             "out": self.plan.out,
         }
 
 
-def _select_runs(plan: Plan, publish: str | os.PathLike | None, log: Callable[[str], None]) -> _Sweep:
+def _select_runs(
+    plan: Plan,
+    publish: str | os.PathLike | None,
+    log: Callable[[str], None],
+    only: Collection[str] | None = None,
+) -> _Sweep:
     """Sort the plan's runs into skipped, reused and pending; the pending ones deepest first. A pending
     run published unfinished (its checkpoint committed when an earlier sweep stopped) is copied here,
-    unless this folder holds it further along, so that it continues rather than restarts."""
+    unless this folder holds it further along, so that it continues rather than restarts. With ``only``,
+    the unfinished runs not named there are left out (neither trained nor continued)."""
     statuses = run_states(plan, publish)
     from_published = [r.name for r in plan.runs if statuses[r.name] == "published"]
     sweep = _Sweep(
@@ -307,6 +316,9 @@ def _select_runs(plan: Plan, publish: str | os.PathLike | None, log: Callable[[s
     )
     sweep.pending = [r for r in sweep.pending if not sweep.reuse(r)]
     sweep.skipped += list(sweep.reused)
+    if only is not None:
+        sweep.left_out = [r.name for r in sweep.pending if r.name not in only]
+        sweep.pending = [r for r in sweep.pending if r.name in only]
     for run in sweep.pending if publish is not None else []:
         step = adopt_partial(plan, run, publish)
         if step is not None:
@@ -337,6 +349,14 @@ def _train_sequentially(sweep: _Sweep, progress: bool) -> None:
             sweep.log(f"[{i}/{len(pending)}] {run.name} FAILED: {e}")
 
 
+def check_run_names(plan: Plan, names: Collection[str] | None) -> None:
+    """Every name in ``names`` must be one of the plan's runs (one line otherwise)."""
+    have = [r.name for r in plan.runs]
+    unknown = [name for name in names or () if name not in have]
+    if unknown:
+        raise ConfigError(f"{plan.experiment} has no run {unknown[0]!r}; its runs: {', '.join(have)}")
+
+
 def run_experiment(
     plan: Plan,
     *,
@@ -345,8 +365,12 @@ def run_experiment(
     log: Callable[[str], None] | None = None,
     report: bool = True,
     publish: str | os.PathLike | None = None,
+    only: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Train what is not finished, then write results.csv, the figure and report.md.
+
+    ``only``: train just these runs (names of ``plan.runs``), e.g. the ones that fit in a sitting; the
+    others stay as they are and the report covers every finished run.
 
     ``publish``: a folder of committed results (:mod:`reslab.experiments.publish`). A run it holds
     finished with the same config is skipped; each run that finishes here is copied there at once, and
@@ -359,12 +383,13 @@ def run_experiment(
     source}, "wall_s": float, "out": Path}``.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    check_run_names(plan, only)
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
     for run in plan.runs:
         _check_compatible(plan, run)
     record = _SessionRecord.start(plan)
-    sweep = _select_runs(plan, publish, log)
+    sweep = _select_runs(plan, publish, log, only)
     sweep.record = record
     n_jobs, slots = resolve_jobs(jobs, plan.device, len(sweep.pending))
     record.entry["jobs"] = n_jobs
