@@ -80,6 +80,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reslab.errors import ConfigError
+from reslab.models import list_models
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 # "synthetic" is accepted too (tests, demos) but not advertised on the command line.
@@ -315,7 +316,19 @@ def plan_runs(name: str, *, depths: tuple[int, ...], seeds: tuple[int, ...], bud
             add("resnet", "resnet", f"ResNet-{d}", f"resnet{d}", d)
             add("seresnet", "seresnet", f"SE-ResNet-{d}", f"seresnet{d}", d)
             label = f"pre-act ResNet-{d}"
-            add("preact", "preact", label, "preact_resnet", d, base=f"preact{d}", depth=d, bottleneck=False)
+            if f"preact_resnet{d}" in list_models():  # a named network, e.g. preact_resnet56
+                add("preact", "preact", label, f"preact_resnet{d}", d, base=f"preact{d}")
+            else:
+                add(
+                    "preact",
+                    "preact",
+                    label,
+                    "preact_resnet",
+                    d,
+                    base=f"preact{d}",
+                    depth=d,
+                    bottleneck=False,
+                )
     if name == "relatives":  # one DenseNet of about ResNet-56's size, whatever the depths
         add("densenet", "densenet", "DenseNet-BC-100 (k=12)", "densenet_bc100", 100)
     return runs

@@ -378,6 +378,21 @@ def highway(depth: int = 20, **kw: Any) -> ResNet:
 _HE_B = "He et al. 2016b, Identity Mappings in Deep Residual Networks"
 
 
+_HE_B_SMALL = f"{_HE_B} (full pre-activation units at a depth of He et al. 2016's Table 6; no paper number)"
+
+
+@register_model(family="preact-resnet-cifar", depth=20, paper=_HE_B_SMALL)
+def preact_resnet20(**kw: Any) -> ResNet:
+    """Pre-activation ResNet-20: 3 x 3 full pre-activation basic units, the depth of ResNet-20."""
+    return preact_resnet(20, bottleneck=False, **kw)
+
+
+@register_model(family="preact-resnet-cifar", depth=56, paper=_HE_B_SMALL)
+def preact_resnet56(**kw: Any) -> ResNet:
+    """Pre-activation ResNet-56: 3 x 9 full pre-activation basic units (the relatives experiment's)."""
+    return preact_resnet(56, bottleneck=False, **kw)
+
+
 @register_model(family="preact-resnet-cifar", depth=110, paper=f"{_HE_B}, Table 2", paper_error="6.37" + _C10)
 def preact_resnet110(**kw: Any) -> ResNet:
     """Pre-activation ResNet-110: 3 x 18 full pre-activation basic units (1.7M parameters)."""
