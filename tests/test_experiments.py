@@ -133,6 +133,30 @@ def _group(
     return Group(f"{variant}-{depth}", fam, variant, depth, runs)
 
 
+@pytest.mark.parametrize(
+    ("hw56", "verdict", "says"),
+    [
+        (
+            [14.0, 14.2],
+            "supported",
+            "+6.00 for highway nets (difference +7.00",
+        ),  # highway degrades, ResNet not
+        ([7.1, 7.3], "inconclusive", "difference +0.10"),  # both about as good: inside the margin
+        ([4.0, 4.2], "not supported", "difference -3.00"),  # highway gains more
+        ([], "inconclusive", "not measured yet: highway-56 has no finished evaluation."),
+    ],
+)
+def test_the_depth_gain_claim_flips_at_its_margin(hw56: list[float], verdict: str, says: str) -> None:
+    from reslab.experiments.claims import depth_gain_claim
+
+    res = [_group("resnet", 20, [8.0, 8.2], [8.0, 8.0]), _group("resnet", 56, [7.0, 7.2], [7.0, 7.0])]
+    hw = [_group("highway", 20, [8.0, 8.2], [8.0, 8.0]), _group("highway", 56, hw56, hw56)]
+    c = depth_gain_claim(res, hw)
+    assert c.verdict == verdict and says in c.sentence, c.sentence
+    assert "nan" not in c.sentence + c.undecided
+    assert bool(c.undecided) == (verdict == "inconclusive" and bool(hw56))
+
+
 def test_claims_are_computed_from_the_numbers() -> None:
     good = [
         _group("plain", 20, [10.0], [12.0]),

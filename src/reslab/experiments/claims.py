@@ -279,6 +279,12 @@ def depth_gain_claim(res: list[Group], hw: list[Group]) -> Claim:
     """ "ResNets gain more from depth than highway nets": the difference of two differences of training
     error, judged by a z-test (normal approximation) on the four groups' standard errors at 5%, with the
     0.5-point floor of the single-run margin."""
+    claim = f"ResNets gain more from depth than highway nets (depth {hw[0].depth} → {hw[-1].depth})"
+    missing = [g.label for g in (res[0], res[-1], hw[0], hw[-1]) if not g.values("train_error")]
+    if missing:
+        return Claim(
+            claim, "inconclusive", f"not measured yet: {', '.join(missing)} has no finished evaluation."
+        )
     dr = res[-1].mean("train_error") - res[0].mean("train_error")
     dh = hw[-1].mean("train_error") - hw[0].mean("train_error")
     se = math.sqrt(sum(_nz(g.se("train_error")) ** 2 for g in (res[0], res[-1], hw[0], hw[-1])))
@@ -286,7 +292,7 @@ def depth_gain_claim(res: list[Group], hw: list[Group]) -> Claim:
     gap = dh - dr
     verdict = "supported" if gap > m else "not supported" if gap < -m else "inconclusive"
     return Claim(
-        f"ResNets gain more from depth than highway nets (depth {hw[0].depth} → {hw[-1].depth})",
+        claim,
         verdict,
         f"training error changes by {dr:+.2f} points for ResNets and {dh:+.2f} for highway nets "
         f"(difference {gap:+.2f}; it counts beyond {m:.2f} points: 1.96 standard errors, z-test at 5%).",
