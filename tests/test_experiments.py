@@ -66,7 +66,19 @@ def test_plan_has_the_papers_networks(name: str, tmp_path: Path) -> None:
             cfg = load_recipe(plan.recipe, **plan.configs[r.name])
             assert cfg.model == r.model and cfg.seed == r.seed
     shortcut = plan_experiment("shortcuts", budget="smoke", out=tmp_path)
-    assert {r.model_kwargs.get("shortcut") for r in shortcut.runs} == {"A", "B", "C", None}
+    kinds = {r.variant: (r.model, r.model_kwargs.get("shortcut")) for r in shortcut.runs}
+    # Option A is resnet32's own shortcut: the run is the depth experiment's ResNet-32, reused from it.
+    assert kinds == {
+        "A": ("resnet32", None),
+        "B": ("resnet32", "B"),
+        "C": ("resnet32", "C"),
+        "plain": ("plain32", None),
+    }
+    depth = plan_experiment("depth", budget="smoke", depths="32", out=tmp_path / "d")
+    from reslab.experiments.reuse import resolved_config, same_training
+
+    a = next(r for r in shortcut.runs if r.variant == "A")
+    assert same_training(resolved_config(shortcut, a), resolved_config(depth, depth.runs[0]))
 
 
 def test_plan_arguments() -> None:

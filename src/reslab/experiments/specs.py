@@ -58,7 +58,7 @@ Budgets
     ===========  =====  =======================================  =====================================
     degradation  3      plain+ResNet 20, 56                      7.7 (measured per run)
     depth        2      ResNet-20/32/44/56 (``--depths`` +110)   4.6, 2.4 of them reused (+3.7 for 110)
-    shortcuts    2      ResNet-32 A/B/C + plain-32               3.9
+    shortcuts    2      ResNet-32 A/B/C + plain-32               3.9, 1.0 of them reused (A: ``depth``'s)
     highway      2      ResNet/highway/plain 20, 56              2.8 beyond the reused runs
     relatives    2      ResNet/SE/pre-act 56, DenseNet-BC-100    12-22, ResNet-56 reused (DenseNet: 8-18)
     ===========  =====  =======================================  =====================================
@@ -298,15 +298,10 @@ def plan_runs(name: str, *, depths: tuple[int, ...], seeds: tuple[int, ...], bud
             add("resnet", "resnet", f"ResNet-{d}", f"resnet{d}", d)
         elif name == "shortcuts":
             for opt in ("A", "B", "C"):
-                add(
-                    "resnet",
-                    opt,
-                    f"ResNet-{d} ({opt})",
-                    f"resnet{d}",
-                    d,
-                    base=f"resnet{d}{opt}",
-                    shortcut=opt,
-                )
+                # Option A is the CIFAR ResNets' own shortcut: leaving it to the builder keeps the run's
+                # config that of ``depth``'s ResNet of this depth, so a finished one is reused.
+                kw = {} if opt == "A" else {"shortcut": opt}
+                add("resnet", opt, f"ResNet-{d} ({opt})", f"resnet{d}", d, base=f"resnet{d}{opt}", **kw)
             add("plain", "plain", f"plain-{d}", f"plain{d}", d)
         elif name == "highway":
             add("resnet", "resnet", f"ResNet-{d}", f"resnet{d}", d)
