@@ -73,9 +73,8 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from reslab.experiments import plan_experiment, run_experiment, run_states
-    from reslab.experiments.publish import partial_step
-    from reslab.experiments.runner import check_run_names, reusable_runs
+    from reslab.experiments import plan_experiment, run_experiment
+    from reslab.experiments.runner import check_run_names, planned_states
     from reslab.train.recipe import parse_set
 
     plan = plan_experiment(
@@ -93,18 +92,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     check_run_names(plan, only)
     if args.dry_run:
         print(f"{plan.experiment} on {plan.dataset}, {plan.budget} budget -> {plan.out}")
-        states = run_states(plan, args.publish)
-        reusable = reusable_runs(plan, states, args.publish)
+        states = planned_states(plan, args.publish, only)
         for r in plan.runs:
-            step = None
-            if args.publish is not None and states[r.name] in ("new", "partial") and r.name not in reusable:
-                step = partial_step(plan, r, args.publish)
-            if r.name in reusable:
-                states[r.name] = f"reuse: {reusable[r.name]}"
-            elif step is not None:
-                states[r.name] = f"continue from the published step {step}"
-            if only is not None and r.name not in only and states[r.name] not in ("done", "published"):
-                states[r.name] += " (left out by --runs)"
             cfg = plan.configs[r.name]
             model = " ".join(str(x) for x in (cfg.get("model"), cfg.get("model_kwargs")) if x)
             print(f"  {r.name:<18} {model:<28} {states[r.name]}")

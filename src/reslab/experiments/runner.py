@@ -38,7 +38,7 @@ from typing import Any
 from reslab import _io
 from reslab.errors import INTERRUPTED_EXIT, ConfigError, DataError, ReslabError
 from reslab.experiments.plan import Plan, config_mismatch, read_sessions, write_plan
-from reslab.experiments.publish import adopt_partial, published_run
+from reslab.experiments.publish import adopt_partial, partial_step, published_run
 from reslab.experiments.publish import publish as publish_folder
 from reslab.experiments.report import write_outputs
 from reslab.experiments.reuse import adopt_run, identical_run
@@ -84,6 +84,26 @@ def reusable_runs(
     roots = _reuse_roots(plan, publish)
     found = {r.name: identical_run(plan, r, roots) for r in plan.runs if states[r.name] in ("new", "partial")}
     return {name: path for name, path in found.items() if path is not None}
+
+
+def planned_states(
+    plan: Plan, publish: str | os.PathLike | None = None, only: Collection[str] | None = None
+) -> dict[str, str]:
+    """What :func:`run_experiment` would do with each run, in words (``--dry-run``), deciding as
+    :func:`_select_runs` does but copying nothing: its :func:`run_states` state, or where it would be
+    reused from, or the published step it would continue from; and whether ``only`` leaves it out."""
+    states = run_states(plan, publish)
+    reusable = reusable_runs(plan, states, publish)
+    for r in plan.runs:
+        if r.name in reusable:
+            states[r.name] = f"reuse: {reusable[r.name]}"
+        elif publish is not None and states[r.name] in ("new", "partial"):
+            step = partial_step(plan, r, publish)
+            if step is not None:
+                states[r.name] = f"continue from the published step {step}"
+        if only is not None and r.name not in only and states[r.name] not in ("done", "published"):
+            states[r.name] += " (left out by --runs)"
+    return states
 
 
 def _check_compatible(plan: Plan, run: RunSpec) -> None:
