@@ -11,8 +11,10 @@ slows all networks alike; the ratios to ``--reference`` are what carries over be
 A run's estimated wall time is its step ratio times ``--reference-minutes``, the measured wall time of one
 standard-budget run of the reference network (ResNet-56: 56 min per run on the 2-core AMD EPYC with one
 thread per run and two runs side by side, docs/results/degradation-standard/). Core-hours per experiment
-sum the estimate over the runs of its default seeds; runs an experiment shares with ``degradation`` are
-counted apart (the sweep copies them).
+sum the estimate over the runs of its default seeds; a run (network and seed) is paid for by the first
+experiment in :data:`~reslab.experiments.specs.EXPERIMENTS`' order that trains it, and counted apart in the
+later ones (their sweeps copy it: degradation's runs into depth, highway and relatives, depth's ResNet-32
+into shortcuts).
 
 Each step's minor page faults are reported too: glibc's ``malloc`` maps allocations above its mmap
 threshold (at most 32 MB) fresh from the kernel and unmaps them when freed, so a network whose activations
@@ -81,15 +83,15 @@ def main() -> None:
         plans[exp] = plan_runs(
             exp, depths=depths, seeds=parse_seeds(None, exp, args.budget), budget=args.budget
         )
-    shared = {  # the (network, seed) runs degradation trains, which the other experiments copy
-        (_network_key(r.model, r.model_kwargs), r.seed)
+    first_trained_by: dict[tuple[str, int], str] = {}  # (network, seed) -> the experiment that pays for it
+    for exp in EXPERIMENTS:  # the sweeps' order; a later experiment copies what an earlier one trained
         for r in plan_runs(
-            "degradation",
-            depths=parse_depths(None, "degradation", args.budget),
-            seeds=parse_seeds(None, "degradation", args.budget),
+            exp,
+            depths=parse_depths(args.depths, exp, args.budget),
+            seeds=parse_seeds(None, exp, args.budget),
             budget=args.budget,
-        )
-    }
+        ):
+            first_trained_by.setdefault((_network_key(r.model, r.model_kwargs), r.seed), exp)
 
     specs: dict[str, tuple[str, dict, str]] = {args.reference: (args.reference, {}, args.reference)}
     for runs in plans.values():
@@ -142,12 +144,13 @@ def main() -> None:
     totals = {}
     for exp, runs in plans.items():
         keys = [(_network_key(r.model, r.model_kwargs), r.seed) for r in runs]
-        new = sum(est[key] for key, seed in keys if exp == "degradation" or (key, seed) not in shared)
+        new = sum(est[net] for net, seed in keys if first_trained_by.get((net, seed), exp) == exp)
+        sources = sorted({first_trained_by[k] for k in keys if first_trained_by.get(k, exp) != exp})
         reused = sum(est[key] for key, _ in keys) - new
         totals[exp] = {"runs": len(runs), "core_hours": new / 60, "reused_core_hours": reused / 60}
         print(
             f"  {exp:12s} {len(runs):3d} runs  {new / 60:5.1f} core-h"
-            + (f" (+{reused / 60:.1f} reused from degradation)" if reused else "")
+            + (f" (+{reused / 60:.1f} copied from {', '.join(sources)})" if reused else "")
         )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
