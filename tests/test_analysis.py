@@ -528,8 +528,11 @@ def test_response_summary_flips_at_its_median_margin():
         prof("resnet110", 0.7, False, 54),
     ]
     assert "deeper ResNet's responses are 30% smaller" in explain(deep)
+    assert "each deeper net's median below the shallower one's" in explain(deep)
     deep[-1] = prof("resnet110", 0.95, False, 54)
     assert "depth's effect is not decided here" in explain(deep)
+    assert "resnet56 0.9, resnet110 0.95, not falling at every step" in explain(deep)
+    assert "in depth order" not in explain(deep[:2])  # two depths: the pair's sentence alone
 
 
 def test_lesion_downsampling_sentence_flips_with_its_test():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -175,9 +176,22 @@ def explain(profiles: Sequence[ResponseProfile], margin: float = MARGIN) -> str:
     if len(res) >= 2:
         lo, hi = res[0], res[-1]
         rel = _rel(_median(hi), _median(lo))
+        medians = [_median(p) for p in res]
+        trend = ""
+        if len(res) >= 3:  # every depth's median, and whether each deeper net's is the smaller
+            falls = all(b < a for a, b in pairwise(medians))
+            trend = (
+                "; in depth order "
+                + ", ".join(f"{p.label} {fmt_num(m)}" for p, m in zip(res, medians))
+                + (
+                    ", each deeper net's median below the shallower one's"
+                    if falls
+                    else ", not falling at every step"
+                )
+            )
         parts.append(
             f"Between depths, the median is {fmt_num(_median(lo))} for {lo.label} and {fmt_num(_median(hi))} for "
-            f"{hi.label}: "
+            f"{hi.label}{trend}: "
             + (
                 f"the deeper ResNet's responses are {rel:.0%} smaller, as in Fig. 7 (each unit of a deeper net "
                 "modifies the signal less)."
