@@ -6,11 +6,15 @@ He et al. compare plain-20/56 and ResNet-20/56/110 trained on CIFAR-10 and obser
 are generally smaller than plain ones and (ii) the deeper ResNet has the smaller responses. A few units
 with very large responses (in a briefly trained plain net, one layer at 6x the others) would dominate a
 mean, so both observations are judged here on the *median* over units, a difference counting when it
-exceeds :data:`MARGIN` (10%) of the larger median; the figure uses a log axis for the same reason.
+exceeds :data:`MARGIN` (10%) of the larger median; the figure uses a log axis for the same reason. With
+three or more depths (one network each) a smaller fall also counts when the medians fall at every step
+and that order's chance, were depth irrelevant (the medians exchangeable: 1/k! for k depths), is below
+:data:`ORDER_ALPHA` (5%), i.e. from four depths on.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -34,6 +38,7 @@ from reslab.analysis.common import (
 )
 
 MARGIN = 0.10  # relative difference of medians that counts as "smaller"
+ORDER_ALPHA = 0.05  # a fall at every step in depth counts when its chance under no depth effect is below
 
 
 @dataclass
@@ -177,9 +182,10 @@ def explain(profiles: Sequence[ResponseProfile], margin: float = MARGIN) -> str:
         lo, hi = res[0], res[-1]
         rel = _rel(_median(hi), _median(lo))
         medians = [_median(p) for p in res]
-        trend = ""
-        if len(res) >= 3:  # every depth's median, and whether each deeper net's is the smaller
+        trend, falls, chance = "", False, 1.0
+        if len(res) >= 3 and len({len(p.std) for p in res}) == len(res):  # one net per depth
             falls = all(b < a for a, b in pairwise(medians))
+            chance = 1 / math.factorial(len(res))  # P(this order) were the medians exchangeable
             trend = (
                 "; in depth order "
                 + ", ".join(f"{p.label} {fmt_num(m)}" for p, m in zip(res, medians))
@@ -198,6 +204,10 @@ def explain(profiles: Sequence[ResponseProfile], margin: float = MARGIN) -> str:
                 if rel > margin
                 else f"the deeper ResNet's responses are {-rel:.0%} larger, unlike Fig. 7."
                 if rel < -margin
+                else f"the fall is within {margin:.0%}, but its order is not chance (were depth irrelevant, "
+                f"{len(res)} medians would fall at every step with probability 1/{round(1 / chance)} = "
+                f"{chance:.0%}): deeper ResNets have smaller responses, as in Fig. 7, by a small amount."
+                if falls and chance < ORDER_ALPHA
                 else f"within {margin:.0%} of each other, so depth's effect is not decided here."
             )
         )
