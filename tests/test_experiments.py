@@ -169,6 +169,35 @@ def test_the_depth_gain_claim_flips_at_its_margin(hw56: list[float], verdict: st
     assert bool(c.undecided) == (verdict == "inconclusive" and bool(hw56))
 
 
+def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
+    """A seed added to a sweep (or left for later by --runs) has no numbers; a run stopped mid-way has its
+    last evaluation's. The table and the claims say which, not "unfinished" for both."""
+    import dataclasses
+
+    res56 = _group("resnet", 56, [7.0, 7.2, 7.1], [7.0, 7.1, 7.2])
+    res56.runs[1] = dataclasses.replace(res56.runs[1], finished=False)  # stopped mid-way: steps 100
+    res56.runs[2] = dataclasses.replace(
+        res56.runs[2], finished=False, steps=0, train_error=math.nan, test_error=math.nan
+    )
+    assert res56.open_runs() == "1 in progress, 1 not started"
+    groups = [
+        _group("plain", 20, [8.0, 8.2], [8.0, 8.1]),
+        _group("plain", 56, [14.0, 14.2], [13.0, 13.1]),
+        _group("resnet", 20, [7.5, 7.6], [7.3, 7.4]),
+        res56,
+    ]
+    assert groups[0].open_runs() == ""
+    for c in claims_for("degradation", groups):
+        assert c.sentence.endswith(
+            "(some runs are unfinished: their numbers are from their last evaluation; "
+            "1 planned run not started yet (resnet56-s2): the numbers are of the others)"
+        ), c.sentence
+    res56.runs[1] = dataclasses.replace(res56.runs[1], finished=True)
+    (c, *_) = claims_for("degradation", groups)
+    assert "unfinished" not in c.sentence and "not started yet (resnet56-s2)" in c.sentence
+    assert not any("not started" in c.sentence for c in claims_for("degradation", groups[:3]))
+
+
 def test_claims_are_computed_from_the_numbers() -> None:
     good = [
         _group("plain", 20, [10.0], [12.0]),

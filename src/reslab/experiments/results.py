@@ -257,6 +257,16 @@ class Group:
     def finished(self) -> bool:
         return all(r.finished for r in self.runs)
 
+    def open_runs(self) -> str:
+        """What of the group is not finished: "" when all is, else e.g. "1 in progress, 2 not started"
+        (a run in progress has logged steps, its numbers are its last evaluation's; one not started has
+        none and no numbers: seeds added to a sweep, or runs ``--runs`` left for later)."""
+        started = sum(1 for r in self.runs if not r.finished and r.steps > 0)
+        waiting = sum(1 for r in self.runs if not r.finished and r.steps == 0)
+        return ", ".join(
+            [f"{started} in progress"] * bool(started) + [f"{waiting} not started"] * bool(waiting)
+        )
+
 
 def group_runs(results: list[RunResult]) -> list[Group]:
     groups: dict[tuple[str, int], Group] = {}
