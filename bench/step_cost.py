@@ -14,7 +14,7 @@ thread per run and two runs side by side, docs/results/degradation-standard/). C
 sum the estimate over the runs of its default seeds; a run (network and seed) is paid for by the first
 experiment in :data:`~reslab.experiments.specs.EXPERIMENTS`' order that trains it, and counted apart in the
 later ones (their sweeps copy it: degradation's runs into depth, highway and relatives, depth's ResNet-32
-into shortcuts).
+into shortcuts). With ``--depths``, every experiment is taken to run at those depths.
 
 Each step's minor page faults are reported too: glibc's ``malloc`` maps allocations above its mmap
 threshold (at most 32 MB) fresh from the kernel and unmaps them when freed, so a network whose activations

@@ -204,3 +204,22 @@ def test_step_cost_ratios_and_core_hours(tmp_path):
     assert highway["core_hours"] == pytest.approx(2 * rows["highway20"]["est_minutes"] / 60)
     assert highway["reused_core_hours"] == pytest.approx(2 * (17 + rows["plain20"]["est_minutes"]) / 60)
     assert data["experiments"]["degradation"]["reused_core_hours"] == 0
+
+
+def test_step_cost_charges_a_run_to_the_first_experiment_that_trains_it(tmp_path):
+    """shortcuts at depth 32: option A (the builder's own shortcut) and plain-32 are degradation's runs at
+    that depth, copied; options B and C are its own training."""
+    out = tmp_path / "cost.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "step_cost.py"), "--experiments", "shortcuts"]
+    cmd += ["--depths", "32", "--reference", "resnet32", "--rounds", "1", "--batch", "8", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "copied from degradation" in proc.stdout
+    data = json.loads(out.read_text())
+    est = {r["network"]: r["est_minutes"] for r in data["networks"]}
+    shortcuts = data["experiments"]["shortcuts"]
+    assert shortcuts["reused_core_hours"] == pytest.approx(2 * (est["resnet32"] + est["plain32"]) / 60)
+    assert shortcuts["core_hours"] == pytest.approx(
+        2 * (est["resnet32 shortcut=B"] + est["resnet32 shortcut=C"]) / 60
+    )
