@@ -75,22 +75,22 @@ def main() -> None:
     torch.manual_seed(0)
 
     experiments = [e.strip() for e in args.experiments.split(",") if e.strip()]
-    plans = {}
     for exp in experiments:
         if exp not in EXPERIMENTS:
             raise SystemExit(f"step_cost: unknown experiment {exp!r}; choose from {', '.join(EXPERIMENTS)}")
-        depths = parse_depths(args.depths, exp, args.budget)
-        plans[exp] = plan_runs(
-            exp, depths=depths, seeds=parse_seeds(None, exp, args.budget), budget=args.budget
-        )
-    first_trained_by: dict[tuple[str, int], str] = {}  # (network, seed) -> the experiment that pays for it
-    for exp in EXPERIMENTS:  # the sweeps' order; a later experiment copies what an earlier one trained
-        for r in plan_runs(
+    every_plan = {  # every experiment's, in the sweeps' order: who pays for a shared run depends on it
+        exp: plan_runs(
             exp,
             depths=parse_depths(args.depths, exp, args.budget),
             seeds=parse_seeds(None, exp, args.budget),
             budget=args.budget,
-        ):
+        )
+        for exp in EXPERIMENTS
+    }
+    plans = {exp: every_plan[exp] for exp in experiments}
+    first_trained_by: dict[tuple[str, int], str] = {}  # (network, seed) -> the experiment that pays for it
+    for exp, runs in every_plan.items():  # a later experiment copies what an earlier one trained
+        for r in runs:
             first_trained_by.setdefault((_network_key(r.model, r.model_kwargs), r.seed), exp)
 
     specs: dict[str, tuple[str, dict, str]] = {args.reference: (args.reference, {}, args.reference)}
@@ -144,8 +144,8 @@ def main() -> None:
     totals = {}
     for exp, runs in plans.items():
         keys = [(_network_key(r.model, r.model_kwargs), r.seed) for r in runs]
-        new = sum(est[net] for net, seed in keys if first_trained_by.get((net, seed), exp) == exp)
-        sources = sorted({first_trained_by[k] for k in keys if first_trained_by.get(k, exp) != exp})
+        new = sum(est[net] for net, seed in keys if first_trained_by[net, seed] == exp)
+        sources = sorted({first_trained_by[k] for k in keys} - {exp})
         reused = sum(est[key] for key, _ in keys) - new
         totals[exp] = {"runs": len(runs), "core_hours": new / 60, "reused_core_hours": reused / 60}
         print(

@@ -180,12 +180,12 @@ def explain(profiles: Sequence[ResponseProfile], margin: float = MARGIN) -> str:
         )
     if len(res) >= 2:
         lo, hi = res[0], res[-1]
-        rel = _rel(_median(hi), _median(lo))
         medians = [_median(p) for p in res]
-        trend, falls, chance = "", False, 1.0
+        rel = _rel(medians[-1], medians[0])
+        trend, falls, orders = "", False, 1
         if len(res) >= 3 and len({len(p.std) for p in res}) == len(res):  # one net per depth
             falls = all(b < a for a, b in pairwise(medians))
-            chance = 1 / math.factorial(len(res))  # P(this order) were the medians exchangeable
+            orders = math.factorial(len(res))  # equally likely orders, were the medians exchangeable
             trend = (
                 "; in depth order "
                 + ", ".join(f"{p.label} {fmt_num(m)}" for p, m in zip(res, medians))
@@ -196,7 +196,7 @@ def explain(profiles: Sequence[ResponseProfile], margin: float = MARGIN) -> str:
                 )
             )
         parts.append(
-            f"Between depths, the median is {fmt_num(_median(lo))} for {lo.label} and {fmt_num(_median(hi))} for "
+            f"Between depths, the median is {fmt_num(medians[0])} for {lo.label} and {fmt_num(medians[-1])} for "
             f"{hi.label}{trend}: "
             + (
                 f"the deeper ResNet's responses are {rel:.0%} smaller, as in Fig. 7 (each unit of a deeper net "
@@ -205,9 +205,9 @@ def explain(profiles: Sequence[ResponseProfile], margin: float = MARGIN) -> str:
                 else f"the deeper ResNet's responses are {-rel:.0%} larger, unlike Fig. 7."
                 if rel < -margin
                 else f"the fall is within {margin:.0%}, but its order is not chance (were depth irrelevant, "
-                f"{len(res)} medians would fall at every step with probability 1/{round(1 / chance)} = "
-                f"{chance:.0%}): deeper ResNets have smaller responses, as in Fig. 7, by a small amount."
-                if falls and chance < ORDER_ALPHA
+                f"{len(res)} medians would fall at every step with probability 1/{orders} = "
+                f"{1 / orders:.0%}): deeper ResNets have smaller responses, as in Fig. 7, by a small amount."
+                if falls and 1 / orders < ORDER_ALPHA
                 else f"within {margin:.0%} of each other, so depth's effect is not decided here."
             )
         )

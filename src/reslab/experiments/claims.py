@@ -88,12 +88,15 @@ def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
         "relatives": _claims_relatives,
     }[experiment]
     out = fn(groups)
-    in_progress = any(not r.finished and r.steps > 0 for g in groups for r in g.runs)
-    waiting = [r.name for g in groups for r in g.runs if not r.finished and r.steps == 0]
-    notes = ["some runs are unfinished: their numbers are from their last evaluation"] * in_progress + [
-        f"{len(waiting)} planned run{'s' * (len(waiting) > 1)} not started yet ({', '.join(waiting)}): "
-        "the numbers are of the others"
-    ] * bool(waiting)
+    notes = []
+    if any(g.in_progress() for g in groups):
+        notes.append("some runs are unfinished: their numbers are from their last evaluation")
+    waiting = [r.name for g in groups for r in g.not_started()]
+    if waiting:
+        notes.append(
+            f"{len(waiting)} planned run{'s' * (len(waiting) > 1)} not started yet ({', '.join(waiting)}): "
+            "the numbers are of the others"
+        )
     if notes:
         for c in out:
             c.sentence += f" ({'; '.join(notes)})"

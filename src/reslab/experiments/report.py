@@ -389,7 +389,8 @@ def _table_row(plan: Plan, g: Group, multi: bool) -> str:
     tr = fmt(g.mean("train_error"), g.std("train_error") if multi else math.nan)
     te = fmt(g.mean("test_error"), g.std("test_error") if multi else math.nan)
     be = fmt(g.mean("best_test_error"))
-    runs = f"{sum(r.finished for r in g.runs)}/{g.n}" + (f" ({g.open_runs()})" if g.open_runs() else "")
+    open_runs = g.open_runs()
+    runs = f"{sum(r.finished for r in g.runs)}/{g.n}" + (f" ({open_runs})" if open_runs else "")
     cells = [g.label, str(g.depth), runs, tr, te]
     if multi:
         cells.append(fmt_range(*g.range("test_error")))

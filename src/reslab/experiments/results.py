@@ -257,15 +257,23 @@ class Group:
     def finished(self) -> bool:
         return all(r.finished for r in self.runs)
 
+    def in_progress(self) -> list[RunResult]:
+        """Runs started but not finished: they have logged steps, their numbers are their last evaluation's."""
+        return [r for r in self.runs if not r.finished and r.steps > 0]
+
+    def not_started(self) -> list[RunResult]:
+        """Planned runs with no step logged and no numbers: seeds added to a sweep, or runs ``--runs`` left
+        for later."""
+        return [r for r in self.runs if not r.finished and r.steps == 0]
+
     def open_runs(self) -> str:
-        """What of the group is not finished: "" when all is, else e.g. "1 in progress, 2 not started"
-        (a run in progress has logged steps, its numbers are its last evaluation's; one not started has
-        none and no numbers: seeds added to a sweep, or runs ``--runs`` left for later)."""
-        started = sum(1 for r in self.runs if not r.finished and r.steps > 0)
-        waiting = sum(1 for r in self.runs if not r.finished and r.steps == 0)
-        return ", ".join(
-            [f"{started} in progress"] * bool(started) + [f"{waiting} not started"] * bool(waiting)
-        )
+        """What of the group is not finished: "" when all is, else e.g. "1 in progress, 2 not started"."""
+        parts = []
+        if self.in_progress():
+            parts.append(f"{len(self.in_progress())} in progress")
+        if self.not_started():
+            parts.append(f"{len(self.not_started())} not started")
+        return ", ".join(parts)
 
 
 def group_runs(results: list[RunResult]) -> list[Group]:
