@@ -187,15 +187,27 @@ def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
         res56,
     ]
     assert groups[0].open_runs() == ""
-    for c in claims_for("degradation", groups):
+    plain, *resnet = claims_for("degradation", groups)
+    assert "plain nets" in plain.claim  # judged from the plain nets alone, which are whole
+    assert "unfinished" not in plain.sentence and "not started" not in plain.sentence, plain.sentence
+    for c in resnet:  # every other claim involves ResNet-56
         assert c.sentence.endswith(
             "(some runs are unfinished: their numbers are from their last evaluation; "
             "1 planned run not started yet (resnet56-s2): the numbers are of the others)"
         ), c.sentence
     res56.runs[1] = dataclasses.replace(res56.runs[1], finished=True)
-    (c, *_) = claims_for("degradation", groups)
+    (_, c, *_) = claims_for("degradation", groups)
     assert "unfinished" not in c.sentence and "not started yet (resnet56-s2)" in c.sentence
     assert not any("not started" in c.sentence for c in claims_for("degradation", groups[:3]))
+    # a claim names only its own networks' open runs: DenseNet not started leaves pre-act's claim whole
+    dense = _group("densenet", 100, [math.nan], [math.nan])
+    dense.runs[0] = dataclasses.replace(dense.runs[0], finished=False, steps=0)
+    rel = [_group("resnet", 56, [7.0, 7.2], [7.0, 7.1]), _group("preact", 56, [7.1, 7.3], [7.1, 7.2]), dense]
+    preact, densenet = claims_for("relatives", rel)
+    assert "not started" not in preact.sentence, preact.sentence
+    assert densenet.sentence.endswith(
+        "(1 planned run not started yet (densenet100-s0): the numbers are of the others)"
+    )
 
 
 def test_claims_are_computed_from_the_numbers() -> None:

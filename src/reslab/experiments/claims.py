@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reslab.analysis import stats
 from reslab.analysis.stats import Comparison
@@ -30,6 +30,7 @@ class Claim:
     verdict: str  # "supported", "not supported", "partly supported", "inconclusive"
     sentence: str  # the evidence, computed from the numbers
     undecided: str = ""  # when inconclusive: what the budget cannot decide, and what would
+    groups: list[Group] = field(default_factory=list, repr=False)  # what it is judged from (empty: all)
 
     def markdown(self) -> str:
         return f"- **{self.claim}** — {self.verdict.upper()}: {self.sentence}"
@@ -88,6 +89,15 @@ def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
         "relatives": _claims_relatives,
     }[experiment]
     out = fn(groups)
+    for c in out:
+        notes = _open_runs_note(c.groups or groups)
+        if notes:
+            c.sentence += f" ({notes})"
+    return out
+
+
+def _open_runs_note(groups: list[Group]) -> str:
+    """What of ``groups`` is not finished, for a claim judged from them ("" when all is)."""
     notes = []
     if any(g.in_progress() for g in groups):
         notes.append("some runs are unfinished: their numbers are from their last evaluation")
@@ -97,16 +107,13 @@ def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
             f"{len(waiting)} planned run{'s' * (len(waiting) > 1)} not started yet ({', '.join(waiting)}): "
             "the numbers are of the others"
         )
-    if notes:
-        for c in out:
-            c.sentence += f" ({'; '.join(notes)})"
-    return out
+    return "; ".join(notes)
 
 
 def _deeper_is_worse(gs: list[Group], attr: str, what: str, family: str) -> Claim:
     claim = f"Among {family}, the deeper net has the higher {what}"
     if len(gs) < 2:
-        return Claim(claim, "inconclusive", f"needs two depths; only {len(gs)} trained.")
+        return Claim(claim, "inconclusive", f"needs two depths; only {len(gs)} trained.", groups=gs)
     up, against, pairs = _trend(gs, attr)
     c = compare(gs[0], gs[-1], attr)
     verdict = {1: "supported" if against == 0 else "partly supported", -1: "not supported"}.get(
@@ -116,7 +123,7 @@ def _deeper_is_worse(gs: list[Group], attr: str, what: str, family: str) -> Clai
         f"{what} {_series(gs, attr)}; {_evidence(c)}; significantly higher at {up} of {pairs} steps in "
         f"depth, lower at {against}."
     )
-    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "")
+    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "", gs)
 
 
 def _deeper_no_worse(gs: list[Group], attr: str, what: str, family: str) -> Claim:
@@ -124,7 +131,7 @@ def _deeper_no_worse(gs: list[Group], attr: str, what: str, family: str) -> Clai
     shown (inconclusive: consistent with "no worse" but not evidence for it), worse (not supported)."""
     claim = f"Among {family}, deeper is no worse ({what})"
     if len(gs) < 2:
-        return Claim(claim, "inconclusive", f"needs two depths; only {len(gs)} trained.")
+        return Claim(claim, "inconclusive", f"needs two depths; only {len(gs)} trained.", groups=gs)
     worse, better, pairs = _trend(gs, attr)
     c = compare(gs[0], gs[-1], attr)
     verdict = {-1: "supported" if worse == 0 else "partly supported", 1: "not supported"}.get(
@@ -140,7 +147,7 @@ def _deeper_no_worse(gs: list[Group], attr: str, what: str, family: str) -> Clai
         )
         + "."
     )
-    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "")
+    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "", gs)
 
 
 def _a_beats_b(a: Group, b: Group, attr: str, what: str, claim: str) -> Claim:
@@ -148,7 +155,7 @@ def _a_beats_b(a: Group, b: Group, attr: str, what: str, claim: str) -> Claim:
     c = compare(a, b, attr)
     verdict = {1: "supported", -1: "not supported"}.get(c.sign, "inconclusive")
     sentence = f"{what}: {a.label} {_mean_sd(a, attr)}% vs {b.label} {_mean_sd(b, attr)}%; {_evidence(c)}."
-    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "")
+    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "", [a, b])
 
 
 def _claims_degradation(groups: list[Group]) -> list[Claim]:
@@ -185,7 +192,7 @@ def _claims_depth(groups: list[Group]) -> list[Claim]:
     )
     claim = f"Deeper ResNets have lower test error ({lo} → {hi}{paper})"
     if len(res) < 2:
-        out = [Claim(claim, "inconclusive", f"needs two depths up to 110; {len(res)} trained.")]
+        out = [Claim(claim, "inconclusive", f"needs two depths up to 110; {len(res)} trained.", groups=res)]
     else:
         worse, better, pairs = _trend(res, "test_error")
         c = compare(res[0], res[-1], "test_error")
@@ -197,7 +204,13 @@ def _claims_depth(groups: list[Group]) -> list[Claim]:
             f"{pairs} steps in depth, higher at {worse}."
         )
         out = [
-            Claim(claim, verdict, sentence, _undecided(c, "test error") if verdict == "inconclusive" else "")
+            Claim(
+                claim,
+                verdict,
+                sentence,
+                _undecided(c, "test error") if verdict == "inconclusive" else "",
+                res,
+            )
         ]
     g1202 = [g for g in groups if g.depth == 1202]
     g110 = [g for g in groups if g.depth == 110]
@@ -209,6 +222,7 @@ def _claims_depth(groups: list[Group]) -> list[Claim]:
                 "not supported" if c.sign < 0 else "supported",
                 f"test error {_mean_sd(g1202[0], 'test_error')}% vs {_mean_sd(g110[0], 'test_error')}%"
                 f"; {_evidence(c)}.",
+                groups=[g110[0], g1202[0]],
             )
         )
     return out
@@ -220,15 +234,15 @@ def _claims_shortcuts(groups: list[Group]) -> list[Claim]:
     res = [by[k] for k in ("A", "B", "C") if k in by]
     if "plain" in by and res:
         worst = max(res, key=lambda g: g.mean("test_error"))
-        out.append(
-            _a_beats_b(
-                worst,
-                by["plain"],
-                "test_error",
-                "test error, worst shortcut option vs plain",
-                "Every shortcut option (A, B, C) is far better than the plain net",
-            )
+        every = _a_beats_b(
+            worst,
+            by["plain"],
+            "test_error",
+            "test error, worst shortcut option vs plain",
+            "Every shortcut option (A, B, C) is far better than the plain net",
         )
+        every.groups = [*res, by["plain"]]  # which option is the worst depends on all of them
+        out.append(every)
     if len(res) >= 2:
         claim = "C ≤ B ≤ A (projections help a little; paper: 24.19 ≤ 24.52 ≤ 25.03 on ImageNet)"
         cs = [compare(by[x], by[y], "test_error") for x, y in (("C", "B"), ("B", "A")) if x in by and y in by]
@@ -250,7 +264,7 @@ def _claims_shortcuts(groups: list[Group]) -> list[Claim]:
             + "."
         )
         undecided = " ".join(_undecided(c, "test error") for c in cs if not c.sign)
-        out.append(Claim(claim, verdict, sentence, undecided if verdict == "inconclusive" else ""))
+        out.append(Claim(claim, verdict, sentence, undecided if verdict == "inconclusive" else "", res))
     return out
 
 
@@ -289,14 +303,18 @@ def depth_gain_claim(res: list[Group], hw: list[Group]) -> Claim:
     error, judged by a z-test (normal approximation) on the four groups' standard errors at 5%, with the
     0.5-point floor of the single-run margin."""
     claim = f"ResNets gain more from depth than highway nets (depth {hw[0].depth} → {hw[-1].depth})"
-    missing = [g.label for g in (res[0], res[-1], hw[0], hw[-1]) if not g.values("train_error")]
+    ends = [res[0], res[-1], hw[0], hw[-1]]
+    missing = [g.label for g in ends if not g.values("train_error")]
     if missing:
         return Claim(
-            claim, "inconclusive", f"not measured yet: {', '.join(missing)} has no finished evaluation."
+            claim,
+            "inconclusive",
+            f"not measured yet: {', '.join(missing)} has no finished evaluation.",
+            groups=ends,
         )
     dr = res[-1].mean("train_error") - res[0].mean("train_error")
     dh = hw[-1].mean("train_error") - hw[0].mean("train_error")
-    se = math.sqrt(sum(_nz(g.se("train_error")) ** 2 for g in (res[0], res[-1], hw[0], hw[-1])))
+    se = math.sqrt(sum(_nz(g.se("train_error")) ** 2 for g in ends))
     m = max(stats.MIN_MARGIN, 1.96 * se)
     gap = dh - dr
     verdict = "supported" if gap > m else "not supported" if gap < -m else "inconclusive"
@@ -308,6 +326,7 @@ def depth_gain_claim(res: list[Group], hw: list[Group]) -> Claim:
         f"training error gain from depth, ResNet vs highway: {gap:+.2f} points, within ±{m:.2f}."
         if verdict == "inconclusive"
         else "",
+        ends,
     )
 
 
