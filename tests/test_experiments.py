@@ -205,6 +205,11 @@ def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
     rel = [_group("resnet", 56, [7.0, 7.2], [7.0, 7.1]), _group("preact", 56, [7.1, 7.3], [7.1, 7.2]), dense]
     preact, densenet = claims_for("relatives", rel)
     assert "not started" not in preact.sentence, preact.sentence
+    running = _group("densenet", 100, [9.3, 9.4], [11.1, 27.1])  # mid-way: last evaluations, far apart
+    running.runs = [dataclasses.replace(r, finished=False) for r in running.runs]
+    (_, densenet_running) = claims_for("relatives", [*rel[:2], running])
+    assert densenet_running.verdict == "inconclusive" and "unfinished" in densenet_running.sentence
+    assert not densenet_running.undecided  # open runs, not the budget: no seed estimate yet
     assert densenet.sentence.endswith(
         "(1 planned run not started yet (densenet100-s0): the numbers are of the others)"
     )

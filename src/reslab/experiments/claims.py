@@ -93,6 +93,7 @@ def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
         notes = _open_runs_note(c.groups or groups)
         if notes:
             c.sentence += f" ({notes})"
+            c.undecided = ""  # open runs, not the budget, leave it undecided: no seed estimate yet
     return out
 
 
