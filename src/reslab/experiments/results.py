@@ -268,12 +268,10 @@ class Group:
 
     def open_runs(self) -> str:
         """What of the group is not finished: "" when all is, else e.g. "1 in progress, 2 not started"."""
-        parts = []
-        if self.in_progress():
-            parts.append(f"{len(self.in_progress())} in progress")
-        if self.not_started():
-            parts.append(f"{len(self.not_started())} not started")
-        return ", ".join(parts)
+        started, waiting = len(self.in_progress()), len(self.not_started())
+        return ", ".join(
+            [f"{started} in progress"] * bool(started) + [f"{waiting} not started"] * bool(waiting)
+        )
 
 
 def group_runs(results: list[RunResult]) -> list[Group]:
