@@ -562,9 +562,14 @@ def test_report_states_spread_test_and_what_is_undecided(tmp_path: Path) -> None
     sessions.append({"host": "gpu1", "cpus": 16, "cpu_model": "Intel Xeon"})
     write_plan(plan, [{"wall_s": 60.0, "jobs": 1, **s} for s in sessions])
     _fake_runs(plan)
+    # one machine's device as recorded before and after the "1 thread" grammar fix: named once
+    for i, r in enumerate(plan.runs):
+        dev = "cpu (x86_64, 1 threads)" if i % 2 else "cpu (x86_64, 1 thread)"
+        (plan.run_dir(r) / "summary.json").write_text(json.dumps({"finished": True, "device": dev}))
     redraw(plan.out)
     report = (plan.out / "report.md").read_text()
     assert "- Machine: box (2 CPUs, AMD EPYC), gpu1 (16 CPUs, Intel Xeon); device" in report, report
+    assert "; device cpu (x86_64, 1 thread); software" in report, report
     assert "test error range %" in report and "Welch's t-test" in report
     assert "## What this budget cannot decide" in report
     assert "reslab reproduce degradation --dataset cifar10 --budget quick --seeds 3" in report

@@ -126,9 +126,13 @@ def _run_summaries(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _run_devices(plan: Plan) -> list[str]:
+    """The runs' devices (summary.json's ``device``), each once. Runs trained before revision 2df67e5
+    recorded "1 threads": read as "1 thread", so that old and new runs on one machine name one device."""
     devs: list[str] = []
     for d in _run_summaries(plan):
         v = d.get("device_name") or d.get("device")
+        if isinstance(v, str):
+            v = v.replace(" 1 threads)", " 1 thread)")
         if isinstance(v, str) and v and v not in devs:
             devs.append(v)
     return devs
