@@ -441,7 +441,7 @@ def run_experiment(
 
 def _publish_on_stop(out: Path, publish: str | os.PathLike, log: Callable[[str], None]) -> None:
     """On an interrupted sweep, publish what it has, unfinished runs with their newest checkpoint, so a
-    fresh machine continues them; a failure here is logged and must not hide the interruption."""
+    rerun from ``publish`` continues them; a failure here is logged and must not hide the interruption."""
     try:
         publish_folder(out, publish)
         log(f"published the finished runs and the unfinished runs' last checkpoints to {publish}")
