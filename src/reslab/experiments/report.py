@@ -131,9 +131,10 @@ def _run_devices(plan: Plan) -> list[str]:
     devs: list[str] = []
     for d in _run_summaries(plan):
         v = d.get("device_name") or d.get("device")
-        if isinstance(v, str):
-            v = v.replace(" 1 threads)", " 1 thread)")
-        if isinstance(v, str) and v and v not in devs:
+        if not isinstance(v, str) or not v:
+            continue
+        v = v.replace(" 1 threads)", " 1 thread)")
+        if v not in devs:
             devs.append(v)
     return devs
 
