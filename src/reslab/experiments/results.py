@@ -269,9 +269,10 @@ class Group:
     def open_runs(self) -> str:
         """What of the group is not finished: "" when all is, else e.g. "1 in progress, 2 not started"."""
         started, waiting = len(self.in_progress()), len(self.not_started())
-        return ", ".join(
-            [f"{started} in progress"] * bool(started) + [f"{waiting} not started"] * bool(waiting)
-        )
+        parts = [f"{started} in progress"] if started else []
+        if waiting:
+            parts.append(f"{waiting} not started")
+        return ", ".join(parts)
 
 
 def group_runs(results: list[RunResult]) -> list[Group]:
