@@ -19,7 +19,8 @@ import pytest
 from _import_graph import find_cycle, import_graph
 from reslab.cli import main
 from reslab.errors import ConfigError, ReslabError
-from reslab.experiments import plan_experiment, redraw, run_experiment, run_status
+from reslab.experiments import plan_experiment, redraw, run_experiment
+from reslab.train.rundir import RunDir
 from reslab.experiments.claims import claims_for
 from reslab.experiments.plan import write_plan
 from reslab.experiments.results import Group, RunResult
@@ -405,7 +406,7 @@ def test_runs_trains_only_the_named_runs_and_the_report_covers_the_finished(tmp_
     first = run_experiment(plan, progress=False, only=["resnet20-s0"], log=lines.append)
     assert first["trained"] == ["resnet20-s0"] and first["left_out"] == ["plain20-s0"], first
     assert "0 to continue, 1 to train, 1 left for another invocation" in lines[0], lines
-    assert run_status(plan.run_dir(plan.runs[0])) == "new"
+    assert RunDir.status(plan.run_dir(plan.runs[0])) == "missing"
     assert "2 runs, 1 finished" in (out / "report.md").read_text()
     second = run_experiment(plan, progress=False)
     assert second["trained"] == ["plain20-s0"] and second["skipped"] == ["resnet20-s0"], second
@@ -430,8 +431,8 @@ def test_rerun_skips_finished_and_continues_interrupted(tmp_path: Path, monkeypa
     monkeypatch.undo()
     stopped = json.loads((plan.out / "experiment.json").read_text())["sessions"][-1]
     assert stopped["status"] == "interrupted" and stopped["trained"] == [first.name], stopped
-    assert run_status(plan.run_dir(first)) == "done"
-    assert run_status(plan.run_dir(second)) == "partial"
+    assert RunDir.status(plan.run_dir(first)) == "finished"
+    assert RunDir.status(plan.run_dir(second)) == "unfinished"
     row2 = (plan.run_dir(second) / "metrics.csv").read_text().splitlines()[1]
     done_mtime = (plan.run_dir(first) / "summary.json").stat().st_mtime_ns
 
@@ -474,7 +475,7 @@ def test_concurrent_workers(tmp_path: Path) -> None:
         ).read_text()
     assert (pub / "report.md").is_file() and not list(pub.rglob("*.safetensors"))
     for r in plan.runs:
-        assert run_status(plan.run_dir(r)) == "done"
+        assert RunDir.status(plan.run_dir(r)) == "finished"
         assert (plan.out / "logs" / f"{r.name}.log").is_file()
     sessions = json.loads((plan.out / "experiment.json").read_text())["sessions"]
     assert sessions[-1]["jobs"] == 2
@@ -737,7 +738,7 @@ def test_sigterm_to_a_concurrent_sweep_stops_its_workers(tmp_path: Path) -> None
     assert not alive, f"workers still running after the parent ended: {alive}"
     session = json.loads((out / "experiment.json").read_text())["sessions"][-1]
     assert session["status"] == "interrupted"
-    assert {run_status(out / "runs" / f"{n}-s0") for n in ("plain20", "resnet20")} == {"partial"}
+    assert {RunDir.status(out / "runs" / f"{n}-s0") for n in ("plain20", "resnet20")} == {"unfinished"}
 
 
 def _processes_mentioning(text: str) -> list[int]:

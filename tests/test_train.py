@@ -459,6 +459,7 @@ def test_meters_sum_on_the_device_and_survive_a_checkpoint():
 
 def test_run_directory_rules_before_anything_is_touched(tmp_path):
     from reslab.errors import ConfigError, ReslabError
+    from reslab.owned import new_marker
     from reslab.train.recipe import config_to_yaml
     from reslab.train.rundir import RunDir, check_target
 
@@ -470,6 +471,8 @@ def test_run_directory_rules_before_anything_is_touched(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(config_to_yaml(cfg))
+    assert RunDir.status(run) == "foreign"  # a file name a user may have is no run: reslab's marker is
+    new_marker(run, "run", ["config.yaml"])
     assert RunDir.status(run) == "unfinished"
     with pytest.raises(ReslabError, match="already holds an unfinished run"):
         check_target(cfg, run, resume=False, overwrite=False)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from reslab.errors import CheckpointError, first_line
+from reslab.errors import CheckpointError
 
 
 @contextlib.contextmanager
@@ -104,6 +104,15 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
     write_bytes(path, buf.getvalue())
 
 
+def _unsafe_global(e: BaseException) -> str:
+    """`` (GLOBAL name)`` that PyTorch's refusal names, if it names one (its text, with its advice to turn
+    the check off, is not passed on)."""
+    import re
+
+    m = re.search(r"GLOBAL\s+([A-Za-z_][\w.]*)", re.sub(r"\x1b\[[0-9;]*m", "", str(e)))
+    return f" ({m.group(1)})" if m else ""
+
+
 def torch_load(path: str | os.PathLike, map_location: Any = "cpu", *, data: bytes | None = None) -> Any:
     """Load a torch file with ``weights_only=True``: tensors, dicts, lists, numbers and strings only.
 
@@ -123,7 +132,8 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu", *, data: byte
         return torch.load(src, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
-            f"refusing to load {path}: not a plain-tensor file ({first_line(e, 160)})"
+            f"refusing to load {path}: it holds Python objects beyond tensors and plain containers"
+            f"{_unsafe_global(e)}, which unpickling could run as code; reslab loads only weights-only files"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
         raise CheckpointError(f"cannot read {path}: corrupt or truncated ({type(e).__name__})") from None

@@ -34,3 +34,22 @@ def first_line(e: BaseException | str, limit: int | None = None, default: str | 
     lines = str(e).strip().splitlines()
     text = lines[0] if lines else (default or type(e).__name__)
     return text[:limit] if limit is not None else text
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """What ran out, in a few words, when ``e`` is an out-of-memory error (CPU or CUDA); else ``None``.
+
+    PyTorch raises ``torch.OutOfMemoryError`` (a ``RuntimeError``) for CUDA and a plain ``RuntimeError``
+    ("DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes") on the CPU; Python
+    raises ``MemoryError``."""
+    import re
+
+    if isinstance(e, MemoryError):
+        return "the CPU's memory"
+    text = str(e)
+    if type(e).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
+        return "GPU memory"
+    if "can't allocate memory" in text or "not enough memory" in text:
+        m = re.search(r"allocate (\d+) bytes", text)
+        return f"the CPU could not allocate {int(m.group(1)) / 2**30:.1f} GiB" if m else "the CPU's memory"
+    return None

@@ -147,13 +147,27 @@ class Generation:
 
 def check_generation(directory: Path, name: str, *, keep: tuple[str, ...] = ()) -> Generation:
     """Hash every file of generation ``name`` against its manifest. The bytes of roles in ``keep`` are
-    returned in ``Generation.data`` (read once: what was hashed is what the caller loads)."""
+    returned in ``Generation.data`` (read once: what was hashed is what the caller loads).
+
+    In a folder without manifests a generation is *legacy* (an older reslab's, usable unverified) only
+    where none of its files carries a run id: one that does was written by a reslab that records
+    checksums, so its missing manifest makes it unverifiable, not old."""
     directory = Path(directory)
     if not has_manifests(directory):
         present = [r for r in ROLES if role_path(directory, name, r).is_file()]
-        gen = Generation(name, None, legacy=bool(present))
+        claimed = [
+            role_path(directory, name, r).name
+            for r in present
+            if (ident := _file_identity(role_path(directory, name, r))) is not None and ident[0]
+        ]
+        gen = Generation(name, None, legacy=bool(present) and not claimed)
         if not present:
             gen.problems.append("missing")
+        elif claimed:
+            gen.problems.append(
+                f"{', '.join(claimed)}: written by a reslab that records checksums, but no manifest vouches "
+                "for it"
+            )
         return gen
     try:
         manifest = read_manifest(directory, name)
@@ -221,6 +235,13 @@ def _identity(path: Path, data: bytes) -> tuple[Any, Any, Any] | None:
         return None
 
 
+def _file_identity(path: Path) -> tuple[Any, Any, Any] | None:
+    try:
+        return _identity(path, path.read_bytes())
+    except OSError:
+        return None
+
+
 def _json(v: Any) -> Any:
     try:
         return json.loads(v) if isinstance(v, str) else v
@@ -237,11 +258,15 @@ def verify_file(path: Path, data: bytes) -> None:
     parts = split_name(path)
     directory = path.parent
     if parts is None or not has_manifests(directory):
-        if (
-            parts is not None
-            and directory.name == "checkpoints"
-            and (directory.parent / "config.yaml").is_file()
-        ):
+        if parts is None or directory.name != "checkpoints":
+            return
+        ident = _identity(path, data)
+        if ident is not None and ident[0]:  # a run id: written by a reslab that records checksums
+            raise CheckpointError(
+                f"{path} was written by a reslab that records checksums, but no manifest vouches for it "
+                f"(removed, or the save was interrupted): refusing to use it; see: reslab verify {directory.parent}"
+            )
+        if (directory.parent / "config.yaml").is_file():
             note(f"{path} has no checksum record (written by an older reslab); used unverified")
         return
     name, role = parts
@@ -259,6 +284,52 @@ def verify_file(path: Path, data: bytes) -> None:
         raise CheckpointError(
             f"{directory / problem}; refusing to use it; see: reslab verify {directory.parent}"
         )
+
+
+def read_verified(path: Path, tries: int = 20, wait_s: float = 0.15) -> bytes:
+    """The bytes of ``path``, verified by :func:`verify_file`. A reader can meet a generation mid-save
+    (its data files written, its manifest not yet, or the previous manifest taken away for a rotation):
+    such a look is retried for up to ``tries * wait_s`` seconds before it is refused, and a refusal while
+    a training process holds the run says so instead of calling the save interrupted."""
+    import time
+
+    path = Path(path)
+    for attempt in range(tries):
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+        try:
+            verify_file(path, data)
+            return data
+        except CheckpointError as e:
+            mid_save = INTERRUPTED in str(e) or "has no manifest" in str(e)
+            if not mid_save:
+                raise
+            if attempt == tries - 1:
+                pid = _training_pid(path.parent.parent)
+                if pid is None:
+                    raise
+                raise CheckpointError(
+                    f"{path}: a save is in progress (reslab process {pid} is training into "
+                    f"{path.parent.parent}); try again when it has finished writing"
+                ) from None
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")
+
+
+def _training_pid(run_dir: Path) -> int | None:
+    """The pid in ``run_dir/train.lock`` when that process is alive (it empties the file on exit)."""
+    import os
+
+    try:
+        pid = int((run_dir / "train.lock").read_text().strip() or 0)
+        if pid > 0:
+            os.kill(pid, 0)
+            return pid
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 _NOTED: set[str] = set()

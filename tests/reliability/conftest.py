@@ -4,6 +4,7 @@ checks that a run directory is readable."""
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,57 @@ def reference(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("reference") / "run"
     assert main(["train", *ARGS, "--out", str(run)]) == 0
     return run
+
+
+STOP_AT = 40  # the interrupted run stops after step 40: last = step 41 (SIGINT checkpoint), prev = step 39
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def lines(capsys) -> tuple[str, list[str]]:
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err
+    return cap.out, cap.err.strip().splitlines()
+
+
+def err_line(capsys) -> str:
+    _, err = lines(capsys)
+    assert len(err) == 1 and err[0].startswith("reslab: error:"), err
+    return err[0]
+
+
+def invert(path: Path, where: str, n: int = 64) -> None:
+    """Invert ``n`` bytes of ``path`` at ``start``, ``header`` (bytes 8.., inside the safetensors JSON
+    header / the zip's first entry header / the manifest's first field), ``middle`` or ``end``."""
+    data = bytearray(path.read_bytes())
+    at = {"start": 0, "header": 8, "middle": len(data) // 2 - n // 2, "end": len(data) - n}[where]
+    n = min(n, len(data) - at)
+    data[at : at + n] = bytes(b ^ 0xFF for b in data[at : at + n])
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="session")
+def interrupted(tmp_path_factory) -> Path:
+    """The reference run's config, stopped by SIGINT during step 40 (a checkpoint of step 41 is written).
+    Tests copy it (:func:`copy_tree`) before they change anything."""
+    from reslab._io import torch_load
+    from reslab.cli import main
+    from reslab.train.checkpoint import state_path
+
+    run = tmp_path_factory.mktemp("interrupted") / "run"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RESLAB_FAULT", f"step:{STOP_AT}:SIGINT")
+    try:
+        assert main(["train", *ARGS, "--out", str(run)]) == 130
+    finally:
+        mp.undo()
+    assert torch_load(state_path(run, "last"))["step"] == STOP_AT + 1
+    assert torch_load(state_path(run, "prev"))["step"] == STOP_AT - 1
+    return run
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

@@ -9,67 +9,31 @@ left, resume refuses and nothing is changed or deleted.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ARGS, ITERATIONS, assert_same_weights, metric_rows
+from conftest import (
+    ARGS,
+    ITERATIONS,
+    STOP_AT,
+    assert_same_weights,
+    invert,
+    metric_rows,
+)
+from conftest import copy_tree as _copy
+from conftest import err_line as _err_line
+from conftest import lines as _lines
+from conftest import snapshot as _snapshot
 
 from reslab._io import torch_load
 from reslab.cli import main
 from reslab.manifest import check_generation
 from reslab.train.checkpoint import Checkpointer, state_path, weights_path
 from reslab.train.verify import verify_run
-
-STOP_AT = 40  # the interrupted run stops after step 40: last = step 41 (SIGINT checkpoint), prev = step 39
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _lines(capsys) -> tuple[str, list[str]]:
-    cap = capsys.readouterr()
-    assert "Traceback" not in cap.err
-    return cap.out, cap.err.strip().splitlines()
-
-
-def _err_line(capsys) -> str:
-    _, err = _lines(capsys)
-    assert len(err) == 1 and err[0].startswith("reslab: error:"), err
-    return err[0]
-
-
-def invert(path: Path, where: str, n: int = 64) -> None:
-    """Invert ``n`` bytes of ``path`` at ``start``, ``header`` (bytes 8.., inside the safetensors JSON
-    header / the zip's first entry header / the manifest's first field), ``middle`` or ``end``."""
-    data = bytearray(path.read_bytes())
-    at = {"start": 0, "header": 8, "middle": len(data) // 2 - n // 2, "end": len(data) - n}[where]
-    n = min(n, len(data) - at)
-    data[at : at + n] = bytes(b ^ 0xFF for b in data[at : at + n])
-    path.write_bytes(bytes(data))
-
-
-@pytest.fixture(scope="module")
-def interrupted(tmp_path_factory) -> Path:
-    """The reference run's config, stopped by SIGINT during step 40 (a checkpoint of step 41 is written)."""
-    run = tmp_path_factory.mktemp("interrupted") / "run"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RESLAB_FAULT", f"step:{STOP_AT}:SIGINT")
-    try:
-        assert main(["train", *ARGS, "--out", str(run)]) == 130
-    finally:
-        mp.undo()
-    assert torch_load(state_path(run, "last"))["step"] == STOP_AT + 1
-    assert torch_load(state_path(run, "prev"))["step"] == STOP_AT - 1
-    return run
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
 
 
 def _assert_equals_reference(run: Path, reference: Path) -> None:
@@ -201,8 +165,10 @@ def test_a_file_swapped_in_from_another_run_is_detected(interrupted, reference, 
     assert "from another run" in _err_line(capsys)
     (run / "summary.json").unlink()
     assert main(["train", "--resume", str(run), "--quiet"]) == 0  # falls back to prev (step 45)
-    _, err = _lines(capsys)
-    assert len(err) == 1 and "from another run" in err[0] and "(step 45)" in err[0], err
+    _, err = _lines(capsys)  # and rebuilds best's weights from its own sound best.state.pt
+    assert len(err) == 2 and "from another run" in err[0] and "(step 45)" in err[0], err
+    assert "best (step 32) was damaged" in err[1] and "rebuilt from best.state.pt" in err[1], err
+    assert main(["verify", str(run)]) == 0
 
 
 # ------------------------------------------------------------------------- a run of an older reslab
@@ -211,14 +177,24 @@ def test_a_file_swapped_in_from_another_run_is_detected(interrupted, reference, 
 def test_older_run_without_manifests_is_accepted_with_a_note_then_checksummed(
     interrupted, reference, tmp_path, capsys
 ):
+    from safetensors.torch import load_file, save_file
+
     run = _copy(interrupted, tmp_path / "run")
-    for p in run.glob("checkpoints/*"):  # as an older reslab left it: no manifests, no prev, no run_id
+    (run / "reslab-run.json").unlink()  # as an older reslab left it: no marker, no manifests, no prev,
+    for p in run.glob("checkpoints/*"):  # no run id, no save count, no config in the state
         if p.name.endswith(".manifest.json") or p.name.startswith("prev."):
             p.unlink()
         elif p.name.endswith(".state.pt"):
             s = torch_load(p)
-            del s["run_id"]
+            for key in ("run_id", "save_index", "config"):
+                del s[key]
             torch.save(s, p)
+        elif p.name.endswith(".safetensors"):
+            with open(p, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                meta = json.loads(f.read(n))["__metadata__"]
+            del meta["run_id"]
+            save_file(load_file(p), p, metadata=meta)
     assert main(["verify", str(run)]) == 0
     out, _ = _lines(capsys)
     assert "no checksums" in out and "continue from last unverified" in out, out

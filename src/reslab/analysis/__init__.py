@@ -18,51 +18,38 @@
 Targets (run directories, checkpoints, or fresh models) come from :func:`resolve_targets`.
 """
 
-from reslab.analysis.common import (
-    EvalData,
-    Target,
-    evaluate,
-    load_eval_data,
-    resolve_targets,
-    without_batchnorm,
-)
-from reslab.analysis.directions import filter_normalize, random_direction
-from reslab.analysis.gradients import GradientProfile, gradient_profile, run_gradients
-from reslab.analysis.landscape import compute_landscape, run_landscape
-from reslab.analysis.lesion import lesion_study, run_lesion, swapped_blocks
-from reslab.analysis.ode import ODEProfile, ode_profile, run_ode, weight_smoothness
-from reslab.analysis.paths import path_gradients, path_length_distribution, run_paths
-from reslab.analysis.responses import response_std, run_responses
-from reslab.models.base import deleted_blocks  # the lesion of one unit: it lives with the units
+from __future__ import annotations
 
-ANALYSES = ("gradients", "responses", "lesion", "paths", "landscape", "ode")
+import importlib
+from typing import Any
 
-__all__ = [
-    "ANALYSES",
-    "EvalData",
-    "GradientProfile",
-    "ODEProfile",
-    "Target",
-    "compute_landscape",
-    "deleted_blocks",
-    "evaluate",
-    "filter_normalize",
-    "gradient_profile",
-    "lesion_study",
-    "load_eval_data",
-    "ode_profile",
-    "path_gradients",
-    "path_length_distribution",
-    "random_direction",
-    "resolve_targets",
-    "response_std",
-    "run_gradients",
-    "run_landscape",
-    "run_lesion",
-    "run_ode",
-    "run_paths",
-    "run_responses",
-    "swapped_blocks",
-    "weight_smoothness",
-    "without_batchnorm",
-]
+# name -> the module that defines it: loaded on first use, so ``reslab --help`` (which lists
+# :data:`ANALYSES`) imports no torch.
+_LAZY = {
+    **dict.fromkeys(
+        ("EvalData", "Target", "evaluate", "load_eval_data", "resolve_targets", "without_batchnorm"), "common"
+    ),
+    **dict.fromkeys(("filter_normalize", "random_direction"), "directions"),
+    **dict.fromkeys(("GradientProfile", "gradient_profile", "run_gradients"), "gradients"),
+    **dict.fromkeys(("compute_landscape", "run_landscape"), "landscape"),
+    **dict.fromkeys(("lesion_study", "run_lesion", "swapped_blocks"), "lesion"),
+    **dict.fromkeys(("ODEProfile", "ode_profile", "run_ode", "weight_smoothness"), "ode"),
+    **dict.fromkeys(("path_gradients", "path_length_distribution", "run_paths"), "paths"),
+    **dict.fromkeys(("response_std", "run_responses"), "responses"),
+    "ANALYSES": "command",
+}
+_ELSEWHERE = {"deleted_blocks": "reslab.models.base"}  # the lesion of one unit: it lives with the units
+
+__all__ = sorted([*_LAZY, *_ELSEWHERE])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"reslab.analysis.{_LAZY[name]}"), name)
+    if name in _ELSEWHERE:
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(f"module 'reslab.analysis' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

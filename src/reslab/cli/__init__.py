@@ -24,7 +24,7 @@ from reslab.cli.experiments import add_plot, add_reproduce
 from reslab.cli.models import add_models
 from reslab.cli.train import add_train
 from reslab.cli.verify import add_verify
-from reslab.errors import INTERRUPTED_EXIT, USER_ERROR_EXIT, ReslabError
+from reslab.errors import INTERRUPTED_EXIT, USER_ERROR_EXIT, ReslabError, out_of_memory
 
 COMMANDS = (
     add_models,
@@ -73,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ReslabError as e:
         print(f"reslab: error: {e}", file=sys.stderr)
+        return USER_ERROR_EXIT
+    except (MemoryError, RuntimeError) as e:
+        what = out_of_memory(e)
+        if what is None:
+            raise
+        print(f"reslab: error: out of memory ({what}); try a smaller batch or input", file=sys.stderr)
         return USER_ERROR_EXIT
     except KeyboardInterrupt:
         print("reslab: interrupted", file=sys.stderr)

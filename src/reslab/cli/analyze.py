@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.cli.options import add_device
+
 
 def add_analyze(sub: argparse._SubParsersAction) -> None:
+    from reslab.analysis.command import ANALYSES
+
     p = sub.add_parser(
         "analyze",
-        help="take a network apart: gradients, responses, lesion, paths, landscape, ode",
+        help=f"take a network apart: {', '.join(ANALYSES)}",
         description="Measure trained runs / checkpoints or fresh models (--model NAME[,NAME] --init); writes "
         "a PNG figure, the raw numbers (CSV/NPZ) and summary.md into --out.",
     )
-    p.add_argument("analysis", choices=("gradients", "responses", "lesion", "paths", "landscape", "ode"))
+    p.add_argument("analysis", choices=ANALYSES)
     p.add_argument(
         "targets", nargs="*", metavar="RUN_OR_CHECKPOINT", help="run directories or .safetensors files"
     )
@@ -30,7 +34,7 @@ def add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seed for subsets, directions, sampled paths (default 0)"
     )
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    add_device(p)
     p.add_argument("--out", help="output directory (default analysis/<name>-<time>); landscape resumes in it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("gradients / paths / ode")
@@ -66,6 +70,3 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     out = run_analysis(AnalysisRequest(**given))
     print(f"{args.analysis}: wrote {out / 'summary.md'}")
     return 0
-
-
-# ----------------------------------------------------------------------------------------- export

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.cli.options import add_device
+
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -68,7 +70,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    add_device(p)
     p.add_argument("--invert", choices=("auto", "never", "always"), default="auto",
                    help="grey models: invert images whose polarity is the opposite of the training "
                    "images' (auto, from the image border: a dark garment on a light background), "
@@ -167,6 +169,3 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
     print(run_features(args.model, args.input_size, as_json=args.json))
     return 0
-
-
-# ----------------------------------------------------------------------------------------- verify

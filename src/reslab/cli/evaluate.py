@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.cli.options import add_device
+
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,7 +20,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder holding the data set (default: the run's, else searched)")
     p.add_argument("--split", choices=("val", "test", "both"), default="both", help="which sets to evaluate")
     p.add_argument("--tta", choices=("none", "flip"), default="none", help="test-time augmentation")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device(p)
     p.add_argument("--batch-size", type=int, default=None,
                    help="evaluation batch size (default 256; detection 16, segmentation 32)")  # fmt: skip
     p.set_defaults(func=_cmd_eval)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.cli.options import add_device
+
 
 def add_reproduce(sub: argparse._SubParsersAction) -> None:
-    from reslab.experiments.specs import BUDGETS
+    from reslab.experiments.specs import BUDGETS, DATASETS, EXPERIMENTS
 
     p = sub.add_parser(
         "reproduce",
@@ -20,14 +22,12 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
             "64k-iteration schedule; a GPU job)."
         ),
     )
-    p.add_argument(
-        "name", choices=("degradation", "depth", "shortcuts", "highway", "relatives"), help="the experiment"
-    )
+    p.add_argument("name", choices=tuple(EXPERIMENTS), help="the experiment")
     p.add_argument(
         "--dataset",
         default="fashion-mnist",
-        choices=("fashion-mnist", "cifar10", "cifar100", "synthetic"),
-        help="data set (default: fashion-mnist)",
+        type=_dataset,
+        help=f"{', '.join(DATASETS)} (default: fashion-mnist)",
     )
     p.add_argument("--budget", default="quick", choices=tuple(BUDGETS), help="default: quick")
     p.add_argument(
@@ -37,7 +37,7 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--depths", default=None, help="comma list of depths (default: the experiment's)")
     p.add_argument("--out", default=None, help="experiment folder (default: experiments/NAME-DATASET-BUDGET)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
+    add_device(p, default=None)
     p.add_argument(
         "--jobs",
         type=int,
@@ -110,6 +110,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- plot
 
 
+def _dataset(name: str) -> str:
+    """A data set an experiment trains on: :data:`~reslab.experiments.specs.DATASETS` (and ``synthetic``,
+    accepted for tests and demos, not advertised)."""
+    from reslab.experiments.specs import ALL_DATASETS, DATASETS
+
+    if name not in ALL_DATASETS:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(DATASETS)}")
+    return name
+
+
 def add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="redraw an experiment's or run's figures from its CSV logs")
     p.add_argument("path", help="an experiment folder (figures + report.md) or a run directory (curves.png)")
@@ -131,6 +141,3 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if result.get("report"):
         print(f"report: {result['report']}")
     return 0
-
-
-# ---------------------------------------------------------------------------------------- analyze

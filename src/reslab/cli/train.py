@@ -74,7 +74,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     changeable = ", ".join(sorted(RESUME_KEYS))
     g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
                    f"with its stored config (only these may change: {changeable})")  # fmt: skip
-    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    g.add_argument("--accept-change", action="append", default=[], metavar="KEY",
+                   help="with --resume: accept a deliberate change of KEY (iterations or epochs) in the run's "
+                   "config.yaml or on this command line; recorded in the run's history (repeatable)")  # fmt: skip
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out (only the files "
+                   "reslab wrote there; a folder holding anything else is refused)")  # fmt: skip
     g = p.add_argument_group("output")
     g.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_train)
@@ -96,7 +100,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     given = _train_flag_values(args)
     if args.resume:
         sets = parse_set(args.set)
-        refused = [f"--{k.replace('_', '-')}" for k in given if k not in RESUME_KEYS]
+        accept = set(args.accept_change)
+        refused = [f"--{k.replace('_', '-')}" for k in given if k not in RESUME_KEYS and k not in accept]
         refused += [f"--set {k}" for k in sets if k.split(".")[0] not in RESUME_KEYS]
         refused += ["--recipe"] if args.recipe else []
         if refused:
@@ -115,8 +120,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             cfg = stored_config(run)
             apply_overrides(cfg, given, source="command line")
             apply_overrides(cfg, sets, source="--set")
-        summary = train(cfg, run, resume=True, overwrite=args.overwrite, progress=not args.quiet)
+        summary = train(
+            cfg, run, resume=True, overwrite=args.overwrite, progress=not args.quiet, accept_changes=accept
+        )
     else:
+        if args.accept_change:
+            raise ReslabError("--accept-change goes with --resume (a change to a resumed run's config)")
         cfg = load_recipe(args.recipe or task_recipe(given.get("task")))
         apply_overrides(cfg, given, source="command line")
         apply_overrides(cfg, parse_set(args.set), source="--set")
@@ -163,6 +172,3 @@ def _print_train_result(summary: dict) -> None:
     print(f"run:     {run_dir}")
     print(f"figure:  {summary.get('curves')}")
     print(f"summary: {Path(run_dir) / 'summary.json'}")
-
-
-# ------------------------------------------------------------------------------------------- eval

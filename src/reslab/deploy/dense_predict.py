@@ -10,7 +10,8 @@ training size (bilinear) and its class map resized back (nearest). The drawings 
 
 Where the drawings go (:func:`output_paths`): ``--out FILE`` for one image; for several images (or an
 existing directory) ``--out DIR``, one ``DIR/<stem>_<task>.png`` per input. An existing file is refused
-before anything is predicted, unless ``overwrite``. A file that cannot be read is one line on stderr
+before anything is predicted, unless ``overwrite`` and it is a drawing reslab wrote (its PNG text chunk,
+:mod:`reslab.owned`); an input is never written over. A file that cannot be read is one line on stderr
 (exit code 2); the others are still predicted.
 """
 
@@ -30,6 +31,7 @@ from torch import nn
 
 from reslab._device import resolve_device
 from reslab.errors import ConfigError, ReslabError, first_line
+from reslab.owned import png_info, png_written_by_reslab
 
 
 def output_paths(
@@ -50,9 +52,17 @@ def output_paths(
             raise ConfigError(
                 f"two images would be drawn to the same file in {out}; give them distinct names"
             )
+    inputs = {Path(f).resolve() for f in files}
     for t in targets:
+        if t.resolve() in inputs:
+            raise ConfigError(f"--out {t} is one of the input images; reslab never writes over an input")
         if t.exists() and not overwrite:
             raise ConfigError(f"{t} exists; pass --overwrite to replace it")
+        if t.exists() and not png_written_by_reslab(t):
+            raise ConfigError(
+                f"{t} exists and is not a drawing reslab wrote; --overwrite replaces only those: "
+                "choose another --out"
+            )
     return list(targets)
 
 
@@ -119,7 +129,7 @@ def _png(drawing: torch.Tensor) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(drawing.permute(1, 2, 0).contiguous().numpy()).save(buf, format="PNG")
+    Image.fromarray(drawing.permute(1, 2, 0).contiguous().numpy()).save(buf, format="PNG", pnginfo=png_info())
     return buf.getvalue()
 
 

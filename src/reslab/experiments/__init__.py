@@ -12,25 +12,27 @@ their CSV logs, and ``report.md`` with a table beside the paper's numbers and a 
 
 from __future__ import annotations
 
-from reslab.experiments.plan import Plan, load_plan, plan_experiment
-from reslab.experiments.publish import publish
-from reslab.experiments.report import redraw, write_outputs
-from reslab.experiments.runner import run_experiment, run_states, run_status
-from reslab.experiments.specs import BUDGETS, DATASETS, EXPERIMENTS, QUICK_ITERATIONS, RunSpec
+import importlib
+from typing import Any
 
-__all__ = [
-    "BUDGETS",
-    "DATASETS",
-    "EXPERIMENTS",
-    "QUICK_ITERATIONS",
-    "Plan",
-    "RunSpec",
-    "load_plan",
-    "plan_experiment",
-    "publish",
-    "redraw",
-    "run_experiment",
-    "run_states",
-    "run_status",
-    "write_outputs",
-]
+# name -> the module that defines it, loaded on first use: ``reslab --help`` reads the registries of
+# :mod:`~reslab.experiments.specs` without importing torch.
+_LAZY = {
+    **dict.fromkeys(("Plan", "load_plan", "plan_experiment"), "plan"),
+    "publish": "publish",
+    **dict.fromkeys(("redraw", "write_outputs"), "report"),
+    **dict.fromkeys(("run_experiment", "run_states"), "runner"),
+    **dict.fromkeys(("BUDGETS", "DATASETS", "EXPERIMENTS", "QUICK_ITERATIONS", "RunSpec"), "specs"),
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"reslab.experiments.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'reslab.experiments' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -29,7 +29,7 @@ from reslab.experiments.specs import (
     parse_seeds,
     plan_runs,
 )
-from reslab.train.config import MACHINE_KEYS, field_names
+from reslab.train.config import config_difference, field_names
 
 PLAN_FILE = "experiment.json"
 
@@ -171,6 +171,28 @@ def load_plan(out: str | os.PathLike) -> Plan:
         raise ReslabError(f"{path} is corrupt ({type(e).__name__}: {e})") from None
 
 
+def check_experiment_folder(folder: str | os.PathLike, flag: str) -> None:
+    """Refuse (one line, naming its first entry) to write an experiment into ``folder`` unless it is
+    missing, empty, or an experiment folder reslab wrote (its ``experiment.json`` loads as a plan): a
+    user's folder is never written into, and nothing in it is replaced."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ReslabError(f"{flag} {folder} is a file; give a folder")
+    entries = sorted(p.name for p in folder.iterdir())
+    if not entries:
+        return
+    try:
+        load_plan(folder)
+    except ReslabError:
+        first = PLAN_FILE if PLAN_FILE in entries else entries[0]
+        raise ReslabError(
+            f"{flag} {folder} exists and is not a reslab experiment folder (it holds {first}, which reslab "
+            f"did not write{' or cannot read' if first == PLAN_FILE else ''}); choose another {flag}"
+        ) from None
+
+
 def read_sessions(out: Path) -> list[dict[str, Any]]:
     path = Path(out) / PLAN_FILE
     with contextlib.suppress(OSError, ValueError):
@@ -186,28 +208,8 @@ def write_plan(plan: Plan, sessions: list[dict[str, Any]], source: str | None = 
 
 
 def config_mismatch(stored: dict[str, Any], want: dict[str, Any]) -> tuple[str, Any, Any] | None:
-    """The first field where a stored run config differs from the planned one: ``(key, have, want)``.
-
-    Only the fields the plan sets are compared (the rest come from the recipe), and never the engine's
-    :data:`~reslab.train.config.MACHINE_KEYS` (device, threads, data_dir, ...: how a run executes, not
-    what it computes). ``amp`` is compared: it changes the arithmetic (fp32 vs bf16), and the engine
-    refuses to resume a run under another ``amp``, so an experiment refuses it up front, before training.
-    A field the stored config lacks (written by an older engine) is not held against it.
-    """
-    for key, value in want.items():
-        if key in MACHINE_KEYS or key not in stored:
-            continue
-        if norm_value(stored[key]) != norm_value(value):
-            return key, stored[key], value
-    return None
-
-
-def norm_value(v: Any) -> Any:
-    """A config value in a form that compares equal across YAML/JSON round trips (1.0 == 1, tuples as lists)."""
-    if isinstance(v, (list, tuple)):
-        return [norm_value(x) for x in v]
-    if isinstance(v, dict):
-        return {k: norm_value(x) for k, x in sorted(v.items())}
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return v
+    """The first field where a stored run config differs from the planned one, ``(key, have, want)``, by
+    the one identity rule (:func:`reslab.train.config.config_difference`): the fields the plan sets, not
+    the machine keys. ``amp`` is compared: it changes the arithmetic (fp32 vs bf16)."""
+    diff = config_difference(stored, want)
+    return diff[0] if diff else None

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from reslab.experiments.report import write_outputs
 from reslab.experiments.reuse import copy_run
 from reslab.experiments.specs import RunSpec
 from reslab.manifest import ROLES, check_generation, manifest_path, read_manifest
+from reslab.owned import remove_own_files
 
 RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "train_log.csv")
 
@@ -98,7 +98,7 @@ def publish_run(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
         return False
     target = Path(dest) / "runs" / run.name
     _copy_run_files(src, target)
-    shutil.rmtree(target / "checkpoints", ignore_errors=True)
+    remove_own_files(target / "checkpoints")  # the checkpoint published while it was unfinished
     return True
 
 

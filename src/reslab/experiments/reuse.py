@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from reslab import _io
-from reslab.experiments.plan import Plan, norm_value
+from reslab.errors import ReslabError
+from reslab.experiments.plan import Plan
 from reslab.experiments.specs import RunSpec
-from reslab.train.config import MACHINE_KEYS
+from reslab.train.config import config_difference
+from reslab.train.rundir import RunDir, check_overwrite
 
 REUSED_FILE = "reused.json"
 
@@ -36,19 +38,9 @@ def resolved_config(plan: Plan, run: RunSpec) -> dict[str, Any]:
 
 
 def same_training(stored: dict[str, Any], want: dict[str, Any]) -> bool:
-    """Whether a stored run config trains what ``want`` does: every field but the machine keys equal. A
-    field the stored config lacks (written before the field existed) counts only where ``want`` holds the
-    field's default, the behaviour of the engine that wrote it."""
-    from reslab.train.config import TrainConfig
-
-    defaults = TrainConfig().to_dict()
-    for key, value in want.items():
-        if key in MACHINE_KEYS:
-            continue
-        have = stored[key] if key in stored else defaults.get(key)
-        if norm_value(have) != norm_value(value):
-            return False
-    return True
+    """Whether a stored run config trains what ``want`` does: every field but the machine keys equal
+    (:func:`reslab.train.config.config_difference`, the one identity rule)."""
+    return not config_difference(stored, want)
 
 
 def _finished_config(run_dir: Path) -> dict[str, Any] | None:
@@ -84,6 +76,12 @@ def copy_run(source: Path, dest: Path, note: dict[str, Any] | None = None) -> No
     """Replace run folder ``dest`` by a copy of ``source`` (its lock and TensorBoard logs left out), with
     ``note`` written into it as ``reused.json`` when given: into a temporary folder first, then renamed,
     so an interruption leaves ``dest`` as it was."""
+    if RunDir.status(dest) == "foreign":
+        raise ReslabError(
+            f"{dest} is not a reslab run directory; move it away before this run is copied there"
+        )
+    if RunDir.status(dest) in ("finished", "unfinished"):
+        check_overwrite(dest)  # only a run's own files are replaced
     tmp = dest.with_name(dest.name + ".adopting")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("train.lock", "tensorboard"))

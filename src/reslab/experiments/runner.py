@@ -21,7 +21,6 @@ GPU so small models keep the device busy.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import signal
@@ -37,36 +36,28 @@ from typing import Any
 
 from reslab import _io
 from reslab.errors import INTERRUPTED_EXIT, ConfigError, DataError, ReslabError
-from reslab.experiments.plan import Plan, config_mismatch, read_sessions, write_plan
+from reslab.experiments.plan import Plan, check_experiment_folder, config_mismatch, read_sessions, write_plan
 from reslab.experiments.publish import adopt_partial, partial_step, published_run
 from reslab.experiments.publish import publish as publish_folder
 from reslab.experiments.report import write_outputs
 from reslab.experiments.reuse import adopt_run, identical_run
 from reslab.experiments.specs import RunSpec
+from reslab.train.rundir import RunDir
 
 # ------------------------------------------------------------------------------------------ status
 
 
-def run_status(run_dir: Path) -> str:
-    """``done`` (summary.json says finished), ``partial`` (started: config.yaml there) or ``new``."""
-    run_dir = Path(run_dir)
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(summary.read_text(encoding="utf-8")).get("finished", True):
-                return "done"
-    if (run_dir / "config.yaml").is_file():
-        return "partial"
-    return "new"
+NOT_STARTED = ("missing", "empty")  # RunDir.status of a run no invocation has started
 
 
 def run_states(plan: Plan, publish: str | os.PathLike | None = None) -> dict[str, str]:
-    """Each run's state for this invocation: :func:`run_status`, or ``published`` when the committed
-    results in ``publish`` hold it finished with the same config (it will be skipped)."""
-    states = {r.name: run_status(plan.run_dir(r)) for r in plan.runs}
+    """Each run's state for this invocation: its run directory's :meth:`RunDir.status` (the one
+    vocabulary of a run's state), or ``published`` when the committed results in ``publish`` hold it
+    finished with the same config (it will be skipped)."""
+    states = {r.name: RunDir.status(plan.run_dir(r)) for r in plan.runs}
     if publish is not None:
         for r in plan.runs:
-            if states[r.name] != "done" and published_run(plan, r, publish):
+            if states[r.name] != "finished" and published_run(plan, r, publish):
                 states[r.name] = "published"
     return states
 
@@ -82,7 +73,11 @@ def reusable_runs(
     """The runs not done here that another experiment finished with the same training config
     (:mod:`reslab.experiments.reuse`): run name -> that run's folder."""
     roots = _reuse_roots(plan, publish)
-    found = {r.name: identical_run(plan, r, roots) for r in plan.runs if states[r.name] in ("new", "partial")}
+    found = {
+        r.name: identical_run(plan, r, roots)
+        for r in plan.runs
+        if states[r.name] in (*NOT_STARTED, "unfinished")
+    }
     return {name: path for name, path in found.items() if path is not None}
 
 
@@ -97,17 +92,21 @@ def planned_states(
     for r in plan.runs:
         if r.name in reusable:
             states[r.name] = f"reuse: {reusable[r.name]}"
-        elif publish is not None and states[r.name] in ("new", "partial"):
+        elif publish is not None and states[r.name] in (*NOT_STARTED, "unfinished"):
             step = partial_step(plan, r, publish)
             if step is not None:
                 states[r.name] = f"continue from the published step {step}"
-        if only is not None and r.name not in only and states[r.name] not in ("done", "published"):
+        if states[r.name] in NOT_STARTED:
+            states[r.name] = "new"
+        if only is not None and r.name not in only and states[r.name] not in ("finished", "published"):
             states[r.name] += " (left out by --runs)"
     return states
 
 
 def _check_compatible(plan: Plan, run: RunSpec) -> None:
-    """A run directory left by an earlier invocation must have been made with the same config."""
+    """A run directory left by an earlier invocation must be a run, made with the same config."""
+    if RunDir.status(plan.run_dir(run)) == "foreign":
+        raise ReslabError(f"{plan.run_dir(run)} is not a reslab run directory; move it away")
     path = plan.run_dir(run) / "config.yaml"
     if not path.is_file():
         return
@@ -330,8 +329,8 @@ def _select_runs(
         publish,
         log,
         statuses,
-        pending=[r for r in plan.runs if statuses[r.name] != "done" and r.name not in from_published],
-        skipped=[r.name for r in plan.runs if statuses[r.name] == "done" or r.name in from_published],
+        pending=[r for r in plan.runs if statuses[r.name] != "finished" and r.name not in from_published],
+        skipped=[r.name for r in plan.runs if statuses[r.name] == "finished" or r.name in from_published],
         from_published=from_published,
     )
     sweep.pending = [r for r in sweep.pending if not sweep.reuse(r)]
@@ -343,8 +342,8 @@ def _select_runs(
         step = adopt_partial(plan, run, publish)
         if step is not None:
             log(f"{run.name}: continuing from the checkpoint published in {publish} (step {step})")
-            statuses[run.name] = "partial"
-    sweep.resumed = [r.name for r in sweep.pending if statuses[r.name] == "partial"]
+            statuses[run.name] = "unfinished"
+    sweep.resumed = [r.name for r in sweep.pending if statuses[r.name] == "unfinished"]
     # Deepest (slowest) first: the sweep ends sooner when runs train concurrently.
     sweep.pending.sort(key=lambda r: (-r.depth, plan.runs.index(r)))
     return sweep
@@ -357,7 +356,7 @@ def _train_sequentially(sweep: _Sweep, progress: bool) -> None:
     for i, run in enumerate(pending, 1):
         if sweep.reuse(run):  # another sweep finished the same training meanwhile
             continue
-        verb = "continuing" if sweep.statuses[run.name] == "partial" else "training"
+        verb = "continuing" if sweep.statuses[run.name] == "unfinished" else "training"
         sweep.log(f"[{i}/{len(pending)}] {verb} {run.name}")
         try:
             _train_in_process(sweep.plan, run, progress)
@@ -405,6 +404,9 @@ def run_experiment(
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     check_run_names(plan, only)
     out = plan.out
+    check_experiment_folder(out, "--out")
+    if publish is not None:
+        check_experiment_folder(publish, "--publish")
     out.mkdir(parents=True, exist_ok=True)
     for run in plan.runs:
         _check_compatible(plan, run)
@@ -493,7 +495,7 @@ def _train_concurrently(
                     _worker_command(request), stdout=fh, stderr=subprocess.STDOUT, env=env
                 )
                 running[slot] = (proc, run, fh)
-                verb = "continuing" if statuses[run.name] == "partial" else "training"
+                verb = "continuing" if statuses[run.name] == "unfinished" else "training"
                 log(f"  {verb} {run.name} (worker {slot}{', ' + slots[slot] if slots[slot] else ''})")
             time.sleep(0.2)
             for slot in list(running):

@@ -80,7 +80,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reslab.errors import ConfigError
-from reslab.models import list_models
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 # "synthetic" is accepted too (tests, demos) but not advertised on the command line.
@@ -310,6 +309,8 @@ def plan_runs(name: str, *, depths: tuple[int, ...], seeds: tuple[int, ...], bud
         elif name == "relatives":
             add("resnet", "resnet", f"ResNet-{d}", f"resnet{d}", d)
             add("seresnet", "seresnet", f"SE-ResNet-{d}", f"seresnet{d}", d)
+            from reslab.models import list_models
+
             label = f"pre-act ResNet-{d}"
             if f"preact_resnet{d}" in list_models():  # a named network, e.g. preact_resnet56
                 add("preact", "preact", label, f"preact_resnet{d}", d, base=f"preact{d}")

@@ -22,7 +22,7 @@ from torch import nn
 
 from reslab._io import torch_load, write_bytes
 from reslab.errors import CheckpointError, ConfigError, first_line
-from reslab.manifest import verify_file
+from reslab.manifest import read_verified
 from reslab.models.convert import Convention, foreign_architecture, to_reslab
 from reslab.models.registry import get_entry
 
@@ -92,11 +92,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
     if not path.is_file():
         raise CheckpointError(f"no such file: {path}")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
-    verify_file(path, data)  # inside a checkpoint folder with manifests: the bytes must be the ones written
+    data = read_verified(
+        path
+    )  # inside a checkpoint folder with manifests: the bytes must be the ones written
     try:
         tensors = load(data)
         n = int.from_bytes(data[:8], "little")  # the header of the bytes just verified and loaded
@@ -127,17 +125,15 @@ def _decode(meta: dict[str, str]) -> dict[str, Any]:
 
 def read_metadata(path_or_run: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a weight file (or a run's checkpoint), JSON values decoded; reads the header only."""
-    from safetensors import safe_open
-
     path = resolve_checkpoint(path_or_run)
-    try:
-        verify_file(path, path.read_bytes())
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        with safe_open(path, framework="pt") as f:
-            return _decode(f.metadata() or {})
-    except Exception as e:  # safetensors raises its own error types for a torn or foreign file
+    data = read_verified(path)
+    try:  # the header of the bytes just verified
+        n = int.from_bytes(data[:8], "little")
+        if not 0 < n <= len(data) - 8:
+            raise ValueError("header length out of range")
+        header = json.loads(data[8 : 8 + n])
+        return _decode(header.get("__metadata__") or {})
+    except (ValueError, AttributeError, UnicodeDecodeError) as e:
         raise _unreadable(path, e) from None
 
 

@@ -70,7 +70,13 @@ def eval_dir(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = 
     if out_dir:
         return Path(out_dir)
     folder = Path(checkpoint).parent
-    return folder.parent if folder.name == "checkpoints" else folder
+    if folder.name != "checkpoints":
+        return folder
+    from reslab.owned import claim
+
+    # the run directory's marker learns the files an evaluation writes there (``--overwrite`` removes them)
+    claim(folder.parent, "run", "eval.json", *(f"confusion_{split}.png" for split in ("val", "test")))
+    return folder.parent
 
 
 def checkpoint_task(path_or_run: str | os.PathLike) -> str:

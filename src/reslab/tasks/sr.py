@@ -137,6 +137,7 @@ def upscale_file(
     from PIL import Image, UnidentifiedImageError
 
     from reslab._io import write_bytes
+    from reslab.owned import png_info
 
     if not isinstance(model, nn.Module):
         from reslab.models.weights import load_model
@@ -168,7 +169,7 @@ def upscale_file(
     if alpha is not None:
         res.putalpha(alpha.resize(res.size, Image.Resampling.BICUBIC))
     buf = io.BytesIO()
-    res.save(buf, format="PNG")
+    res.save(buf, format="PNG", pnginfo=png_info())  # marked: --overwrite replaces only reslab's drawings
     write_bytes(out_path, buf.getvalue())
     return Path(out_path)
 

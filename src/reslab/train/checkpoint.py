@@ -30,6 +30,7 @@ import json
 import os
 import random
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import torch
 from reslab._io import fsync_dir, torch_load, write_bytes
 from reslab.errors import CheckpointError, ReslabError
 from reslab.manifest import (
+    INTERRUPTED,
     ROLES,
     Manifest,
     check_generation,
@@ -82,6 +84,7 @@ class Checkpointer:
         self.run_id = uuid.uuid4().hex  # kept across resumes: a file of another run is told apart
         self.note: str | None = None
         self.resumed_from: str | None = None  # "last" or "prev"
+        self.saves = 0  # checkpoints this run has written (kept across resumes, in the state)
         self._last_sound = False  # `last` on disk is a sound generation: the next save keeps it as `prev`
 
     # ------------------------------------------------------------------------------------- resume
@@ -94,7 +97,7 @@ class Checkpointer:
         files are checksummed now. Where no generation is sound: :class:`CheckpointError`, nothing
         changed."""
         if not has_manifests(self.dir):
-            return self._load_legacy()
+            return self._load_unverified()
         problems: list[str] = []
         last_step = ""
         for name in ("last", "prev"):
@@ -102,9 +105,7 @@ class Checkpointer:
             if gen.sound and "state" in gen.data:
                 path = state_path(self.run_dir, name)
                 state = _checked_state(path, torch_load(path, data=gen.data["state"]))
-                self.run_id = gen.manifest.run_id  # type: ignore[union-attr]
-                self.resumed_from = name
-                self._last_sound = name == "last"
+                self._resume_from(name, state, gen.manifest.run_id)  # type: ignore[union-attr]
                 if problems:
                     self.note = (
                         f"{self.dir}/last{last_step} is not sound: {problems[0]}; "
@@ -116,30 +117,71 @@ class Checkpointer:
             problems.append(gen.describe() if gen.problems else "no training state")
         raise CheckpointError(
             f"no sound checkpoint in {self.dir} (last: {problems[0]}; prev: {problems[1]}); nothing was "
-            f"changed; see: reslab verify {self.run_dir}"
+            f"changed{self._best_hint()}; see: reslab verify {self.run_dir}"
         )
 
-    def _load_legacy(self) -> dict[str, Any] | None:
-        state = load_state(self.run_dir, "last")
-        if state is None:
-            return None
-        self.resumed_from = "last"
-        self._last_sound = True
-        if state.get("run_id"):  # written by a reslab with manifests: its first save stopped before one
-            self.run_id = str(state["run_id"])
+    def _resume_from(self, name: str, state: dict[str, Any], run_id: str | None) -> None:
+        self.run_id = str(run_id or state.get("run_id") or self.run_id)
+        self.resumed_from = name
+        self.saves = int(state.get("save_index", 0))
+        self._last_sound = name == "last"
+
+    def _best_hint(self) -> str:
+        """Where ``last`` and ``prev`` are both unusable: whether ``best`` holds a sound training state."""
+        if not has_manifests(self.dir):
+            return ""
+        best = check_generation(self.dir, "best")
+        if not (best.sound and "state" in best.manifest.files):  # type: ignore[union-attr]
+            return ""
+        return (
+            f"; checkpoint best (step {best.step}) is sound: to continue from it, copy "
+            f"{self.dir}/best.{{safetensors,state.pt,manifest.json}} over last.* and resume"
+        )
+
+    def _load_unverified(self) -> dict[str, Any] | None:
+        """A checkpoint folder without manifests. An older reslab's run (its states carry no run id) is
+        used unverified, ``last`` else ``prev``, and checksummed from now on. A state this reslab wrote
+        (it carries a run id) is trusted only as the run's first save, interrupted before its manifest:
+        the run starts again from step 0 (it loses at most that first checkpoint's steps); otherwise its
+        manifests were removed and its bytes cannot be vouched for: refused, nothing changed."""
+        problems: list[str] = []
+        for name in ("last", "prev"):
+            try:
+                state = load_state(self.run_dir, name)
+            except CheckpointError as e:
+                problems.append(f"{name}: {e}")
+                continue
+            if state is None:
+                continue
+            if state.get("run_id"):
+                first = name == "last" and state.get("save_index") == 1
+                if first and not state_path(self.run_dir, "prev").exists():
+                    self.note = (
+                        f"{self.dir}: the run's first checkpoint (step {state['step']}) was interrupted "
+                        "before its manifest, so it is not trusted; starting again from step 0"
+                    )
+                    return None
+                raise CheckpointError(
+                    f"{state_path(self.run_dir, name)} (step {state['step']}) was written by a reslab that "
+                    "records checksums, but no manifest vouches for it (they were removed, or damaged "
+                    "files put back): its bytes cannot be trusted; nothing was changed; see: reslab "
+                    f"verify {self.run_dir}"
+                )
+            self._resume_from(name, state, None)
+            fallback = f" ({'; '.join(problems)}; used prev)" if problems else ""
             self.note = (
-                f"{self.dir} holds no manifest (the first save was interrupted, or they were removed): "
-                "last used unverified; checksummed from now on"
+                f"{self.dir}: checkpoints from an older reslab (no checksums) accepted as they are"
+                f"{fallback}; checksummed from now on"
             )
-        else:
-            self.note = (
-                f"{self.dir}: checkpoints from an older reslab (no checksums) accepted as they are; "
-                "checksummed from now on"
+            if self.main:
+                for gen in (name, "best"):
+                    self._adopt(gen)
+            return state
+        if problems:
+            raise CheckpointError(
+                f"no usable checkpoint in {self.dir} ({'; '.join(problems)}); nothing was changed"
             )
-        if self.main:
-            for name in ("last", "best"):
-                self._adopt(name)
-        return state
+        return None
 
     def _adopt(self, name: str) -> None:
         """Write a manifest for generation ``name`` as it is (a run from an older reslab); the weights
@@ -159,25 +201,68 @@ class Checkpointer:
         ckpt_id = str(state.get("checkpoint_id") or new_checkpoint_id())
         write_manifest(self.dir, name, Manifest(int(state["step"]), ckpt_id, self.run_id, files))
 
-    def repair_best(self, state: dict[str, Any]) -> None:
-        """A crash between writing ``last`` and ``best`` leaves ``best`` behind (or torn): when the
-        resumed state is itself the best, copy its generation to ``best``."""
-        if not self.main or state["best"].get("step") != state["step"]:
-            return
-        best = check_generation(self.dir, "best")
+    def repair_best(
+        self, state: dict[str, Any], rebuild: Callable[[dict[str, Any], Manifest], bytes] | None = None
+    ) -> str | None:
+        """Make ``best`` sound again on resume; returns what was done, in one line (``None``: nothing).
+
+        A crash between writing ``last`` and ``best`` leaves ``best`` behind (or torn): when the resumed
+        state is itself the best, its generation is copied to ``best``. Otherwise a damaged ``best`` is
+        repaired from its own sound half: its weights rebuilt from ``best.state.pt`` by ``rebuild(state,
+        manifest)`` (the bytes a save writes), or a damaged ``best.state.pt`` dropped from the generation
+        when its weights are sound; else re-selected from a sound ``last``/``prev`` of the best step; else
+        removed, and the caller forgets the best so far (the next evaluation writes ``best`` again: the
+        returned line then starts with ``"removed"``)."""
+        if not self.main or not has_manifests(self.dir):
+            return None
+        record_step = state["best"].get("step")
+        if record_step == state["step"]:
+            best = check_generation(self.dir, "best")
+            m = best.manifest
+            if not (
+                best.sound
+                and m is not None
+                and (m.checkpoint_id == state.get("checkpoint_id") or m.step > state["step"])
+            ):  # not already this checkpoint, nor a later best the resumed run will write again
+                self._copy_generation(self.resumed_from or "last", "best")
+                return None
+        best = check_generation(self.dir, "best", keep=tuple(ROLES))
+        if best.sound or best.problems == ["missing"] or all(INTERRUPTED in p for p in best.problems):
+            return None
+        where = f"{self.dir}/best (step {best.step if best.step is not None else '?'})"
         m = best.manifest
-        if (
-            best.sound
-            and m is not None
-            and (m.checkpoint_id == state.get("checkpoint_id") or m.step > state["step"])
-        ):
-            return  # already this checkpoint, or a later best the resumed run will write again
-        src = self.resumed_from or "last"
+        if m is not None and "state" in best.data and rebuild is not None:
+            spath = state_path(self.run_dir, "best")
+            data = rebuild(_checked_state(spath, torch_load(spath, data=best.data["state"])), m)
+            write_bytes(weights_path(self.run_dir, "best"), data)
+            if sha256(data) != m.files.get("weights", {}).get("sha256"):
+                write_manifest(self.dir, "best", Manifest(m.step, m.checkpoint_id, m.run_id,
+                                                          m.files | {"weights": _entry(data)}))  # fmt: skip
+            return f"{where} was damaged ({best.describe()}); its weights were rebuilt from best.state.pt"
+        if m is not None and "weights" in best.data:
+            state_path(self.run_dir, "best").unlink(missing_ok=True)
+            write_manifest(self.dir, "best", Manifest(m.step, m.checkpoint_id, m.run_id,
+                                                      {"weights": m.files["weights"]}))  # fmt: skip
+            return f"{where}: best.state.pt was damaged and is dropped; best.safetensors is sound and kept"
+        for src in ("last", "prev"):
+            gen = check_generation(self.dir, src)
+            if gen.sound and gen.step == record_step:
+                self._copy_generation(src, "best")
+                return f"{where} was damaged ({best.describe()}); re-selected from {src} of the same step"
+        for role in ROLES:
+            role_path(self.dir, "best", role).unlink(missing_ok=True)
+        manifest_path(self.dir, "best").unlink(missing_ok=True)
+        return (
+            f"removed {where}: damaged ({best.describe()}) with no sound copy; the next evaluation "
+            "writes best again"
+        )
+
+    def _copy_generation(self, src: str, dst: str) -> None:
         for role in ROLES:
             if role_path(self.dir, src, role).is_file():
-                write_bytes(role_path(self.dir, "best", role), role_path(self.dir, src, role).read_bytes())
+                write_bytes(role_path(self.dir, dst, role), role_path(self.dir, src, role).read_bytes())
         if manifest_path(self.dir, src).is_file():
-            write_bytes(manifest_path(self.dir, "best"), manifest_path(self.dir, src).read_bytes())
+            write_bytes(manifest_path(self.dir, dst), manifest_path(self.dir, src).read_bytes())
 
     # --------------------------------------------------------------------------------------- save
 
@@ -195,8 +280,9 @@ class Checkpointer:
             return
         ckpt_id = new_checkpoint_id()
         step = int(state["step"])
+        self.saves += 1
         meta = dict(metadata) | {"checkpoint_id": ckpt_id, "step": step, "run_id": self.run_id}
-        state = dict(state) | {"checkpoint_id": ckpt_id, "run_id": self.run_id}
+        state = dict(state) | {"checkpoint_id": ckpt_id, "run_id": self.run_id, "save_index": self.saves}
         buf = io.BytesIO()
         torch.save(state, buf)
         blobs = {"weights": weights_bytes(weights_model, meta), "state": buf.getvalue()}
@@ -263,6 +349,19 @@ def resume_point(run_dir: Path) -> str:
     except ReslabError:
         return "none sound"
     return f"step {state['step']}" if state is not None else "none written yet"
+
+
+def recorded_config(state: dict[str, Any], run_dir: Path, name: str) -> dict[str, Any]:
+    """The config the training state ``state`` (of generation ``name``) was trained with: its own record,
+    else (a state saved before it kept one) its weights file's metadata; ``{}`` where neither says."""
+    config = state.get("config")
+    if isinstance(config, dict):
+        return config
+    try:
+        config = read_weights_metadata(weights_path(run_dir, name)).get("config")
+    except ReslabError:
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _checked_state(path: Path, state: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import math
 import typing
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,49 @@ MACHINE_KEYS = frozenset(
 # Everything else is the run's own config. The one home of this rule: the CLI, the engine, the
 # experiment runner and docs/design.md all use (or are tested against) this set.
 RESUME_KEYS = MACHINE_KEYS | {"lr"}
+
+
+def config_difference(
+    stored: Mapping[str, Any],
+    want: Mapping[str, Any],
+    *,
+    ignore: Collection[str] = MACHINE_KEYS,
+    only: Collection[str] | None = None,
+) -> list[tuple[str, Any, Any]]:
+    """The one rule for "is this the same config?": the fields where ``stored`` (a run's ``config.yaml``,
+    a checkpoint's record, a published run: possibly written by an older engine) differs from ``want``,
+    as ``(key, stored value, wanted value)`` in ``want``'s order. Resume, experiment planning, publishing
+    and reuse all ask it.
+
+    Keys in ``ignore`` are not compared (default :data:`MACHINE_KEYS`: how a run executes, not what it
+    computes; resume ignores :data:`RESUME_KEYS`); with ``only``, just those keys are. A field
+    ``stored`` lacks was written before the field existed: it holds the field's default, the behaviour
+    of the engine that wrote it. Values compare after a YAML/JSON round trip (``1.0 == 1``, tuples as
+    lists)."""
+    defaults = _defaults()
+    out = []
+    for key, value in want.items():
+        if key in ignore or (only is not None and key not in only):
+            continue
+        have = stored[key] if key in stored else defaults.get(key)
+        if norm_value(have) != norm_value(value):
+            out.append((key, have, value))
+    return out
+
+
+def norm_value(v: Any) -> Any:
+    """A config value in a form that compares equal across YAML/JSON round trips (1.0 == 1, tuples as lists)."""
+    if isinstance(v, (list, tuple)):
+        return [norm_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: norm_value(x) for k, x in sorted(v.items())}
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _defaults() -> dict[str, Any]:
+    return TrainConfig().to_dict()
 
 
 def _help(text: str, metavar: str | None = None) -> dict[str, str]:

@@ -29,18 +29,21 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from reslab import owned
 from reslab._device import resolve_device
 from reslab._io import write_json
-from reslab.errors import ConfigError, ReslabError, first_line
+from reslab.errors import ConfigError, ReslabError, first_line, out_of_memory
+from reslab.manifest import Manifest
 from reslab.provenance import device_name, git_revision, versions
 from reslab.train import checkpoint as ckpt
 from reslab.train.classification import Classification
@@ -65,6 +68,8 @@ from reslab.train.rundir import (
     LOG_COLUMNS,
     METRICS_COLUMNS,
     RunDir,
+    check_accepted,
+    check_resumed_config,
     check_target,
     default_run_dir,
     metrics_columns,
@@ -93,14 +98,18 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    accept_changes: Collection[str] = (),
 ) -> dict[str, Any]:
     """Train ``cfg`` into the run directory ``out_dir``; returns the summary (also ``summary.json``).
 
     ``resume=True`` continues the run in ``out_dir`` from its last checkpoint with the config stored
     there (``cfg`` may be ``None``; if given, it must agree with the stored one except for
     :data:`~reslab.train.config.RESUME_KEYS`); a run directory without a checkpoint yet starts from
-    scratch. A finished run returns its summary. ``overwrite=True`` replaces whatever run is in
-    ``out_dir``. Without either, a directory that already holds a run is refused (nothing is touched).
+    scratch. A finished run returns its summary. ``config.yaml`` must agree with the config the
+    checkpoint was trained with, except for the keys of ``accept_changes`` (a deliberate change, e.g. more
+    ``iterations``: :data:`~reslab.train.rundir.CHANGEABLE_ON_RESUME`; recorded in the run's history).
+    ``overwrite=True`` replaces the run in ``out_dir`` (only its own files: a directory holding anything
+    else is refused). Without either, a directory that already holds a run is refused (nothing is touched).
     ``progress=False``: no output, except the one line that says a resume fell back from a damaged
     checkpoint (or adopted an older reslab's).
     """
@@ -109,7 +118,9 @@ def train(
             raise ConfigError("train() needs a config or a run directory")
         out_dir = default_run_dir(cfg)
     out = Path(out_dir)
-    cfg = copy.deepcopy(check_target(cfg, out, resume=resume, overwrite=overwrite)).validate()
+    check_accepted(accept_changes)
+    checked = check_target(cfg, out, resume=resume, overwrite=overwrite, accept=accept_changes)
+    cfg = copy.deepcopy(checked).validate()
     dist = init_distributed(cfg)  # one process unless started by torchrun (WORLD_SIZE > 1)
     report = Progress(progress, main=dist.is_main)
     run = RunDir(out, dist)
@@ -120,8 +131,8 @@ def train(
         else:
             run.prepare(overwrite=overwrite)
             dist.barrier()  # the other ranks start once rank 0 holds the lock and has cleaned up
-            with _user_errors(out, dist), backend_flags(cfg):
-                summary = train_loop(cfg, run, dist, report)
+            with _user_errors(out, dist, cfg), backend_flags(cfg):
+                summary = train_loop(cfg, run, dist, report, accept_changes=accept_changes)
     dist.close()  # only after success: after a failure the process exits, and a dead peer could hang it
     return summary
 
@@ -135,10 +146,8 @@ def make_task(cfg: TrainConfig, runtime: Runtime) -> Task:
 
         return DenseTraining(cfg, runtime)
     if cfg.task in ("video", "super-resolution"):
-        try:
-            from reslab.train.loader_task import LoaderTraining
-        except ImportError:
-            raise ConfigError(f"task {cfg.task} is not available in this version of reslab") from None
+        from reslab.train.loader_task import LoaderTraining
+
         return LoaderTraining(cfg, runtime)
     raise ConfigError(f"unknown task {cfg.task!r}")
 
@@ -204,10 +213,12 @@ class Session:
             m.eval()
 
 
-def train_loop(cfg: TrainConfig, run: RunDir, dist: Dist, report: Progress) -> dict[str, Any]:
+def train_loop(
+    cfg: TrainConfig, run: RunDir, dist: Dist, report: Progress, *, accept_changes: Collection[str] = ()
+) -> dict[str, Any]:
     """Set up, restore, train to ``total`` steps (evaluating and checkpointing on the way), summarize."""
     s, state = set_up(cfg, run, dist, report)
-    restore(s, state)
+    restore(s, state, accept_changes)
     run.write_config(cfg)
     run.open_tensorboard(cfg.tensorboard)
     report.start(total=s.total, step=s.step, eval_every=s.eval_every, log_every=cfg.log_every,
@@ -309,8 +320,7 @@ def set_up(
     seed_everything(cfg.seed)
     checkpoints = ckpt.Checkpointer(run.dir, main=run.main)
     state = checkpoints.load_resume_state()  # None: a fresh run; verified, else the previous generation
-    if checkpoints.note and run.main:
-        print(f"reslab: note: {checkpoints.note}", file=sys.stderr, flush=True)
+    _tell(run, checkpoints.note)
     model = task.build_model(cfg, init=state is None)
     frozen = freeze(model, cfg)
     model = model.to(device)
@@ -337,11 +347,16 @@ def set_up(
     ), state  # fmt: skip
 
 
-def restore(s: Session, state: dict[str, Any] | None) -> None:
-    """Continue from a checkpoint's training state (``None``: a fresh run, old logs removed)."""
+def restore(s: Session, state: dict[str, Any] | None, accept_changes: Collection[str] = ()) -> None:
+    """Continue from a checkpoint's training state (``None``: a fresh run, old logs removed): the config
+    checked against the one the checkpoint was trained with, the logs cut back to its step (damaged rows
+    dropped), ``best`` verified and repaired; each repair said in one line, the resume recorded in the
+    run's history."""
     if state is None:
         s.run.start_logs(None)
         return
+    recorded = ckpt.recorded_config(state, s.run.dir, s.checkpoints.resumed_from or "last")
+    changes = check_resumed_config(s.cfg, recorded, s.run.dir, state["step"], accept_changes)
     ckpt.check_state_fits(state, s.model, s.run.dir)
     s.model.load_state_dict(state["model"])
     s.optimizer.load_state_dict(state["optimizer"])
@@ -354,8 +369,35 @@ def restore(s: Session, state: dict[str, Any] | None) -> None:
     s.elapsed_before = float(state["elapsed"])
     s.meters.load_state_dict(state)
     s.final = dict(state.get("final", {}))
-    s.run.start_logs(s.step)
-    s.checkpoints.repair_best(state)
+    for line in s.run.start_logs(s.step):
+        _tell(s.run, line)
+    repaired = s.checkpoints.repair_best(state, partial(_weights_bytes_of, s))
+    _tell(s.run, repaired)
+    if repaired and repaired.startswith("removed"):  # no sound best left: the next evaluation is the best
+        s.best = {}
+        s.__post_init__()
+    if s.run.main:
+        event = {"event": "resume", "step": s.step, "from": s.checkpoints.resumed_from}
+        owned.record(s.run.dir, "run", event | ({"changes": changes} if changes else {}))
+
+
+def _weights_bytes_of(s: Session, state: dict[str, Any], m: Manifest) -> bytes:
+    """The bytes a save of training state ``state`` wrote as the weights of the checkpoint ``m``
+    describes (to rebuild a damaged ``best.safetensors`` from its sound ``best.state.pt``)."""
+    from reslab.models.weights import weights_bytes
+
+    model = copy.deepcopy(s.eval_model)
+    model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+    return weights_bytes(
+        model, s.meta | {"checkpoint_id": m.checkpoint_id, "step": m.step, "run_id": m.run_id}
+    )
+
+
+def _tell(run: RunDir, line: str | None) -> None:
+    """One ``reslab: note:`` line on stderr (rank 0), shown even with ``--quiet``: what a resume repaired
+    or fell back from."""
+    if line and run.main:
+        print(f"reslab: note: {line}", file=sys.stderr, flush=True)
 
 
 def train_step(s: Session, batch: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -410,6 +452,7 @@ def save(s: Session, guard: NonFiniteGuard, names: list[str]) -> None:
         "elapsed": s.elapsed(),
         **s.meters.state_dict(),
         "final": s.final,
+        "config": s.meta["config"],  # what the checkpoint was trained with (checked on resume)
     }
     s.checkpoints.save(names, s.eval_model, s.meta, state)
 
@@ -486,23 +529,35 @@ def _diverged(s: Session, bad_step: int) -> TrainingDiverged:
 
 
 @contextmanager
-def _user_errors(out: Path, dist: Dist) -> Iterator[None]:
-    """A full disk or a lost peer rank is the user's to fix: one line saying what is kept and how to
-    continue, no traceback."""
+def _user_errors(out: Path, dist: Dist, cfg: TrainConfig) -> Iterator[None]:
+    """A full disk, memory running out or a lost peer rank is the user's to fix: one line saying what is
+    kept and how to continue, no traceback."""
     try:
         yield
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError (CUDA) is a RuntimeError too
+        what = out_of_memory(e)
+        if what is None:
+            if isinstance(e, MemoryError) or not (dist.enabled and is_peer_failure(e)):
+                raise
+            first = first_line(e, 160)
+            raise ReslabError(
+                f"rank {dist.rank}: lost the other ranks ({first}); the last checkpoint is kept "
+                f"({ckpt.resume_point(out)}); continue with: torchrun ... reslab train --resume {out}"
+            ) from None
+        half, kept = max(1, cfg.batch_size // 2), ckpt.resume_point(out)
+        how = (
+            f"start again with a smaller --batch-size (e.g. {half}) and --overwrite"
+            if kept == "none written yet"
+            else f"the last checkpoint is kept ({kept}); start again with a smaller --batch-size (e.g. {half}), "
+            f"or where evaluation ran out, continue with: reslab train --resume {out} --set eval_batch_size=N"
+        )
+        raise ReslabError(
+            f"out of memory ({what}) training with batch size {cfg.batch_size}; {how}"
+        ) from None
     except OSError as e:  # a full disk, a quota, a read-only file system
         if e.errno not in DISK_ERRNOS:
             raise
         raise ReslabError(
             f"cannot write into {out}: {e.strerror}; the last checkpoint is kept ({ckpt.resume_point(out)}); "
             f"make room, then continue with: reslab train --resume {out}"
-        ) from None
-    except RuntimeError as e:  # a collective failed: another rank died or hangs (torchrun ends the job)
-        if not (dist.enabled and is_peer_failure(e)):
-            raise
-        first = first_line(e, 160)
-        raise ReslabError(
-            f"rank {dist.rank}: lost the other ranks ({first}); the last checkpoint is kept "
-            f"({ckpt.resume_point(out)}); continue with: torchrun ... reslab train --resume {out}"
         ) from None

@@ -1,12 +1,17 @@
 """The run directory: what a run writes and where, the rules for starting into one, and the resume
 rule's check.
 
-``<run>/``: ``config.yaml``, ``metrics.csv`` (:func:`metrics_columns` of the task's metrics;
-classification's are :data:`METRICS_COLUMNS`), ``train_log.csv``
-(:data:`LOG_COLUMNS`), ``summary.json``, ``curves.png``, ``tensorboard/``, ``checkpoints/`` (see
-:mod:`reslab.train.checkpoint`) and ``train.lock``. Only rank 0 writes. A directory is ``missing``,
-``empty``, ``foreign`` (files, but not a run), ``unfinished`` or ``finished`` (:meth:`RunDir.status`);
-:func:`check_target` decides from that whether ``train(..., resume=, overwrite=)`` may start.
+``<run>/``: ``reslab-run.json`` (the marker: :mod:`reslab.owned`), ``config.yaml``, ``metrics.csv``
+(:func:`metrics_columns` of the task's metrics; classification's are :data:`METRICS_COLUMNS`),
+``train_log.csv`` (:data:`LOG_COLUMNS`), ``summary.json``, ``curves.png``, ``tensorboard/``,
+``checkpoints/`` (see :mod:`reslab.train.checkpoint`) and ``train.lock``. Only rank 0 writes.
+
+A directory is ``missing``, ``empty``, ``foreign`` (files, but not a run), ``unfinished`` or ``finished``
+(:meth:`RunDir.status`). A run is recognized by its marker, never by file names a user may have; a run
+an older reslab wrote (no marker) only where every entry is a name reslab writes and a file only reslab
+writes vouches for it (:func:`legacy_run`). :func:`check_target` decides from that whether
+``train(..., resume=, overwrite=)`` may start; ``--overwrite`` removes only what the run wrote and
+refuses a directory holding anything else, naming the first foreign entry.
 """
 
 from __future__ import annotations
@@ -20,14 +25,15 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
+from reslab import owned
 from reslab._io import write_text
 from reslab.errors import ConfigError, ReslabError
 from reslab.train import checkpoint as ckpt
-from reslab.train.config import RESUME_KEYS, TrainConfig
+from reslab.train.config import RESUME_KEYS, TrainConfig, config_difference
 from reslab.train.distributed import Dist
 from reslab.train.recipe import config_to_yaml, read_yaml
 
@@ -57,26 +63,74 @@ def default_run_dir(cfg: TrainConfig, root: str | os.PathLike = "runs") -> Path:
     return Path(root) / name
 
 
-def check_target(cfg: TrainConfig | None, out: Path, *, resume: bool, overwrite: bool) -> TrainConfig:
+# The top-level names a run directory holds that reslab wrote (an older reslab's run: no marker).
+RUN_NAMES = (
+    "config.yaml", "metrics.csv", "train_log.csv", "summary.json", "curves.png", "checkpoints", "tensorboard",
+    "train.lock", "eval.json", "confusion_val.png", "confusion_test.png", "reused.json", owned.MARKERS["run"],
+)  # fmt: skip
+# What a new run claims in its marker from the start: the files the engine writes.
+RUN_LAYOUT = RUN_NAMES[:8]
+
+
+def check_target(
+    cfg: TrainConfig | None, out: Path, *, resume: bool, overwrite: bool, accept: Collection[str] = ()
+) -> TrainConfig:
     """The config to train into ``out``, after the checks that touch nothing: ``--resume`` and
-    ``--overwrite`` exclude each other; a directory holding a run needs one of them; a resumed run keeps
-    its stored config (a given one may differ only in :data:`~reslab.train.config.RESUME_KEYS`)."""
+    ``--overwrite`` exclude each other; a directory holding a run needs one of them; ``--overwrite``
+    needs a run holding nothing reslab did not write; a resumed run keeps its stored config (a given one
+    may differ only in :data:`~reslab.train.config.RESUME_KEYS`)."""
     status = RunDir.status(out)
     if status == "foreign":
-        raise ReslabError(f"{out} exists and is not a reslab run directory; choose another --out")
+        first = owned.foreign_entries(out, RUN_NAMES) if out.is_dir() else []
+        what = f" (it holds {first[0]}, which reslab did not write)" if first else " (no run marker)"
+        raise ReslabError(f"{out} exists and is not a reslab run directory{what}; choose another --out")
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
     if status in ("finished", "unfinished") and not (resume or overwrite):
         what = "a finished run" if status == "finished" else "an unfinished run (continue it with --resume)"
         raise ReslabError(f"{out} already holds {what}; use --resume or --overwrite, or choose another --out")
+    if overwrite and status in ("finished", "unfinished"):
+        check_overwrite(out)
     if resume and status in ("finished", "unfinished"):
         stored = stored_config(out)
         if cfg is not None:
-            check_resume_config(stored, cfg, out)
+            check_resume_config(stored, cfg, out, accept)
         cfg = stored if cfg is None else cfg
     if cfg is None:
         raise ConfigError(f"nothing to resume in {out} and no config given")
     return cfg
+
+
+def own_names(out: Path) -> set[str]:
+    """The top-level names of run directory ``out`` that reslab wrote: its marker's list (an older
+    reslab's run, without one: those of :data:`RUN_NAMES` present)."""
+    marker = owned.read_marker(out, "run")
+    return set(marker["files"]) | {"train.lock"} if marker is not None else set(RUN_NAMES)
+
+
+def check_overwrite(out: Path) -> None:
+    """Refuse (one line, naming the first) to overwrite a run directory holding anything reslab did not
+    write: ``--overwrite`` removes only the run's own files."""
+    owned.refuse_foreign(
+        out, owned.foreign_entries(out, own_names(out)), "cannot be overwritten",
+        "move it away, or choose another --out",
+    )  # fmt: skip
+
+
+def legacy_run(out: Path) -> bool:
+    """A run directory an older reslab wrote (before markers): every entry is a name reslab writes in a
+    run, and a file only reslab writes vouches for it (a finished summary with the versions that trained
+    it, or a checkpoint manifest or training state)."""
+    if owned.foreign_entries(out, RUN_NAMES) or not (out / "config.yaml").is_file():
+        return False
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        if isinstance(summary, dict) and "finished" in summary and "versions" in summary:
+            return True
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    ckdir = out / ckpt.CKPT_DIR
+    return any(ckdir.glob("*.manifest.json")) or any(ckdir.glob("*.state.pt"))
 
 
 def stored_config(out: Path) -> TrainConfig:
@@ -84,15 +138,59 @@ def stored_config(out: Path) -> TrainConfig:
     return TrainConfig.from_dict(read_yaml(out / "config.yaml", "run config"), source=f"{out}/config.yaml")
 
 
-def check_resume_config(stored: TrainConfig, given: TrainConfig, out: Path) -> None:
-    """A resumed run keeps its own config: ``given`` may differ from ``stored`` only in
-    :data:`~reslab.train.config.RESUME_KEYS`."""
-    a, b = stored.to_dict(), given.to_dict()
-    diff = [k for k in a if k not in RESUME_KEYS and a[k] != b[k]]
-    if diff:
-        k = diff[0]
+# What ``--accept-change`` may let a resumed run change deliberately: its length (the schedule is
+# recomputed for the new total; the steps already taken stay as they were).
+CHANGEABLE_ON_RESUME = frozenset({"iterations", "epochs"})
+
+
+def check_accepted(accept: Collection[str]) -> None:
+    """``accept`` names only keys a resumed run may change deliberately (:data:`CHANGEABLE_ON_RESUME`)."""
+    bad = sorted(set(accept) - CHANGEABLE_ON_RESUME)
+    if bad:
         raise ConfigError(
-            f"--resume {out}: the run's config has {k}={a[k]!r}, the given one {b[k]!r} "
+            f"--accept-change {bad[0]}: a resumed run may change only "
+            f"{' or '.join(sorted(CHANGEABLE_ON_RESUME))}"
+        )
+
+
+def check_resumed_config(
+    cfg: TrainConfig, recorded: dict[str, Any], out: Path, step: int, accept: Collection[str] = ()
+) -> dict[str, list[Any]]:
+    """``config.yaml`` of a resumed run against the config its checkpoint (of ``step``) was trained with:
+    a difference outside :data:`~reslab.train.config.RESUME_KEYS` is refused in one line naming the key
+    and both values, unless ``accept`` names it (only :data:`CHANGEABLE_ON_RESUME`). Returns the accepted
+    changes, ``{key: [was, now]}``."""
+    check_accepted(accept)
+    if not recorded:  # a checkpoint that recorded no config (an early reslab's): nothing to hold against it
+        return {}
+    mine = json.loads(json.dumps(cfg.to_dict(), default=str))
+    diff = {k: [was, now] for k, was, now in config_difference(recorded, mine, ignore=RESUME_KEYS)}
+    refused = [k for k in diff if k not in accept]
+    if refused:
+        k, (was, now) = refused[0], diff[refused[0]]
+        how = (
+            f"to change it deliberately: reslab train --resume {out} --accept-change {k}"
+            if k in CHANGEABLE_ON_RESUME
+            else "restore config.yaml, or start a new run"
+        )
+        raise ConfigError(
+            f"{out}/config.yaml has {k}={now!r} but its checkpoint (step {step}) was trained with {was!r}"
+            f"{f' ({len(refused)} fields differ)' if len(refused) > 1 else ''}; a resumed run keeps its "
+            f"config; {how}"
+        )
+    return diff
+
+
+def check_resume_config(
+    stored: TrainConfig, given: TrainConfig, out: Path, accept: Collection[str] = ()
+) -> None:
+    """A resumed run keeps its own config: ``given`` may differ from ``stored`` only in
+    :data:`~reslab.train.config.RESUME_KEYS` (and the keys of ``accept``)."""
+    diff = config_difference(stored.to_dict(), given.to_dict(), ignore=RESUME_KEYS | set(accept))
+    if diff:
+        k, have, want = diff[0]
+        raise ConfigError(
+            f"--resume {out}: the run's config has {k}={have!r}, the given one {want!r} "
             f"({len(diff)} field(s) differ); a resumed run keeps its own config"
         )
 
@@ -122,92 +220,113 @@ class RunDir:
                 self.lock.release()
                 if created and RunDir.status(self.dir) == "empty":
                     with contextlib.suppress(OSError):
+                        owned.marker_path(self.dir, "run").unlink(missing_ok=True)
                         self.lock.path.unlink()
                         self.dir.rmdir()
 
     def prepare(self, *, overwrite: bool) -> None:
-        """Under the lock: wipe the old run (``overwrite``) and the temporary files of writes killed
-        mid-way (rank 0)."""
+        """Under the lock: wipe the old run (``overwrite``: only its own files), remove the temporary
+        files of its writes killed mid-way, and mark the directory as a run (rank 0): a new marker for a
+        new run, an older reslab's run adopted as it is."""
         if not self.main:
             return
-        if overwrite and RunDir.status(self.dir) not in ("missing", "empty"):
+        status = RunDir.status(self.dir)
+        if overwrite and status not in ("missing", "empty"):
+            check_overwrite(self.dir)  # again, under the lock
             self.wipe()
-        for d in (self.dir, self.dir / ckpt.CKPT_DIR):
+            status = "empty"
+        mine = own_names(self.dir)
+        for d, names in ((self.dir, mine), (self.dir / ckpt.CKPT_DIR, None)):
             for p in d.glob(".*.tmp") if d.is_dir() else ():
-                with contextlib.suppress(OSError):
-                    p.unlink()
+                if names is None or owned.is_own_temporary(p.name, names):
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+        if owned.read_marker(self.dir, "run") is None:
+            present = [n for n in RUN_NAMES if (self.dir / n).exists()] if status != "empty" else []
+            owned.new_marker(self.dir, "run", [*present, *RUN_LAYOUT])
 
     def summary(self) -> dict[str, Any]:
         """The ``summary.json`` of a finished run."""
         return json.loads((self.dir / "summary.json").read_text())
 
-    def start_logs(self, step: int | None) -> None:
+    def start_logs(self, step: int | None) -> list[str]:
         """A fresh run (``step`` None) removes old log files; a resumed one drops the rows after its
-        checkpoint (they will be recomputed identically)."""
+        checkpoint (they will be recomputed identically) and damaged ones; returns what to tell the user."""
         if not self.main:
-            return
+            return []
         if step is not None:
-            self.truncate_logs(step)
-            return
+            return self.truncate_logs(step)
         for name in ("metrics.csv", "train_log.csv"):
             if (self.dir / name).exists():
                 (self.dir / name).unlink()
+        return []
 
     @staticmethod
     def status(out: Path) -> str:
-        """``missing``/``empty``, ``foreign`` (files but not a run), ``unfinished`` or ``finished``."""
+        """``missing``/``empty``, ``foreign`` (files but not a run), ``unfinished`` or ``finished``.
+
+        ``empty``: nothing but the lock, the marker and reslab's temporary files (a user's ``.draft.tmp``
+        is a file). A run: a marker, or an older reslab's run (:func:`legacy_run`)."""
         if not out.exists():
             return "missing"
         if not out.is_dir():
             return "foreign"
-        names = {p.name for p in out.iterdir() if not is_temporary(p.name)} - {"train.lock"}
-        if not names:
+        quiet = {"train.lock", owned.MARKERS["run"]}
+        if all(p.name in quiet or owned.is_own_temporary(p.name, RUN_NAMES) for p in out.iterdir()):
             return "empty"
-        if (out / "summary.json").exists():
-            try:
-                if json.loads((out / "summary.json").read_text()).get("finished"):
-                    return "finished"
-            except (OSError, ValueError):
-                pass
-        if (out / "config.yaml").exists():
-            return "unfinished"
-        return "foreign"
+        if owned.read_marker(out, "run") is None and not legacy_run(out):
+            return "foreign"
+        try:
+            if json.loads((out / "summary.json").read_text(encoding="utf-8")).get("finished"):
+                return "finished"
+        except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+            pass
+        return "unfinished"
 
     def wipe(self) -> None:
+        """Remove the run's own files (:func:`own_names`; the caller checked nothing else is there);
+        the lock stays, the marker goes last."""
+        marker = owned.marker_path(self.dir, "run")
+        mine = own_names(self.dir)
         for p in self.dir.iterdir():
-            if p.name == "train.lock":
+            if p.name in ("train.lock", marker.name) or not (
+                p.name in mine or owned.is_own_temporary(p.name, mine)
+            ):
                 continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             else:
                 p.unlink()
+        marker.unlink(missing_ok=True)
 
     def write_config(self, cfg: TrainConfig) -> None:
         if self.main:
             write_text(self.dir / "config.yaml", config_to_yaml(cfg))
 
-    def truncate_logs(self, step: int) -> None:
-        """On resume: drop log rows after the checkpoint (they will be recomputed identically), and torn
-        rows; the files are rewritten with the run's own headers (:attr:`metrics_cols`)."""
+    def truncate_logs(self, step: int) -> list[str]:
+        """On resume: drop log rows after the checkpoint (they will be recomputed identically), torn rows
+        and damaged ones (undecodable bytes, NULs, a wrong number of fields); the files are rewritten
+        with the run's own headers (:attr:`metrics_cols`). Logs are repaired, not trusted: returns one
+        line per file that lost rows at or before ``step`` (those are not recomputed)."""
+        notes: list[str] = []
         if not self.main:
-            return
+            return notes
         for name, cols in (("metrics.csv", self.metrics_cols), ("train_log.csv", LOG_COLUMNS)):
             path = self.dir / name
             if not path.exists():
                 continue
-            keep = []
-            with open(path, newline="") as f:
-                for row in csv.DictReader(f):
-                    try:
-                        if int(float(row["step"])) <= step and all(row.get(c) is not None for c in cols):
-                            keep.append(row)
-                    except (KeyError, TypeError, ValueError):
-                        continue
+            keep, damaged = read_log_rows(path, cols, step)
             buf = io.StringIO()
             w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
             w.writeheader()
-            w.writerows({c: r[c] for c in cols} for r in keep)
+            w.writerows(keep)
             write_text(path, buf.getvalue())
+            if damaged:
+                notes.append(
+                    f"{path}: {damaged} damaged row{'s' if damaged > 1 else ''} dropped (unreadable bytes "
+                    f"or fields); the rows after step {step} are recomputed, these are not"
+                )
+        return notes
 
     def append(self, name: str, cols: tuple[str, ...], row: dict[str, Any]) -> None:
         if not self.main:
@@ -241,9 +360,39 @@ class RunDir:
             self.tb = None
 
 
-def is_temporary(name: str) -> bool:
-    """A temporary file of :func:`reslab._io.atomic_write` left by a process killed mid-write."""
-    return name.startswith(".") and name.endswith(".tmp")
+def read_log_rows(path: Path, cols: tuple[str, ...], step: int) -> tuple[list[dict[str, str]], int]:
+    """The sound rows of log ``path`` up to ``step`` (as dicts over ``cols``) and how many rows were
+    damaged (undecodable bytes, NULs, a wrong number of fields, a step that is no number). The last row
+    torn by a kill mid-append is not damage. A damaged header is read as ``cols`` (reslab wrote it)."""
+    lines = [ln for ln in path.read_bytes().decode("utf-8", errors="replace").split("\n") if ln]
+    if not lines:
+        return [], 0
+
+    def damaged_bytes(line: str) -> bool:
+        return "\ufffd" in line or "\x00" in line
+
+    header = next(csv.reader([lines[0].replace("\x00", "")]))
+    damaged = 0
+    if "step" not in header or damaged_bytes(lines[0]):
+        # read as reslab's own header; a damaged first line longer than it swallowed a row or more
+        damaged += len(lines[0]) > len(",".join(cols))
+        header = list(cols)
+    keep: list[dict[str, str]] = []
+    for i, line in enumerate(lines[1:], 1):
+        r = next(csv.reader([line.replace("\x00", "")]), [])
+        if len(r) != len(header) and i == len(lines) - 1 and not damaged_bytes(line):
+            break  # the torn tail of an append a kill interrupted
+        row = dict(zip(header, r))
+        try:
+            if damaged_bytes(line) or len(r) != len(header) or any(c not in row for c in cols):
+                raise ValueError
+            row_step = int(float(row["step"]))
+        except (KeyError, ValueError):
+            damaged += 1
+            continue
+        if row_step <= step:
+            keep.append({c: row[c] for c in cols})
+    return keep, damaged
 
 
 def format_cell(v: Any) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from reslab.errors import CheckpointError, ReslabError
 from reslab.manifest import INTERRUPTED, Generation, check_generation, has_manifests, role_path
 from reslab.train.checkpoint import CKPT_DIR, GENERATIONS
-from reslab.train.config import RESUME_KEYS, TrainConfig
+from reslab.train.config import RESUME_KEYS, TrainConfig, config_difference
 from reslab.train.recipe import read_yaml
 
 
@@ -66,7 +66,8 @@ def verify_run(run_dir: str | os.PathLike) -> RunReport:
     ckdir = run / CKPT_DIR
     legacy = not has_manifests(ckdir)
     gens = {name: check_generation(ckdir, name) for name in GENERATIONS}
-    report.findings += [_generation_finding(gen, legacy) for gen in gens.values()]
+    first_save = legacy and _first_save_interrupted(run, gens)
+    report.findings += [_generation_finding(gen, legacy, first_save) for gen in gens.values()]
     newest = next((gens[n] for n in ("last", "prev") if gens[n].sound or gens[n].legacy), None)
     report.findings.append(_config_finding(run, ckdir, newest))
     step = newest.step if newest is not None and newest.step is not None else _legacy_step(ckdir, newest)
@@ -81,15 +82,32 @@ def verify_run(run_dir: str | os.PathLike) -> RunReport:
             "" if ok else f", but checkpoint last is of step {last.step}"
         )
         report.findings.append(Finding("summary.json", ok, detail))
-    report.resume = _resume_plan(gens, legacy, finished, run)
+    report.resume = (
+        "start again from step 0 (the first checkpoint's save was interrupted before its manifest)"
+        if first_save
+        else _resume_plan(gens, legacy, finished, run)
+    )
     return report
 
 
-def _generation_finding(gen: Generation, legacy: bool) -> Finding:
-    if legacy:
-        if gen.legacy:
-            return Finding(gen.name, True, "no checksums (an older reslab's run): `--resume` checksums it")
-        return Finding(gen.name, True, "none")
+def _first_save_interrupted(run: Path, gens: dict[str, Generation]) -> bool:
+    """No manifest yet, and ``last`` is this reslab's first save of the run (no ``prev``): a kill before
+    its manifest, which resume answers by starting again from step 0."""
+    from reslab._io import torch_load
+
+    if gens["last"].legacy or gens["last"].problems == ["missing"] or gens["prev"].problems != ["missing"]:
+        return False
+    try:
+        return torch_load(role_path(run / CKPT_DIR, "last", "state")).get("save_index") == 1
+    except (ReslabError, AttributeError):
+        return False
+
+
+def _generation_finding(gen: Generation, legacy: bool, first_save: bool = False) -> Finding:
+    if legacy and gen.legacy:
+        return Finding(gen.name, True, "no checksums (an older reslab's run): `--resume` checksums it")
+    if first_save and gen.name == "last":
+        return Finding(gen.name, True, f"the run's first save, {INTERRUPTED} before its manifest", "partial")
     if gen.sound:
         files = ", ".join(role_path(Path(), gen.name, r).name for r in gen.manifest.files)  # type: ignore[union-attr]
         return Finding(gen.name, True, f"step {gen.step}: {files} match their manifest (sha256)")
@@ -112,14 +130,11 @@ def _config_finding(run: Path, ckdir: Path, newest: Generation | None) -> Findin
     if newest is None or not (role_path(ckdir, newest.name, "weights")).is_file():
         return Finding("config.yaml", True, "parses")
     stored = _weights_config(role_path(ckdir, newest.name, "weights"))
-    mine = cfg.to_dict()
-    diff = [k for k in mine if k in stored and k not in RESUME_KEYS and stored[k] != mine[k]]
+    diff = config_difference(stored, cfg.to_dict(), ignore=RESUME_KEYS) if stored else []
     if diff:
-        k = diff[0]
+        k, was, now = diff[0]
         return Finding(
-            "config.yaml",
-            False,
-            f"{k}={mine[k]!r} but checkpoint {newest.name} was trained with {stored[k]!r}",
+            "config.yaml", False, f"{k}={now!r} but checkpoint {newest.name} was trained with {was!r}"
         )
     return Finding("config.yaml", True, f"parses; agrees with checkpoint {newest.name}")
 
@@ -185,10 +200,11 @@ def _resume_plan(gens: dict[str, Generation], legacy: bool, finished: int | None
     last, prev = gens["last"], gens["prev"]
     if finished is not None:  # `--resume` of a finished run only says so
         return f"nothing: the run is finished (step {finished}); eval/export/predict read checkpoint best"
-    if legacy:
-        if not last.legacy:
-            return "start from step 0 (no checkpoint yet)"
-        return "continue from last unverified (an older reslab's run), then checksum every checkpoint"
+    if legacy and (last.legacy or prev.legacy):
+        name = "last" if last.legacy else "prev"
+        return f"continue from {name} unverified (an older reslab's run), then checksum every checkpoint"
+    if legacy and last.problems != ["missing"]:
+        return f"refuse (exit 2): checkpoints this reslab wrote have no manifest; nothing would be changed in {run}"
     if last.sound:
         return f"continue from last (step {last.step})"
     if prev.sound:
