@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from reslab.models import create_model
-from reslab.train.precision import cpu_has_native_bf16
+from reslab.precision import cpu_has_native_bf16
 
 
 def _step_fn(model: torch.nn.Module, opt: torch.optim.Optimizer, dtype: torch.dtype | None):

@@ -24,7 +24,7 @@ Measurements (images/s, and MFU = the fraction of the device's *measured* bf16 m
   (``--paper-full-max-s``). The row says ``measured`` or ``EXTRAPOLATED``.
 - ``resnet50``: 224x224, batch 256, synthetic ImageNet-shaped data, bf16 autocast + channels_last:
   training through reslab's ``train()``, reslab's model in a plain AMP loop, torchvision's ``resnet50`` in
-  the same plain AMP loop (one preloaded batch); inference through ``reslab.train.evaluate.evaluate``
+  the same plain AMP loop (one preloaded batch); inference through ``reslab.tasks.classification.evaluate``
   (uint8 images on the device) and in plain ``inference_mode`` loops.
 - ``sweep``: the paper's depth sweep (plain/ResNet-20/32/44/56, Fig. 6), batch 128, a fixed number of
   steps each: one after another in this process vs all at once in 8 worker processes (timed from a common

@@ -32,16 +32,16 @@ def dense_figure(run: str, out: Path, count: int) -> None:
     """Ground truth (top) and prediction (bottom) on the first ``count`` test scenes."""
     import matplotlib.pyplot as plt
 
+    from reslab.config import TrainConfig
     from reslab.deploy.dense_predict import predict_image
     from reslab.models.dense import load_dense
-    from reslab.tasks.dense import get_task
-    from reslab.train.config import TrainConfig
-    from reslab.train.dense_task import DenseOptions, load_splits
+    from reslab.tasks import scene_ops as get_task
+    from reslab.tasks.scenes import SceneOptions, load_splits
 
     model, meta = load_dense(run)
     config = {k: v for k, v in meta["config"].items() if k not in ("data", "precision")}
     cfg = TrainConfig.from_dict(config, source=f"{run} config")
-    data, scenes = load_splits(DenseOptions.from_config(cfg), cfg)
+    data, scenes = load_splits(SceneOptions.from_config(cfg), cfg)
     test, task = scenes["test"], get_task(cfg.task)
     classes = list(data.classes)
     model = model.float().eval()
@@ -66,7 +66,7 @@ def dense_figure(run: str, out: Path, count: int) -> None:
     if cfg.task == "segmentation":  # the colour of each class (detection writes the names on the boxes)
         from matplotlib.patches import Patch
 
-        from reslab.tasks.dense import PALETTE
+        from reslab.tasks.scenes import PALETTE
 
         rgb = [tuple(v / 255 for v in PALETTE[(c - 1) % len(PALETTE)]) for c in range(1, len(classes))]
         handles = [Patch(color=rgb[c - 1], label=classes[c]) for c in range(1, len(classes))]
@@ -113,7 +113,7 @@ def sr_figure(run: str, out: Path, crop: int = 96) -> None:
 
     from reslab.models.weights import load_model
     from reslab.tasks.base import run_config
-    from reslab.tasks.sr import VAL_ROWS, bicubic_up, load_data, psnr, upscale
+    from reslab.tasks.super_resolution import VAL_ROWS, bicubic_up, load_data, psnr, upscale
 
     model, meta = load_model(run)
     _, info = run_config(meta)

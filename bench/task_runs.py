@@ -22,7 +22,7 @@ Two comparisons, each at one budget (the same number of iterations per run), ove
 Each run trains ``--video-iterations`` / ``--sr-iterations`` / ``--transfer-iterations`` steps (defaults 800 / 1,200: ~5-8 minutes each
 on one core at ``threads=1``, 2/5 of the recipes' budgets with their schedule shape; 4 evaluations) into
 ``OUT/<task>/<variant>-s<seed>/``. The numbers are those of the run's best checkpoint (chosen on the
-validation split) as :func:`reslab.tasks.video.evaluate_video_run` / :func:`reslab.tasks.sr.evaluate_sr_run`
+validation split) as :func:`reslab.tasks.video.evaluate_video_run` / :func:`reslab.tasks.super_resolution.evaluate_sr_run`
 measure them (``eval.json`` in the run); seconds per iteration is ``summary.json``'s wall time over its
 steps (evaluations included). Resumable: a finished run (``summary.json`` with ``finished``) is not run
 again, an interrupted one continues with ``reslab train --resume``. Prints a markdown table (mean ± std over
@@ -126,16 +126,16 @@ def train(run: Path, cmd: list[str]) -> None:
 
 def measure(run: Path, v: Variant) -> dict[str, Any]:
     """The run's best checkpoint evaluated (``eval.json``, made once) and its summary's cost."""
-    from reslab.tasks.sr import evaluate_sr_run
+    from reslab.tasks import SCENE_TASKS
+    from reslab.tasks.super_resolution import evaluate_sr_run
     from reslab.tasks.video import evaluate_video_run
-    from reslab.train.dense_task import evaluate_dense_checkpoint
 
     summary = json.loads((run / "summary.json").read_text())
     path = run / "eval.json"
     if path.is_file():
         ev = json.loads(path.read_text())
     elif v.task == "transfer":
-        ev = evaluate_dense_checkpoint(run, device="cpu", splits=("val", "test"))
+        ev = SCENE_TASKS[summary["task"]].evaluate_checkpoint(run, device="cpu", splits=("val", "test"))
     else:
         ev = (evaluate_video_run if v.task == "video" else evaluate_sr_run)(run, device="cpu")
     row: dict[str, Any] = {

@@ -4,7 +4,7 @@ Measured in one process on one machine, for each model (default ResNet-20 and Re
 
 (a)  fp32 ceiling: the bare model's forward + backward + SGD step on one preloaded, normalized batch;
 (a2) the best ceiling this machine allows: the same bare step in bf16 autocast where the CPU runs bf16
-     natively (:func:`reslab.train.precision.cpu_has_native_bf16`), else fp32, and compiled with
+     natively (:func:`reslab.precision.cpu_has_native_bf16`), else fp32, and compiled with
      ``torch.compile`` when ``--compile`` is given (bench/cpu_compile.py measures whether that pays:
      on an AVX2 CPU it did not);
 (b)  reslab: the real engine with the default recipe's settings (``amp: auto``), ``reslab.train.train``
@@ -40,8 +40,8 @@ import torch.nn.functional as F
 
 from reslab.data import find_dataset, load_dataset
 from reslab.models import create_model
+from reslab.precision import cpu_has_native_bf16, precision_name, resolve_amp
 from reslab.train import load_recipe, train
-from reslab.train.precision import cpu_has_native_bf16, precision_name, resolve_amp
 
 
 def _config(model: str, batch_size: int, device: str, threads: int | None):

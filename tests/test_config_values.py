@@ -11,10 +11,10 @@ import typing
 import pytest
 import torch
 
+from reslab.config import FIELD_WORDS, RESUME_KEYS, TrainConfig, apply_overrides
 from reslab.errors import ConfigError
+from reslab.precision import cpu_has_native_bf16, precision_name, resolve_amp
 from reslab.train import load_recipe, parse_set
-from reslab.train.config import FIELD_WORDS, RESUME_KEYS, TrainConfig, apply_overrides
-from reslab.train.precision import cpu_has_native_bf16, precision_name, resolve_amp
 
 _HINTS = typing.get_type_hints(TrainConfig)
 _BOOL_SPELLINGS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
@@ -140,10 +140,16 @@ def test_design_doc_lists_exactly_the_resume_keys():
 
 
 def test_experiment_plans_use_the_machine_keys():
-    import reslab.experiments.plan as plan
-    from reslab.train.config import MACHINE_KEYS
+    from reslab.config import MACHINE_KEYS
+    from reslab.experiments.plan import config_mismatch
 
-    assert plan.MACHINE_KEYS is MACHINE_KEYS and "amp" not in MACHINE_KEYS
+    assert "amp" not in MACHINE_KEYS
+    for key in MACHINE_KEYS:  # the one identity rule ignores how a run executes...
+        assert config_mismatch({key: "a"}, {key: "b"}) is None
+    assert config_mismatch({"amp": "off"}, {"amp": "bf16"}) == ("amp", "off", "bf16")  # ...not its arithmetic
+    default = TrainConfig().lr  # a field the stored config lacks holds its default
+    assert config_mismatch({}, {"lr": default}) is None
+    assert config_mismatch({}, {"lr": default * 2}) == ("lr", default, default * 2)
 
 
 def _resume_cli(tmp_path, *argv):
@@ -179,7 +185,7 @@ def test_cli_resume_may_change_exactly_the_resume_keys(tmp_path, capsys):
 def test_train_flags_and_help_come_from_the_config_fields():
     from reslab.cli import build_parser
     from reslab.cli.train import TRAIN_GROUPS
-    from reslab.train.config import config_fields
+    from reslab.config import config_fields
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
     by_dest = {a.dest: a for a in sub._actions}
@@ -190,7 +196,7 @@ def test_train_flags_and_help_come_from_the_config_fields():
 
 
 def test_synthetic_data_is_described_by_the_config():
-    from reslab.train.classification import load_training_data
+    from reslab.tasks.classification import load_training_data
 
     cfg = TrainConfig(dataset="synthetic", iterations=1)
     cfg.update({"data_kwargs": {"shape": [1, 8, 8], "num_classes": 3, "train_size": 40, "test_size": 10}})

@@ -15,7 +15,7 @@ from reslab.errors import CheckpointError, ConfigError
 from reslab.models import create_model
 from reslab.models.dense import load_dense, save_dense
 from reslab.models.weights import save_weights
-from reslab.tasks import get_task
+from reslab.tasks import scene_ops as get_task
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 SMALL = SceneConfig(size=64, min_scale=14, max_scale=32, max_objects=4)
@@ -155,7 +155,7 @@ def test_mask_rcnn_evaluation_and_drawing(data):
 
 
 def test_unknown_task():
-    with pytest.raises(ConfigError, match="unknown task 'pose'"):
+    with pytest.raises(ConfigError, match="unknown scene task 'pose'"):
         get_task("pose")
 
 

@@ -16,15 +16,14 @@ import pytest
 import torch
 
 from reslab.errors import ConfigError, ReslabError
+from reslab.tasks.base import Dist, reduce_error
 from reslab.train import TrainConfig
 from reslab.train import checkpoint as ckpt
 from reslab.train.distributed import (
-    Dist,
     assert_replicas_in_sync,
     init_distributed,
     load_loader_state,
     loader_state,
-    reduce_error,
 )
 
 RECIPE = """\
@@ -97,6 +96,7 @@ def test_two_ranks_train_die_and_resume(tmp_path):
             "config.yaml",
             "curves.png",
             "metrics.csv",
+            "reslab-run.json",
             "summary.json",
             "train.lock",
             "train_log.csv",
@@ -117,7 +117,7 @@ def test_two_ranks_train_die_and_resume(tmp_path):
     assert state["step"] == 8 and state["loader"]["samples"] in (0, 64)
 
     # --- the reduced evaluation equals a single-process evaluation of the same weights
-    from reslab.train.evaluate import evaluate_checkpoint
+    from reslab.tasks.classification import evaluate_checkpoint
 
     torch.set_num_threads(1)
     ev = evaluate_checkpoint(str(ckpt.weights_path(full, "last")), out_dir=str(tmp_path / "ev"), device="cpu")

@@ -20,11 +20,11 @@ from _import_graph import find_cycle, import_graph
 from reslab.cli import main
 from reslab.errors import ConfigError, ReslabError
 from reslab.experiments import plan_experiment, redraw, run_experiment
-from reslab.train.rundir import RunDir
 from reslab.experiments.claims import claims_for
 from reslab.experiments.plan import write_plan
 from reslab.experiments.results import Group, RunResult
 from reslab.experiments.specs import BUDGETS, EXPERIMENTS, parse_depths, parse_seeds
+from reslab.train.rundir import RunDir
 
 EXPECTED_NETWORKS = {
     "degradation": {f"{f}{d}" for f in ("plain", "resnet") for d in (20, 32, 44, 56)},
@@ -368,7 +368,7 @@ def _stop_at_evaluation(monkeypatch, n: int, check: Callable[[], None] | None = 
     """Make the process's ``n``-th evaluation raise KeyboardInterrupt, as Ctrl-C would, after running
     ``check``. In a smoke sweep of plain20 then resnet20 (evaluations at steps 2 and 4), n = 4 stops
     resnet20 after its step-2 checkpoint. ``monkeypatch.undo()`` restores the evaluation."""
-    import reslab.train.classification as task
+    import reslab.tasks.classification as task
 
     real_eval = task.evaluate
     calls = {"n": 0}
@@ -642,8 +642,8 @@ def test_experiments_package_has_no_import_cycle() -> None:
     """Dependencies point one way, lazy imports included (STYLE.md habit 14)."""
     graph = import_graph("reslab.experiments")
     assert find_cycle(graph) is None, find_cycle(graph)
+    from reslab.config import MACHINE_KEYS
     from reslab.experiments import plan, runner
-    from reslab.train.config import MACHINE_KEYS
 
     assert not hasattr(runner, "_MACHINE_KEYS")
     # amp changes the arithmetic: a stored run with another amp is a mismatch, a thread count is not
@@ -794,7 +794,7 @@ def test_an_unfinished_run_is_published_with_its_checkpoint_and_continues_on_a_f
     assert any("unfinished runs' last checkpoints" in line for line in lines), lines
     # Bytes that do not match their manifest (a generation being rotated by a training worker) are not
     # published.
-    from reslab.experiments.publish import publish_partial
+    from reslab.experiments.publishing import publish_partial
 
     state = plan.run_dir(second) / "checkpoints" / "last.state.pt"
     good = state.read_bytes()

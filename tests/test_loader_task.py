@@ -1,4 +1,4 @@
-"""The video and super-resolution adapter of the loop's task seam (:class:`LoaderTraining`), without the loop.
+"""The video and super-resolution tasks behind the loop's seam (:class:`~reslab.tasks.base.LoaderTask`), without the loop.
 
 Each test builds the task from a training config and a single-process CPU :class:`Runtime`, as the engine
 does, and checks what the loop relies on: the loss falls under a few SGD steps through ``forward``,
@@ -19,15 +19,21 @@ import numpy as np
 import pytest
 import torch
 
+from reslab.config import TrainConfig
 from reslab.data import find_dataset
 from reslab.data.sr import PatchSampler, photograph, sr_data
 from reslab.errors import ConfigError
 from reslab.models.weights import save_weights
-from reslab.tasks import sr, video
-from reslab.train.config import TrainConfig
-from reslab.train.distributed import Dist, load_loader_state, loader_state
-from reslab.train.loader_task import SR_METRICS, VIDEO_METRICS, LoaderTraining
-from reslab.train.task import Runtime
+from reslab.tasks import LOADER_TASKS, video
+from reslab.tasks import super_resolution as sr
+from reslab.tasks.base import Dist, LoaderTask, Runtime
+from reslab.train.distributed import load_loader_state, loader_state
+
+SR_METRICS, VIDEO_METRICS = sr.METRICS, video.METRICS
+
+
+def LoaderTraining(cfg: Any, rt: Runtime) -> LoaderTask:
+    return LOADER_TASKS[cfg.task](cfg, rt)
 
 
 @dataclasses.dataclass
@@ -74,9 +80,7 @@ def clip_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the clips' cache (reslab.data.default_root)
 
 
-def sgd_losses(
-    task: LoaderTraining, model: torch.nn.Module, batch: Any, steps: int, lr: float
-) -> list[float]:
+def sgd_losses(task: LoaderTask, model: torch.nn.Module, batch: Any, steps: int, lr: float) -> list[float]:
     """The losses of ``steps`` SGD updates on one fixed batch through the task's ``forward``."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     losses = []
@@ -164,8 +168,6 @@ def test_video_options_are_checked_in_one_line(clip_cache):
         LoaderTraining(video_config(task_kwargs={"clips": 10}), RT)
     with pytest.raises(ConfigError, match="super-resolution"):
         LoaderTraining(video_config(model="edsr_baseline_x4"), RT)
-    with pytest.raises(ConfigError, match="task 'detection'"):
-        LoaderTraining(video_config(task="detection"), RT)
 
 
 # ----------------------------------------------------------------------------------- super-resolution

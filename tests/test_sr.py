@@ -14,9 +14,9 @@ from reslab.data.sr import SR_TEST, SR_TRAIN, PatchSampler, bicubic_down, bicubi
 from reslab.errors import ConfigError
 from reslab.models import count_params_and_macs, create_model, deleted_blocks
 from reslab.models.sr import Scale
-from reslab.tasks import get_task
+from reslab.tasks import TASKS, task_class
 from reslab.tasks.metrics import accuracy, luminance, psnr, ssim
-from reslab.tasks.sr import upscale
+from reslab.tasks.super_resolution import upscale
 
 # ------------------------------------------------------------------------------------------- models
 
@@ -205,15 +205,12 @@ def test_patch_sampler_crops_aligned_pairs_and_resumes():
 
 
 def test_sr_task_trains_edsr_on_a_fixed_batch_and_evaluates_against_bicubic():
-    task = get_task("sr")
-    assert (
-        task is get_task("super-resolution")
-        and task.primary_metric == "psnr"
-        and task.default_model == "edsr_baseline_x4"
-    )
-    task.check_model("srresnet_x2")
+    from reslab.tasks import super_resolution as task
+
+    assert TASKS["sr"] is TASKS["super-resolution"] is task.SuperResolution
+    assert task.SuperResolution.metric_names[0] == "psnr" and task.SuperResolution.higher_is_better
     with pytest.raises(ConfigError, match="unknown task"):
-        get_task("captioning")
+        task_class("captioning")
     data = hand_images()
     torch.manual_seed(0)
     model = create_model("edsr_baseline_x2", units=2, width=16)
@@ -221,7 +218,7 @@ def test_sr_task_trains_edsr_on_a_fixed_batch_and_evaluates_against_bicubic():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(40):
-        loss = task.loss(model(lr), hr)
+        loss = task.sr_loss(model(lr), hr)
         opt.zero_grad()
         loss.backward()
         opt.step()

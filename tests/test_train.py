@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from reslab.cli import main
+from reslab.config import apply_overrides
 from reslab.errors import ConfigError
 from reslab.train import TrainConfig, list_recipes, load_recipe, parse_set
-from reslab.train.config import apply_overrides
 from reslab.train.schedule import Schedule
 
 
@@ -397,7 +397,7 @@ def test_compile_modes_reach_torch_compile(monkeypatch):
     import torch
 
     from reslab import create_model
-    from reslab.train.distributed import Dist
+    from reslab.tasks.base import Dist
     from reslab.train.setup import wrap_model
 
     seen = []
@@ -440,7 +440,7 @@ def test_cudnn_flag_is_restored_and_machine_keys_may_change_on_resume(tmp_path):
 def test_meters_sum_on_the_device_and_survive_a_checkpoint():
     import torch
 
-    from reslab.train.distributed import Dist
+    from reslab.tasks.base import Dist
     from reslab.train.meters import DeviceSums, Meters, Window
 
     m = Meters(DeviceSums(torch.device("cpu")))
@@ -491,9 +491,8 @@ def test_run_directory_rules_before_anything_is_touched(tmp_path):
 def test_classification_task_is_the_loops_whole_view_of_the_data():
     import torch
 
-    from reslab.train.classification import Classification
-    from reslab.train.distributed import Dist
-    from reslab.train.task import Runtime
+    from reslab.tasks.base import Dist, Runtime
+    from reslab.tasks.classification import Classification
 
     cfg = TrainConfig(dataset="synthetic", iterations=1, batch_size=8, val_split=16, eval_test=True)
     cfg.update({"data_kwargs": {"shape": [1, 8, 8], "num_classes": 3, "train_size": 64, "test_size": 8}})

@@ -1,6 +1,6 @@
 """``resnet50``: 224x224, batch 256, ImageNet-shaped synthetic data, bf16 autocast + channels_last: training
 through ``train()``, reslab's and torchvision's models in a plain AMP loop; inference through
-``reslab.train.evaluate.evaluate`` and in plain ``inference_mode`` loops."""
+``reslab.tasks.classification.evaluate`` and in plain ``inference_mode`` loops."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ class _ResNet50:
 
     def reslab_infer(self) -> dict[str, Any]:
         from reslab.models import create_model
-        from reslab.train.evaluate import evaluate
+        from reslab.tasks.classification import evaluate
 
         s, dev, arch, hw, batch = self.s, self.dev, self.arch, self.hw, self.batch
         model = create_model(arch).to(dev).to(memory_format=torch.channels_last)
@@ -157,7 +157,7 @@ class _ResNet50:
         dt = time.perf_counter() - t
         ips = n / dt
         return {
-            "loop": "reslab.train.evaluate (uint8 on device, normalize, top-1/top-5)",
+            "loop": "reslab.tasks.classification (uint8 on device, normalize, top-1/top-5)",
             "images_per_s": ips,
             "mfu": self.suite.mfu(self.macs, ips, False),
             "images": n,

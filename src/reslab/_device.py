@@ -1,6 +1,8 @@
-"""Device selection shared by training, evaluation, analysis and prediction."""
+"""Device selection and the autocast context, shared by training, evaluation, analysis and prediction."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -22,3 +24,10 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available (use --device cpu or auto)")
     return dev
+
+
+def autocast_ctx(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """The run's autocast on ``device`` (``amp_dtype`` None: fp32, no autocast)."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reslab.cli import main
-from reslab.train.config import field_names
+from reslab.config import field_names
 
 FIELDS = field_names()
 KEYS = st.one_of(

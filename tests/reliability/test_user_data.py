@@ -142,6 +142,11 @@ def test_more_iterations_on_resume_only_when_accepted_and_recorded(interrupted, 
     history = json.loads((run / "reslab-run.json").read_text())["history"]
     assert history[-1]["changes"] == {"iterations": [ITERATIONS, ITERATIONS + 2]}
     assert main(["verify", str(run)]) == 0
+    more = ["--iterations", str(ITERATIONS + 4), "--accept-change", "iterations", "--quiet"]
+    assert (
+        main(["train", "--resume", str(run), *more]) == 0
+    )  # a finished run made longer, on the command line
+    assert json.loads((run / "summary.json").read_text())["steps"] == ITERATIONS + 4
     assert main(["train", "--resume", str(run), "--accept-change", "lr"]) == 2  # not a length
     assert "may change only" in err_line(capsys)
 

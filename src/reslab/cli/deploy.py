@@ -125,23 +125,25 @@ def _upscale_files(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from reslab._device import resolve_device
     from reslab.deploy.dense_predict import output_paths
     from reslab.errors import ConfigError, DataError
     from reslab.models.weights import load_model
-    from reslab.tasks.sr import upscale_file
+    from reslab.tasks.super_resolution import upscale_file
 
     if not args.out:
         raise ConfigError(
             "a super-resolution run writes images: give --out FILE.png (one image) or --out DIR"
         )
     model, _ = load_model(args.checkpoint)
+    device = resolve_device(args.device)
     scale = int(model.scale)  # type: ignore[attr-defined]
     targets = output_paths(args.images, args.out, f"x{scale}", overwrite=args.overwrite)
     failed = 0
     for image, target in zip(args.images, targets):
         try:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
-            upscale_file(model, image, target, device=args.device)
+            upscale_file(model, image, target, device=device)
         except DataError as e:
             print(f"reslab: error: {e}", file=sys.stderr)
             failed += 1

@@ -29,12 +29,12 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from reslab.models.dense import DENSE_TASKS
     from reslab.tasks.base import checkpoint_task
-    from reslab.train.evaluate import evaluate_checkpoint
+    from reslab.tasks.classification import evaluate_checkpoint
 
     splits = ("val", "test") if args.split == "both" else (args.split,)
     task = checkpoint_task(args.path)
     if task in DENSE_TASKS:
-        return _eval_dense(args, splits)
+        return _eval_dense(args, task, splits)
     if task in ("video", "super-resolution"):
         return _eval_video(args) if task == "video" else _eval_sr(args)
     r = evaluate_checkpoint(
@@ -57,14 +57,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_dense(args: argparse.Namespace, splits: tuple[str, ...]) -> int:
+def _eval_dense(args: argparse.Namespace, task: str, splits: tuple[str, ...]) -> int:
     """``reslab eval`` of a detection / segmentation run: every metric, then one line per class."""
     from reslab.errors import ConfigError
-    from reslab.train.dense_task import evaluate_dense_checkpoint
+    from reslab.tasks import SCENE_TASKS
 
     if args.tta != "none":
         raise ConfigError("--tta applies to classification; detection and segmentation evaluate as trained")
-    r = evaluate_dense_checkpoint(
+    r = SCENE_TASKS[task].evaluate_checkpoint(
         args.path, out_dir=args.out, data_dir=args.data_dir, device=args.device,
         batch_size=args.batch_size, splits=splits,
     )  # fmt: skip
@@ -117,7 +117,7 @@ def _eval_video(args: argparse.Namespace) -> int:
 
 def _eval_sr(args: argparse.Namespace) -> int:
     """``reslab eval`` of a super-resolution run: PSNR / SSIM against bicubic upsampling, per image."""
-    from reslab.tasks.sr import evaluate_sr_run
+    from reslab.tasks.super_resolution import evaluate_sr_run
 
     _loader_task_flags(args, "super-resolution")
     r = evaluate_sr_run(args.path, device=args.device, out_dir=args.out)

@@ -1,6 +1,6 @@
-"""``reslab train``: its flags are generated from :class:`~reslab.train.config.TrainConfig`'s field
+"""``reslab train``: its flags are generated from :class:`~reslab.config.TrainConfig`'s field
 metadata (a field's help text is written once, beside the field); ``--resume`` follows
-:data:`~reslab.train.config.RESUME_KEYS`."""
+:data:`~reslab.config.RESUME_KEYS`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _add_field_flag(group: argparse._ActionsContainer, name: str) -> None:
     argument type from its annotation (values are checked by the config itself, as ``--set`` ones are)."""
     import typing
 
-    from reslab.train.config import TrainConfig, config_fields
+    from reslab.config import TrainConfig, config_fields
 
     meta = config_fields()[name].metadata
     hint = typing.get_type_hints(TrainConfig)[name]
@@ -40,7 +40,7 @@ def _add_field_flag(group: argparse._ActionsContainer, name: str) -> None:
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    from reslab.train.config import RESUME_KEYS
+    from reslab.config import RESUME_KEYS
 
     p = sub.add_parser(
         "train",
@@ -144,7 +144,7 @@ def task_recipe(task: str | None) -> str:
 
     if task is None or task == "classification":
         return DEFAULT_RECIPE
-    from reslab.train.config import TASK_NAMES
+    from reslab.config import TASK_NAMES
 
     if task not in TASK_NAMES:
         raise ReslabError(f"--task must be one of {', '.join(TASK_NAMES)}; got {task!r}")

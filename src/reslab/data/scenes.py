@@ -29,13 +29,14 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from reslab.data.loader import ResumableEpochs, epoch_seed
 from reslab.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
@@ -418,3 +419,70 @@ def load_scenes(
         source=getattr(ds, "source", ""),
         files=files,
     )
+
+
+class SceneLoader(ResumableEpochs):
+    """Training batches of scenes, one epoch per ``iter()``, resumable exactly (the
+    :class:`reslab.data.DeviceLoader` interface): epoch ``e`` visits a permutation drawn from
+    ``(seed, e)`` with one horizontal flip draw per scene, so the stream is a function of the seed, the
+    epoch and the position alone. ``batch_size`` is per rank; rank ``r`` of ``world`` takes positions
+    ``r::world`` of the epoch's order (global batch ``i`` is the same scenes for any world size);
+    incomplete global batches are dropped."""
+
+    def __init__(
+        self,
+        make_batch: Callable[[torch.Tensor, torch.Tensor], Any],
+        num_samples: int,
+        batch_size: int,
+        *,
+        seed: int,
+        augment: bool,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        self.make_batch = make_batch
+        self.num_samples, self.batch_size, self.seed, self.augment = (
+            num_samples,
+            int(batch_size),
+            int(seed),
+            augment,
+        )
+        self.rank, self.world_size = (int(v) for v in shard)
+        self.epoch, self.position = 0, 0
+        if self.batch_size < 1 or len(self) == 0:
+            raise ConfigError(
+                f"{num_samples} training scenes give no batch of {batch_size} x {self.world_size} rank(s)"
+            )
+        self._plan_cache: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples // (self.batch_size * self.world_size)
+
+    def _plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's (scene indices, flips) of ``epoch``."""
+        if self._plan_cache is not None and self._plan_cache[0] == epoch:
+            return self._plan_cache[1]
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        total = len(self) * self.batch_size * self.world_size
+        order = torch.randperm(self.num_samples, generator=g)[:total]
+        flips = torch.rand(total, generator=g) < 0.5 if self.augment else torch.zeros(total, dtype=torch.bool)
+        sl = slice(self.rank, total, self.world_size)
+        plan = (order[sl], flips[sl])
+        self._plan_cache = (epoch, plan)
+        return plan
+
+    def _rollover(self) -> None:
+        if self.position >= len(self):
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def __iter__(self) -> Iterator[Any]:
+        """The rest of the current epoch; then the epoch advances."""
+        self._rollover()
+        epoch = self.epoch
+        order, flips = self._plan(epoch)
+        while self.epoch == epoch and self.position < len(self):
+            i = self.position
+            self.position += 1  # consumed once handed out: a checkpoint after it skips it
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            yield self.make_batch(order[sl], flips[sl])
+        if self.epoch == epoch:
+            self._rollover()

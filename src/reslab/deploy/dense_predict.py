@@ -6,7 +6,7 @@ metadata). An image is read with Pillow, converted to the model's channels (grey
 1-channel models) and scaled to [0, 1]; nothing else: a detector normalizes and resizes inside
 (torchvision's transform, to the scene size it was trained at), a segmenter gets the image resized to its
 training size (bilinear) and its class map resized back (nearest). The drawings are
-:meth:`reslab.tasks.dense.DetectionTask.draw` / :meth:`~reslab.tasks.dense.SegmentationTask.draw`.
+:meth:`reslab.tasks.detection.DetectionTask.draw` / :meth:`~reslab.tasks.segmentation.SegmentationTask.draw`.
 
 Where the drawings go (:func:`output_paths`): ``--out FILE`` for one image; for several images (or an
 existing directory) ``--out DIR``, one ``DIR/<stem>_<task>.png`` per input. An existing file is refused
@@ -86,10 +86,11 @@ def predict_image(
     """``(what was found, drawing)`` for one uint8 image (C, H, W): detection: ``{"detections": [{"class",
     "label", "score", "box"}]}`` (scores at least ``score_threshold``); segmentation: ``{"pixels": {class:
     share of the image}}`` (background included). The drawing is RGB uint8 (3, H, W)."""
-    from reslab.tasks.dense import get_task, spec_of
+    from reslab.tasks import scene_ops
+    from reslab.tasks.scenes import spec_of
 
     spec = spec_of(model)
-    task = get_task(spec["task"])
+    task = scene_ops(spec["task"])
     device = next(model.parameters()).device
     x = image.to(device).float().div(255)[None]
     if spec["task"] == "detection":

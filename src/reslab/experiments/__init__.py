@@ -19,7 +19,7 @@ from typing import Any
 # :mod:`~reslab.experiments.specs` without importing torch.
 _LAZY = {
     **dict.fromkeys(("Plan", "load_plan", "plan_experiment"), "plan"),
-    "publish": "publish",
+    "publish": "publishing",
     **dict.fromkeys(("redraw", "write_outputs"), "report"),
     **dict.fromkeys(("run_experiment", "run_states"), "runner"),
     **dict.fromkeys(("BUDGETS", "DATASETS", "EXPERIMENTS", "QUICK_ITERATIONS", "RunSpec"), "specs"),

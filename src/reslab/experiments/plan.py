@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab import _io
+from reslab.config import config_difference, field_names
 from reslab.errors import ConfigError, ReslabError
 from reslab.experiments.specs import (
     ALL_DATASETS,
@@ -29,7 +30,6 @@ from reslab.experiments.specs import (
     parse_seeds,
     plan_runs,
 )
-from reslab.train.config import config_difference, field_names
 
 PLAN_FILE = "experiment.json"
 
@@ -209,7 +209,7 @@ def write_plan(plan: Plan, sessions: list[dict[str, Any]], source: str | None = 
 
 def config_mismatch(stored: dict[str, Any], want: dict[str, Any]) -> tuple[str, Any, Any] | None:
     """The first field where a stored run config differs from the planned one, ``(key, have, want)``, by
-    the one identity rule (:func:`reslab.train.config.config_difference`): the fields the plan sets, not
+    the one identity rule (:func:`reslab.config.config_difference`): the fields the plan sets, not
     the machine keys. ``amp`` is compared: it changes the arithmetic (fp32 vs bf16)."""
     diff = config_difference(stored, want)
     return diff[0] if diff else None

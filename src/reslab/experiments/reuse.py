@@ -4,8 +4,8 @@ experiment asked for it first.
 The paper's experiments overlap: ``highway`` trains plain-20/56 and ResNet-20/56 exactly as
 ``degradation`` does, ``depth`` trains ResNet-20/56 again, ``relatives`` ResNet-56. Before a run trains,
 :func:`identical_run` looks for a *finished* run with the same resolved config (every
-:class:`~reslab.train.config.TrainConfig` field of the recipe plus the plan's overrides, the machine keys
-aside: :data:`~reslab.train.config.MACHINE_KEYS`) in the sibling experiment folders (``--out``'s parent,
+:class:`~reslab.config.TrainConfig` field of the recipe plus the plan's overrides, the machine keys
+aside: :data:`~reslab.config.MACHINE_KEYS`) in the sibling experiment folders (``--out``'s parent,
 e.g. ``experiments/*/runs/*``) and in the sibling published folders (``--publish``'s parent, e.g.
 ``docs/results/*/runs/*``); :func:`adopt_run` copies it into this experiment (a local run with its
 checkpoints, a published one with its small files) and records where it came from in ``reused.json``.
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from reslab import _io
+from reslab.config import config_difference
 from reslab.errors import ReslabError
 from reslab.experiments.plan import Plan
 from reslab.experiments.specs import RunSpec
-from reslab.train.config import config_difference
 from reslab.train.rundir import RunDir, check_overwrite
 
 REUSED_FILE = "reused.json"
@@ -39,7 +39,7 @@ def resolved_config(plan: Plan, run: RunSpec) -> dict[str, Any]:
 
 def same_training(stored: dict[str, Any], want: dict[str, Any]) -> bool:
     """Whether a stored run config trains what ``want`` does: every field but the machine keys equal
-    (:func:`reslab.train.config.config_difference`, the one identity rule)."""
+    (:func:`reslab.config.config_difference`, the one identity rule)."""
     return not config_difference(stored, want)
 
 

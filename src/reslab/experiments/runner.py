@@ -12,7 +12,7 @@ Layout of an experiment folder::
 A rerun skips finished runs (``summary.json`` present), continues interrupted ones (``resume=True``) and
 only then redraws the figure and rewrites the report. With ``publish=DEST`` (``--publish``) it also skips
 runs that the committed results in ``DEST`` hold finished with the same config, and copies every run
-that finishes into ``DEST`` (:mod:`reslab.experiments.publish`); the report in ``DEST`` then covers the
+that finishes into ``DEST`` (:mod:`reslab.experiments.publishing`); the report in ``DEST`` then covers the
 whole sweep, the one in the experiment folder only the runs trained there. With ``jobs > 1`` runs train concurrently in worker
 processes (``python -m reslab.experiments.worker``), deepest first; on CUDA the default is several per
 GPU so small models keep the device busy.
@@ -37,8 +37,8 @@ from typing import Any
 from reslab import _io
 from reslab.errors import INTERRUPTED_EXIT, ConfigError, DataError, ReslabError
 from reslab.experiments.plan import Plan, check_experiment_folder, config_mismatch, read_sessions, write_plan
-from reslab.experiments.publish import adopt_partial, partial_step, published_run
-from reslab.experiments.publish import publish as publish_folder
+from reslab.experiments.publishing import adopt_partial, partial_step, published_run
+from reslab.experiments.publishing import publish as publish_folder
 from reslab.experiments.report import write_outputs
 from reslab.experiments.reuse import adopt_run, identical_run
 from reslab.experiments.specs import RunSpec
@@ -391,7 +391,7 @@ def run_experiment(
     ``only``: train just these runs (names of ``plan.runs``), e.g. the ones that fit in a sitting; the
     others stay as they are and the report covers every finished run.
 
-    ``publish``: a folder of committed results (:mod:`reslab.experiments.publish`). A run it holds
+    ``publish``: a folder of committed results (:mod:`reslab.experiments.publishing`). A run it holds
     finished with the same config is skipped; each run that finishes here is copied there at once, and
     the report and figures are written there too at the end.
 

@@ -1,58 +1,301 @@
-"""The interface of the loader-driven tasks (video, super-resolution): a :class:`Task` bundles what differs
-from classification, so the engine's loop (schedule, step, checkpoint, exact resume) serves them unchanged:
-the default model and data, training batches from a resumable loader, the loss, and the evaluation with the
-number "best" is chosen by (``primary_metric``, as the dense tasks name it).
+"""The seam between the training loop and what is trained: one :class:`Task` protocol, and what every
+task shares.
+
+The loop (:mod:`reslab.train.engine`) knows schedules, optimizers, meters, checkpoints and ranks; it
+knows nothing about images, labels or metrics. Everything specific to a task sits behind the members of
+:class:`Task`, and a new task plugs in by providing them, without touching the loop:
+
+- **data**: ``loader`` (training batches with the :class:`reslab.data.DeviceLoader` interface: ``len`` =
+  batches per epoch, ``batches()``, ``batch_size`` (per rank), ``state_dict()`` / ``load_state_dict()``
+  with ``epoch`` and ``position``: exact resume), ``info`` (JSON stored in every checkpoint: at least
+  ``task`` and ``dataset``; ``input_size``, ``mean``, ``std``, ``classes`` where the task has them, and
+  whatever evaluation, prediction and export need to rebuild the preprocessing) and :meth:`Task.describe`;
+- **model**: :meth:`Task.build_model` (the raw module whose weights are saved);
+- **step**: :meth:`Task.forward` (one batch -> mean loss, count of wrong predictions, batch size;
+  called under the run's autocast); ``counts_errors`` says whether that count means anything (if not,
+  the ``error`` / ``train_error`` columns of ``train_log.csv`` / ``metrics.csv`` stay empty);
+- **evaluation**: ``eval_splits``, ``metric_names`` and :meth:`Task.evaluate` (one split -> one value per
+  name, reduced over the ranks); ``metrics.csv`` has a column ``<split>_<metric>`` for each
+  (:func:`reslab.train.rundir.metrics_columns`); classification's one metric is ``error`` (percent);
+- **model selection**: :meth:`Task.select` (which number picks ``checkpoints/best``), compared by the
+  loop in the direction ``higher_is_better`` (of the first, primary metric), and ``selection`` (how the
+  summary names the rule).
+
+Optional: ``weights_metadata`` (a dict, read after :meth:`Task.build_model`): extra top-level metadata of
+every weights file (the dense tasks store ``spec`` there, from which :func:`reslab.models.dense.load_dense`
+rebuilds the model).
+
+A task is made from the config and the :class:`Runtime` (where and how the run executes: device, ranks
+(:class:`Dist`), memory format, autocast dtype). Video and super-resolution share :class:`LoaderTask`
+(a model of a registered family, a resumable loader, a loss and evaluation callables per split).
+Also here, for every task: :func:`build_model` / :func:`load_init` (the config's model, initialized from
+pretrained weights), :func:`eval_arrays` (in-memory evaluation splits, sharded over the ranks),
+:func:`reduce_error`, and where a checkpoint's evaluation goes (:func:`eval_dir`).
+
+Dependencies: this package uses :mod:`reslab.config`, :mod:`reslab.data` and :mod:`reslab.models`; the
+loop (:mod:`reslab.train`) uses it, never the other way.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import torch
+from torch import nn
+
+from reslab.config import TrainConfig
 from reslab.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class Task:
-    """What the engine needs to train and evaluate one kind of model.
+@dataclass
+class Dist:
+    """Data-parallel rank/world: one process, or the process group :func:`init_distributed` set up from
+    torchrun's environment. ``ctrl`` is the group for host-side agreement (gloo; ``None``: the default)."""
 
-    - ``load_data(data_dir=None, download=False, **options) -> data`` (the task's data object);
-    - ``train_loader(data, batch_size, *, device, seed, **options)``: an object with ``batches()``
-      (endless (input, target) batches on ``device``), ``state_dict()`` and ``load_state_dict()`` (exact
-      resume);
-    - ``loss(output, target) -> scalar tensor``;
-    - ``evaluate(model, data, *, device, batch_size) -> dict[str, float]`` on the test split, including
-      ``primary_metric``; ``higher_is_better`` says which way "best" goes.
-    - ``describe(data) -> dict``: JSON values for checkpoint metadata (what ``predict`` and reports need:
-      sizes, normalization, classes or scale, image names, the data's source and checksum).
-    - ``model_task``: the registry's task of the models it can train (``model_info(name)["task"]``).
-    """
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # this process created the default group (and destroys it at the end)
+    ctrl: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier(group=self.ctrl)
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank (a host-side all-reduce on the gloo group)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([int(flag)], dtype=torch.int32)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=self.ctrl)
+        return bool(t.item())
+
+    def close(self) -> None:
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+            self.owns_group = False
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a run executes: the device, the ranks, the memory format and the autocast dtype
+    (``None``: fp32)."""
+
+    device: torch.device
+    dist: Dist
+    channels_last: bool
+    amp_dtype: torch.dtype | None
+
+
+class Task(Protocol):
+    """What the loop needs from a task (see the module docstring)."""
+
+    loader: Any
+    info: dict[str, Any]
+    eval_splits: tuple[str, ...]
+    metric_names: tuple[str, ...]
+    higher_is_better: bool
+    counts_errors: bool
+    selection: str
+
+    def describe(self) -> str:
+        """One line: the data (for the first progress line)."""
+        ...
+
+    def build_model(self, cfg: TrainConfig, *, init: bool) -> nn.Module:
+        """The model to train; ``init``: a fresh run (load ``cfg.init_from``), else a resume."""
+        ...
+
+    def forward(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``(mean loss, wrong predictions, batch size)`` of one training batch; the loss is the one
+        to differentiate, the count stays on the device (a zero tensor when not ``counts_errors``)."""
+        ...
+
+    def evaluate(self, split: str, model: nn.Module) -> dict[str, float]:
+        """``{name: value for name in metric_names}`` of ``model`` on ``split`` (every rank calls it; the
+        result is reduced over the ranks)."""
+        ...
+
+    def select(self, metrics: dict[str, dict[str, float]], train_error: float | None) -> tuple[str, float]:
+        """``(name, value)`` deciding ``checkpoints/best`` at an evaluation, from this evaluation's
+        ``metrics`` (split -> name -> value) and the training error of the interval (``None`` when not
+        ``counts_errors``); the loop keeps the best value in the direction of ``higher_is_better``."""
+        ...
+
+
+def reduce_error(r: dict[str, Any], dist: Dist, device: torch.device) -> float:
+    """Top-1 error (percent) over all ranks from each rank's :func:`evaluate` result on its shard."""
+    n, wrong = int(r["n"]), round(r["top1_error"] * r["n"] / 100.0)  # the integer count back
+    if dist.enabled:
+        t = torch.tensor([n, wrong], dtype=torch.float64, device=device)  # nccl: a device tensor
+        torch.distributed.all_reduce(t)
+        n, wrong = (int(v) for v in t.tolist())
+    return 100.0 * wrong / max(n, 1)
+
+
+def eval_arrays(ds: Any, cfg: TrainConfig, rt: Runtime) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The evaluation splits of an in-memory data set ``ds`` (``val_x``/``val_y``, ``test_x``/``test_y``;
+    ``val`` only if held out, ``test`` only with ``eval_test``): cut to ``eval_subset``, this rank's
+    contiguous share (every sample counted once over the ranks, no padding), on the device once."""
+    sets = {"val": (ds.val_x, ds.val_y), "test": (ds.test_x, ds.test_y) if cfg.eval_test else (None, None)}
+    out = {}
+    for split, (x, y) in sets.items():
+        if x is None:
+            continue
+        x, y = x[: cfg.eval_subset], y[: cfg.eval_subset]
+        if rt.dist.enabled:
+            x, y = (torch.tensor_split(t, rt.dist.world_size)[rt.dist.rank] for t in (x, y))
+        out[split] = (x.to(rt.device), y.to(rt.device))
+    return out
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, *, init: bool = True) -> nn.Module:
+    """The model of ``cfg``; with ``init`` (a fresh run), loaded from ``cfg.init_from`` if set. A resumed
+    run skips that (its checkpoint holds every weight), so it needs neither the file nor a download."""
+    from reslab.models import create_model
+
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.init_from and init:
+        model = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        load_init(model, cfg.init_from, download=cfg.download)
+        if model.num_classes != num_classes:  # type: ignore[attr-defined]
+            model.reset_classifier(num_classes)  # type: ignore[operator]  (updates model_kwargs too)
+        return model
+    return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def load_init(model: nn.Module, path: str, *, download: bool = False) -> None:
+    """Load pretrained weights (reslab run/checkpoint or a state dict, akamaster's CIFAR ResNets converted;
+    ``"torchvision"`` / ``"akamaster"``: their published weights for the model from the torch.hub cache,
+    fetched only if ``download``).
+    A classifier of another size is loaded at the checkpoint's size and then replaced by the caller
+    (``num_classes``)."""
+    from reslab.models.convert import to_reslab
+    from reslab.models.weights import load_checkpoint, read_state_dict, resolve_checkpoint
+
+    if path == "torchvision":
+        from reslab.models.hub import torchvision_weights
+
+        file = torchvision_weights(model.model_name, download=download)  # type: ignore[attr-defined]
+    elif path == "akamaster":
+        from reslab.models.convert import akamaster_weights
+
+        file = akamaster_weights(model.model_name, download=download)  # type: ignore[attr-defined]
+    else:
+        file = resolve_checkpoint(path)
+    cls_name = classifier_name(model)
+    if cls_name:  # the file's classifier size, read in reslab's key names (a foreign file is converted)
+        w = to_reslab(read_state_dict(file), model)[0].get(f"{cls_name}.weight")
+        if w is not None and w.ndim == 2 and w.shape[0] != model.num_classes:  # type: ignore[attr-defined]
+            model.reset_classifier(int(w.shape[0]))  # type: ignore[operator]
+    convention = load_checkpoint(model, file)
+    if convention.name != "reslab":  # a foreign file: say what was recognized or assumed (one line)
+        print(f"--init-from {file}: {convention.note}", file=sys.stderr)
+
+
+def classifier_name(model: nn.Module) -> str | None:
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    for name, mod in model.named_modules():
+        if mod is head:
+            return name
+    return None
+
+
+class LoaderTask:
+    """What video and super-resolution share behind the seam: a model of one registered family
+    (``model_task``) whose arguments the data partly decides (``fixed_kwargs``), training batches from a
+    resumable loader sharded over the ranks, a loss on the fp32 output, and an evaluation callable per
+    split (``_evals``). A subclass sets the data, ``info``, ``loader``, ``_loss``, ``_evals`` and the
+    metrics in :meth:`_set_up`; model selection reads the validation split's primary metric, never the
+    test split's."""
 
     name: str
     model_task: str
-    default_model: str
-    default_model_kwargs: dict[str, Any]
-    default_data: str
-    primary_metric: str
+    loader: Any
+    info: dict[str, Any]
+    eval_splits: tuple[str, ...]
+    selection: str
+    metric_names: tuple[str, ...]
     higher_is_better: bool
-    load_data: Callable[..., Any]
-    train_loader: Callable[..., Any]
-    loss: Callable[..., Any]
-    evaluate: Callable[..., dict[str, float]]
-    describe: Callable[[Any], dict[str, Any]]
-    aliases: tuple[str, ...] = ()
+    counts_errors: bool
 
-    def check_model(self, name: str) -> None:
-        """A one-line error unless the registered model ``name`` is one this task trains."""
+    def __init__(self, cfg: TrainConfig, rt: Runtime) -> None:
         from reslab.models import model_info
 
-        kind = model_info(name)["task"]
+        kind = model_info(cfg.model)["task"]
         if kind != self.model_task:
-            raise ConfigError(f"task {self.name!r} trains {self.model_task} models; {name!r} is {kind}")
+            raise ConfigError(f"task {self.name!r} trains {self.model_task} models; {cfg.model!r} is {kind}")
+        world = rt.dist.world_size
+        if cfg.batch_size % world:
+            raise ConfigError(f"batch_size {cfg.batch_size} is not a multiple of the {world} ranks")
+        for key in ("subset", "cutout", "data_kwargs"):
+            if getattr(cfg, key, None):
+                raise ConfigError(f"{key} applies to the image data sets, not to task {self.name!r}")
+        self.rt = rt
+        self.batch_size = cfg.batch_size // world  # per rank: cfg.batch_size is global
+        self.eval_batch_size = cfg.eval_batch_size or (256 if rt.device.type == "cuda" else 64)
+        self.fixed_kwargs: dict[str, Any] = {}  # model arguments the data decides
+        self._evals: dict[str, Callable[[nn.Module], dict[str, float]]] = {}
+        self._loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+        self._set_up(cfg, dict(cfg.task_kwargs or {}))
+        self.eval_splits = tuple(s for s in ("val", "test") if s in self._evals)
+
+    def _set_up(self, cfg: TrainConfig, options: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def build_model(self, cfg: TrainConfig, *, init: bool) -> nn.Module:
+        """``create_model(cfg.model, **cfg.model_kwargs)`` with the data's channels (and classes); a fresh
+        run (``init``) loads ``cfg.init_from`` if set (a classifier of another size is replaced)."""
+        from reslab.models import create_model
+
+        kwargs = dict(cfg.model_kwargs)
+        for key, value in self.fixed_kwargs.items():
+            if kwargs.get(key, value) != value:
+                raise ConfigError(f"model_kwargs {key}={kwargs[key]} does not fit the data ({key} {value})")
+            kwargs[key] = value
+        model = create_model(cfg.model, **kwargs)
+        if init and cfg.init_from:
+            load_init(model, cfg.init_from, download=cfg.download)
+            n = self.fixed_kwargs.get("num_classes")
+            if n is not None and model.num_classes != n:  # type: ignore[attr-defined]
+                model.reset_classifier(n)  # type: ignore[operator]
+        return model
+
+    def forward(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x, target = batch
+        out = model(x)
+        loss = self._loss(out.float(), target)
+        with torch.no_grad():
+            if self.counts_errors:
+                errors = (out.argmax(1) != target).sum()
+            else:
+                errors = torch.zeros((), dtype=torch.long, device=target.device)
+        return loss, errors, len(target)
+
+    def evaluate(self, split: str, model: nn.Module) -> dict[str, float]:
+        return self._evals[split](model)
+
+    def select(self, metrics: dict[str, dict[str, float]], train_error: float | None) -> tuple[str, float]:
+        """The validation split's primary metric (never the test split's); without a validation split
+        (video with ``val_split: 0``): the training error."""
+        primary = self.metric_names[0]
+        if "val" in metrics:
+            return f"val_{primary}", metrics["val"][primary]
+        return "train_error", float("nan") if train_error is None else train_error
 
 
 def run_config(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -14,13 +14,18 @@ per class, per garment and per direction, and the 4 x 4 direction confusion.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reslab._device import autocast_ctx
+from reslab.config import TrainConfig
 from reslab.data.datasets import ArrayDataset, split_validation
 from reslab.data.video import (
     DIRECTIONS,
@@ -31,7 +36,7 @@ from reslab.data.video import (
     load_moving_fashion,
 )
 from reslab.errors import CheckpointError, ConfigError
-from reslab.tasks.base import Task, eval_dir, run_config
+from reslab.tasks.base import LoaderTask, eval_arrays, eval_dir, run_config
 
 OPTIONS = tuple(f.name for f in dataclasses.fields(ClipSpec))  # the task's options (task_kwargs): the clips
 
@@ -209,17 +214,92 @@ def _per_group(hits: torch.Tensor, group: torch.Tensor, names: list[str]) -> dic
     return {name: (round(float(k[i] / n[i] * 100), 3) if n[i] else None) for i, name in enumerate(names)}
 
 
-TASK = Task(
-    name="video",
-    model_task="video-classification",
-    default_model="video_resnet",
-    default_model_kwargs={"depth": 10, "width": 8, "conv": "2plus1d", "in_chans": 1, "num_classes": 40},
-    default_data="moving-fashion-mnist",
-    primary_metric="accuracy",
-    higher_is_better=True,
-    load_data=load_data,
-    train_loader=train_loader,
-    loss=F.cross_entropy,
-    evaluate=evaluate,
-    describe=describe,
-)
+METRICS = ("error", "garment_error", "direction_error", "loss")
+
+
+@functools.lru_cache(maxsize=1)
+def _clips(options: str, data_dir: str | None, download: bool) -> ArrayDataset:
+    """The clips of ``options`` (a :class:`ClipSpec` as JSON), cached in the process: a sweep of short runs
+    (or a test) reads Fashion-MNIST and the clip cache once."""
+    return load_data(data_dir, download, **json.loads(options))
+
+
+class Video(LoaderTask):
+    """Video classification through the loop's seam (:class:`~reslab.tasks.base.Task`).
+
+    - **options** (``cfg.task_kwargs``): the clips (:class:`~reslab.data.video.ClipSpec` fields:
+      ``frames``, ``size``, ``speeds``, ``train_clips``, ``test_clips``, ``seed``: which clips exist, not
+      the run's seed); ``cfg.augment`` switches the random crops (with ``cfg.pad``); ``cfg.dataset`` is
+      not read (the task names its data).
+    - **validation**: ``cfg.val_split`` training clips held out (a count or a fraction, seeded by
+      ``cfg.seed``, as for classification); without one, "best" is the lowest training error.
+    - **metrics**: ``error`` (top-1, percent), ``garment_error``, ``direction_error``, ``loss``: lower is
+      better; the step's wrong-prediction count is top-1.
+    - **ranks**: each rank evaluates its contiguous share of the clips; the counts are summed over the
+      ranks. The loss is computed in fp32 on the autocast output; evaluation runs under the run's autocast.
+    """
+
+    name = "video"
+    model_task = "video-classification"
+    metric_names = METRICS
+    higher_is_better = False
+    counts_errors = True
+
+    def _set_up(self, cfg: TrainConfig, options: dict[str, Any]) -> None:
+        rt, dist = self.rt, self.rt.dist
+        spec = dataclasses.asdict(clip_spec(**options))
+        ds = _clips(json.dumps(spec, sort_keys=True), cfg.data_dir, cfg.download)
+        ds = split_validation(ds, cfg.val_split, seed=cfg.seed) if cfg.val_split else ds
+        if cfg.num_classes not in (None, ds.num_classes):
+            raise ConfigError(f"num_classes={cfg.num_classes}, but the clips have {ds.num_classes} classes")
+        self.fixed_kwargs = {"num_classes": ds.num_classes, "in_chans": ds.in_chans}
+        self._loss = lambda out, y: F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+        self.info = describe(ds) | {
+            "task": "video",
+            "num_classes": ds.num_classes,
+            "flip": False,
+            "num_train": len(ds.train_y),
+            "num_val": 0 if ds.val_y is None else len(ds.val_y),
+            "num_test": len(ds.test_y),
+            "val_split": cfg.val_split,
+            "split_seed": cfg.seed,
+            "clip_spec": spec,
+        }
+        self.loader = train_loader(
+            ds, self.batch_size, device=rt.device, seed=cfg.seed, pad=cfg.pad if cfg.augment else 0,
+            drop_last=True, shard=(dist.rank, dist.world_size), channels_last=rt.channels_last,
+        )  # fmt: skip
+        self.selection = "val_error" if ds.val_y is not None else "train_error (no validation split)"
+        for split, (x, y) in eval_arrays(ds, cfg, rt).items():
+            self._evals[split] = self._evaluation(x, y, ds.mean, ds.std)
+
+    def describe(self) -> str:
+        i = self.info
+        val = f", {i['num_val']} val" if i["num_val"] else ""
+        size = "x".join(str(v) for v in i["input_size"])
+        return f"{i['dataset']} ({i['num_train']} train{val}, {i['num_test']} test clips of {size})"
+
+    def _evaluation(
+        self, x: torch.Tensor, y: torch.Tensor, mean: Any, std: Any
+    ) -> Callable[[nn.Module], dict[str, float]]:
+        rt = self.rt
+
+        def run(model: nn.Module) -> dict[str, float]:
+            with autocast_ctx(rt.device, rt.amp_dtype):
+                pred, loss = predict_clips(
+                    model, x, y, mean=mean, std=std, device=rt.device, batch_size=self.eval_batch_size
+                )
+            sums = torch.cat([clip_counts(pred, y), torch.tensor([loss], dtype=torch.float64)])
+            if rt.dist.enabled:
+                sums = sums.to(rt.device)  # nccl: a device tensor
+                torch.distributed.all_reduce(sums)
+                sums = sums.cpu()
+            s = clip_scores(sums[:4], float(sums[4]))
+            return {
+                "error": 100.0 - s["accuracy"],
+                "garment_error": 100.0 - s["garment_accuracy"],
+                "direction_error": 100.0 - s["direction_accuracy"],
+                "loss": s["loss"],
+            }
+
+        return run

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reslab.train.config import DEFAULT_RECIPE, MACHINE_KEYS, RESUME_KEYS, TrainConfig, apply_overrides
+from reslab.config import DEFAULT_RECIPE, MACHINE_KEYS, RESUME_KEYS, TrainConfig, apply_overrides
 from reslab.train.recipe import list_recipes, load_recipe, parse_set
 
 __all__ = [

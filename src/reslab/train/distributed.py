@@ -8,7 +8,6 @@ it, and every rank runs the same loop, so every collective is called at the same
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,45 +15,9 @@ from torch import nn
 
 from reslab._device import resolve_device
 from reslab._io import fault_point
+from reslab.config import TrainConfig
 from reslab.errors import CheckpointError, ConfigError, ReslabError
-from reslab.train.config import TrainConfig
-
-
-@dataclass
-class Dist:
-    """Data-parallel rank/world: one process, or the process group :func:`init_distributed` set up from
-    torchrun's environment. ``ctrl`` is the group for host-side agreement (gloo; ``None``: the default)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False  # this process created the default group (and destroys it at the end)
-    ctrl: Any = None
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier(group=self.ctrl)
-
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` is true on any rank (a host-side all-reduce on the gloo group)."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([int(flag)], dtype=torch.int32)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=self.ctrl)
-        return bool(t.item())
-
-    def close(self) -> None:
-        if self.owns_group and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-            self.owns_group = False
+from reslab.tasks.base import Dist
 
 
 def init_distributed(cfg: TrainConfig) -> Dist:
@@ -154,16 +117,6 @@ def is_peer_failure(e: BaseException) -> bool:
     return isinstance(e, dist_error) or any(
         w in text for w in ("gloo", "nccl", "connection reset", "connection closed", "timed out")
     )
-
-
-def reduce_error(r: dict[str, Any], dist: Dist, device: torch.device) -> float:
-    """Top-1 error (percent) over all ranks from each rank's :func:`evaluate` result on its shard."""
-    n, wrong = int(r["n"]), round(r["top1_error"] * r["n"] / 100.0)  # the integer count back
-    if dist.enabled:
-        t = torch.tensor([n, wrong], dtype=torch.float64, device=device)  # nccl: a device tensor
-        torch.distributed.all_reduce(t)
-        n, wrong = (int(v) for v in t.tolist())
-    return 100.0 * wrong / max(n, 1)
 
 
 def loader_state(loader: Any, dist: Dist) -> dict[str, Any]:

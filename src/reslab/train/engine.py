@@ -40,16 +40,17 @@ import torch
 from torch import nn
 
 from reslab import owned
-from reslab._device import resolve_device
+from reslab._device import autocast_ctx, resolve_device
 from reslab._io import write_json
+from reslab.config import TrainConfig
 from reslab.errors import ConfigError, ReslabError, first_line, out_of_memory
 from reslab.manifest import Manifest
+from reslab.precision import precision_name, resolve_amp, slow_bf16_warning
 from reslab.provenance import device_name, git_revision, versions
+from reslab.tasks import image_batches, run_label, summary_extras, task_class
+from reslab.tasks.base import Dist, Runtime, Task
 from reslab.train import checkpoint as ckpt
-from reslab.train.classification import Classification
-from reslab.train.config import TrainConfig
 from reslab.train.distributed import (
-    Dist,
     assert_replicas_in_sync,
     fault,
     init_distributed,
@@ -58,10 +59,8 @@ from reslab.train.distributed import (
     loader_state,
     sync_buffers,
 )
-from reslab.train.evaluate import autocast_ctx
 from reslab.train.guards import NonFiniteGuard, StopRequest, TrainingDiverged
 from reslab.train.meters import DeviceSums, Meters
-from reslab.train.precision import precision_name, resolve_amp, slow_bf16_warning
 from reslab.train.progress import Progress
 from reslab.train.rundir import (
     DISK_ERRNOS,
@@ -86,7 +85,6 @@ from reslab.train.setup import (
     seed_everything,
     wrap_model,
 )
-from reslab.train.task import Runtime, Task
 
 __all__ = ["LOG_COLUMNS", "METRICS_COLUMNS", "TrainingDiverged", "default_run_dir", "make_task", "train"]
 
@@ -104,7 +102,7 @@ def train(
 
     ``resume=True`` continues the run in ``out_dir`` from its last checkpoint with the config stored
     there (``cfg`` may be ``None``; if given, it must agree with the stored one except for
-    :data:`~reslab.train.config.RESUME_KEYS`); a run directory without a checkpoint yet starts from
+    :data:`~reslab.config.RESUME_KEYS`); a run directory without a checkpoint yet starts from
     scratch. A finished run returns its summary. ``config.yaml`` must agree with the config the
     checkpoint was trained with, except for the keys of ``accept_changes`` (a deliberate change, e.g. more
     ``iterations``: :data:`~reslab.train.rundir.CHANGEABLE_ON_RESUME`; recorded in the run's history).
@@ -125,7 +123,8 @@ def train(
     report = Progress(progress, main=dist.is_main)
     run = RunDir(out, dist)
     with run.session():
-        if resume and RunDir.status(out) == "finished":  # again, now that we hold the lock
+        # a finished run is done, unless it is resumed to change its length (``accept_changes``)
+        if resume and RunDir.status(out) == "finished" and not accept_changes:  # again, under the lock
             summary = run.summary()
             report.warn(f"{out}: already finished (step {summary.get('final', {}).get('step')})")
         else:
@@ -138,18 +137,8 @@ def train(
 
 
 def make_task(cfg: TrainConfig, runtime: Runtime) -> Task:
-    """The task ``cfg.task`` names (:mod:`reslab.train.task`); a new task adds its case here."""
-    if cfg.task == "classification":
-        return Classification(cfg, runtime)
-    if cfg.task in ("detection", "segmentation"):
-        from reslab.train.dense_task import DenseTraining
-
-        return DenseTraining(cfg, runtime)
-    if cfg.task in ("video", "super-resolution"):
-        from reslab.train.loader_task import LoaderTraining
-
-        return LoaderTraining(cfg, runtime)
-    raise ConfigError(f"unknown task {cfg.task!r}")
+    """The task ``cfg.task`` names, from the one registry :data:`reslab.tasks.TASKS`."""
+    return task_class(cfg.task)(cfg, runtime)
 
 
 @dataclass
@@ -312,8 +301,9 @@ def set_up(
     check_model_config(cfg)  # an unknown model or a bad depth fails before the data loads
     amp_dtype = resolve_amp(cfg.amp, device)
     report.warn(slow_bf16_warning(amp_dtype, device))
-    # channels_last: auto = on for classification; the other tasks' inputs are not 4-D image batches alike
-    channels_last = cfg.task == "classification" and cfg.channels_last in ("auto", True)
+    if cfg.channels_last is True and not image_batches(cfg.task):
+        raise ConfigError(f"channels_last applies to classification only, not {cfg.task}")
+    channels_last = image_batches(cfg.task) and cfg.channels_last in ("auto", True)
     rt = Runtime(device, dist, channels_last, amp_dtype)
     task = make_task(cfg, rt)
     run.metrics_cols = metrics_columns(task.metric_names)
@@ -481,7 +471,7 @@ def finish(s: Session) -> dict[str, Any]:
         "final": {k: last.get(k) for k in s.columns},
         "best": s.best,
         "selection": s.task.selection,
-        **({"test_accuracy": _accuracy(last.get("test_error"))} if cfg.task == "classification" else {}),
+        **summary_extras(cfg.task, last),
         "wall_time_s": round(s.elapsed(), 3),
         "device": device_name(s.rt.device),
         "precision": precision_name(s.rt.amp_dtype),
@@ -494,16 +484,10 @@ def finish(s: Session) -> dict[str, Any]:
     if run.main:
         from reslab.train.plots import plot_curves
 
-        what = cfg.model if cfg.task == "classification" else f"{cfg.task} on {cfg.model}"
-        plot_curves(
-            run.dir, title=f"{what}, {s.task.info['dataset']} ({cfg.recipe})", metric=s.task.metric_names[0]
-        )
+        what = run_label(cfg.task, cfg.model, s.task.info["dataset"])
+        plot_curves(run.dir, title=f"{what} ({cfg.recipe})", metric=s.task.metric_names[0])
         write_json(run.dir / "summary.json", summary)
     return summary
-
-
-def _accuracy(error: float | None) -> float | None:
-    return None if error is None else 100.0 - error
 
 
 def _header(s: Session) -> str:

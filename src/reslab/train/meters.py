@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from reslab.train.distributed import Dist
+from reslab.tasks.base import Dist
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Recipes and YAML: the shipped recipes (``src/reslab/train/recipes/<name>.yaml``), reading a recipe or a
 run's stored ``config.yaml``, writing one, and ``--set key=value`` parsing.
 
-A recipe is a flat mapping of :class:`~reslab.train.config.TrainConfig` fields; anything it does not set
+A recipe is a flat mapping of :class:`~reslab.config.TrainConfig` fields; anything it does not set
 keeps the dataclass default.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
+from reslab.config import DEFAULT_RECIPE, TrainConfig, apply_overrides
 from reslab.errors import ConfigError, first_line
-from reslab.train.config import DEFAULT_RECIPE, TrainConfig, apply_overrides
 
 RECIPE_DIR = Path(__file__).with_name("recipes")
 

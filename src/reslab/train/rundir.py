@@ -31,10 +31,11 @@ from typing import Any
 
 from reslab import owned
 from reslab._io import write_text
+from reslab.config import RESUME_KEYS, TrainConfig, config_difference
 from reslab.errors import ConfigError, ReslabError
+from reslab.tasks import run_label
+from reslab.tasks.base import Dist
 from reslab.train import checkpoint as ckpt
-from reslab.train.config import RESUME_KEYS, TrainConfig, config_difference
-from reslab.train.distributed import Dist
 from reslab.train.recipe import config_to_yaml, read_yaml
 
 EVAL_SPLITS = ("val", "test")  # the metrics.csv columns of each split, in this order
@@ -58,7 +59,7 @@ def default_run_dir(cfg: TrainConfig, root: str | os.PathLike = "runs") -> Path:
     """``runs/<model>-<dataset>-<time>`` (other tasks: ``runs/<task>-<model>-<time>``), as one plain folder
     name (a model/dataset name such as ``../x`` or ``/tmp/x`` cannot leave ``root``)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    what = f"{cfg.model}-{cfg.dataset}" if cfg.task == "classification" else f"{cfg.task}-{cfg.model}"
+    what = run_label(cfg.task, cfg.model, cfg.dataset)
     name = re.sub(r"[^A-Za-z0-9._+=-]", "_", f"{what}-{stamp}").lstrip(".")
     return Path(root) / name
 
@@ -78,7 +79,7 @@ def check_target(
     """The config to train into ``out``, after the checks that touch nothing: ``--resume`` and
     ``--overwrite`` exclude each other; a directory holding a run needs one of them; ``--overwrite``
     needs a run holding nothing reslab did not write; a resumed run keeps its stored config (a given one
-    may differ only in :data:`~reslab.train.config.RESUME_KEYS`)."""
+    may differ only in :data:`~reslab.config.RESUME_KEYS`)."""
     status = RunDir.status(out)
     if status == "foreign":
         first = owned.foreign_entries(out, RUN_NAMES) if out.is_dir() else []
@@ -157,7 +158,7 @@ def check_resumed_config(
     cfg: TrainConfig, recorded: dict[str, Any], out: Path, step: int, accept: Collection[str] = ()
 ) -> dict[str, list[Any]]:
     """``config.yaml`` of a resumed run against the config its checkpoint (of ``step``) was trained with:
-    a difference outside :data:`~reslab.train.config.RESUME_KEYS` is refused in one line naming the key
+    a difference outside :data:`~reslab.config.RESUME_KEYS` is refused in one line naming the key
     and both values, unless ``accept`` names it (only :data:`CHANGEABLE_ON_RESUME`). Returns the accepted
     changes, ``{key: [was, now]}``."""
     check_accepted(accept)
@@ -185,7 +186,7 @@ def check_resume_config(
     stored: TrainConfig, given: TrainConfig, out: Path, accept: Collection[str] = ()
 ) -> None:
     """A resumed run keeps its own config: ``given`` may differ from ``stored`` only in
-    :data:`~reslab.train.config.RESUME_KEYS` (and the keys of ``accept``)."""
+    :data:`~reslab.config.RESUME_KEYS` (and the keys of ``accept``)."""
     diff = config_difference(stored.to_dict(), given.to_dict(), ignore=RESUME_KEYS | set(accept))
     if diff:
         k, have, want = diff[0]

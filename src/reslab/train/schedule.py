@@ -20,7 +20,7 @@ import bisect
 import math
 from dataclasses import dataclass
 
-from reslab.train.config import TrainConfig
+from reslab.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,9 +20,9 @@ import torch
 from torch import nn
 
 from reslab._device import resolve_device
+from reslab.config import TrainConfig
 from reslab.errors import ConfigError
-from reslab.train.config import TrainConfig
-from reslab.train.distributed import Dist
+from reslab.tasks.base import Dist
 
 
 def model_depth(name: str, kwargs: dict[str, Any]) -> int:
@@ -41,58 +40,6 @@ def check_model_config(cfg: TrainConfig) -> None:
 
     with torch.device("meta"):
         create_model(cfg.model, **cfg.model_kwargs)
-
-
-def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, *, init: bool = True) -> nn.Module:
-    """The model of ``cfg``; with ``init`` (a fresh run), loaded from ``cfg.init_from`` if set. A resumed
-    run skips that (its checkpoint holds every weight), so it needs neither the file nor a download."""
-    from reslab.models import create_model
-
-    kwargs = dict(cfg.model_kwargs)
-    if cfg.init_from and init:
-        model = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
-        load_init(model, cfg.init_from, download=cfg.download)
-        if model.num_classes != num_classes:  # type: ignore[attr-defined]
-            model.reset_classifier(num_classes)  # type: ignore[operator]  (updates model_kwargs too)
-        return model
-    return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-
-def load_init(model: nn.Module, path: str, *, download: bool = False) -> None:
-    """Load pretrained weights (reslab run/checkpoint or a state dict, akamaster's CIFAR ResNets converted;
-    ``"torchvision"`` / ``"akamaster"``: their published weights for the model from the torch.hub cache,
-    fetched only if ``download``).
-    A classifier of another size is loaded at the checkpoint's size and then replaced by the caller
-    (``num_classes``)."""
-    from reslab.models.convert import to_reslab
-    from reslab.models.weights import load_checkpoint, read_state_dict, resolve_checkpoint
-
-    if path == "torchvision":
-        from reslab.models.hub import torchvision_weights
-
-        file = torchvision_weights(model.model_name, download=download)  # type: ignore[attr-defined]
-    elif path == "akamaster":
-        from reslab.models.convert import akamaster_weights
-
-        file = akamaster_weights(model.model_name, download=download)  # type: ignore[attr-defined]
-    else:
-        file = resolve_checkpoint(path)
-    cls_name = classifier_name(model)
-    if cls_name:  # the file's classifier size, read in reslab's key names (a foreign file is converted)
-        w = to_reslab(read_state_dict(file), model)[0].get(f"{cls_name}.weight")
-        if w is not None and w.ndim == 2 and w.shape[0] != model.num_classes:  # type: ignore[attr-defined]
-            model.reset_classifier(int(w.shape[0]))  # type: ignore[operator]
-    convention = load_checkpoint(model, file)
-    if convention.name != "reslab":  # a foreign file: say what was recognized or assumed (one line)
-        print(f"--init-from {file}: {convention.note}", file=sys.stderr)
-
-
-def classifier_name(model: nn.Module) -> str | None:
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    for name, mod in model.named_modules():
-        if mod is head:
-            return name
-    return None
 
 
 def freeze(model: nn.Module, cfg: TrainConfig) -> list[nn.Module]:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reslab.config import RESUME_KEYS, TrainConfig, config_difference
 from reslab.errors import CheckpointError, ReslabError
 from reslab.manifest import INTERRUPTED, Generation, check_generation, has_manifests, role_path
 from reslab.train.checkpoint import CKPT_DIR, GENERATIONS
-from reslab.train.config import RESUME_KEYS, TrainConfig, config_difference
 from reslab.train.recipe import read_yaml
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reslab.config import TrainConfig
 from reslab.data.sr import PatchSampler, SRData, bicubic_up, sr_data
 from reslab.errors import CheckpointError, ConfigError, DataError, first_line
-from reslab.tasks.base import Task, eval_dir, run_config
+from reslab.tasks.base import LoaderTask, eval_dir, run_config
 from reslab.tasks.metrics import psnr, ssim
 
 VAL_ROWS = 96  # HR rows of each training photograph held out for validation (a multiple of 2, 3, 4 and 8)
@@ -261,18 +263,90 @@ def evaluate_sr_run(
     return results | {"eval_json": str(out / "eval.json")}
 
 
-TASK = Task(
-    name="super-resolution",
-    model_task="super-resolution",
-    default_model="edsr_baseline_x4",
-    default_model_kwargs={"units": 16, "width": 32},
-    default_data="skimage-photographs",
-    primary_metric="psnr",
-    higher_is_better=True,
-    load_data=load_data,
-    train_loader=train_loader,
-    loss=sr_loss,
-    evaluate=evaluate,
-    describe=describe,
-    aliases=("sr",),
-)
+METRICS = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
+DEFAULT_PATCH = 24  # LR pixels: SRResNet's 96-pixel HR crops at x4
+
+
+class SuperResolution(LoaderTask):
+    """Super-resolution through the loop's seam (:class:`~reslab.tasks.base.Task`).
+
+    - **options** (``cfg.task_kwargs``): ``scale`` (default and only allowed value: the model's),
+      ``patch`` (LR patch side, default :data:`DEFAULT_PATCH`), ``loss`` (``l1`` or ``mse``) and
+      ``val_rows`` (default :data:`VAL_ROWS`); ``cfg.augment`` switches the flips and rotations.
+    - **validation**: always the bottom ``val_rows`` rows of each training photograph
+      (:mod:`reslab.data.sr` says why), so ``val_rows`` below the scale is refused.
+    - **metrics**: ``psnr``, ``ssim`` (on Y, the scale shaved) and the same for bicubic upsampling as a
+      reference: higher is better; the step counts no errors. Evaluation runs in fp32 (PSNR is read off
+      8-bit output) on every rank alike (a few whole photographs, no communication).
+    """
+
+    name = "super-resolution"
+    model_task = "super-resolution"
+    metric_names = METRICS
+    higher_is_better = True
+    counts_errors = False
+
+    def _set_up(self, cfg: TrainConfig, options: dict[str, Any]) -> None:
+        from reslab.models import create_model
+
+        rt, dist = self.rt, self.rt.dist
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise ConfigError(
+                f"unknown super-resolution option {unknown[0]!r}; choose from {', '.join(OPTIONS)}"
+            )
+        for key in ("val_split", "num_classes", "label_smoothing"):
+            if getattr(cfg, key, None):
+                raise ConfigError(
+                    f"{key} does not apply to super-resolution (validation: task_kwargs val_rows, "
+                    f"default {VAL_ROWS})"
+                )
+        with torch.device("meta"):
+            scale = int(create_model(cfg.model, **cfg.model_kwargs).scale)  # type: ignore[attr-defined]
+        if int(options.get("scale", scale)) != scale:
+            raise ConfigError(f"scale {options['scale']} does not match {cfg.model} (x{scale})")
+        patch, kind = int(options.get("patch", DEFAULT_PATCH)), str(options.get("loss", "l1"))
+        val_rows = int(options.get("val_rows", VAL_ROWS))
+        if val_rows < scale:
+            raise ConfigError(
+                f"val_rows={val_rows}: super-resolution chooses checkpoints on a validation band of at least "
+                f"{scale} rows (model selection must not use the test photographs)"
+            )
+        sr_loss(torch.zeros(1), torch.zeros(1), kind)  # an unknown loss fails here, in one line
+        data = load_data(scale=scale, val_rows=val_rows)
+        self.fixed_kwargs = {"in_chans": data.in_chans}
+        self._loss = lambda out, hr: sr_loss(out, hr, kind)
+        c = data.in_chans
+        self.info = describe(data) | {
+            "task": "super-resolution",
+            "val_rows": val_rows,
+            "patch": patch,
+            "loss": kind,
+            "input_size": [c, patch, patch],
+            "mean": [0.0] * c,  # the models take 0-1 images; EDSR subtracts its own mean inside
+            "std": [1.0] * c,
+            "classes": [],
+        }
+        self.loader = train_loader(
+            data, self.batch_size, device=rt.device, seed=cfg.seed, patch=patch, augment=cfg.augment,
+            shard=(dist.rank, dist.world_size),
+        )  # fmt: skip
+        self.selection = (
+            f"val_psnr (highest; validation: the bottom {val_rows} rows of each training photograph)"
+        )
+        for split in ("val", "test") if cfg.eval_test else ("val",):
+            self._evals[split] = self._evaluation(data, split)
+
+    def describe(self) -> str:
+        i = self.info
+        return (
+            f"{i['dataset']} x{i['scale']} (train {', '.join(i['train_images'])} in {i['patch']}-pixel "
+            f"LR patches; val their bottom {i['val_rows']} rows; test {', '.join(i['test_images'])})"
+        )
+
+    def _evaluation(self, data: SRData, split: str) -> Callable[[nn.Module], dict[str, float]]:
+        def run(model: nn.Module) -> dict[str, float]:
+            r = evaluate(model, data, device=self.rt.device, split=split)
+            return {k: r[k] for k in METRICS}
+
+        return run

@@ -1,8 +1,12 @@
-"""Detection and segmentation through the training loop: :class:`DenseTraining`, the
-:class:`reslab.train.task.Task` adapter of :mod:`reslab.tasks.dense`, its resumable loader
-:class:`SceneLoader`, and ``reslab eval`` of such a run (:func:`evaluate_dense_checkpoint`).
+"""What detection and segmentation share: the Fashion-MNIST scenes, behind the loop's seam.
 
-How a :class:`~reslab.train.config.TrainConfig` reads for these tasks (``task: detection`` or
+:class:`SceneTraining` is the :class:`reslab.tasks.base.Task` of both (``reslab.tasks.detection.Detection``
+and ``reslab.tasks.segmentation.Segmentation`` name their model operations, ``ops``); beside it the
+operations both share (:class:`Batch`, :class:`SceneOps`: data, rebuild from a ``spec``), the config's
+options (:class:`SceneOptions`) and ``reslab eval`` of such a run (:meth:`SceneTraining.evaluate_checkpoint`).
+The training batches come from :class:`reslab.data.scenes.SceneLoader` (resumable).
+
+How a :class:`~reslab.config.TrainConfig` reads for these tasks (``task: detection`` or
 ``segmentation``):
 
 - ``model`` / ``model_kwargs``: the **backbone**, any registered image-classification network with
@@ -38,18 +42,111 @@ import functools
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from reslab.data.loader import ResumableEpochs, epoch_seed
-from reslab.data.scenes import SceneConfig, SceneDataset, Scenes
+from reslab.config import TrainConfig
+from reslab.data.scenes import SceneConfig, SceneDataset, SceneLoader, Scenes, load_scenes
 from reslab.errors import CheckpointError, ConfigError, first_line
-from reslab.train.config import TrainConfig
-from reslab.train.task import Runtime
+from reslab.models.dense import DETECTORS, SEGMENTERS, build_from_spec, is_dense_spec
+from reslab.models.weights import unwrap
+from reslab.tasks.base import Runtime, eval_dir
+
+ARCHS = {"detection": DETECTORS, "segmentation": SEGMENTERS}  # the heads each task builds
+
+
+@dataclasses.dataclass
+class Batch:
+    """Images on the device and their targets: float (B, C, H, W) in [0, 1] (detection: the detector
+    normalizes) or normalized (segmentation); targets a list of torchvision target dicts (detection) or
+    a class map int64 (B, H, W) (segmentation)."""
+
+    images: torch.Tensor
+    targets: list[dict[str, torch.Tensor]] | torch.Tensor
+    index: torch.Tensor
+
+
+def spec_of(model: nn.Module) -> dict[str, Any]:
+    """``model.spec`` of a dense model, also through DDP / ``torch.compile`` wrappers."""
+    spec = getattr(unwrap(model), "spec", None)
+    if not is_dense_spec(spec):
+        raise ConfigError("not a detection / segmentation model of reslab.models.dense (it has no .spec)")
+    return spec
+
+
+# ten saturated, distinguishable colours, one per Fashion-MNIST class (Trubetskoy's "20 distinct colours")
+PALETTE = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+]  # fmt: skip
+
+
+def _rgb(image: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) uint8 or [0, 1] float -> RGB uint8 (3, H, W) on the CPU (grey repeated)."""
+    x = image.detach().cpu()
+    if x.is_floating_point():
+        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise ConfigError(f"expected an image (1 or 3, H, W), got {tuple(image.shape)}")
+    return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
+
+
+def _flip_mask(
+    n: int, augment: bool, generator: torch.Generator | None, flips: torch.Tensor | None = None
+) -> torch.Tensor:
+    if flips is not None:  # drawn by the caller (a training loader's plan)
+        flips = torch.as_tensor(flips, dtype=torch.bool).reshape(-1).cpu()
+        if len(flips) != n:
+            raise ConfigError(f"flips holds {len(flips)} values for {n} scenes")
+        return flips
+    if not augment:
+        return torch.zeros(n, dtype=torch.bool)
+    return torch.rand(n, generator=generator) < 0.5
+
+
+class SceneOps:
+    """The model operations of a scene task (:mod:`reslab.tasks.detection`, :mod:`reslab.tasks.segmentation`):
+    the data, rebuilding a model from its ``spec``; subclasses add build, batch, loss, predict, draw,
+    evaluate."""
+
+    name: ClassVar[str]
+    archs: ClassVar[tuple[str, ...]]
+    primary_metric: ClassVar[str]
+
+    def load_data(
+        self,
+        train_size: int = 4000,
+        test_size: int = 1000,
+        *,
+        seed: int = 0,
+        config: SceneConfig | None = None,
+        data_dir: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> SceneDataset:
+        """The Fashion-MNIST scenes (:func:`reslab.data.scenes.load_scenes`), the data of both tasks."""
+        return load_scenes(
+            train_size, test_size, seed=seed, config=config, data_dir=data_dir, cache_dir=cache_dir, **kwargs
+        )
+
+    def rebuild(self, spec: dict[str, Any]) -> nn.Module:
+        """The model of ``spec`` (as ``model.spec`` / a checkpoint holds it), freshly initialized."""
+        if spec.get("task") != self.name:
+            raise ConfigError(f"the checkpoint is a {spec.get('task')} model, not {self.name}")
+        return build_from_spec(spec)
+
+    @staticmethod
+    def _images(
+        scenes: Scenes, index: torch.Tensor, flip: torch.Tensor, device: torch.device | str
+    ) -> torch.Tensor:
+        x = scenes.images[index].to(device, non_blocking=True).float().div_(255)
+        if flip.any():
+            x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
+        return x
+
 
 SCENE_OPTIONS = (
     "train_size", "test_size", "scene_seed", "size", "min_objects", "max_objects", "min_scale", "max_scale",
@@ -81,7 +178,7 @@ DATASET = "fashion-mnist-scenes"
 
 
 @dataclasses.dataclass(frozen=True)
-class DenseOptions:
+class SceneOptions:
     """``cfg.task_kwargs`` of a dense run, checked and split: the scenes to draw, the head, its options."""
 
     task: str
@@ -93,15 +190,12 @@ class DenseOptions:
     model_kwargs: dict[str, Any]  # trainable_layers, frozen_bn and the head's options
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig) -> DenseOptions:
+    def from_config(cls, cfg: TrainConfig) -> SceneOptions:
         """Every key known, every value checked (one line naming the key otherwise)."""
-        from reslab.models.dense import DENSE_TASKS
-        from reslab.tasks.dense import TASKS
-
-        if cfg.task not in DENSE_TASKS:
+        if cfg.task not in ARCHS:
             raise ConfigError(f"not a detection / segmentation config: task {cfg.task!r}")
         kw = dict(cfg.task_kwargs)
-        archs = TASKS[cfg.task].archs
+        archs = ARCHS[cfg.task]
         arch = kw.pop("arch", DEFAULT_ARCH[cfg.task])
         if arch not in archs:
             raise ConfigError(f"task_kwargs.arch: {cfg.task} takes {', '.join(archs)}, not {arch!r}")
@@ -132,10 +226,10 @@ class DenseOptions:
         )
 
 
-def check_dense_config(cfg: TrainConfig) -> DenseOptions:
+def check_scene_config(cfg: TrainConfig) -> SceneOptions:
     """The checks a dense run passes before its data loads: the options, the settings it refuses, the
     backbone (a registered image network with stages) and the whole model, built on the meta device."""
-    opts = DenseOptions.from_config(cfg)
+    opts = SceneOptions.from_config(cfg)
     refused = {
         "num_classes": (cfg.num_classes is not None, "the scenes fix the classes (10 garments + background)"),
         "subset": (cfg.subset is not None, "draw fewer scenes with --set task_kwargs.train_size=N"),
@@ -177,7 +271,7 @@ def check_dense_config(cfg: TrainConfig) -> DenseOptions:
         )
     if cfg.init_from is None:  # with init_from the weights file decides; it is read when the model is built
         with torch.device("meta"):
-            build_dense(opts, cfg, num_classes=11, in_chans=1, mean=[0.5], std=[0.5], init_from=None)
+            build_scene_model(opts, cfg, num_classes=11, in_chans=1, mean=[0.5], std=[0.5], init_from=None)
     return opts
 
 
@@ -190,8 +284,8 @@ def val_count(val_split: int | float, n: int) -> int:
     )
 
 
-def build_dense(
-    opts: DenseOptions,
+def build_scene_model(
+    opts: SceneOptions,
     cfg: TrainConfig,
     *,
     num_classes: int,
@@ -236,7 +330,7 @@ def _scenes(train_size: int, test_size: int, seed: int, config: str, data_dir: s
     )
 
 
-def load_splits(opts: DenseOptions, cfg: TrainConfig) -> tuple[SceneDataset, dict[str, Scenes]]:
+def load_splits(opts: SceneOptions, cfg: TrainConfig) -> tuple[SceneDataset, dict[str, Scenes]]:
     """The scenes of a run: ``(dataset, {"train", "val", "test"})``, the last ``val_split`` training scenes
     held out as ``val``."""
     data = _scenes(
@@ -252,86 +346,25 @@ def load_splits(opts: DenseOptions, cfg: TrainConfig) -> tuple[SceneDataset, dic
     }
 
 
-class SceneLoader(ResumableEpochs):
-    """Training batches of scenes, one epoch per ``iter()``, resumable exactly (the
-    :class:`reslab.data.DeviceLoader` interface): epoch ``e`` visits a permutation drawn from
-    ``(seed, e)`` with one horizontal flip draw per scene, so the stream is a function of the seed, the
-    epoch and the position alone. ``batch_size`` is per rank; rank ``r`` of ``world`` takes positions
-    ``r::world`` of the epoch's order (global batch ``i`` is the same scenes for any world size);
-    incomplete global batches are dropped."""
+class SceneTraining:
+    """Detection or segmentation of ``cfg`` for the loop (:class:`reslab.tasks.base.Task`); checks the
+    config, then loads the scenes, when made. A subclass names its model operations (``ops``). See the
+    module docstring."""
 
-    def __init__(
-        self,
-        make_batch: Callable[[torch.Tensor, torch.Tensor], Any],
-        num_samples: int,
-        batch_size: int,
-        *,
-        seed: int,
-        augment: bool,
-        shard: tuple[int, int] = (0, 1),
-    ) -> None:
-        self.make_batch = make_batch
-        self.num_samples, self.batch_size, self.seed, self.augment = (
-            num_samples,
-            int(batch_size),
-            int(seed),
-            augment,
-        )
-        self.rank, self.world_size = (int(v) for v in shard)
-        self.epoch, self.position = 0, 0
-        if self.batch_size < 1 or len(self) == 0:
-            raise ConfigError(
-                f"{num_samples} training scenes give no batch of {batch_size} x {self.world_size} rank(s)"
-            )
-        self._plan_cache: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
-
-    def __len__(self) -> int:
-        return self.num_samples // (self.batch_size * self.world_size)
-
-    def _plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's (scene indices, flips) of ``epoch``."""
-        if self._plan_cache is not None and self._plan_cache[0] == epoch:
-            return self._plan_cache[1]
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        total = len(self) * self.batch_size * self.world_size
-        order = torch.randperm(self.num_samples, generator=g)[:total]
-        flips = torch.rand(total, generator=g) < 0.5 if self.augment else torch.zeros(total, dtype=torch.bool)
-        sl = slice(self.rank, total, self.world_size)
-        plan = (order[sl], flips[sl])
-        self._plan_cache = (epoch, plan)
-        return plan
-
-    def _rollover(self) -> None:
-        if self.position >= len(self):
-            self.epoch, self.position = self.epoch + 1, 0
-
-    def __iter__(self) -> Iterator[Any]:
-        """The rest of the current epoch; then the epoch advances."""
-        self._rollover()
-        epoch = self.epoch
-        order, flips = self._plan(epoch)
-        while self.epoch == epoch and self.position < len(self):
-            i = self.position
-            self.position += 1  # consumed once handed out: a checkpoint after it skips it
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            yield self.make_batch(order[sl], flips[sl])
-        if self.epoch == epoch:
-            self._rollover()
-
-
-class DenseTraining:
-    """Detection or segmentation of ``cfg`` for the loop (:class:`reslab.train.task.Task`); checks the
-    config, then loads the scenes, when made. See the module docstring."""
-
+    name: ClassVar[str]
+    ops: ClassVar[type[SceneOps]]
     higher_is_better = True
     counts_errors = False
+    loader: Any
+    info: dict[str, Any]
+    eval_splits: tuple[str, ...]
+    selection: str
+    metric_names: tuple[str, ...]
 
     def __init__(self, cfg: TrainConfig, rt: Runtime) -> None:
-        from reslab.tasks.dense import get_task
-
-        self.opts = check_dense_config(cfg)
+        self.opts = check_scene_config(cfg)
         self.rt = rt
-        self.task = get_task(cfg.task)
+        self.task = self.ops()
         self.metric_names = METRICS[cfg.task] + (
             ("mask_map_50", "mask_map") if self.opts.arch == "maskrcnn" else ()
         )
@@ -386,7 +419,7 @@ class DenseTraining:
 
     def build_model(self, cfg: TrainConfig, *, init: bool) -> nn.Module:
         d = self.data
-        model = build_dense(
+        model = build_scene_model(
             self.opts, cfg, num_classes=d.num_classes, in_chans=d.in_chans, mean=list(d.mean), std=list(d.std),
             init_from=cfg.init_from,  # a resume too: the file gives the backbone's architecture
         )  # fmt: skip
@@ -415,69 +448,64 @@ class DenseTraining:
             return self.task.batch(self.train_scenes, index, device=self.rt.device, flips=flips, masks=masks)  # type: ignore[call-arg]
         return self.task.batch(self.train_scenes, index, device=self.rt.device, flips=flips)
 
+    @classmethod
+    def evaluate_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        *,
+        out_dir: str | os.PathLike | None = None,
+        data_dir: str | None = None,
+        device: str = "auto",
+        batch_size: int | None = None,
+        splits: tuple[str, ...] = ("val", "test"),
+    ) -> dict[str, Any]:
+        """``reslab eval`` of a detection / segmentation run or checkpoint: the run's own scenes rebuilt from
+        its config, every metric of the task and the per-class ones (detection: box AP and AP@.5 per class;
+        segmentation: IoU per class), written to ``eval.json`` (in ``out_dir``, default the run directory)."""
+        from reslab._device import resolve_device
+        from reslab._io import write_json
+        from reslab.models.dense import load_dense
+        from reslab.models.weights import resolve_checkpoint
 
-# ------------------------------------------------------------------------------------ reslab eval
-
-
-def evaluate_dense_checkpoint(
-    path: str | os.PathLike,
-    *,
-    out_dir: str | os.PathLike | None = None,
-    data_dir: str | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    splits: tuple[str, ...] = ("val", "test"),
-) -> dict[str, Any]:
-    """``reslab eval`` of a detection / segmentation run or checkpoint: the run's own scenes rebuilt from
-    its config, every metric of the task and the per-class ones (detection: box AP and AP@.5 per class;
-    segmentation: IoU per class), written to ``eval.json`` (in ``out_dir``, default the run directory)."""
-    from reslab._device import resolve_device
-    from reslab._io import write_json
-    from reslab.models.dense import load_dense
-    from reslab.models.weights import resolve_checkpoint
-    from reslab.tasks.dense import get_task
-
-    ckpt = Path(resolve_checkpoint(path))
-    model, meta = load_dense(ckpt)
-    config = meta.get("config")
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{ckpt} has no training config in its metadata; evaluate it in Python")
-    cfg = TrainConfig.from_dict(
-        {k: v for k, v in config.items() if k not in ("data", "precision")}, source=f"{ckpt} config"
-    )
-    if data_dir:
-        cfg.data_dir = data_dir
-    opts = DenseOptions.from_config(cfg)
-    data, scenes = load_splits(opts, cfg)
-    dev = resolve_device(device)
-    model = model.to(dev).float().eval()
-    task = get_task(cfg.task)
-    out_path = Path(out_dir) if out_dir else ckpt.parent
-    if out_path.name == "checkpoints":
-        out_path = out_path.parent
-    results: dict[str, Any] = {"checkpoint": str(ckpt), "step": int(meta.get("step", -1)), "task": cfg.task,
-                               "arch": opts.arch, "backbone": cfg.model}  # fmt: skip
-    bs = batch_size or EVAL_BATCH[cfg.task]
-    names = data.classes
-    for split in splits:
-        if split not in scenes:
-            continue
-        if task.name == "detection":
-            r = task.evaluate(model, scenes[split], device=dev, batch_size=bs, per_class=True)  # type: ignore[call-arg]
-            per = {"ap_50": r.pop("ap_50"), "ap": r.pop("ap")}
-            r["per_class"] = {
-                names[c]: {k: _num(v[c]) if c < len(v) else None for k, v in per.items()}
-                for c in range(1, len(names))
-            }
-        else:
-            r = task.evaluate(model, scenes[split], device=dev, batch_size=bs)
-            r["per_class"] = {names[c]: {"iou": _num(v)} for c, v in enumerate(r.pop("iou"))}
-        r = {k: _num(v) if isinstance(v, float) else v for k, v in r.items()}
-        r["n"] = len(scenes[split])
-        results[split] = r
-    write_json(out_path / "eval.json", results)
-    results["eval_json"] = str(out_path / "eval.json")
-    return results
+        ckpt = Path(resolve_checkpoint(path))
+        model, meta = load_dense(ckpt)
+        config = meta.get("config")
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{ckpt} has no training config in its metadata; evaluate it in Python")
+        cfg = TrainConfig.from_dict(
+            {k: v for k, v in config.items() if k not in ("data", "precision")}, source=f"{ckpt} config"
+        )
+        if data_dir:
+            cfg.data_dir = data_dir
+        opts = SceneOptions.from_config(cfg)
+        data, scenes = load_splits(opts, cfg)
+        dev = resolve_device(device)
+        model = model.to(dev).float().eval()
+        task = cls.ops()
+        out_path = eval_dir(ckpt, out_dir)
+        results: dict[str, Any] = {"checkpoint": str(ckpt), "step": int(meta.get("step", -1)), "task": cfg.task,
+                                   "arch": opts.arch, "backbone": cfg.model}  # fmt: skip
+        bs = batch_size or EVAL_BATCH[cfg.task]
+        names = data.classes
+        for split in splits:
+            if split not in scenes:
+                continue
+            if task.name == "detection":
+                r = task.evaluate(model, scenes[split], device=dev, batch_size=bs, per_class=True)  # type: ignore[call-arg]
+                per = {"ap_50": r.pop("ap_50"), "ap": r.pop("ap")}
+                r["per_class"] = {
+                    names[c]: {k: _num(v[c]) if c < len(v) else None for k, v in per.items()}
+                    for c in range(1, len(names))
+                }
+            else:
+                r = task.evaluate(model, scenes[split], device=dev, batch_size=bs)
+                r["per_class"] = {names[c]: {"iou": _num(v)} for c, v in enumerate(r.pop("iou"))}
+            r = {k: _num(v) if isinstance(v, float) else v for k, v in r.items()}
+            r["n"] = len(scenes[split])
+            results[split] = r
+        write_json(out_path / "eval.json", results)
+        results["eval_json"] = str(out_path / "eval.json")
+        return results
 
 
 def _num(v: float) -> float | None:

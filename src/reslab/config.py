@@ -9,6 +9,8 @@ sets one key of a dict field). Every value is checked in :meth:`TrainConfig.vali
 bad value is a :class:`~reslab.errors.ConfigError` of one line naming the key (and the closest valid ones).
 
 This module imports neither torch nor the data/model packages: building and checking a config is instant.
+It sits at the bottom of the package graph (beside :mod:`reslab.errors`), so the tasks that read a config
+(:mod:`reslab.tasks`) and the loop that trains it (:mod:`reslab.train`) share it without an arrow back up.
 """
 
 from __future__ import annotations
@@ -246,7 +248,7 @@ class TrainConfig:
     device: str = field(
         default="auto", metadata=_help("where to train: auto, cpu, cuda or cuda:N (default: auto)")
     )
-    # auto: bf16 on CUDA; on the CPU fp32 (bf16 only where forced: see reslab.train.precision) | bf16 | off
+    # auto: bf16 on CUDA; on the CPU fp32 (bf16 only where forced: see reslab.precision) | bf16 | off
     amp: str = "auto"
     channels_last: Any = "auto"  # auto (on for cuda and for cpu) | true | false
     # false | true (= default) | default | reduce-overhead (CUDA graphs) | max-autotune[-no-cudagraphs]
@@ -356,8 +358,6 @@ class TrainConfig:
             v = getattr(self, key)
             if not 0.0 <= v < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), got {v}")
-        if self.channels_last is True and self.task != "classification":
-            raise ConfigError(f"channels_last applies to classification only, not {self.task}")
         if self.data_kwargs and self.dataset != "synthetic":
             raise ConfigError(f"data_kwargs apply to the synthetic data set only, not {self.dataset}")
         _check_data_kwargs(self.data_kwargs)

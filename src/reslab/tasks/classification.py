@@ -1,0 +1,426 @@
+"""Image classification behind the loop's seam (:class:`reslab.tasks.base.Task`), and its evaluation.
+
+Data: the in-memory data sets (``fashion-mnist``, ``cifar10``, ``cifar100``, ``synthetic``) are held
+on the device as uint8 and augmented there in batches (:class:`reslab.data.DeviceLoader`); an
+``imagefolder`` is decoded by worker processes (:class:`reslab.data.folder.FolderLoader`). The step
+is the cross-entropy (with ``label_smoothing``) of the logits in fp32; the metric is top-1 error
+(``metric_names = ("error",)``, percent, lower is better).
+
+Model selection (He et al. Sec. 4.2 hold out 5k of CIFAR's training images): ``checkpoints/best`` is the
+evaluation with the lowest *validation* error when there is a validation split (``val_split``), else
+the lowest training error over the evaluation interval. The test set is reported in ``metrics.csv`` but
+never used to choose anything; for an ``imagefolder``, its ``val/`` folder is the reported (test) set, as
+in the paper.
+
+Evaluation: top-1/top-5 error, loss, confusion matrix, per-class accuracy. :func:`evaluate` runs a model
+over every sample of an evaluation set once (no augmentation, batches made on the device by
+:func:`reslab.data.iterate_eval`), summing on the device and syncing once at the end.
+:func:`evaluate_checkpoint` is ``reslab eval``: it rebuilds the model and the data preprocessing from the
+checkpoint's stored config and writes ``eval.json`` and a confusion-matrix PNG.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reslab._device import autocast_ctx
+from reslab.config import TrainConfig
+from reslab.errors import CheckpointError, ConfigError
+from reslab.tasks.base import Runtime, build_model, eval_arrays, reduce_error
+
+
+@functools.lru_cache(maxsize=2)
+def _load_dataset(name: str, data_dir: str | None, download: bool, options: str) -> Any:
+    """``load_dataset``, cached in the process: a sweep of many short runs reads the files once.
+    ``options``: ``cfg.data_kwargs`` as JSON (hashable)."""
+    import json
+
+    from reslab.data import load_dataset
+
+    return load_dataset(name, data_dir, download=download, **json.loads(options))
+
+
+def load_training_data(cfg: TrainConfig) -> Any:
+    """The in-memory data set of ``cfg`` (``dataset``, ``data_dir``, ``download``, ``data_kwargs``)."""
+    import json
+
+    return _load_dataset(cfg.dataset, cfg.data_dir, cfg.download, json.dumps(cfg.data_kwargs, sort_keys=True))
+
+
+class Classification:
+    """The classification task of ``cfg``: loads the data (the training loader, the evaluation sets on
+    the device) when made; see the module docstring."""
+
+    name = "classification"
+    metric_names = ("error",)
+    higher_is_better = False
+    counts_errors = True
+    loader: Any
+    info: dict[str, Any]
+    eval_splits: tuple[str, ...]
+    selection: str
+
+    def __init__(self, cfg: TrainConfig, rt: Runtime) -> None:
+        self.rt = rt
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.batch_size = cfg.batch_size // rt.dist.world_size  # per rank: cfg.batch_size is global
+        self.eval_batch_size = cfg.eval_batch_size or (1024 if rt.device.type == "cuda" else 256)
+        self._evals: dict[str, Callable[[nn.Module], float]] = {}
+        if cfg.dataset == "imagefolder":
+            self._folder_data(cfg)
+        else:
+            self._array_data(cfg)
+        self.eval_splits = tuple(self._evals)
+        self.selection = "val_error" if "val" in self._evals else "train_error (no validation split)"
+
+    # ------------------------------------------------------------------------------ the seam
+
+    def describe(self) -> str:
+        i = self.info
+        val = f", {i['num_val']} val" if i.get("num_val") else ""
+        if isinstance(i.get("val_split"), float):  # a fraction: say what it came to for this data
+            val += f" (val_split {i['val_split']:g} of {i['num_train'] + i['num_val']})"
+        return f"{i['dataset']} ({i['num_train']} train{val}, {i['num_test']} test)"
+
+    def build_model(self, cfg: TrainConfig, *, init: bool) -> nn.Module:
+        return build_model(cfg, self.num_classes, self.in_chans, init=init)
+
+    def forward(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x, y = batch
+        out = model(x)
+        loss = self.criterion(out.float(), y)
+        with torch.no_grad():
+            errors = (out.argmax(1) != y).sum()
+        return loss, errors, len(y)
+
+    def evaluate(self, split: str, model: nn.Module) -> dict[str, float]:
+        return {"error": self._evals[split](model)}
+
+    def select(self, metrics: dict[str, dict[str, float]], train_error: float | None) -> tuple[str, float]:
+        if "val" in metrics:
+            return "val_error", metrics["val"]["error"]
+        return "train_error", float(train_error if train_error is not None else math.nan)
+
+    # ------------------------------------------------------------------------------ data wiring
+
+    def _array_data(self, cfg: TrainConfig) -> None:
+        """An in-memory data set: subset, validation split, the device loader, the evaluation sets."""
+        from reslab.data import DeviceLoader, split_validation, subset_dataset
+
+        rt, dist = self.rt, self.rt.dist
+        ds = load_training_data(cfg)
+        if cfg.subset:
+            ds = subset_dataset(ds, cfg.subset, seed=cfg.seed, stratified=True)
+        if cfg.val_split:
+            n = len(ds.train_y)
+            if isinstance(cfg.val_split, int) and cfg.val_split >= n:
+                raise ConfigError(
+                    f"val_split={cfg.val_split} does not fit the {n} training images; hold out fewer, "
+                    "or give a fraction (e.g. --val-split 0.1)"
+                )
+            ds = split_validation(ds, cfg.val_split, seed=cfg.seed)
+        nc = cfg.num_classes or ds.num_classes
+        if int(ds.train_y.max()) >= nc:
+            raise ConfigError(f"num_classes={nc} but the data has labels up to {int(ds.train_y.max())}")
+        self.num_classes, self.in_chans = nc, ds.in_chans
+        self.info = {
+            "task": "classification",
+            "dataset": ds.name,
+            "input_size": list(ds.input_size),
+            "mean": list(ds.mean),
+            "std": list(ds.std),
+            "classes": list(ds.classes) if nc == ds.num_classes else [str(i) for i in range(nc)],
+            "num_classes": nc,
+            "flip": ds.flip,
+            "num_train": len(ds.train_y),
+            "num_val": 0 if ds.val_y is None else len(ds.val_y),
+            "num_test": len(ds.test_y),
+            "val_split": cfg.val_split,
+        }
+        self.loader = DeviceLoader(
+            ds.train_x, ds.train_y, self.batch_size, device=rt.device, mean=ds.mean, std=ds.std,
+            augment=cfg.augment, flip=ds.flip, pad=cfg.pad, cutout=cfg.cutout, seed=cfg.seed,
+            drop_last=True, shard=(dist.rank, dist.world_size), channels_last=rt.channels_last,
+        )  # fmt: skip
+        for split, (x, y) in eval_arrays(ds, cfg, rt).items():
+            run = functools.partial(
+                evaluate, x=x, y=y, mean=ds.mean, std=ds.std, batch_size=self.eval_batch_size,
+                device=rt.device, amp_dtype=rt.amp_dtype, channels_last=rt.channels_last, num_classes=nc,
+            )  # fmt: skip
+            self._evals[split] = lambda model, run=run: reduce_error(run(model), dist, rt.device)
+
+    def _folder_data(self, cfg: TrainConfig) -> None:
+        """An ImageNet-style folder: ``train/`` through worker processes, ``val/`` as the test set."""
+        from reslab.data import IMAGENET_MEAN, IMAGENET_STD, make_imagefolder_loaders
+        from reslab.data.folder import FolderLoader
+
+        rt, dist, ebs = self.rt, self.rt.dist, self.eval_batch_size
+        if not cfg.data_dir:
+            raise ConfigError(
+                "imagefolder needs --data-dir ROOT (with ROOT/train/<class>/ and ROOT/val/<class>/)"
+            )
+        loaders = make_imagefolder_loaders(
+            cfg.data_dir,
+            self.batch_size,
+            cfg.workers,
+            cfg.image_size,
+            seed=cfg.seed,
+            distributed=dist.enabled,
+            val_batch_size=ebs,
+            rank=dist.rank,
+            world_size=dist.world_size,
+        )  # fmt: skip  (val/ is sharded without duplicates; training uses FolderLoader's own shard)
+        nc = cfg.num_classes or len(loaders.classes)
+        self.num_classes, self.in_chans = nc, 3
+        self.loader = FolderLoader(
+            loaders.train.dataset, self.batch_size, device=rt.device, workers=cfg.workers, seed=cfg.seed,
+            channels_last=rt.channels_last, shard=(dist.rank, dist.world_size),
+        )  # fmt: skip
+        n_batches = None if cfg.eval_subset is None else -(-cfg.eval_subset // (ebs * dist.world_size))
+
+        def folder_eval(model: nn.Module) -> float:
+            r = evaluate_batches(
+                model, itertools.islice(loaders.val, n_batches), device=rt.device, amp_dtype=rt.amp_dtype,
+                num_classes=nc, channels_last=rt.channels_last,
+            )  # fmt: skip
+            return reduce_error(r, dist, rt.device)
+
+        self.info = {
+            "task": "classification",
+            "dataset": "imagefolder",
+            "input_size": [3, cfg.image_size, cfg.image_size],
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "classes": list(loaders.classes) if nc == len(loaders.classes) else [str(i) for i in range(nc)],
+            "num_classes": nc,
+            "flip": True,
+            "num_train": len(loaders.train.dataset),
+            "num_val": 0,
+            "num_test": len(loaders.val.dataset),
+        }
+        if cfg.eval_test:
+            self._evals["test"] = folder_eval
+
+
+def evaluate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    mean: Any,
+    std: Any,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    num_classes: int | None = None,
+    tta_flip: bool = False,
+    confusion: bool = False,
+) -> dict[str, Any]:
+    """Loss, top-1 and top-5 error (percent) of ``model`` on uint8 images ``x`` with labels ``y``.
+
+    ``tta_flip`` averages the softmax of each image and its mirror image. ``confusion=True`` adds the
+    confusion matrix (rows: true class, columns: predicted) as a CPU int64 tensor.
+    """
+    from reslab.data import iterate_eval
+
+    nc = int(num_classes or getattr(model, "num_classes", 0) or int(y.max()) + 1)
+    batches = iterate_eval(x, y, batch_size, device, mean, std, channels_last=channels_last)
+    return evaluate_batches(
+        model,
+        batches,
+        device=device,
+        amp_dtype=amp_dtype,
+        num_classes=nc,
+        tta_flip=tta_flip,
+        confusion=confusion,
+    )
+
+
+@torch.inference_mode()
+def evaluate_batches(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    num_classes: int,
+    tta_flip: bool = False,
+    confusion: bool = False,
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """:func:`evaluate` over any iterable of normalized ``(images, labels)`` batches (moved to ``device``)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    nc = int(num_classes)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    top1 = torch.zeros((), dtype=torch.int64, device=device)
+    top5 = torch.zeros((), dtype=torch.int64, device=device)
+    cm = torch.zeros(nc * nc, dtype=torch.int64, device=device) if confusion else None
+    k = min(5, nc)
+    n = 0
+    try:
+        for xb, yb in batches:
+            xb = xb.to(device, non_blocking=True)
+            yb = yb.to(device, non_blocking=True)
+            if channels_last and xb.ndim == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast_ctx(device, amp_dtype):
+                logits = model(xb)
+                if tta_flip:
+                    logits = torch.stack([logits, model(xb.flip(3))]).float().softmax(-1).mean(0).log()
+            logits = logits.float()
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+            pred = logits.topk(k, dim=1).indices
+            hit = pred == yb[:, None]
+            top1 += (~hit[:, 0]).sum()
+            top5 += (~hit.any(dim=1)).sum()
+            if cm is not None:
+                cm += torch.bincount(yb * nc + pred[:, 0], minlength=nc * nc)
+            n += len(yb)
+    finally:
+        model.train(was_training)
+    out: dict[str, Any] = {
+        "n": n,
+        "loss": loss_sum.item() / max(n, 1),
+        "top1_error": 100.0 * top1.item() / max(n, 1),
+        "top5_error": 100.0 * top5.item() / max(n, 1),
+    }
+    if cm is not None:
+        out["confusion"] = cm.view(nc, nc).cpu()
+    return out
+
+
+# -------------------------------------------------------------------------------------- reslab eval
+
+
+def _rebuild_data(config: dict[str, Any], data_dir: str | None):
+    from reslab.data import load_dataset, split_validation, subset_dataset
+
+    name = config.get("dataset")
+    if not name:
+        raise CheckpointError(
+            "the checkpoint's metadata has no training config (dataset); cannot rebuild data"
+        )
+    if name == "imagefolder":
+        raise ConfigError("reslab eval of imagefolder runs is not supported yet; evaluate in Python")
+    ds = load_dataset(name, data_dir or config.get("data_dir"), download=False)
+    if config.get("subset"):
+        ds = subset_dataset(ds, int(config["subset"]), seed=int(config.get("seed", 0)), stratified=True)
+    if config.get("val_split"):
+        ds = split_validation(ds, config["val_split"], seed=int(config.get("seed", 0)))
+    return ds
+
+
+def evaluate_checkpoint(
+    path: str,
+    *,
+    out_dir: str | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+    tta: str | None = None,
+    splits: tuple[str, ...] = ("val", "test"),
+) -> dict[str, Any]:
+    """``reslab eval``: errors, per-class accuracy and a confusion-matrix PNG of a run or checkpoint."""
+    from reslab._device import resolve_device
+    from reslab._io import write_json
+    from reslab.models.weights import load_model, resolve_checkpoint
+    from reslab.precision import precision_name, resolve_amp
+
+    ckpt = Path(resolve_checkpoint(path))
+    model, meta = load_model(ckpt)
+    config = meta.get("config") or {}
+    if isinstance(config, str):
+        config = json.loads(config)
+    data_info = config.get("data", {})
+    ds = _rebuild_data(config, data_dir)
+    mean, std = data_info.get("mean", ds.mean), data_info.get("std", ds.std)
+    classes = list(data_info.get("classes", ds.classes))
+    dev = resolve_device(device)
+    model = model.to(dev).float().eval()
+    if tta not in (None, "none", "flip"):
+        raise ConfigError(f"--tta must be flip or none, got {tta!r}")
+    out_path = Path(out_dir) if out_dir else ckpt.parent
+    if out_path.name == "checkpoints":
+        out_path = out_path.parent
+    # the run's own amp setting, resolved for this device as training resolved it (precision.py)
+    amp_dtype = resolve_amp(str(config.get("amp", "auto")), dev)
+    results: dict[str, Any] = {
+        "checkpoint": str(ckpt),
+        "step": int(meta.get("step", -1)),
+        "tta": tta or "none",
+        "precision": precision_name(amp_dtype),
+    }
+    if meta.get("convention"):  # a foreign checkpoint: how it was read
+        results["convention"] = meta["convention"]
+    pngs = []
+    for split in splits:
+        x = getattr(ds, f"{split}_x", None)
+        if x is None:
+            continue
+        y = getattr(ds, f"{split}_y")
+        r = evaluate(
+            model, x, y, mean=mean, std=std, batch_size=batch_size, device=dev, amp_dtype=amp_dtype,
+            num_classes=len(classes), tta_flip=(tta == "flip"), confusion=True,
+        )  # fmt: skip
+        cm = r.pop("confusion")
+        per_class = (cm.diag().double() / cm.sum(1).clamp_min(1).double() * 100).tolist()
+        r["per_class_accuracy"] = dict(zip(classes, [round(a, 3) for a in per_class]))
+        r["confusion_matrix"] = cm.tolist()
+        png = out_path / f"confusion_{split}.png"
+        plot_confusion(
+            cm, classes, png, title=f"{config.get('model', '')} {split}: top-1 error {r['top1_error']:.2f}%"
+        )
+        r["confusion_png"] = str(png)
+        pngs.append(png)
+        results[split] = r
+    write_json(out_path / "eval.json", results)
+    results["eval_json"] = str(out_path / "eval.json")
+    return results
+
+
+def plot_confusion(cm: torch.Tensor, classes: list[str], path: Path, title: str = "") -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reslab._io import write_bytes
+
+    n = len(classes)
+    norm = cm.double() / cm.sum(1, keepdim=True).clamp_min(1).double()
+    size = max(5.0, 0.45 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), classes, fontsize=8)
+        for i in range(n):
+            for j in range(n):
+                v = int(cm[i, j])
+                if v:
+                    ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())

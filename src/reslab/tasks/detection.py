@@ -1,0 +1,159 @@
+"""Detection on the Fashion-MNIST scenes: Faster R-CNN / Mask R-CNN / RetinaNet on a reslab backbone.
+
+:class:`DetectionTask` holds the model operations (build, batch, loss, predict, draw, COCO mAP);
+:class:`Detection` is the task the loop trains (:class:`reslab.tasks.scenes.SceneTraining`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.data.scenes import SceneDataset, Scenes
+from reslab.errors import ConfigError
+from reslab.models.dense import DETECTORS, create_detector
+from reslab.tasks.metrics import DetectionMetric
+from reslab.tasks.scenes import PALETTE, Batch, SceneOps, SceneTraining, _flip_mask, _rgb, spec_of
+
+
+class DetectionTask(SceneOps):
+    """Faster R-CNN / Mask R-CNN / RetinaNet on the scenes; metrics COCO mAP (``map_50`` selects)."""
+
+    name = "detection"
+    archs = DETECTORS
+    primary_metric = "map_50"
+
+    def build_model(
+        self,
+        data: SceneDataset,
+        *,
+        arch: str = "fasterrcnn",
+        backbone: str = "resnet18",
+        init_from: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> nn.Module:
+        """:func:`reslab.models.dense.create_detector` for ``data``: its classes, channels, statistics and
+        image size (``min_size = max_size`` = the scene size: no resizing); ``kwargs`` as there."""
+        size = data.config.size
+        kwargs.setdefault("min_size", size)
+        kwargs.setdefault("max_size", size)
+        return create_detector(
+            arch,
+            backbone,
+            num_classes=data.num_classes,
+            in_chans=data.in_chans,
+            image_mean=data.mean,
+            image_std=data.std,
+            init_from=init_from,
+            **kwargs,
+        )
+
+    def batch(
+        self,
+        scenes: Scenes,
+        index: torch.Tensor | Sequence[int],
+        *,
+        device: torch.device | str = "cpu",
+        augment: bool = False,
+        generator: torch.Generator | None = None,
+        masks: bool = True,
+        flips: torch.Tensor | None = None,
+    ) -> Batch:
+        """Scenes ``index`` as detector input; ``augment`` flips each scene horizontally with probability
+        1/2 (boxes and masks with it; the draws come from ``generator``, on the CPU); ``flips`` (bool per
+        scene) gives the flips instead."""
+        index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        flip = _flip_mask(len(index), augment, generator, flips)
+        images = self._images(scenes, index, flip, device)
+        width = images.shape[-1]
+        targets = []
+        for i, f in zip(index.tolist(), flip.tolist()):
+            t = scenes.target(i, masks=masks)
+            if f:
+                t["boxes"] = torch.stack(
+                    [width - t["boxes"][:, 2], t["boxes"][:, 1], width - t["boxes"][:, 0], t["boxes"][:, 3]],
+                    1,
+                )
+                if masks:
+                    t["masks"] = t["masks"].flip(-1)
+            targets.append({k: v.to(device, non_blocking=True) for k, v in t.items()})
+        return Batch(images, targets, index)
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The sum of the detector's losses (torchvision's reference recipe) and each part, detached.
+        ``model`` must be in train mode."""
+        if not model.training:
+            raise ConfigError("a detector returns losses only in train mode: call model.train() first")
+        parts = model(list(batch.images), batch.targets)
+        total = sum(parts.values())
+        return total, {k: v.detach() for k, v in parts.items()}
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Detections for float images in [0, 1] (B, C, H, W): torchvision's list of dicts."""
+        was = model.training
+        model.eval()
+        try:
+            return model(list(images))
+        finally:
+            model.train(was)
+
+    @staticmethod
+    def draw(
+        image: torch.Tensor,
+        prediction: dict[str, torch.Tensor],
+        classes: Sequence[str],
+        *,
+        score_threshold: float = 0.5,
+    ) -> torch.Tensor:
+        """``image`` (C, H, W; uint8, or float in [0, 1]) as RGB uint8 (3, H, W) with the detections
+        scoring at least ``score_threshold`` drawn on it, one colour per class: boxes labelled "class
+        score" and, for Mask R-CNN, their masks (``torchvision.utils.draw_bounding_boxes`` /
+        ``draw_segmentation_masks``)."""
+        from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+        rgb = _rgb(image)
+        keep = prediction["scores"].detach().cpu() >= score_threshold
+        labels = prediction["labels"].detach().cpu()[keep].tolist()
+        scores = prediction["scores"].detach().cpu()[keep].tolist()
+        colors = [PALETTE[(c - 1) % len(PALETTE)] for c in labels]
+        if "masks" in prediction and keep.any():
+            masks = prediction["masks"].detach().cpu()[keep]
+            masks = masks[:, 0] if masks.ndim == 4 else masks
+            rgb = draw_segmentation_masks(rgb, masks > 0.5, alpha=0.4, colors=colors)
+        text = [f"{classes[c]} {s:.2f}" for c, s in zip(labels, scores)]
+        boxes = prediction["boxes"].detach().cpu()[keep]
+        return draw_bounding_boxes(rgb, boxes, labels=text, colors=colors, width=1) if len(text) else rgb
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        scenes: Scenes,
+        *,
+        device: torch.device | str = "cpu",
+        batch_size: int = 16,
+        per_class: bool = False,
+    ) -> dict[str, Any]:
+        """COCO mAP of ``model`` on every scene of ``scenes``: ``map``, ``map_50``, ``map_75``, ``mar_100``
+        (and ``mask_*`` for Mask R-CNN); ``per_class``: also ``ap`` and ``ap_50``, one value per class
+        label (index 0, the background, NaN)."""
+        with_masks = spec_of(model)["arch"] == "maskrcnn"
+        metric = DetectionMetric(masks=with_masks, per_class=per_class)
+        for lo in range(0, len(scenes), batch_size):
+            batch = self.batch(
+                scenes, range(lo, min(lo + batch_size, len(scenes))), device=device, masks=with_masks
+            )
+            metric.update(self.predict(model, batch.images), batch.targets)
+        return metric.compute()
+
+
+class Detection(SceneTraining):
+    """Detection through the loop's seam: metrics ``map_50`` (selects), ``map``, ``map_75``, ``mar_100``
+    (Mask R-CNN adds ``mask_map_50``, ``mask_map``)."""
+
+    name = "detection"
+    ops = DetectionTask
