@@ -24,6 +24,8 @@ from reslab.experiments.claims import claims_for
 from reslab.experiments.plan import write_plan
 from reslab.experiments.results import Group, RunResult
 from reslab.experiments.specs import BUDGETS, EXPERIMENTS, parse_depths, parse_seeds
+from reslab.train import load_recipe
+from reslab.train.recipe import config_to_yaml
 from reslab.train.rundir import RunDir
 
 EXPECTED_NETWORKS = {
@@ -253,7 +255,7 @@ def _fake_runs(plan, steps: int = 60) -> None:
     for i, r in enumerate(plan.runs):
         d = plan.run_dir(r)
         d.mkdir(parents=True)
-        (d / "config.yaml").write_text(f"model: {r.model}\nseed: {r.seed}\n")
+        (d / "config.yaml").write_text(config_to_yaml(load_recipe(plan.recipe, **plan.configs[r.name])))
         base = 5 + (r.depth / 10 if r.family == "plain" else 0) + 0.1 * i
         with open(d / "train_log.csv", "w") as f:
             f.write("step,epoch,lr,loss,error\n")
@@ -615,7 +617,7 @@ def test_publish_then_a_fresh_machine_continues(tmp_path: Path) -> None:
     from reslab.experiments import run_states
 
     assert set(run_states(fresh, dest).values()) == {"published"} and set(run_states(fresh).values()) == {
-        "new"
+        "missing"
     }
     result = run_experiment(fresh, progress=False, publish=dest)
     assert result["trained"] == [] and sorted(result["published"]) == sorted(r.name for r in plan.runs)

@@ -5,70 +5,29 @@ fields that differ from the budget's recipe). A :class:`Budget` says how long ev
 much data; the same budget applies to every network of an experiment, so the comparison is fair ("same
 recipe", as in the paper).
 
-Budgets
--------
+Budgets (:data:`BUDGETS`; what each costs on this project's CPU, measured: BENCHMARKS.md, "What a
+budget costs" and "What each experiment's networks cost to train"):
+
 ``smoke``
     A plumbing check, not a measurement: 256 training images, 4 iterations at batch 16, a 128-image eval
-    set. Every command still trains its full set of networks. Used by the tests; under a minute on 2
-    CPU cores per command.
+    set. Every command still trains its full set of networks. Used by the tests.
 ``quick``
-    About 20 minutes on 2 CPU cores for the command's default networks (the committed degradation run:
-    20m52s, two runs at a time), meant to still show the effect on Fashion-MNIST. Batch 128, the
-    paper's SGD (momentum 0.9, weight decay 1e-4, lr 0.1) with the lr divided by 10 at 50% and 75% of the
-    iterations (the paper's 32k/48k of 64k), the full 60k training set with the paper's pad-and-crop
-    augmentation, the first 1,000 test images evaluated 6 times per run. Iterations per experiment
-    (:data:`QUICK_ITERATIONS`) come from a cost model measured with the zoo's networks on this project's
-    2-core CPU (28x28 inputs, channels-last, batch 128): a training step costs about 19 ms per layer on
-    one thread (ResNet-20 0.38-0.44 s, ResNet-56 1.17 s, highway nets ~1.17x a ResNet), taken as ~11 ms
-    per layer on two; evaluating 1,000 images costs about 4 steps. A sweep thus costs about
-    ``sum(depths) x 11 ms x (iterations + 6 x 4)`` plus ~5 s per run:
-
-    ===========  ==========  =====================================  ===========
-    experiment   iterations  networks (sum of depths)               estimate
-    ===========  ==========  =====================================  ===========
-    degradation  600         plain+ResNet 20, 56 (152)              ~20 min
-    depth        280         ResNet-20/32/44/56/110 (262)           ~15 min
-    shortcuts    600         ResNet-32 A/B/C + plain-32 (~132)      ~15 min
-    highway      300         ResNet/highway/plain 20, 56 (~237)     ~15 min
-    relatives    300         ResNet/SE/pre-act 56, DenseNet-BC-100  ~15 min (estimated, not yet run)
-    ===========  ==========  =====================================  ===========
-
-    600 iterations are 1.3 epochs of Fashion-MNIST (280-300 about 0.6): plain nets fall behind with depth
-    within the first few hundred iterations (the paper's Fig. 6 shows the gap from the start), which is
-    what makes a short schedule enough to see the degradation problem; the absolute errors are far from
-    converged values, and ResNet-56 is still behind ResNet-20 after 600 iterations (it starts slower), so
-    the quick budget cannot test "deeper is no worse". ``--seeds N`` and extra ``--depths`` multiply the
-    time accordingly.
+    About 20 minutes on 2 CPU cores for the command's default networks, meant to still show the effect
+    on Fashion-MNIST: batch 128, the paper's SGD (momentum 0.9, weight decay 1e-4, lr 0.1) with the lr
+    divided by 10 at 50% and 75% of the iterations (the paper's 32k/48k of 64k), the full 60k training
+    set with the paper's pad-and-crop augmentation, the first 1,000 test images evaluated 6 times per
+    run. Iterations per experiment (:data:`QUICK_ITERATIONS`) come from a cost model of a step (time
+    proportional to depth) measured on that CPU. Plain nets fall behind with depth within the first few
+    hundred iterations (the paper's Fig. 6 shows the gap from the start), which is what makes a short
+    schedule enough to see the degradation problem; the errors are far from converged values, and
+    ResNet-56 is still behind ResNet-20 after 600 iterations, so the quick budget cannot test "deeper is
+    no worse".
 ``standard``
     5 epochs of the ``fashion_mnist`` recipe (one-cycle SGD to a peak lr of 0.2, batch 128, 2-px crops
     and flips, label smoothing 0.1, 5,000 training images held out), evaluated after every epoch on the
-    full 10,000-image test set. Sized from measurements (issue 13): the pilot (bf16 autocast on a CPU with
-    native bf16, one thread per run, two runs side by side) gave test errors plain-20 7.83, plain-56
-    14.09, ResNet-20 7.53 / 6.96 (seeds 0 / 1), ResNet-56 7.17 / 7.08 in ~8.5 min (ResNet-20) and ~22 min
-    (ResNet-56). The plain pair is decided by a wide margin with any seeds; the ResNet-56 vs ResNet-20
-    difference (~0.1-0.4 points) is below the seed-to-seed spread (~0.4-0.6), which is why the budget runs
-    several seeds (:attr:`Budget.seeds`) and the report says how many would be needed. The runs themselves
-    train in fp32 (``amp: auto`` keeps fp32 on the CPU until bf16's accuracy is checked); measured in fp32
-    on a 2-core AMD EPYC (AVX2, no native bf16), one thread per run, two runs side by side: plain-20 20.6
-    min, plain-56 and ResNet-56 56 min each (~90 img/s). Default seeds, and core-hours per experiment from
-    those (``--jobs 2`` runs two at a time on 2 cores; runs shared with ``degradation`` are reused):
-
-    ===========  =====  =======================================  =====================================
-    experiment   seeds  networks                                 fp32 core-hours (estimate)
-    ===========  =====  =======================================  =====================================
-    degradation  3      plain+ResNet 20, 56                      7.7 (measured per run)
-    depth        2      ResNet-20/32/44/56 (``--depths`` +110)   4.6, 2.4 of them reused (+3.7 for 110)
-    shortcuts    2      ResNet-32 A/B/C + plain-32               3.9, 1.0 of them reused (A: ``depth``'s)
-    highway      2      ResNet/highway/plain 20, 56              2.8 beyond the reused runs
-    relatives    2      ResNet/SE/pre-act 56, DenseNet-BC-100    12-22, ResNet-56 reused (DenseNet: 8-18)
-    ===========  =====  =======================================  =====================================
-
-    Estimates beyond degradation are ResNet-56's measured 56 min per run times each network's training
-    step cost relative to ResNet-56 (``bench/step_cost.py``; BENCHMARKS.md): ResNet-32/44 0.46x/0.73x,
-    highway-56 1.19x, SE-ResNet-56 1.0-1.1x, pre-act ResNet-56 0.9-1.0x, DenseNet-BC-100 4.4-9.9x.
-    DenseNet's step is dominated by batch norm and ReLU over the growing concatenation (about 40% of its
-    time) and the convolutions' backward pass: memory traffic, not arithmetic (220 vs 96 million
-    multiply-adds per 28x28 image: 2.3x).
+    full 10,000-image test set, several seeds per network (:attr:`Budget.seeds`): the ResNet-56 vs
+    ResNet-20 difference is below the seed-to-seed spread, so one seed cannot decide it. The runs train
+    in fp32 (``amp: auto`` keeps fp32 on the CPU).
 ``paper``
     The paper's CIFAR schedule (the ``cifar_paper`` recipe: 64k iterations, batch 128, lr 0.1 divided
     by 10 at 32k and 48k, 45k/5k train/val split). A GPU job: hours per network.
