@@ -9,7 +9,7 @@
   (Veit et al. 2016, Sec. 6, Fig. 6).
 - :mod:`~reslab.analysis.landscape`: 1-D and 2-D loss landscapes with filter-normalized directions
   (Li et al. 2018), resumable.
-- :mod:`~reslab.analysis.stats`: Welch's t-test (Student's t from the incomplete beta function, no SciPy)
+- :mod:`~reslab.analysis.stats`: Welch's t-test (SciPy's `ttest_ind` and t distribution)
   and binomial margins: the stated tests behind every verdict and summary sentence.
 - :mod:`~reslab.analysis.ode`: the Euler-step reading (Chen et al. 2018): relative step per unit, its
   cosine to the negative gradient (Jastrzebski et al. 2018), weight smoothness in depth (Sander et al.
