@@ -119,6 +119,11 @@ def test_quick_budget_fits_and_steps_down() -> None:
 # ----------------------------------------------------------------------------------------- claims
 
 
+def _three(x: float) -> list[float]:
+    """Three seeds around ``x`` (the fewest a SUPPORTED verdict may rest on)."""
+    return [x - 0.1, x, x + 0.1]
+
+
 def _group(
     variant: str, depth: int, train: list[float], test: list[float], family: str | None = None
 ) -> Group:
@@ -220,13 +225,20 @@ def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
 
 def test_claims_are_computed_from_the_numbers() -> None:
     good = [
-        _group("plain", 20, [10.0], [12.0]),
-        _group("plain", 56, [16.0], [18.0]),
-        _group("resnet", 20, [8.0], [10.0]),
-        _group("resnet", 56, [6.0], [8.5]),
+        _group("plain", 20, _three(10.0), _three(12.0)),
+        _group("plain", 56, _three(16.0), _three(18.0)),
+        _group("resnet", 20, _three(8.0), _three(10.0)),
+        _group("resnet", 56, _three(6.0), _three(8.5)),
     ]
     verdicts = {c.claim: c.verdict for c in claims_for("degradation", good)}
     assert set(verdicts.values()) == {"supported"}, verdicts
+    # the same numbers from one seed each: the test points the claims' way, the rule withholds a verdict
+    one = [
+        _group(g.variant, g.depth, g.values("train_error")[1:2], g.values("test_error")[1:2]) for g in good
+    ]
+    withheld = claims_for("degradation", one)
+    assert {c.verdict for c in withheld} == {"inconclusive"}
+    assert all("fewer than 3 seeds" in c.sentence and c.undecided for c in withheld)
     bad = [
         _group("plain", 20, [16.0], [18.0]),
         _group("plain", 56, [10.0], [12.0]),
@@ -237,13 +249,15 @@ def test_claims_are_computed_from_the_numbers() -> None:
     assert [c.verdict for c in claims[:3]] == ["not supported"] * 3
     assert "+3.00" in claims[1].sentence  # the evidence is the measured difference
     # within noise: inconclusive, not a verdict either way
-    tie = [_group(v, 32, [5.0, 5.2], [7.0, 7.4]) for v in ("A", "B", "C")] + [
-        _group("plain", 32, [9.0], [12.0])
+    tie = [_group(v, 32, [5.0, 5.2, 5.1], [7.0, 7.4, 7.2]) for v in ("A", "B", "C")] + [
+        _group("plain", 32, _three(9.0), _three(12.0))
     ]
     c = {c.claim[:5]: c.verdict for c in claims_for("shortcuts", tie)}
     assert c["Every"] == "supported" and c["C ≤ B"] == "inconclusive"
     # depth: mean ± std over seeds
-    depth = [_group("resnet", d, [5.0] * 2, [e, e + 0.2]) for d, e in ((20, 9.0), (56, 8.0), (110, 7.0))]
+    depth = [
+        _group("resnet", d, [5.0] * 3, [e, e + 0.2, e + 0.1]) for d, e in ((20, 9.0), (56, 8.0), (110, 7.0))
+    ]
     (claim,) = claims_for("depth", depth)
     assert claim.verdict == "supported" and "(20 → 110; paper: 8.75% → 6.43%)" in claim.claim
 
@@ -689,8 +703,9 @@ def test_a_network_not_measured_yet_is_not_a_limit_of_the_budget() -> None:
 
 
 def test_relatives_claims_compare_each_relative_with_the_resnet() -> None:
-    better = [_group("resnet", 56, [6.0], [9.0])] + [
-        _group(v, d, [5.0], [7.0], family=v) for v, d in (("seresnet", 56), ("preact", 56), ("densenet", 100))
+    better = [_group("resnet", 56, _three(6.0), _three(9.0))] + [
+        _group(v, d, _three(5.0), _three(7.0), family=v)
+        for v, d in (("seresnet", 56), ("preact", 56), ("densenet", 100))
     ]
     claims = claims_for("relatives", better)
     assert len(claims) == 3 and {c.verdict for c in claims} == {"supported"}

@@ -5,7 +5,8 @@ more seeds per network, Welch's t-test at 5% (two-sided); with one run per netwo
 an error rate measured on that many images (the evaluation set for test error, the last evaluation window
 of training batches for training error), a difference counting beyond ``max(0.5 points, 2 standard
 errors)``. A claim the test cannot settle is "inconclusive", and the report lists it under what the
-budget is too small to decide, with the seeds that would resolve the measured difference.
+budget is too small to decide, with the seeds that would resolve the measured difference. No claim is
+SUPPORTED from fewer than :data:`MIN_SEEDS` seeds per network: it stays inconclusive, and says so.
 """
 
 from __future__ import annotations
@@ -90,11 +91,39 @@ def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
     }[experiment]
     out = fn(groups)
     for c in out:
+        _at_least_three_seeds(c, c.groups or groups)
         notes = _open_runs_note(c.groups or groups)
         if notes:
             c.sentence += f" ({notes})"
             c.undecided = ""  # open runs, not the budget, leave it undecided: no seed estimate yet
     return out
+
+
+MIN_SEEDS = 3  # no claim is SUPPORTED from fewer finished seeds per network (the project's evidence rule)
+
+
+def _at_least_three_seeds(c: Claim, groups: list[Group]) -> None:
+    """A claim the test supports is still INCONCLUSIVE while a network it is judged from has fewer than
+    :data:`MIN_SEEDS` finished seeds: one or two seeds cannot show their own spread (Welch's test then has
+    1-2 degrees of freedom and a tiny sample sd can decide it)."""
+    if c.verdict not in ("supported", "partly supported"):
+        return
+    short = [
+        f"{g.label} ({len(g.values('test_error'))})"
+        for g in groups
+        if len(g.values("test_error")) < MIN_SEEDS
+    ]
+    if not short:
+        return
+    c.sentence += (
+        f" The test points the claim's way, but {', '.join(short)} {'has' if len(short) == 1 else 'have'} fewer "
+        f"than {MIN_SEEDS} seeds: no verdict from fewer than {MIN_SEEDS} seeds per network."
+    )
+    c.verdict = "inconclusive"
+    if not c.undecided:
+        c.undecided = (
+            f"the test points its way; {MIN_SEEDS} seeds per network ({', '.join(short)} now) decide it."
+        )
 
 
 def _open_runs_note(groups: list[Group]) -> str:
