@@ -12,7 +12,7 @@ from typing import Any
 
 from reslab import _io
 from reslab.analysis import stats
-from reslab.experiments.claims import Claim, claims_for
+from reslab.experiments.claims import MIN_SEEDS, Claim, claims_for
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
 from reslab.experiments.results import (
     PAPER_TABLE3,
@@ -456,7 +456,8 @@ def _claims_section(claims: list[Claim]) -> list[str]:
         "with one run per network: the binomial error of an error rate on that many images (the evaluation "
         "images for test error, the last window of training batches for training error), a difference "
         f"claimed beyond max({stats.MIN_MARGIN:g} points, 2 standard errors). One run per network says "
-        "nothing about the seed-to-seed spread.",
+        f"nothing about the seed-to-seed spread, and no claim is SUPPORTED from fewer than {MIN_SEEDS} seeds "
+        "per network: the test may point a claim's way, the verdict then stays INCONCLUSIVE.",
         "",
         *(c.markdown() for c in claims),
         "",
