@@ -89,7 +89,20 @@ def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
         "highway": _claims_highway,
         "relatives": _claims_relatives,
     }[experiment]
-    out = fn(groups)
+    # Networks with fewer than MIN_SEEDS finished seeds (a depth added to a sweep, a seed still to come)
+    # would decide nothing but hide what the others decide: the claims are judged from the networks
+    # that have them, where that leaves something to judge, and say which are not counted yet.
+    ready = [g for g in groups if len(g.values("test_error")) >= MIN_SEEDS]
+    thin = [g for g in groups if g not in ready and g.values("test_error")]
+    out = fn(ready) if ready and thin else []
+    if out and all(c.verdict == "inconclusive" and c.claim == "any claim" for c in out):
+        out = []
+    if out:
+        counted = ", ".join(f"{g.label} ({len(g.values('test_error'))})" for g in thin)
+        for c in out:
+            c.sentence += f" Not counted until they have {MIN_SEEDS} seeds: {counted}."
+    else:
+        out = fn(groups)
     for c in out:
         _at_least_three_seeds(c, c.groups or groups)
         notes = _open_runs_note(c.groups or groups)
