@@ -855,3 +855,19 @@ def test_an_unfinished_run_is_published_with_its_checkpoint_and_continues_on_a_f
     with pytest.raises(ReslabError, match="1 run\\(s\\) failed: resnet20-s0"):
         run_experiment(broken, progress=False, publish=damaged, log=lines.append)
     assert any("FAILED" in line and "no sound checkpoint" in line for line in lines), lines
+
+
+def test_a_thin_network_does_not_hide_what_the_others_decide() -> None:
+    """A depth added to a sweep with one seed (plain-110) is listed as not counted yet; the claims are
+    judged from the networks that have three seeds."""
+    groups = [
+        _group("plain", 20, _three(10.0), _three(12.0)),
+        _group("plain", 56, _three(16.0), _three(18.0)),
+        _group("resnet", 20, _three(8.0), _three(10.0)),
+        _group("resnet", 56, _three(6.0), _three(8.5)),
+        _group("plain", 110, [70.0], [68.0]),
+    ]
+    claims = claims_for("degradation", groups)
+    assert {c.verdict for c in claims} == {"supported"}
+    assert all("Not counted until they have 3 seeds: plain-110 (1)." in c.sentence for c in claims)
+    assert any("At depth 56" in c.claim for c in claims)
