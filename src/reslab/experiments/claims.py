@@ -101,6 +101,8 @@ def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
         counted = ", ".join(f"{g.label} ({len(g.values('test_error'))})" for g in thin)
         for c in out:
             c.sentence += f" Not counted until they have {MIN_SEEDS} seeds: {counted}."
+        judged = {c.claim for c in out}  # the claims only the thin networks can answer, listed after
+        out += [c for c in fn(groups) if c.claim not in judged]
     else:
         out = fn(groups)
     for c in out:
