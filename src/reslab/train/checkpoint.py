@@ -216,8 +216,8 @@ class Checkpointer:
         if not self.main or not has_manifests(self.dir):
             return None
         record_step = state["best"].get("step")
+        best = check_generation(self.dir, "best", keep=tuple(ROLES))  # hashed once, for both checks
         if record_step == state["step"]:
-            best = check_generation(self.dir, "best")
             m = best.manifest
             if not (
                 best.sound
@@ -226,7 +226,6 @@ class Checkpointer:
             ):  # not already this checkpoint, nor a later best the resumed run will write again
                 self._copy_generation(self.resumed_from or "last", "best")
                 return None
-        best = check_generation(self.dir, "best", keep=tuple(ROLES))
         if best.sound or best.problems == ["missing"] or all(INTERRUPTED in p for p in best.problems):
             return None
         where = f"{self.dir}/best (step {best.step if best.step is not None else '?'})"
