@@ -1,7 +1,7 @@
 """Figures of the application runs (issues 16 and 18), drawn from their best checkpoints on test data.
 
 - ``detection.png`` / ``segmentation.png``: test scenes, the ground truth above and the run's prediction
-  below (boxes with class and score / class maps), through :func:`reslab.deploy.dense_predict.predict_image`,
+  below (boxes with class and score / class maps), through :meth:`reslab.tasks.scenes.SceneOps.found`,
   the function ``reslab predict`` draws with.
 - ``video.png``: test clips of Moving Fashion-MNIST, one row each (every frame), titled with the true and the
   predicted label (garment, direction).
@@ -33,16 +33,16 @@ def dense_figure(run: str, out: Path, count: int) -> None:
     import matplotlib.pyplot as plt
 
     from reslab.config import TrainConfig
-    from reslab.deploy.dense_predict import predict_image
     from reslab.models.dense import load_dense
-    from reslab.tasks import scene_ops as get_task
-    from reslab.tasks.scenes import SceneOptions, load_splits
+    from reslab.tasks import SCENE_TASKS, PredictRequest
+    from reslab.tasks.scene_config import SceneOptions, load_splits
 
     model, meta = load_dense(run)
     config = {k: v for k, v in meta["config"].items() if k not in ("data", "precision")}
     cfg = TrainConfig.from_dict(config, source=f"{run} config")
-    data, scenes = load_splits(SceneOptions.from_config(cfg), cfg)
-    test, task = scenes["test"], get_task(cfg.task)
+    ops = SCENE_TASKS[cfg.task].ops
+    data, scenes = load_splits(SceneOptions.from_config(cfg, ops), cfg)
+    test, task = scenes["test"], ops()
     classes = list(data.classes)
     model = model.float().eval()
     fig, axes = plt.subplots(2, count, figsize=(2.6 * count, 5.6))
@@ -57,7 +57,7 @@ def dense_figure(run: str, out: Path, count: int) -> None:
             for k in range(hi - lo):
                 class_map[test.instances[i] == k + 1] = int(test.labels[lo + k])
             gt = task.draw(image, class_map, len(classes))
-        _, drawn = predict_image(model, image, meta.get("classes") or classes)
+        _, _, drawn = task.found(model, image, meta.get("classes") or classes, PredictRequest())
         for row, (picture, title) in enumerate(((gt, "truth"), (drawn, "prediction"))):
             ax = axes[row, i]
             ax.imshow(picture.permute(1, 2, 0).numpy())

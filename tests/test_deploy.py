@@ -202,7 +202,7 @@ def test_predict_grey_image_into_rgb_imagenet_style(tmp_path):
     """L -> RGB for a 3-channel model; ImageNet-style configs resize 256 + center crop 224 (torchvision's)."""
     from torchvision import transforms as T
 
-    from reslab.deploy.preprocess import input_spec, read_image
+    from reslab.tasks.inputs import input_spec, read_image
 
     model = create_model("resnet18", num_classes=3)
     config = {"dataset": "imagefolder", "image_size": 224, "classes": ["a", "b", "c"]}
@@ -311,7 +311,7 @@ def test_predict_matches_the_training_polarity(run_dir, tmp_path, capsys):
     """A garment photographed dark on a light background is inverted for a Fashion-MNIST model (trained
     on light garments on black) and says so; the light-on-dark original is left alone; ``--invert never``
     turns it off; RGB models never invert (issue 12, item 8)."""
-    from reslab.deploy.preprocess import input_spec, load, read_image_polarity
+    from reslab.tasks.inputs import input_spec, load, read_image_polarity
 
     rng = np.random.default_rng(0)
     garment = np.zeros((28, 28), np.uint8)

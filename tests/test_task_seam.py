@@ -21,10 +21,6 @@ SRC = Path(reslab.__file__).parent
 TASK_NAMES = ("classification", "detection", "segmentation", "video", "super-resolution", "sr")
 # Still dispatching on a task's name, until their adapters move into reslab.tasks (issue 29).
 NOT_YET_MOVED = {
-    "deploy/dense.py",
-    "deploy/dense_predict.py",
-    "cli/evaluate.py",
-    "cli/deploy.py",
     "cli/train.py",
 }
 # The model registry's own vocabulary: the kind of network a model is ("super-resolution" models have no

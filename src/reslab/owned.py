@@ -176,3 +176,18 @@ def png_info() -> Any:
     info = PngInfo()
     info.add_text(PNG_TEXT[0], text)
     return info
+
+
+def png_bytes(image: Any) -> bytes:
+    """``image`` (a PIL image, or a uint8 tensor (C, H, W)) as PNG bytes carrying reslab's text chunk
+    (:func:`png_written_by_reslab`: ``--overwrite`` replaces only such files)."""
+    import io
+
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        arr = image.permute(1, 2, 0).contiguous().numpy()
+        image = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=png_info())
+    return buf.getvalue()

@@ -97,7 +97,7 @@ def test_reproduce_refuses_a_users_folder_for_out_and_publish(tmp_path, capsys):
 def test_predict_out_replaces_only_reslabs_own_drawings_and_never_an_input(tmp_path):
     from PIL import Image
 
-    from reslab.deploy.dense_predict import output_paths
+    from reslab.deploy.predict import output_paths
     from reslab.errors import ConfigError
     from reslab.owned import png_info, png_written_by_reslab
 

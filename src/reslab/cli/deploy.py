@@ -28,15 +28,6 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from reslab.deploy.export import export_model
     from reslab.deploy.features import parse_input_size
-    from reslab.errors import ConfigError
-    from reslab.models.dense import dense_spec
-
-    spec = dense_spec(args.checkpoint)
-    if spec is not None:
-        raise ConfigError(
-            f"{args.checkpoint} is a {spec['task']} run: export it in Python with "
-            "reslab.deploy.dense.export_dense_onnx(load_dense(run)[0], out, ...) (docs/dense.md, Export)"
-        )
 
     result = export_model(
         args.checkpoint,
@@ -75,11 +66,12 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                    help="grey models: invert images whose polarity is the opposite of the training "
                    "images' (auto, from the image border: a dark garment on a light background), "
                    "never, or always (default auto)")  # fmt: skip
-    g = p.add_argument_group("detection and segmentation runs")
-    g.add_argument("--out", metavar="PATH", help="draw the boxes or masks: the PNG file for one image; for "
-                   "several images a directory, one PATH/<stem>_<task>.png each (an existing file is refused "
-                   "without --overwrite)")  # fmt: skip
-    g.add_argument("--overwrite", action="store_true", help="replace existing drawings")
+    g = p.add_argument_group("detection, segmentation and super-resolution runs")
+    g.add_argument("--out", metavar="PATH", help="draw the boxes or masks, or write the upscaled image: the "
+                   "PNG file for one image; for several images a directory, one PATH/<stem>_<task>.png "
+                   "(super-resolution: <stem>_x<scale>.png) each (an existing file is refused without "
+                   "--overwrite)")  # fmt: skip
+    g.add_argument("--overwrite", action="store_true", help="replace PNG files reslab wrote")
     g.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
                    help="detections scoring at least S are printed and drawn (default 0.5)")  # fmt: skip
     p.set_defaults(func=_cmd_predict)
@@ -87,69 +79,14 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from reslab.deploy.predict import run_predict
-    from reslab.errors import ConfigError
-    from reslab.models.dense import DENSE_TASKS
-    from reslab.tasks.base import checkpoint_task
+    from reslab.tasks import PredictRequest
 
-    task = checkpoint_task(args.checkpoint)
-    if task in DENSE_TASKS:
-        from reslab.deploy.dense_predict import run_predict_dense
-
-        return run_predict_dense(
-            args.checkpoint, args.images, out=args.out, overwrite=args.overwrite,
-            score_threshold=args.score_threshold, as_json=args.json, device=args.device,
-        )  # fmt: skip
-    if task == "super-resolution":
-        return _upscale_files(args)
-    if task == "video":
-        raise ConfigError(
-            "reslab predict takes image files; a video run is measured on its clips with reslab eval"
-        )
-    if args.out:
-        raise ConfigError("--out draws detections or masks (or writes upscaled images); a classifier's "
-                          "predictions are printed")  # fmt: skip
-    return run_predict(
-        args.checkpoint,
-        args.images,
-        topk=args.topk,
-        as_json=args.json,
-        device=args.device,
-        invert=args.invert,
+    request = PredictRequest(
+        device=args.device, topk=args.topk, invert=args.invert, score_threshold=args.score_threshold
     )
-
-
-def _upscale_files(args: argparse.Namespace) -> int:
-    """``reslab predict`` of a super-resolution run: each image upscaled by the model into ``--out`` (a
-    PNG file for one image, a directory for several: ``<stem>_x<scale>.png``); unreadable files get one line
-    each on stderr and exit code 2, the others are still written."""
-    import sys
-    from pathlib import Path
-
-    from reslab._device import resolve_device
-    from reslab.deploy.dense_predict import output_paths
-    from reslab.errors import ConfigError, DataError
-    from reslab.models.weights import load_model
-    from reslab.tasks.super_resolution import upscale_file
-
-    if not args.out:
-        raise ConfigError(
-            "a super-resolution run writes images: give --out FILE.png (one image) or --out DIR"
-        )
-    model, _ = load_model(args.checkpoint)
-    device = resolve_device(args.device)
-    scale = int(model.scale)  # type: ignore[attr-defined]
-    targets = output_paths(args.images, args.out, f"x{scale}", overwrite=args.overwrite)
-    failed = 0
-    for image, target in zip(args.images, targets):
-        try:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            upscale_file(model, image, target, device=device)
-        except DataError as e:
-            print(f"reslab: error: {e}", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"{image}: x{scale} -> {target}")
-    return 2 if failed else 0
+    return run_predict(
+        args.checkpoint, args.images, request, out=args.out, overwrite=args.overwrite, as_json=args.json
+    )
 
 
 # --------------------------------------------------------------------------------------- features

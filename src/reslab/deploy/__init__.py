@@ -1,7 +1,9 @@
 """Deployment: export (ONNX, torch.export, safetensors), prediction on image files, backbone features.
 
 - :func:`export_model` writes a verified, atomically published export of a run or checkpoint.
-- :func:`load`, :func:`input_spec`, :func:`predict_files`: classify images with the run's preprocessing.
+- :func:`run_predict`: ``reslab predict``, a run of any task on image files, through its task;
+  :func:`load`, :func:`input_spec`, :func:`predict_files` (from :mod:`reslab.tasks.inputs`): classify
+  images with the run's preprocessing.
 - :func:`stage_info`, :class:`StageFeatures`: the multi-scale stage outputs of ``model.forward_stages``.
 
 See docs/deploy.md.
@@ -9,8 +11,9 @@ See docs/deploy.md.
 
 from reslab.deploy.export import FORMATS, ExportError, ExportResult, export_model
 from reslab.deploy.features import StageFeatures, StageInfo, stage_info
-from reslab.deploy.predict import Prediction, predict_files
-from reslab.deploy.preprocess import ImageReadError, InputSpec, input_spec, load
+from reslab.deploy.predict import run_predict
+from reslab.tasks.classification import Prediction, predict_files
+from reslab.tasks.inputs import ImageReadError, InputSpec, input_spec, load
 
 __all__ = [
     "FORMATS",
@@ -25,5 +28,6 @@ __all__ = [
     "input_spec",
     "load",
     "predict_files",
+    "run_predict",
     "stage_info",
 ]

@@ -31,6 +31,7 @@ from torch import nn
 
 from reslab.deploy.export import ExportError, ExportResult, _check_diff, _quiet, _staged
 from reslab.errors import ConfigError, first_line
+from reslab.models.dense import SEGMENTERS, is_dense_spec
 
 __all__ = ["DenseExportResult", "export_dense_onnx"]
 
@@ -196,6 +197,26 @@ def _export_detector(
     return exporter, diff, count
 
 
+def _segmenter_onnx(
+    model: nn.Module, tmp: Path, input_size: Sequence[int] | None, atol: float
+) -> tuple[tuple[int, ...], str, float, tuple[int, ...], str]:
+    if input_size is None:
+        raise ConfigError("exporting a segmenter needs input_size=(C, H, W)")
+    size = tuple(int(s) for s in input_size)
+    exporter, diff = _export_segmenter(model, tmp, size, atol)
+    return size, exporter, diff, (1, 3), "logits at batch sizes 1 and 3"
+
+
+def _detector_onnx(
+    model: nn.Module, tmp: Path, images: torch.Tensor | None, atol: float, notes: list[str]
+) -> tuple[tuple[int, ...], str, float, tuple[int, ...], str]:
+    if images is None or images.ndim != 4:
+        raise ConfigError("exporting a detector needs images (B, C, H, W) in [0, 1] to check it on")
+    exporter, diff, count = _export_detector(model, tmp, images.detach().cpu().float(), atol, notes)
+    size = tuple(int(s) for s in images.shape[1:])
+    return size, exporter, diff, (1,) * len(images), f"{count} detections on {len(images)} images"
+
+
 def export_dense_onnx(
     model: nn.Module,
     out: str | Path,
@@ -212,8 +233,7 @@ def export_dense_onnx(
     ``atol`` bounds the absolute difference of logits, boxes (pixels) and scores.
     """
     spec = getattr(model, "spec", None)
-    task = spec.get("task") if isinstance(spec, dict) else None
-    if task not in ("detection", "segmentation"):
+    if not is_dense_spec(spec):
         raise ConfigError("export_dense_onnx takes a model built by reslab.models.dense (it has no .spec)")
     try:
         import onnx
@@ -222,28 +242,15 @@ def export_dense_onnx(
         raise ExportError("ONNX export needs onnx and onnxruntime: pip install 'reslab[onnx]'") from None
     out = Path(out)
     notes: list[str] = []
+    segmenter = spec["arch"] in SEGMENTERS  # else a detector: one image in, its detections out
     was = model.training
     model.eval()
     try:
         with _staged(out, overwrite) as tmp:
-            if task == "segmentation":
-                if input_size is None:
-                    raise ConfigError("exporting a segmenter needs input_size=(C, H, W)")
-                size = tuple(int(s) for s in input_size)
-                exporter, diff = _export_segmenter(model, tmp, size, atol)
-                checked: tuple[int, ...] = (1, 3)
-                compared = "logits at batch sizes 1 and 3"
+            if segmenter:
+                size, exporter, diff, checked, compared = _segmenter_onnx(model, tmp, input_size, atol)
             else:
-                if images is None or images.ndim != 4:
-                    raise ConfigError(
-                        "exporting a detector needs images (B, C, H, W) in [0, 1] to check it on"
-                    )
-                size = tuple(int(s) for s in images.shape[1:])
-                exporter, diff, count = _export_detector(
-                    model, tmp, images.detach().cpu().float(), atol, notes
-                )
-                checked = (1,) * len(images)
-                compared = f"{count} detections on {len(images)} images"
+                size, exporter, diff, checked, compared = _detector_onnx(model, tmp, images, atol, notes)
             onnx.checker.check_model(str(tmp))
     finally:
         model.train(was)
@@ -257,6 +264,6 @@ def export_dense_onnx(
         atol=atol,
         bytes=out.stat().st_size,
         notes=notes,
-        per_image=task == "detection",
+        per_image=not segmenter,
         compared=compared,
     )

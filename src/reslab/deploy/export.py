@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from reslab.errors import ConfigError, ReslabError, first_line
+from reslab.tasks import refuse_task
 
 FORMATS = ("onnx", "torch-export", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "safetensors": ".safetensors"}
@@ -337,7 +338,7 @@ def export_model(
     The output is written atomically and only after it has been verified (unless ``verify=False``);
     an existing ``out`` is an error unless ``overwrite``.
     """
-    from reslab.deploy.preprocess import input_spec, load
+    from reslab.tasks.inputs import input_spec, load
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -349,6 +350,7 @@ def export_model(
     if isinstance(model_or_run, nn.Module):
         model, metadata = model_or_run.float().eval(), dict(metadata or {})
     else:
+        refuse_task(model_or_run, "export")
         model, metadata = load(model_or_run)
     spec = input_spec(model, metadata)
     if input_size is not None:

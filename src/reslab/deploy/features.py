@@ -144,8 +144,10 @@ def resolve_model(model_or_run: str | os.PathLike) -> tuple[nn.Module, dict[str,
     (registry). A run or checkpoint is loaded with its weights; its input size comes from its config.
     """
     if Path(model_or_run).exists():
-        from reslab.deploy.preprocess import input_spec, load
+        from reslab.tasks import refuse_task
+        from reslab.tasks.inputs import input_spec, load
 
+        refuse_task(model_or_run, "features")
         model, metadata = load(model_or_run)
         return model, metadata, input_spec(model, metadata).input_size
     from reslab.models.factory import create_model

@@ -1,165 +1,118 @@
-"""Classify image files with a trained run, with exactly the preprocessing the run was trained with
-(:mod:`reslab.deploy.preprocess`: the run's input size, normalization and class names, and each image
-decoded, converted, resized, matched to the training polarity and normalized accordingly).
+"""``reslab predict``: a trained network of any task on image files, through its task.
 
-A file that cannot be read is reported (one line) and skipped; the others are still classified.
+The run's task (:func:`reslab.tasks.base.checkpoint_task`) loads the network for prediction
+(:meth:`reslab.tasks.base.Task.predictor`): a classifier prints each image's top-``k`` classes with the
+run's own preprocessing (:mod:`reslab.tasks.inputs`), a detector or segmenter its detections or its
+classes' share of the pixels, a super-resolution network upscales; a task that takes no image files
+refuses in one line naming what does. This module is what every task shares: where the files go, what
+is printed (text or JSON), and the exit code.
+
+Where a task writes an image per input (a drawing, an upscaled photograph; :func:`output_paths`):
+``--out FILE`` for one image; for several images (or an existing directory) ``--out DIR``, one
+``DIR/<stem>_<what>.png`` per input. An existing file is refused before anything is predicted, unless
+``overwrite`` and it is a PNG reslab wrote (its text chunk, :mod:`reslab.owned`); an input is never
+written over. A file that cannot be read is one line on stderr (exit code 2); the others are still
+predicted.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from reslab._device import resolve_device
-from reslab.deploy.preprocess import (
-    INVERT_MODES,
-    ImageReadError,
-    InputSpec,
-    input_spec,
-    load,
-    read_image_polarity,
-)
 from reslab.errors import ConfigError
+from reslab.owned import png_written_by_reslab
+from reslab.tasks import task_class
+from reslab.tasks.base import Found, PredictRequest, checkpoint_task
 
 
-@dataclasses.dataclass
-class Prediction:
-    file: str
-    top: list[tuple[int, str, float]]  # (class index, class name, probability), best first
-    inverted: bool = False  # the image was inverted to the training polarity (see read_image)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "inverted": self.inverted,
-            "top": [
-                {"rank": r + 1, "index": i, "class": c, "prob": p} for r, (i, c, p) in enumerate(self.top)
-            ],
-        }
-
-
-@torch.no_grad()
-def predict_tensors(
-    model: nn.Module, x: torch.Tensor, classes: Sequence[str], topk: int = 5, batch_size: int = 64
-) -> list[list[tuple[int, str, float]]]:
-    """Top-``topk`` (index, name, probability) per image of a preprocessed batch ``x`` (N, C, H, W)."""
-    device = next(iter(model.parameters())).device
-    out: list[list[tuple[int, str, float]]] = []
-    for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start : start + batch_size].to(device)).float()
-        probs = torch.softmax(logits, dim=1).cpu()
-        k = min(topk, probs.shape[1])
-        p, idx = probs.topk(k, dim=1)
-        for pi, ii in zip(p.tolist(), idx.tolist()):
-            out.append(
-                [(i, classes[i] if i < len(classes) else f"class {i}", float(q)) for i, q in zip(ii, pi)]
+def output_paths(
+    files: Sequence[str], out: str | os.PathLike | None, what: str, *, overwrite: bool = False
+) -> list[Path | None]:
+    """The image written for each input (``None``: none): see the module docstring. Refuses (one line) an
+    existing target without ``overwrite``, a directory target that is a file, two inputs with one name."""
+    if out is None:
+        return [None] * len(files)
+    out = Path(out)
+    if len(files) == 1 and not out.is_dir():
+        targets = [out]
+    else:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file; several images need a directory (one drawing each)")
+        targets = [out / f"{Path(f).stem}_{what}.png" for f in files]
+        if len(set(targets)) != len(targets):
+            raise ConfigError(
+                f"two images would be drawn to the same file in {out}; give them distinct names"
             )
-    return out
-
-
-def predict_files(
-    model: nn.Module,
-    spec: InputSpec,
-    files: Iterable[str | os.PathLike],
-    topk: int = 5,
-    batch_size: int = 64,
-    invert: str = "auto",
-) -> tuple[list[Prediction], list[tuple[str, str]]]:
-    """Classify ``files``: ``(predictions for the readable ones, [(file, error message)] for the rest)``.
-
-    ``invert``: match 1-channel images to the training polarity (``auto``, ``never``, ``always``)."""
-    if topk < 1:
-        raise ConfigError(f"--topk must be >= 1, got {topk}")
-    preds: list[Prediction] = []
-    errors: list[tuple[str, str]] = []
-    if invert not in INVERT_MODES:
-        raise ConfigError(f"--invert must be one of {', '.join(INVERT_MODES)}, got {invert!r}")
-    names: list[str] = []
-    flips: list[bool] = []
-    tensors: list[torch.Tensor] = []
-
-    def flush() -> None:  # predict what has been read so far: memory stays bounded by one batch
-        if tensors:
-            tops = predict_tensors(model, torch.stack(tensors), spec.classes, topk, batch_size)
-            preds.extend(Prediction(n, t, inv) for n, t, inv in zip(names, tops, flips))
-            names.clear()
-            flips.clear()
-            tensors.clear()
-
-    for f in files:
-        try:
-            x, inverted = read_image_polarity(f, spec, invert)
-            tensors.append(x)
-            flips.append(inverted)
-            names.append(str(f))
-        except ImageReadError as e:
-            errors.append((str(f), str(e)))
-        if len(tensors) >= batch_size:
-            flush()
-    flush()
-    return preds, errors
-
-
-def format_predictions(preds: Sequence[Prediction]) -> str:
-    lines: list[str] = []
-    for pred in preds:
-        lines.append(
-            pred.file + ("  (inverted: a dark object on a light background)" if pred.inverted else "")
-        )
-        width = max(len(c) for _, c, _ in pred.top)
-        for rank, (_, name, prob) in enumerate(pred.top, 1):
-            lines.append(f"  {rank}. {name:<{width}}  {prob:.4f}")
-    return "\n".join(lines)
+    inputs = {Path(f).resolve() for f in files}
+    for t in targets:
+        if t.resolve() in inputs:
+            raise ConfigError(f"--out {t} is one of the input images; reslab never writes over an input")
+        if t.exists() and not overwrite:
+            raise ConfigError(f"{t} exists; pass --overwrite to replace it")
+        if t.exists() and not png_written_by_reslab(t):
+            raise ConfigError(
+                f"{t} exists and is not a drawing reslab wrote; --overwrite replaces only those: "
+                "choose another --out"
+            )
+    return list(targets)
 
 
 def run_predict(
-    path_or_run: str | os.PathLike,
+    checkpoint: str | os.PathLike,
     files: Sequence[str],
+    request: PredictRequest | None = None,
     *,
-    topk: int = 5,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
     as_json: bool = False,
-    device: str = "cpu",
-    invert: str = "auto",
     stdout: Any = None,
     stderr: Any = None,
 ) -> int:
-    """The ``reslab predict`` command: print predictions, one stderr line per unreadable file.
+    """The ``reslab predict`` command: what the run's task finds in each file, printed (text, or one JSON
+    document with ``as_json``), and the images it writes where ``out`` says (:func:`output_paths`).
+    Returns 0, or 2 if any file could not be read (the others are still predicted)."""
+    from reslab._io import write_bytes
 
-    Returns 0, or 2 if any file could not be read (the readable ones are still predicted and printed).
-    """
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
-    model, metadata = load(path_or_run)
-    model.to(resolve_device(device))
-    spec = input_spec(model, metadata)
-    if spec.fallbacks:
-        print(
-            f"reslab: warning: checkpoint metadata has no {', '.join(spec.fallbacks)}; "
-            f"using defaults: {spec.describe()}",
-            file=stderr,
-        )
-    preds, errors = predict_files(model, spec, files, topk=topk, invert=invert)
-    for _, msg in errors:
-        print(f"reslab: error: {msg}", file=stderr)
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    predictor = task_class(checkpoint_task(checkpoint)).predictor(
+        str(checkpoint), request or PredictRequest()
+    )
+    if out and predictor.output is None:
+        raise ConfigError("--out writes the images a run draws (detection, segmentation) or upscales "
+                          "(super-resolution); this run's predictions are printed")  # fmt: skip
+    if predictor.output_required and not out:
+        raise ConfigError(f"this run writes an image per input: give --out FILE.png (one image) or --out DIR "
+                          f"(<stem>_{predictor.output}.png each)")  # fmt: skip
+    targets = output_paths(files, out, predictor.output or "", overwrite=overwrite)
+    where = dict(zip(files, targets))
+    for warning in predictor.warnings:
+        print(f"reslab: warning: {warning}", file=stderr)
+    found: list[Found] = []
+    errors: list[dict[str, str]] = []
+    for item in predictor.predict(files):
+        if not isinstance(item, Found):
+            errors.append({"file": item[0], "error": item[1]})
+            print(f"reslab: error: {item[1]}", file=stderr)
+            continue
+        target = where.get(item.file)
+        if predictor.output is not None:
+            item.record["drawing"] = str(target) if target is not None and item.png is not None else None
+        if target is not None and item.png is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes(target, item.png)
+            item.lines[0] += f"  -> {target}"
+        found.append(item)
+        if not as_json:
+            print("\n".join(item.lines), file=stdout)
     if as_json:
-        doc = {
-            "checkpoint": str(path_or_run),
-            "model": getattr(model, "model_name", None),
-            "preprocessing": dataclasses.asdict(spec) | {"resize_size": spec.resize_size},
-            "predictions": [p.as_dict() for p in preds],
-            "errors": [{"file": f, "error": m} for f, m in errors],
-        }
+        doc = predictor.header | {"predictions": [f.record for f in found], "errors": errors}
         print(json.dumps(doc, indent=2, default=_json_default), file=stdout)
-    elif preds:
-        print(format_predictions(preds), file=stdout)
     return 2 if errors else 0
 
 

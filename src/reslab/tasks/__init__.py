@@ -18,10 +18,11 @@ Dependencies: ``reslab.tasks`` uses ``reslab.config``, ``reslab.data`` and ``res
 ``reslab.train`` may use it, never the other way.
 """
 
+import os
 from typing import Any
 
 from reslab.errors import ConfigError
-from reslab.tasks.base import LoaderTask, Runtime, Task
+from reslab.tasks.base import EvalRequest, LoaderTask, PredictRequest, Runtime, Task, checkpoint_task
 from reslab.tasks.classification import Classification
 from reslab.tasks.detection import Detection, DetectionTask
 from reslab.tasks.metrics import DetectionMetric, SegmentationMetric, confusion_matrix, iou_from_confusion
@@ -48,6 +49,12 @@ def task_class(name: str) -> type:
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
     return TASKS[name]
+
+
+def refuse_task(checkpoint: str | os.PathLike, command: str) -> None:
+    """One line (:class:`ConfigError`) if the task of the run or checkpoint does not support ``command``
+    (``"predict"``, ``"export"``, ``"features"``): its :attr:`~reslab.tasks.base.Task.refuses`."""
+    task_class(checkpoint_task(checkpoint)).refuse(command)
 
 
 def scene_ops(name: str) -> SceneOps:
@@ -87,7 +94,9 @@ __all__ = [
     "Detection",
     "DetectionMetric",
     "DetectionTask",
+    "EvalRequest",
     "LoaderTask",
+    "PredictRequest",
     "Runtime",
     "SceneOps",
     "SceneTraining",
@@ -100,6 +109,7 @@ __all__ = [
     "confusion_matrix",
     "image_batches",
     "iou_from_confusion",
+    "refuse_task",
     "run_label",
     "scene_ops",
     "summary_extras",

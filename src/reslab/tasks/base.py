@@ -41,10 +41,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -101,8 +101,60 @@ class Runtime:
     amp_dtype: torch.dtype | None
 
 
+@dataclass(frozen=True)
+class EvalRequest:
+    """How ``reslab eval`` evaluates a trained network: where ``eval.json`` goes (default: the run
+    directory), the data folder (default: the run's), the device, the batch size (default: the task's),
+    test-time augmentation and the splits."""
+
+    out_dir: str | None = None
+    data_dir: str | None = None
+    device: str = "auto"
+    batch_size: int | None = None
+    tta: str = "none"
+    splits: tuple[str, ...] = ("val", "test")
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """How ``reslab predict`` runs a trained network on image files: the device, the classes shown per
+    image (``topk``), the polarity rule of grey classifiers (``invert``) and the detectors' score threshold."""
+
+    device: str = "auto"
+    topk: int = 5
+    invert: str = "auto"
+    score_threshold: float = 0.5
+
+
+@dataclass
+class Found:
+    """What a trained network made of one image file: ``record`` (its JSON), ``lines`` (its text, the
+    first naming the file) and ``png`` (an image to write: a drawing, an upscaled photograph; ``None``)."""
+
+    file: str
+    record: dict[str, Any]
+    lines: list[str]
+    png: bytes | None = None
+
+
+class FilePredictor(Protocol):
+    """A trained network loaded for ``reslab predict``: what it writes per image (``output``: the suffix of
+    the file each image gets, as in ``<stem>_<output>.png``; ``None``: nothing, ``--out`` is refused),
+    whether ``--out`` is required, a JSON preamble (``header``) and, per file, what it found or the one-line
+    error that file gave (the others are still predicted)."""
+
+    output: str | None
+    output_required: bool
+    header: dict[str, Any]
+    warnings: list[str]
+
+    def predict(self, files: Sequence[str]) -> Iterator[Found | tuple[str, str]]: ...
+
+
 class Task(Protocol):
-    """What the loop needs from a task (see the module docstring)."""
+    """What the loop needs from a task (see the module docstring), and what the commands on a trained
+    network of the task need (``reslab eval`` / ``predict`` / ``export`` / ``features``: the class methods
+    and ``refuses``)."""
 
     loader: Any
     info: dict[str, Any]
@@ -135,6 +187,44 @@ class Task(Protocol):
         ``metrics`` (split -> name -> value) and the training error of the interval (``None`` when not
         ``counts_errors``); the loop keeps the best value in the direction of ``higher_is_better``."""
         ...
+
+    # A trained network of the task, on the command line (class methods: no training set-up needed).
+    refuses: ClassVar[dict[str, str]]  # command ("predict", "export", "features") -> the one-line refusal
+
+    @classmethod
+    def evaluate_checkpoint(cls, checkpoint: str, request: EvalRequest) -> dict[str, Any]:
+        """``reslab eval``: the run's or checkpoint's metrics on its own data rebuilt from its metadata,
+        written to ``eval.json``; the result names ``eval_json``. Refuses (one line) what the task cannot
+        honour in ``request`` (e.g. test-time augmentation)."""
+        ...
+
+    @classmethod
+    def evaluation_lines(cls, result: dict[str, Any]) -> list[str]:
+        """What ``reslab eval`` prints of :meth:`evaluate_checkpoint`'s result."""
+        ...
+
+    @classmethod
+    def predictor(cls, checkpoint: str, request: PredictRequest) -> FilePredictor:
+        """The trained network loaded for ``reslab predict`` (or one line refusing: ``refuses["predict"]``)."""
+        ...
+
+
+class Refusals:
+    """The commands a task's trained networks do not support, each refused in one line naming what
+    does (:attr:`Task.refuses`); :meth:`predictor` refuses unless the task defines one."""
+
+    refuses: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def refuse(cls, command: str) -> None:
+        """A :class:`ConfigError` (one line) if the task's networks do not support ``command``."""
+        if command in cls.refuses:
+            raise ConfigError(cls.refuses[command])
+
+    @classmethod
+    def predictor(cls, checkpoint: str, request: PredictRequest) -> FilePredictor:
+        cls.refuse("predict")
+        raise ConfigError(f"reslab predict does not support {cls.__name__} runs")
 
 
 def reduce_error(r: dict[str, Any], dist: Dist, device: torch.device) -> float:
@@ -215,7 +305,7 @@ def classifier_name(model: nn.Module) -> str | None:
     return None
 
 
-class LoaderTask:
+class LoaderTask(Refusals):
     """What video and super-resolution share behind the seam: a model of one registered family
     (``model_task``) whose arguments the data partly decides (``fixed_kwargs``), training batches from a
     resumable loader sharded over the ranks, a loss on the fp32 output, and an evaluation callable per
@@ -255,6 +345,22 @@ class LoaderTask:
         self.eval_splits = tuple(s for s in ("val", "test") if s in self._evals)
 
     def _set_up(self, cfg: TrainConfig, options: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def evaluate_checkpoint(cls, checkpoint: str, request: EvalRequest) -> dict[str, Any]:
+        """``reslab eval``: both splits together, as trained (no ``--tta``, no ``--split``); the task's
+        :meth:`evaluate_run`."""
+        if request.tta != "none":
+            raise ConfigError(f"--tta applies to classification; a {cls.name} run evaluates as trained")
+        if set(request.splits) != {"val", "test"}:
+            raise ConfigError(
+                f"a {cls.name} run is evaluated on its validation and test sets together (no --split)"
+            )
+        return cls.evaluate_run(checkpoint, request)
+
+    @classmethod
+    def evaluate_run(cls, checkpoint: str, request: EvalRequest) -> dict[str, Any]:
         raise NotImplementedError
 
     def build_model(self, cfg: TrainConfig, *, init: bool) -> nn.Module:

@@ -21,29 +21,41 @@ checkpoint's stored config and writes ``eval.json`` and a confusion-matrix PNG.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
 import math
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from reslab._device import autocast_ctx
 from reslab.config import TrainConfig
 from reslab.errors import CheckpointError, ConfigError
-from reslab.tasks.base import Runtime, build_model, eval_arrays, reduce_error
+from reslab.tasks.base import (
+    EvalRequest,
+    Found,
+    PredictRequest,
+    Refusals,
+    Runtime,
+    build_model,
+    eval_arrays,
+    eval_dir,
+    reduce_error,
+    run_config,
+)
+from reslab.tasks.inputs import INVERT_MODES, ImageReadError, InputSpec, read_image_polarity
+from reslab.tasks.metrics import evaluate, evaluate_batches
 
 
 @functools.lru_cache(maxsize=2)
 def _load_dataset(name: str, data_dir: str | None, download: bool, options: str) -> Any:
     """``load_dataset``, cached in the process: a sweep of many short runs reads the files once.
     ``options``: ``cfg.data_kwargs`` as JSON (hashable)."""
-    import json
 
     from reslab.data import load_dataset
 
@@ -52,12 +64,11 @@ def _load_dataset(name: str, data_dir: str | None, download: bool, options: str)
 
 def load_training_data(cfg: TrainConfig) -> Any:
     """The in-memory data set of ``cfg`` (``dataset``, ``data_dir``, ``download``, ``data_kwargs``)."""
-    import json
 
     return _load_dataset(cfg.dataset, cfg.data_dir, cfg.download, json.dumps(cfg.data_kwargs, sort_keys=True))
 
 
-class Classification:
+class Classification(Refusals):
     """The classification task of ``cfg``: loads the data (the training loader, the evaluation sets on
     the device) when made; see the module docstring."""
 
@@ -110,6 +121,33 @@ class Classification:
         if "val" in metrics:
             return "val_error", metrics["val"]["error"]
         return "train_error", float(train_error if train_error is not None else math.nan)
+
+    # ------------------------------------------------------------------------------ a trained classifier
+
+    @classmethod
+    def evaluate_checkpoint(cls, checkpoint: str, request: EvalRequest) -> dict[str, Any]:
+        return evaluate_checkpoint(
+            checkpoint, out_dir=request.out_dir, data_dir=request.data_dir, device=request.device,
+            batch_size=request.batch_size or 256, tta=request.tta, splits=request.splits,
+        )  # fmt: skip
+
+    @classmethod
+    def evaluation_lines(cls, result: dict[str, Any]) -> list[str]:
+        lines = [f"checkpoint: {result['checkpoint']} (step {result['step']})"]
+        if result.get("convention"):
+            lines.append(f"convention: {result['convention']}")
+        for split in ("val", "test"):
+            if split in result:
+                s = result[split]
+                lines.append(f"{split}: top-1 error {s['top1_error']:.2f}%  top-5 error {s['top5_error']:.2f}%  "
+                             f"loss {s['loss']:.4f}  ({s['n']} images)")  # fmt: skip
+                lines += [f"  {name:>16s}  {acc:6.2f}%" for name, acc in s["per_class_accuracy"].items()]
+                lines.append(f"  confusion matrix: {s['confusion_png']}")
+        return [*lines, f"results: {result['eval_json']}"]
+
+    @classmethod
+    def predictor(cls, checkpoint: str, request: PredictRequest) -> ClassifierFiles:
+        return ClassifierFiles(checkpoint, request)
 
     # ------------------------------------------------------------------------------ data wiring
 
@@ -212,96 +250,6 @@ class Classification:
             self._evals["test"] = folder_eval
 
 
-def evaluate(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    mean: Any,
-    std: Any,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    num_classes: int | None = None,
-    tta_flip: bool = False,
-    confusion: bool = False,
-) -> dict[str, Any]:
-    """Loss, top-1 and top-5 error (percent) of ``model`` on uint8 images ``x`` with labels ``y``.
-
-    ``tta_flip`` averages the softmax of each image and its mirror image. ``confusion=True`` adds the
-    confusion matrix (rows: true class, columns: predicted) as a CPU int64 tensor.
-    """
-    from reslab.data import iterate_eval
-
-    nc = int(num_classes or getattr(model, "num_classes", 0) or int(y.max()) + 1)
-    batches = iterate_eval(x, y, batch_size, device, mean, std, channels_last=channels_last)
-    return evaluate_batches(
-        model,
-        batches,
-        device=device,
-        amp_dtype=amp_dtype,
-        num_classes=nc,
-        tta_flip=tta_flip,
-        confusion=confusion,
-    )
-
-
-@torch.inference_mode()
-def evaluate_batches(
-    model: torch.nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    device: torch.device | str = "cpu",
-    amp_dtype: torch.dtype | None = None,
-    num_classes: int,
-    tta_flip: bool = False,
-    confusion: bool = False,
-    channels_last: bool = False,
-) -> dict[str, Any]:
-    """:func:`evaluate` over any iterable of normalized ``(images, labels)`` batches (moved to ``device``)."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    nc = int(num_classes)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    top1 = torch.zeros((), dtype=torch.int64, device=device)
-    top5 = torch.zeros((), dtype=torch.int64, device=device)
-    cm = torch.zeros(nc * nc, dtype=torch.int64, device=device) if confusion else None
-    k = min(5, nc)
-    n = 0
-    try:
-        for xb, yb in batches:
-            xb = xb.to(device, non_blocking=True)
-            yb = yb.to(device, non_blocking=True)
-            if channels_last and xb.ndim == 4:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast_ctx(device, amp_dtype):
-                logits = model(xb)
-                if tta_flip:
-                    logits = torch.stack([logits, model(xb.flip(3))]).float().softmax(-1).mean(0).log()
-            logits = logits.float()
-            loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
-            pred = logits.topk(k, dim=1).indices
-            hit = pred == yb[:, None]
-            top1 += (~hit[:, 0]).sum()
-            top5 += (~hit.any(dim=1)).sum()
-            if cm is not None:
-                cm += torch.bincount(yb * nc + pred[:, 0], minlength=nc * nc)
-            n += len(yb)
-    finally:
-        model.train(was_training)
-    out: dict[str, Any] = {
-        "n": n,
-        "loss": loss_sum.item() / max(n, 1),
-        "top1_error": 100.0 * top1.item() / max(n, 1),
-        "top5_error": 100.0 * top5.item() / max(n, 1),
-    }
-    if cm is not None:
-        out["confusion"] = cm.view(nc, nc).cpu()
-    return out
-
-
 # -------------------------------------------------------------------------------------- reslab eval
 
 
@@ -338,23 +286,19 @@ def evaluate_checkpoint(
     from reslab._io import write_json
     from reslab.models.weights import load_model, resolve_checkpoint
     from reslab.precision import precision_name, resolve_amp
+    from reslab.tasks.metrics import plot_confusion
 
+    if tta not in (None, "none", "flip"):
+        raise ConfigError(f"--tta must be flip or none, got {tta!r}")
     ckpt = Path(resolve_checkpoint(path))
     model, meta = load_model(ckpt)
-    config = meta.get("config") or {}
-    if isinstance(config, str):
-        config = json.loads(config)
-    data_info = config.get("data", {})
+    config, data_info = run_config(meta)
     ds = _rebuild_data(config, data_dir)
     mean, std = data_info.get("mean", ds.mean), data_info.get("std", ds.std)
     classes = list(data_info.get("classes", ds.classes))
     dev = resolve_device(device)
     model = model.to(dev).float().eval()
-    if tta not in (None, "none", "flip"):
-        raise ConfigError(f"--tta must be flip or none, got {tta!r}")
-    out_path = Path(out_dir) if out_dir else ckpt.parent
-    if out_path.name == "checkpoints":
-        out_path = out_path.parent
+    out_path = eval_dir(ckpt, out_dir)
     # the run's own amp setting, resolved for this device as training resolved it (precision.py)
     amp_dtype = resolve_amp(str(config.get("amp", "auto")), dev)
     results: dict[str, Any] = {
@@ -365,7 +309,6 @@ def evaluate_checkpoint(
     }
     if meta.get("convention"):  # a foreign checkpoint: how it was read
         results["convention"] = meta["convention"]
-    pngs = []
     for split in splits:
         x = getattr(ds, f"{split}_x", None)
         if x is None:
@@ -383,44 +326,123 @@ def evaluate_checkpoint(
         plot_confusion(
             cm, classes, png, title=f"{config.get('model', '')} {split}: top-1 error {r['top1_error']:.2f}%"
         )
-        r["confusion_png"] = str(png)
-        pngs.append(png)
-        results[split] = r
+        results[split] = r | {"confusion_png": str(png)}
     write_json(out_path / "eval.json", results)
-    results["eval_json"] = str(out_path / "eval.json")
-    return results
+    return results | {"eval_json": str(out_path / "eval.json")}
 
 
-def plot_confusion(cm: torch.Tensor, classes: list[str], path: Path, title: str = "") -> None:
-    import io
+class ClassifierFiles:
+    """A trained classifier loaded for ``reslab predict`` (:class:`reslab.tasks.base.FilePredictor`): each
+    image put through the run's own preprocessing (:mod:`reslab.tasks.inputs`), its top-``k`` classes
+    printed; nothing is written (``output`` is ``None``)."""
 
-    import matplotlib
+    output = None
+    output_required = False
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def __init__(self, checkpoint: str, request: PredictRequest) -> None:
+        from reslab._device import resolve_device
+        from reslab.tasks.inputs import input_spec, load
 
-    from reslab._io import write_bytes
+        self.model, meta = load(checkpoint)
+        self.model.to(resolve_device(request.device))
+        self.spec, self.request = input_spec(self.model, meta), request
+        preprocessing = dataclasses.asdict(self.spec) | {"resize_size": self.spec.resize_size}
+        self.header = {"checkpoint": checkpoint, "model": getattr(self.model, "model_name", None),
+                       "preprocessing": preprocessing}  # fmt: skip
+        missing = ", ".join(self.spec.fallbacks)
+        self.warnings = [
+            f"checkpoint metadata has no {missing}; using defaults: {self.spec.describe()}"
+        ] * bool(missing)
 
-    n = len(classes)
-    norm = cm.double() / cm.sum(1, keepdim=True).clamp_min(1).double()
-    size = max(5.0, 0.45 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    im = ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
-    if n <= 30:
-        ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(n), classes, fontsize=8)
-        for i in range(n):
-            for j in range(n):
-                v = int(cm[i, j])
-                if v:
-                    ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
-                            color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    def predict(self, files: Sequence[str]) -> Iterator[Found | tuple[str, str]]:
+        preds, errors = predict_files(
+            self.model, self.spec, files, topk=self.request.topk, invert=self.request.invert
+        )
+        yield from errors
+        yield from (Found(p.file, p.as_dict(), p.lines()) for p in preds)
+
+
+@dataclasses.dataclass
+class Prediction:
+    file: str
+    top: list[tuple[int, str, float]]  # (class index, class name, probability), best first
+    inverted: bool = False  # the image was inverted to the training polarity (see read_image)
+
+    def lines(self) -> list[str]:
+        """The text ``reslab predict`` prints: the file, then one line per class (rank, name, probability)."""
+        width = max(len(c) for _, c, _ in self.top)
+        note = "  (inverted: a dark object on a light background)" if self.inverted else ""
+        return [self.file + note] + [
+            f"  {r}. {c:<{width}}  {p:.4f}" for r, (_, c, p) in enumerate(self.top, 1)
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "inverted": self.inverted,
+            "top": [
+                {"rank": r + 1, "index": i, "class": c, "prob": p} for r, (i, c, p) in enumerate(self.top)
+            ],
+        }
+
+
+@torch.no_grad()
+def predict_tensors(
+    model: nn.Module, x: torch.Tensor, classes: Sequence[str], topk: int = 5, batch_size: int = 64
+) -> list[list[tuple[int, str, float]]]:
+    """Top-``topk`` (index, name, probability) per image of a preprocessed batch ``x`` (N, C, H, W)."""
+    device = next(iter(model.parameters())).device
+    out: list[list[tuple[int, str, float]]] = []
+    for start in range(0, x.shape[0], batch_size):
+        logits = model(x[start : start + batch_size].to(device)).float()
+        probs = torch.softmax(logits, dim=1).cpu()
+        k = min(topk, probs.shape[1])
+        p, idx = probs.topk(k, dim=1)
+        for pi, ii in zip(p.tolist(), idx.tolist()):
+            out.append(
+                [(i, classes[i] if i < len(classes) else f"class {i}", float(q)) for i, q in zip(ii, pi)]
+            )
+    return out
+
+
+def predict_files(
+    model: nn.Module,
+    spec: InputSpec,
+    files: Iterable[str | os.PathLike],
+    topk: int = 5,
+    batch_size: int = 64,
+    invert: str = "auto",
+) -> tuple[list[Prediction], list[tuple[str, str]]]:
+    """Classify ``files``: ``(predictions for the readable ones, [(file, error message)] for the rest)``.
+
+    ``invert``: match 1-channel images to the training polarity (``auto``, ``never``, ``always``)."""
+    if topk < 1:
+        raise ConfigError(f"--topk must be >= 1, got {topk}")
+    preds: list[Prediction] = []
+    errors: list[tuple[str, str]] = []
+    if invert not in INVERT_MODES:
+        raise ConfigError(f"--invert must be one of {', '.join(INVERT_MODES)}, got {invert!r}")
+    names: list[str] = []
+    flips: list[bool] = []
+    tensors: list[torch.Tensor] = []
+
+    def flush() -> None:  # predict what has been read so far: memory stays bounded by one batch
+        if tensors:
+            tops = predict_tensors(model, torch.stack(tensors), spec.classes, topk, batch_size)
+            preds.extend(Prediction(n, t, inv) for n, t, inv in zip(names, tops, flips))
+            names.clear()
+            flips.clear()
+            tensors.clear()
+
+    for f in files:
+        try:
+            x, inverted = read_image_polarity(f, spec, invert)
+            tensors.append(x)
+            flips.append(inverted)
+            names.append(str(f))
+        except ImageReadError as e:
+            errors.append((str(f), str(e)))
+        if len(tensors) >= batch_size:
+            flush()
+    flush()
+    return preds, errors

@@ -16,8 +16,19 @@ from torch import nn
 from reslab.data.scenes import SceneDataset, Scenes
 from reslab.errors import ConfigError
 from reslab.models.dense import DETECTORS, create_detector
+from reslab.tasks.base import PredictRequest
 from reslab.tasks.metrics import DetectionMetric
-from reslab.tasks.scenes import PALETTE, Batch, SceneOps, SceneTraining, _flip_mask, _rgb, spec_of
+from reslab.tasks.scenes import (
+    PALETTE,
+    Batch,
+    SceneOps,
+    SceneTraining,
+    _flip_mask,
+    _name,
+    _num,
+    _rgb,
+    spec_of,
+)
 
 
 class DetectionTask(SceneOps):
@@ -25,7 +36,13 @@ class DetectionTask(SceneOps):
 
     name = "detection"
     archs = DETECTORS
-    primary_metric = "map_50"
+    metrics = ("map_50", "map", "map_75", "mar_100")
+    eval_batch = 16
+
+    @staticmethod
+    def create(arch: str, backbone: str, size: int, **kwargs: Any) -> nn.Module:
+        """:func:`reslab.models.dense.create_detector` for scenes of ``size`` pixels (no resizing)."""
+        return create_detector(arch, backbone, min_size=size, max_size=size, **kwargs)
 
     def build_model(
         self,
@@ -82,6 +99,12 @@ class DetectionTask(SceneOps):
                     t["masks"] = t["masks"].flip(-1)
             targets.append({k: v.to(device, non_blocking=True) for k, v in t.items()})
         return Batch(images, targets, index)
+
+    def train_batch(
+        self, scenes: Scenes, index: torch.Tensor, *, device: torch.device, flips: torch.Tensor, arch: str
+    ) -> Batch:
+        """A training batch of a run with head ``arch`` (masks only for Mask R-CNN)."""
+        return self.batch(scenes, index, device=device, flips=flips, masks=arch == "maskrcnn")
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The sum of the detector's losses (torchvision's reference recipe) and each part, detached.
@@ -149,6 +172,40 @@ class DetectionTask(SceneOps):
             )
             metric.update(self.predict(model, batch.images), batch.targets)
         return metric.compute()
+
+    def evaluate_per_class(
+        self, model: nn.Module, scenes: Scenes, classes: Sequence[str], *, device: Any, batch_size: int
+    ) -> dict[str, Any]:
+        """:meth:`evaluate` with ``per_class``: ``{"ap_50", "ap"}`` per class name (background left out)."""
+        r = self.evaluate(model, scenes, device=device, batch_size=batch_size, per_class=True)
+        per = {"ap_50": r.pop("ap_50"), "ap": r.pop("ap")}
+        r["per_class"] = {
+            classes[c]: {k: _num(v[c]) if c < len(v) else None for k, v in per.items()}
+            for c in range(1, len(classes))
+        }
+        return r
+
+    def found(
+        self, model: nn.Module, image: torch.Tensor, classes: Sequence[str], request: PredictRequest
+    ) -> tuple[dict[str, Any], list[str], torch.Tensor]:
+        """What ``reslab predict`` reports of one uint8 image (C, H, W): the detections scoring at least
+        ``request.score_threshold`` (class, label, score, box), as JSON and text, and the image drawn."""
+        device = next(model.parameters()).device
+        pred = {
+            k: v.cpu() for k, v in self.predict(model, image.to(device).float().div(255)[None])[0].items()
+        }
+        threshold = request.score_threshold
+        keep = pred["scores"] >= threshold
+        found = [
+            {"class": _name(classes, int(c)), "label": int(c), "score": round(float(s), 4),
+             "box": [round(float(v), 1) for v in b]}
+            for c, s, b in zip(pred["labels"][keep], pred["scores"][keep], pred["boxes"][keep])
+        ]  # fmt: skip
+        lines = [f"{len(found)} detections (score >= {threshold:g})"]
+        lines += [
+            f"  {d['class']:<12s} {d['score']:.3f}  [{', '.join(f'{v:g}' for v in d['box'])}]" for d in found
+        ]
+        return {"detections": found}, lines, self.draw(image, pred, classes, score_threshold=threshold)
 
 
 class Detection(SceneTraining):

@@ -21,12 +21,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from reslab._device import autocast_ctx
 from reslab.errors import ConfigError
 
 __all__ = [
@@ -235,3 +238,132 @@ def ssim(pred: Any, target: Any, shave: int = 0) -> float:
             t, p, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
         )
     )
+
+
+def plot_confusion(cm: torch.Tensor, classes: list[str], path: Path, title: str = "") -> None:
+    """A confusion matrix (rows: true class, normalized per row; counts written in the cells) as a PNG."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reslab._io import write_bytes
+
+    n = len(classes)
+    norm = cm.double() / cm.sum(1, keepdim=True).clamp_min(1).double()
+    size = max(5.0, 0.45 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), classes, fontsize=8)
+        for i in range(n):
+            for j in range(n):
+                v = int(cm[i, j])
+                if v:
+                    ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------- classifier top-1 / top-5
+
+
+def evaluate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    mean: Any,
+    std: Any,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    num_classes: int | None = None,
+    tta_flip: bool = False,
+    confusion: bool = False,
+) -> dict[str, Any]:
+    """Loss, top-1 and top-5 error (percent) of ``model`` on uint8 images ``x`` with labels ``y``.
+
+    ``tta_flip`` averages the softmax of each image and its mirror image. ``confusion=True`` adds the
+    confusion matrix (rows: true class, columns: predicted) as a CPU int64 tensor.
+    """
+    from reslab.data import iterate_eval
+
+    nc = int(num_classes or getattr(model, "num_classes", 0) or int(y.max()) + 1)
+    batches = iterate_eval(x, y, batch_size, device, mean, std, channels_last=channels_last)
+    return evaluate_batches(
+        model,
+        batches,
+        device=device,
+        amp_dtype=amp_dtype,
+        num_classes=nc,
+        tta_flip=tta_flip,
+        confusion=confusion,
+    )
+
+
+@torch.inference_mode()
+def evaluate_batches(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    num_classes: int,
+    tta_flip: bool = False,
+    confusion: bool = False,
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """:func:`evaluate` over any iterable of normalized ``(images, labels)`` batches (moved to ``device``)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    nc = int(num_classes)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    top1 = torch.zeros((), dtype=torch.int64, device=device)
+    top5 = torch.zeros((), dtype=torch.int64, device=device)
+    cm = torch.zeros(nc * nc, dtype=torch.int64, device=device) if confusion else None
+    k = min(5, nc)
+    n = 0
+    try:
+        for xb, yb in batches:
+            xb = xb.to(device, non_blocking=True)
+            yb = yb.to(device, non_blocking=True)
+            if channels_last and xb.ndim == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast_ctx(device, amp_dtype):
+                logits = model(xb)
+                if tta_flip:
+                    logits = torch.stack([logits, model(xb.flip(3))]).float().softmax(-1).mean(0).log()
+            logits = logits.float()
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+            pred = logits.topk(k, dim=1).indices
+            hit = pred == yb[:, None]
+            top1 += (~hit[:, 0]).sum()
+            top5 += (~hit.any(dim=1)).sum()
+            if cm is not None:
+                cm += torch.bincount(yb * nc + pred[:, 0], minlength=nc * nc)
+            n += len(yb)
+    finally:
+        model.train(was_training)
+    out: dict[str, Any] = {
+        "n": n,
+        "loss": loss_sum.item() / max(n, 1),
+        "top1_error": 100.0 * top1.item() / max(n, 1),
+        "top5_error": 100.0 * top5.item() / max(n, 1),
+    }
+    if cm is not None:
+        out["confusion"] = cm.view(nc, nc).cpu()
+    return out

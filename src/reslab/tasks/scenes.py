@@ -38,10 +38,9 @@ samples); the training batches are sharded by rank as :class:`reslab.data.Device
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import math
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,12 +49,11 @@ from torch import nn
 
 from reslab.config import TrainConfig
 from reslab.data.scenes import SceneConfig, SceneDataset, SceneLoader, Scenes, load_scenes
-from reslab.errors import CheckpointError, ConfigError, first_line
-from reslab.models.dense import DETECTORS, SEGMENTERS, build_from_spec, is_dense_spec
+from reslab.errors import CheckpointError, ConfigError, DataError, ReslabError, first_line
+from reslab.models.dense import build_from_spec, is_dense_spec
 from reslab.models.weights import unwrap
-from reslab.tasks.base import Runtime, eval_dir
-
-ARCHS = {"detection": DETECTORS, "segmentation": SEGMENTERS}  # the heads each task builds
+from reslab.tasks.base import EvalRequest, Found, PredictRequest, Refusals, Runtime, eval_dir
+from reslab.tasks.scene_config import SceneOptions, build_scene_model, check_scene_config, load_splits
 
 
 @dataclasses.dataclass
@@ -113,8 +111,9 @@ class SceneOps:
     evaluate."""
 
     name: ClassVar[str]
-    archs: ClassVar[tuple[str, ...]]
-    primary_metric: ClassVar[str]
+    archs: ClassVar[tuple[str, ...]]  # the heads, the first the default
+    metrics: ClassVar[tuple[str, ...]]  # the first selects checkpoints/best
+    eval_batch: ClassVar[int]  # scenes per evaluation batch (``eval_batch_size: auto``)
 
     def load_data(
         self,
@@ -139,6 +138,30 @@ class SceneOps:
         return build_from_spec(spec)
 
     @staticmethod
+    def create(arch: str, backbone: str, size: int, **kwargs: Any) -> nn.Module:
+        """The model with head ``arch`` on ``backbone`` for scenes of ``size`` pixels (``kwargs``: the
+        options of :func:`reslab.models.dense.create_detector` / ``create_segmenter``)."""
+        raise NotImplementedError
+
+    def train_batch(
+        self, scenes: Scenes, index: torch.Tensor, *, device: torch.device, flips: torch.Tensor, arch: str
+    ) -> Batch:
+        """Scenes ``index`` as a training batch of a run with head ``arch``, flipped where ``flips``."""
+        raise NotImplementedError
+
+    def evaluate_per_class(
+        self, model: nn.Module, scenes: Scenes, classes: Sequence[str], *, device: Any, batch_size: int
+    ) -> dict[str, Any]:
+        """Every metric of the task on ``scenes`` and ``per_class``: the per-class ones by class name."""
+        raise NotImplementedError
+
+    def found(
+        self, model: nn.Module, image: torch.Tensor, classes: Sequence[str], request: PredictRequest
+    ) -> tuple[dict[str, Any], list[str], torch.Tensor]:
+        """``(record, text lines, drawing)`` of one uint8 image (C, H, W), for ``reslab predict``."""
+        raise NotImplementedError
+
+    @staticmethod
     def _images(
         scenes: Scenes, index: torch.Tensor, flip: torch.Tensor, device: torch.device | str
     ) -> torch.Tensor:
@@ -148,211 +171,22 @@ class SceneOps:
         return x
 
 
-SCENE_OPTIONS = (
-    "train_size", "test_size", "scene_seed", "size", "min_objects", "max_objects", "min_scale", "max_scale",
-)  # fmt: skip
-_RCNN = (
-    "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test",
-    "rpn_batch_size_per_image", "box_batch_size_per_image", "box_detections_per_img", "box_score_thresh",
-    "box_nms_thresh",
-)  # fmt: skip
-_FPN = ("fpn_channels", "anchor_sizes", "returned_layers")
-# The head's options per architecture (keyword arguments of create_detector / create_segmenter and of
-# torchvision's model), beside the freezing of the backbone, which every architecture takes.
-MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
-    "fasterrcnn": (*_FPN, *_RCNN),
-    "maskrcnn": (*_FPN, *_RCNN),
-    "retinanet": (*_FPN, "score_thresh", "nms_thresh", "detections_per_img", "topk_candidates"),
-    "deeplabv3": ("output_stride", "aux_loss", "atrous_rates"),
-    "fcn": ("output_stride", "aux_loss"),
-}
-BACKBONE_OPTIONS = ("arch", "trainable_layers", "frozen_bn")
-DEFAULT_ARCH = {"detection": "fasterrcnn", "segmentation": "deeplabv3"}
-DEFAULT_SCENES = {"train_size": 4000, "test_size": 1000, "scene_seed": 0}
-METRICS = {
-    "detection": ("map_50", "map", "map_75", "mar_100"),
-    "segmentation": ("miou", "miou_fg", "pixel_acc"),
-}
-EVAL_BATCH = {"detection": 16, "segmentation": 32}
 DATASET = "fashion-mnist-scenes"
 
 
-@dataclasses.dataclass(frozen=True)
-class SceneOptions:
-    """``cfg.task_kwargs`` of a dense run, checked and split: the scenes to draw, the head, its options."""
-
-    task: str
-    arch: str
-    train_size: int
-    test_size: int
-    scene_seed: int
-    scenes: SceneConfig
-    model_kwargs: dict[str, Any]  # trainable_layers, frozen_bn and the head's options
-
-    @classmethod
-    def from_config(cls, cfg: TrainConfig) -> SceneOptions:
-        """Every key known, every value checked (one line naming the key otherwise)."""
-        if cfg.task not in ARCHS:
-            raise ConfigError(f"not a detection / segmentation config: task {cfg.task!r}")
-        kw = dict(cfg.task_kwargs)
-        archs = ARCHS[cfg.task]
-        arch = kw.pop("arch", DEFAULT_ARCH[cfg.task])
-        if arch not in archs:
-            raise ConfigError(f"task_kwargs.arch: {cfg.task} takes {', '.join(archs)}, not {arch!r}")
-        known = (*BACKBONE_OPTIONS, *SCENE_OPTIONS, *MODEL_OPTIONS[arch])
-        for key in kw:
-            if key not in known:
-                raise ConfigError(
-                    f"task_kwargs: unknown option {key!r} for {cfg.task} ({arch}); it takes {', '.join(known)}"
-                )
-        counts = {k: kw.pop(k, v) for k, v in DEFAULT_SCENES.items()}
-        for k, v in counts.items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "scene_seed" else 1):
-                raise ConfigError(
-                    f"task_kwargs.{k} must be a {'non-negative' if k == 'scene_seed' else 'positive'} integer, got {v!r}"
-                )
-        geometry = {k: kw.pop(k) for k in SCENE_OPTIONS if k in kw}
-        if "size" in geometry:  # the garments keep their share of the canvas unless given
-            size = geometry["size"]
-            if isinstance(size, int) and not isinstance(size, bool):
-                geometry.setdefault("min_scale", max(8, round(20 * size / 128)))
-                geometry.setdefault("max_scale", max(8, round(56 * size / 128)))
-        for k, v in geometry.items():
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"task_kwargs.{k} must be an integer, got {v!r}")
-        scenes = SceneConfig(**geometry).validate()
-        return cls(
-            cfg.task, arch, counts["train_size"], counts["test_size"], counts["scene_seed"], scenes, kw
-        )
-
-
-def check_scene_config(cfg: TrainConfig) -> SceneOptions:
-    """The checks a dense run passes before its data loads: the options, the settings it refuses, the
-    backbone (a registered image network with stages) and the whole model, built on the meta device."""
-    opts = SceneOptions.from_config(cfg)
-    refused = {
-        "num_classes": (cfg.num_classes is not None, "the scenes fix the classes (10 garments + background)"),
-        "subset": (cfg.subset is not None, "draw fewer scenes with --set task_kwargs.train_size=N"),
-        "freeze": (bool(cfg.freeze), "freeze the backbone with --set task_kwargs.trainable_layers=N"),
-        "freeze_backbone": (
-            cfg.freeze_backbone,
-            "freeze the backbone with --set task_kwargs.trainable_layers=0",
-        ),
-        "cutout": (cfg.cutout > 0, "the scenes are augmented by horizontal flips only"),
-        "label_smoothing": (cfg.label_smoothing > 0, "the losses are torchvision's"),
-    }
-    for key, (bad, why) in refused.items():
-        if bad:
-            raise ConfigError(f"{key} does not apply to {cfg.task}: {why}")
-    if cfg.dataset != "fashion-mnist":
-        raise ConfigError(
-            f"{cfg.task} draws its scenes from fashion-mnist; dataset {cfg.dataset!r} cannot be used"
-        )
-    if cfg.init_from in ("torchvision", "akamaster"):
-        raise ConfigError(
-            f"--init-from {cfg.init_from}: {cfg.task} takes a reslab classification run or checkpoint of "
-            f"{cfg.model} on grey images (e.g. a fashion-mnist run)"
-        )
-    if not cfg.val_split:
-        raise ConfigError(
-            f"{cfg.task} picks checkpoints/best on held-out training scenes: set val_split (e.g. --val-split 200)"
-        )
-    n_val = val_count(cfg.val_split, opts.train_size)
-    if not 1 <= n_val < opts.train_size:
-        raise ConfigError(
-            f"val_split={cfg.val_split} leaves no training scenes of task_kwargs.train_size={opts.train_size}"
-        )
-    from reslab.models.registry import get_entry
-
-    kind = get_entry(cfg.model).task
-    if kind != "image-classification":
-        raise ConfigError(
-            f"{cfg.task} needs an image backbone (a ResNet from `reslab models`); {cfg.model} is a {kind} model"
-        )
-    if cfg.init_from is None:  # with init_from the weights file decides; it is read when the model is built
-        with torch.device("meta"):
-            build_scene_model(opts, cfg, num_classes=11, in_chans=1, mean=[0.5], std=[0.5], init_from=None)
-    return opts
-
-
-def val_count(val_split: int | float, n: int) -> int:
-    """Scenes ``val_split`` holds out of ``n``: a count, or a fraction of ``n``."""
-    return (
-        int(val_split)
-        if isinstance(val_split, int) or float(val_split).is_integer()
-        else round(val_split * n)
-    )
-
-
-def build_scene_model(
-    opts: SceneOptions,
-    cfg: TrainConfig,
-    *,
-    num_classes: int,
-    in_chans: int,
-    mean: list[float],
-    std: list[float],
-    init_from: str | None,
-) -> nn.Module:
-    """The detector / segmenter of ``opts`` on backbone ``cfg.model`` (``cfg.model_kwargs``); a bad option
-    value is one line."""
-    from reslab.models.dense import create_detector, create_segmenter
-
-    size = opts.scenes.size
-    common = {
-        "num_classes": num_classes,
-        "in_chans": in_chans,
-        "image_mean": mean,
-        "image_std": std,
-        "init_from": init_from,
-        "backbone_kwargs": dict(cfg.model_kwargs) or None,
-        **opts.model_kwargs,
-    }
-    try:
-        if opts.task == "detection":
-            return create_detector(opts.arch, cfg.model, min_size=size, max_size=size, **common)
-        return create_segmenter(opts.arch, cfg.model, image_size=size, **common)
-    except (TypeError, ValueError, AssertionError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(
-            f"task_kwargs / model_kwargs do not fit {opts.arch} on {cfg.model}: {first_line(e, 200)}"
-        ) from None
-
-
-@functools.lru_cache(maxsize=2)
-def _scenes(train_size: int, test_size: int, seed: int, config: str, data_dir: str | None) -> SceneDataset:
-    """:func:`reslab.data.scenes.load_scenes`, cached in the process (``config``: the SceneConfig as JSON)."""
-    from reslab.data.scenes import load_scenes
-
-    return load_scenes(
-        train_size, test_size, seed=seed, config=SceneConfig(**json.loads(config)), data_dir=data_dir
-    )
-
-
-def load_splits(opts: SceneOptions, cfg: TrainConfig) -> tuple[SceneDataset, dict[str, Scenes]]:
-    """The scenes of a run: ``(dataset, {"train", "val", "test"})``, the last ``val_split`` training scenes
-    held out as ``val``."""
-    data = _scenes(
-        opts.train_size, opts.test_size, opts.scene_seed,
-        json.dumps(dataclasses.asdict(opts.scenes), sort_keys=True), cfg.data_dir,
-    )  # fmt: skip
-    n = len(data.train)
-    n_val = val_count(cfg.val_split, n)
-    return data, {
-        "train": data.train.slice(0, n - n_val),
-        "val": data.train.slice(n - n_val, n),
-        "test": data.test,
-    }
-
-
-class SceneTraining:
+class SceneTraining(Refusals):
     """Detection or segmentation of ``cfg`` for the loop (:class:`reslab.tasks.base.Task`); checks the
     config, then loads the scenes, when made. A subclass names its model operations (``ops``). See the
     module docstring."""
 
     name: ClassVar[str]
     ops: ClassVar[type[SceneOps]]
+    refuses: ClassVar[dict[str, str]] = {
+        "export": "reslab export takes classifiers; export a detector or segmenter in Python with "
+        "reslab.deploy.dense.export_dense_onnx(load_dense(run)[0], out, ...) (docs/dense.md, Export)",
+        "features": "reslab features lists a backbone's stages: give the backbone's name (reslab features "
+        "resnet18), not a detection or segmentation run",
+    }
     higher_is_better = True
     counts_errors = False
     loader: Any
@@ -362,14 +196,14 @@ class SceneTraining:
     metric_names: tuple[str, ...]
 
     def __init__(self, cfg: TrainConfig, rt: Runtime) -> None:
-        self.opts = check_scene_config(cfg)
+        self.opts = check_scene_config(cfg, self.ops)
         self.rt = rt
         self.task = self.ops()
-        self.metric_names = METRICS[cfg.task] + (
+        self.metric_names = self.ops.metrics + (
             ("mask_map_50", "mask_map") if self.opts.arch == "maskrcnn" else ()
         )
         self.selection = f"val_{self.metric_names[0]} (higher is better)"
-        self.eval_batch_size = cfg.eval_batch_size or EVAL_BATCH[cfg.task]
+        self.eval_batch_size = cfg.eval_batch_size or self.ops.eval_batch
         self.data, splits = load_splits(self.opts, cfg)
         self.train_scenes = splits["train"]
         self._evals = {"val": splits["val"], **({"test": splits["test"]} if cfg.eval_test else {})}
@@ -443,22 +277,14 @@ class SceneTraining:
     # ------------------------------------------------------------------------------ data
 
     def _batch(self, index: torch.Tensor, flips: torch.Tensor) -> Any:
-        if self.opts.task == "detection":
-            masks = self.opts.arch == "maskrcnn"
-            return self.task.batch(self.train_scenes, index, device=self.rt.device, flips=flips, masks=masks)  # type: ignore[call-arg]
-        return self.task.batch(self.train_scenes, index, device=self.rt.device, flips=flips)
+        return self.task.train_batch(
+            self.train_scenes, index, device=self.rt.device, flips=flips, arch=self.opts.arch
+        )
+
+    # ------------------------------------------------------------------------------ a trained network
 
     @classmethod
-    def evaluate_checkpoint(
-        cls,
-        path: str | os.PathLike,
-        *,
-        out_dir: str | os.PathLike | None = None,
-        data_dir: str | None = None,
-        device: str = "auto",
-        batch_size: int | None = None,
-        splits: tuple[str, ...] = ("val", "test"),
-    ) -> dict[str, Any]:
+    def evaluate_checkpoint(cls, checkpoint: str, request: EvalRequest) -> dict[str, Any]:
         """``reslab eval`` of a detection / segmentation run or checkpoint: the run's own scenes rebuilt from
         its config, every metric of the task and the per-class ones (detection: box AP and AP@.5 per class;
         segmentation: IoU per class), written to ``eval.json`` (in ``out_dir``, default the run directory)."""
@@ -467,7 +293,11 @@ class SceneTraining:
         from reslab.models.dense import load_dense
         from reslab.models.weights import resolve_checkpoint
 
-        ckpt = Path(resolve_checkpoint(path))
+        if request.tta != "none":
+            raise ConfigError(
+                "--tta applies to classification; detection and segmentation evaluate as trained"
+            )
+        ckpt = Path(resolve_checkpoint(checkpoint))
         model, meta = load_dense(ckpt)
         config = meta.get("config")
         if not isinstance(config, dict):
@@ -475,39 +305,107 @@ class SceneTraining:
         cfg = TrainConfig.from_dict(
             {k: v for k, v in config.items() if k not in ("data", "precision")}, source=f"{ckpt} config"
         )
-        if data_dir:
-            cfg.data_dir = data_dir
-        opts = SceneOptions.from_config(cfg)
+        cfg.data_dir = request.data_dir or cfg.data_dir
+        opts = SceneOptions.from_config(cfg, cls.ops)
         data, scenes = load_splits(opts, cfg)
-        dev = resolve_device(device)
+        dev = resolve_device(request.device)
         model = model.to(dev).float().eval()
-        task = cls.ops()
-        out_path = eval_dir(ckpt, out_dir)
         results: dict[str, Any] = {"checkpoint": str(ckpt), "step": int(meta.get("step", -1)), "task": cfg.task,
                                    "arch": opts.arch, "backbone": cfg.model}  # fmt: skip
-        bs = batch_size or EVAL_BATCH[cfg.task]
-        names = data.classes
-        for split in splits:
-            if split not in scenes:
+        for split in (s for s in request.splits if s in scenes):
+            r = cls.ops().evaluate_per_class(
+                model,
+                scenes[split],
+                data.classes,
+                device=dev,
+                batch_size=request.batch_size or cls.ops.eval_batch,
+            )
+            results[split] = {k: _num(v) if isinstance(v, float) else v for k, v in r.items()} | {
+                "n": len(scenes[split])
+            }
+        out = eval_dir(ckpt, request.out_dir)
+        write_json(out / "eval.json", results)
+        return results | {"eval_json": str(out / "eval.json")}
+
+    @classmethod
+    def evaluation_lines(cls, result: dict[str, Any]) -> list[str]:
+        r = result
+        lines = [
+            f"checkpoint: {r['checkpoint']} (step {r['step']}; {r['task']}, {r['arch']} on {r['backbone']})"
+        ]
+        for split in (s for s in ("val", "test") if s in r):
+            values = "  ".join(f"{k} {_fmt(v)}" for k, v in r[split].items() if k not in ("per_class", "n"))
+            lines.append(f"{split}: {values}  ({r[split]['n']} scenes)")
+            for name, per in r[split]["per_class"].items():
+                lines.append(f"  {name:>16s}  " + "  ".join(f"{k} {_fmt(v)}" for k, v in per.items()))
+        return [*lines, f"results: {r['eval_json']}"]
+
+    @classmethod
+    def predictor(cls, checkpoint: str, request: PredictRequest) -> ScenePredictor:
+        return ScenePredictor(checkpoint, request, cls.ops)
+
+
+class ScenePredictor:
+    """A detector or segmenter loaded for ``reslab predict`` (:class:`reslab.tasks.base.FilePredictor`):
+    each image read in the model's channels and scaled to [0, 1], nothing else (a detector normalizes and
+    resizes inside; a segmenter's input is resized to its training size and its class map back), then
+    what the task's :meth:`SceneOps.found` makes of it, drawn as ``<stem>_<task>.png`` with ``--out``."""
+
+    output_required = False
+
+    def __init__(self, checkpoint: str, request: PredictRequest, ops: type[SceneOps]) -> None:
+        from reslab._device import resolve_device
+        from reslab.models.dense import load_dense
+
+        if not 0.0 <= request.score_threshold <= 1.0:
+            raise ConfigError(f"--score-threshold must be in [0, 1], got {request.score_threshold}")
+        model, meta = load_dense(checkpoint)
+        self.model = model.to(resolve_device(request.device)).float().eval()
+        spec = self.model.spec
+        self.output, self.ops = ops.name, ops()
+        self.classes = meta.get("classes") or [str(i) for i in range(int(spec["num_classes"]))]
+        self.channels = int(spec.get("backbone_kwargs", {}).get("in_chans", 3))
+        self.request, self.warnings = request, []
+        self.header = {"checkpoint": checkpoint, "task": spec["task"]}
+
+    def predict(self, files: Sequence[str]) -> Iterator[Found | tuple[str, str]]:
+        from reslab.owned import png_bytes
+
+        for file in files:
+            try:
+                image = read_uint8(file, self.channels)
+            except ReslabError as e:
+                yield file, str(e)
                 continue
-            if task.name == "detection":
-                r = task.evaluate(model, scenes[split], device=dev, batch_size=bs, per_class=True)  # type: ignore[call-arg]
-                per = {"ap_50": r.pop("ap_50"), "ap": r.pop("ap")}
-                r["per_class"] = {
-                    names[c]: {k: _num(v[c]) if c < len(v) else None for k, v in per.items()}
-                    for c in range(1, len(names))
-                }
-            else:
-                r = task.evaluate(model, scenes[split], device=dev, batch_size=bs)
-                r["per_class"] = {names[c]: {"iou": _num(v)} for c, v in enumerate(r.pop("iou"))}
-            r = {k: _num(v) if isinstance(v, float) else v for k, v in r.items()}
-            r["n"] = len(scenes[split])
-            results[split] = r
-        write_json(out_path / "eval.json", results)
-        results["eval_json"] = str(out_path / "eval.json")
-        return results
+            record, lines, drawing = self.ops.found(self.model, image, self.classes, self.request)
+            yield Found(
+                file, {"file": file, **record}, [f"{file}: {lines[0]}", *lines[1:]], png_bytes(drawing)
+            )
+
+
+def _name(classes: Sequence[str], label: int) -> str:
+    return classes[label] if 0 <= label < len(classes) else str(label)
 
 
 def _num(v: float) -> float | None:
     """A metric for JSON: NaN (nothing to measure) as null."""
     return None if v is None or math.isnan(v) else round(float(v), 6)
+
+
+def _fmt(v: float | None) -> str:
+    return "   -  " if v is None else f"{v:.4f}"
+
+
+def read_uint8(path: str | os.PathLike, channels: int) -> torch.Tensor:
+    """An image file as it is, uint8 (C, H, W) in the model's ``channels`` (1: grey, 3: RGB): what a
+    detector or segmenter takes (no resizing, no normalization: they do that inside)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+            w, h = im.size
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read the image ({first_line(e, 120)})") from None
+    return data.view(h, w, channels).permute(2, 0, 1).contiguous()

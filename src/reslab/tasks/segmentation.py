@@ -16,8 +16,19 @@ from torch import nn
 
 from reslab.data.scenes import SceneDataset, Scenes
 from reslab.models.dense import SEGMENTERS, create_segmenter
+from reslab.tasks.base import PredictRequest
 from reslab.tasks.metrics import SegmentationMetric
-from reslab.tasks.scenes import PALETTE, Batch, SceneOps, SceneTraining, _flip_mask, _rgb, spec_of
+from reslab.tasks.scenes import (
+    PALETTE,
+    Batch,
+    SceneOps,
+    SceneTraining,
+    _flip_mask,
+    _name,
+    _num,
+    _rgb,
+    spec_of,
+)
 
 
 class SegmentationTask(SceneOps):
@@ -25,7 +36,14 @@ class SegmentationTask(SceneOps):
 
     name = "segmentation"
     archs = SEGMENTERS
-    primary_metric = "miou"
+    metrics = ("miou", "miou_fg", "pixel_acc")
+    eval_batch = 32
+
+    @staticmethod
+    def create(arch: str, backbone: str, size: int, **kwargs: Any) -> nn.Module:
+        """:func:`reslab.models.dense.create_segmenter` for scenes of ``size`` pixels."""
+        return create_segmenter(arch, backbone, image_size=size, **kwargs)
+
     aux_weight = 0.5  # torchvision's reference recipe
 
     def build_model(
@@ -79,6 +97,12 @@ class SegmentationTask(SceneOps):
             target[flip] = target[flip].flip(-1)
         return Batch(images, target.to(device, non_blocking=True), index)
 
+    def train_batch(
+        self, scenes: Scenes, index: torch.Tensor, *, device: torch.device, flips: torch.Tensor, arch: str
+    ) -> Batch:
+        """A training batch (every head takes the same)."""
+        return self.batch(scenes, index, device=device, flips=flips)
+
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per-pixel cross-entropy of ``out`` (+ 0.5 x that of ``aux`` when the model has one)."""
         out = model(self.normalize(model, batch.images))
@@ -129,6 +153,39 @@ class SegmentationTask(SceneOps):
             batch = self.batch(scenes, range(lo, min(lo + batch_size, len(scenes))), device=device)
             metric.update(self.predict(model, batch.images).cpu(), batch.targets.cpu())
         return metric.compute()
+
+    def evaluate_per_class(
+        self, model: nn.Module, scenes: Scenes, classes: Sequence[str], *, device: Any, batch_size: int
+    ) -> dict[str, Any]:
+        """:meth:`evaluate` with the IoU per class name (background included)."""
+        r = self.evaluate(model, scenes, device=device, batch_size=batch_size)
+        r["per_class"] = {classes[c]: {"iou": _num(v)} for c, v in enumerate(r.pop("iou"))}
+        return r
+
+    def found(
+        self, model: nn.Module, image: torch.Tensor, classes: Sequence[str], request: PredictRequest
+    ) -> tuple[dict[str, Any], list[str], torch.Tensor]:
+        """What ``reslab predict`` reports of one uint8 image (C, H, W): each class's share of the pixels
+        (background included), as JSON and text, and the class map drawn. The image is resized to the
+        training size (bilinear) and the class map back (nearest)."""
+        spec = spec_of(model)
+        x = image.to(next(model.parameters()).device).float().div(255)[None]
+        size, (h, w) = spec.get("image_size"), image.shape[-2:]
+        if size and (h, w) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        class_map = self.predict(model, x)
+        if class_map.shape[-2:] != (h, w):
+            class_map = F.interpolate(class_map[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+        class_map = class_map[0].cpu()
+        counts = torch.bincount(class_map.reshape(-1), minlength=int(spec["num_classes"]))
+        share = {
+            _name(classes, c): round(n / class_map.numel(), 4) for c, n in enumerate(counts.tolist()) if n
+        }
+        lines = ["classes by share of the pixels"]
+        lines += [
+            f"  {name:<12s} {100 * v:5.1f}%" for name, v in sorted(share.items(), key=lambda kv: -kv[1])
+        ]
+        return {"pixels": share}, lines, self.draw(image, class_map, int(spec["num_classes"]))
 
 
 class Segmentation(SceneTraining):

@@ -18,12 +18,11 @@ bicubic).
 
 from __future__ import annotations
 
-import io
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from torch import nn
 from reslab.config import TrainConfig
 from reslab.data.sr import PatchSampler, SRData, bicubic_up, sr_data
 from reslab.errors import CheckpointError, ConfigError, DataError, first_line
-from reslab.tasks.base import LoaderTask, eval_dir, run_config
+from reslab.tasks.base import EvalRequest, Found, LoaderTask, PredictRequest, eval_dir, run_config
 from reslab.tasks.metrics import psnr, ssim
 
 VAL_ROWS = 96  # HR rows of each training photograph held out for validation (a multiple of 2, 3, 4 and 8)
@@ -129,17 +128,31 @@ def upscale_file(
     device: Any = "cpu",
     tile: int | None = 128,
 ) -> Path:
-    """Upscale an image file (any format Pillow reads; grey, colour, with or without alpha) by ``model``
-    (a model or a run / checkpoint path) and write a PNG of the same kind to ``out_path``.
+    """Upscale an image file by ``model`` (a model or a run / checkpoint path; :func:`upscale_image`) and
+    write it as a PNG to ``out_path`` (marked as reslab's: ``--overwrite`` replaces only those). Returns
+    ``out_path``."""
+    from reslab._io import write_bytes
+    from reslab.owned import png_bytes
+
+    write_bytes(out_path, png_bytes(upscale_image(model, image_path, device=device, tile=tile)))
+    return Path(out_path)
+
+
+def upscale_image(
+    model: nn.Module | str | os.PathLike,
+    image_path: str | os.PathLike,
+    *,
+    device: Any = "cpu",
+    tile: int | None = 128,
+) -> Any:
+    """An image file (any format Pillow reads; grey, colour, with or without alpha) upscaled by ``model``,
+    as a PIL image of the same kind.
 
     A grey image through a colour model goes in as three equal channels and comes out as its luma
     (ITU-R 601, Pillow's ``convert("L")``), a colour image through a grey model as its luma; an alpha
-    channel is upscaled bicubically beside the model's output. Returns ``out_path``.
+    channel is upscaled bicubically beside the model's output.
     """
     from PIL import Image, UnidentifiedImageError
-
-    from reslab._io import write_bytes
-    from reslab.owned import png_info
 
     if not isinstance(model, nn.Module):
         from reslab.models.weights import load_model
@@ -170,10 +183,37 @@ def upscale_file(
         res = res.convert("L")
     if alpha is not None:
         res.putalpha(alpha.resize(res.size, Image.Resampling.BICUBIC))
-    buf = io.BytesIO()
-    res.save(buf, format="PNG", pnginfo=png_info())  # marked: --overwrite replaces only reslab's drawings
-    write_bytes(out_path, buf.getvalue())
-    return Path(out_path)
+    return res
+
+
+class Upscaler:
+    """A super-resolution network loaded for ``reslab predict`` (:class:`reslab.tasks.base.FilePredictor`):
+    each image upscaled (:func:`upscale_image`) into ``<stem>_x<scale>.png``; ``--out`` is required."""
+
+    output_required = True
+
+    def __init__(self, checkpoint: str, request: PredictRequest) -> None:
+        from reslab._device import resolve_device
+        from reslab.models.weights import load_model
+
+        self.model, meta = load_model(checkpoint)
+        self.device = resolve_device(request.device)
+        scale = int(self.model.scale)  # type: ignore[attr-defined]
+        self.output, self.warnings = f"x{scale}", []
+        self.header = {"checkpoint": checkpoint, "model": meta.get("model"), "scale": scale}
+
+    def predict(self, files: Sequence[str]) -> Iterator[Found | tuple[str, str]]:
+        from reslab.owned import png_bytes
+
+        for file in files:
+            try:
+                image = upscale_image(self.model, file, device=self.device)
+            except DataError as e:
+                yield file, str(e)
+                continue
+            yield Found(
+                file, {"file": file, "size": list(image.size)}, [f"{file}: {self.output}"], png_bytes(image)
+            )
 
 
 def evaluate(
@@ -285,6 +325,34 @@ class SuperResolution(LoaderTask):
     metric_names = METRICS
     higher_is_better = True
     counts_errors = False
+    refuses: ClassVar[dict[str, str]] = {
+        "features": "reslab features lists the stages of an image backbone (reslab models); a "
+        "super-resolution network keeps its resolution and has none to list",
+    }
+
+    @classmethod
+    def evaluate_run(cls, checkpoint: str, request: EvalRequest) -> dict[str, Any]:
+        return evaluate_sr_run(checkpoint, device=request.device, out_dir=request.out_dir)
+
+    @classmethod
+    def evaluation_lines(cls, result: dict[str, Any]) -> list[str]:
+        """PSNR / SSIM against bicubic upsampling per split, then per image."""
+        r = result
+        lines = [
+            f"checkpoint: {r['checkpoint']} (step {r['step']}; super-resolution x{r['scale']}, {r['model']})"
+        ]
+        for split in (s for s in ("val", "test") if s in r):
+            s = r[split]
+            lines.append(f"{split}: PSNR {s['psnr']:.2f} dB (bicubic {s['bicubic_psnr']:.2f}, "
+                         f"{s['psnr_gain_over_bicubic']:+.2f})  SSIM {s['ssim']:.4f} (bicubic {s['bicubic_ssim']:.4f})")  # fmt: skip
+            for name in (k.split("/", 1)[1] for k in s if k.startswith("psnr/")):
+                lines.append(f"  {name:>18s}  PSNR {s['psnr/' + name]:.2f} dB (bicubic {s['bicubic_psnr/' + name]:.2f})  "
+                             f"SSIM {s['ssim/' + name]:.4f}")  # fmt: skip
+        return [*lines, f"results: {r['eval_json']}"]
+
+    @classmethod
+    def predictor(cls, checkpoint: str, request: PredictRequest) -> Upscaler:
+        return Upscaler(checkpoint, request)
 
     def _set_up(self, cfg: TrainConfig, options: dict[str, Any]) -> None:
         from reslab.models import create_model

@@ -18,7 +18,7 @@ import functools
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,7 @@ from reslab.data.video import (
     load_moving_fashion,
 )
 from reslab.errors import CheckpointError, ConfigError
-from reslab.tasks.base import LoaderTask, eval_arrays, eval_dir, run_config
+from reslab.tasks.base import EvalRequest, LoaderTask, eval_arrays, eval_dir, run_config
 
 OPTIONS = tuple(f.name for f in dataclasses.fields(ClipSpec))  # the task's options (task_kwargs): the clips
 
@@ -244,6 +244,34 @@ class Video(LoaderTask):
     metric_names = METRICS
     higher_is_better = False
     counts_errors = True
+    refuses: ClassVar[dict[str, str]] = {
+        "predict": "reslab predict takes image files; a video run is measured on its clips with reslab eval",
+        "export": "reslab export takes image networks (N, C, H, W); a video network's clips are 5-D: "
+        "export it in Python with torch.onnx.export",
+        "features": "reslab features lists the stages of an image backbone (reslab models); a video "
+        "network has none to list",
+    }
+
+    @classmethod
+    def evaluate_run(cls, checkpoint: str, request: EvalRequest) -> dict[str, Any]:
+        return evaluate_video_run(checkpoint, device=request.device, out_dir=request.out_dir,
+                                  data_dir=request.data_dir, batch_size=request.batch_size or 64)  # fmt: skip
+
+    @classmethod
+    def evaluation_lines(cls, result: dict[str, Any]) -> list[str]:
+        """Top-1, garment and direction error per split, then the accuracy per garment."""
+        r = result
+        lines = [f"checkpoint: {r['checkpoint']} (step {r['step']}; video, {r['model']})"]
+        for split in (s for s in ("val", "test") if s in r):
+            s = r[split]
+            lines.append(f"{split}: error {s['error']:.2f}%  garment accuracy {s['garment_accuracy']:.2f}%  "
+                         f"direction accuracy {s['direction_accuracy']:.2f}%  ({s['clips']} clips)")  # fmt: skip
+            lines += [f"  {name:>16s}  {_pct(acc)}" for name, acc in s["per_garment_accuracy"].items()]
+        if not r.get("data_matches", True):
+            lines.append(
+                "note: the clips rebuilt here differ from the training run's (another cache or version)"
+            )
+        return [*lines, f"results: {r['eval_json']}"]
 
     def _set_up(self, cfg: TrainConfig, options: dict[str, Any]) -> None:
         rt, dist = self.rt, self.rt.dist
@@ -303,3 +331,7 @@ class Video(LoaderTask):
             }
 
         return run
+
+
+def _pct(v: float | None) -> str:
+    return "   -   " if v is None else f"{v:6.2f}%"

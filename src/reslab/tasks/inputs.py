@@ -18,8 +18,9 @@ carries the resolved training config in its metadata; :func:`input_spec` reads f
    models are never inverted;
 4. scaled to 0-1 and normalized with the run's ``mean``/``std``.
 
-A file that cannot be read raises :class:`ImageReadError` (one line); :mod:`reslab.deploy.predict`
-reports it and classifies the others.
+A file that cannot be read raises :class:`ImageReadError` (one line); :func:`predict_files` reports it
+and classifies the others (top-``k`` classes by softmax probability, in batches: memory stays bounded by
+one batch). ``reslab predict`` reaches this through :meth:`reslab.tasks.Classification.predictor`.
 """
 
 from __future__ import annotations
