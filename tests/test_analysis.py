@@ -453,6 +453,29 @@ def test_cli_on_run_directories_and_line_between_checkpoints(tmp_path):
     assert loss[1] == pytest.approx(evaluate(model_a, data)[0], rel=1e-5)
 
 
+def test_targets_are_named_after_their_runs_and_kept_apart(tmp_path):
+    import shutil
+
+    from reslab.analysis import resolve_targets
+
+    run, _ = _fake_run(tmp_path, "run_a", 0)
+    best = run / "checkpoints" / "best.safetensors"
+    loose = tmp_path / "loose.safetensors"
+    shutil.copy(best, loose)
+    paths = [str(run), str(best), str(loose), str(run)]
+    targets = resolve_targets(
+        paths, ["resnet20"], init=True, dataset="synthetic:1x8x8", samples=4, device="cpu"
+    )
+    assert [t.label for t in targets] == ["run_a", "run_a/best", "loose", "run_a#2", "resnet20"]
+    assert [t.trained for t in targets] == [True, True, True, True, False]
+    # one data set and normalization is loaded once: the checkpoints' own (mean 0.5, std 0.25), and the
+    # data set's statistics for the fresh network
+    assert all(t.data is targets[0].data for t in targets[:4]) and targets[4].data is not targets[0].data
+    own = load_eval_data("synthetic:1x8x8", samples=4, mean=[0.5], std=[0.25])
+    assert torch.equal(targets[0].data.x, own.x)
+    assert torch.equal(targets[4].data.x, load_eval_data("synthetic:1x8x8", samples=4).x)
+
+
 def test_gradient_summary_claims_only_what_the_numbers_show():
     """The paragraph is derived from the ratios: exponential growth is claimed for plain nets only when
     every deeper net has a larger ratio at a per-unit factor above 1.1, and 'mild' growth for ResNets only

@@ -26,9 +26,8 @@ from typing import Any
 # name -> the module that defines it: loaded on first use, so ``reslab --help`` (which lists
 # :data:`ANALYSES`) imports no torch.
 _LAZY = {
-    **dict.fromkeys(
-        ("EvalData", "Target", "evaluate", "load_eval_data", "resolve_targets", "without_batchnorm"), "common"
-    ),
+    **dict.fromkeys(("EvalData", "Target", "load_eval_data", "resolve_targets"), "targets"),
+    **dict.fromkeys(("evaluate", "without_batchnorm"), "common"),
     **dict.fromkeys(("filter_normalize", "random_direction"), "directions"),
     **dict.fromkeys(("GradientProfile", "gradient_profile", "run_gradients"), "gradients"),
     **dict.fromkeys(("compute_landscape", "run_landscape"), "landscape"),

@@ -5,30 +5,21 @@ outputs (figure, raw numbers, ``summary.md``)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from reslab.errors import ConfigError
-
-# Default size of the evaluation subset per analysis (``--samples`` overrides): gradients and paths use
-# one batch of ``--batch-size`` images; responses all test images; lesion and landscape the same fixed
-# subset (same size, same ``--seed``: the same images), so one checkpoint's errors agree between them.
-DEFAULT_SAMPLES = {"gradients": None, "paths": None, "responses": None, "lesion": 1000, "landscape": 1000}
-DEFAULT_BATCH = {"gradients": 128, "paths": 128, "responses": 256, "lesion": 256, "landscape": 256}
-DEFAULT_SAMPLES["ode"], DEFAULT_BATCH["ode"] = None, 128
-
-
-ANALYSES = ("gradients", "responses", "lesion", "paths", "landscape", "ode")
-ONE_BATCH = ("gradients", "paths", "ode")  # measured on one batch: the first --batch-size of the subset
 
 
 @dataclass(frozen=True)
 class AnalysisRequest:
     """One analysis of some networks. ``targets``: run directories or checkpoints; ``model``: zoo names
-    (with ``init``: freshly initialized); ``None`` values take the analysis's defaults (``DEFAULT_BATCH``,
-    ``DEFAULT_SAMPLES``, a checkpoint's own data set, ``analysis/<name>-<time>``). The remaining fields
-    belong to one analysis each: ``bn``/``bn_mode``/``path_samples`` (gradients, paths, ode),
-    ``lesion_samples``/``max_k`` (lesion), ``mode``/``resolution``/``span`` (landscape)."""
+    (with ``init``: freshly initialized); ``None`` values take the analysis's defaults (:data:`SPECS`, a
+    checkpoint's own data set, ``analysis/<name>-<time>``). The remaining fields belong to one analysis
+    each: ``bn``/``bn_mode``/``path_samples`` (gradients, paths, ode), ``lesion_samples``/``max_k``
+    (lesion), ``mode``/``resolution``/``span`` (landscape)."""
 
     analysis: str
     targets: tuple[str, ...] = ()
@@ -52,83 +43,122 @@ class AnalysisRequest:
     resolution: int = 21
     span: float = 1.0
 
+    @property
+    def progress(self) -> bool:
+        """Progress bars unless ``quiet`` (landscape)."""
+        return not self.quiet
+
+    @property
+    def progress_on_tty(self) -> bool:
+        """Progress bars unless ``quiet``, and only on a terminal (lesion, paths)."""
+        return not self.quiet and sys.stderr.isatty()
+
+
+def _no_options(a: AnalysisRequest) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """One analysis as ``reslab analyze NAME`` runs it: the default ``--batch-size`` and ``--samples``
+    (``None``: every image), whether it measures only the first batch of the subset (``one_batch``),
+    and the keywords its ``run_NAME`` takes from the request besides the batch size."""
+
+    batch: int
+    samples: int | None = None
+    one_batch: bool = False
+    options: Callable[[AnalysisRequest], dict[str, Any]] = _no_options
+
+    def subset(self, samples: int | None, batch: int) -> int | None:
+        """The size of the subset to draw: ``samples`` if given, else the default (one batch for the
+        one-batch analyses: it is all they use)."""
+        if samples is not None:
+            return samples
+        return batch if self.one_batch else self.samples
+
+
+# Lesion and landscape default to the same fixed subset (same size, same ``--seed``: the same images), so
+# one checkpoint's errors agree between them; responses measure every test image.
+SPECS = {
+    "gradients": AnalysisSpec(128, one_batch=True, options=lambda a: {"bn": a.bn, "mode": a.bn_mode}),
+    "responses": AnalysisSpec(256),
+    "lesion": AnalysisSpec(
+        256,
+        1000,
+        options=lambda a: {
+            "samples": a.lesion_samples,
+            "max_k": a.max_k,
+            "seed": a.seed,
+            "progress": a.progress_on_tty,
+        },
+    ),
+    "paths": AnalysisSpec(
+        128,
+        one_batch=True,
+        options=lambda a: {
+            "samples": a.path_samples,
+            "seed": a.seed,
+            "mode": a.bn_mode,
+            "progress": a.progress_on_tty,
+        },
+    ),
+    "landscape": AnalysisSpec(
+        256,
+        1000,
+        options=lambda a: {
+            "mode": a.mode,
+            "resolution": a.resolution,
+            "span": a.span,
+            "seed": a.seed,
+            "progress": a.progress,
+        },
+    ),
+    "ode": AnalysisSpec(128, one_batch=True, options=lambda a: {"mode": a.bn_mode}),
+}
+ANALYSES = tuple(SPECS)
+
+
+def _run_function(name: str) -> Callable[..., Any]:
+    """``run_NAME`` of the analysis ``name``; its module is imported only here, when an analysis runs, so
+    that ``reslab --help`` (which lists :data:`ANALYSES`) imports no torch."""
+    from reslab.analysis import gradients, landscape, lesion, ode, paths, responses
+
+    return {
+        "gradients": gradients.run_gradients,
+        "responses": responses.run_responses,
+        "lesion": lesion.run_lesion,
+        "paths": paths.run_paths,
+        "landscape": landscape.run_landscape,
+        "ode": ode.run_ode,
+    }[name]
+
 
 def run_analysis(args: AnalysisRequest) -> Path:
     """Run the analysis ``args`` asks for; returns its output folder."""
-    from reslab.analysis.common import prepare_out, resolve_targets, split_names
+    from reslab.analysis.common import prepare_out
+    from reslab.analysis.targets import resolve_targets, split_names
 
     name = args.analysis
-    if name not in ANALYSES:
+    if name not in SPECS:
         raise ConfigError(f"unknown analysis {name!r}; choose from {', '.join(ANALYSES)}")
+    spec = SPECS[name]
     models = split_names(args.model)
-    batch = args.batch_size or DEFAULT_BATCH[name]
+    batch = args.batch_size or spec.batch
     if batch < 1:
         raise ConfigError("--batch-size must be positive")
-    samples = args.samples if args.samples is not None else DEFAULT_SAMPLES[name]
-    if name in ONE_BATCH and samples is None:
-        samples = batch  # one batch is all these analyses use
     targets = resolve_targets(
         list(args.targets),
         models,
         init=args.init,
         dataset=args.dataset,
         data_dir=args.data_dir,
-        samples=samples,
+        samples=spec.subset(args.samples, batch),
         seed=args.seed,
         split=args.split,
         device=args.device,
     )
-    if name in ONE_BATCH:  # they measure the subset's first batch only: say so in every summary
+    if spec.one_batch:  # they measure the subset's first batch only: say so in every summary
         targets = [replace(t, data=t.data.head(batch)) for t in targets]
     out = prepare_out(args.out, name)
-    progress = not args.quiet and sys.stderr.isatty()
-    if name == "gradients":
-        from reslab.analysis.gradients import run_gradients
-
-        run_gradients(targets, out, batch_size=batch, bn=args.bn, mode=args.bn_mode)
-    elif name == "responses":
-        from reslab.analysis.responses import run_responses
-
-        run_responses(targets, out, batch_size=batch)
-    elif name == "lesion":
-        from reslab.analysis.lesion import run_lesion
-
-        run_lesion(
-            targets,
-            out,
-            batch_size=batch,
-            samples=args.lesion_samples,
-            max_k=args.max_k,
-            seed=args.seed,
-            progress=progress,
-        )
-    elif name == "paths":
-        from reslab.analysis.paths import run_paths
-
-        run_paths(
-            targets,
-            out,
-            batch_size=batch,
-            samples=args.path_samples,
-            seed=args.seed,
-            mode=args.bn_mode,
-            progress=progress,
-        )
-    elif name == "landscape":
-        from reslab.analysis.landscape import run_landscape
-
-        run_landscape(
-            targets,
-            out,
-            mode=args.mode,
-            resolution=args.resolution,
-            span=args.span,
-            seed=args.seed,
-            batch_size=batch,
-            progress=not args.quiet,
-        )
-    elif name == "ode":
-        from reslab.analysis.ode import run_ode
-
-        run_ode(targets, out, batch_size=batch, mode=args.bn_mode)
+    _run_function(name)(targets, out, batch_size=batch, **spec.options(args))
     return Path(out)

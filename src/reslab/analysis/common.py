@@ -1,22 +1,15 @@
-"""What every analysis shares: resolve targets to ``(label, model, data)``, pick the data, write outputs.
-
-A *target* is one network to take apart: a training run directory or a checkpoint file (rebuilt with
-:func:`reslab.models.weights.load_model`) or a registered model name, freshly initialized
-(:func:`reslab.create_model`). The data always comes from :func:`reslab.data.load_dataset`, normalized
-with the statistics the network was trained with (the run's config when it holds them, else the data
-set's own training-set statistics).
-"""
+"""What every analysis shares besides its targets (:mod:`reslab.analysis.targets`): model tools (the
+units, a copy without BatchNorm, loss and error on the data) and the outputs (CSV, NPZ, figures,
+``summary.md``)."""
 
 from __future__ import annotations
 
 import copy
 import csv
 import io
-import json
 import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,251 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from reslab._device import resolve_device
 from reslab._io import write_bytes, write_text
-from reslab.errors import ConfigError, ReslabError
-
-DEFAULT_DATASET = "fashion-mnist"
-
-
-# ------------------------------------------------------------------------------------------ data
-
-
-@dataclass
-class EvalData:
-    """A fixed, normalized subset of one split of a data set, kept on the CPU as float32."""
-
-    name: str
-    x: torch.Tensor  # (N, C, H, W), normalized
-    y: torch.Tensor  # (N,) int64
-    num_classes: int
-    split: str = "test"
-
-    @property
-    def in_chans(self) -> int:
-        return int(self.x.shape[1])
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def head(self, n: int) -> EvalData:
-        """The first ``n`` images (all when there are fewer)."""
-        return replace(self, x=self.x[:n], y=self.y[:n])
-
-    def batches(
-        self, batch_size: int, device: torch.device | str = "cpu"
-    ) -> Iterator[tuple[torch.Tensor, ...]]:
-        for i in range(0, len(self), batch_size):
-            yield self.x[i : i + batch_size].to(device), self.y[i : i + batch_size].to(device)
-
-
-def _stat(v: Any, channels: int) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(v, dtype=np.float32)).flatten()
-    if t.numel() == 1:
-        t = t.repeat(channels)
-    if t.numel() != channels:
-        raise ConfigError(f"normalization statistics have {t.numel()} channels, the data has {channels}")
-    return t.view(1, channels, 1, 1)
-
-
-def parse_dataset(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"fashion-mnist"`` -> (name, {}); ``"synthetic:1x28x28"`` -> ("synthetic", {"shape": (1, 28, 28)})
-    (random images: only for tests and smoke runs)."""
-    name, _, opt = str(spec).partition(":")
-    if not opt:
-        return name, {}
-    if name.strip().lower() != "synthetic":
-        raise ConfigError(f"only the synthetic data set takes a shape (synthetic:CxHxW), got {spec!r}")
-    try:
-        shape = tuple(int(v) for v in opt.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"bad synthetic shape {opt!r}: expected CxHxW, e.g. synthetic:1x28x28") from None
-    return name, {"shape": shape}
-
-
-def load_eval_data(
-    dataset: str = DEFAULT_DATASET,
-    *,
-    data_dir: str | None = None,
-    samples: int | None = None,
-    seed: int = 0,
-    split: str = "test",
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> EvalData:
-    """A fixed subset (``samples`` images drawn with ``seed``; all when ``None``) of ``split``.
-
-    Pixels are scaled to [0, 1] and normalized with ``mean``/``std`` (default: the data set's own
-    training statistics, as :mod:`reslab.data` computes them).
-    """
-    from reslab.data import load_dataset
-
-    name, kwargs = parse_dataset(dataset)
-    ds = load_dataset(name, data_dir=data_dir, **kwargs)
-    if split not in ("test", "train"):
-        raise ConfigError(f"split must be 'test' or 'train', got {split!r}")
-    x = np.asarray(getattr(ds, f"{split}_x"))
-    y = np.asarray(getattr(ds, f"{split}_y"))
-    n = len(x)
-    if samples is not None:
-        if samples < 1:
-            raise ConfigError(f"--samples must be positive, got {samples}")
-        if samples < n:
-            g = np.random.default_rng(seed)
-            idx = np.sort(g.choice(n, size=samples, replace=False))
-            x, y = x[idx], y[idx]
-    xt = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
-    c = xt.shape[1]
-    m = _stat(ds.mean if mean is None else mean, c)
-    s = _stat(ds.std if std is None else std, c)
-    xt = (xt - m) / s
-    num_classes = len(getattr(ds, "classes", [])) or int(y.max()) + 1
-    return EvalData(str(dataset), xt, torch.from_numpy(y.astype(np.int64)), num_classes, split)
-
-
-# --------------------------------------------------------------------------------------- targets
-
-
-@dataclass
-class Target:
-    """One network to analyze, with the data it is measured on."""
-
-    label: str
-    model: nn.Module
-    data: EvalData
-    source: str  # "init:<name>" or the checkpoint path
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def trained(self) -> bool:
-        return not self.source.startswith("init:")
-
-
-def _training_data(meta: dict[str, Any]) -> tuple[str | None, Any, Any, str | None]:
-    """(data set spec, mean, std, data_dir) a checkpoint was trained with, from its metadata (top-level
-    ``dataset``/``mean``/``std``/``input_size`` as :mod:`reslab.train` writes them, else ``config``)."""
-    cfg = _config_of(meta)
-    info = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
-    name = meta.get("dataset") or info.get("dataset") or cfg.get("dataset")
-    mean = meta.get("mean", info.get("mean", cfg.get("mean")))
-    std = meta.get("std", info.get("std", cfg.get("std")))
-    size = meta.get("input_size") or info.get("input_size")
-    if name and str(name).split(":")[0] == "synthetic" and ":" not in str(name) and size:
-        name = "synthetic:" + "x".join(str(int(v)) for v in size)  # rebuild the same random images' shape
-    return (str(name) if name else None), mean, std, cfg.get("data_dir")
-
-
-def _config_of(metadata: dict[str, Any]) -> dict[str, Any]:
-    cfg = metadata.get("config") or {}
-    if isinstance(cfg, str):
-        try:
-            cfg = json.loads(cfg)
-        except json.JSONDecodeError:
-            cfg = {}
-    return cfg if isinstance(cfg, dict) else {}
-
-
-def _unique(label: str, seen: set[str]) -> str:
-    out, i = label, 2
-    while out in seen:
-        out = f"{label}#{i}"
-        i += 1
-    seen.add(out)
-    return out
-
-
-def resolve_targets(
-    paths: Sequence[str] = (),
-    models: Sequence[str] = (),
-    *,
-    init: bool = False,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    samples: int | None = None,
-    seed: int = 0,
-    split: str = "test",
-    device: str | torch.device | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-) -> list[Target]:
-    """Turn run directories / checkpoints (``paths``) and model names (``models``, with ``init=True``)
-    into targets on ``device`` with their evaluation data.
-
-    The data set defaults to the one a checkpoint was trained on (``config.dataset``), else
-    Fashion-MNIST; fresh models are built for its channels and classes. Each distinct data set and
-    normalization is loaded once.
-    """
-    from reslab.models.factory import create_model
-
-    if models and not init:
-        raise ConfigError(
-            "--model builds a fresh network: add --init (or pass run directories / checkpoints)"
-        )
-    if init and not models:
-        raise ConfigError("--init needs --model NAME[,NAME...]")
-    if not paths and not models:
-        raise ConfigError("nothing to analyze: pass run directories / checkpoints, or --model NAME --init")
-    dev = resolve_device(device)
-    cache: dict[tuple, EvalData] = {}
-
-    def data_for(name: str, mean: Any = None, std: Any = None, where: str | None = data_dir) -> EvalData:
-        key = (
-            name,
-            None if mean is None else tuple(np.ravel(mean)),
-            None if std is None else tuple(np.ravel(std)),
-            where,
-        )
-        if key not in cache:
-            cache[key] = load_eval_data(
-                name, data_dir=where, samples=samples, seed=seed, split=split, mean=mean, std=std
-            )
-        return cache[key]
-
-    seen: set[str] = set()
-    targets: list[Target] = []
-    for p in paths:
-        from reslab.models.weights import load_model
-
-        model, meta = load_model(p)
-        trained_on, mean, std, ddir = _training_data(meta)
-        name = dataset or trained_on or DEFAULT_DATASET
-        same = trained_on is not None and parse_dataset(name)[0] == parse_dataset(trained_on)[0]
-        data = data_for(
-            name, mean if same else None, std if same else None, data_dir or (ddir if same else None)
-        )
-        _check_compatible(model, data, p)
-        path = Path(p)
-        label = path.name if path.is_dir() else f"{path.parent.parent.name or path.parent.name}/{path.stem}"
-        if path.is_file() and path.parent.name != "checkpoints":
-            label = path.stem
-        targets.append(Target(_unique(label, seen), model.to(dev).eval(), data, str(p), dict(meta)))
-    for name in models:
-        data = data_for(dataset or DEFAULT_DATASET)
-        torch.manual_seed(seed)
-        model = create_model(
-            name, num_classes=data.num_classes, in_chans=data.in_chans, **(model_kwargs or {})
-        )
-        targets.append(Target(_unique(name, seen), model.to(dev).eval(), data, f"init:{name}"))
-    for t in targets:
-        if not hasattr(t.model, "blocks") or len(list(t.model.blocks)) == 0:
-            raise ConfigError(f"{t.label}: the network has no residual units (model.blocks) to analyze")
-    return targets
-
-
-def _check_compatible(model: nn.Module, data: EvalData, source: str) -> None:
-    in_chans = getattr(model, "in_chans", None)
-    if in_chans is not None and int(in_chans) != data.in_chans:
-        raise ConfigError(
-            f"{source}: the network takes {in_chans} input channels, {data.name} has {data.in_chans}; pick --dataset"
-        )
-
-
-def split_names(values: Sequence[str] | None) -> list[str]:
-    """``["a,b", "c"]`` -> ``["a", "b", "c"]`` (comma-separated or repeated options)."""
-    out: list[str] = []
-    for v in values or ():
-        out.extend(s.strip() for s in v.split(",") if s.strip())
-    return out
-
+from reslab.analysis.targets import EvalData, Target
+from reslab.errors import ReslabError
 
 # ------------------------------------------------------------------------------------ model tools
 
@@ -328,6 +79,14 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     for r in rows:
         w.writerow({k: _fmt(v) for k, v in r.items()})
     write_text(path, buf.getvalue())
+
+
+def unit_rows(head: dict[str, Any], index: str, columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """One CSV row per unit of a network: ``head`` (the network's own columns), the unit's position under
+    ``index``, then the unit's entry of each per-unit array in ``columns`` (as Python numbers)."""
+    values = {name: np.asarray(v).tolist() for name, v in columns.items()}
+    units = len(next(iter(values.values())))
+    return [{**head, index: i, **{name: v[i] for name, v in values.items()}} for i in range(units)]
 
 
 def _fmt(v: Any) -> Any:

@@ -29,16 +29,17 @@ from torch import nn
 
 from reslab.analysis._capture import bn_mode, trace_forward, vjp
 from reslab.analysis.common import (
-    Target,
     blocks_of,
     fmt_num,
     has_batchnorm,
     new_figure,
     save_figure,
+    unit_rows,
     without_batchnorm,
     write_csv,
     write_summary,
 )
+from reslab.analysis.targets import Target
 
 # Per-unit growth of ||dL/dx|| (geometric mean, going backwards) above which a plain net's gradient is
 # called exponential in depth; the summary states it.
@@ -145,45 +146,10 @@ def run_gradients(
     profiles: list[GradientProfile] = []
     for t in targets:
         x, y = first_batch(t, batch_size)
-        variants = []
-        if bn in ("with", "both"):
-            variants.append((t.label, t.model))
-        if bn in ("without", "both") and has_batchnorm(t.model):
-            variants.append((f"{t.label} (no BN)", without_batchnorm(t.model)))
-        for label, m in variants:
+        for label, m in _variants(t, bn):
             profiles.append(gradient_profile(m, x, y, mode=mode, label=label, trained=t.trained))
-
-    rows = []
-    for p in profiles:
-        share = p.shortcut_share
-        for i in range(len(p.input_norm)):
-            rows.append(
-                {
-                    "target": p.label,
-                    "block": i,
-                    "input_grad_norm": float(p.input_norm[i]),
-                    "weight_grad_norm": float(p.weight_norm[i]),
-                    "shortcut_grad_norm": float(p.shortcut_norm[i]),
-                    "branch_grad_norm": float(p.branch_norm[i]),
-                    "shortcut_share": float(share[i]),
-                }
-            )
-    write_csv(out / "gradients.csv", rows)
-    write_csv(
-        out / "ratios.csv",
-        [
-            {
-                "target": p.label,
-                "blocks": len(p.input_norm),
-                "batchnorm": p.has_bn,
-                "loss": p.loss,
-                "first_over_last": p.ratio,
-                "per_block_factor": _per_block(p),
-                "mean_shortcut_share": float(p.shortcut_share.mean()),
-            }
-            for p in profiles
-        ],
-    )
+    write_csv(out / "gradients.csv", [row for p in profiles for row in _unit_rows(p)])
+    write_csv(out / "ratios.csv", [_ratio_row(p) for p in profiles])
     _plot(profiles, out / "gradients.png")
     write_summary(
         out,
@@ -193,6 +159,42 @@ def run_gradients(
         ["gradients.csv", "ratios.csv", "gradients.png"],
     )
     return {"profiles": profiles}
+
+
+def _variants(t: Target, bn: str) -> list[tuple[str, nn.Module]]:
+    """(label, network) to measure for one target: as it is (``bn`` "with" or "both") and its copy
+    without BatchNorm ("without" or "both", where it has BatchNorm)."""
+    variants = []
+    if bn in ("with", "both"):
+        variants.append((t.label, t.model))
+    if bn in ("without", "both") and has_batchnorm(t.model):
+        variants.append((f"{t.label} (no BN)", without_batchnorm(t.model)))
+    return variants
+
+
+def _unit_rows(p: GradientProfile) -> list[dict[str, Any]]:
+    """gradients.csv: one row per unit."""
+    columns = {
+        "input_grad_norm": p.input_norm,
+        "weight_grad_norm": p.weight_norm,
+        "shortcut_grad_norm": p.shortcut_norm,
+        "branch_grad_norm": p.branch_norm,
+        "shortcut_share": p.shortcut_share,
+    }
+    return unit_rows({"target": p.label}, "block", columns)
+
+
+def _ratio_row(p: GradientProfile) -> dict[str, Any]:
+    """ratios.csv: one row per network."""
+    return {
+        "target": p.label,
+        "blocks": len(p.input_norm),
+        "batchnorm": p.has_bn,
+        "loss": p.loss,
+        "first_over_last": p.ratio,
+        "per_block_factor": _per_block(p),
+        "mean_shortcut_share": float(p.shortcut_share.mean()),
+    }
 
 
 def _per_block(p: GradientProfile) -> float:

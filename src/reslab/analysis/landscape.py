@@ -17,7 +17,6 @@ and the directions to ``directions_<label>.pt``; a rerun with the same ``--out``
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,33 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from reslab._io import torch_load, torch_save
-from reslab.analysis._capture import bn_mode
-from reslab.analysis.common import (
-    EvalData,
-    Target,
-    evaluate,
-    fmt_num,
-    new_figure,
-    save_figure,
-    save_npz,
-    write_summary,
-)
-from reslab.analysis.directions import Direction, Perturbation, line_direction, random_direction
-from reslab.errors import ConfigError, ReslabError
-
-
-def axis(resolution: int, lo: float, hi: float) -> np.ndarray:
-    """``resolution`` evenly spaced points; exactly 0 is included when it lies on the grid."""
-    a = np.linspace(lo, hi, resolution)
-    if lo < 0 < hi:
-        i = int(np.argmin(np.abs(a)))
-        if abs(a[i]) < 1e-9 * max(abs(lo), abs(hi)):
-            a[i] = 0.0
-    return a
+from reslab.analysis.common import fmt_num, new_figure, save_figure, write_summary
+from reslab.analysis.landscape_grid import Grid, load_or_draw_directions
+from reslab.analysis.targets import EvalData, Target
+from reslab.errors import ConfigError
 
 
 @dataclass
@@ -72,130 +50,6 @@ class Landscape:
 
 def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "target"
-
-
-@dataclass
-class _Grid:
-    """The axes of one landscape, its loss and error (NaN where not computed yet) and the settings that
-    made it (``meta``: a saved grid is continued only under the same settings)."""
-
-    alphas: np.ndarray
-    betas: np.ndarray | None
-    loss: np.ndarray
-    error: np.ndarray
-    meta: dict[str, Any]
-
-    def row(self, i: int) -> list[tuple[tuple[int, ...], list[float]]]:
-        """The points of row ``i``: (index into ``loss``, coefficients of the directions)."""
-        if self.betas is None:
-            return [((i,), [self.alphas[i]])]
-        return [((i, j), [self.alphas[i], self.betas[j]]) for j in range(len(self.betas))]
-
-    def load(self, state_path: Path | None) -> bool:
-        """Continue the grid saved at ``state_path`` if there is one (made with the same settings)."""
-        if state_path is None or not state_path.exists():
-            return False
-        with np.load(state_path, allow_pickle=False) as z:
-            old = json.loads(str(z["meta"]))
-            if old != json.loads(json.dumps(self.meta)):
-                raise ReslabError(
-                    f"{state_path} holds a landscape with other settings ({old}); use another --out to start anew"
-                )
-            self.loss, self.error = z["loss"].copy(), z["error"].copy()
-        return True
-
-    def save(self, state_path: Path | None) -> None:
-        if state_path is not None:
-            save_npz(
-                state_path,
-                alphas=self.alphas,
-                betas=np.asarray([] if self.betas is None else self.betas),
-                loss=self.loss,
-                error=self.error,
-                meta=json.dumps(self.meta),
-            )
-
-
-def _new_grid(
-    mode: str, resolution: int, span: float, line_margin: float, other: nn.Module | None, meta: dict[str, Any]
-) -> _Grid:
-    """The checked settings as axes and an empty (all-NaN) grid."""
-    if mode not in ("plane", "direction", "line"):
-        raise ConfigError(f"landscape mode must be plane, direction or line, got {mode!r}")
-    if resolution < 2:
-        raise ConfigError("--resolution must be at least 2")
-    if mode == "line":
-        if other is None:
-            raise ConfigError("a line landscape needs a second checkpoint")
-        step = 1.0 / (resolution - 1)
-        extra = round(line_margin / step)
-        alphas = np.arange(-extra, resolution + extra) * step
-        betas = None
-    else:
-        alphas = axis(resolution, -span, span)
-        betas = alphas.copy() if mode == "plane" else None
-    shape = (len(alphas), len(betas)) if betas is not None else (len(alphas),)
-    return _Grid(alphas, betas, np.full(shape, np.nan), np.full(shape, np.nan), meta)
-
-
-def _directions(
-    mode: str, model: nn.Module, other: nn.Module | None, seed: int, dirs_path: Path | None, resume: bool
-) -> list[Direction]:
-    """When resuming, the directions an earlier invocation saved at ``dirs_path``; else new ones (saved
-    there): the line from ``model`` to ``other``, or one/two filter-normalized random directions."""
-    if resume and dirs_path is not None and dirs_path.exists():
-        saved = torch_load(dirs_path)
-        return [saved[k] for k in sorted(saved)]
-    if mode == "line":
-        assert other is not None
-        dirs = [line_direction(model, other)]
-    else:
-        g = torch.Generator().manual_seed(int(seed))
-        dirs = [random_direction(model, g) for _ in range(2 if mode == "plane" else 1)]
-    if dirs_path is not None:
-        torch_save({f"d{i}": d for i, d in enumerate(dirs)}, dirs_path)
-    return dirs
-
-
-def _evaluate_grid(
-    model: nn.Module,
-    data: EvalData,
-    grid: _Grid,
-    dirs: list[Direction],
-    batch_size: int,
-    state_path: Path | None,
-    label: str,
-    progress: bool,
-) -> float:
-    """Fill the grid's missing points, saving it after every row; returns the loss at the origin."""
-    from tqdm.auto import tqdm
-
-    todo = int(np.isnan(grid.loss).sum())
-    bar = tqdm(
-        total=grid.loss.size,
-        initial=grid.loss.size - todo,
-        desc=f"landscape {label}",
-        disable=not progress,
-        leave=False,
-    )
-    dev = next(model.parameters()).device
-    pert = Perturbation(model, list(dirs[0]))
-    dirs = [{k: v.to(dev) for k, v in d.items()} for d in dirs]
-    try:
-        with bn_mode(model, "eval"):
-            origin_loss = _eval_at(pert, [0.0] * len(dirs), dirs, model, data, batch_size)[0]
-            for i in range(len(grid.alphas)):
-                for index, coeffs in grid.row(i):
-                    if np.isnan(grid.loss[index]):
-                        grid.loss[index], grid.error[index] = _eval_at(
-                            pert, coeffs, dirs, model, data, batch_size
-                        )
-                        bar.update()
-                grid.save(state_path)
-    finally:
-        pert.restore()
-        bar.close()
-    return origin_loss
 
 
 def compute_landscape(
@@ -230,29 +84,11 @@ def compute_landscape(
         "line_margin": line_margin,
         **(settings or {}),
     }
-    grid = _new_grid(mode, resolution, span, line_margin, other, meta)
-    dirs_path = (
-        state_path.with_name(state_path.name.replace("landscape_", "directions_")).with_suffix(".pt")
-        if state_path
-        else None
-    )
-    resume = grid.load(state_path)
-    dirs = _directions(mode, model, other, seed, dirs_path, resume)
-    origin_loss = _evaluate_grid(model, data, grid, dirs, batch_size, state_path, label, progress)
+    grid = Grid.new(mode, resolution, span, line_margin, other, meta, state_path)
+    resume = grid.load()
+    dirs = load_or_draw_directions(mode, model, other, seed, grid.directions_path, resume)
+    origin_loss = grid.fill(model, data, dirs, batch_size=batch_size, label=label, progress=progress)
     return Landscape(label, mode, grid.alphas, grid.betas, grid.loss, grid.error, origin_loss, trained)
-
-
-def _eval_at(
-    pert: Perturbation,
-    coeffs: Sequence[float],
-    dirs: Sequence[Direction],
-    model: nn.Module,
-    data: EvalData,
-    batch_size: int,
-) -> tuple[float, float]:
-    pert.set(coeffs, dirs)
-    loss, err = evaluate(model, data, batch_size)
-    return (loss if np.isfinite(loss) else float("inf")), err
 
 
 def run_landscape(
@@ -295,11 +131,7 @@ def run_landscape(
                 settings={"source": t.source, "to": targets[1].source if other is not None else None},
             )
         )
-    files = [f"landscape_{_slug(r.label)}.npz" for r in results]
-    _plot(results, out)
-    files.append("landscape.png")
-    if mode == "plane":
-        files.append("landscape_3d.png")
+    files = [f"landscape_{_slug(r.label)}.npz" for r in results] + _plot(results, out)
     write_summary(out, f"Loss landscape ({mode})", targets, [_table(results), explain(results)], files)
     return {"landscapes": results}
 
@@ -417,65 +249,85 @@ def contour_levels(results: Sequence[Landscape], step: float = 0.25) -> np.ndarr
     return np.arange(lo, hi + step / 2, step) if hi > lo else np.array([lo, lo + step])
 
 
-def _plot(results: Sequence[Landscape], out: Path) -> None:
+def _plot(results: Sequence[Landscape], out: Path) -> list[str]:
+    """The figures of the landscapes (all of one mode); returns their file names in ``out``."""
+    if results[0].mode != "plane":
+        _plot_curves(results, out / "landscape.png")
+        return ["landscape.png"]
+    levels = contour_levels(results)
+    _plot_contours(results, levels, out / "landscape.png")
+    _plot_surfaces(results, levels, out / "landscape_3d.png")
+    return ["landscape.png", "landscape_3d.png"]
+
+
+def _plot_contours(results: Sequence[Landscape], levels: np.ndarray, path: Path) -> None:
+    """One panel of log10-loss contours per plane, on the shared ``levels`` and colour scale."""
+    import matplotlib
+
     n = len(results)
-    if results[0].mode == "plane":
-        import matplotlib
-        import matplotlib.pyplot as plt
-
-        levels = contour_levels(results)
-        norm = matplotlib.colors.Normalize(vmin=levels[0], vmax=levels[-1])
-        fig, axes = new_figure(1, n, figsize=(5.2 * n + 1.2, 4.8), squeeze=False)
-        for k, (ax, r) in enumerate(zip(axes[0], results)):
-            assert r.betas is not None
-            z = np.log10(np.maximum(r.loss, 1e-12)).T
-            cs = ax.contour(
-                r.alphas,
-                r.betas,
-                np.where(np.isfinite(z), z, np.nan),
-                levels=levels,
-                cmap="viridis",
-                norm=norm,
-            )
-            ax.clabel(cs, cs.levels[::4], fontsize=6, fmt="%.2f")
-            ax.plot([0], [0], "r+")
-            ax.set_title(f"{r.label}: log10 loss", fontsize=10)
-            ax.set_xlabel("direction 1")
-            if k == 0:
-                ax.set_ylabel("direction 2")
-            ax.set_aspect("equal")
-        sm = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
-        fig.colorbar(sm, ax=list(axes[0]), label="log10 loss (levels every 0.25, shared)", shrink=0.9)
-        save_figure(fig, out / "landscape.png")
-
-        fig = plt.figure(figsize=(5.5 * n, 4.8))
-        for k, r in enumerate(results):
-            assert r.betas is not None
-            ax = fig.add_subplot(1, n, k + 1, projection="3d")
-            a, b = np.meshgrid(r.alphas, r.betas, indexing="ij")
-            z = np.where(np.isfinite(r.loss), np.log10(np.maximum(r.loss, 1e-12)), np.nan)
-            ax.plot_surface(a, b, z, cmap="viridis", norm=norm, linewidth=0, antialiased=True)
-            ax.set_zlim(levels[0], levels[-1])
-            ax.set_title(f"{r.label}: log10 loss", fontsize=10)
-            ax.set_xlabel("direction 1")
-            ax.set_ylabel("direction 2")
-            ax.set_zlabel("log10 loss")
-        save_figure(fig, out / "landscape_3d.png")
-    else:
-        fig, axes = new_figure(1, 2, figsize=(12, 4.5))
-        for r in results:
-            axes[0].plot(r.alphas, r.loss, marker=".", label=r.label)
-            axes[1].plot(r.alphas, r.error, marker=".", label=r.label)
-        xl = (
-            "interpolation coefficient (0 = first, 1 = second)"
-            if results[0].mode == "line"
-            else "step along the direction"
+    norm = matplotlib.colors.Normalize(vmin=levels[0], vmax=levels[-1])
+    fig, axes = new_figure(1, n, figsize=(5.2 * n + 1.2, 4.8), squeeze=False)
+    for k, (ax, r) in enumerate(zip(axes[0], results)):
+        assert r.betas is not None
+        z = np.log10(np.maximum(r.loss, 1e-12)).T
+        cs = ax.contour(
+            r.alphas,
+            r.betas,
+            np.where(np.isfinite(z), z, np.nan),
+            levels=levels,
+            cmap="viridis",
+            norm=norm,
         )
-        axes[0].set_title("loss")
-        axes[0].set_yscale("log")
-        axes[1].set_title("error (%)")
-        for ax in axes:
-            ax.set_xlabel(xl)
-            ax.grid(True, alpha=0.3)
-        axes[0].legend(fontsize=7)
-        save_figure(fig, out / "landscape.png")
+        ax.clabel(cs, cs.levels[::4], fontsize=6, fmt="%.2f")
+        ax.plot([0], [0], "r+")
+        ax.set_title(f"{r.label}: log10 loss", fontsize=10)
+        ax.set_xlabel("direction 1")
+        if k == 0:
+            ax.set_ylabel("direction 2")
+        ax.set_aspect("equal")
+    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
+    fig.colorbar(sm, ax=list(axes[0]), label="log10 loss (levels every 0.25, shared)", shrink=0.9)
+    save_figure(fig, path)
+
+
+def _plot_surfaces(results: Sequence[Landscape], levels: np.ndarray, path: Path) -> None:
+    """The same planes as 3-D surfaces of log10 loss, on the same colour scale and height range."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    norm = matplotlib.colors.Normalize(vmin=levels[0], vmax=levels[-1])
+    fig = plt.figure(figsize=(5.5 * n, 4.8))
+    for k, r in enumerate(results):
+        assert r.betas is not None
+        ax = fig.add_subplot(1, n, k + 1, projection="3d")
+        a, b = np.meshgrid(r.alphas, r.betas, indexing="ij")
+        z = np.where(np.isfinite(r.loss), np.log10(np.maximum(r.loss, 1e-12)), np.nan)
+        ax.plot_surface(a, b, z, cmap="viridis", norm=norm, linewidth=0, antialiased=True)
+        ax.set_zlim(levels[0], levels[-1])
+        ax.set_title(f"{r.label}: log10 loss", fontsize=10)
+        ax.set_xlabel("direction 1")
+        ax.set_ylabel("direction 2")
+        ax.set_zlabel("log10 loss")
+    save_figure(fig, path)
+
+
+def _plot_curves(results: Sequence[Landscape], path: Path) -> None:
+    """1-D landscapes (``direction`` or ``line``): loss (log scale) and error along the axis."""
+    fig, axes = new_figure(1, 2, figsize=(12, 4.5))
+    for r in results:
+        axes[0].plot(r.alphas, r.loss, marker=".", label=r.label)
+        axes[1].plot(r.alphas, r.error, marker=".", label=r.label)
+    xl = (
+        "interpolation coefficient (0 = first, 1 = second)"
+        if results[0].mode == "line"
+        else "step along the direction"
+    )
+    axes[0].set_title("loss")
+    axes[0].set_yscale("log")
+    axes[1].set_title("error (%)")
+    for ax in axes:
+        ax.set_xlabel(xl)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    save_figure(fig, path)

@@ -23,8 +23,6 @@ from torch import nn
 from reslab.analysis import stats
 from reslab.analysis._capture import bn_mode
 from reslab.analysis.common import (
-    EvalData,
-    Target,
     blocks_of,
     evaluate,
     fmt_num,
@@ -33,6 +31,7 @@ from reslab.analysis.common import (
     write_csv,
     write_summary,
 )
+from reslab.analysis.targets import EvalData, Target
 from reslab.models.base import deleted_blocks
 
 
@@ -196,53 +195,7 @@ def run_lesion(
         )
         for t in targets
     ]
-    rows: list[dict[str, Any]] = []
-    for r in results:
-        rows.append(
-            {
-                "target": r.label,
-                "lesion": "none",
-                "index": "",
-                "k": 0,
-                "error": r.base_error,
-                "error_std": 0.0,
-            }
-        )
-        for i, e in enumerate(r.single):
-            rows.append(
-                {
-                    "target": r.label,
-                    "lesion": "delete",
-                    "index": i,
-                    "k": 1,
-                    "error": float(e),
-                    "error_std": 0.0,
-                }
-            )
-        for k, m, s in zip(r.k, r.random_mean, r.random_std):
-            rows.append(
-                {
-                    "target": r.label,
-                    "lesion": "delete_random",
-                    "index": "",
-                    "k": int(k),
-                    "error": float(m),
-                    "error_std": float(s),
-                }
-            )
-        for i, e in enumerate(r.swap):
-            if np.isfinite(e):
-                rows.append(
-                    {
-                        "target": r.label,
-                        "lesion": "swap",
-                        "index": i,
-                        "k": 2,
-                        "error": float(e),
-                        "error_std": 0.0,
-                    }
-                )
-    write_csv(out / "lesion.csv", rows)
+    write_csv(out / "lesion.csv", [row for r in results for row in _rows(r)])
     _plot(results, out / "lesion.png")
     write_summary(
         out,
@@ -252,6 +205,31 @@ def run_lesion(
         ["lesion.csv", "lesion.png"],
     )
     return {"results": results}
+
+
+def _rows(r: LesionResult) -> list[dict[str, Any]]:
+    """lesion.csv's rows of one network: intact, each unit deleted, k random units deleted (mean and std
+    over the sets), each adjacent pair that can be swapped."""
+
+    def row(lesion: str, index: int | str, k: int, error: float, error_std: float = 0.0) -> dict[str, Any]:
+        return {
+            "target": r.label,
+            "lesion": lesion,
+            "index": index,
+            "k": k,
+            "error": error,
+            "error_std": error_std,
+        }
+
+    return [
+        row("none", "", 0, r.base_error),
+        *(row("delete", i, 1, float(e)) for i, e in enumerate(r.single)),
+        *(
+            row("delete_random", "", int(k), float(m), float(s))
+            for k, m, s in zip(r.k, r.random_mean, r.random_std)
+        ),
+        *(row("swap", i, 2, float(e)) for i, e in enumerate(r.swap) if np.isfinite(e)),
+    ]
 
 
 def _chance(num_classes: int | None) -> float:

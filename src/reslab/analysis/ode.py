@@ -41,14 +41,15 @@ from torch import nn
 
 from reslab.analysis._capture import bn_mode, trace_forward
 from reslab.analysis.common import (
-    Target,
     blocks_of,
     fmt_num,
     new_figure,
     save_figure,
+    unit_rows,
     write_csv,
     write_summary,
 )
+from reslab.analysis.targets import Target
 
 SMALL_STEP = 0.5  # median ||F(h)|| / ||h|| below this: small steps
 LARGE_STEP = 1.0  # above this: the branch is as large as the state, no Euler step
@@ -174,23 +175,7 @@ def run_ode(
     for t in targets:
         x, y = t.data.x[:batch_size], t.data.y[:batch_size]
         profiles.append(ode_profile(t.model, x, y, mode=mode, label=t.label, trained=t.trained))
-    rows = []
-    for p in profiles:
-        for i in range(len(p.step)):
-            rows.append(
-                {
-                    "target": p.label,
-                    "kind": p.kind,
-                    "trained": int(p.trained),
-                    "unit": i,
-                    "stage": int(p.stage[i]),
-                    "step": float(p.step[i]),
-                    "change": float(p.change[i]),
-                    "cosine": float(p.cosine[i]),
-                    "smoothness": float(p.smoothness[i]),
-                }
-            )
-    write_csv(out / "ode.csv", rows)
+    write_csv(out / "ode.csv", [row for p in profiles for row in _unit_rows(p)])
     _plot(profiles, out / "ode.png")
     write_summary(
         out,
@@ -200,6 +185,19 @@ def run_ode(
         ["ode.csv", "ode.png"],
     )
     return {"profiles": profiles}
+
+
+def _unit_rows(p: ODEProfile) -> list[dict[str, Any]]:
+    """ode.csv: one row per unit."""
+    head = {"target": p.label, "kind": p.kind, "trained": int(p.trained)}
+    columns = {
+        "stage": p.stage.astype(int),
+        "step": p.step,
+        "change": p.change,
+        "cosine": p.cosine,
+        "smoothness": p.smoothness,
+    }
+    return unit_rows(head, "unit", columns)
 
 
 def _table(profiles: Sequence[ODEProfile], batch_size: int, mode: str) -> str:
@@ -233,6 +231,27 @@ def _three_way(value: float, low: float, high: float) -> str:
     return "low" if value < low else "high" if value > high else "between"
 
 
+# The words for each verdict of :func:`_three_way`: a plain unit's change of state (it has no h + F form),
+# a residual unit's step, and the weights' smoothness in depth.
+_PLAIN_STEP_WORDS = {
+    "low": "the state changes little per unit, although a plain unit has no h + F form to call an Euler step",
+    "high": "every unit replaces the state by a new one of its size: no small-step (Euler) reading",
+    "between": "the state changes by a sizeable fraction per unit",
+    "unknown": "no step could be measured",
+}
+_STEP_WORDS = {
+    "low": "its units take small steps, as an Euler discretization would",
+    "high": "its branches are larger than the state: these are not small Euler steps",
+    "between": "its steps are neither small nor larger than the state",
+    "unknown": "no step could be measured",
+}
+_SMOOTH_WORDS = {
+    "low": "the weights vary smoothly with depth, as an ODE limit requires (Sander et al. 2022)",
+    "high": "the weights do not vary smoothly with depth: Sander et al. 2022's condition for an ODE limit is not met",
+    "between": "the weights vary only partly smoothly with depth",
+}
+
+
 def explain(profiles: Sequence[ODEProfile]) -> str:
     """One sentence per network (its three verdicts, each derived from its number and the module's
     margins), then the verdict over the networks with shortcuts."""
@@ -242,74 +261,67 @@ def explain(profiles: Sequence[ODEProfile]) -> str:
         f"±{COSINE_MARGIN} is no alignment; a median weight smoothness below {SMOOTH} is smooth, above {ROUGH} "
         "rough (independent draws give 1.41)."
     ]
-    for p in profiles:
-        state = "trained" if p.trained else "at initialization"
-        plain = p.kind == "plain"
-        s = p.median("change" if plain else "step")
-        verdict = _three_way(s, SMALL_STEP, LARGE_STEP)
-        if plain:
-            step = {
-                "low": "the state changes little per unit, although a plain unit has no h + F form to call an Euler step",
-                "high": "every unit replaces the state by a new one of its size: no small-step (Euler) reading",
-                "between": "the state changes by a sizeable fraction per unit",
-                "unknown": "no step could be measured",
-            }[verdict]
-        else:
-            step = {
-                "low": "its units take small steps, as an Euler discretization would",
-                "high": "its branches are larger than the state: these are not small Euler steps",
-                "between": "its steps are neither small nor larger than the state",
-                "unknown": "no step could be measured",
-            }[verdict]
-        what = "||y - x|| / ||x||" if plain else "||F(h)|| / ||h||"
-        sentence = f"{p.label} ({p.kind}, {state}): median {what} = {fmt_num(s)}, {step}"
-        c = p.mean("cosine")
-        if np.isfinite(c):
-            if c > COSINE_MARGIN:
-                cos = "the branch outputs point along the negative gradient (Jastrzebski et al. 2018's descent direction)"
-            elif c < -COSINE_MARGIN:
-                cos = "the branch outputs point against the negative gradient: to first order each step raises the loss"
-            else:
-                cos = "the branch outputs are not aligned with the negative gradient"
-            sentence += f"; mean cosine {c:+.3f}: {cos}"
-        sm = p.median("smoothness")
-        v = _three_way(sm, SMOOTH, ROUGH)
-        if v != "unknown":
-            smooth = {
-                "low": "the weights vary smoothly with depth, as an ODE limit requires (Sander et al. 2022)",
-                "high": "the weights do not vary smoothly with depth: Sander et al. 2022's condition for an ODE limit is not met",
-                "between": "the weights vary only partly smoothly with depth",
-            }[v]
-            sentence += f"; weight smoothness {fmt_num(sm)}: {smooth}"
-        parts.append(sentence + ".")
+    parts.extend(_network_sentence(p) for p in profiles)
     res = [p for p in profiles if p.kind != "plain"]
     if res:
-        small = [p for p in res if _three_way(p.median("step"), SMALL_STEP, LARGE_STEP) == "low"]
-        smooth = [p for p in res if _three_way(p.median("smoothness"), SMOOTH, ROUGH) == "low"]
-        aligned = [p for p in res if p.mean("cosine") > COSINE_MARGIN]
-        summary = (
-            f"Over the {len(res)} networks with shortcuts: {len(small)} take small steps, {len(aligned)} step along "
-            f"the negative gradient, {len(smooth)} have smooth weights. "
-        )
-        if len(small) == len(aligned) == len(smooth) == len(res):
-            summary += "All three hold for every one of them: the Euler-step reading fits."
-        elif small and len(smooth) < len(res):
-            summary += (
-                "Small steps alone do not make an ODE: without smooth weights each unit is a different vector field, "
-                "so these networks are at most a sequence of small updates, not the discretization of one "
-                "continuous flow"
-                + (
-                    "; their steps do descend the loss (iterative refinement, Jastrzebski et al. 2018)."
-                    if aligned
-                    else "; nor are their steps aligned with the descent direction, so not even the "
-                    "iterative-refinement reading (Jastrzebski et al. 2018) is seen here."
-                )
-            )
-        else:
-            summary += "The Euler-step reading does not fit these networks as measured."
-        parts.append(summary)
+        parts.append(_shortcut_verdict(res))
     parts.append("Single-batch measurements; the exact numbers vary with seed and batch.")
     return " ".join(parts)
+
+
+def _network_sentence(p: ODEProfile) -> str:
+    """The step (a plain unit's change of state), the cosine and the smoothness of one network."""
+    state = "trained" if p.trained else "at initialization"
+    plain = p.kind == "plain"
+    s = p.median("change" if plain else "step")
+    step = (_PLAIN_STEP_WORDS if plain else _STEP_WORDS)[_three_way(s, SMALL_STEP, LARGE_STEP)]
+    what = "||y - x|| / ||x||" if plain else "||F(h)|| / ||h||"
+    sentence = f"{p.label} ({p.kind}, {state}): median {what} = {fmt_num(s)}, {step}"
+    c = p.mean("cosine")
+    if np.isfinite(c):
+        sentence += f"; mean cosine {c:+.3f}: {_cosine_words(c)}"
+    sm = p.median("smoothness")
+    v = _three_way(sm, SMOOTH, ROUGH)
+    if v != "unknown":
+        sentence += f"; weight smoothness {fmt_num(sm)}: {_SMOOTH_WORDS[v]}"
+    return sentence + "."
+
+
+def _cosine_words(c: float) -> str:
+    if c > COSINE_MARGIN:
+        return "the branch outputs point along the negative gradient (Jastrzebski et al. 2018's descent direction)"
+    if c < -COSINE_MARGIN:
+        return (
+            "the branch outputs point against the negative gradient: to first order each step raises the loss"
+        )
+    return "the branch outputs are not aligned with the negative gradient"
+
+
+def _shortcut_verdict(res: Sequence[ODEProfile]) -> str:
+    """How many networks with shortcuts meet each of the three conditions, and whether the Euler-step
+    reading fits them."""
+    small = [p for p in res if _three_way(p.median("step"), SMALL_STEP, LARGE_STEP) == "low"]
+    smooth = [p for p in res if _three_way(p.median("smoothness"), SMOOTH, ROUGH) == "low"]
+    aligned = [p for p in res if p.mean("cosine") > COSINE_MARGIN]
+    summary = (
+        f"Over the {len(res)} networks with shortcuts: {len(small)} take small steps, {len(aligned)} step along "
+        f"the negative gradient, {len(smooth)} have smooth weights. "
+    )
+    if len(small) == len(aligned) == len(smooth) == len(res):
+        return summary + "All three hold for every one of them: the Euler-step reading fits."
+    if small and len(smooth) < len(res):
+        return summary + (
+            "Small steps alone do not make an ODE: without smooth weights each unit is a different vector field, "
+            "so these networks are at most a sequence of small updates, not the discretization of one "
+            "continuous flow"
+            + (
+                "; their steps do descend the loss (iterative refinement, Jastrzebski et al. 2018)."
+                if aligned
+                else "; nor are their steps aligned with the descent direction, so not even the "
+                "iterative-refinement reading (Jastrzebski et al. 2018) is seen here."
+            )
+        )
+    return summary + "The Euler-step reading does not fit these networks as measured."
 
 
 def _plot(profiles: Sequence[ODEProfile], path: Path) -> None:

@@ -26,15 +26,8 @@ import torch
 from torch import nn
 
 from reslab.analysis._capture import Trace, bn_mode, trace_forward, vjp
-from reslab.analysis.common import (
-    Target,
-    blocks_of,
-    fmt_num,
-    new_figure,
-    save_figure,
-    write_csv,
-    write_summary,
-)
+from reslab.analysis.common import blocks_of, fmt_num, new_figure, save_figure, write_csv, write_summary
+from reslab.analysis.targets import Target
 
 
 def path_length_distribution(n: int) -> list[Fraction]:

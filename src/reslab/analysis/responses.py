@@ -27,15 +27,15 @@ from torch import nn
 
 from reslab.analysis._capture import bn_mode
 from reslab.analysis.common import (
-    EvalData,
-    Target,
     blocks_of,
     fmt_num,
     new_figure,
     save_figure,
+    unit_rows,
     write_csv,
     write_summary,
 )
+from reslab.analysis.targets import EvalData, Target
 
 MARGIN = 0.10  # relative difference of medians that counts as "smaller"
 ORDER_ALPHA = 0.05  # a fall at every step in depth counts when its chance under no depth effect is below
@@ -101,22 +101,7 @@ def run_responses(targets: Sequence[Target], out: Path, *, batch_size: int = 256
         std, cstd = response_std(t.model, t.data, batch_size=batch_size)
         plain = not any(getattr(b, "has_shortcut", True) for b in blocks_of(t.model))
         profiles.append(ResponseProfile(t.label, std, cstd, plain, t.trained))
-    rows = []
-    for p in profiles:
-        order = np.argsort(-p.std)
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        for i in range(len(p.std)):
-            rows.append(
-                {
-                    "target": p.label,
-                    "block": i,
-                    "std": float(p.std[i]),
-                    "channel_std": float(p.channel_std[i]),
-                    "rank": int(rank[i]),
-                }
-            )
-    write_csv(out / "responses.csv", rows)
+    write_csv(out / "responses.csv", [row for p in profiles for row in _unit_rows(p)])
     _plot(profiles, out / "responses.png")
     write_summary(
         out,
@@ -126,6 +111,14 @@ def run_responses(targets: Sequence[Target], out: Path, *, batch_size: int = 256
         ["responses.csv", "responses.png"],
     )
     return {"profiles": profiles}
+
+
+def _unit_rows(p: ResponseProfile) -> list[dict[str, Any]]:
+    """responses.csv: one row per unit; ``rank`` 0 is the strongest response."""
+    order = np.argsort(-p.std)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return unit_rows({"target": p.label}, "block", {"std": p.std, "channel_std": p.channel_std, "rank": rank})
 
 
 def _table(profiles: Sequence[ResponseProfile]) -> str:
@@ -160,57 +153,10 @@ def explain(profiles: Sequence[ResponseProfile], margin: float = MARGIN) -> str:
     parts = ["**What the numbers show.**"]
     res = sorted((p for p in profiles if not p.plain), key=lambda p: len(p.std))
     plain = [p for p in profiles if p.plain]
-    rule = f"(medians over units; a difference counts beyond {margin:.0%} of the larger)"
     if res and plain:
-        r = float(np.median([_median(p) for p in res]))
-        q = float(np.median([_median(p) for p in plain]))
-        rel = _rel(r, q)
-        parts.append(
-            f"The median branch-response std of the residual networks is {fmt_num(r)} against {fmt_num(q)} for "
-            f"the plain networks {rule}: "
-            + (
-                f"{rel:.0%} smaller, He et al.'s observation (Fig. 7): residual functions are generally closer "
-                "to zero than the unreferenced functions a plain net must learn."
-                if rel > margin
-                else f"{-rel:.0%} larger, the opposite of He et al.'s Fig. 7 (trained CIFAR-10 networks)."
-                if rel < -margin
-                else f"they differ by {abs(rel):.0%}, within the margin: these networks do not decide He et "
-                "al.'s observation (Fig. 7, fully trained CIFAR-10 networks) either way."
-            )
-        )
+        parts.append(_residual_against_plain(res, plain, margin))
     if len(res) >= 2:
-        lo, hi = res[0], res[-1]
-        medians = [_median(p) for p in res]
-        rel = _rel(medians[-1], medians[0])
-        trend, falls, orders = "", False, 1
-        if len(res) >= 3 and len({len(p.std) for p in res}) == len(res):  # one net per depth
-            falls = all(b < a for a, b in pairwise(medians))
-            orders = math.factorial(len(res))  # equally likely orders, were the medians exchangeable
-            trend = (
-                "; in depth order "
-                + ", ".join(f"{p.label} {fmt_num(m)}" for p, m in zip(res, medians))
-                + (
-                    ", each deeper net's median below the shallower one's"
-                    if falls
-                    else ", not falling at every step"
-                )
-            )
-        parts.append(
-            f"Between depths, the median is {fmt_num(medians[0])} for {lo.label} and {fmt_num(medians[-1])} for "
-            f"{hi.label}{trend}: "
-            + (
-                f"the deeper ResNet's responses are {rel:.0%} smaller, as in Fig. 7 (each unit of a deeper net "
-                "modifies the signal less)."
-                if rel > margin
-                else f"the deeper ResNet's responses are {-rel:.0%} larger, unlike Fig. 7."
-                if rel < -margin
-                else f"the fall is within {margin:.0%}, but its order is not chance (were depth irrelevant, "
-                f"{len(res)} medians would fall at every step with probability 1/{orders} = "
-                f"{1 / orders:.0%}): deeper ResNets have smaller responses, as in Fig. 7, by a small amount."
-                if falls and 1 / orders < ORDER_ALPHA
-                else f"within {margin:.0%} of each other, so depth's effect is not decided here."
-            )
-        )
+        parts.append(_deeper_against_shallower(res, margin))
     for p in res:
         third = max(1, len(p.std) // 3)
         parts.append(
@@ -224,6 +170,65 @@ def explain(profiles: Sequence[ResponseProfile], margin: float = MARGIN) -> str:
             "than anything learned; the comparison is meaningful for trained checkpoints."
         )
     return " ".join(parts)
+
+
+def _residual_against_plain(
+    res: Sequence[ResponseProfile], plain: Sequence[ResponseProfile], margin: float
+) -> str:
+    """Observation (i): the residual networks' responses are smaller than the plain networks'."""
+    r = float(np.median([_median(p) for p in res]))
+    q = float(np.median([_median(p) for p in plain]))
+    rel = _rel(r, q)
+    return (
+        f"The median branch-response std of the residual networks is {fmt_num(r)} against {fmt_num(q)} for "
+        f"the plain networks (medians over units; a difference counts beyond {margin:.0%} of the larger): "
+        + (
+            f"{rel:.0%} smaller, He et al.'s observation (Fig. 7): residual functions are generally closer "
+            "to zero than the unreferenced functions a plain net must learn."
+            if rel > margin
+            else f"{-rel:.0%} larger, the opposite of He et al.'s Fig. 7 (trained CIFAR-10 networks)."
+            if rel < -margin
+            else f"they differ by {abs(rel):.0%}, within the margin: these networks do not decide He et "
+            "al.'s observation (Fig. 7, fully trained CIFAR-10 networks) either way."
+        )
+    )
+
+
+def _deeper_against_shallower(res: Sequence[ResponseProfile], margin: float) -> str:
+    """Observation (ii): the deeper ResNet's responses are smaller (``res`` in depth order). With one net
+    per depth and three or more depths, a fall at every step counts when its order is unlikely by chance."""
+    lo, hi = res[0], res[-1]
+    medians = [_median(p) for p in res]
+    rel = _rel(medians[-1], medians[0])
+    trend, falls, orders = "", False, 1
+    if len(res) >= 3 and len({len(p.std) for p in res}) == len(res):  # one net per depth
+        falls = all(b < a for a, b in pairwise(medians))
+        orders = math.factorial(len(res))  # equally likely orders, were the medians exchangeable
+        trend = (
+            "; in depth order "
+            + ", ".join(f"{p.label} {fmt_num(m)}" for p, m in zip(res, medians))
+            + (
+                ", each deeper net's median below the shallower one's"
+                if falls
+                else ", not falling at every step"
+            )
+        )
+    return (
+        f"Between depths, the median is {fmt_num(medians[0])} for {lo.label} and {fmt_num(medians[-1])} for "
+        f"{hi.label}{trend}: "
+        + (
+            f"the deeper ResNet's responses are {rel:.0%} smaller, as in Fig. 7 (each unit of a deeper net "
+            "modifies the signal less)."
+            if rel > margin
+            else f"the deeper ResNet's responses are {-rel:.0%} larger, unlike Fig. 7."
+            if rel < -margin
+            else f"the fall is within {margin:.0%}, but its order is not chance (were depth irrelevant, "
+            f"{len(res)} medians would fall at every step with probability 1/{orders} = "
+            f"{1 / orders:.0%}): deeper ResNets have smaller responses, as in Fig. 7, by a small amount."
+            if falls and 1 / orders < ORDER_ALPHA
+            else f"within {margin:.0%} of each other, so depth's effect is not decided here."
+        )
+    )
 
 
 def _plot(profiles: Sequence[ResponseProfile], path: Path) -> None:
