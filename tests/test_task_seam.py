@@ -25,7 +25,6 @@ NOT_YET_MOVED = {
     "deploy/dense_predict.py",
     "cli/evaluate.py",
     "cli/deploy.py",
-    "cli/train.py",
 }
 # The model registry's own vocabulary: the kind of network a model is ("super-resolution" models have no
 # classes), which a task reads; not a dispatch on the task being trained.
