@@ -1,8 +1,8 @@
 """The task seam as the only seam (issue 29): one ``Task`` type, tasks that import nothing above them, one
 registry the engine reads, and no task name compared as a string outside ``reslab.tasks``.
 
-The string rule is a ratchet: the files listed in :data:`NOT_YET_MOVED` still dispatch on names until
-their adapters move into ``reslab.tasks``; a new comparison anywhere else fails here.
+Outside ``reslab.tasks`` the only task-like words compared are the model registry's kinds of network
+(:data:`MODEL_KINDS`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from reslab.tasks.base import Task
 
 SRC = Path(reslab.__file__).parent
 TASK_NAMES = ("classification", "detection", "segmentation", "video", "super-resolution", "sr")
-# Still dispatching on a task's name, until their adapters move into reslab.tasks (issue 29).
-NOT_YET_MOVED = {
-    "cli/train.py",
-}
 # The model registry's own vocabulary: the kind of network a model is ("super-resolution" models have no
 # classes), which a task reads; not a dispatch on the task being trained.
 MODEL_KINDS = {"models/registry.py", "models/dense.py"}
@@ -37,18 +33,12 @@ def test_no_task_name_is_compared_as_a_string_outside_tasks():
     found = []
     for path in _modules():
         rel = path.relative_to(SRC).as_posix()
-        if rel.startswith("tasks/") or rel in NOT_YET_MOVED | MODEL_KINDS:
+        if rel.startswith("tasks/") or rel in MODEL_KINDS:
             continue
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if COMPARED.search(line.split("#")[0]):
                 found.append(f"{rel}:{i}: {line.strip()}")
     assert not found, "dispatch through reslab.tasks instead:\n" + "\n".join(found)
-
-
-def test_the_ratchet_lists_only_files_that_still_compare():
-    for rel in NOT_YET_MOVED:
-        text = (SRC / rel).read_text(encoding="utf-8")
-        assert COMPARED.search(text), f"{rel} no longer compares task names: remove it from NOT_YET_MOVED"
 
 
 def test_one_task_type():
@@ -84,3 +74,12 @@ def test_every_registered_task_has_the_protocols_members(name):
     declared = set(dir(cls)) | {a for k in cls.__mro__ for a in getattr(k, "__annotations__", {})}
     missing = [m for m in members if m not in declared]
     assert not missing, f"{name}: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_names_a_shipped_recipe_of_its_own_task(name):
+    from reslab.train.recipe import list_recipes, load_recipe
+
+    recipe = TASKS[name].recipe
+    assert recipe in list_recipes()
+    assert TASKS[load_recipe(recipe).task] is TASKS[name]

@@ -1,16 +1,20 @@
 """The training configuration: one typed dataclass, the rules about its values, overrides as ``key=value``.
 
-Beside the data they govern (one home per rule): the words each field accepts (:data:`FIELD_WORDS`), the
-fields a resumed run may change (:data:`RESUME_KEYS`, :data:`MACHINE_KEYS`), each command-line field's
-help text (field metadata, from which ``reslab train``'s flags are generated). Recipes (YAML files) are
-read by :mod:`reslab.train.recipe`. The command line and the Python API override any
-field afterwards (``--set key=value``, values parsed as YAML scalars or lists; ``model_kwargs.depth=56``
-sets one key of a dict field). Every value is checked in :meth:`TrainConfig.validate`: an unknown key or a
-bad value is a :class:`~reslab.errors.ConfigError` of one line naming the key (and the closest valid ones).
+Beside the data they govern (one home per rule): each field's type (the words a field takes are its
+``Literal`` annotation; :data:`FIELD_WORDS` is generated from them), the range of each number
+(:data:`NUMBER_RANGES`), the fields a resumed run may change (:data:`RESUME_KEYS`, :data:`MACHINE_KEYS`),
+each command-line field's help text (field metadata, from which ``reslab train``'s flags are generated).
+Recipes (YAML files) are read by :mod:`reslab.train.recipe`. The command line and the Python API override
+any field afterwards (``--set key=value``, values parsed as YAML scalars or lists; ``model_kwargs.depth=56``
+sets one key of a dict field), coerced to the field's annotation (:mod:`reslab.config_values`). Every
+value is checked in :meth:`TrainConfig.validate`: an unknown key or a bad value is a
+:class:`~reslab.errors.ConfigError` of one line naming the key (and the closest valid ones).
 
-This module imports neither torch nor the data/model packages: building and checking a config is instant.
+This module imports neither torch nor the data/model packages: building and checking a config is instant
+(``init_from: torchvision``/``akamaster`` alone asks :mod:`reslab.models` whether the weights exist).
 It sits at the bottom of the package graph (beside :mod:`reslab.errors`), so the tasks that read a config
-(:mod:`reslab.tasks`) and the loop that trains it (:mod:`reslab.train`) share it without an arrow back up.
+(:mod:`reslab.tasks`) and the loop that trains it (:mod:`reslab.train`) share it without an arrow back up;
+``task`` is therefore a plain name here, checked against :data:`reslab.tasks.TASKS` by its users.
 """
 
 from __future__ import annotations
@@ -18,44 +22,43 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import math
 import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from reslab.config_values import (
+    NONE_WORDS,
+    check_range,
+    check_synthetic_options,
+    check_type,
+    coerce,
+    literal_words,
+    norm_value,
+)
 from reslab.errors import ConfigError
 
 DEFAULT_RECIPE = "fashion_mnist"
 
-SCHEDULES = ("step", "cosine", "linear", "constant")
-WARMUP_MODES = ("linear", "constant")
-OPTIMIZERS = ("sgd", "adamw")
-DEVICES = ("auto", "cpu", "cuda")
-AMP_MODES = ("auto", "bf16", "off")
-AUTO_BOOL = ("auto", True, False)
-OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
-COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# The words of the fields that take words: the annotation is the rule (coercion and validation read it).
+OptimizerName = Literal["sgd", "adamw"]
+ScheduleKind = Literal["step", "cosine", "linear", "constant"]
+WarmupMode = Literal["linear", "constant"]
+AmpMode = Literal["auto", "bf16", "off"]
+OptimizerImpl = Literal["auto", "fused", "foreach", "loop"]
+AutoBool = Literal["auto"] | bool
+CompileMode = bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+SCHEDULES = typing.get_args(ScheduleKind)
+WARMUP_MODES = typing.get_args(WarmupMode)
+OPTIMIZERS = typing.get_args(OptimizerName)
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N: ``device`` is a str with these words
+AMP_MODES = typing.get_args(AmpMode)
+AUTO_BOOL = literal_words(AutoBool)  # ("auto", False, True)
+OPTIMIZER_IMPLS = typing.get_args(OptimizerImpl)
+COMPILE_MODES = literal_words(CompileMode)  # (False, True, "default", ...)
 SYNTHETIC_OPTIONS = ("shape", "num_classes", "train_size", "test_size", "seed")  # data_kwargs keys
 DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
-# What a run trains (``task``): each names one adapter behind :func:`reslab.train.engine.make_task`.
-TASK_NAMES = ("classification", "detection", "segmentation", "video", "super-resolution")
-
-# The words each field documents, as a user types them (``--set amp=off``). Bool-typed fields take
-# YAML's spellings (true/false, yes/no, on/off); fields typed ``X | None`` also take none/null.
-FIELD_WORDS: dict[str, tuple[Any, ...]] = {
-    "task": TASK_NAMES,
-    "schedule": SCHEDULES,
-    "warmup_mode": WARMUP_MODES,
-    "optimizer": OPTIMIZERS,
-    "device": DEVICES,
-    "amp": AMP_MODES,
-    "channels_last": AUTO_BOOL,
-    "cudnn_benchmark": AUTO_BOOL,
-    "optimizer_impl": OPTIMIZER_IMPLS,
-    "compile": COMPILE_MODES,
-    "eval_batch_size": ("auto",),
-}
 
 # How a run executes, not what it computes: these may differ when a run is resumed, and between two
 # invocations of the same experiment, without changing what the result means.
@@ -97,7 +100,7 @@ def config_difference(
     ``stored`` lacks was written before the field existed: it holds the field's default, the behaviour
     of the engine that wrote it. Values compare after a YAML/JSON round trip (``1.0 == 1``, tuples as
     lists)."""
-    defaults = _defaults()
+    defaults = TrainConfig().to_dict()
     out = []
     for key, value in want.items():
         if key in ignore or (only is not None and key not in only):
@@ -106,21 +109,6 @@ def config_difference(
         if norm_value(have) != norm_value(value):
             out.append((key, have, value))
     return out
-
-
-def norm_value(v: Any) -> Any:
-    """A config value in a form that compares equal across YAML/JSON round trips (1.0 == 1, tuples as lists)."""
-    if isinstance(v, (list, tuple)):
-        return [norm_value(x) for x in v]
-    if isinstance(v, dict):
-        return {k: norm_value(x) for k, x in sorted(v.items())}
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return v
-
-
-def _defaults() -> dict[str, Any]:
-    return TrainConfig().to_dict()
 
 
 def _help(text: str, metavar: str | None = None) -> dict[str, str]:
@@ -141,8 +129,9 @@ class TrainConfig:
     task: str = field(
         default="classification",
         metadata=_help(
-            "what to train: classification (default), detection, segmentation, video or super-resolution; "
-            "without --recipe, the recipe of that name (e.g. detection.yaml) is the starting point",
+            "what to train: a task of the registry reslab.tasks.TASKS (classification by default; detection, "
+            "segmentation, video, super-resolution, ...); without --recipe, the recipe named after the task "
+            "(e.g. detection.yaml) is the starting point",
             "TASK",
         ),
     )
@@ -202,7 +191,7 @@ class TrainConfig:
     epochs: float | None = field(default=None, metadata=_help("training budget in epochs"))
 
     # -- optimizer
-    optimizer: str = "sgd"  # sgd | adamw
+    optimizer: OptimizerName = "sgd"
     lr: float = field(default=0.1, metadata=_help("peak learning rate"))
     momentum: float = 0.9
     nesterov: bool = False
@@ -212,15 +201,15 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0: off; else evaluate and export an EMA of the weights (e.g. 0.999)
     grad_clip: float = 0.0  # 0: off; else clip the global gradient norm
     # the optimizer's kernels (same update rule, same math): auto = fused on CUDA, torch's default on CPU
-    optimizer_impl: str = "auto"  # auto | fused | foreach | loop
+    optimizer_impl: OptimizerImpl = "auto"
 
     # -- schedule
-    schedule: str = "step"  # step | cosine | linear (decay to min_lr) | constant
+    schedule: ScheduleKind = "step"  # linear: decay to min_lr
     milestones: list[float] = field(default_factory=list)  # step: in the budget's unit
     gamma: float = 0.1  # step: multiply lr by this at each milestone
     min_lr: float = 0.0  # cosine/linear: final lr
     warmup_iters: int = 0
-    warmup_mode: str = "linear"  # linear: from warmup_factor*lr up to lr; constant: warmup_factor*lr
+    warmup_mode: WarmupMode = "linear"  # linear: from warmup_factor*lr up to lr; constant: warmup_factor*lr
     warmup_factor: float = 0.0
     warmup_min_depth: int = 0  # apply warm-up only to models at least this deep (paper: 110 layers)
 
@@ -245,15 +234,16 @@ class TrainConfig:
 
     # -- machine
     seed: int = field(default=0, metadata=_help("random seed (data order, augmentation, init)"))
-    device: str = field(
-        default="auto", metadata=_help("where to train: auto, cpu, cuda or cuda:N (default: auto)")
+    device: str = field(  # one of DEVICES or cuda:N
+        default="auto",
+        metadata={**_help("where to train: auto, cpu, cuda or cuda:N (default: auto)"), "words": DEVICES},
     )
     # auto: bf16 on CUDA; on the CPU fp32 (bf16 only where forced: see reslab.precision) | bf16 | off
-    amp: str = "auto"
-    channels_last: Any = "auto"  # auto (on for cuda and for cpu) | true | false
-    # false | true (= default) | default | reduce-overhead (CUDA graphs) | max-autotune[-no-cudagraphs]
-    compile: Any = False
-    cudnn_benchmark: Any = "auto"  # auto (on for CUDA unless deterministic) | true | false
+    amp: AmpMode = "auto"
+    channels_last: AutoBool = "auto"  # auto: on for cuda and for cpu
+    # true = default; reduce-overhead: CUDA graphs
+    compile: CompileMode = False
+    cudnn_benchmark: AutoBool = "auto"  # auto: on for CUDA unless deterministic
     sync_bn: bool = field(
         default=False,
         metadata=_help(
@@ -267,7 +257,8 @@ class TrainConfig:
     # -- bookkeeping
     eval_every: int | None = None  # iterations between evaluations; None: once per epoch; 0: only at end
     eval_test: bool = True  # also report test error (never used for model selection)
-    eval_batch_size: int | None = None  # None (auto): 256 on CPU (cache-sized), 1024 on CUDA
+    # None (auto): 256 on CPU (cache-sized), 1024 on CUDA
+    eval_batch_size: int | None = field(default=None, metadata={"none_words": ("auto",)})
     eval_subset: int | None = None  # evaluate on the first N val/test images only (quick runs); None: all
     log_every: int = 50  # iterations between train_log.csv rows (and host syncs)
     checkpoint_every: int = 1000  # iterations between checkpoints (also at every evaluation)
@@ -298,98 +289,111 @@ class TrainConfig:
         return apply_overrides(new, changes, source="override")
 
     def validate(self) -> TrainConfig:
-        """Check every value; returns self. Errors are one line naming the key. (Long on purpose: one
-        check per field, in field order, so a reader finds a field's rule in one place.)"""
-        _choice("task", self.task, TASK_NAMES)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("warmup_mode", self.warmup_mode, WARMUP_MODES)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("amp", self.amp, AMP_MODES)
-        _choice("channels_last", self.channels_last, AUTO_BOOL)
-        _choice("cudnn_benchmark", self.cudnn_benchmark, AUTO_BOOL)
-        _choice("optimizer_impl", self.optimizer_impl, OPTIMIZER_IMPLS)
-        _choice("compile", self.compile, COMPILE_MODES)
-        dev = str(self.device)
-        if dev not in DEVICES and not (dev.startswith("cuda:") and dev[5:].isdigit()):
-            raise ConfigError(f"device must be one of auto, cpu, cuda, cuda:N; got {dev!r}")
-        if not self.model:
-            raise ConfigError("model must be set")
+        """Check every value; returns self. Errors are one line naming the key. Every field against its
+        annotation (:func:`~reslab.config_values.check_type`: a ``Literal`` field's words, ``X | None``,
+        numbers that are numbers), every number against its range (:data:`NUMBER_RANGES`), then the rules
+        that relate fields. ``task`` is a name here; :data:`reslab.tasks.TASKS` knows which names exist,
+        and each task checks its own ``task_kwargs``."""
+        for name, hint in _HINTS.items():
+            check_type(name, hint, getattr(self, name))
+        _check_names(self)
         if (self.iterations is None) == (self.epochs is None):
             raise ConfigError("set exactly one of iterations and epochs (the training budget)")
-        if self.iterations is not None:
-            _positive("iterations", self.iterations)
-        if self.epochs is not None:
-            _positive("epochs", self.epochs)
-        _positive("lr", self.lr)
-        _positive("batch_size", self.batch_size)
-        if self.eval_batch_size is not None:
-            _positive("eval_batch_size", self.eval_batch_size)
-        _positive("log_every", self.log_every)
-        _positive("checkpoint_every", self.checkpoint_every)
-        _positive("backbone_lr_scale", self.backbone_lr_scale, allow_zero=True)
-        _positive("gamma", self.gamma)
-        _positive("dist_timeout", self.dist_timeout)
-        for key in (
-            "weight_decay",
-            "min_lr",
-            "warmup_factor",
-            "grad_clip",
-            "pad",
-            "cutout",
-            "warmup_iters",
-        ):
-            _positive(key, getattr(self, key), allow_zero=True)
-        _positive("val_split", self.val_split, allow_zero=True)
-        if isinstance(self.val_split, float) and not (self.val_split.is_integer() or self.val_split < 1):
-            raise ConfigError(
-                f"val_split must be a count of images or a fraction in (0, 1), got {self.val_split}"
-            )
-        if self.eval_every is not None:
-            _positive("eval_every", self.eval_every, allow_zero=True)
-        if self.subset is not None:
-            _positive("subset", self.subset)
-        if self.eval_subset is not None:
-            _positive("eval_subset", self.eval_subset)
-        if self.num_classes is not None:
-            _positive("num_classes", self.num_classes)
-        if self.threads is not None:
-            _positive("threads", self.threads)
-        for key in ("momentum", "label_smoothing", "ema_decay"):
-            v = getattr(self, key)
-            if not 0.0 <= v < 1.0:
-                raise ConfigError(f"{key} must be in [0, 1), got {v}")
-        if self.data_kwargs and self.dataset != "synthetic":
-            raise ConfigError(f"data_kwargs apply to the synthetic data set only, not {self.dataset}")
-        _check_data_kwargs(self.data_kwargs)
-        if self.cutout and self.dataset == "imagefolder":
-            raise ConfigError(
-                "cutout applies to the in-memory data sets; imagefolder uses ImageNet's augmentation"
-            )
-        if self.init_from == "torchvision":  # the name only: the file is looked up when training starts
-            from reslab.models.hub import torchvision_url
-
-            torchvision_url(self.model)
-        elif self.init_from == "akamaster":
-            from reslab.models.convert import akamaster_url
-
-            akamaster_url(self.model)
-        if self.min_lr > self.lr:
-            raise ConfigError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
-        ms = list(self.milestones)
-        if any(m <= 0 for m in ms) or ms != sorted(ms):
-            raise ConfigError(f"milestones must be positive and increasing, got {ms}")
-        if self.schedule == "step" and ms:
-            budget = self.iterations if self.iterations is not None else self.epochs
-            if ms[-1] >= budget:  # type: ignore[operator]
-                unit = "iterations" if self.iterations is not None else "epochs"
-                raise ConfigError(f"milestone {ms[-1]} is not before the end of training ({budget} {unit})")
+        for name, bounds in NUMBER_RANGES.items():
+            check_range(name, getattr(self, name), **bounds)
+        _check_schedule(self)
+        _check_data(self)
+        _check_init(self)
         return self
+
+
+# ------------------------------------------------------------------------------------ validation
+
+_POSITIVE = {"low": 0.0, "strict": True}
+_NON_NEGATIVE = {"low": 0.0}
+_FRACTION = {"low": 0.0, "below": 1.0}  # [0, 1)
+# The range of each numeric field (None, where a field allows it, is not checked: it means "unset").
+NUMBER_RANGES: dict[str, dict[str, Any]] = {
+    **dict.fromkeys(
+        ("num_classes", "subset", "image_size", "batch_size", "iterations", "epochs", "lr", "gamma"),
+        _POSITIVE,
+    ),
+    **dict.fromkeys(
+        ("dist_timeout", "threads", "eval_batch_size", "eval_subset", "log_every", "checkpoint_every"),
+        _POSITIVE,
+    ),
+    **dict.fromkeys(("val_split", "pad", "cutout", "workers", "weight_decay", "grad_clip"), _NON_NEGATIVE),
+    **dict.fromkeys(("min_lr", "warmup_iters", "warmup_factor", "warmup_min_depth"), _NON_NEGATIVE),
+    **dict.fromkeys(("backbone_lr_scale", "eval_every"), _NON_NEGATIVE),
+    **dict.fromkeys(("momentum", "label_smoothing", "ema_decay"), _FRACTION),
+}
+
+
+def _check_names(cfg: TrainConfig) -> None:
+    """``task`` and ``model`` are names (which exist is the registries' to say), ``device`` a device."""
+    for key in ("task", "model"):
+        if not getattr(cfg, key).strip():
+            raise ConfigError(f"{key} must be set (a name), got {getattr(cfg, key)!r}")
+    dev = cfg.device
+    if dev not in DEVICES and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+        raise ConfigError(f"device must be one of auto, cpu, cuda, cuda:N; got {dev!r}")
+
+
+def _check_schedule(cfg: TrainConfig) -> None:
+    """``min_lr`` below ``lr``; milestones positive, increasing and (step schedule) before the end."""
+    if cfg.min_lr > cfg.lr:
+        raise ConfigError(f"min_lr ({cfg.min_lr}) must not exceed lr ({cfg.lr})")
+    ms = list(cfg.milestones)
+    if any(m <= 0 for m in ms) or ms != sorted(ms):
+        raise ConfigError(f"milestones must be positive and increasing, got {ms}")
+    budget = cfg.iterations if cfg.iterations is not None else cfg.epochs
+    if cfg.schedule == "step" and ms and budget is not None and ms[-1] >= budget:
+        unit = "iterations" if cfg.iterations is not None else "epochs"
+        raise ConfigError(f"milestone {ms[-1]} is not before the end of training ({budget} {unit})")
+
+
+def _check_data(cfg: TrainConfig) -> None:
+    """``val_split`` a count or a fraction; ``data_kwargs`` the synthetic data's; no cutout for imagefolder."""
+    if isinstance(cfg.val_split, float) and not (cfg.val_split.is_integer() or cfg.val_split < 1):
+        raise ConfigError(f"val_split must be a count of images or a fraction in (0, 1), got {cfg.val_split}")
+    if cfg.data_kwargs and cfg.dataset != "synthetic":
+        raise ConfigError(f"data_kwargs apply to the synthetic data set only, not {cfg.dataset}")
+    check_synthetic_options(cfg.data_kwargs, SYNTHETIC_OPTIONS)
+    if cfg.cutout and cfg.dataset == "imagefolder":
+        raise ConfigError(
+            "cutout applies to the in-memory data sets; imagefolder uses ImageNet's augmentation"
+        )
+
+
+def _check_init(cfg: TrainConfig) -> None:
+    """``init_from: torchvision`` / ``akamaster``: the model has such weights (the name only: the file is
+    looked up when training starts)."""
+    if cfg.init_from == "torchvision":
+        from reslab.models.hub import torchvision_url
+
+        torchvision_url(cfg.model)
+    elif cfg.init_from == "akamaster":
+        from reslab.models.convert import akamaster_url
+
+        akamaster_url(cfg.model)
 
 
 # ----------------------------------------------------------------------------------- field setting
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _documented_words(f: dataclasses.Field) -> tuple[Any, ...]:
+    """The words field ``f`` takes as a user types them: its annotation's (``Literal``, with true/false
+    where it also takes a bool), a str field's documented ``words``, the ``none_words`` it reads as None."""
+    return literal_words(_HINTS[f.name]) + f.metadata.get("words", ()) + f.metadata.get("none_words", ())
+
+
+# The words each field documents, as a user types them (``--set amp=off``); generated from the fields.
+FIELD_WORDS: dict[str, tuple[Any, ...]] = {
+    f.name: words for f in dataclasses.fields(TrainConfig) if (words := _documented_words(f))
+}
 
 
 def field_names() -> list[str]:
@@ -408,7 +412,8 @@ def _unknown(key: str, source: str) -> ConfigError:
 
 
 def set_field(cfg: TrainConfig, key: str, value: Any, *, source: str = "config") -> None:
-    """``cfg.key = value`` with type coercion; ``a.b`` sets key ``b`` of dict field ``a``."""
+    """``cfg.key = value``, coerced to the field's annotation (:func:`reslab.config_values.coerce`);
+    ``a.b`` sets key ``b`` of dict field ``a``."""
     if "." in key:
         head, sub = key.split(".", 1)
         if head not in _FIELDS:
@@ -416,154 +421,12 @@ def set_field(cfg: TrainConfig, key: str, value: Any, *, source: str = "config")
         current = getattr(cfg, head)
         if not isinstance(current, dict):
             raise ConfigError(f"{source}: {head!r} is not a mapping, cannot set {key!r}")
-        current = dict(current)
-        current[sub] = value
-        setattr(cfg, head, current)
+        setattr(cfg, head, {**current, sub: value})
         return
     if key not in _FIELDS:
         raise _unknown(key, source)
-    setattr(cfg, key, _coerce(key, _HINTS[key], value, source))
-
-
-_BOOL_OR_WORD = {  # fields typed Any: a bool or one of these words
-    "channels_last": ("auto",),
-    "cudnn_benchmark": ("auto",),
-    "compile": tuple(m for m in COMPILE_MODES if isinstance(m, str)),
-}
-
-
-def _coerce(key: str, hint: Any, value: Any, source: str) -> Any:
-    """``value`` as field ``key`` of type ``hint`` holds it (``--set`` gives strings, YAML gives scalars).
-    One branch per annotated type, kept in one function so the whole coercion table reads in one place."""
-
-    def bad(what: str) -> ConfigError:
-        return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
-
-    if key in _BOOL_OR_WORD:  # a bool (also spelled "true"/"false") or one of the key's words
-        words = _BOOL_OR_WORD[key]
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            value = value.lower() == "true"
-        if isinstance(value, bool) or (isinstance(value, str) and value in words):
-            return value
-        raise bad("auto, true or false" if words == ("auto",) else ", ".join(("false", "true", *words)))
-    if key == "eval_batch_size" and isinstance(value, str) and value.lower() == "auto":
-        return None
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    if optional:
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            return None
-        hint = next(a for a in args if a is not type(None))
-    origin = typing.get_origin(hint) or hint
-    if origin is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        raise bad("true or false")
-    if origin is int:
-        if isinstance(value, bool):
-            raise bad("an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                f = float(value)
-            except ValueError:
-                raise bad("an integer") from None
-            if f.is_integer():
-                return int(f)
-        raise bad("an integer")
-    if hint == (int | float):  # a count or a fraction (val_split)
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad("a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        if isinstance(value, float) and value.is_integer() and value >= 1:
-            return int(value)
-        return value
-    if origin is float:
-        if isinstance(value, bool):
-            raise bad("a number")
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise bad("a number") from None
-        if not math.isfinite(f):
-            raise bad("a finite number")
-        return f
-    if origin is str:
-        if isinstance(value, bool):  # YAML read a documented word as a bool: amp: off
-            word = _bool_word(key, value)
-            if word is None:
-                words = FIELD_WORDS.get(key)
-                raise bad(f"one of {', '.join(map(str, words))}" if words else "a string")
-            return word
-        if isinstance(value, (str, int, float)):
-            return str(value)
-        raise bad("a string")
-    if origin is list:
-        (item,) = typing.get_args(hint) or (Any,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise bad("a list")
-        return [_coerce(key, item, v, source) if item is not Any else v for v in value]
-    if origin is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise bad("a mapping")
-        return dict(value)
-    return value
-
-
-def _bool_word(key: str, value: bool) -> str | None:
-    """The documented word YAML turned into ``value`` (``off`` -> False), if the field has one."""
-    spellings = ("on", "yes", "true") if value else ("off", "no", "false")
-    words = FIELD_WORDS.get(key, ())
-    return next((w for w in spellings if w in words), None)
-
-
-def _check_data_kwargs(options: dict[str, Any]) -> None:
-    """``data_kwargs`` of the synthetic data: known keys, a (C, H, W) shape, non-negative integers."""
-    for key, value in options.items():
-        if key not in SYNTHETIC_OPTIONS:
-            raise ConfigError(
-                f"data_kwargs: unknown option {key!r}; synthetic takes {', '.join(SYNTHETIC_OPTIONS)}"
-            )
-        if key == "shape":
-            ok = isinstance(value, (list, tuple)) and len(value) == 3
-            if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-                raise ConfigError(f"data_kwargs.shape must be [C, H, W] of positive integers, got {value!r}")
-        elif (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < (1 if key == "num_classes" else 0)
-        ):
-            raise ConfigError(
-                f"data_kwargs.{key} must be a {'positive' if key == 'num_classes' else 'non-negative'} integer, got {value!r}"
-            )
-
-
-def _choice(key: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        names = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
-        raise ConfigError(f"{key} must be one of {names}; got {value!r}")
-
-
-def _positive(key: str, value: Any, allow_zero: bool = False) -> None:
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{key} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+    none_words = NONE_WORDS + _FIELDS[key].metadata.get("none_words", ())
+    setattr(cfg, key, coerce(key, _HINTS[key], value, source=source, none_words=none_words))
 
 
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], *, source: str = "override") -> TrainConfig:

@@ -92,63 +92,73 @@ def _train_flag_values(args: argparse.Namespace) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from reslab.train import RESUME_KEYS, apply_overrides, load_recipe, parse_set, train
-    from reslab.train.rundir import default_run_dir
-
     given = _train_flag_values(args)
-    if args.resume:
-        sets = parse_set(args.set)
-        accept = set(args.accept_change)
-        refused = [f"--{k.replace('_', '-')}" for k in given if k not in RESUME_KEYS and k not in accept]
-        refused += [f"--set {k}" for k in sets if k.split(".")[0] not in RESUME_KEYS]
-        refused += ["--recipe"] if args.recipe else []
-        if refused:
-            raise ReslabError(
-                f"--resume continues a run with its stored config; {refused[0]} cannot be changed"
-            )
-        if args.out and Path(args.out) != Path(args.resume):
-            raise ReslabError("--resume RUN_DIR and --out name different directories; give just --resume")
-        run = Path(args.resume)
-        if not (run / "config.yaml").is_file():
-            raise ReslabError(f"--resume: {run} is not a reslab run directory (no config.yaml)")
-        cfg = None
-        if given or sets:
-            from reslab.train.rundir import stored_config
-
-            cfg = stored_config(run)
-            apply_overrides(cfg, given, source="command line")
-            apply_overrides(cfg, sets, source="--set")
-        summary = train(
-            cfg, run, resume=True, overwrite=args.overwrite, progress=not args.quiet, accept_changes=accept
-        )
-    else:
-        if args.accept_change:
-            raise ReslabError("--accept-change goes with --resume (a change to a resumed run's config)")
-        cfg = load_recipe(args.recipe or task_recipe(given.get("task")))
-        apply_overrides(cfg, given, source="command line")
-        apply_overrides(cfg, parse_set(args.set), source="--set")
-        cfg.validate()
-        out = Path(args.out) if args.out else default_run_dir(cfg)
-        summary = train(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
+    summary = _resume(args, given) if args.resume else _start(args, given)
     if not args.quiet and os.environ.get("RANK", "0") in ("", "0"):  # torchrun: rank 0 alone reports
         _print_train_result(summary)
     return 0
 
 
+def _start(args: argparse.Namespace, given: dict) -> dict:
+    """A new run: the recipe (``--recipe``, else :func:`task_recipe`), the flags, ``--set``; the config
+    and its task are checked before anything is written."""
+    from pathlib import Path
+
+    from reslab.tasks import task_class
+    from reslab.train import apply_overrides, load_recipe, parse_set, train
+    from reslab.train.rundir import default_run_dir
+
+    if args.accept_change:
+        raise ReslabError("--accept-change goes with --resume (a change to a resumed run's config)")
+    cfg = load_recipe(args.recipe or task_recipe(given.get("task")))
+    apply_overrides(cfg, given, source="command line")
+    apply_overrides(cfg, parse_set(args.set), source="--set")
+    task_class(cfg.validate().task)  # a recipe's or --set's unknown task: one line naming the registered ones
+    out = Path(args.out) if args.out else default_run_dir(cfg)
+    return train(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
+
+
+def _resume(args: argparse.Namespace, given: dict) -> dict:
+    """``--resume RUN_DIR``: the run's stored config, changed only in :data:`~reslab.config.RESUME_KEYS`."""
+    from pathlib import Path
+
+    from reslab.train import RESUME_KEYS, apply_overrides, parse_set, train
+
+    sets = parse_set(args.set)
+    accept = set(args.accept_change)
+    refused = [f"--{k.replace('_', '-')}" for k in given if k not in RESUME_KEYS and k not in accept]
+    refused += [f"--set {k}" for k in sets if k.split(".")[0] not in RESUME_KEYS]
+    refused += ["--recipe"] if args.recipe else []
+    if refused:
+        raise ReslabError(f"--resume continues a run with its stored config; {refused[0]} cannot be changed")
+    if args.out and Path(args.out) != Path(args.resume):
+        raise ReslabError("--resume RUN_DIR and --out name different directories; give just --resume")
+    run = Path(args.resume)
+    if not (run / "config.yaml").is_file():
+        raise ReslabError(f"--resume: {run} is not a reslab run directory (no config.yaml)")
+    cfg = None
+    if given or sets:
+        from reslab.train.rundir import stored_config
+
+        cfg = stored_config(run)
+        apply_overrides(cfg, given, source="command line")
+        apply_overrides(cfg, sets, source="--set")
+    return train(
+        cfg, run, resume=True, overwrite=args.overwrite, progress=not args.quiet, accept_changes=accept
+    )
+
+
 def task_recipe(task: str | None) -> str:
-    """The recipe ``reslab train --task TASK`` starts from without ``--recipe``: the one named after the
-    task (``-`` as ``_``: ``super-resolution`` -> ``super_resolution``); classification's is the default."""
+    """The recipe ``reslab train --task TASK`` starts from without ``--recipe``: the task's own
+    (:attr:`reslab.tasks.base.Task.recipe`); without ``--task``, the default recipe (a classifier's)."""
+    from reslab.tasks import TASKS
     from reslab.train import DEFAULT_RECIPE
 
-    if task is None or task == "classification":
+    if task is None:
         return DEFAULT_RECIPE
-    from reslab.config import TASK_NAMES
-
-    if task not in TASK_NAMES:
-        raise ReslabError(f"--task must be one of {', '.join(TASK_NAMES)}; got {task!r}")
-    return task.replace("-", "_")
+    if task not in TASKS:
+        raise ReslabError(f"--task must be one of {', '.join(TASKS)}; got {task!r}")
+    return TASKS[task].recipe
 
 
 def _print_train_result(summary: dict) -> None:

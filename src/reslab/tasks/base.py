@@ -188,6 +188,8 @@ class Task(Protocol):
         ``counts_errors``); the loop keeps the best value in the direction of ``higher_is_better``."""
         ...
 
+    recipe: ClassVar[str]  # the recipe `reslab train --task NAME` starts from (src/reslab/train/recipes/)
+
     # A trained network of the task, on the command line (class methods: no training set-up needed).
     refuses: ClassVar[dict[str, str]]  # command ("predict", "export", "features") -> the one-line refusal
 

@@ -73,6 +73,7 @@ class Classification(Refusals):
     the device) when made; see the module docstring."""
 
     name = "classification"
+    recipe = "fashion_mnist"
     metric_names = ("error",)
     higher_is_better = False
     counts_errors = True

@@ -213,4 +213,5 @@ class Detection(SceneTraining):
     (Mask R-CNN adds ``mask_map_50``, ``mask_map``)."""
 
     name = "detection"
+    recipe = "detection"
     ops = DetectionTask

@@ -192,4 +192,5 @@ class Segmentation(SceneTraining):
     """Segmentation through the loop's seam: metrics ``miou`` (selects), ``miou_fg``, ``pixel_acc``."""
 
     name = "segmentation"
+    recipe = "segmentation"
     ops = SegmentationTask

@@ -321,6 +321,7 @@ class SuperResolution(LoaderTask):
     """
 
     name = "super-resolution"
+    recipe = "super_resolution"
     model_task = "super-resolution"
     metric_names = METRICS
     higher_is_better = True

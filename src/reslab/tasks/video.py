@@ -240,6 +240,7 @@ class Video(LoaderTask):
     """
 
     name = "video"
+    recipe = "video"
     model_task = "video-classification"
     metric_names = METRICS
     higher_is_better = False

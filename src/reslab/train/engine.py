@@ -119,6 +119,7 @@ def train(
     check_accepted(accept_changes)
     checked = check_target(cfg, out, resume=resume, overwrite=overwrite, accept=accept_changes)
     cfg = copy.deepcopy(checked).validate()
+    task_class(cfg.task)  # an unknown task: one line, before any folder is touched
     dist = init_distributed(cfg)  # one process unless started by torchrun (WORLD_SIZE > 1)
     report = Progress(progress, main=dist.is_main)
     run = RunDir(out, dist)
