@@ -18,12 +18,16 @@ per-image Python anywhere.
   ``r, r + world, r + 2 world, ...`` of it. ``batch_size`` is per rank (global batch
   ``batch_size * world``). With ``drop_last`` the plan is cut to whole global batches; without it, it is
   padded by wrapping around (as ``DistributedSampler``) so that every rank has the same number of batches.
+
+:class:`SceneLoader` (the detection/segmentation scenes, :mod:`reslab.data.scenes`) shares that resume
+state and iteration (:class:`ResumableEpochs`): its plan is an order and flips, and the batches are made
+by its caller's function.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +46,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def _as_tensor(a: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else torch.as_tensor(a)
     return t if dtype is None else t.to(dtype)
+
+
+def _as_images(x: Any, who: str) -> torch.Tensor:
+    """``x`` as a tensor; :class:`ConfigError` unless uint8 images (N, C, H, W)."""
+    x = _as_tensor(x)
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise ConfigError(f"{who} needs uint8 images (N, C, H, W), got {tuple(x.shape)} {x.dtype}")
+    return x
 
 
 def _norm_consts(mean: Sequence[float], std: Sequence[float], channels: int, device: torch.device):
@@ -123,8 +135,9 @@ def cutout_mask(centres: torch.Tensor, size: int, h: int, w: int) -> torch.Tenso
 class ResumableEpochs:
     """The exact-resume state of a loader whose epoch plan is a pure function of ``(seed, epoch)``:
     ``(epoch, position)`` plus the sizes that must not change across a resume (``num_samples``,
-    ``batch_size`` per rank, ``world_size``). A subclass sets those attributes and ``_plan_cache``,
-    defines ``__len__`` (batches per epoch) and ``__iter__`` (the rest of the current epoch)."""
+    ``batch_size`` per rank, ``world_size``), and the iteration over the rest of an epoch. A subclass
+    sets those attributes and ``_plan_cache = None``, defines ``__len__`` (batches per epoch), ``_draw``
+    (this rank's plan of an epoch: :meth:`_plan` caches it) and ``_batch`` (the batch at a slice of it)."""
 
     epoch: int
     position: int
@@ -132,13 +145,38 @@ class ResumableEpochs:
     num_samples: int
     batch_size: int
     world_size: int
-    _plan_cache: Any
+    _plan_cache: tuple[int, Any] | None
 
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def __iter__(self) -> Iterator[Any]:
+    def _draw(self, epoch: int) -> Any:
         raise NotImplementedError
+
+    def _batch(self, plan: Any, sl: slice) -> Any:
+        raise NotImplementedError
+
+    def _plan(self, epoch: int) -> Any:
+        """This rank's plan of ``epoch`` (:meth:`_draw`), drawn once per epoch."""
+        if self._plan_cache is None or self._plan_cache[0] != epoch:
+            self._plan_cache = (epoch, self._draw(epoch))
+        return self._plan_cache[1]
+
+    def _rollover(self) -> None:
+        if self.position >= len(self):
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def __iter__(self) -> Iterator[Any]:
+        """The rest of the current epoch (all of it, unless resumed mid-epoch); then the epoch advances."""
+        self._rollover()
+        epoch = self.epoch
+        plan = self._plan(epoch)
+        while self.epoch == epoch and self.position < len(self):
+            i = self.position
+            self.position += 1  # counted as consumed once handed out: a checkpoint after it skips it
+            yield self._batch(plan, slice(i * self.batch_size, (i + 1) * self.batch_size))
+        if self.epoch == epoch:
+            self._rollover()
 
     def batches(self) -> Iterator[Any]:
         """Batches forever, epoch after epoch (for iteration-based schedules)."""
@@ -168,6 +206,20 @@ class ResumableEpochs:
         self.seed = int(state.get("seed", self.seed))
         self.epoch, self.position = int(state["epoch"]), position
         self._plan_cache = None
+
+
+def _check_sizes(shard: tuple[int, int], batch_size: int, pad: int, cutout: int) -> tuple[int, int]:
+    """``(rank, world_size)`` of ``shard``; :class:`ConfigError` for a bad shard, batch size, pad or cutout."""
+    rank, world = (int(v) for v in shard)
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if pad < 0:
+        raise ConfigError(f"pad must be >= 0, got {pad}")
+    if cutout < 0:
+        raise ConfigError(f"cutout must be >= 0, got {cutout}")
+    return rank, world
 
 
 class DeviceLoader(ResumableEpochs):
@@ -216,23 +268,12 @@ class DeviceLoader(ResumableEpochs):
         dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
     ) -> None:
-        x = _as_tensor(x)
-        y = _as_tensor(y)
-        if x.dtype != torch.uint8 or x.ndim != 4:
-            raise ConfigError(f"DeviceLoader needs uint8 images (N, C, H, W), got {tuple(x.shape)} {x.dtype}")
+        x, y = _as_images(x, "DeviceLoader"), _as_tensor(y)
         if y.ndim != 1 or len(y) != len(x):
             raise ConfigError(
                 f"DeviceLoader needs one label per image: {len(x)} images, labels {tuple(y.shape)}"
             )
-        rank, world = (int(v) for v in shard)
-        if world < 1 or not 0 <= rank < world:
-            raise ConfigError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        if pad < 0:
-            raise ConfigError(f"pad must be >= 0, got {pad}")
-        if cutout < 0:
-            raise ConfigError(f"cutout must be >= 0, got {cutout}")
+        rank, world = _check_sizes(shard, batch_size, pad, cutout)
         self.device = torch.device(device)
         self.image_shape = tuple(int(v) for v in x.shape[1:])  # (C, H, W) of the batches
         self._n = len(x)
@@ -252,7 +293,7 @@ class DeviceLoader(ResumableEpochs):
         self.dtype, self.channels_last = dtype, bool(channels_last)
         self.epoch = 0
         self.position = 0
-        self._plan_cache: tuple[int, tuple[torch.Tensor, ...]] | None = None
+        self._plan_cache = None
         n = len(x)
         gb = self.batch_size * world
         if drop_last:
@@ -273,10 +314,8 @@ class DeviceLoader(ResumableEpochs):
 
     # ------------------------------------------------------------------------------------ the plan
 
-    def _plan(self, epoch: int) -> tuple[torch.Tensor, ...]:
+    def _draw(self, epoch: int) -> tuple[torch.Tensor, ...]:
         """This rank's (indices, offsets, flips, cutout centres) for ``epoch``, on the device."""
-        if self._plan_cache is not None and self._plan_cache[0] == epoch:
-            return self._plan_cache[1]
         n, world = self.num_samples, self.world_size
         g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
@@ -296,19 +335,16 @@ class DeviceLoader(ResumableEpochs):
             else None
         )  # drawn last: the order, crops and flips of a run without Cutout are unchanged
         sl = slice(self.rank, total, world)
-        plan = tuple(
+        return tuple(
             t[sl].to(self.device) if t is not None else None for t in (order, offsets, flips, centres)
         )
-        self._plan_cache = (epoch, plan)
-        return plan
 
     def epoch_indices(self, epoch: int | None = None) -> torch.Tensor:
         """The sample indices this rank visits in ``epoch`` (default: the current one), in order."""
         return self._plan(self.epoch if epoch is None else epoch)[0].cpu()
 
-    def _batch(self, plan: tuple[torch.Tensor, ...], i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, plan: tuple[torch.Tensor, ...], sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
         idx, offsets, flips, centres = plan
-        sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
         bidx = idx[sl]
         c, h, w = self.image_shape
         if self.augment:
@@ -322,28 +358,54 @@ class DeviceLoader(ResumableEpochs):
             xb.masked_fill_(cutout_mask(centres[sl], self.cutout, h, w)[:, None], 0)
         return xb, self.y[bidx]
 
-    # ------------------------------------------------------------------------------- iteration
-
-    def _rollover(self) -> None:
-        if self.position >= len(self):
-            self.epoch += 1
-            self.position = 0
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The rest of the current epoch (all of it, unless resumed mid-epoch); then the epoch advances."""
-        self._rollover()
-        epoch = self.epoch
-        plan = self._plan(epoch)
-        while self.epoch == epoch and self.position < len(self):
-            i = self.position
-            self.position += 1  # counted as consumed once handed out: a checkpoint after it skips it
-            yield self._batch(plan, i)
-        if self.epoch == epoch:
-            self._rollover()
-
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its beginning."""
         self.epoch, self.position = int(epoch), 0
+
+
+class SceneLoader(ResumableEpochs):
+    """Training batches of scenes, one epoch per ``iter()``, resumable exactly (the
+    :class:`reslab.data.DeviceLoader` interface): epoch ``e`` visits a permutation drawn from
+    ``(seed, e)`` with one horizontal flip draw per scene, so the stream is a function of the seed, the
+    epoch and the position alone. ``batch_size`` is per rank; rank ``r`` of ``world`` takes positions
+    ``r::world`` of the epoch's order (global batch ``i`` is the same scenes for any world size);
+    incomplete global batches are dropped."""
+
+    def __init__(
+        self,
+        make_batch: Callable[[torch.Tensor, torch.Tensor], Any],
+        num_samples: int,
+        batch_size: int,
+        *,
+        seed: int,
+        augment: bool,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        self.make_batch, self.num_samples, self.augment = make_batch, num_samples, augment
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.rank, self.world_size = (int(v) for v in shard)
+        self.epoch, self.position = 0, 0
+        if self.batch_size < 1 or len(self) == 0:
+            raise ConfigError(
+                f"{num_samples} training scenes give no batch of {batch_size} x {self.world_size} rank(s)"
+            )
+        self._plan_cache = None
+
+    def __len__(self) -> int:
+        return self.num_samples // (self.batch_size * self.world_size)
+
+    def _draw(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's (scene indices, flips) of ``epoch``."""
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        total = len(self) * self.batch_size * self.world_size
+        order = torch.randperm(self.num_samples, generator=g)[:total]
+        flips = torch.rand(total, generator=g) < 0.5 if self.augment else torch.zeros(total, dtype=torch.bool)
+        sl = slice(self.rank, total, self.world_size)
+        return order[sl], flips[sl]
+
+    def _batch(self, plan: tuple[torch.Tensor, torch.Tensor], sl: slice) -> Any:
+        order, flips = plan
+        return self.make_batch(order[sl], flips[sl])
 
 
 def iterate_eval(
@@ -362,9 +424,7 @@ def iterate_eval(
     ``x`` (uint8 (N, C, H, W)) and ``y`` are moved to ``device`` once per call (no copy if already there:
     keep evaluation sets on the device to evaluate often).
     """
-    x, y = _as_tensor(x), _as_tensor(y)
-    if x.dtype != torch.uint8 or x.ndim != 4:
-        raise ConfigError(f"iterate_eval needs uint8 images (N, C, H, W), got {tuple(x.shape)} {x.dtype}")
+    x, y = _as_images(x, "iterate_eval"), _as_tensor(y)
     dev = torch.device(device)
     x, y = x.to(dev), y.to(dev, torch.int64)
     scale, shift = _norm_consts(mean, std, x.shape[1], dev)

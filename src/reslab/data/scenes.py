@@ -29,14 +29,15 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from reslab.data.loader import ResumableEpochs, epoch_seed
+# SceneLoader lives with the other resumable loaders; reslab.tasks.scenes imports it from here
+from reslab.data.loader import SceneLoader as SceneLoader
 from reslab.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
@@ -355,6 +356,34 @@ def _cached(
     return scenes
 
 
+def _cached_split(
+    root: Path,
+    split: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n: int,
+    seed: int,
+    cfg: SceneConfig,
+    log: Callable[[str], None],
+) -> tuple[Scenes, str]:
+    """``n`` scenes of ``split`` drawn from images ``x``, labels ``y``, and their cache file in ``root``,
+    named by a digest of everything they are drawn from (:func:`_cached` reads or builds it)."""
+    record = {
+        "version": GENERATOR_VERSION,
+        "split": split,
+        "n": n,
+        "seed": int(seed),
+        "config": dataclasses.asdict(cfg),
+        "source": {"images": _digest(x), "labels": _digest(y)},
+    }
+    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+    path = root / f"fmnist-scenes-{split}-{key}.npz"
+    scenes = _cached(
+        path, record, lambda: build_scenes(x, y, n, seed=seed, split=split, config=cfg), split, log
+    )
+    return scenes, str(path)
+
+
 def load_scenes(
     train_size: int = 4000,
     test_size: int = 1000,
@@ -391,22 +420,7 @@ def load_scenes(
     files: dict[str, str] = {}
     for split in SPLITS:
         x, y = (ds.train_x, ds.train_y) if split == "train" else (ds.test_x, ds.test_y)
-        record = {
-            "version": GENERATOR_VERSION,
-            "split": split,
-            "n": sizes[split],
-            "seed": int(seed),
-            "config": dataclasses.asdict(cfg),
-            "source": {"images": _digest(x), "labels": _digest(y)},
-        }
-        key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
-        path = root / f"fmnist-scenes-{split}-{key}.npz"
-
-        def make(x: torch.Tensor = x, y: torch.Tensor = y, split: str = split) -> Scenes:
-            return build_scenes(x, y, sizes[split], seed=seed, split=split, config=cfg)
-
-        parts[split] = _cached(path, record, make, split, log)
-        files[split] = str(path)
+        parts[split], files[split] = _cached_split(root, split, x, y, sizes[split], seed, cfg, log)
     mean, std = channel_stats(parts["train"].images)
     return SceneDataset(
         parts["train"],
@@ -419,70 +433,3 @@ def load_scenes(
         source=getattr(ds, "source", ""),
         files=files,
     )
-
-
-class SceneLoader(ResumableEpochs):
-    """Training batches of scenes, one epoch per ``iter()``, resumable exactly (the
-    :class:`reslab.data.DeviceLoader` interface): epoch ``e`` visits a permutation drawn from
-    ``(seed, e)`` with one horizontal flip draw per scene, so the stream is a function of the seed, the
-    epoch and the position alone. ``batch_size`` is per rank; rank ``r`` of ``world`` takes positions
-    ``r::world`` of the epoch's order (global batch ``i`` is the same scenes for any world size);
-    incomplete global batches are dropped."""
-
-    def __init__(
-        self,
-        make_batch: Callable[[torch.Tensor, torch.Tensor], Any],
-        num_samples: int,
-        batch_size: int,
-        *,
-        seed: int,
-        augment: bool,
-        shard: tuple[int, int] = (0, 1),
-    ) -> None:
-        self.make_batch = make_batch
-        self.num_samples, self.batch_size, self.seed, self.augment = (
-            num_samples,
-            int(batch_size),
-            int(seed),
-            augment,
-        )
-        self.rank, self.world_size = (int(v) for v in shard)
-        self.epoch, self.position = 0, 0
-        if self.batch_size < 1 or len(self) == 0:
-            raise ConfigError(
-                f"{num_samples} training scenes give no batch of {batch_size} x {self.world_size} rank(s)"
-            )
-        self._plan_cache: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
-
-    def __len__(self) -> int:
-        return self.num_samples // (self.batch_size * self.world_size)
-
-    def _plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's (scene indices, flips) of ``epoch``."""
-        if self._plan_cache is not None and self._plan_cache[0] == epoch:
-            return self._plan_cache[1]
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        total = len(self) * self.batch_size * self.world_size
-        order = torch.randperm(self.num_samples, generator=g)[:total]
-        flips = torch.rand(total, generator=g) < 0.5 if self.augment else torch.zeros(total, dtype=torch.bool)
-        sl = slice(self.rank, total, self.world_size)
-        plan = (order[sl], flips[sl])
-        self._plan_cache = (epoch, plan)
-        return plan
-
-    def _rollover(self) -> None:
-        if self.position >= len(self):
-            self.epoch, self.position = self.epoch + 1, 0
-
-    def __iter__(self) -> Iterator[Any]:
-        """The rest of the current epoch; then the epoch advances."""
-        self._rollover()
-        epoch = self.epoch
-        order, flips = self._plan(epoch)
-        while self.epoch == epoch and self.position < len(self):
-            i = self.position
-            self.position += 1  # consumed once handed out: a checkpoint after it skips it
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            yield self.make_batch(order[sl], flips[sl])
-        if self.epoch == epoch:
-            self._rollover()

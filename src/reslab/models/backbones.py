@@ -130,19 +130,13 @@ def _unstride(unit: nn.Module) -> None:
 def _set_rates(unit: nn.Module, before: int, after: int) -> None:
     """Dilate the 3x3 convs of ``unit.residual``: rate ``before`` up to and including its strided conv
     (if any), ``after`` behind it (padding = rate: the size is kept)."""
-    rate = before
-    for m in unit.residual.modules():
-        if not isinstance(m, nn.Conv2d):
-            continue
-        strided = m.stride != (1, 1)
+    convs = [m for m in unit.residual.modules() if isinstance(m, nn.Conv2d)]
+    # the index of the first strided conv; -1 (none): the whole unit is behind the removed stride
+    strided = next((i for i, m in enumerate(convs) if m.stride != (1, 1)), -1)
+    for i, m in enumerate(convs):
         if m.kernel_size == (3, 3):
+            rate = before if i <= strided else after
             m.dilation, m.padding = (rate, rate), (rate, rate)
-        if strided:
-            rate = after
-    if rate == before:  # no strided conv in the branch: the whole unit is behind the removed stride
-        for m in unit.residual.modules():
-            if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
-                m.dilation, m.padding = (after, after), (after, after)
 
 
 def dilate(model: nn.Module, output_stride: int) -> list[str]:
@@ -180,15 +174,11 @@ def dilate(model: nn.Module, output_stride: int) -> list[str]:
         )
     k = reachable.index(output_stride)
     chosen = downsampling[len(downsampling) - k :] if k else []
-    dilation = 1
-    for i in chosen:
-        previous, dilation = dilation, dilation * 2
+    for n, i in enumerate(chosen, start=1):
+        rate = 2**n  # the first unit's branch keeps rate // 2 up to its strided conv
         for j, unit in enumerate(getattr(model, names[i])):
-            if j == 0:
-                _set_rates(unit, previous, dilation)
-                _unstride(unit)
-            else:
-                _set_rates(unit, dilation, dilation)
+            _set_rates(unit, rate // 2 if j == 0 else rate, rate)
+        _unstride(getattr(model, names[i])[0])  # after _set_rates, which finds the strided conv
     return [names[i] for i in chosen]
 
 
@@ -269,8 +259,7 @@ class ResNetFeatures(nn.Module):
         super().__init__()
         _require_stages(model)
         names = list(model.stage_names)
-        unknown = [k for k in return_layers if k not in names]
-        if unknown or not return_layers:
+        if not return_layers or not set(return_layers) <= set(names):
             raise ConfigError(
                 f"return_layers {sorted(return_layers)} must name stages of this model: {names}"
             )
@@ -446,13 +435,11 @@ def resnet_backbone(
     :func:`resnet_fpn_backbone`.
     """
     model, spec = build_body(backbone, init_from=init_from, **model_kwargs)
-    native = stage_strides(model)[-1]
     if output_stride is None:
-        output_stride = min(8, native)
+        output_stride = min(8, stage_strides(model)[-1])
     dilate(model, output_stride)
     pretrained = init_from is not None if pretrained is None else pretrained
     frozen = _prepare(model, trainable_layers, frozen_bn, pretrained)
-    names = list(model.stage_names)
-    out = ResNetFeatures(model, return_layers or {names[-1]: "out"})
+    out = ResNetFeatures(model, return_layers or {model.stage_names[-1]: "out"})
     out.spec = {**spec, **frozen, "output_stride": output_stride}
     return out

@@ -6,7 +6,9 @@
 - :func:`create_segmenter`: ``"deeplabv3"`` (Chen et al. 2017, ASPP) or ``"fcn"`` (Long et al. 2015)
   from ``torchvision.models.segmentation``, on the dilated :func:`~reslab.models.backbones.resnet_backbone`.
 
-The heads are torchvision's, unchanged; what reslab chooses is stated here:
+The heads are torchvision's, unchanged, one row each in a table (``_DETECTORS``, ``_SEGMENTERS``: the
+class, where its anchors and RoI poolers go, its pyramid layout, its classifier); what reslab chooses is
+stated here:
 
 - **Anchors** default to ``(16, 32, 64, 128, 256)`` pixels, one size per pyramid level from the finest
   (three aspect ratios 0.5, 1, 2; RetinaNet adds the 2^(1/3), 2^(2/3) octave scales of its paper). That
@@ -30,11 +32,19 @@ never needs the classification run its backbone was initialized from.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.segmentation import FCN, DeepLabV3
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from reslab.errors import ConfigError
 from reslab.models.backbones import (
@@ -45,11 +55,44 @@ from reslab.models.backbones import (
     stage_channels,
 )
 
-DETECTORS = ("fasterrcnn", "maskrcnn", "retinanet")
-SEGMENTERS = ("deeplabv3", "fcn")
+
+@dataclasses.dataclass(frozen=True)
+class _Detector:
+    """How one of torchvision's detectors sits on a reslab FPN backbone."""
+
+    model: type[nn.Module]  # called as model(backbone, num_classes, **keywords)
+    anchor_arg: str  # the keyword its AnchorGenerator goes to
+    octaves: tuple[float, ...] = (1.0,)  # anchor scales per pyramid level, times the level's size
+    roi_pools: tuple[tuple[str, int], ...] = ()  # (keyword, output size) of its MultiScaleRoIAlign poolers
+    p6p7: bool = False  # C3-C5 and P6/P7 made from C5 (RetinaNet's layout), else every stage + max-pool P6
+
+
+@dataclasses.dataclass(frozen=True)
+class _Segmenter:
+    """How one of torchvision's segmenters sits on a dilated reslab backbone."""
+
+    model: type[nn.Module]  # called as model(backbone, classifier, aux_classifier)
+    head: type[nn.Module]  # the classifier: head(in_channels, num_classes[, atrous_rates=...])
+    aspp: bool = False  # the head takes ``atrous_rates`` (DeepLabV3's ASPP)
+
+
+_DETECTORS = {
+    "fasterrcnn": _Detector(FasterRCNN, "rpn_anchor_generator", roi_pools=(("box_roi_pool", 7),)),
+    "maskrcnn": _Detector(
+        MaskRCNN, "rpn_anchor_generator", roi_pools=(("box_roi_pool", 7), ("mask_roi_pool", 14))
+    ),
+    "retinanet": _Detector(
+        RetinaNet, "anchor_generator", octaves=(1.0, 2 ** (1 / 3), 2 ** (2 / 3)), p6p7=True
+    ),
+}
+_SEGMENTERS = {"deeplabv3": _Segmenter(DeepLabV3, DeepLabHead, aspp=True), "fcn": _Segmenter(FCN, FCNHead)}
+DETECTORS = tuple(_DETECTORS)  # ("fasterrcnn", "maskrcnn", "retinanet")
+SEGMENTERS = tuple(_SEGMENTERS)  # ("deeplabv3", "fcn")
 DEFAULT_ANCHORS = (16, 32, 64, 128, 256)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_Head = TypeVar("_Head", _Detector, _Segmenter)
 
 
 def _norm_stats(
@@ -90,22 +133,9 @@ def create_detector(
     :func:`~reslab.models.backbones.resnet_fpn_backbone`'s; ``head_kwargs`` go to torchvision's model
     (e.g. ``box_score_thresh``, ``rpn_batch_size_per_image``; JSON values, they enter ``model.spec``).
     """
-    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
-
-    if arch not in DETECTORS:
-        raise ConfigError(f"unknown detector {arch!r}; choose from {', '.join(DETECTORS)}")
-    if num_classes < 2:
-        raise ConfigError(f"num_classes counts the background and must be >= 2, got {num_classes}")
-    net, _ = build_body(
-        backbone, init_from=init_from, **_backbone_kwargs(backbone_kwargs, in_chans, init_from)
-    )
-    n = len(net.stage_names)
-    layers = list(returned_layers) if returned_layers is not None else None
-    extra = None
-    if arch == "retinanet":  # C3-C5 (the last two stages of a CIFAR network), P6 and P7 from C5
-        if layers is None:
-            layers = list(range(n - 2, n + 1)) if n >= 4 else [n - 1, n]
-        extra = LastLevelP6P7(stage_channels(net)[layers[-1] - 1], fpn_channels)
+    head = _choose(_DETECTORS, arch, "detector", num_classes)
+    net = _network(backbone, init_from, backbone_kwargs, in_chans)
+    layers, extra = _fpn_levels(head, net, returned_layers, fpn_channels)
     body = resnet_fpn_backbone(
         net,
         pretrained=init_from is not None,
@@ -115,24 +145,15 @@ def create_detector(
         frozen_bn=frozen_bn,
         extra_blocks=extra,
     )
-    chans = int(body.body.in_chans)
-    mean, std = _norm_stats(chans, image_mean, image_std)
-    levels = len(body.channels) + (2 if extra else 1)
-    if len(anchor_sizes) < levels:
-        raise ConfigError(
-            f"anchor_sizes needs {levels} sizes (one per pyramid level), got {list(anchor_sizes)}"
-        )
-    sizes = [int(a) for a in anchor_sizes[:levels]]
-    common = {"min_size": min_size, "max_size": max_size, "image_mean": mean, "image_std": std}
-    model = _detector_head(arch, body, num_classes, sizes, **common, **head_kwargs)
+    mean, std = _norm_stats(int(body.body.in_chans), image_mean, image_std)
+    sizes = _anchor_sizes(anchor_sizes, len(body.channels) + (2 if extra else 1))
+    common = {"image_mean": mean, "image_std": std, "min_size": min_size, "max_size": max_size}
+    model = _detector_head(head, body, num_classes, sizes, **common, **head_kwargs)
     model.spec = {
         "task": "detection",
         "arch": arch,
         "num_classes": num_classes,
-        "image_mean": mean,
-        "image_std": std,
-        "min_size": min_size,
-        "max_size": max_size,
+        **common,
         "anchor_sizes": sizes,
         "fpn_channels": fpn_channels,
         **{k: v for k, v in body.spec.items() if k != "out_channels"},
@@ -141,34 +162,43 @@ def create_detector(
     return model
 
 
-def _detector_head(
-    arch: str, body: nn.Module, num_classes: int, sizes: list[int], **kwargs: Any
-) -> nn.Module:
-    """torchvision's ``arch`` on the FPN ``body``: anchors of ``sizes`` (one per pyramid level; RetinaNet's
-    three octaves each), RoI pooling over the pyramid's maps; ``kwargs`` go to the model."""
-    from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.ops import MultiScaleRoIAlign
+def _fpn_levels(
+    head: _Detector, net: nn.Module, returned_layers: Sequence[int] | None, fpn_channels: int
+) -> tuple[list[int] | None, ExtraFPNBlock | None]:
+    """The stages the FPN takes and its extra block: ``returned_layers`` (default: every stage) and
+    ``resnet_fpn_backbone``'s max-pool P6; RetinaNet's layout takes C3-C5 (the last two stages of a
+    CIFAR network, which has three) and P6, P7 made from C5 (Lin et al. 2017b, Sec. 4)."""
+    layers = list(returned_layers) if returned_layers is not None else None
+    if not head.p6p7:
+        return layers, None
+    n = len(net.stage_names)
+    if layers is None:
+        layers = list(range(n - 2, n + 1)) if n >= 4 else [n - 1, n]
+    return layers, LastLevelP6P7(stage_channels(net)[layers[-1] - 1], fpn_channels)
 
-    levels = len(sizes)
-    if arch == "retinanet":
-        octaves = tuple((a, round(a * 2 ** (1 / 3)), round(a * 2 ** (2 / 3))) for a in sizes)
-        anchors = AnchorGenerator(octaves, ((0.5, 1.0, 2.0),) * levels)
-        return RetinaNet(body, num_classes, anchor_generator=anchors, **kwargs)
-    anchors = AnchorGenerator(tuple((a,) for a in sizes), ((0.5, 1.0, 2.0),) * levels)
+
+def _anchor_sizes(anchor_sizes: Sequence[int], levels: int) -> list[int]:
+    """The first ``levels`` anchor sizes, one per pyramid level from the finest."""
+    if len(anchor_sizes) < levels:
+        raise ConfigError(
+            f"anchor_sizes needs {levels} sizes (one per pyramid level), got {list(anchor_sizes)}"
+        )
+    return [int(a) for a in anchor_sizes[:levels]]
+
+
+def _detector_head(
+    head: _Detector, body: nn.Module, num_classes: int, sizes: list[int], **kwargs: Any
+) -> nn.Module:
+    """torchvision's detector on the FPN ``body``: anchors of ``sizes`` (one per pyramid level, times each
+    of the head's octave scales; ratios 0.5, 1, 2), RoI pooling over the pyramid's maps; ``kwargs`` go to
+    the model."""
+    scales = tuple(tuple(round(a * o) for o in head.octaves) for a in sizes)
+    anchors = AnchorGenerator(scales, ((0.5, 1.0, 2.0),) * len(sizes))
     names = [str(i) for i in range(len(body.channels))]  # type: ignore[arg-type]
-    box_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
-    if arch == "fasterrcnn":
-        return FasterRCNN(body, num_classes, rpn_anchor_generator=anchors, box_roi_pool=box_pool, **kwargs)
-    mask_pool = MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)
-    return MaskRCNN(
-        body,
-        num_classes,
-        rpn_anchor_generator=anchors,
-        box_roi_pool=box_pool,
-        mask_roi_pool=mask_pool,
-        **kwargs,
-    )
+    pools = {
+        arg: MultiScaleRoIAlign(names, output_size=size, sampling_ratio=2) for arg, size in head.roi_pools
+    }
+    return head.model(body, num_classes, **{head.anchor_arg: anchors}, **pools, **kwargs)
 
 
 def create_segmenter(
@@ -199,17 +229,8 @@ def create_segmenter(
     whoever feeds it. ``atrous_rates`` default: :func:`aspp_rates` (the paper's, or scaled to
     ``image_size`` when given).
     """
-    from torchvision.models.segmentation import FCN, DeepLabV3
-    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
-    from torchvision.models.segmentation.fcn import FCNHead
-
-    if arch not in SEGMENTERS:
-        raise ConfigError(f"unknown segmenter {arch!r}; choose from {', '.join(SEGMENTERS)}")
-    if num_classes < 2:
-        raise ConfigError(f"num_classes counts the background and must be >= 2, got {num_classes}")
-    net, _ = build_body(
-        backbone, init_from=init_from, **_backbone_kwargs(backbone_kwargs, in_chans, init_from)
-    )
+    head = _choose(_SEGMENTERS, arch, "segmenter", num_classes)
+    net = _network(backbone, init_from, backbone_kwargs, in_chans)
     body = resnet_backbone(
         net,
         output_stride=output_stride,
@@ -217,22 +238,13 @@ def create_segmenter(
         trainable_layers=trainable_layers,
         frozen_bn=frozen_bn,
     )
-    names = list(body.body.stage_names)
     if aux_loss:
-        if len(names) < 2:
-            raise ConfigError("aux_loss needs a network with at least two stages")
-        body = _with_aux(body, names)
+        body = _with_aux(body)
     mean, std = _norm_stats(int(body.body.in_chans), image_mean, image_std)
-    out_ch = body.channels[-1]
-    stride = int(body.spec["output_stride"])
-    if arch == "deeplabv3":
-        rates = [int(r) for r in atrous_rates] if atrous_rates else aspp_rates(stride, image_size)
-        classifier: nn.Module = DeepLabHead(out_ch, num_classes, atrous_rates=rates)
-    else:
-        rates = []
-        classifier = FCNHead(out_ch, num_classes)
+    aspp = _aspp_args(head, atrous_rates, int(body.spec["output_stride"]), image_size)
+    classifier = head.head(body.channels[-1], num_classes, **aspp)
     aux = FCNHead(body.channels[0], num_classes) if aux_loss else None
-    model = (DeepLabV3 if arch == "deeplabv3" else FCN)(body, classifier, aux)
+    model = head.model(body, classifier, aux)
     model.spec = {
         "task": "segmentation",
         "arch": arch,
@@ -240,11 +252,21 @@ def create_segmenter(
         "image_mean": mean,
         "image_std": std,
         "aux_loss": aux_loss,
-        **({"atrous_rates": rates} if arch == "deeplabv3" else {}),
+        **aspp,
         "image_size": image_size,
         **body.spec,
     }
     return model
+
+
+def _aspp_args(
+    head: _Segmenter, atrous_rates: Sequence[int] | None, output_stride: int, image_size: int | None
+) -> dict[str, list[int]]:
+    """The head's ``atrous_rates`` (given, else :func:`aspp_rates`) where it has an ASPP; else none."""
+    if not head.aspp:
+        return {}
+    rates = [int(r) for r in atrous_rates] if atrous_rates else aspp_rates(output_stride, image_size)
+    return {"atrous_rates": rates}
 
 
 def aspp_rates(output_stride: int, image_size: int | None = None) -> list[int]:
@@ -260,20 +282,37 @@ def aspp_rates(output_stride: int, image_size: int | None = None) -> list[int]:
     return [max(1, round(r * side / 33)) for r in (6, 12, 18)]
 
 
-def _backbone_kwargs(
-    backbone_kwargs: dict[str, Any] | None, in_chans: int | None, init_from: str | os.PathLike | None
-) -> dict[str, Any]:
+def _choose(heads: Mapping[str, _Head], arch: str, kind: str, num_classes: int) -> _Head:
+    """The table entry of ``arch``, once ``arch`` and ``num_classes`` are checked."""
+    if arch not in heads:
+        raise ConfigError(f"unknown {kind} {arch!r}; choose from {', '.join(heads)}")
+    if num_classes < 2:
+        raise ConfigError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+    return heads[arch]
+
+
+def _network(
+    backbone: str,
+    init_from: str | os.PathLike | None,
+    backbone_kwargs: dict[str, Any] | None,
+    in_chans: int | None,
+) -> nn.Module:
+    """The reslab network under the head (:func:`~reslab.models.backbones.build_body`), ``in_chans``
+    added to ``backbone_kwargs``; with ``init_from`` the weights fix it, so it is only checked."""
     kwargs = dict(backbone_kwargs or {})
     if in_chans is not None:
         if init_from is None:
             kwargs["in_chans"] = in_chans
-        else:  # the weights fix it: only check
+        else:
             kwargs.setdefault("in_chans", in_chans)
-    return kwargs
+    return build_body(backbone, init_from=init_from, **kwargs)[0]
 
 
-def _with_aux(body: nn.Module, names: list[str]) -> nn.Module:
+def _with_aux(body: nn.Module) -> nn.Module:
     """The same body returning the second-last stage as ``"aux"`` too."""
+    names = list(body.body.stage_names)
+    if len(names) < 2:
+        raise ConfigError("aux_loss needs a network with at least two stages")
     spec = body.spec
     out = ResNetFeatures(body.body, {names[-2]: "aux", names[-1]: "out"})
     out.spec = spec

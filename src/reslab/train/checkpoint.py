@@ -1,4 +1,4 @@
-"""Checkpoints, their generations and checksums, the run directory's lock, and the checks a resume needs.
+"""Checkpoints, their generations and checksums, and the checks a resume needs.
 
 A checkpoint generation ``<name>`` is three files in ``<run>/checkpoints/``:
 
@@ -20,6 +20,10 @@ on a whole run directory.
 
 The bytes are hashed in memory before they are written, and a reader hashes the bytes it then loads
 (never the file twice), so what is used is what was written.
+
+The generators' states a checkpoint holds come from :mod:`reslab.train.rng`, the run directory's lock from
+:mod:`reslab.train.lock`; both are re-exported here (``ckpt.rng_state``, ``ckpt.RunLock``), where they
+used to live.
 """
 
 from __future__ import annotations
@@ -28,14 +32,12 @@ import contextlib
 import io
 import json
 import os
-import random
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from reslab._io import fsync_dir, torch_load, write_bytes
@@ -51,6 +53,9 @@ from reslab.manifest import (
     sha256,
     write_manifest,
 )
+from reslab.train.lock import RunLock as RunLock
+from reslab.train.rng import rng_state as rng_state
+from reslab.train.rng import set_rng_state as set_rng_state
 
 CKPT_DIR = "checkpoints"
 GENERATIONS = ("last", "prev", "best")  # newest first for resume: last, then prev
@@ -405,88 +410,6 @@ def pair_matches(run_dir: Path, name: str = "last") -> bool:
         return read_weights_metadata(w).get("checkpoint_id") == torch_load(s).get("checkpoint_id")
     except ReslabError:
         return False
-
-
-# ------------------------------------------------------------------------------------ RNG states
-
-
-def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    out: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(RuntimeError):  # fewer GPUs now than when saved
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ------------------------------------------------------------------------------------------- lock
-
-
-class RunLock:
-    """An exclusive ``fcntl.flock`` on ``<run>/train.lock``: two processes never train into one run."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / "train.lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> RunLock:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            try:
-                other = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            finally:
-                os.close(fd)
-            who = f" (pid {other})" if other else ""
-            raise ReslabError(
-                f"run directory {self.path.parent} is in use by another reslab process{who}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            import fcntl
-
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
 
 
 # ------------------------------------------------------------------------------------------- resume

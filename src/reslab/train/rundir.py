@@ -36,6 +36,7 @@ from reslab.errors import ConfigError, ReslabError
 from reslab.tasks import run_label
 from reslab.tasks.base import Dist
 from reslab.train import checkpoint as ckpt
+from reslab.train.lock import RunLock
 from reslab.train.recipe import config_to_yaml, read_yaml
 
 EVAL_SPLITS = ("val", "test")  # the metrics.csv columns of each split, in this order
@@ -202,7 +203,7 @@ class RunDir:
     def __init__(self, out: Path, dist: Dist, metrics_cols: tuple[str, ...] = METRICS_COLUMNS) -> None:
         self.dir = out
         self.main = dist.is_main
-        self.lock = ckpt.RunLock(out) if self.main else None
+        self.lock = RunLock(out) if self.main else None
         self.tb: Any = None
         self.metrics_cols = metrics_cols  # the run's metrics.csv header (its task's metrics)
 
