@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.reslab-installed
 DATA := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test lint demo bench clean
+.PHONY: install data test lint demo bench catalog clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: install data lint
 
 demo: install data
 	$(VENV)/bin/reslab train --recipe fashion_mnist_demo --model resnet20
+
+# reslab/models/catalog.json (what `reslab models` lists without importing torch), after a model changes.
+catalog: install
+	$(PY) -c "from reslab.models.registry import write_catalog; print(write_catalog())"
 
 bench: install data
 	$(PY) bench/train_throughput.py

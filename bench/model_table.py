@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from reslab._io import write_text
+from reslab.cli.models import format_count
 from reslab.models import list_models, model_info
-from reslab.models.registry import format_count
 
 HEADER = """# Model zoo
 

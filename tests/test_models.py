@@ -552,3 +552,22 @@ def test_cli_models(capsys):
     assert main(["models", "--info", "resnet5O"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "resnet50" in err
+
+
+def test_the_committed_catalogue_is_the_registry():
+    """`reslab models` lists reslab/models/catalog.json (no torch import): it must say what the registry
+    builds; after a model changes, `make catalog` rewrites it."""
+    import json
+
+    from reslab.models.registry import CATALOG, catalog
+
+    assert json.loads(CATALOG.read_text(encoding="utf-8")) == catalog(), "stale: run `make catalog`"
+
+
+def test_listing_the_zoo_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from reslab.cli import main; main(['models', 'resnet5*']); assert 'torch' not in sys.modules"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[1].startswith("resnet56 ")

@@ -13,26 +13,36 @@ def add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from reslab.errors import ConfigError
-    from reslab.models.registry import format_count, get_entry, list_models, model_info
+    """From the committed catalogue (``reslab/models/catalog.json``: :func:`reslab.models.registry.catalog`,
+    kept equal to the registry by a test), so that listing the zoo imports no torch."""
+    import difflib
+    import fnmatch
+    import json
+    from pathlib import Path
 
+    from reslab.errors import ConfigError
+
+    zoo = json.loads((Path(__file__).parents[1] / "models" / "catalog.json").read_text(encoding="utf-8"))
+    if args.info or not any(c in args.pattern for c in "*?["):
+        name = args.info or args.pattern
+        if name not in zoo:
+            close = difflib.get_close_matches(name, list(zoo), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see `reslab models`"
+            raise ConfigError(f"unknown model {name!r}{hint}")
     if args.info:
-        info = model_info(args.info)
-        for key, value in info.items():
+        for key, value in zoo[args.info].items():
             if key in ("params", "macs"):
                 value = f"{value:,} ({format_count(value)})"
             elif key == "input_size":
                 value = "x".join(map(str, value))
             print(f"{key:<12} {'-' if value is None else value}")
         return 0
-    names = list_models(args.pattern)
-    if not names and not any(c in args.pattern for c in "*?["):
-        get_entry(args.pattern)  # an unknown name: the error names the closest ones
+    names = [n for n in zoo if fnmatch.fnmatchcase(n, args.pattern)]
     if not names:
         raise ConfigError(f"no model matches {args.pattern!r}; see `reslab models`")
     rows = [("name", "family", "depth", "params", "MACs", "paper error %")]
     for name in names:
-        i = model_info(name)
+        i = zoo[name]
         counts = (str(i["depth"]), format_count(i["params"]), format_count(i["macs"]))
         rows.append((name, i["family"], *counts, i["paper_error"] or "-"))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
@@ -40,3 +50,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
         cells = [r[c].rjust(widths[c]) if c in (2, 3, 4) else r[c].ljust(widths[c]) for c in range(len(r))]
         print("  ".join(cells).rstrip())
     return 0
+
+
+def format_count(n: int) -> str:
+    """1234567 -> "1.23M", 4089184256 -> "4.09G" (three significant digits)."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)

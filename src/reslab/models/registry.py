@@ -18,8 +18,10 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -155,14 +157,6 @@ def count_params_and_macs(name: str, **kwargs: Any) -> tuple[int, int]:
     return _count(name, tuple(sorted(kwargs.items())))
 
 
-def format_count(n: int) -> str:
-    """1234567 -> "1.23M", 4089184256 -> "4.09G" (three significant digits)."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return str(n)
-
-
 def model_info(name: str, **kwargs: Any) -> dict[str, Any]:
     """Details of a registered model: family, depth, default input size, parameters, multiply-adds
     (at the default input size and number of classes), the paper's reported error and its reference."""
@@ -182,3 +176,21 @@ def model_info(name: str, **kwargs: Any) -> dict[str, Any]:
         "paper": entry.paper,
         "description": doc,
     }
+
+
+CATALOG = Path(__file__).with_name("catalog.json")
+
+
+def catalog() -> dict[str, dict[str, Any]]:
+    """:func:`model_info` of every registered model, by name, in zoo order: what ``reslab models`` prints
+    (it reads the committed ``catalog.json`` instead, without importing torch; :func:`write_catalog`
+    rewrites that file, a test checks it against this)."""
+    return {name: json.loads(json.dumps(model_info(name))) for name in list_models()}
+
+
+def write_catalog() -> Path:
+    """Rewrite ``catalog.json`` from the registry (``make catalog``, after a model is added or changed)."""
+    from reslab._io import write_bytes
+
+    write_bytes(CATALOG, (json.dumps(catalog(), indent=1) + "\n").encode())
+    return CATALOG
