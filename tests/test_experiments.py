@@ -20,10 +20,11 @@ from _import_graph import find_cycle, import_graph
 from reslab.cli import main
 from reslab.errors import ConfigError, ReslabError
 from reslab.experiments import plan_experiment, redraw, run_experiment
-from reslab.experiments.claims import claims_for
+from reslab.experiments.budgets import BUDGETS
+from reslab.experiments.claims import Claim, judge
 from reslab.experiments.plan import write_plan
 from reslab.experiments.results import Group, RunResult
-from reslab.experiments.specs import BUDGETS, EXPERIMENTS, parse_depths, parse_seeds
+from reslab.experiments.specs import EXPERIMENTS, parse_depths, parse_seeds
 from reslab.train import load_recipe
 from reslab.train.recipe import config_to_yaml
 from reslab.train.rundir import RunDir
@@ -46,6 +47,11 @@ def _fmnist_available() -> bool:
         return False
 
 
+def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
+    """The claims the report of ``experiment`` makes of ``groups``."""
+    return judge(EXPERIMENTS[experiment].claims, groups)
+
+
 # ------------------------------------------------------------------------------------------ plans
 
 
@@ -59,8 +65,8 @@ def test_plan_has_the_papers_networks(name: str, tmp_path: Path) -> None:
     for budget in BUDGETS:
         plan = plan_experiment(name, budget=budget, out=tmp_path, seeds="2")
         nets = EXPECTED_NETWORKS[name]
-        if name in BUDGETS[budget].depths:  # a budget may default to fewer depths (quick degradation)
-            keep = {f"{d}" for d in BUDGETS[budget].depths[name]}
+        if budget in EXPERIMENTS[name].depths:  # a budget may default to fewer depths (quick degradation)
+            keep = {f"{d}" for d in EXPERIMENTS[name].depths[budget]}
             nets = {n for n in nets if any(n.endswith(d) for d in keep)}
         assert len(plan.runs) == 2 * len(nets)
         iters = {plan.configs[r.name].get("iterations") for r in plan.runs}
@@ -773,17 +779,17 @@ def _processes_mentioning(text: str) -> list[int]:
 def test_worker_env_keeps_freed_memory_unless_the_user_says_otherwise(monkeypatch) -> None:
     # DenseNet-BC-100's >32 MB activations were faulted in anew every step under glibc's defaults
     # (bench/step_cost.py); CPU workers run with glibc keeping freed memory, and a user's own setting wins.
-    from reslab.experiments.runner import _worker_env
+    from reslab.experiments.pool import worker_env
 
     monkeypatch.delenv("MALLOC_MMAP_MAX_", raising=False)
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "8")
-    env = _worker_env(1)
+    env = worker_env(1)
     assert env["MALLOC_MMAP_MAX_"] == "0" and int(env["MALLOC_TRIM_THRESHOLD_"]) >= 2**32
     assert env["OMP_NUM_THREADS"] == "1"  # the worker's share of the cores, not the parent's setting
     assert env["PATH"] == os.environ["PATH"]
     monkeypatch.setenv("MALLOC_MMAP_MAX_", "65536")
-    assert _worker_env(2)["MALLOC_MMAP_MAX_"] == "65536"
+    assert worker_env(2)["MALLOC_MMAP_MAX_"] == "65536"
 
 
 def test_an_unfinished_run_is_published_with_its_checkpoint_and_continues_on_a_fresh_machine(
