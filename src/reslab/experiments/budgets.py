@@ -21,9 +21,8 @@ BENCHMARKS.md, "What a budget costs" and "What each experiment's networks cost t
 ``standard``
     5 epochs of the ``fashion_mnist`` recipe (one-cycle SGD to a peak lr of 0.2, batch 128, 2-px crops
     and flips, label smoothing 0.1, 5,000 training images held out), evaluated after every epoch on the
-    full 10,000-image test set, several seeds per network (each record's ``seeds``): the ResNet-56 vs
-    ResNet-20 difference is below the seed-to-seed spread, so one seed cannot decide it. The runs train
-    in fp32 (``amp: auto`` keeps fp32 on the CPU).
+    full 10,000-image test set, several seeds per network (each record's ``seeds``). The runs train in
+    fp32 (``amp: auto`` keeps fp32 on the CPU).
 ``paper``
     The paper's CIFAR schedule (the ``cifar_paper`` recipe: 64k iterations, batch 128, lr 0.1 divided
     by 10 at 32k and 48k, 45k/5k train/val split). A GPU job: hours per network.

@@ -109,7 +109,6 @@ class Experiment:
 
 
 _T6 = paper.PaperColumn(paper.CIFAR10_TEST, paper.SOURCE_T6, {"resnet": paper.TABLE6_CELLS}, paper.SCOPE_T6)
-_FAMILIES = ("plain", "highway", "resnet")  # the tables' order of families
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
@@ -131,7 +130,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                 {"resnet": paper.TABLE6_CELLS, "plain": {None: "higher than ResNet (Fig. 6)"}},
                 paper.SCOPE_T6,
             ),
-            table_order=_FAMILIES,
+            table_order=plotting.FAMILY_ORDER,
             iterations={"quick": 600},
             depths={"quick": (20, 56), "standard": (20, 56)},
             seeds={"standard": 3},  # at least 3 for the degradation pair (issue 13)
@@ -147,7 +146,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             claims=claims.depth_claims,
             plot=plotting.plot_depth,
             paper=_T6,
-            table_order=_FAMILIES,
+            table_order=plotting.FAMILY_ORDER,
             iterations={"quick": 280},
             depths={"standard": (20, 32, 44, 56)},
             seeds={"standard": 2},
@@ -192,7 +191,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             claims=claims.highway_claims,
             plot=plotting.plot_family_panels,
             paper=_T6,
-            table_order=_FAMILIES,
+            table_order=plotting.FAMILY_ORDER,
             depth_first=True,
             seeds={"standard": 2},
         ),
