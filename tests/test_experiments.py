@@ -305,6 +305,50 @@ def test_report_and_figure_from_csv_logs(name: str, tmp_path: Path) -> None:
     assert (run_dir / "curves.png").stat().st_size > 1000
 
 
+def test_an_experiment_is_one_record(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Adding an experiment is adding its record: the planner, the report, its table and figure, the
+    claims and the command line take everything from it."""
+    from reslab.experiments import paper, plotting
+    from reslab.experiments.specs import Experiment, Network
+
+    def rules(groups: list[Group]) -> list[Claim]:
+        return [Claim("Toy claim", "inconclusive", f"{len(groups)} networks.")]
+
+    toy = Experiment(
+        "toy",
+        "A toy experiment",
+        "Nobody 2026",
+        "a plain and a residual net",
+        networks=(Network("plain", "plain-{d}", "plain{d}"), Network("resnet", "ResNet-{d}", "resnet{d}")),
+        default_depths=(20,),
+        claims=rules,
+        plot=plotting.plot_family_panels,
+        paper=paper.PaperColumn(
+            "paper: toy %", "Nobody 2026, Table 1", {"resnet": {20: "1.00"}}, "Toy numbers"
+        ),
+        table_order=("resnet", "plain"),
+        iterations={"quick": 40},
+    )
+    monkeypatch.setitem(EXPERIMENTS, "toy", toy)
+    plan = plan_experiment("toy", budget="quick", out=tmp_path / "toy")
+    assert [r.name for r in plan.runs] == ["plain20-s0", "resnet20-s0"]
+    assert plan.configs["resnet20-s0"]["iterations"] == 40
+    write_plan(plan, [{"wall_s": 1.0}])
+    _fake_runs(plan)
+    redraw(plan.out)
+    report = (plan.out / "report.md").read_text()
+    assert report.startswith("# A toy experiment\n") and "![toy](toy.png)" in report
+    rows = [line for line in report.splitlines() if line.startswith(("| ResNet-20 ", "| plain-20 "))]
+    assert rows[0].startswith("| ResNet-20 ") and rows[0].endswith(" | 1.00 |") and rows[1].endswith(" | — |")
+    assert "Paper numbers: Nobody 2026, Table 1." in report
+    assert "Toy numbers; on fashion-mnist at the quick budget compare the ordering" in report
+    assert "- **Toy claim** — INCONCLUSIVE: 2 networks." in report
+    assert (plan.out / "toy.png").read_bytes()[:4] == b"\x89PNG"
+    args = ["reproduce", "toy", "--budget", "smoke", "--dataset", "synthetic", "--out", str(tmp_path / "cli")]
+    assert main([*args, "--dry-run"]) == 0
+    assert re.search(r"^  resnet20-s0 +resnet20 .* new$", capsys.readouterr().out, re.M)
+
+
 def _check_outputs(out: Path, name: str, expect_paper: bool = False) -> list[dict[str, str]]:
     fig = out / f"{name}.png"
     assert fig.is_file() and fig.read_bytes()[:4] == b"\x89PNG"

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reslab.experiments.results import Group
 
 SOURCE_T6 = "He et al. 2016, Table 6 (CIFAR-10 test error %)"
 PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
@@ -38,8 +41,8 @@ class PaperColumn:
     scope: str
     dataset: str = "cifar10"  # the data set the numbers are for
 
-    def cell(self, group: Any) -> str:
-        """The cell of a :class:`~reslab.experiments.results.Group`'s row ("—" where the paper has none)."""
+    def cell(self, group: Group) -> str:
+        """The cell of ``group``'s row ("—" where the paper has none)."""
         by_depth = self.cells.get(group.variant, {})
         return by_depth.get(group.depth, by_depth.get(None, "—"))
 

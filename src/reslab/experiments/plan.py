@@ -115,14 +115,7 @@ def plan_experiment(
     seed_t = tuple(seeds) if isinstance(seeds, tuple) else parse_seeds(seeds, experiment, budget)
     depth_t = tuple(depths) if isinstance(depths, tuple) else parse_depths(depths, experiment, budget)
     runs = plan_runs(experiment, depths=depth_t, seeds=seed_t, budget=budget)
-    from reslab.models import list_models
-
-    missing = sorted({r.model for r in runs} - set(list_models()))
-    if missing:
-        raise ConfigError(
-            f"{experiment}: no model {missing[0]!r} in the zoo for the requested depths; "
-            f"choose --depths from {', '.join(map(str, exp.default_depths))}"
-        )
+    _check_zoo(experiment, runs, exp.default_depths)
     extra = dict(overrides or {})
     known = _engine_fields()
     bad = [k for k in extra if k.split(".")[0] not in known]
@@ -152,6 +145,18 @@ def plan_experiment(
         device=device or "auto",
         extra=extra,
     )
+
+
+def _check_zoo(experiment: str, runs: list[RunSpec], default_depths: tuple[int, ...]) -> None:
+    """Every run's model is in the zoo (one line naming the first that is not, and the default depths)."""
+    from reslab.models import list_models
+
+    missing = sorted({r.model for r in runs} - set(list_models()))
+    if missing:
+        raise ConfigError(
+            f"{experiment}: no model {missing[0]!r} in the zoo for the requested depths; "
+            f"choose --depths from {', '.join(map(str, default_depths))}"
+        )
 
 
 def load_plan(out: str | os.PathLike) -> Plan:

@@ -142,8 +142,10 @@ class Workers:
             with self._lock:
                 self._running.discard(proc)
 
-    def stop(self) -> None:
-        """Stop every worker (each run keeps its last checkpoint; a rerun continues it) and start no more."""
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Stop every worker (each run keeps its last checkpoint; a rerun continues it) and start no more.
+        A worker still running ``grace_s`` after SIGTERM is killed: none outlives its sweep, and the
+        pool's threads, which wait for their workers, end."""
         with self._lock:
             self._stopped = True
             procs = list(self._running)
@@ -151,8 +153,11 @@ class Workers:
             with contextlib.suppress(OSError):
                 proc.terminate()
         for proc in procs:
-            with contextlib.suppress(Exception):
-                proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    proc.kill()
 
 
 def sigterm_raises_interrupt() -> Callable[[], None]:

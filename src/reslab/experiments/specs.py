@@ -247,7 +247,9 @@ def get_budget(name: str) -> Budget:
 
 
 def plan_runs(name: str, *, depths: tuple[int, ...], seeds: tuple[int, ...], budget: str) -> list[RunSpec]:
-    """The runs of experiment ``name``: networks x depths x seeds (:meth:`Experiment.runs`)."""
+    """The runs of experiment ``name``: networks x depths x seeds (:meth:`Experiment.runs`). The runs do
+    not depend on ``budget`` (it decides their configs: :func:`budget_overrides`); it is taken for the
+    callers that pass it (bench/step_cost.py)."""
     exp = get_experiment(name)
     for d in depths:
         if d not in VALID_DEPTHS:
