@@ -20,10 +20,11 @@ from _import_graph import find_cycle, import_graph
 from reslab.cli import main
 from reslab.errors import ConfigError, ReslabError
 from reslab.experiments import plan_experiment, redraw, run_experiment
-from reslab.experiments.claims import claims_for
+from reslab.experiments.budgets import BUDGETS
+from reslab.experiments.claims import Claim, judge
 from reslab.experiments.plan import write_plan
 from reslab.experiments.results import Group, RunResult
-from reslab.experiments.specs import BUDGETS, EXPERIMENTS, parse_depths, parse_seeds
+from reslab.experiments.specs import EXPERIMENTS, parse_depths, parse_seeds
 from reslab.train import load_recipe
 from reslab.train.recipe import config_to_yaml
 from reslab.train.rundir import RunDir
@@ -46,6 +47,11 @@ def _fmnist_available() -> bool:
         return False
 
 
+def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
+    """The claims the report of ``experiment`` makes of ``groups``."""
+    return judge(EXPERIMENTS[experiment].claims, groups)
+
+
 # ------------------------------------------------------------------------------------------ plans
 
 
@@ -59,8 +65,8 @@ def test_plan_has_the_papers_networks(name: str, tmp_path: Path) -> None:
     for budget in BUDGETS:
         plan = plan_experiment(name, budget=budget, out=tmp_path, seeds="2")
         nets = EXPECTED_NETWORKS[name]
-        if name in BUDGETS[budget].depths:  # a budget may default to fewer depths (quick degradation)
-            keep = {f"{d}" for d in BUDGETS[budget].depths[name]}
+        if budget in EXPERIMENTS[name].depths:  # a budget may default to fewer depths (quick degradation)
+            keep = {f"{d}" for d in EXPERIMENTS[name].depths[budget]}
             nets = {n for n in nets if any(n.endswith(d) for d in keep)}
         assert len(plan.runs) == 2 * len(nets)
         iters = {plan.configs[r.name].get("iterations") for r in plan.runs}
@@ -297,6 +303,50 @@ def test_report_and_figure_from_csv_logs(name: str, tmp_path: Path) -> None:
     run_dir = plan.run_dir(plan.runs[0])
     assert main(["plot", str(run_dir)]) == 0
     assert (run_dir / "curves.png").stat().st_size > 1000
+
+
+def test_an_experiment_is_one_record(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Adding an experiment is adding its record: the planner, the report, its table and figure, the
+    claims and the command line take everything from it."""
+    from reslab.experiments import paper, plotting
+    from reslab.experiments.specs import Experiment, Network
+
+    def rules(groups: list[Group]) -> list[Claim]:
+        return [Claim("Toy claim", "inconclusive", f"{len(groups)} networks.")]
+
+    toy = Experiment(
+        "toy",
+        "A toy experiment",
+        "Nobody 2026",
+        "a plain and a residual net",
+        networks=(Network("plain", "plain-{d}", "plain{d}"), Network("resnet", "ResNet-{d}", "resnet{d}")),
+        default_depths=(20,),
+        claims=rules,
+        plot=plotting.plot_family_panels,
+        paper=paper.PaperColumn(
+            "paper: toy %", "Nobody 2026, Table 1", {"resnet": {20: "1.00"}}, "Toy numbers"
+        ),
+        table_order=("resnet", "plain"),
+        iterations={"quick": 40},
+    )
+    monkeypatch.setitem(EXPERIMENTS, "toy", toy)
+    plan = plan_experiment("toy", budget="quick", out=tmp_path / "toy")
+    assert [r.name for r in plan.runs] == ["plain20-s0", "resnet20-s0"]
+    assert plan.configs["resnet20-s0"]["iterations"] == 40
+    write_plan(plan, [{"wall_s": 1.0}])
+    _fake_runs(plan)
+    redraw(plan.out)
+    report = (plan.out / "report.md").read_text()
+    assert report.startswith("# A toy experiment\n") and "![toy](toy.png)" in report
+    rows = [line for line in report.splitlines() if line.startswith(("| ResNet-20 ", "| plain-20 "))]
+    assert rows[0].startswith("| ResNet-20 ") and rows[0].endswith(" | 1.00 |") and rows[1].endswith(" | — |")
+    assert "Paper numbers: Nobody 2026, Table 1." in report
+    assert "Toy numbers; on fashion-mnist at the quick budget compare the ordering" in report
+    assert "- **Toy claim** — INCONCLUSIVE: 2 networks." in report
+    assert (plan.out / "toy.png").read_bytes()[:4] == b"\x89PNG"
+    args = ["reproduce", "toy", "--budget", "smoke", "--dataset", "synthetic", "--out", str(tmp_path / "cli")]
+    assert main([*args, "--dry-run"]) == 0
+    assert re.search(r"^  resnet20-s0 +resnet20 .* new$", capsys.readouterr().out, re.M)
 
 
 def _check_outputs(out: Path, name: str, expect_paper: bool = False) -> list[dict[str, str]]:
@@ -773,17 +823,17 @@ def _processes_mentioning(text: str) -> list[int]:
 def test_worker_env_keeps_freed_memory_unless_the_user_says_otherwise(monkeypatch) -> None:
     # DenseNet-BC-100's >32 MB activations were faulted in anew every step under glibc's defaults
     # (bench/step_cost.py); CPU workers run with glibc keeping freed memory, and a user's own setting wins.
-    from reslab.experiments.runner import _worker_env
+    from reslab.experiments.pool import worker_env
 
     monkeypatch.delenv("MALLOC_MMAP_MAX_", raising=False)
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "8")
-    env = _worker_env(1)
+    env = worker_env(1)
     assert env["MALLOC_MMAP_MAX_"] == "0" and int(env["MALLOC_TRIM_THRESHOLD_"]) >= 2**32
     assert env["OMP_NUM_THREADS"] == "1"  # the worker's share of the cores, not the parent's setting
     assert env["PATH"] == os.environ["PATH"]
     monkeypatch.setenv("MALLOC_MMAP_MAX_", "65536")
-    assert _worker_env(2)["MALLOC_MMAP_MAX_"] == "65536"
+    assert worker_env(2)["MALLOC_MMAP_MAX_"] == "65536"
 
 
 def test_an_unfinished_run_is_published_with_its_checkpoint_and_continues_on_a_fresh_machine(

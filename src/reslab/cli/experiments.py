@@ -8,18 +8,17 @@ from reslab.cli.options import add_device
 
 
 def add_reproduce(sub: argparse._SubParsersAction) -> None:
-    from reslab.experiments.specs import BUDGETS, DATASETS, EXPERIMENTS
+    from reslab.experiments.budgets import BUDGETS, DATASETS
+    from reslab.experiments.specs import EXPERIMENTS
 
+    budgets = ", ".join(f"{b.name} ({b.brief})" for b in BUDGETS.values())
     p = sub.add_parser(
         "reproduce",
-        help="re-run one of the paper's experiments (degradation, depth, shortcuts, highway, relatives)",
+        help=f"re-run one of the paper's experiments ({', '.join(EXPERIMENTS)})",
         description=(
             "Train the experiment's networks (a rerun skips finished runs and continues interrupted ones; a run "
             "another experiment beside --out or --publish finished with the same config is copied, not retrained), "
-            "then draw its figure and write report.md beside the paper's numbers. Budgets: smoke (plumbing, "
-            "<1 min), quick (~20 min on 2 CPU cores, shows the effect on Fashion-MNIST), standard (5 epochs per "
-            "network, several seeds: hours on a CPU, decides what the quick budget cannot), paper (the paper's "
-            "64k-iteration schedule; a GPU job)."
+            f"then draw its figure and write report.md beside the paper's numbers. Budgets: {budgets}."
         ),
     )
     p.add_argument("name", choices=tuple(EXPERIMENTS), help="the experiment")
@@ -45,6 +44,13 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
         help="runs trained at once in worker processes (default: 1 on CPU, several per GPU on CUDA)",
     )
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: the usual places)")
+    _add_sweep_options(p)
+    p.set_defaults(func=_cmd_reproduce)
+
+
+def _add_sweep_options(p: argparse.ArgumentParser) -> None:
+    """``reproduce``'s options that change the sweep rather than its runs: --set, --publish, --runs,
+    --dry-run, --quiet."""
     p.add_argument(
         "--set",
         dest="overrides",
@@ -69,7 +75,6 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs and their state) and stop")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_reproduce)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -111,9 +116,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _dataset(name: str) -> str:
-    """A data set an experiment trains on: :data:`~reslab.experiments.specs.DATASETS` (and ``synthetic``,
+    """A data set an experiment trains on: :data:`~reslab.experiments.budgets.DATASETS` (and ``synthetic``,
     accepted for tests and demos, not advertised)."""
-    from reslab.experiments.specs import ALL_DATASETS, DATASETS
+    from reslab.experiments.budgets import ALL_DATASETS, DATASETS
 
     if name not in ALL_DATASETS:
         raise argparse.ArgumentTypeError(f"choose from {', '.join(DATASETS)}")

@@ -1,4 +1,4 @@
-"""The paper's experiments, one command each: ``reslab reproduce degradation|depth|shortcuts|highway``.
+"""The paper's experiments, one command each: ``reslab reproduce NAME`` (NAME: a key of :data:`EXPERIMENTS`).
 
 An experiment is a set of ordinary training runs (``reslab.train``) under one folder, a figure drawn from
 their CSV logs, and ``report.md`` with a table beside the paper's numbers and a computed verdict per claim.
@@ -16,13 +16,14 @@ import importlib
 from typing import Any
 
 # name -> the module that defines it, loaded on first use: ``reslab --help`` reads the registries of
-# :mod:`~reslab.experiments.specs` without importing torch.
+# :mod:`~reslab.experiments.specs` and :mod:`~reslab.experiments.budgets` without importing torch.
 _LAZY = {
     **dict.fromkeys(("Plan", "load_plan", "plan_experiment"), "plan"),
     "publish": "publishing",
     **dict.fromkeys(("redraw", "write_outputs"), "report"),
     **dict.fromkeys(("run_experiment", "run_states"), "runner"),
-    **dict.fromkeys(("BUDGETS", "DATASETS", "EXPERIMENTS", "QUICK_ITERATIONS", "RunSpec"), "specs"),
+    **dict.fromkeys(("BUDGETS", "DATASETS"), "budgets"),
+    **dict.fromkeys(("EXPERIMENTS", "QUICK_ITERATIONS", "Experiment", "RunSpec"), "specs"),
 }
 
 __all__ = sorted(_LAZY)

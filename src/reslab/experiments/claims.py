@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from reslab.analysis import stats
 from reslab.analysis.stats import Comparison
-from reslab.experiments.results import PAPER_TABLE6, Group, fmt
+from reslab.experiments.paper import PAPER_TABLE6
+from reslab.experiments.results import Group, fmt
 
 
 def compare(a: Group, b: Group, attr: str) -> Comparison:
@@ -79,22 +81,21 @@ def _undecided(c: Comparison, what: str) -> str:
     return text + "."
 
 
-def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
+MIN_SEEDS = 3  # no claim is SUPPORTED from fewer finished seeds per network (the project's evidence rule)
+
+
+def judge(rules: Callable[[list[Group]], list[Claim]], groups: list[Group]) -> list[Claim]:
+    """The claims ``rules`` (an experiment's, :attr:`reslab.experiments.specs.Experiment.claims`) make of
+    ``groups``, under the evidence rules every experiment shares (module docstring): no claim SUPPORTED
+    from fewer than :data:`MIN_SEEDS` seeds, and each claim says which of its runs are not finished."""
     if not groups or all(not math.isfinite(g.mean("test_error")) for g in groups):
         return [Claim("any claim", "inconclusive", "no finished evaluations to judge from yet.")]
-    fn = {
-        "degradation": _claims_degradation,
-        "depth": _claims_depth,
-        "shortcuts": _claims_shortcuts,
-        "highway": _claims_highway,
-        "relatives": _claims_relatives,
-    }[experiment]
     # Networks with fewer than MIN_SEEDS finished seeds (a depth added to a sweep, a seed still to come)
     # would decide nothing but hide what the others decide: the claims are judged from the networks
     # that have them, where that leaves something to judge, and say which are not counted yet.
     ready = [g for g in groups if len(g.values("test_error")) >= MIN_SEEDS]
     thin = [g for g in groups if g not in ready and g.values("test_error")]
-    out = fn(ready) if ready and thin else []
+    out = rules(ready) if ready and thin else []
     if out and all(c.verdict == "inconclusive" and c.claim == "any claim" for c in out):
         out = []
     if out:
@@ -102,9 +103,9 @@ def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
         for c in out:
             c.sentence += f" Not counted until they have {MIN_SEEDS} seeds: {counted}."
         judged = {c.claim for c in out}  # the claims only the thin networks can answer, listed after
-        out += [c for c in fn(groups) if c.claim not in judged]
+        out += [c for c in rules(groups) if c.claim not in judged]
     else:
-        out = fn(groups)
+        out = rules(groups)
     for c in out:
         _at_least_three_seeds(c, c.groups or groups)
         notes = _open_runs_note(c.groups or groups)
@@ -112,9 +113,6 @@ def claims_for(experiment: str, groups: list[Group]) -> list[Claim]:
             c.sentence += f" ({notes})"
             c.undecided = ""  # open runs, not the budget, leave it undecided: no seed estimate yet
     return out
-
-
-MIN_SEEDS = 3  # no claim is SUPPORTED from fewer finished seeds per network (the project's evidence rule)
 
 
 def _at_least_three_seeds(c: Claim, groups: list[Group]) -> None:
@@ -203,7 +201,9 @@ def _a_beats_b(a: Group, b: Group, attr: str, what: str, claim: str) -> Claim:
     return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "", [a, b])
 
 
-def _claims_degradation(groups: list[Group]) -> list[Claim]:
+def degradation_claims(groups: list[Group]) -> list[Claim]:
+    """He et al. 2016, Sec. 4.2 and Fig. 6: deeper plain nets have the higher training error, deeper
+    ResNets do not, and at the deepest depth both families have, the ResNet trains better."""
     plain, res = _by(groups, "plain"), _by(groups, "resnet")
     out = [
         _deeper_is_worse(plain, "train_error", "training error", "plain nets"),
@@ -227,7 +227,9 @@ def _claims_degradation(groups: list[Group]) -> list[Claim]:
     return out
 
 
-def _claims_depth(groups: list[Group]) -> list[Claim]:
+def depth_claims(groups: list[Group]) -> list[Claim]:
+    """He et al. 2016, Table 6: test error falls from ResNet-20 to ResNet-110, and ResNet-1202 is no
+    better than ResNet-110 (overfitting)."""
     res = [g for g in _by(groups, "resnet") if g.depth <= 110]
     lo, hi = (res[0].depth, res[-1].depth) if len(res) >= 2 else (20, 110)  # the depths compared
     paper = (
@@ -273,7 +275,8 @@ def _claims_depth(groups: list[Group]) -> list[Claim]:
     return out
 
 
-def _claims_shortcuts(groups: list[Group]) -> list[Claim]:
+def shortcut_claims(groups: list[Group]) -> list[Claim]:
+    """He et al. 2016, Table 3: every shortcut option beats the plain net, and C ≤ B ≤ A."""
     by = {g.variant: g for g in groups}
     out: list[Claim] = []
     res = [by[k] for k in ("A", "B", "C") if k in by]
@@ -313,7 +316,10 @@ def _claims_shortcuts(groups: list[Group]) -> list[Claim]:
     return out
 
 
-def _claims_highway(groups: list[Group]) -> list[Claim]:
+def highway_claims(groups: list[Group]) -> list[Claim]:
+    """He et al. 2016, Sec. 4.2 (highway networks, Srivastava et al. 2015): at each depth the ResNet beats
+    the highway and the plain net, deeper ResNets train no worse, and they gain more from depth than
+    highway nets (:func:`depth_gain_claim`)."""
     out: list[Claim] = []
     depths = sorted({g.depth for g in groups})
     by = {(g.variant, g.depth): g for g in groups}
@@ -379,7 +385,7 @@ def _nz(x: float) -> float:
     return 0.0 if math.isnan(x) else x
 
 
-def _claims_relatives(groups: list[Group]) -> list[Claim]:
+def relatives_claims(groups: list[Group]) -> list[Claim]:
     """Each relative against the ResNet of its depth (DenseNet-BC-100 against ResNet-56, similar size):
     the papers report SE (Hu et al. 2018, Table 4), pre-activation (He et al. 2016b, Table 2) and
     DenseNet-BC (Huang et al. 2017, Table 2: 4.51% vs 6.97%) as better on CIFAR."""

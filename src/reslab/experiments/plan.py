@@ -19,13 +19,12 @@ from typing import Any
 from reslab import _io
 from reslab.config import config_difference, field_names
 from reslab.errors import ConfigError, ReslabError
+from reslab.experiments.budgets import ALL_DATASETS, RECIPE
 from reslab.experiments.specs import (
-    ALL_DATASETS,
-    BUDGETS,
-    EXPERIMENTS,
-    RECIPE,
     RunSpec,
     budget_overrides,
+    get_budget,
+    get_experiment,
     parse_depths,
     parse_seeds,
     plan_runs,
@@ -106,43 +105,32 @@ def plan_experiment(
     data_dir: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Plan:
-    """Decide the runs of ``experiment`` and the config of each (nothing is trained or written)."""
-    if experiment not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
+    """Decide the runs of ``experiment`` and the config of each (nothing is trained or written): the
+    record's networks (:data:`~reslab.experiments.specs.EXPERIMENTS`) at ``depths`` x ``seeds`` (the
+    record's defaults at ``budget`` when None), each with the budget's config and ``overrides``."""
+    exp = get_experiment(experiment)
     if dataset not in ALL_DATASETS:
         raise ConfigError(f"unknown data set {dataset!r}; choose from {', '.join(ALL_DATASETS[:3])}")
-    if budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+    recipe = get_budget(budget).recipe
     seed_t = tuple(seeds) if isinstance(seeds, tuple) else parse_seeds(seeds, experiment, budget)
     depth_t = tuple(depths) if isinstance(depths, tuple) else parse_depths(depths, experiment, budget)
     runs = plan_runs(experiment, depths=depth_t, seeds=seed_t, budget=budget)
-    from reslab.models import list_models
-
-    zoo = set(list_models())
-    missing = sorted({r.model for r in runs} - zoo)
-    if missing:
-        raise ConfigError(
-            f"{experiment}: no model {missing[0]!r} in the zoo for the requested depths; "
-            f"choose --depths from {', '.join(map(str, EXPERIMENTS[experiment].default_depths))}"
-        )
-    known = _engine_fields()
-    base = budget_overrides(experiment, budget, dataset, known)
+    _check_zoo(experiment, runs, exp.default_depths)
     extra = dict(overrides or {})
-    if known is not None:
-        bad = [k for k in extra if k.split(".")[0] not in known]
-        if bad:
-            raise ConfigError(f"--set: unknown config key {bad[0]!r}")
-    configs: dict[str, dict[str, Any]] = {}
-    for r in runs:
-        cfg = dict(base)
-        cfg.update(model=r.model, model_kwargs=dict(r.model_kwargs), seed=r.seed)
-        cfg.update(r.overrides)
-        if device:
-            cfg["device"] = device
-        if data_dir:
-            cfg["data_dir"] = str(data_dir)
-        cfg.update(extra)
-        configs[r.name] = cfg
+    known = _engine_fields()
+    bad = [k for k in extra if k.split(".")[0] not in known]
+    if bad:
+        raise ConfigError(f"--set: unknown config key {bad[0]!r}")
+    base = budget_overrides(experiment, budget, dataset, known)
+    machine = {"device": device, "data_dir": str(data_dir) if data_dir else None}
+    machine = {k: v for k, v in machine.items() if v}
+    configs = {
+        r.name: {**base, "model": r.model, "model_kwargs": dict(r.model_kwargs), "seed": r.seed}
+        | r.overrides
+        | machine
+        | extra
+        for r in runs
+    }
     out_path = Path(out) if out is not None else default_out(experiment, dataset, budget)
     return Plan(
         experiment=experiment,
@@ -151,12 +139,24 @@ def plan_experiment(
         depths=depth_t,
         seeds=seed_t,
         out=out_path,
-        recipe=BUDGETS[budget].recipe,
+        recipe=recipe,
         runs=runs,
         configs=configs,
         device=device or "auto",
         extra=extra,
     )
+
+
+def _check_zoo(experiment: str, runs: list[RunSpec], default_depths: tuple[int, ...]) -> None:
+    """Every run's model is in the zoo (one line naming the first that is not, and the default depths)."""
+    from reslab.models import list_models
+
+    missing = sorted({r.model for r in runs} - set(list_models()))
+    if missing:
+        raise ConfigError(
+            f"{experiment}: no model {missing[0]!r} in the zoo for the requested depths; "
+            f"choose --depths from {', '.join(map(str, default_depths))}"
+        )
 
 
 def load_plan(out: str | os.PathLike) -> Plan:

@@ -14,7 +14,8 @@ import io
 import math
 from pathlib import Path
 
-from reslab.experiments.results import PAPER_TABLE3, PAPER_TABLE6, Group, column
+from reslab.experiments.paper import PAPER_TABLE3, PAPER_TABLE6
+from reslab.experiments.results import Group, column
 
 FAMILY_TITLES = {"plain": "plain networks", "resnet": "ResNets", "highway": "highway networks"}
 FAMILY_ORDER = ("plain", "highway", "resnet")
@@ -165,8 +166,12 @@ def seed_range_err(groups: list[Group]) -> list[list[float]]:
     return [lo, hi]
 
 
-def plot_family_panels(groups: list[Group], path: Path, title: str) -> Path:
-    """One panel per family (plain, highway, ResNet), one colour per depth: the paper's Fig. 6."""
+def plot_family_panels(groups: list[Group], path: Path, title: str, dataset: str) -> Path:
+    """One panel per family (plain, highway, ResNet), one colour per depth: the paper's Fig. 6.
+
+    Every experiment's figure takes ``(groups, path, title, dataset)``
+    (:attr:`reslab.experiments.specs.Experiment.plot`); ``dataset`` says whether the paper's numbers are
+    comparable enough to draw (those on CIFAR-10)."""
     plt = _plt()
     families = [f for f in FAMILY_ORDER if any(g.family == f for g in groups)]
     width = max(5.2 * len(families), 8.0)  # one panel: wide enough for the title
@@ -219,7 +224,7 @@ def plot_depth(groups: list[Group], path: Path, title: str, dataset: str) -> Pat
     return _save(fig, path)
 
 
-def plot_shortcuts(groups: list[Group], path: Path, title: str) -> Path:
+def plot_shortcuts(groups: list[Group], path: Path, title: str, dataset: str) -> Path:
     """Left: curves per shortcut option (and plain). Right: final test error bars, paper's Table 3 beside."""
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.2))
@@ -262,7 +267,7 @@ def plot_shortcuts(groups: list[Group], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def plot_relatives(groups: list[Group], path: Path, title: str) -> Path:
+def plot_relatives(groups: list[Group], path: Path, title: str, dataset: str) -> Path:
     """Left: curves per network. Right: final test error (mean ± std over seeds) per network."""
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.2))
@@ -282,18 +287,6 @@ def plot_relatives(groups: list[Group], path: Path, title: str) -> Path:
     _style_note(fig)
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     return _save(fig, path)
-
-
-def plot_experiment(experiment: str, groups: list[Group], out: Path, title: str, dataset: str) -> list[Path]:
-    """Draw the experiment's figure(s) into ``out``; returns the paths."""
-    path = Path(out) / f"{experiment}.png"
-    if experiment == "depth":
-        return [plot_depth(groups, path, title, dataset)]
-    if experiment == "shortcuts":
-        return [plot_shortcuts(groups, path, title)]
-    if experiment == "relatives":
-        return [plot_relatives(groups, path, title)]
-    return [plot_family_panels(groups, path, title)]
 
 
 def plot_run(run_dir: Path) -> Path:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -12,22 +10,19 @@ from typing import Any
 
 from reslab import _io
 from reslab.analysis import stats
-from reslab.experiments.claims import MIN_SEEDS, Claim, claims_for
+from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
+from reslab.experiments.claims import MIN_SEEDS, Claim, judge
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
 from reslab.experiments.results import (
-    PAPER_TABLE3,
-    PAPER_TABLE6,
-    PAPER_TABLE6_NOTE,
-    SOURCE_T3,
-    SOURCE_T6,
     Group,
     RunResult,
     fmt,
     fmt_range,
     group_runs,
     read_run,
+    write_results_csv,
 )
-from reslab.experiments.specs import BUDGETS, EXPERIMENTS, parse_depths
+from reslab.experiments.specs import EXPERIMENTS, parse_depths
 
 
 def collect(plan: Plan) -> list[RunResult]:
@@ -35,9 +30,8 @@ def collect(plan: Plan) -> list[RunResult]:
 
 
 def write_outputs(out: str | Path) -> dict[str, Any]:
-    """Redraw the figure(s), rewrite results.csv and report.md of experiment folder ``out``."""
-    from reslab.experiments.plotting import plot_experiment
-
+    """Redraw the figure(s), rewrite results.csv and report.md of experiment folder ``out``: the figure
+    and the claims are the experiment's record's (:data:`~reslab.experiments.specs.EXPERIMENTS`)."""
     out = Path(out)
     plan = load_plan(out)
     results = collect(plan)
@@ -45,66 +39,13 @@ def write_outputs(out: str | Path) -> dict[str, Any]:
     exp = EXPERIMENTS[plan.experiment]
     title = f"{exp.title} — {plan.dataset}, {plan.budget} budget"
     started = [r for r in results if r.metrics or r.train_log]
-    figures = (
-        plot_experiment(
-            plan.experiment,
-            [g for g in groups if any(r in started for r in g.runs)],
-            out,
-            title,
-            plan.dataset,
-        )
-        if started
-        else []
-    )
-    claims = claims_for(plan.experiment, groups)
-    _write_results_csv(out / "results.csv", results)
+    drawn = [g for g in groups if any(r in started for r in g.runs)]
+    figures = [exp.plot(drawn, out / f"{exp.name}.png", title, plan.dataset)] if started else []
+    claims = judge(exp.claims, groups)
+    write_results_csv(out / "results.csv", results)
     text = render_report(plan, results, groups, claims, figures, read_sessions(out))
     _io.write_text(out / "report.md", text)
     return {"figures": figures, "report": out / "report.md", "claims": claims, "groups": groups}
-
-
-def _write_results_csv(path: Path, results: list[RunResult]) -> None:
-    cols = [
-        "run",
-        "network",
-        "family",
-        "variant",
-        "depth",
-        "seed",
-        "finished",
-        "steps",
-        "train_error",
-        "test_error",
-        "best_test_error",
-        "wall_s",
-        "params",
-    ]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for r in results:
-        w.writerow(
-            [
-                r.name,
-                r.label,
-                r.family,
-                r.variant,
-                r.depth,
-                r.seed,
-                int(r.finished),
-                r.steps,
-                _c(r.train_error),
-                _c(r.test_error),
-                _c(r.best_test_error),
-                _c(r.wall_s),
-                r.params if r.params is not None else "",
-            ]
-        )
-    _io.write_text(path, buf.getvalue())
-
-
-def _c(x: float) -> str:
-    return f"{x:.4f}" if math.isfinite(x) else ""
 
 
 def _versions() -> str:
@@ -152,30 +93,6 @@ def _hms(s: float) -> str:
         return "—"
     s = round(s)
     return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def _paper_cell(plan: Plan, g: Group) -> str:
-    if plan.experiment == "shortcuts":
-        v = PAPER_TABLE3.get(g.variant)
-        return f"{v:.2f}" if v is not None else "—"
-    if g.family == "resnet" and g.depth in PAPER_TABLE6:
-        return PAPER_TABLE6_NOTE.get(g.depth, f"{PAPER_TABLE6[g.depth]:.2f}")
-    if g.variant == "densenet" and g.depth == 100:
-        return "4.51 (Huang et al. 2017, Table 2, CIFAR-10+)"
-    if g.family == "plain" and plan.experiment == "degradation":
-        return "higher than ResNet (Fig. 6)"
-    return "—"
-
-
-def _paper_header(plan: Plan) -> tuple[str, str]:
-    if plan.experiment == "shortcuts":
-        return "paper: ImageNet ResNet-34 top-1 %", SOURCE_T3
-    if plan.experiment == "relatives":
-        return "paper: CIFAR-10 test %", (
-            f"{SOURCE_T6} for the ResNet, the source named in the cell for DenseNet-BC-100; the SE and "
-            "pre-activation papers report CIFAR-10 at depths 110 and 164, not 56"
-        )
-    return "paper: CIFAR-10 test %", SOURCE_T6
 
 
 def reproduce_command(plan: Plan, publish: str | None = None) -> str:
@@ -377,25 +294,25 @@ def _figure_section(plan: Plan, figures: list[Path]) -> list[str]:
 
 def _results_section(plan: Plan, results: list[RunResult], groups: list[Group]) -> list[str]:
     """One row per network, ours beside the paper's, then the notes that say how to compare them."""
-    paper_h, paper_src = _paper_header(plan)
+    exp = EXPERIMENTS[plan.experiment]
     multi = any(g.n > 1 for g in groups)
     hdr = ["network", "depth", "runs", "final training error %", "final test error %"]
     if multi:
         hdr.append("test error range %")
-    hdr += ["best test error %", paper_h]
+    hdr += ["best test error %", exp.paper.header]
     return [
         "## Results",
         "",
         "| " + " | ".join(hdr) + " |",
         "|" + "---|" * len(hdr),
-        *(_table_row(plan, g, multi) for g in _table_order(plan, groups)),
+        *(_table_row(exp.paper.cell(g), g, multi) for g in sorted(groups, key=exp.row_key)),
         "",
-        " ".join(_table_notes(plan, results, paper_src, multi)),
+        " ".join(_table_notes(plan, results, multi)),
         "",
     ]
 
 
-def _table_row(plan: Plan, g: Group, multi: bool) -> str:
+def _table_row(paper_cell: str, g: Group, multi: bool) -> str:
     tr = fmt(g.mean("train_error"), g.std("train_error") if multi else math.nan)
     te = fmt(g.mean("test_error"), g.std("test_error") if multi else math.nan)
     be = fmt(g.mean("best_test_error"))
@@ -404,27 +321,20 @@ def _table_row(plan: Plan, g: Group, multi: bool) -> str:
     cells = [g.label, str(g.depth), runs, tr, te]
     if multi:
         cells.append(fmt_range(*g.range("test_error")))
-    cells += [be, _paper_cell(plan, g)]
+    cells += [be, paper_cell]
     return "| " + " | ".join(cells) + " |"
 
 
-def _table_notes(plan: Plan, results: list[RunResult], paper_src: str, multi: bool) -> list[str]:
-    notes = [f"Paper numbers: {paper_src}."]
+def _table_notes(plan: Plan, results: list[RunResult], multi: bool) -> list[str]:
+    paper = EXPERIMENTS[plan.experiment].paper
+    notes = [f"Paper numbers: {paper.source}."]
     if multi:
         notes.append("Ours: mean ± sample standard deviation over seeds; range: the seeds' minimum–maximum.")
-    if plan.experiment == "shortcuts":
+    if paper.dataset not in ALL_DATASETS:  # measured on data no run here trains on
+        notes.append(f"{paper.scope}; compare the ordering, not the values.")
+    elif plan.dataset != paper.dataset:
         notes.append(
-            "The paper compares shortcut options on ImageNet with ResNet-34; compare the ordering, not the values."
-        )
-    elif plan.dataset != "cifar10":
-        notes.append(
-            (
-                "The papers' numbers are for CIFAR-10 at their full schedules (64k iterations; DenseNet-BC 300 "
-                "epochs)"
-                if plan.experiment == "relatives"
-                else "The paper's numbers are for CIFAR-10 at the full 64k-iteration schedule"
-            )
-            + f"; on {plan.dataset}"
+            f"{paper.scope}; on {plan.dataset}"
             + (f" at the {plan.budget} budget" if plan.budget != "paper" else "")
             + " compare the ordering, not the values."
         )
@@ -474,19 +384,6 @@ def _undecided_section(claims: list[Claim]) -> list[str]:
     else:
         items = ["- Nothing: every claim above is decided by its test at this budget and these seeds."]
     return ["## What this budget cannot decide", "", *items, ""]
-
-
-def _table_order(plan: Plan, groups: list[Group]) -> list[Group]:
-    fam = {"plain": 0, "highway": 1, "resnet": 2}
-    var = {"A": 0, "B": 1, "C": 2, "plain": 3}
-    if plan.experiment == "shortcuts":
-        return sorted(groups, key=lambda g: (g.depth, var.get(g.variant, 9)))
-    if plan.experiment == "highway":
-        return sorted(groups, key=lambda g: (g.depth, fam.get(g.family, 9)))
-    if plan.experiment == "relatives":
-        rel = {"resnet": 0, "seresnet": 1, "preact": 2, "densenet": 3}
-        return sorted(groups, key=lambda g: (rel.get(g.variant, 9), g.depth))
-    return sorted(groups, key=lambda g: (fam.get(g.family, 9), g.depth))
 
 
 def redraw(path: str | Path) -> dict[str, Any]:

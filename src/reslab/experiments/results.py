@@ -9,22 +9,15 @@ in :mod:`reslab.experiments.claims`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reslab import _io
 from reslab.analysis import stats
-
-# ---------------------------------------------------------------------------- the paper's numbers
-
-SOURCE_T6 = "He et al. 2016, Table 6 (CIFAR-10 test error %)"
-PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
-PAPER_TABLE6_NOTE = {110: "6.43 (best of 5; mean 6.61 ± 0.16)"}
-SOURCE_T3 = "He et al. 2016, Table 3 (ImageNet ResNet-34 top-1 10-crop val error %); plain-34: Table 2"
-PAPER_TABLE3 = {"A": 25.03, "B": 24.52, "C": 24.19, "plain": 28.54}
-
 
 # ------------------------------------------------------------------------------------------ reading
 
@@ -95,31 +88,16 @@ def read_run(run_dir: Path, spec: Any = None) -> RunResult:
     run_dir = Path(run_dir)
     metrics = read_csv(run_dir / "metrics.csv")
     train_log = read_csv(run_dir / "train_log.csv")
-    summary: dict[str, Any] = {}
-    if (run_dir / "summary.json").is_file():
-        try:
-            summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        except ValueError:
-            summary = {}
+    summary = _read_summary(run_dir)
     cfg = _read_config(run_dir)
+    final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
     train_err = _last(metrics, "train_error")
     if math.isnan(train_err):
         train_err = _last(train_log, "error")
-    final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
-    test_err = _last(metrics, "test_error")
-    if math.isnan(test_err):
-        test_err = _first_number(final, ("test_error",))
     if math.isnan(train_err):
         train_err = _first_number(final, ("train_error",))
-    _, tests = column(metrics, "test_error")
-    eval_split = "test"
-    if not tests and math.isnan(test_err):
-        # Test set not evaluated (eval_test off, e.g. the smoke budget): the held-out split stands in.
-        _, tests = column(metrics, "val_error")
-        if tests:
-            test_err, eval_split = tests[-1], "val"
-    steps_m = [r.get("step", math.nan) for r in metrics + train_log]
-    steps_m = [s for s in steps_m if not math.isnan(s)]
+    test_err, tests, eval_split = _test_errors(metrics, final)
+    steps = [s for s in (r.get("step", math.nan) for r in metrics + train_log) if not math.isnan(s)]
     wall = _last(metrics, "elapsed")
     if math.isnan(wall):
         wall = _first_number(summary, ("wall_time_s",))
@@ -127,25 +105,10 @@ def read_run(run_dir: Path, spec: Any = None) -> RunResult:
     n_eval = cfg.get("eval_subset") or _default_test_size(cfg.get("dataset"))
     if eval_split == "val":
         n_eval = cfg.get("val_split") or n_eval
-    if spec is not None:
-        name, label, family, variant = spec.name, spec.label, spec.family, spec.variant
-        depth, seed = spec.depth, spec.seed
-    else:
-        model = str(cfg.get("model", run_dir.name))
-        name, label = run_dir.name, model
-        family = (
-            "plain" if model.startswith("plain") else "highway" if model.startswith("highway") else "resnet"
-        )
-        variant, depth, seed = family, _depth_of(model), int(cfg.get("seed", 0) or 0)
     return RunResult(
-        name=name,
-        label=label,
-        family=family,
-        variant=variant,
-        depth=depth,
-        seed=seed,
+        **_identity(run_dir, spec, cfg),
         finished=bool(summary.get("finished")),
-        steps=int(max(steps_m)) if steps_m else 0,
+        steps=int(max(steps)) if steps else 0,
         iterations=cfg.get("iterations"),
         train_error=train_err,
         test_error=test_err,
@@ -159,6 +122,49 @@ def read_run(run_dir: Path, spec: Any = None) -> RunResult:
         train_log=train_log,
         lr_drops=_lr_drops(cfg),
     )
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    """``summary.json`` (empty when missing or unreadable)."""
+    if not (run_dir / "summary.json").is_file():
+        return {}
+    try:
+        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+
+
+def _test_errors(metrics: list[dict[str, float]], final: dict[str, Any]) -> tuple[float, list[float], str]:
+    """(final test error, every evaluation's, the split they are of): the test set's, else summary.json's
+    final test error, else, where the test set was not evaluated (eval_test off, e.g. the smoke budget),
+    the held-out split's, which stands in (split "val")."""
+    test_err = _last(metrics, "test_error")
+    if math.isnan(test_err):
+        test_err = _first_number(final, ("test_error",))
+    _, tests = column(metrics, "test_error")
+    if not tests and math.isnan(test_err):
+        _, vals = column(metrics, "val_error")
+        if vals:
+            return vals[-1], vals, "val"
+    return test_err, tests, "test"
+
+
+def _identity(run_dir: Path, spec: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The run's name, label, family, variant, depth and seed: its RunSpec's, else guessed from its
+    config (the model's name)."""
+    if spec is not None:
+        keys = ("name", "label", "family", "variant", "depth", "seed")
+        return {k: getattr(spec, k) for k in keys}
+    model = str(cfg.get("model", run_dir.name))
+    family = "plain" if model.startswith("plain") else "highway" if model.startswith("highway") else "resnet"
+    return {
+        "name": run_dir.name,
+        "label": model,
+        "family": family,
+        "variant": family,
+        "depth": _depth_of(model),
+        "seed": int(cfg.get("seed", 0) or 0),
+    }
 
 
 def _lr_drops(cfg: dict[str, Any]) -> tuple[float, ...]:
@@ -207,6 +213,51 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
     except (OSError, yaml.YAMLError):
         return {}
     return d if isinstance(d, dict) else {}
+
+
+def write_results_csv(path: Path, results: list[RunResult]) -> None:
+    """``results.csv``: one row per run, its final numbers (blank where not measured)."""
+    cols = [
+        "run",
+        "network",
+        "family",
+        "variant",
+        "depth",
+        "seed",
+        "finished",
+        "steps",
+        "train_error",
+        "test_error",
+        "best_test_error",
+        "wall_s",
+        "params",
+    ]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in results:
+        w.writerow(
+            [
+                r.name,
+                r.label,
+                r.family,
+                r.variant,
+                r.depth,
+                r.seed,
+                int(r.finished),
+                r.steps,
+                _c(r.train_error),
+                _c(r.test_error),
+                _c(r.best_test_error),
+                _c(r.wall_s),
+                r.params if r.params is not None else "",
+            ]
+        )
+    _io.write_text(path, buf.getvalue())
+
+
+def _c(x: float) -> str:
+    return f"{x:.4f}" if math.isfinite(x) else ""
 
 
 # ------------------------------------------------------------------------------------- aggregation

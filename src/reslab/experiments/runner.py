@@ -20,27 +20,22 @@ GPU so small models keep the device busy.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
-import signal
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Collection
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reslab import _io
 from reslab.errors import INTERRUPTED_EXIT, ConfigError, DataError, ReslabError
-from reslab.experiments.plan import Plan, check_experiment_folder, config_mismatch, read_sessions, write_plan
+from reslab.experiments.plan import Plan, check_experiment_folder, config_mismatch
+from reslab.experiments.pool import Workers, resolve_jobs
 from reslab.experiments.publishing import adopt_partial, partial_step, published_run
 from reslab.experiments.publishing import publish as publish_folder
 from reslab.experiments.report import write_outputs
 from reslab.experiments.reuse import adopt_run, identical_run
+from reslab.experiments.session import SessionRecord
 from reslab.experiments.specs import RunSpec
 from reslab.train.rundir import RunDir
 
@@ -128,112 +123,12 @@ def _check_compatible(plan: Plan, run: RunSpec) -> None:
 # --------------------------------------------------------------------------------------- execution
 
 
-def resolve_jobs(jobs: int | None, device: str, n_pending: int) -> tuple[int, list[str | None]]:
-    """How many runs train at once, and the device of each worker slot (None: the config's own).
-
-    Default: 1 on CPU; on CUDA 4 per GPU (CIFAR-sized ResNets leave most of an H100 idle), at most one per
-    two CPU cores and never more than the runs left.
-    """
-    import torch
-
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    n_gpu = torch.cuda.device_count() if cuda else 0
-    if jobs is None or jobs <= 0:
-        jobs = max(1, min(4 * max(n_gpu, 1), (os.cpu_count() or 2) // 2)) if cuda else 1
-    jobs = max(1, min(jobs, max(n_pending, 1)))
-    if cuda and n_gpu > 1 and device in ("auto", "cuda"):
-        slots: list[str | None] = [f"cuda:{i % n_gpu}" for i in range(jobs)]
-    else:
-        slots = [None] * jobs
-    return jobs, slots
-
-
 def _train_in_process(plan: Plan, run: RunSpec, progress: bool) -> None:
     from reslab.train import load_recipe, train
 
     cfg = load_recipe(plan.recipe, **plan.configs[run.name])
     # resume=True: a missing run starts fresh, an unfinished one continues from its last checkpoint.
     train(cfg, plan.run_dir(run), resume=True, progress=progress)
-
-
-def _cpu_model() -> str:
-    """The processor's name (Linux: /proc/cpuinfo's "model name"), else platform's guess."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _command_line() -> str:
-    """This invocation as typed: ``reslab reproduce ...`` (not the interpreter's path to ``__main__.py``)."""
-    if not sys.argv or not sys.argv[0]:
-        return ""
-    head = Path(sys.argv[0])
-    prog = "reslab" if head.name in ("reslab", "__main__.py") else str(head)
-    return " ".join([prog, *sys.argv[1:]])
-
-
-# glibc hands an allocation above its mmap threshold (at most 32 MB) back to the kernel when it is freed,
-# so a network whose activations exceed it (DenseNet-BC-100's concatenations: up to 87 MB at batch 128)
-# faults those pages in anew on every step. Keeping freed memory in the heap made DenseNet-BC-100's CPU
-# step 1.22x faster and left the ResNets' unchanged, for 3% more peak memory (bench/step_cost.py,
-# BENCHMARKS.md). A worker is a training process, which holds its peak memory anyway. Other C libraries
-# ignore these variables; values the user set win.
-_WORKER_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)}
-
-
-def _worker_env(threads: int) -> dict[str, str]:
-    """A worker's environment: this process's, ``threads`` OpenMP threads, glibc keeping freed memory."""
-    return {**_WORKER_MALLOC_ENV, **os.environ, "OMP_NUM_THREADS": str(threads)}
-
-
-def _worker_command(request: Path) -> list[str]:
-    return [sys.executable, "-m", "reslab.experiments.worker", str(request)]
-
-
-@dataclass
-class _SessionRecord:
-    """This invocation's entry in ``experiment.json``: written as ``running`` when it starts, with its
-    wall time, the runs it trained, reused and lost, and how it ended when it stops."""
-
-    plan: Plan
-    earlier: list[dict[str, Any]]
-    entry: dict[str, Any]
-    started: float
-
-    @classmethod
-    def start(cls, plan: Plan) -> _SessionRecord:
-        earlier = read_sessions(plan.out)
-        started = time.time()
-        entry: dict[str, Any] = {
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": _command_line(),
-            "host": platform.node(),
-            "cpus": os.cpu_count(),
-            "cpu_model": _cpu_model(),
-            "device": plan.device,
-        }
-        write_plan(plan, [*earlier, {**entry, "status": "running"}])
-        return cls(plan, earlier, entry, started)
-
-    def progress(self, sweep: _Sweep) -> None:
-        """Record the wall time so far and the runs finished so far (status still ``running``), so that
-        an invocation killed later (SIGKILL, a machine taken away) leaves what it did on record."""
-        self.entry.update(wall_s=round(time.time() - self.started, 2), trained=list(sweep.finished))
-        write_plan(self.plan, [*self.earlier, {**self.entry, "status": "running"}])
-
-    def finish(self, sweep: _Sweep, status: str) -> float:
-        """Write the entry with ``status`` (``finished`` or ``interrupted``); returns the wall time. An
-        interrupted invocation lists as trained only the runs it finished, not the one it stopped."""
-        wall = time.time() - self.started
-        self.entry.update(wall_s=round(wall, 2), trained=list(sweep.finished), status=status)
-        if sweep.reused:
-            self.entry["reused"] = sweep.reused
-        if sweep.failed:
-            self.entry["failed"] = sweep.failed
-        write_plan(self.plan, [*self.earlier, self.entry])
-        return wall
 
 
 @dataclass
@@ -254,7 +149,12 @@ class _Sweep:
     failed: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)  # trained to the end by this invocation
     left_out: list[str] = field(default_factory=list)  # unfinished, not among the runs asked for
-    record: _SessionRecord | None = None
+    record: SessionRecord | None = None
+    slots: list[str | None] = field(default_factory=lambda: [None])  # a device per run trained at once
+
+    def verb(self, run: RunSpec) -> str:
+        """What happens to a pending run, for the log: "continuing" (it was started) or "training"."""
+        return "continuing" if self.statuses[run.name] == "unfinished" else "training"
 
     def on_done(self, run: RunSpec) -> None:
         """Record a run the moment it finishes and publish it (with the report so far): a sweep killed
@@ -262,7 +162,7 @@ class _Sweep:
         if run.name not in self.reused:
             self.finished.append(run.name)
         if self.record is not None:
-            self.record.progress(self)
+            self.record.progress(self.finished)
         if self.publish is None:
             return
         try:
@@ -283,8 +183,9 @@ class _Sweep:
         self.on_done(run)
         return True
 
-    def summary(self, n_jobs: int) -> str:
+    def summary(self) -> str:
         """The line that says what this invocation is about to do."""
+        n_jobs = len(self.slots)
         return (
             f"{self.plan.experiment}: {len(self.plan.runs)} runs in {self.plan.out} — {len(self.skipped)} finished"
             + (
@@ -350,14 +251,13 @@ def _select_runs(
 
 
 def _train_sequentially(sweep: _Sweep, progress: bool) -> None:
-    """Train the pending runs one after the other in this process; a failed run is noted in
-    ``sweep.failed`` and the next one starts."""
+    """Train the pending runs one after the other in this process (``progress``: its progress bars); a
+    failed run is noted in ``sweep.failed`` and the next one starts."""
     pending = sweep.pending
     for i, run in enumerate(pending, 1):
         if sweep.reuse(run):  # another sweep finished the same training meanwhile
             continue
-        verb = "continuing" if sweep.statuses[run.name] == "unfinished" else "training"
-        sweep.log(f"[{i}/{len(pending)}] {verb} {run.name}")
+        sweep.log(f"[{i}/{len(pending)}] {sweep.verb(run)} {run.name}")
         try:
             _train_in_process(sweep.plan, run, progress)
             sweep.on_done(run)
@@ -366,6 +266,28 @@ def _train_sequentially(sweep: _Sweep, progress: bool) -> None:
         except ReslabError as e:  # e.g. a diverged run: keep going, report it at the end
             sweep.failed.append(run.name)
             sweep.log(f"[{i}/{len(pending)}] {run.name} FAILED: {e}")
+
+
+def _train_concurrently(sweep: _Sweep, progress: bool) -> None:
+    """Train the pending runs in worker processes, ``len(sweep.slots)`` at a time, in their order
+    (:class:`~reslab.experiments.pool.Workers`); a failed run is noted in ``sweep.failed`` and the others
+    go on. ``progress`` is not used: a worker writes plain progress lines to ``logs/<run>.log``."""
+    pending = sweep.pending
+    with Workers(sweep.plan, sweep.slots, sweep.log) as workers:
+        futures = {workers.submit(run, sweep.verb(run)): run for run in pending}
+        for i, future in enumerate(as_completed(futures), 1):
+            run, rc = futures[future], future.result()
+            if rc == 0:
+                sweep.log(f"[{i}/{len(pending)}] {run.name} finished")
+                sweep.on_done(run)
+                continue
+            sweep.failed.append(run.name)
+            why = (
+                "stopped by a signal at its last checkpoint"
+                if rc == INTERRUPTED_EXIT
+                else f"FAILED (exit {rc}); see logs/{run.name}.log"
+            )
+            sweep.log(f"[{i}/{len(pending)}] {run.name} {why}")
 
 
 def check_run_names(plan: Plan, names: Collection[str] | None) -> None:
@@ -402,43 +324,53 @@ def run_experiment(
     source}, "wall_s": float, "out": Path}``.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    check_run_names(plan, only)
-    out = plan.out
-    check_experiment_folder(out, "--out")
-    if publish is not None:
-        check_experiment_folder(publish, "--publish")
-    out.mkdir(parents=True, exist_ok=True)
-    for run in plan.runs:
-        _check_compatible(plan, run)
-    record = _SessionRecord.start(plan)
-    sweep = _select_runs(plan, publish, log, only)
-    sweep.record = record
-    n_jobs, slots = resolve_jobs(jobs, plan.device, len(sweep.pending))
-    record.entry["jobs"] = n_jobs
-    log(sweep.summary(n_jobs))
+    sweep, record = _start(plan, publish, log, only, jobs)
+    train = _train_sequentially if len(sweep.slots) <= 1 else _train_concurrently
     status = "interrupted"
     try:
-        if n_jobs <= 1:
-            _train_sequentially(sweep, progress)
-        else:
-            sweep.failed = _train_concurrently(plan, sweep.pending, sweep.statuses, slots, log, sweep.on_done)
+        train(sweep, progress)
         status = "finished"
     finally:
-        wall = record.finish(sweep, status)
+        wall = record.finish(status, sweep.finished, sweep.reused, sweep.failed)
         if status == "interrupted" and publish is not None:
-            _publish_on_stop(out, publish, log)
+            _publish_on_stop(plan.out, publish, log)
     result = sweep.result(wall)
     if report:
-        result.update(write_outputs(out))
+        result.update(write_outputs(plan.out))
         if publish is not None:
-            result.update(publish_folder(out, publish))
+            result.update(publish_folder(plan.out, publish))
     if sweep.failed:
-        where = "" if n_jobs <= 1 else f" (see {out / 'logs'}/<run>.log)"
+        where = "" if len(sweep.slots) <= 1 else f" (see {plan.out / 'logs'}/<run>.log)"
         raise ReslabError(
             f"{len(sweep.failed)} run(s) failed: {', '.join(sweep.failed)}{where}; the report shows the "
             "others; rerun to retry them"
         )
     return result
+
+
+def _start(
+    plan: Plan,
+    publish: str | os.PathLike | None,
+    log: Callable[[str], None],
+    only: Collection[str] | None,
+    jobs: int | None,
+) -> tuple[_Sweep, SessionRecord]:
+    """Check the folders and the runs asked for, put this invocation on record, decide what it does with
+    each run and how many it trains at once, and say so."""
+    check_run_names(plan, only)
+    check_experiment_folder(plan.out, "--out")
+    if publish is not None:
+        check_experiment_folder(publish, "--publish")
+    plan.out.mkdir(parents=True, exist_ok=True)
+    for run in plan.runs:
+        _check_compatible(plan, run)
+    record = SessionRecord.start(plan)
+    sweep = _select_runs(plan, publish, log, only)
+    sweep.record = record
+    n_jobs, sweep.slots = resolve_jobs(jobs, plan.device, len(sweep.pending))
+    record.entry["jobs"] = n_jobs
+    log(sweep.summary())
+    return sweep, record
 
 
 def _publish_on_stop(out: Path, publish: str | os.PathLike, log: Callable[[str], None]) -> None:
@@ -449,99 +381,3 @@ def _publish_on_stop(out: Path, publish: str | os.PathLike, log: Callable[[str],
         log(f"published the finished runs and the unfinished runs' last checkpoints to {publish}")
     except Exception as e:
         log(f"publishing to {publish} on stopping failed ({type(e).__name__}: {e}); rerun to publish")
-
-
-def _train_concurrently(
-    plan: Plan,
-    pending: list[RunSpec],
-    statuses: dict[str, str],
-    slots: list[str | None],
-    log: Callable[[str], None],
-    on_done: Callable[[RunSpec], None],
-) -> list[str]:
-    """Run ``pending`` in worker processes, ``len(slots)`` at a time; returns the names that failed."""
-    (plan.out / "logs").mkdir(parents=True, exist_ok=True)
-    req_dir = plan.out / "logs"
-    n = len(slots)
-    # Share the CPU cores between the workers (on CUDA they only feed the GPU; on CPU they do the work).
-    threads = max(1, (os.cpu_count() or 2) // n)
-    queue = list(pending)
-    running: dict[int, tuple[subprocess.Popen, RunSpec, Any]] = {}
-    failed: list[str] = []
-    done = 0
-    restore = _sigterm_raises_interrupt()
-    try:
-        while queue or running:
-            while queue and len(running) < n:
-                slot = next(i for i in range(n) if i not in running)
-                run = queue.pop(0)
-                cfg = dict(plan.configs[run.name])
-                if slots[slot] is not None:
-                    cfg["device"] = slots[slot]
-                if "threads" not in plan.extra:
-                    cfg["threads"] = threads
-                request = req_dir / f"{run.name}.request.json"
-                _io.write_json(
-                    request,
-                    {
-                        "recipe": plan.recipe,
-                        "config": cfg,
-                        "out_dir": str(plan.run_dir(run)),
-                    },
-                )
-                fh = open(req_dir / f"{run.name}.log", "ab")  # noqa: SIM115 - closed when the run ends
-                env = _worker_env(cfg.get("threads") or threads)
-                proc = subprocess.Popen(
-                    _worker_command(request), stdout=fh, stderr=subprocess.STDOUT, env=env
-                )
-                running[slot] = (proc, run, fh)
-                verb = "continuing" if statuses[run.name] == "unfinished" else "training"
-                log(f"  {verb} {run.name} (worker {slot}{', ' + slots[slot] if slots[slot] else ''})")
-            time.sleep(0.2)
-            for slot in list(running):
-                proc, run, fh = running[slot]
-                rc = proc.poll()
-                if rc is None:
-                    continue
-                fh.close()
-                del running[slot]
-                done += 1
-                if rc != 0:
-                    failed.append(run.name)
-                    why = (
-                        "stopped by a signal at its last checkpoint"
-                        if rc == INTERRUPTED_EXIT
-                        else f"FAILED (exit {rc}); see logs/{run.name}.log"
-                    )
-                    log(f"[{done}/{len(pending)}] {run.name} {why}")
-                else:
-                    log(f"[{done}/{len(pending)}] {run.name} finished")
-                    on_done(run)
-    except BaseException:
-        # Interrupted: stop the workers (each run keeps its last checkpoint; a rerun continues it).
-        for proc, _run, _fh in running.values():
-            with contextlib.suppress(OSError):
-                proc.terminate()
-        for proc, _run, fh in running.values():
-            with contextlib.suppress(Exception):
-                proc.wait(timeout=30)
-            fh.close()
-        raise
-    finally:
-        restore()
-    return failed
-
-
-def _sigterm_raises_interrupt() -> Callable[[], None]:
-    """While workers train, SIGTERM to this process raises KeyboardInterrupt (as Ctrl-C does), so the
-    workers are stopped at a checkpoint and the invocation is recorded as interrupted; without it the
-    default action would end this process at once and leave the workers training, unpublished. Returns
-    the function that puts the previous handler back."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, old)

@@ -1,0 +1,67 @@
+"""The published reports (docs/results/<experiment>-<budget>/) redraw byte for byte from their runs' files.
+
+``reslab plot DEST`` rewrites report.md, results.csv and the figure of a published folder from its
+experiment.json and runs/ alone: a change to the experiments' code that would change a committed report
+(a verdict, a number, a row's order, a sentence) shows here. Two things the redraw takes from the machine
+it runs on, not from the runs, are held to the published ones: the software versions the report names
+(those of the published report) and the figure's rendering, compared only under the matplotlib version
+that drew it (its PNG says which).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import reslab.provenance
+from reslab.experiments import redraw
+from reslab.experiments.plan import load_plan
+from reslab.experiments.specs import EXPERIMENTS
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+PUBLISHED = sorted(p.parent.name for p in RESULTS.glob("*/experiment.json"))
+
+
+def _published_versions(report: str) -> dict[str, str]:
+    """The software the published report names: ``software: reslab X, Python Y, torch Z[, CUDA W]``."""
+    found = re.search(r"software: reslab (\S+), Python (\S+), torch ([^,;]+)(?:, CUDA ([^;.]+))?", report)
+    assert found, "the report names its software"
+    keys = ("reslab", "python", "torch", "cuda")
+    return {k: v for k, v in zip(keys, found.groups()) if v is not None}
+
+
+def _matplotlib_of(png: bytes) -> str | None:
+    found = re.search(rb"Matplotlib version([0-9][^,\x00]*)", png)
+    return found.group(1).decode() if found else None
+
+
+def test_every_published_experiment_is_checked() -> None:
+    assert {f"{name}-standard" for name in EXPERIMENTS} <= set(PUBLISHED), PUBLISHED
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_a_published_report_redraws_byte_identical(name: str, tmp_path: Path, monkeypatch) -> None:
+    import matplotlib
+
+    src = RESULTS / name
+    dest = tmp_path / "docs" / "results" / name  # the report names its folder: the same relative path
+    shutil.copytree(src, dest)
+    monkeypatch.chdir(tmp_path)
+    published = (src / "report.md").read_text(encoding="utf-8")
+    monkeypatch.setattr(reslab.provenance, "versions", lambda: _published_versions(published))
+    exp = EXPERIMENTS[load_plan(dest).experiment]
+    figure = src / f"{exp.name}.png"
+    if _matplotlib_of(figure.read_bytes()) != matplotlib.__version__:
+        # Another matplotlib renders otherwise: the figure is left as published, the rest compared.
+        monkeypatch.setitem(EXPERIMENTS, exp.name, dataclasses.replace(exp, plot=lambda g, path, t, d: path))
+
+    redraw(Path("docs") / "results" / name)
+
+    files = sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file())
+    changed = [str(f) for f in files if (src / f).read_bytes() != (dest / f).read_bytes()]
+    assert not changed, f"{name}: the redraw changed {changed}"
