@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.reslab-installed
 DATA := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test lint demo bench catalog clean
+.PHONY: install data test lint demo bench catalog readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo: install data
 # reslab/models/catalog.json (what `reslab models` lists without importing torch), after a model changes.
 catalog: install
 	$(PY) -c "from reslab.models.registry import write_catalog; print(write_catalog())"
+
+# The README's result blocks (<!-- NAME --> ... <!-- /NAME -->) from docs/results/NAME/report.md.
+readme: install
+	$(PY) -c "from reslab.experiments.publishing import sync_readme; print(sync_readme('README.md', 'docs/results'))"
 
 bench: install data
 	$(PY) bench/train_throughput.py

@@ -21,7 +21,7 @@ from reslab.cli import main
 from reslab.errors import ConfigError, ReslabError
 from reslab.experiments import plan_experiment, redraw, run_experiment
 from reslab.experiments.budgets import BUDGETS
-from reslab.experiments.claims import Claim, judge
+from reslab.experiments.evidence import Claim, judge
 from reslab.experiments.plan import write_plan
 from reslab.experiments.results import Group, RunResult
 from reslab.experiments.specs import EXPERIMENTS, parse_depths, parse_seeds
@@ -583,7 +583,7 @@ def test_student_t_tail_matches_known_values() -> None:
 
 
 def test_welch_matches_scipy_and_decides_only_beyond_noise() -> None:
-    from reslab.analysis.stats import compare, seeds_to_resolve, welch
+    from reslab.analysis.stats import compare, planned_seeds, welch
 
     a, b = [7.53, 6.96, 7.20], [7.17, 7.08, 7.50]  # ResNet-20 / -56 at 5 epochs: within noise
     w = welch(a, b)
@@ -598,11 +598,57 @@ def test_welch_matches_scipy_and_decides_only_beyond_noise() -> None:
     far = compare([7.8, 7.9, 8.1], [14.0, 14.1, 14.4], math.nan, math.nan)  # plain-20 vs plain-56
     assert far.sign == 1 and far.p < 0.001 and far.ranges_overlap is False
     # more seeds resolve a smaller difference; a zero difference never
-    assert seeds_to_resolve(0.2, 0.3, 0.3) > seeds_to_resolve(0.5, 0.3, 0.3) >= 2
-    assert seeds_to_resolve(0.0, 0.3, 0.3) is None
+    assert planned_seeds(0.2, 0.3) > planned_seeds(0.5, 0.3) >= 2
+    assert planned_seeds(0.0, 0.3) is None
     # one run each: the binomial margin, with its 0.5-point floor
     one = compare([7.0], [7.4], 0.1, 0.1)
     assert one.test == "binomial" and one.margin == 0.5 and not one.significant
+
+
+def test_planned_seeds_give_80_percent_power_by_the_noncentral_t() -> None:
+    """The seeds planned for an effect give >= 80% power at 5% (two-sided two-sample t-test), one fewer
+    gives less: checked against the power computed here from SciPy's noncentral t, not statsmodels."""
+    from scipy import stats as st
+
+    from reslab.analysis.stats import planned_seeds
+
+    def power(n: int, d: float) -> float:
+        df, nc = 2 * n - 2, d * math.sqrt(n / 2)
+        crit = st.t.isf(0.025, df)
+        return st.nct.sf(crit, df, nc) + st.nct.cdf(-crit, df, nc)
+
+    assert planned_seeds(1.0, 1.0) == 17  # Cohen's d = 1: the textbook 17 per group
+    for effect, sd in ((1.0, 1.0), (0.3, 0.15), (0.17, 0.13), (2.0, 0.5)):
+        n = planned_seeds(effect, sd)
+        assert power(n, effect / sd) >= 0.8 and (n == 2 or power(n - 1, effect / sd) < 0.8), (effect, sd, n)
+    assert planned_seeds(0.01, 1.0) is None  # beyond any practical number of seeds
+    assert planned_seeds(0.0005, 0.3) is None  # statsmodels' root search gives up: no number, no error
+
+
+def test_holm_adjusts_a_family_and_skips_claims_without_a_p_value() -> None:
+    from reslab.analysis.stats import holm
+
+    # Holm 1979, step-down: sorted 0.005 x 4, 0.01 x 3, 0.03 x 2 (0.06), 0.04 x 1 -> max so far 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    got = holm([0.01, math.nan, 0.04])
+    assert got[0] == pytest.approx(0.02) and math.isnan(got[1]) and got[2] == pytest.approx(0.04)
+
+
+def test_welch_contrast_is_a_difference_of_differences_with_satterthwaite_df() -> None:
+    from scipy import stats as st
+
+    from reslab.analysis.stats import welch_contrast
+
+    g = [[7.1, 7.3, 7.0], [6.9, 7.0, 7.2], [8.0, 8.3, 8.1], [9.0, 9.4, 9.1]]
+    w = welch_contrast(g, (-1, 1, 1, -1))  # (b - a) - (d - c): the second pair gains more
+    v = [st.tstd(x) ** 2 / 3 for x in g]
+    est = (sum(g[1]) - sum(g[0]) + sum(g[2]) - sum(g[3])) / 3
+    df = sum(v) ** 2 / sum(x * x / 2 for x in v)
+    assert w.t == pytest.approx(est / math.sqrt(sum(v))) and w.df == pytest.approx(df)
+    assert w.p == pytest.approx(2 * st.t.sf(abs(w.t), df)) and w.p < 0.05
+    # two groups, weights (-1, 1): Welch's two-sample test itself
+    a, b = g[0], g[2]
+    assert welch_contrast([a, b], (-1, 1)).p == pytest.approx(st.ttest_ind(b, a, equal_var=False).pvalue)
 
 
 def test_claims_flip_with_the_seed_spread() -> None:

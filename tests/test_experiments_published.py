@@ -65,3 +65,15 @@ def test_a_published_report_redraws_byte_identical(name: str, tmp_path: Path, mo
     assert files == sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file())
     changed = [str(f) for f in files if (src / f).read_bytes() != (dest / f).read_bytes()]
     assert not changed, f"{name}: the redraw changed {changed}"
+
+
+def test_the_readme_says_what_the_published_reports_say(tmp_path):
+    """Each README block ``<!-- NAME -->`` is NAME's report: its table and its claims with their verdicts
+    and p-values, word for word (``make readme`` rewrites them), so no claim carries two verdicts."""
+    from reslab.experiments.publishing import sync_readme
+
+    readme = tmp_path / "README.md"
+    shutil.copy(RESULTS.parents[1] / "README.md", readme)
+    assert sync_readme(readme, RESULTS) == [], "the README is stale: run `make readme`"
+    blocks = re.findall(r"<!-- ([\w-]+) -->", readme.read_text(encoding="utf-8"))
+    assert {b for b in blocks if b.endswith("-standard")} == {p for p in PUBLISHED if p.endswith("-standard")}

@@ -12,6 +12,14 @@ difference is claimed only when a stated test supports it:
 - two or more seeds per network: Welch's two-sample t-test (unequal variances; Welch 1947), two-sided,
   at the 5% level, computed by SciPy (``scipy.stats.ttest_ind(..., equal_var=False)``, the t
   distribution's tails ``scipy.stats.t``), the field's kept library: no hand-written distributions.
+- the seeds a comparison needs: a two-sided two-sample t-test at ``ALPHA`` with 80% power
+  (``statsmodels.stats.power.TTestIndPower``; equal spreads, the pooled seed-to-seed sd of the two
+  networks: Student's t approximating Welch's), for a stated smallest effect (:func:`planned_seeds`);
+- a family of claims (one report's): Holm's step-down correction (Holm 1979;
+  ``statsmodels.stats.multitest.multipletests(method="holm")``), adjusted p beside the nominal one
+  (:func:`holm`);
+- a difference of differences (e.g. "ResNets gain more from depth than highway nets"): a linear
+  contrast of four networks' means with Welch-Satterthwaite degrees of freedom (:func:`welch_contrast`);
 - one run per network: the error rate's binomial standard error on the images it was measured on
   (``100 sqrt(p (1 - p) / n)`` points), the difference counting when it exceeds
   ``max(0.5 points, 2 standard errors)`` (about a 5% two-sided z-test, with a floor for tiny error rates).
@@ -83,23 +91,75 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
     return Welch(float(r.statistic), float(r.df), float(r.pvalue))
 
 
-def seeds_to_resolve(d: float, sa: float, sb: float, alpha: float = ALPHA, limit: int = 1000) -> int | None:
-    """The seeds per network at which a true difference ``d`` with these spreads would reach ``alpha``
-    in Welch's test on average (``|d| / sqrt((sa² + sb²) / n) > t_crit``); None above ``limit``."""
-    if not (math.isfinite(d) and math.isfinite(sa) and math.isfinite(sb)) or d == 0:
+POWER = 0.8  # the power a planned number of seeds gives against the smallest effect of interest
+
+
+def planned_seeds(
+    effect: float, sd: float, alpha: float = ALPHA, power: float = POWER, limit: int = 1000
+) -> int | None:
+    """Seeds per network at which a two-sided two-sample t-test at ``alpha`` detects a true difference
+    ``effect`` (points) with probability ``power``, when each network's seed-to-seed standard deviation
+    is ``sd``: the smallest whole number with statsmodels' ``TTestIndPower.power`` at least ``power``
+    (Cohen's d = effect / sd; its ``solve_power`` can fail to converge on small effects); at least 2; None
+    when it exceeds ``limit`` or cannot be computed (no effect, no spread measured)."""
+    from statsmodels.stats.power import TTestIndPower
+
+    if not (math.isfinite(effect) and math.isfinite(sd)) or effect == 0 or sd < 0:
         return None
-    s2 = sa * sa + sb * sb
-    if s2 == 0:
+    if sd == 0:
         return 2
-    # The normal quantile (1.96 at 5%) is below every t quantile: start where a z-test would resolve it.
-    n0 = max(2, math.ceil(s2 * (t_ppf2(alpha, 1e9) / abs(d)) ** 2))
-    if n0 > limit:
+    d, analysis = abs(effect) / sd, TTestIndPower()
+
+    def enough(n: int) -> bool:  # statsmodels' power at n seeds per network reaches the target
+        p = analysis.power(effect_size=d, nobs1=n, alpha=alpha, ratio=1.0, alternative="two-sided")
+        return bool(p >= power) or not math.isfinite(p)  # NaN: the noncentral t underflows where power ~ 1
+
+    if not enough(limit):
         return None
-    for n in range(n0, limit + 1):
-        df = (n - 1) * s2**2 / (sa**4 + sb**4) if (sa or sb) else math.inf
-        if abs(d) / math.sqrt(s2 / n) > t_ppf2(alpha, df):
-            return n
-    return None
+    lo, hi = 1, limit  # the smallest n with enough power, by bisection over whole seeds (power rises with n)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return max(2, hi)
+
+
+def pooled_sd(a: Sequence[float], b: Sequence[float]) -> float:
+    """The pooled seed-to-seed standard deviation of two networks (NaN below two seeds on a side)."""
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    return math.sqrt(((len(a) - 1) * std(a) ** 2 + (len(b) - 1) * std(b) ** 2) / (len(a) + len(b) - 2))
+
+
+def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> list[float]:
+    """Holm-Bonferroni adjusted p-values of a family of tests (statsmodels ``multipletests``); a NaN (a
+    claim decided by no p-value) stays NaN and is not counted in the family."""
+    from statsmodels.stats.multitest import multipletests
+
+    finite = [i for i, p in enumerate(pvalues) if math.isfinite(p)]
+    out = [math.nan] * len(pvalues)
+    if finite:
+        adjusted = multipletests([pvalues[i] for i in finite], alpha=alpha, method="holm")[1]
+        for i, q in zip(finite, adjusted):
+            out[i] = float(q)
+    return out
+
+
+def welch_contrast(groups: Sequence[Sequence[float]], weights: Sequence[float]) -> Welch:
+    """Welch's test of the linear contrast ``sum(w * mean(g))`` = 0 (two-sided): standard error
+    ``sqrt(sum(w² s² / n))`` and Welch-Satterthwaite degrees of freedom (Satterthwaite 1946); e.g. a
+    difference of two differences with weights (+1, -1, -1, +1). Needs two or more values per group."""
+    from scipy import stats
+
+    if any(len(g) < 2 for g in groups):
+        raise ValueError("a Welch contrast needs at least two values per group")
+    est = sum(w * mean(g) for g, w in zip(groups, weights))
+    parts = [w * w * std(g) ** 2 / len(g) for g, w in zip(groups, weights)]
+    se2 = sum(parts)
+    if se2 == 0:
+        return Welch(math.copysign(math.inf, est) if est else 0.0, math.inf, 0.0 if est else 1.0)
+    df = se2**2 / sum(v * v / (len(g) - 1) for v, g in zip(parts, groups))
+    t = est / math.sqrt(se2)
+    return Welch(t, df, float(2.0 * stats.t.sf(abs(t), df)))
 
 
 @dataclass(frozen=True)
@@ -115,7 +175,7 @@ class Comparison:
     n_a: int
     n_b: int
     ranges_overlap: bool | None  # seed ranges [min, max] overlap (None with fewer than 2 seeds each)
-    seeds_needed: int | None = None  # Welch, not significant: seeds per network to resolve ``diff``
+    seeds_needed: int | None = None  # Welch, not significant: seeds per network for 80% power at ``diff``
 
     @property
     def significant(self) -> bool:
@@ -159,9 +219,7 @@ def compare(
         w = welch(a_vals, b_vals)
         se = math.sqrt(std(a_vals) ** 2 / len(a_vals) + std(b_vals) ** 2 / len(b_vals))
         overlap = max(a_vals) >= min(b_vals) and max(b_vals) >= min(a_vals)
-        need = None
-        if not w.p < ALPHA:
-            need = seeds_to_resolve(d, std(a_vals), std(b_vals))
+        need = None if w.p < ALPHA else planned_seeds(d, pooled_sd(a_vals, b_vals))
         return Comparison(
             labels[0],
             labels[1],

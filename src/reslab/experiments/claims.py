@@ -4,39 +4,23 @@ Each claim is judged from the numbers by a stated test (:mod:`reslab.analysis.st
 more seeds per network, Welch's t-test at 5% (two-sided); with one run per network, the binomial error of
 an error rate measured on that many images (the evaluation set for test error, the last evaluation window
 of training batches for training error), a difference counting beyond ``max(0.5 points, 2 standard
-errors)``. A claim the test cannot settle is "inconclusive", and the report lists it under what the
-budget is too small to decide, with the seeds that would resolve the measured difference. No claim is
-SUPPORTED from fewer than :data:`MIN_SEEDS` seeds per network: it stays inconclusive, and says so.
+errors)``. The claims of one report are one family: each verdict's p-value is Holm-adjusted over the
+family (:func:`reslab.analysis.stats.holm`), and a verdict the adjusted p does not carry is
+"inconclusive". A claim the test cannot settle is "inconclusive", and the report lists it under what the
+budget is too small to decide, with the seeds 80% power would need for the measured difference. No claim
+is SUPPORTED from fewer than :data:`MIN_SEEDS` seeds per network: it stays inconclusive, and says so.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from reslab.analysis import stats
 from reslab.analysis.stats import Comparison
+from reslab.experiments.evidence import Claim, compare, format_p
 from reslab.experiments.paper import PAPER_TABLE6
 from reslab.experiments.results import Group, fmt
-
-
-def compare(a: Group, b: Group, attr: str) -> Comparison:
-    """``b - a`` for ``attr`` with the stated test (Welch over seeds, else binomial; module docstring)."""
-    return stats.compare(a.values(attr), b.values(attr), a.se(attr), b.se(attr), (a.label, b.label))
-
-
-@dataclass
-class Claim:
-    claim: str  # the paper's claim, in one line
-    verdict: str  # "supported", "not supported", "partly supported", "inconclusive"
-    sentence: str  # the evidence, computed from the numbers
-    undecided: str = ""  # when inconclusive: what the budget cannot decide, and what would
-    groups: list[Group] = field(default_factory=list, repr=False)  # what it is judged from (empty: all)
-
-    def markdown(self) -> str:
-        return f"- **{self.claim}** — {self.verdict.upper()}: {self.sentence}"
 
 
 def _by(groups: list[Group], variant: str) -> list[Group]:
@@ -72,85 +56,13 @@ def _undecided(c: Comparison, what: str) -> str:
     if c.test == "welch":
         text += f" (a difference needs about ±{c.margin:.2f} points to reach 5% with these seeds"
         text += (
-            f"; were the measured difference the true one, about {c.seeds_needed} seeds per network would resolve it)"
+            f"; 80% power at 5% for the measured difference needs about {c.seeds_needed} seeds per network)"
             if c.seeds_needed
             else "; the measured one is too small to resolve with any practical number of seeds)"
         )
     else:
         text += " (fewer than two runs per network: rerun with --seeds 3 or more to measure the seed-to-seed spread)"
     return text + "."
-
-
-MIN_SEEDS = 3  # no claim is SUPPORTED from fewer finished seeds per network (the project's evidence rule)
-
-
-def judge(rules: Callable[[list[Group]], list[Claim]], groups: list[Group]) -> list[Claim]:
-    """The claims ``rules`` (an experiment's, :attr:`reslab.experiments.specs.Experiment.claims`) make of
-    ``groups``, under the evidence rules every experiment shares (module docstring): no claim SUPPORTED
-    from fewer than :data:`MIN_SEEDS` seeds, and each claim says which of its runs are not finished."""
-    if not groups or all(not math.isfinite(g.mean("test_error")) for g in groups):
-        return [Claim("any claim", "inconclusive", "no finished evaluations to judge from yet.")]
-    # Networks with fewer than MIN_SEEDS finished seeds (a depth added to a sweep, a seed still to come)
-    # would decide nothing but hide what the others decide: the claims are judged from the networks
-    # that have them, where that leaves something to judge, and say which are not counted yet.
-    ready = [g for g in groups if len(g.values("test_error")) >= MIN_SEEDS]
-    thin = [g for g in groups if g not in ready and g.values("test_error")]
-    out = rules(ready) if ready and thin else []
-    if out and all(c.verdict == "inconclusive" and c.claim == "any claim" for c in out):
-        out = []
-    if out:
-        counted = ", ".join(f"{g.label} ({len(g.values('test_error'))})" for g in thin)
-        for c in out:
-            c.sentence += f" Not counted until they have {MIN_SEEDS} seeds: {counted}."
-        judged = {c.claim for c in out}  # the claims only the thin networks can answer, listed after
-        out += [c for c in rules(groups) if c.claim not in judged]
-    else:
-        out = rules(groups)
-    for c in out:
-        _at_least_three_seeds(c, c.groups or groups)
-        notes = _open_runs_note(c.groups or groups)
-        if notes:
-            c.sentence += f" ({notes})"
-            c.undecided = ""  # open runs, not the budget, leave it undecided: no seed estimate yet
-    return out
-
-
-def _at_least_three_seeds(c: Claim, groups: list[Group]) -> None:
-    """A claim the test supports is still INCONCLUSIVE while a network it is judged from has fewer than
-    :data:`MIN_SEEDS` finished seeds: one or two seeds cannot show their own spread (Welch's test then has
-    1-2 degrees of freedom and a tiny sample sd can decide it)."""
-    if c.verdict not in ("supported", "partly supported"):
-        return
-    short = [
-        f"{g.label} ({len(g.values('test_error'))})"
-        for g in groups
-        if len(g.values("test_error")) < MIN_SEEDS
-    ]
-    if not short:
-        return
-    c.sentence += (
-        f" The test points the claim's way, but {', '.join(short)} {'has' if len(short) == 1 else 'have'} fewer "
-        f"than {MIN_SEEDS} seeds: no verdict from fewer than {MIN_SEEDS} seeds per network."
-    )
-    c.verdict = "inconclusive"
-    if not c.undecided:
-        c.undecided = (
-            f"the test points its way; {MIN_SEEDS} seeds per network ({', '.join(short)} now) decide it."
-        )
-
-
-def _open_runs_note(groups: list[Group]) -> str:
-    """What of ``groups`` is not finished, for a claim judged from them ("" when all is)."""
-    notes = []
-    if any(g.in_progress() for g in groups):
-        notes.append("some runs are unfinished: their numbers are from their last evaluation")
-    waiting = [r.name for g in groups for r in g.not_started()]
-    if waiting:
-        notes.append(
-            f"{len(waiting)} planned run{'s' * (len(waiting) > 1)} not started yet ({', '.join(waiting)}): "
-            "the numbers are of the others"
-        )
-    return "; ".join(notes)
 
 
 def _deeper_is_worse(gs: list[Group], attr: str, what: str, family: str) -> Claim:
@@ -166,7 +78,7 @@ def _deeper_is_worse(gs: list[Group], attr: str, what: str, family: str) -> Clai
         f"{what} {_series(gs, attr)}; {_evidence(c)}; significantly higher at {up} of {pairs} steps in "
         f"depth, lower at {against}."
     )
-    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "", gs)
+    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "", gs, c.p)
 
 
 def _deeper_no_worse(gs: list[Group], attr: str, what: str, family: str) -> Claim:
@@ -190,7 +102,7 @@ def _deeper_no_worse(gs: list[Group], attr: str, what: str, family: str) -> Clai
         )
         + "."
     )
-    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "", gs)
+    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "", gs, c.p)
 
 
 def _a_beats_b(a: Group, b: Group, attr: str, what: str, claim: str) -> Claim:
@@ -198,7 +110,9 @@ def _a_beats_b(a: Group, b: Group, attr: str, what: str, claim: str) -> Claim:
     c = compare(a, b, attr)
     verdict = {1: "supported", -1: "not supported"}.get(c.sign, "inconclusive")
     sentence = f"{what}: {a.label} {_mean_sd(a, attr)}% vs {b.label} {_mean_sd(b, attr)}%; {_evidence(c)}."
-    return Claim(claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "", [a, b])
+    return Claim(
+        claim, verdict, sentence, _undecided(c, what) if verdict == "inconclusive" else "", [a, b], c.p
+    )
 
 
 def degradation_claims(groups: list[Group]) -> list[Claim]:
@@ -257,6 +171,7 @@ def depth_claims(groups: list[Group]) -> list[Claim]:
                 sentence,
                 _undecided(c, "test error") if verdict == "inconclusive" else "",
                 res,
+                c.p,
             )
         ]
     g1202 = [g for g in groups if g.depth == 1202]
@@ -270,6 +185,7 @@ def depth_claims(groups: list[Group]) -> list[Claim]:
                 f"test error {_mean_sd(g1202[0], 'test_error')}% vs {_mean_sd(g110[0], 'test_error')}%"
                 f"; {_evidence(c)}.",
                 groups=[g110[0], g1202[0]],
+                p=c.p,
             )
         )
     return out
@@ -312,7 +228,9 @@ def shortcut_claims(groups: list[Group]) -> list[Claim]:
             + "."
         )
         undecided = " ".join(_undecided(c, "test error") for c in cs if not c.sign)
-        out.append(Claim(claim, verdict, sentence, undecided if verdict == "inconclusive" else "", res))
+        # both steps must hold: an intersection-union test, whose p is the larger of the two
+        p = max((c.p for c in cs), default=math.nan)
+        out.append(Claim(claim, verdict, sentence, undecided if verdict == "inconclusive" else "", res, p))
     return out
 
 
@@ -351,8 +269,9 @@ def highway_claims(groups: list[Group]) -> list[Claim]:
 
 def depth_gain_claim(res: list[Group], hw: list[Group]) -> Claim:
     """ "ResNets gain more from depth than highway nets": the difference of two differences of training
-    error, judged by a z-test (normal approximation) on the four groups' standard errors at 5%, with the
-    0.5-point floor of the single-run margin."""
+    error, ``(ResNet_deep - ResNet_shallow) - (highway_deep - highway_shallow)``, by Welch's test of that
+    contrast (Welch-Satterthwaite df; :func:`reslab.analysis.stats.welch_contrast`) with two or more seeds
+    per network, else a z-test on the four groups' binomial standard errors with the 0.5-point floor."""
     claim = f"ResNets gain more from depth than highway nets (depth {hw[0].depth} → {hw[-1].depth})"
     ends = [res[0], res[-1], hw[0], hw[-1]]
     missing = [g.label for g in ends if not g.values("train_error")]
@@ -365,19 +284,30 @@ def depth_gain_claim(res: list[Group], hw: list[Group]) -> Claim:
         )
     dr = res[-1].mean("train_error") - res[0].mean("train_error")
     dh = hw[-1].mean("train_error") - hw[0].mean("train_error")
-    se = math.sqrt(sum(_nz(g.se("train_error")) ** 2 for g in ends))
-    m = max(stats.MIN_MARGIN, 1.96 * se)
     gap = dh - dr
-    verdict = "supported" if gap > m else "not supported" if gap < -m else "inconclusive"
+    values = [g.values("train_error") for g in ends]
+    if all(len(v) >= 2 for v in values):
+        w = stats.welch_contrast(values, (1, -1, -1, 1))  # (dh - dr), as ``gap``
+        verdict = "inconclusive" if not w.p < stats.ALPHA else "supported" if gap > 0 else "not supported"
+        how = f"Welch's test of the contrast, {format_p(w.p)}, df = {w.df:.1f}"
+        within = f"within noise ({format_p(w.p)})"
+        p = w.p
+    else:
+        se = math.sqrt(sum(_nz(g.se("train_error")) ** 2 for g in ends))
+        m = max(stats.MIN_MARGIN, 1.96 * se)
+        verdict = "supported" if gap > m else "not supported" if gap < -m else "inconclusive"
+        how = f"it counts beyond {m:.2f} points: 1.96 binomial standard errors, z-test at 5%"
+        within, p = f"within ±{m:.2f}", math.nan
     return Claim(
         claim,
         verdict,
         f"training error changes by {dr:+.2f} points for ResNets and {dh:+.2f} for highway nets "
-        f"(difference {gap:+.2f}; it counts beyond {m:.2f} points: 1.96 standard errors, z-test at 5%).",
-        f"training error gain from depth, ResNet vs highway: {gap:+.2f} points, within ±{m:.2f}."
+        f"(difference {gap:+.2f}; {how}).",
+        f"training error gain from depth, ResNet vs highway: {gap:+.2f} points, {within}."
         if verdict == "inconclusive"
         else "",
         ends,
+        p,
     )
 
 

@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +225,53 @@ def publish(out: str | Path, dest: str | Path) -> dict[str, Any]:
     published = dataclasses.replace(plan, out=dest)
     write_plan(published, sessions, source=str(out))
     return write_outputs(dest)
+
+
+# ------------------------------------------------------------------------------- the README's blocks
+
+README_DROP = ("depth", "best test error %")  # report columns the README's tables leave out
+
+
+def readme_block(report: str, name: str) -> str:
+    """The README's summary of the published ``docs/results/NAME/report.md``: its figures, its results table (without the depth and
+    best-error columns) and one line per claim with its verdict, p-values and evidence, word for word."""
+    lines = report.splitlines()
+    figures = [
+        re.sub(r"\]\((?!/)([^)]+)\)", rf"](docs/results/{name}/\1)", line) + "\n"
+        for line in lines
+        if line.startswith("![")
+    ]
+    start = lines.index("## Results") + 2
+    table = list(itertools.takewhile(lambda x: x.startswith("|"), lines[start:]))
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in table]
+    keep = [i for i, name in enumerate(cells[0]) if name not in README_DROP]
+    rows = ["| " + " | ".join(row[i] for i in keep) + " |" for row in cells]
+    rows[1] = "|" + "---|" * len(keep)
+    claims = []
+    for line in lines[lines.index("## Claims") :]:
+        found = re.match(r"- \*\*(.+?)\*\* — ([A-Z ]+?)( \(p [^)]*\))?: (.*)$", line)
+        if found:
+            claim, verdict, p, evidence = found.groups()
+            claims.append(f"- {claim}: **{verdict}**{p or ''}: {evidence}")
+    return "\n".join([*figures, *rows, "", *claims])
+
+
+def sync_readme(readme: str | Path, results: str | Path) -> list[str]:
+    """Rewrite each ``<!-- NAME -->`` ... ``<!-- /NAME -->`` block of ``readme`` from
+    ``results/NAME/report.md`` (:func:`readme_block`); returns the names of the blocks that changed."""
+    from reslab._io import write_bytes
+
+    readme, results = Path(readme), Path(results)
+    text = readme.read_text(encoding="utf-8")
+    changed = []
+
+    def fill(m: re.Match[str]) -> str:
+        block = readme_block((results / m.group(1) / "report.md").read_text(encoding="utf-8"), m.group(1))
+        if block != m.group(2).strip("\n"):
+            changed.append(m.group(1))
+        return f"<!-- {m.group(1)} -->\n{block}\n<!-- /{m.group(1)} -->"
+
+    new = re.sub(r"<!-- ([\w-]+) -->\n(.*?)<!-- /\1 -->", fill, text, flags=re.S)
+    if new != text:
+        write_bytes(readme, new.encode("utf-8"))
+    return changed

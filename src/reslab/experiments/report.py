@@ -11,7 +11,7 @@ from typing import Any
 from reslab import _io
 from reslab.analysis import stats
 from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
-from reslab.experiments.claims import MIN_SEEDS, Claim, judge
+from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
 from reslab.experiments.results import (
     Group,
@@ -361,13 +361,15 @@ def _claims_section(claims: list[Claim]) -> list[str]:
     return [
         "## Claims",
         "",
-        f"Each verdict is computed from the table by a stated test. With two or more seeds per network: "
-        f"Welch's t-test (unequal variances), two-sided, a difference claimed when p < {stats.ALPHA:g}; "
-        "with one run per network: the binomial error of an error rate on that many images (the evaluation "
-        "images for test error, the last window of training batches for training error), a difference "
-        f"claimed beyond max({stats.MIN_MARGIN:g} points, 2 standard errors). One run per network says "
-        f"nothing about the seed-to-seed spread, and no claim is SUPPORTED from fewer than {MIN_SEEDS} seeds "
-        "per network: the test may point a claim's way, the verdict then stays INCONCLUSIVE.",
+        "Each verdict is computed from the table by a stated test (the rules: "
+        "[docs/evidence.md](../../evidence.md)). With two or more seeds per network: Welch's t-test "
+        f"(unequal variances), two-sided, a difference claimed when p < {stats.ALPHA:g}; the report's claims "
+        "are one family, each p Holm-adjusted over it (the verdict follows the adjusted p); with one run per "
+        "network: the binomial error of an error rate on that many images (the evaluation images for test "
+        "error, the last window of training batches for training error), a difference claimed beyond "
+        f"max({stats.MIN_MARGIN:g} points, 2 standard errors). One run per network says nothing about the "
+        f"seed-to-seed spread, and no claim is SUPPORTED from fewer than {MIN_SEEDS} seeds per network: the "
+        "test may point a claim's way, the verdict then stays INCONCLUSIVE.",
         "",
         *(c.markdown() for c in claims),
         "",

@@ -343,4 +343,7 @@ def fmt(x: float, sd: float = math.nan) -> str:
 
 
 def fmt_range(lo: float, hi: float) -> str:
-    return f"{lo:.2f}–{hi:.2f}" if math.isfinite(lo) and math.isfinite(hi) else "—"
+    """The seeds' minimum–maximum; one value for a single seed; "—" for none."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "—"
+    return f"{lo:.2f}" if lo == hi else f"{lo:.2f}–{hi:.2f}"

@@ -18,7 +18,7 @@ from typing import Any
 from reslab.errors import ConfigError
 from reslab.experiments import claims, paper, plotting
 from reslab.experiments.budgets import BUDGETS, Budget, schedule_overrides
-from reslab.experiments.claims import Claim
+from reslab.experiments.evidence import Claim
 from reslab.experiments.results import Group
 
 VALID_DEPTHS = (20, 32, 44, 56, 110, 1202)
