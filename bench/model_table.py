@@ -68,6 +68,45 @@ NOTES = """
   `strict=True`, same outputs. The stages (`stage_names`) are the dense blocks; transitions belong to none.
   DenseNet-BC for CIFAR: 3x3 stem of 2k channels without BN-ReLU (the paper's), compression 0.5.
 
+## Creating a model as in timm (`reslab.create_model`, `hubconf.py`)
+
+```python
+import reslab
+
+m = reslab.create_model("resnet18", pretrained=True, num_classes=10, in_chans=1)  # all but fc, conv1 adapted
+m = reslab.create_model("resnet20", pretrained=True, download=True)       # akamaster's CIFAR-10 weights
+f = reslab.create_model("resnet50", features_only=True, out_indices=(1, 2, 3, 4))
+f(x)                      # [256x56x56, 512x28x28, 1024x14x14, 2048x7x7] for a 224x224 x: strides 4/8/16/32
+f.feature_info.channels() # [256, 512, 1024, 2048]; .reduction() [4, 8, 16, 32]
+p = reslab.create_model("resnet50", num_classes=0)  # no classifier: p(x) is the pooled 2048-vector
+```
+
+- `pretrained=True`: the weights published for the name: torchvision's `IMAGENET1K_V1` for `resnet18/34/50/101/152`,
+  `resnext50_32x4d`, `resnext101_32x8d`, `wide_resnet50_2`, `wide_resnet101_2`; akamaster's CIFAR-10 files for
+  `resnet20/32/44/56`. Any other name: `ConfigError: no published weights for NAME: ...` (one line).
+  `pretrained="torchvision"` / `"akamaster"` name the source; any other string or path is a file (reslab
+  `.safetensors` or a torchvision-format state dict).
+- Downloads only with `download=True` (timm downloads on `pretrained=True`; reslab does not): the file is
+  taken from the torch.hub cache (`$TORCH_HOME/hub/checkpoints`, torchvision's too), SHA-256 checked; without
+  it, one line saying where it was looked for and to pass `download=True` (`--download` on the command line).
+- As timm's `load_pretrained` (`timm/models/_builder.py`): a `num_classes` other than the file's loads
+  everything but the classifier (`fc`, DenseNet's `classifier`), which stays freshly initialized;
+  `in_chans` other than the file's adapts the first convolution with timm's `adapt_input_conv`
+  (`timm/models/_manipulate.py`): `in_chans=1` sums the kernels over the RGB channels, other counts repeat
+  them and scale by 3 / `in_chans`. A `UserWarning` says what was not loaded as is; every other tensor must
+  fit exactly (a `CheckpointError` names the first that does not). `num_classes=0` loads all but the head.
+- `features_only=True` (image models): a `reslab.models.features.FeatureListNet`, whose `forward` returns the
+  list of maps at `out_indices`. Numbering as timm's ResNets (`timm/models/resnet.py`: `feature_info` starts
+  with the stem's `act1` at reduction 2, then `layer1..4`; default `out_indices=(0, 1, 2, 3, 4)` in
+  `timm/models/_builder.py`): **0 = the stem before its max-pool** (conv1-BN-ReLU, stride 2), **i = stage i**
+  (`layer{i}`, the paper's conv{i+1}_x). Default: all. CIFAR networks have indices 0-3 at strides 1, 1, 2, 4;
+  DenseNets' stages are the dense blocks. Same maps as timm's with the same weights (tested for resnet18);
+  the state-dict keys carry `body.` (timm's have no prefix). Stages after the last index and the classifier are
+  removed.
+- `hubconf.py` at the repository root: `torch.hub.load("path/to/reslab", "resnet56", source="local",
+  pretrained=False)`; one entry per registered name (generated from `list_models()`, as timm's hubconf
+  exposes its registry), each taking `create_model`'s keywords (`pretrained=True, download=True`, ...).
+
 ## Foreign checkpoints (`reslab.models.convert`)
 
 - akamaster/pytorch_resnet_cifar10's ResNet-20/32/44/56 (`pretrained="akamaster"`, `--init-from akamaster`,

@@ -2,7 +2,9 @@
 
 See :mod:`reslab.models.zoo` for the networks, :mod:`reslab.models.blocks` for the residual units,
 :mod:`reslab.models.base` for what every unit exposes, :mod:`reslab.models.registry` for the names,
-:mod:`reslab.models.factory` for building with weights and :mod:`reslab.models.weights` for checkpoints.
+:mod:`reslab.models.factory` for building with weights (timm's ``pretrained`` / ``features_only``
+keywords), :mod:`reslab.models.weights` for checkpoints and :mod:`reslab.models.features` for the
+intermediate feature maps.
 """
 
 # Importing the zoo modules runs their @register_model decorators, in this order: the order of

@@ -11,10 +11,11 @@ This module turns any reslab :class:`~reslab.models.zoo.ResNet` (ImageNet or CIF
 option A, B or C, pre-activation, plain, highway, wide, ResNeXt) into the backbones torchvision's heads
 take, without touching those heads:
 
-- :class:`ResNetFeatures`: the network's stem and stages, ``forward(x) -> OrderedDict`` of the stage
-  outputs named by ``return_layers`` (torchvision's ``IntermediateLayerGetter`` contract, e.g.
-  ``{"layer4": "out", "layer3": "aux"}`` for ``DeepLabV3`` / ``FCN``). It calls the model's public
-  ``forward_stages``, so it does not depend on the order in which modules were registered.
+- :class:`~reslab.models.features.ResNetFeatures` (in :mod:`reslab.models.features`, re-exported here):
+  the network's stem and stages, ``forward(x) -> OrderedDict`` of the stage outputs named by
+  ``return_layers`` (torchvision's ``IntermediateLayerGetter`` contract, e.g. ``{"layer4": "out",
+  "layer3": "aux"}`` for ``DeepLabV3`` / ``FCN``). It calls the model's public ``forward_stages``, so it
+  does not depend on the order in which modules were registered.
 - :class:`ResNetFPN`: the same plus ``torchvision.ops.FeaturePyramidNetwork``; ``out_channels`` as
   ``FasterRCNN`` / ``RetinaNet`` / ``MaskRCNN`` expect. Its state dict has exactly the keys of
   torchvision's ``BackboneWithFPN`` (``body.conv1.weight``, ``body.layer1.0.conv1.weight``,
@@ -52,6 +53,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from reslab.errors import ConfigError
 from reslab.models.blocks import ShortcutA
 from reslab.models.factory import create_model
+from reslab.models.features import ResNetFeatures, require_stages, stage_channels, stage_strides
 from reslab.models.weights import load_model
 
 __all__ = [
@@ -66,53 +68,6 @@ __all__ = [
     "stage_channels",
     "stage_strides",
 ]
-
-
-# ----------------------------------------------------------------------------------------- geometry
-
-
-def _require_stages(model: nn.Module) -> None:
-    for attr in ("forward_stages", "stage_names", "stem_names", "blocks"):
-        if not hasattr(model, attr):
-            raise ConfigError(f"{type(model).__name__} has no {attr}: not a reslab network")
-
-
-def stage_channels(model: nn.Module) -> list[int]:
-    """Output channels of each stage: the last convolution of the residual branch of its last unit."""
-    _require_stages(model)
-    out = []
-    for name in model.stage_names:
-        last = getattr(model, name)[-1]
-        convs = [m for m in last.residual.modules() if isinstance(m, nn.Conv2d)]
-        out.append(convs[-1].out_channels)
-    return out
-
-
-@torch.no_grad()
-def stage_strides(model: nn.Module, probe: int = 256) -> list[int]:
-    """Input size / output size of each stage, from a shape-only pass on the ``meta`` device.
-
-    The parameters and buffers are swapped for ``meta`` tensors with ``torch.func.functional_call``: no
-    copy of the model, no arithmetic, no BN running statistics touched.
-    """
-    _require_stages(model)
-    tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
-    state = {"m." + k: torch.empty_like(v, device="meta") for k, v in tensors}
-    dtype = next(model.parameters()).dtype
-    x = torch.empty(1, int(getattr(model, "in_chans", 3)), probe, probe, device="meta", dtype=dtype)
-    outs = torch.func.functional_call(_StagesOnly(model), state, (x,), tie_weights=False)
-    return [probe // int(f.shape[-1]) for f in outs]
-
-
-class _StagesOnly(nn.Module):
-    """``forward`` = the wrapped model's ``forward_stages`` (what ``functional_call`` can call)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.m = model
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.m.forward_stages(x)
 
 
 # ----------------------------------------------------------------------------------------- dilation
@@ -245,49 +200,6 @@ def freeze(model: nn.Module, trainable_layers: int) -> list[str]:
 # ------------------------------------------------------------------------------------------ modules
 
 
-class ResNetFeatures(nn.Module):
-    """A reslab network's stem and stages; ``forward(x)`` -> ``OrderedDict(return name -> feature map)``.
-
-    ``return_layers`` maps stage names to output names, as torchvision's ``IntermediateLayerGetter``
-    (``{"layer3": "aux", "layer4": "out"}``). Stages after the last returned one are removed (no unused
-    parameters, no wasted compute). ``channels`` and ``strides`` list each returned map's channels and
-    stride, in the order of the network. ``body`` is the reslab network itself: it is taken over, not
-    copied (its classifier is removed with ``reset_classifier(0)``, later stages deleted).
-    """
-
-    def __init__(self, model: nn.Module, return_layers: Mapping[str, str]) -> None:
-        super().__init__()
-        _require_stages(model)
-        names = list(model.stage_names)
-        if not return_layers or not set(return_layers) <= set(names):
-            raise ConfigError(
-                f"return_layers {sorted(return_layers)} must name stages of this model: {names}"
-            )
-        channels, strides = stage_channels(model), stage_strides(model)
-        last = max(names.index(k) for k in return_layers)
-        if last < len(names) - 1:  # drop the stages after the last returned one
-            for name in names[last + 1 :]:
-                delattr(model, name)
-            if hasattr(model, "final_bn"):
-                del model.final_bn
-            model.stage_names = tuple(names[: last + 1])
-        if getattr(model, "num_classes", 0):
-            model.reset_classifier(0)
-        self.body = model
-        order = [n for n in names if n in return_layers]
-        self.return_layers = OrderedDict((n, str(return_layers[n])) for n in order)
-        self.channels = [channels[names.index(n)] for n in order]
-        self.strides = [strides[names.index(n)] for n in order]
-
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        stages = self.body.forward_stages(x)
-        final_bn = getattr(self.body, "final_bn", None)
-        if final_bn is not None:  # pre-activation: the last stage as forward_features gives it
-            stages[-1] = torch.relu(final_bn(stages[-1]))
-        named = dict(zip(self.body.stage_names, stages))
-        return OrderedDict((out, named[name]) for name, out in self.return_layers.items())
-
-
 class ResNetFPN(ResNetFeatures):
     """:class:`ResNetFeatures` + ``torchvision.ops.FeaturePyramidNetwork`` (Lin et al. 2017, Sec. 3):
     torchvision's ``BackboneWithFPN`` for a reslab network, with its state-dict keys (``body.*``,
@@ -352,7 +264,7 @@ def build_body(
     else:
         model = create_model(backbone, **model_kwargs)
         name, kwargs = backbone, dict(model.model_kwargs)
-    _require_stages(model)
+    require_stages(model)
     kwargs.pop("pretrained", None)
     return model, {"backbone": name, "backbone_kwargs": kwargs}
 

@@ -159,15 +159,20 @@ class DenseNet(ClassifierHead, nn.Module):
         """The dense layers in forward order."""
         return [b for name in self.stage_names for b in self.get_submodule(name)]
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every dense block (before its transition)."""
+    def forward_stages(self, x: torch.Tensor, *, stem: bool = False) -> list[torch.Tensor]:
+        """The output of every dense block (before its transition); with ``stem``, first the stem's output
+        before ``pool0`` (timm's feature index 0, ``features.norm0`` + ReLU; ``conv0`` for CIFAR)."""
         outs = []
         for name, m in self.features.named_children():
             if name == "norm5":
                 break
+            if stem and not outs and name in ("pool0", "denseblock1"):
+                outs.append(x)
             x = m(x)
             if name.startswith("denseblock"):
                 outs.append(x)
+        if stem and not outs:  # no dense block left (a stem-only feature extractor)
+            outs.append(x)
         return outs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,9 @@ class ModelEntry:
     ) -> nn.Module:
         """The network with fresh weights: ``num_classes`` and ``in_chans`` default to the paper's data
         set, other keyword arguments go to the builder; the model remembers ``model_name`` and
-        ``model_kwargs`` (what a weight file stores to rebuild it)."""
+        ``model_kwargs`` (what a weight file stores to rebuild it). ``num_classes=0`` (a classifier model):
+        no classifier, the model returns its pooled features (timm's ``num_classes=0`` /
+        ``reset_classifier(0)``)."""
         if self.num_classes:
             kwargs["num_classes"] = self.num_classes if num_classes is None else int(num_classes)
         elif num_classes is not None:
@@ -59,14 +61,18 @@ class ModelEntry:
                 f"{self.name} is a {self.task} model: it has no classes (got num_classes={num_classes})"
             )
         kwargs["in_chans"] = self.input_size[0] if in_chans is None else int(in_chans)
-        if kwargs.get("num_classes", 1) < 1 or kwargs["in_chans"] < 1:
+        if kwargs.get("num_classes", 1) < 0 or kwargs["in_chans"] < 1:
             raise ConfigError(
-                f"num_classes and in_chans must be positive, got {kwargs.get('num_classes')}, {kwargs['in_chans']}"
+                f"num_classes must be >= 0 (0: pooled features) and in_chans positive, got "
+                f"{kwargs.get('num_classes')}, {kwargs['in_chans']}"
             )
+        pooled = kwargs.get("num_classes") == 0
         try:
-            model = self.builder(**kwargs)
+            model = self.builder(**{**kwargs, "num_classes": self.num_classes} if pooled else kwargs)
         except TypeError as e:
             raise ConfigError(f"{self.name}: {e}") from None
+        if pooled:
+            model.reset_classifier(0)  # type: ignore[operator]
         model.model_name = self.name  # type: ignore[attr-defined]
         model.model_kwargs = dict(kwargs)  # type: ignore[attr-defined]
         return model

@@ -246,3 +246,71 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> Convention:
     state, convention = to_reslab(state, unwrap(model), reslab_file=reslab_file)
     _load_checked(model, state, Path(path))
     return convention
+
+
+def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
+    """A first convolution's weights (out, in, k...) for ``in_chans`` input channels: timm's
+    ``adapt_input_conv(in_chans, conv_weight, base_chans)`` (timm 1.0.31, ``timm/models/_manipulate.py``)
+    with ``base_chans`` the file's input channels.
+
+    One channel: the sum over the file's input channels (a grey image ``g`` then gives what the RGB
+    network gave for ``(g, g, g)``). Other counts: the file's channels repeated
+    ``ceil(in_chans / base)`` times, cut to ``in_chans`` and scaled by ``base / in_chans`` (a constant
+    input keeps its response). Computed in fp32, returned in the file's dtype. Deviations from timm:
+    3-D (video) kernels are adapted the same way (timm takes 4-D only); there is no space-to-depth
+    stem in reslab, so no such case.
+    """
+    base = int(weight.shape[1])
+    if in_chans == base:
+        return weight
+    if in_chans < 1:
+        raise ConfigError(f"in_chans must be positive, got {in_chans}")
+    w = weight.float()
+    if in_chans == 1:
+        w = w.sum(dim=1, keepdim=True)
+    else:
+        reps = -(-in_chans // base)
+        w = w.repeat(1, reps, *([1] * (w.ndim - 2)))[:, :in_chans] * (base / in_chans)
+    return w.to(weight.dtype)
+
+
+def load_adapted(model: nn.Module, path: str | os.PathLike) -> list[str]:
+    """:func:`load_pretrained` into a model whose classifier or input channels differ from the file's, as
+    timm's ``load_pretrained`` (``timm/models/_builder.py``) does; returns what was adapted, one phrase
+    each (empty: the file fitted as it is).
+
+    - The classifier (``model.classifier_attr``: ``fc``, DenseNet's ``classifier``): where its shape
+      differs from the file's, the file's is not loaded and the model's freshly initialized one is kept;
+      a model without one (``num_classes=0``) takes everything but the file's.
+    - The first convolution (the first ``Conv2d``/``Conv3d`` of the model: ``conv1``, ``features.conv0``):
+      with other input channels than the file's, its weights are adapted by :func:`adapt_input_conv`.
+
+    Every other tensor must fit exactly, as in :func:`load_pretrained` (a :class:`CheckpointError` names
+    the first that does not); recognized foreign conventions are converted first.
+    """
+    path = Path(path)
+    inner = unwrap(model)
+    state, reslab_file = _read_tensors(path)
+    state, _ = to_reslab(state, inner, reslab_file=reslab_file)
+    expected = inner.state_dict()
+    notes = []
+    head = getattr(inner, "classifier_attr", None)
+    ours = [k for k in expected if head and k.startswith(head + ".")]
+    theirs = [k for k in state if head and k.startswith(head + ".")]
+    if theirs and any(k not in expected or state[k].shape != expected[k].shape for k in theirs):
+        w = state.get(f"{head}.weight")
+        classes = f"{w.shape[0]} classes in the file" if w is not None and w.ndim == 2 else "the file's"
+        for k in theirs:
+            del state[k]
+        state.update({k: expected[k] for k in ours})  # the model's own, freshly initialized head
+        if ours:  # (a model without a classifier, num_classes=0, asked for none: nothing to say)
+            notes.append(f"{head} not loaded ({classes}, {inner.num_classes} here): freshly initialized")
+    first = next((n for n, m in inner.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
+    key = f"{first}.weight"
+    if first and key in state and key in expected and state[key].shape[1] != expected[key].shape[1]:
+        cin, want = int(state[key].shape[1]), int(expected[key].shape[1])
+        state[key] = adapt_input_conv(want, state[key])
+        rule = "summed over them" if want == 1 else "repeated and rescaled"
+        notes.append(f"{first} adapted from {cin} to {want} input channels ({rule}: timm's adapt_input_conv)")
+    _load_checked(model, state, path)
+    return notes

@@ -118,15 +118,19 @@ class ResNet(ClassifierHead, nn.Module):
         return [b for name in self.stage_names for b in getattr(self, name)]
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 (+ BN-ReLU): the stem's feature map before its max-pool (timm's ``act1`` feature)."""
         x = self.conv1(x)
-        if not self._preact:
-            x = self.relu(self.bn1(x))
+        return x if self._preact else self.relu(self.bn1(x))
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(x) if self._maxpool else x
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every stage (resolution 1, 1/2, 1/4, ... of the stem's), e.g. for a detector."""
+    def forward_stages(self, x: torch.Tensor, *, stem: bool = False) -> list[torch.Tensor]:
+        """The output of every stage (resolution 1, 1/2, 1/4, ... of the stem's), e.g. for a detector;
+        with ``stem``, first the stem's output before its max-pool (timm's feature index 0)."""
         x = self._stem(x)
-        outs = []
+        outs = [x] if stem else []
+        x = self._pool(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
             outs.append(x)
@@ -134,7 +138,7 @@ class ResNet(ClassifierHead, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map before pooling (after the final BN-ReLU for pre-activation networks)."""
-        x = self._stem(x)
+        x = self._pool(self._stem(x))
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return torch.relu(self.final_bn(x)) if self._preact else x
