@@ -26,8 +26,8 @@ data:
 	else echo "note: no root/apt-get; install Debian's dataset-fashion-mnist or set RESLAB_DATA"; fi
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench hubconf.py
+	$(VENV)/bin/ruff format --check src tests bench hubconf.py
 
 test: install data lint
 	$(PY) -m pytest -q --durations=15
