@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from _import_graph import find_cycle, import_graph
 from reslab.cli import main
@@ -287,6 +288,37 @@ def _fake_runs(plan, steps: int = 60) -> None:
                 e = base + 50 * math.exp(-s / 20)
                 f.write(f"{s},{s / 100},0.1,1.0,{e:.3f},,{e + 2:.3f},100,{s / 10}\n")
         (d / "summary.json").write_text(json.dumps({"finished": True, "params": 1000, "device": "cpu"}))
+
+
+def test_a_report_counts_every_finished_seed_of_its_networks_from_the_pool(tmp_path: Path) -> None:
+    """Seeds 2-3 of plain-20/ResNet-20, trained by a sibling experiment with the same config, count in a
+    two-seed report and are listed as the pool's; a run with another config, an unfinished one, or one of
+    another resolved precision does not count."""
+    from reslab.experiments.pooled import pooled_runs
+
+    mine = plan_experiment("degradation", budget="quick", out=tmp_path / "mine", dataset="cifar10", seeds=2)
+    other = plan_experiment("degradation", budget="quick", out=tmp_path / "other", dataset="cifar10", seeds=4)
+    for plan in (mine, other):
+        write_plan(plan, [{"wall_s": 1.0, "jobs": 1}])
+        _fake_runs(plan)
+    by_name = {r.name: other.run_dir(r) for r in other.runs}
+    (by_name["plain56-s3"] / "summary.json").write_text(json.dumps({"finished": False}))  # unfinished
+    bf16 = json.loads((by_name["resnet56-s3"] / "summary.json").read_text()) | {"precision": "bf16"}
+    (by_name["resnet56-s3"] / "summary.json").write_text(json.dumps(bf16))  # another precision
+    cfg = by_name["resnet20-s3"] / "config.yaml"
+    changed = yaml.safe_load(cfg.read_text()) | {"weight_decay": 0.0123}
+    cfg.write_text(yaml.safe_dump(changed))  # another config
+    pooled = {(r.name, r.source.split(" ")[0]) for r in pooled_runs(mine, mine.out)}
+    assert pooled == {
+        ("plain20-s2", "other"), ("plain20-s3", "other"), ("resnet20-s2", "other"),
+        ("plain56-s2", "other"), ("resnet56-s2", "other"),
+    }  # fmt: skip
+    out = redraw(mine.out)
+    counts = {g.label: len(g.runs) for g in out["groups"]}
+    assert counts["plain-20"] == 4 and counts["ResNet-20"] == 3 and counts["ResNet-56"] == 3
+    report = (mine.out / "report.md").read_text()
+    assert "From the pool" in report and "from other (git" in report
+    assert "trained_by" in (mine.out / "results.csv").read_text().splitlines()[0]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_NETWORKS))

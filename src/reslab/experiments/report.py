@@ -13,6 +13,7 @@ from reslab.analysis import stats
 from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
 from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
+from reslab.experiments.pooled import pooled_runs
 from reslab.experiments.results import (
     Group,
     RunResult,
@@ -25,8 +26,10 @@ from reslab.experiments.results import (
 from reslab.experiments.specs import EXPERIMENTS, parse_depths
 
 
-def collect(plan: Plan) -> list[RunResult]:
-    return [read_run(plan.run_dir(r), r) for r in plan.runs]
+def collect(plan: Plan, out: Path) -> list[RunResult]:
+    """The plan's runs, then the pool's: finished seeds of its networks trained beside ``out``
+    (:func:`reslab.experiments.pooled.pooled_runs`)."""
+    return [read_run(plan.run_dir(r), r) for r in plan.runs] + pooled_runs(plan, out)
 
 
 def write_outputs(out: str | Path) -> dict[str, Any]:
@@ -34,7 +37,7 @@ def write_outputs(out: str | Path) -> dict[str, Any]:
     and the claims are the experiment's record's (:data:`~reslab.experiments.specs.EXPERIMENTS`)."""
     out = Path(out)
     plan = load_plan(out)
-    results = collect(plan)
+    results = collect(plan, out)
     groups = group_runs(results)
     exp = EXPERIMENTS[plan.experiment]
     title = f"{exp.title} — {plan.dataset}, {plan.budget} budget"
@@ -196,12 +199,27 @@ def _what_was_run_section(plan: Plan, results: list[RunResult], sessions: list[d
         "",
         f"- Networks: {', '.join(dict.fromkeys(r.label for r in results))} ({exp.description}).",
         f"- Seeds: {', '.join(map(str, plan.seeds))}; {len(results)} runs, {n_done} finished.",
+        *_pooled_line(results),
         f"- Budget `{plan.budget}`: {BUDGETS[plan.budget].description}.",
         _config_line(plan),
         f"- Test error is measured on {_eval_set(results, plan.dataset)}, the same images for every run.",
         _machine_line(plan, sessions),
         _wall_time_line(results, sessions),
         "",
+    ]
+
+
+def _pooled_line(results: list[RunResult]) -> list[str]:
+    """The runs the pool adds: finished seeds of these networks trained by other experiments."""
+    pooled = [r for r in results if r.source]
+    if not pooled:
+        return []
+    by_source: dict[str, list[str]] = {}
+    for r in pooled:
+        by_source.setdefault(r.source, []).append(f"{r.label} s{r.seed}")
+    listed = "; ".join(f"{', '.join(runs)} from {src}" for src, runs in by_source.items())
+    return [
+        f"- From the pool (the same config but the seed, trained by another experiment; counted here too): {listed}."
     ]
 
 

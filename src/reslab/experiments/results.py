@@ -81,6 +81,7 @@ class RunResult:
     metrics: list[dict[str, float]] = field(default_factory=list, repr=False)
     train_log: list[dict[str, float]] = field(default_factory=list, repr=False)
     lr_drops: tuple[float, ...] = ()  # iterations where a step schedule divides the lr (figure marks)
+    source: str = ""  # another experiment that trained it ("" this one's: reslab.experiments.pooled)
 
 
 def read_run(run_dir: Path, spec: Any = None) -> RunResult:
@@ -231,6 +232,7 @@ def write_results_csv(path: Path, results: list[RunResult]) -> None:
         "best_test_error",
         "wall_s",
         "params",
+        "trained_by",
     ]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -251,6 +253,7 @@ def write_results_csv(path: Path, results: list[RunResult]) -> None:
                 _c(r.best_test_error),
                 _c(r.wall_s),
                 r.params if r.params is not None else "",
+                r.source or "this experiment",
             ]
         )
     _io.write_text(path, buf.getvalue())
@@ -333,6 +336,8 @@ def group_runs(results: list[RunResult]) -> list[Group]:
         if key not in groups:
             groups[key] = Group(r.label, r.family, r.variant, r.depth, [])
         groups[key].runs.append(r)
+    for g in groups.values():
+        g.runs.sort(key=lambda r: r.seed)
     return list(groups.values())
 
 

@@ -43,7 +43,8 @@ def same_training(stored: dict[str, Any], want: dict[str, Any]) -> bool:
     return not config_difference(stored, want)
 
 
-def _finished_config(run_dir: Path) -> dict[str, Any] | None:
+def finished_config(run_dir: Path) -> dict[str, Any] | None:
+    """The stored config of a finished run (``summary.json`` says finished); None otherwise."""
     import yaml
 
     try:
@@ -65,7 +66,7 @@ def identical_run(plan: Plan, run: RunSpec, roots: list[Path]) -> Path | None:
         for d in sorted(root.glob("*/runs/*")):
             if d.resolve() == own or not d.is_dir():
                 continue
-            stored = _finished_config(d)
+            stored = finished_config(d)
             if stored is not None and same_training(stored, want):
                 found.append(d)
     found.sort(key=lambda d: not (d / "checkpoints").is_dir())  # a run with weights first

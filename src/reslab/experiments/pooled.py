@@ -1,0 +1,81 @@
+"""One pool of runs: a report counts every finished seed of its networks, wherever it was trained.
+
+The experiments overlap (``highway`` and ``depth`` train ResNet-20/56 as ``degradation`` does), and a
+sweep may have trained more seeds of a network than another experiment plans. A report would otherwise
+judge the same claim from a subset of the same runs and reach another verdict. :func:`pooled_runs` finds,
+beside an experiment folder (its sibling folders' ``runs/*``), every *finished* run that trained one of
+the plan's networks with a seed the plan does not have: the same resolved config as the plan's run of
+that network but the seed (:func:`reslab.config.config_difference`, the one identity rule, machine keys
+aside) and the same *resolved* precision (``summary.json``'s ``precision``: fp32 or bf16, not the word
+``auto``: the project's machines differ in which they run). Such a run counts once, in every report that
+needs it; the report lists it with the experiment that trained it and its git revision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from reslab.experiments.plan import Plan
+from reslab.experiments.results import RunResult, read_run
+from reslab.experiments.reuse import finished_config, resolved_config, same_training
+from reslab.experiments.specs import RunSpec
+
+
+def _summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _precision(summary: dict[str, Any]) -> str:
+    return str(summary.get("precision") or "fp32")  # runs older than the field trained in fp32
+
+
+def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
+    """The finished runs beside ``folder`` (``folder/../*/runs/*``) of the plan's networks with seeds the
+    plan does not have (module docstring), each read as a run of that network (``source``: the folder
+    that trained it)."""
+    folder = Path(folder).resolve()
+    networks: dict[tuple[str, int], RunSpec] = {}
+    for run in plan.runs:
+        networks.setdefault(run.key, run)
+    seeds = {key: {r.seed for r in plan.runs if r.key == key} for key in networks}
+    wanted = {key: resolved_config(plan, spec) for key, spec in networks.items()}
+    precision = {key: _own_precision(plan, key) for key in networks}
+    found: list[RunResult] = []
+    for run_dir in sorted(folder.parent.glob("*/runs/*")):
+        if run_dir.parent.parent.resolve() == folder or not run_dir.is_dir():
+            continue
+        stored = finished_config(run_dir)
+        if stored is None:
+            continue
+        seed, summary = stored.get("seed"), _summary(run_dir)
+        for key, spec in networks.items():
+            if seed in seeds[key] or not isinstance(seed, int):
+                continue
+            same_precision = precision[key] in (None, _precision(summary))
+            if same_precision and same_training(stored, wanted[key] | {"seed": seed}):
+                name = f"{spec.name.rsplit('-s', 1)[0]}-s{seed}"
+                result = read_run(run_dir, dataclasses.replace(spec, name=name, seed=seed))
+                result.source = (
+                    f"{run_dir.parent.parent.name} (git {str(summary.get('git_revision') or '?')[:7]})"
+                )
+                found.append(result)
+                seeds[key].add(seed)
+                break
+    return found
+
+
+def _own_precision(plan: Plan, key: tuple[str, int]) -> str | None:
+    """The resolved precision of the plan's finished runs of network ``key`` (None: none finished yet)."""
+    for run in plan.runs:
+        if run.key == key:
+            summary = _summary(plan.run_dir(run))
+            if summary.get("finished"):
+                return _precision(summary)
+    return None
