@@ -80,3 +80,34 @@ def test_the_readme_says_what_the_published_reports_say(tmp_path):
     assert sync_readme(readme, RESULTS) == [], "the README is stale: run `make readme`"
     blocks = re.findall(r"<!-- ([\w-]+) -->", readme.read_text(encoding="utf-8"))
     assert {b for b in blocks if b.endswith("-standard")} == {p for p in PUBLISHED if p.endswith("-standard")}
+
+
+def test_published_records_hold_no_path_of_the_machine_that_trained_them():
+    import json
+
+    absolute = []
+    for path in sorted(RESULTS.glob("*/runs/*/summary.json")):
+
+        def walk(v, path=path):
+            if isinstance(v, dict):
+                [walk(x) for x in v.values()]
+            elif isinstance(v, list):
+                [walk(x) for x in v]
+            elif isinstance(v, str) and v.startswith("/"):
+                absolute.append(f"{path.relative_to(RESULTS)}: {v}")
+
+        walk(json.loads(path.read_text(encoding="utf-8")))
+    assert not absolute, absolute[:5]
+
+
+def test_a_published_summary_names_its_files_relative_to_its_run(tmp_path):
+    import json
+
+    from reslab.experiments.publishing import relative_summary
+
+    run = tmp_path / "runs" / "resnet20-s0"
+    raw = {"run_dir": str(run), "checkpoints": {"last": str(run / "checkpoints" / "last.safetensors")},
+           "curves": str(run / "curves.png"), "steps": 5}  # fmt: skip
+    got = json.loads(relative_summary(json.dumps(raw).encode(), run))
+    assert got == {"run_dir": ".", "checkpoints": {"last": "checkpoints/last.safetensors"}, "curves": "curves.png",
+                   "steps": 5}  # fmt: skip

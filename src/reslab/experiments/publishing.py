@@ -105,11 +105,41 @@ def publish_run(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
 
 
 def _copy_run_files(src: Path, target: Path) -> None:
-    """Copy the run's :data:`RUN_FILES` that exist from ``src`` to ``target``."""
+    """Copy the run's :data:`RUN_FILES` that exist from ``src`` to ``target`` (the summary's paths made
+    relative to the run folder: :func:`relative_summary`)."""
     target.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
         if (src / name).is_file():
-            _io.write_bytes(target / name, (src / name).read_bytes())
+            data = (src / name).read_bytes()
+            if name == "summary.json":
+                data = relative_summary(data, src)
+            _io.write_bytes(target / name, data)
+
+
+def relative_summary(data: bytes, run_dir: Path) -> bytes:
+    """A run's ``summary.json`` with the paths it names (``run_dir``, ``checkpoints``, ``curves``) relative
+    to the run folder, as a published record holds them (the training machine's paths mean nothing
+    elsewhere); anything else as it was."""
+    try:
+        summary = json.loads(data)
+    except ValueError:
+        return data
+    if not isinstance(summary, dict):
+        return data
+    root = str(Path(summary.get("run_dir") or run_dir))
+
+    def rel(p: Any) -> Any:
+        if isinstance(p, dict):
+            return {k: rel(v) for k, v in p.items()}
+        if isinstance(p, str) and Path(p).is_absolute():
+            return Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else Path(p).name
+        return p
+
+    summary = {
+        k: "." if k == "run_dir" else rel(v) if k in ("checkpoints", "curves") else v
+        for k, v in summary.items()
+    }
+    return (json.dumps(summary, indent=2) + "\n").encode()
 
 
 def _checkpoint_step(run_dir: Path) -> int | None:
