@@ -999,3 +999,38 @@ def test_a_thin_network_does_not_hide_what_the_others_decide() -> None:
     assert {c.verdict for c in claims} == {"supported"}
     assert all("Not counted until they have 3 seeds: plain-110 (1)." in c.sentence for c in claims)
     assert any("At depth 56" in c.claim for c in claims)
+
+
+def test_pocock_levels_and_a_verdict_held_to_its_number_of_looks(tmp_path: Path) -> None:
+    """Pocock's nominal levels (Jennison & Turnbull 2000, Table 2.1: 0.0294 at 2 looks, 0.0221 at 3); a
+    claim supported at adjusted p = 0.03 on its third look is inconclusive, on its first it stands; a look
+    is recorded in the newest session entry."""
+    from reslab.experiments.looks import hold_to_looks, pocock_level, record_look
+
+    assert pocock_level(1) == pytest.approx(0.05, abs=1e-4)
+    assert pocock_level(2) == pytest.approx(0.0294, abs=2e-4) and pocock_level(3) == pytest.approx(
+        0.0221, abs=2e-4
+    )
+    assert pocock_level(20) == pytest.approx(0.05 / 20)
+    groups = [_group("resnet", 20, _three(8.0), _three(9.0)), _group("resnet", 56, _three(7.0), _three(8.0))]
+
+    def claim() -> Claim:
+        return Claim("X beats Y", "supported", "evidence.", groups=groups, p=0.01, p_holm=0.03, family=3)
+
+    earlier = [{"claim": "X beats Y", "seeds": [2, 2], "p": 0.2, "p_holm": 0.4},
+               {"claim": "X beats Y", "seeds": [3, 2], "p": 0.05, "p_holm": 0.1}]  # fmt: skip
+    sessions = [
+        {"started": "2026-12-01", "looks": earlier[:1]},
+        {"started": "2026-12-02", "looks": earlier[1:]},
+    ]
+    third = claim()
+    hold_to_looks([third], sessions)
+    assert third.looks == 3 and third.verdict == "inconclusive" and "Pocock" in third.sentence
+    first = claim()
+    hold_to_looks([first], [])
+    assert first.looks == 1 and first.verdict == "supported"
+    plan = plan_experiment("degradation", budget="quick", out=tmp_path / "e", dataset="cifar10", seeds=1)
+    write_plan(plan, [{"started": "2026-12-03", "status": "finished"}])
+    record_look(plan.out, [claim(), Claim("no p", "inconclusive", "-")])
+    (session,) = json.loads((plan.out / "experiment.json").read_text())["sessions"]
+    assert session["looks"] == [{"claim": "X beats Y", "seeds": [3, 3], "p": 0.01, "p_holm": 0.03}]

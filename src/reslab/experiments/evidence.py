@@ -36,6 +36,7 @@ class Claim:
     p: float = math.nan  # the nominal two-sided p of the test deciding the verdict (NaN: no p-value)
     p_holm: float = math.nan  # ``p`` Holm-adjusted over the report's claims
     family: int = 0  # the number of claims with a p-value in the report (Holm's family)
+    looks: int = 1  # how many times its p has been looked at (reslab.experiments.looks)
 
     def markdown(self) -> str:
         return f"- **{self.claim}** — {self.verdict.upper()}{self.p_text()}: {self.sentence}"

@@ -10,6 +10,7 @@ from typing import Any
 
 from reslab import _io
 from reslab.analysis import stats
+from reslab.experiments import looks
 from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
 from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
@@ -32,9 +33,11 @@ def collect(plan: Plan, out: Path) -> list[RunResult]:
     return [read_run(plan.run_dir(r), r) for r in plan.runs] + pooled_runs(plan, out)
 
 
-def write_outputs(out: str | Path) -> dict[str, Any]:
+def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
     """Redraw the figure(s), rewrite results.csv and report.md of experiment folder ``out``: the figure
-    and the claims are the experiment's record's (:data:`~reslab.experiments.specs.EXPERIMENTS`)."""
+    and the claims are the experiment's record's (:data:`~reslab.experiments.specs.EXPERIMENTS`); with
+    ``look`` (an invocation that trained something) the claims' p-values are recorded as a look at the
+    data (:mod:`reslab.experiments.looks`)."""
     out = Path(out)
     plan = load_plan(out)
     results = collect(plan, out)
@@ -45,8 +48,12 @@ def write_outputs(out: str | Path) -> dict[str, Any]:
     drawn = [g for g in groups if any(r in started for r in g.runs)]
     figures = [exp.plot(drawn, out / f"{exp.name}.png", title, plan.dataset)] if started else []
     claims = judge(exp.claims, groups)
+    if look:
+        looks.record_look(out, claims)
+    sessions = read_sessions(out)
+    looks.hold_to_looks(claims, sessions)
     write_results_csv(out / "results.csv", results)
-    text = render_report(plan, results, groups, claims, figures, read_sessions(out))
+    text = render_report(plan, results, groups, claims, figures, sessions)
     _io.write_text(out / "report.md", text)
     return {"figures": figures, "report": out / "report.md", "claims": claims, "groups": groups}
 
@@ -157,6 +164,7 @@ def render_report(
         _figure_section(plan, figures),
         _results_section(plan, results, groups),
         _claims_section(claims),
+        looks.looks_section(claims, sessions),
         _undecided_section(claims),
     ]
     return "\n".join(line for lines in sections for line in lines)

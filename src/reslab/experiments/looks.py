@@ -1,0 +1,123 @@
+"""Every look at the data on record, and the verdicts held to the number of looks.
+
+A sweep spans sittings and its report is read after each: a claim's p-value is looked at again every time
+seeds are added, and stopping at the first look below 5% would make a false claim more likely than 5%.
+Each invocation of ``reslab reproduce`` that trained something records, in its ``experiment.json``
+session entry, what the report then said of each claim (``looks``: the claim, the seeds per network, the
+nominal and Holm-adjusted p). A claim looked at ``K`` times (the recorded looks, plus the current data if
+it is new) is decided only when its Holm-adjusted p is below Pocock's nominal level for ``K`` looks
+(Pocock 1977: the same level at every look, keeping the overall two-sided level at 5%; constants from
+Jennison & Turnbull 2000, Table 2.1, e.g. 0.0294 at two looks, 0.0221 at three; beyond ten looks,
+Bonferroni's 0.05 / K). Looks are recorded from this version on; earlier ones are not in the records.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from reslab.analysis import stats
+from reslab.experiments.evidence import Claim, format_p
+from reslab.experiments.plan import PLAN_FILE, load_plan, read_sessions, write_plan
+
+# Pocock's critical values of |Z| for K equally spaced looks at two-sided 5% (Jennison & Turnbull 2000,
+# Table 2.1).
+POCOCK_Z = {
+    1: 1.960,
+    2: 2.178,
+    3: 2.289,
+    4: 2.361,
+    5: 2.413,
+    6: 2.453,
+    7: 2.485,
+    8: 2.512,
+    9: 2.535,
+    10: 2.555,
+}
+
+
+def pocock_level(looks: int) -> float:
+    """The nominal two-sided level each of ``looks`` looks is held to (Pocock; beyond 10: 0.05 / looks)."""
+    from scipy.stats import norm
+
+    looks = max(1, looks)
+    if looks not in POCOCK_Z:
+        return stats.ALPHA / looks
+    return float(2 * norm.sf(POCOCK_Z[looks]))
+
+
+def _seeds(c: Claim) -> list[int]:
+    return [len(g.values("test_error")) for g in c.groups]
+
+
+def record_look(out: str | Path, claims: list[Claim]) -> None:
+    """Add this look (each claim with a p-value: its seeds per network, nominal and adjusted p) to the
+    newest session entry of experiment folder ``out``."""
+    import json
+
+    out = Path(out)
+    sessions = read_sessions(out)
+    if not sessions:
+        return
+    sessions[-1]["looks"] = [
+        {"claim": c.claim, "seeds": _seeds(c), "p": round(c.p, 6), "p_holm": round(c.p_holm, 6)}
+        for c in claims
+        if math.isfinite(c.p)
+    ]
+    source = json.loads((out / PLAN_FILE).read_text(encoding="utf-8")).get("source")
+    write_plan(load_plan(out), sessions, source)
+
+
+def history(sessions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each claim's recorded looks, oldest first, each with the session's start time (``started``)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s in sessions:
+        for look in s.get("looks") or []:
+            out.setdefault(look["claim"], []).append({**look, "started": s.get("started", "")})
+    return out
+
+
+def hold_to_looks(claims: list[Claim], sessions: list[dict[str, Any]]) -> None:
+    """A decided verdict whose Holm-adjusted p is not below Pocock's level for the claim's number of
+    looks becomes INCONCLUSIVE, and says so (module docstring)."""
+    seen = history(sessions)
+    for c in claims:
+        if not math.isfinite(c.p):
+            continue
+        past = seen.get(c.claim, [])
+        looks = len(past) + (not past or past[-1]["seeds"] != _seeds(c))  # the current data, if new
+        level = pocock_level(looks)
+        c.looks = looks
+        if c.verdict != "inconclusive" and looks > 1 and not c.p_holm < level:
+            c.sentence += (
+                f" Looked at {looks} times: decided only below Pocock's level for {looks} looks, {level:.4f} "
+                f"(adjusted {format_p(c.p_holm)})."
+            )
+            c.verdict = "inconclusive"
+
+
+def looks_section(claims: list[Claim], sessions: list[dict[str, Any]]) -> list[str]:
+    """The report's "Looks at the data": each claim's recorded looks (date, seeds, nominal and adjusted p)
+    and the level its verdict is held to."""
+    seen = history(sessions)
+    lines = ["## Looks at the data", ""]
+    lines.append(
+        "Each invocation that trained something records what the report said of each claim; a claim looked at "
+        "K times is decided only when its Holm-adjusted p is below Pocock's nominal level for K looks "
+        f"(0.05, {pocock_level(2):.4f}, {pocock_level(3):.4f}, {pocock_level(4):.4f} for 1-4 looks; "
+        "[docs/evidence.md](../../evidence.md)). Looks before this record was kept (2026-12-06) are not in it."
+    )
+    lines.append("")
+    for c in claims:
+        if not math.isfinite(c.p):
+            continue
+        past = seen.get(c.claim, [])
+        shown = [f"{look['started'][:10]} ({' + '.join(map(str, look['seeds']))} seeds): {format_p(look['p'])}, "
+                 f"adjusted {format_p(look['p_holm'])}" for look in past]  # fmt: skip
+        if not past or past[-1]["seeds"] != _seeds(c):
+            shown.append(f"now ({' + '.join(map(str, _seeds(c)))} seeds, not yet recorded): {format_p(c.p)}, "
+                         f"adjusted {format_p(c.p_holm)}")  # fmt: skip
+        level = pocock_level(getattr(c, "looks", len(shown)))
+        lines.append(f"- {c.claim}: " + "; ".join(shown) + f" — held to {level:.4f}.")
+    return [*lines, ""]
