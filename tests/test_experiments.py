@@ -722,13 +722,6 @@ def test_report_states_spread_test_and_what_is_undecided(tmp_path: Path) -> None
     assert "lr" in report and "divided by 10" in report
 
 
-def test_figure_range_holds_every_test_point() -> None:
-    from reslab.experiments.plotting import y_top
-
-    assert y_top([81.0, 14.0, 7.0]) > 81.0  # plain-56's first evaluation is drawn
-    assert y_top([1.0, 2.0]) == 5.0 and y_top([99.0]) == 100.0
-
-
 # ------------------------------------------------------------------------------ committed results
 
 

@@ -1,47 +1,34 @@
-"""The experiments' figures (PNG, matplotlib Agg), drawn from the runs' CSV logs only.
+"""The experiments' figures (PNG, matplotlib Agg), drawn from the runs' CSV logs only, in the project's
+one style (:mod:`reslab.experiments.figstyle`: a colour per network, the same in every figure).
 
-Curves follow the paper's Fig. 6: training error thin and dashed, test error bold, against iterations,
-one colour per depth (or per shortcut option), one panel per family (plain | ResNet | highway). Runs that
-differ only in seed are averaged point by point, with a shaded band from the seeds' minimum to maximum;
-summary panels (error against depth, per shortcut option) draw the same range as error bars. Vertical
-dotted lines mark the iterations where a step schedule divides the learning rate by 10 (the paper's 32k
-and 48k). The y-range holds every test point (the first evaluations of a deep plain net included).
+Each figure has two rows. Above, error against iterations on a log axis that holds every point: training
+error dashed, test error solid with a marker at each evaluation; runs that differ only in seed are
+averaged point by point, with a shaded band from the seeds' minimum to maximum. Below, the final errors
+with each seed a dot and the mean a bar, on an axis fitted to the data: a difference the seeds do not
+support shows as their overlap. Where the final errors span more than a factor of three (a plain-110
+at 70% beside ResNets at 7%), that panel has a log axis and a twin zooms on the best family. The
+paper's numbers are drawn only on an axis of the same data set and units. Legends stand right of the
+panels, never over data. :func:`caption` says all this for report.md, with what each figure adds and
+the differences the report's tests find not significant.
 """
 
 from __future__ import annotations
 
-import io
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from reslab.experiments.paper import PAPER_TABLE3, PAPER_TABLE6
+from reslab.experiments import figstyle
+from reslab.experiments.paper import PAPER_TABLE6
 from reslab.experiments.results import Group, column
+
+if TYPE_CHECKING:
+    from reslab.experiments.evidence import Claim
 
 FAMILY_TITLES = {"plain": "plain networks", "resnet": "ResNets", "highway": "highway networks"}
 FAMILY_ORDER = ("plain", "highway", "resnet")
-VARIANT_COLOURS = {"A": "C0", "B": "C1", "C": "C2", "plain": "C3", "resnet": "C0", "highway": "C1"}
-VARIANT_COLOURS |= {"seresnet": "C1", "preact": "C2", "densenet": "C4"}
-DEPTH_COLOURS = {20: "C1", 32: "C2", 44: "C0", 56: "C3", 110: "C4", 1202: "C5"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    from reslab._io import write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    _plt().close(fig)
-    write_bytes(path, buf.getvalue())
-    return path
-
 
 Curve = tuple[list[float], list[float], list[float], list[float]]  # steps, mean, min, max over seeds
 
@@ -88,37 +75,12 @@ def train_curve(group: Group) -> Curve:
     return _mean_curve(series)
 
 
+def _eval_column(r: Any) -> tuple[list[float], list[float]]:
+    return column(r.metrics, "val_error" if r.eval_split == "val" else "test_error")
+
+
 def test_curve(group: Group) -> Curve:
-    return _mean_curve(
-        [column(r.metrics, "val_error" if r.eval_split == "val" else "test_error") for r in group.runs]
-    )
-
-
-def _draw_curves(ax, groups: list[Group], colour_by: str) -> list[float]:
-    """Mean curves with min–max bands; returns the values the y-range must hold."""
-    seen: list[float] = []
-    for g in sorted(groups, key=lambda g: (g.depth, g.variant)):
-        colour = DEPTH_COLOURS.get(g.depth) if colour_by == "depth" else VARIANT_COLOURS.get(g.variant)
-        name = f"{g.depth}-layer" if colour_by == "depth" else g.label
-        drawn = sum(
-            1 for r in g.runs if column(r.metrics, "val_error" if r.eval_split == "val" else "test_error")[0]
-        )
-        if g.n > 1:  # say how many seeds the curve holds when some have not been evaluated yet
-            name += f" ({g.n} seeds)" if drawn == g.n else f" ({drawn} of {g.n} seeds)"
-        tx, ty, tlo, thi = train_curve(g)
-        sx, sy, slo, shi = test_curve(g)
-        if tx:
-            ax.plot(tx, ty, ls="--", lw=0.9, color=colour, alpha=0.9)
-            if g.n > 1:
-                ax.fill_between(tx, tlo, thi, color=colour, alpha=0.08, lw=0)
-        if sx:
-            ax.plot(sx, sy, lw=2.2, color=colour, label=name, marker="o" if len(sx) <= 12 else None, ms=3)
-            if g.n > 1:
-                ax.fill_between(sx, slo, shi, color=colour, alpha=0.22, lw=0)
-        elif tx:
-            ax.plot([], [], lw=2.2, color=colour, label=name)
-        seen += thi[len(thi) // 5 :] + shi
-    return seen
+    return _mean_curve([_eval_column(r) for r in group.runs])
 
 
 def lr_drops(groups: list[Group]) -> list[float]:
@@ -126,167 +88,285 @@ def lr_drops(groups: list[Group]) -> list[float]:
     return sorted({m for g in groups for r in g.runs for m in r.lr_drops})
 
 
-def _finish_axes(ax, values: list[float], title: str, drops: list[float] = ()) -> None:
-    ax.set_xlabel("iterations")
-    ax.set_ylabel("error (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.set_ylim(0, y_top(values))
-    for i, m in enumerate(drops):
-        ax.axvline(m, color="0.4", ls=":", lw=1, label="lr ÷ 10" if i == 0 else None)
-    handles, _ = ax.get_legend_handles_labels()
-    if handles:
-        ax.legend(fontsize=8, loc="upper right")
+# ------------------------------------------------------------------------------------ the pieces
 
 
-def y_top(values: list[float]) -> float:
-    """The top of the error axis: above every value given (test points, the training curves after
-    their first fifth), with 8% headroom, at least 5% and at most 100%."""
-    vals = [v for v in values if math.isfinite(v)]
-    return min(100.0, max(5.0, 1.08 * max(vals))) if vals else 100.0
-
-
-def _style_note(fig) -> None:
-    fig.text(
-        0.01,
-        0.005,
-        "dashed: training error, bold: test error; shaded: seeds' min–max",
-        fontsize=7,
-        color="0.35",
-    )
-
-
-def seed_range_err(groups: list[Group]) -> list[list[float]]:
-    """Asymmetric error bars (below, above the mean) reaching the seeds' min and max of test error."""
-    lo, hi = [], []
+def draw_curves(ax: Any, groups: list[Group], kinds: tuple[str, ...] = ("train", "test")) -> list[float]:
+    """Mean curves with min–max bands, each network in its colour; returns every value drawn."""
+    seen: list[float] = []
     for g in groups:
-        m, (a, b) = g.mean("test_error"), g.range("test_error")
-        lo.append(m - a if math.isfinite(a) else 0.0)
-        hi.append(b - m if math.isfinite(b) else 0.0)
-    return [lo, hi]
+        c, m = figstyle.colour(g.variant, g.depth), figstyle.marker(g.variant)
+        for kind in kinds:
+            xs, ys, lo, hi = train_curve(g) if kind == "train" else test_curve(g)
+            if not xs:
+                continue
+            if kind == "train":
+                ax.plot(xs, ys, color=c, **figstyle.TRAIN_STYLE)
+            else:
+                ax.plot(xs, ys, color=c, marker=m if len(xs) <= 12 else None, **figstyle.TEST_STYLE)
+            if g.n > 1:
+                ax.fill_between(xs, lo, hi, color=c, alpha=0.12 if kind == "train" else 0.18, lw=0)
+            seen += ys + lo + hi
+    return seen
 
 
-def plot_family_panels(groups: list[Group], path: Path, title: str, dataset: str) -> Path:
-    """One panel per family (plain, highway, ResNet), one colour per depth: the paper's Fig. 6.
+def _network_label(g: Group) -> str:
+    """The legend's name of a network, with how many of its seeds the curves hold."""
+    if g.n == 1:
+        return g.label
+    drawn = _seeds_drawn(g)
+    return g.label + (f" ({g.n} seeds)" if drawn == g.n else f" ({drawn} of {g.n} seeds)")
 
-    Every experiment's figure takes ``(groups, path, title, dataset)``
-    (:attr:`reslab.experiments.specs.Experiment.plot`); ``dataset`` says whether the paper's numbers are
-    comparable enough to draw (those on CIFAR-10)."""
-    plt = _plt()
+
+def _seeds_drawn(g: Group) -> int:
+    """How many of a network's runs have been evaluated (the others are planned, not started)."""
+    return sum(1 for r in g.runs if _eval_column(r)[0])
+
+
+def _handles(groups: list[Group], drops: list[float], paper: str = "") -> list[Any]:
+    """The figure's legend: one entry per network, then what lines, bands, dots and bars are."""
+    from matplotlib.lines import Line2D
+
+    nets = [
+        Line2D([], [], color=figstyle.colour(g.variant, g.depth), marker=figstyle.marker(g.variant),
+               **figstyle.TEST_STYLE, label=_network_label(g))
+        for g in groups
+    ]  # fmt: skip
+    out = [*nets, Line2D([], [], ls="", label=" ")]
+    out += figstyle.curve_handles(any(g.n > 1 for g in groups))
+    if drops:
+        out.append(Line2D([], [], color="0.4", ls=":", lw=1, label="lr ÷ 10"))
+    return out + figstyle.final_error_handles(paper=paper)
+
+
+def _curve_row(
+    fig: Any, spec: Any, panels: list[tuple[str, list[Group], tuple[str, ...]]], drops: list[float]
+) -> None:
+    """One row of curve panels (title, networks, "train"/"test") sharing one log error axis."""
+    axes, seen = [], []
+    for i, (title, gs, kinds) in enumerate(panels):
+        ax = fig.add_subplot(spec[0, i], sharex=axes[0] if axes else None, sharey=axes[0] if axes else None)
+        seen += draw_curves(ax, gs, kinds)
+        for m in drops:
+            ax.axvline(m, color="0.4", ls=":", lw=1)
+        ax.set_title(title)
+        ax.set_xlabel("iterations")
+        axes.append(ax)
+    figstyle.log_error_axis(axes[0], seen)
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+        ax.tick_params(labelleft=False)
+
+
+def _final_row(
+    fig: Any, spec: Any, panels: list[tuple[str, list[Group]]], paper: dict[int, float] | None = None
+) -> None:
+    """One row of final-error panels (title, networks), each on an axis of its own (a log one where the
+    errors span more than a factor of three); ``paper``: values on the same axis (network index -> %)."""
+    for i, (title, gs) in enumerate(panels):
+        ax = fig.add_subplot(spec[0, i])
+        slant = len(gs) * len(panels) > 6
+        figstyle.final_error_panel(ax, gs, log=_wants_log(gs), paper=paper, slant=slant)
+        ax.set_title(title)
+
+
+def _wants_log(groups: list[Group]) -> bool:
+    return figstyle.wants_log([v for g in groups for a, _ in figstyle.FINAL_ERRORS for v in g.values(a)])
+
+
+def _final_panels(title: str, groups: list[Group]) -> list[tuple[str, list[Group]]]:
+    """``groups``' final-error panel; where it needs a log axis, a second panel zooms on the family with
+    the lowest test error, on a linear axis."""
+    if not _wants_log(groups):
+        return [(title, groups)]
+    best = min(
+        {g.family for g in groups}, key=lambda f: min(g.mean("test_error") for g in groups if g.family == f)
+    )
+    zoom = [g for g in groups if g.family == best]
+    return [(f"{title} (log axis)", groups), (f"{FAMILY_TITLES.get(best, best)} only (linear axis)", zoom)]
+
+
+def _rows(n_top: int, n_bottom: int, width: float = 10.0, height: float = 6.6) -> tuple[Any, Any, Any]:
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(width, height), layout="constrained")
+    outer = fig.add_gridspec(2, 1, height_ratios=(1.0, 1.0))
+    return fig, outer[0].subgridspec(1, n_top), outer[1].subgridspec(1, n_bottom)
+
+
+def _finish(fig: Any, title: str, handles: list[Any]) -> Any:
+    fig.suptitle(title, fontsize=10.5)
+    figstyle.legend_outside(fig, handles)
+    return fig
+
+
+def _iterations(groups: list[Group]) -> str:
+    steps = max((r.steps for g in groups for r in g.runs), default=0)
+    return f" at iteration {steps:,}" if steps else ""
+
+
+# ----------------------------------------------------------------------------------- the figures
+
+
+@dataclass(frozen=True)
+class Figure:
+    """An experiment's figure: ``draw(groups, title, dataset)`` makes it, ``notes(groups, dataset)`` says
+    what its panels show beyond the house style (for :func:`caption`). Called as an
+    :attr:`~reslab.experiments.specs.Experiment.plot`: ``plot(groups, path, title, dataset) -> path``."""
+
+    draw: Callable[[list[Group], str, str], Any]
+    notes: Callable[[list[Group], str], list[str]]
+
+    def __call__(self, groups: list[Group], path: Path, title: str, dataset: str) -> Path:
+        with figstyle.style():
+            return figstyle.save(self.draw(groups, title, dataset), path)
+
+
+def _by_depth(groups: list[Group]) -> list[Group]:
+    rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    return sorted(groups, key=lambda g: (g.depth, rank.get(g.family, 9), g.variant))
+
+
+def _family_figure(groups: list[Group], title: str, dataset: str) -> Any:
+    """The paper's Fig. 6: one curve panel per family (plain, highway, ResNet), each depth in its shade;
+    below, every network's final errors, side by side at each depth."""
     families = [f for f in FAMILY_ORDER if any(g.family == f for g in groups)]
-    width = max(5.2 * len(families), 8.0)  # one panel: wide enough for the title
-    fig, axes = plt.subplots(1, len(families), figsize=(width, 4.2), sharey=True, squeeze=False)
-    allv: list[float] = []
-    for ax, fam in zip(axes[0], families):
-        allv += _draw_curves(ax, [g for g in groups if g.family == fam], "depth")
-    drops = lr_drops(groups)
-    for ax, fam in zip(axes[0], families):
-        _finish_axes(ax, allv, FAMILY_TITLES.get(fam, fam), drops)
-    fig.suptitle(title, fontsize=11)
-    _style_note(fig)
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    return _save(fig, path)
+    finals = _final_panels("final errors" + _iterations(groups), _by_depth(groups))
+    fig, top, bottom = _rows(len(families), len(finals))
+    panels = [(FAMILY_TITLES.get(f, f) + ": training and test error", [g for g in _by_depth(groups) if g.family == f],
+               ("train", "test")) for f in families]  # fmt: skip
+    _curve_row(fig, top, panels, lr_drops(groups))
+    _final_row(fig, bottom, finals)
+    return _finish(fig, title, _handles(_by_depth(groups), lr_drops(groups)))
 
 
-def plot_depth(groups: list[Group], path: Path, title: str, dataset: str) -> Path:
-    """Left: ResNet curves, one colour per depth. Right: final test error (mean ± std) against depth,
-    with the paper's Table 6 beside it on CIFAR-10."""
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.2))
-    vals = _draw_curves(ax1, groups, "depth")
-    _finish_axes(ax1, vals, "ResNets", lr_drops(groups))
+def _family_notes(groups: list[Group], dataset: str) -> list[str]:
+    return ["One upper panel per family, each depth a shade of the family's colour."]
+
+
+def _depth_figure(groups: list[Group], title: str, dataset: str) -> Any:
+    """ResNets of every depth: training and test curves in panels of their own; below, the final errors
+    per depth (no line joins the depths); the paper's Table 6 beside the test errors on CIFAR-10 only."""
     gs = sorted(groups, key=lambda g: g.depth)
-    depths = [g.depth for g in gs]
-    means = [g.mean("test_error") for g in gs]
-    trains = [g.mean("train_error") for g in gs]
-    ax2.errorbar(
-        depths, means, yerr=seed_range_err(gs), marker="o", lw=2, capsize=4, color="C0", label="ours: test"
-    )
-    ax2.plot(depths, trains, marker=".", ls="--", lw=1, color="C0", alpha=0.7, label="ours: training")
+    fig, top, bottom = _rows(2, 1)
+    panels = [
+        ("training error while training", gs, ("train",)),
+        ("test error at each evaluation", gs, ("test",)),
+    ]
+    _curve_row(fig, top, panels, lr_drops(groups))
+    paper = {i: PAPER_TABLE6[g.depth] for i, g in enumerate(gs) if g.depth in PAPER_TABLE6}
+    paper = paper if dataset == "cifar10" else None
+    _final_row(fig, bottom, [("final errors per depth" + _iterations(gs), gs)], paper)
+    return _finish(fig, title, _handles(gs, lr_drops(groups), "paper, Table 6 (CIFAR-10)" if paper else ""))
+
+
+def _depth_notes(groups: list[Group], dataset: str) -> list[str]:
     if dataset == "cifar10":
-        pd = [d for d in depths if d in PAPER_TABLE6]
-        ax2.plot(pd, [PAPER_TABLE6[d] for d in pd], marker="s", lw=1.5, color="0.3", label="paper (Table 6)")
-    ax2.set_xscale("log")
-    ax2.set_xticks(depths)
-    ax2.set_xticklabels([str(d) for d in depths])
-    ax2.minorticks_off()
-    ax2.set_xlabel("depth (layers)")
-    ax2.set_ylabel("final error (%)")
-    ax2.set_title(
-        "final error vs depth" + (" (mean, bars: seed min–max)" if any(g.n > 1 for g in gs) else ""),
-        fontsize=10,
-    )
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
-    fig.suptitle(title, fontsize=11)
-    _style_note(fig)
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    return _save(fig, path)
+        return [
+            "Grey diamonds: the paper's Table 6 (CIFAR-10 test error at the full 64k-iteration schedule)."
+        ]
+    return [
+        f"The paper's Table 6 is not drawn: it is CIFAR-10 test error, ours {dataset}; it is in the table."
+    ]
 
 
-def plot_shortcuts(groups: list[Group], path: Path, title: str, dataset: str) -> Path:
-    """Left: curves per shortcut option (and plain). Right: final test error bars, paper's Table 3 beside."""
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.2))
-    vals = _draw_curves(ax1, groups, "variant")
-    _finish_axes(ax1, vals, "training curves", lr_drops(groups))
-    order = [v for v in ("A", "B", "C", "plain") if any(g.variant == v for g in groups)]
-    by = {g.variant: g for g in groups}
-    xs = range(len(order))
-    means = [by[v].mean("test_error") for v in order]
-    ax2.bar(
-        [x - 0.2 for x in xs],
-        means,
-        width=0.4,
-        yerr=seed_range_err([by[v] for v in order]),
-        capsize=3,
-        color=[VARIANT_COLOURS[v] for v in order],
-        label="ours (test)",
-    )
-    ax2b = ax2.twinx()
-    ax2b.bar(
-        [x + 0.2 for x in xs],
-        [PAPER_TABLE3.get(v, math.nan) for v in order],
-        width=0.4,
-        color="0.75",
-        label="paper (ImageNet top-1)",
-    )
-    ax2b.set_ylabel("paper: ImageNet ResNet-34 top-1 error (%)", fontsize=8, color="0.4")
-    ax2.set_xticks(list(xs))
-    ax2.set_xticklabels([("option " + v) if v != "plain" else "plain" for v in order])
-    ax2.set_ylabel("our final test error (%)")
-    ax2.set_title(
-        "final test error (grey: paper, right axis"
-        + ("; bars: seed min–max)" if any(by[v].n > 1 for v in order) else ")"),
-        fontsize=10,
-    )
-    ax2.grid(alpha=0.3, axis="y")
-    fig.suptitle(title, fontsize=11)
-    _style_note(fig)
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    return _save(fig, path)
+def _one_family_figure(order: tuple[str, ...]) -> Callable[[list[Group], str, str], Any]:
+    """Networks at one depth (shortcut options, ResNet's relatives): training and test curves in panels
+    of their own, then the final errors, the networks in ``order`` (their variants)."""
+
+    def draw(groups: list[Group], title: str, dataset: str) -> Any:
+        rank = {v: i for i, v in enumerate(order)}
+        gs = sorted(groups, key=lambda g: (rank.get(g.variant, 9), g.depth))
+        fig, top, bottom = _rows(2, 1)
+        panels = [
+            ("training error while training", gs, ("train",)),
+            ("test error at each evaluation", gs, ("test",)),
+        ]
+        _curve_row(fig, top, panels, lr_drops(groups))
+        _final_row(fig, bottom, _final_panels("final errors" + _iterations(gs), gs))
+        return _finish(fig, title, _handles(gs, lr_drops(groups)))
+
+    return draw
 
 
-def plot_relatives(groups: list[Group], path: Path, title: str, dataset: str) -> Path:
-    """Left: curves per network. Right: final test error (mean ± std over seeds) per network."""
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.2))
-    vals = _draw_curves(ax1, groups, "variant")
-    _finish_axes(ax1, vals, "training curves")
-    gs = sorted(groups, key=lambda g: (g.depth, g.variant))
-    means = [g.mean("test_error") for g in gs]
-    stds = [0.0 if not math.isfinite(g.std("test_error")) else g.std("test_error") for g in gs]
-    xs = range(len(gs))
-    ax2.bar(list(xs), means, yerr=stds, capsize=3, color=[VARIANT_COLOURS.get(g.variant, "C7") for g in gs])
-    ax2.set_xticks(list(xs))
-    ax2.set_xticklabels([g.label for g in gs], rotation=20, ha="right", fontsize=8)
-    ax2.set_ylabel("final test error (%)")
-    ax2.set_title("final test error", fontsize=10)
-    ax2.grid(alpha=0.3, axis="y")
-    fig.suptitle(title, fontsize=11)
-    _style_note(fig)
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    return _save(fig, path)
+def _shortcuts_notes(groups: list[Group], dataset: str) -> list[str]:
+    return [
+        "The paper's Table 3 (ImageNet ResNet-34 top-1 error; plain-34 from Table 2) is not drawn: another data "
+        "set and network, another scale; it is in the table, and the claims compare only the ordering."
+    ]
+
+
+def _relatives_notes(groups: list[Group], dataset: str) -> list[str]:
+    return ["The papers' CIFAR-10 numbers are not drawn (another data set); they are in the table."]
+
+
+def _highway_figure(groups: list[Group], title: str, dataset: str) -> Any:
+    """One column per depth, the three families (plain, highway, ResNet) on one axis in each: curves
+    above, final errors below, so each claim across families at one depth is read on a shared axis."""
+    depths = sorted({g.depth for g in groups})
+    fig, top, bottom = _rows(len(depths), len(depths))
+    at = {d: [g for g in _by_depth(groups) if g.depth == d] for d in depths}
+    _curve_row(fig, top, [(f"depth {d}: training and test error", at[d], ("train", "test")) for d in depths],
+               lr_drops(groups))  # fmt: skip
+    _final_row(fig, bottom, [(f"depth {d}: final errors" + _iterations(at[d]), at[d]) for d in depths])
+    return _finish(fig, title, _handles(_by_depth(groups), lr_drops(groups)))
+
+
+def _highway_notes(groups: list[Group], dataset: str) -> list[str]:
+    return [
+        "Columns: one depth each, the three families on one axis; the two final-error panels have axes of "
+        "their own, so a change with depth is read from the numbers, not across panels."
+    ]
+
+
+plot_family_panels = Figure(_family_figure, _family_notes)
+plot_depth = Figure(_depth_figure, _depth_notes)
+plot_shortcuts = Figure(_one_family_figure(("A", "B", "C", "plain")), _shortcuts_notes)
+plot_highway = Figure(_highway_figure, _highway_notes)
+plot_relatives = Figure(_one_family_figure(("resnet", "seresnet", "preact", "densenet")), _relatives_notes)
+
+
+# -------------------------------------------------------------------------------------- captions
+
+
+def caption(plot: Any, groups: list[Group], dataset: str, claims: list[Claim]) -> str:
+    """What report.md says under an experiment's figure: the house style's panels, what the bands, dots
+    and bars are, the figure's own notes, and which differences the report's tests find not significant."""
+    seeds = sorted({_seeds_drawn(g) for g in groups}) or [1]
+    n = f"{seeds[0]} seeds" if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]} seeds, as the legend says,"
+    band = (
+        f"the shaded band spans the seeds' minimum to maximum ({n} per network)"
+        if seeds[-1] > 1
+        else "one run per network, so no band"
+    )
+    parts = [
+        "Upper panels: error against iterations on a log axis that holds every point; dashed: training error "
+        "(the runs' `train_log.csv`, smoothed), solid with a marker at each evaluation: test error "
+        f"(`metrics.csv`); each line is the mean over a network's seeds, {band}. Lower panels: each seed's final error as a dot (hollow: training, "
+        "filled: test), a bar at the seeds' mean; no line joins networks, and the axis is fitted to the dots."
+    ]
+    if _wants_log(groups):
+        parts.append(
+            "A final-error panel whose errors span more than a factor of three has a log axis, and a panel "
+            "beside it shows the best family on a linear axis."
+        )
+    notes = getattr(plot, "notes", None)
+    parts += notes(groups, dataset) if notes else []
+    if lr_drops(groups):
+        parts.append("Vertical dotted lines: the learning rate is divided by 10.")
+    parts += _not_significant(claims)
+    return " ".join(parts)
+
+
+def _not_significant(claims: list[Claim]) -> list[str]:
+    from reslab.analysis.stats import ALPHA
+    from reslab.experiments.evidence import format_p
+
+    weak = [c for c in claims if math.isfinite(c.p) and not c.p_holm < ALPHA]
+    if not weak:
+        return []
+    items = "; ".join(f"“{c.claim}” (Holm-adjusted {format_p(c.p_holm)})" for c in weak)
+    return [f"By the report's tests (Claims below) these differences are not significant: {items}."]
 
 
 def plot_run(run_dir: Path) -> Path:

@@ -14,6 +14,7 @@ from reslab.experiments import looks
 from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
 from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
+from reslab.experiments.plotting import caption
 from reslab.experiments.pooled import pooled_runs
 from reslab.experiments.results import (
     Group,
@@ -161,7 +162,7 @@ def render_report(
     sections = [
         _header_section(plan),
         _what_was_run_section(plan, results, sessions),
-        _figure_section(plan, figures),
+        _figure_section(plan, figures, groups, claims),
         _results_section(plan, results, groups),
         _claims_section(claims),
         looks.looks_section(claims, sessions),
@@ -298,22 +299,18 @@ def _wall_time_line(results: list[RunResult], sessions: list[dict[str, Any]]) ->
     )
 
 
-def _figure_section(plan: Plan, figures: list[Path]) -> list[str]:
-    """The figure(s) and how to read them; nothing when no run has started."""
+def _figure_section(plan: Plan, figures: list[Path], groups: list[Group], claims: list[Claim]) -> list[str]:
+    """The figure(s) and how to read them (:func:`reslab.experiments.plotting.caption`); nothing when no
+    run has started."""
     if not figures:
         return []
+    exp = EXPERIMENTS[plan.experiment]
     return [
         "## Figure",
         "",
         *(f"![{plan.experiment}]({Path(f).name})" for f in figures),
         "",
-        "Dashed: training error; bold: test error (mean over seeds; the shaded band spans the seeds' "
-        "minimum to maximum); from the runs' `train_log.csv`/`metrics.csv`."
-        + (
-            " Vertical dotted lines: the learning rate is divided by 10."
-            if _first_config(plan).get("milestones")
-            else ""
-        ),
+        caption(exp.plot, groups, plan.dataset, claims),
         "",
     ]
 
