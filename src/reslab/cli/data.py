@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = (
+    "Write test input number --index of the data a task's recipe trains on as a PNG (classification: a "
+    "Fashion-MNIST test image; detection / segmentation: a test scene; super-resolution: a test photograph "
+    "at low resolution), for `reslab predict RUN FILE`."
+)
+
 
 def add_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "data",
-        help="sample: write a test input of a task's data as a PNG, to try `reslab predict` on",
-        description="Write test input number --index of the data a task's recipe trains on as a PNG "
-        "(classification: a Fashion-MNIST test image; detection / segmentation: a test scene; "
-        "super-resolution: a test photograph at low resolution), for `reslab predict RUN FILE`.",
-    )
+    what = "sample: write a test input of a task's data as a PNG, to try `reslab predict` on"
+    p = sub.add_parser("data", help=what, description=DESCRIPTION)
     p.add_argument("action", choices=("sample",), help="what to do (sample: write one input)")
     p.add_argument("--task", default=None, metavar="TASK", help="the task whose data to sample (default: "
                    "classification); its recipe's data, or --recipe's")  # fmt: skip

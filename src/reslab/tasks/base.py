@@ -146,6 +146,13 @@ class Sample:
     image: Any
     description: str
 
+    @staticmethod
+    def check(index: int, n: int, what: str) -> int:
+        """``index`` of ``n`` test inputs (``what``), checked (one line otherwise)."""
+        if not 0 <= index < n:
+            raise ConfigError(f"--index {index}: there are {n} {what} (0 to {n - 1})")
+        return index
+
 
 class FilePredictor(Protocol):
     """A trained network loaded for ``reslab predict``: what it writes per image (``output``: the suffix of
@@ -250,13 +257,6 @@ class Refusals:
     def sample_input(cls, cfg: TrainConfig, index: int) -> Sample:
         cls.refuse("sample")
         raise ConfigError(f"reslab data sample has no input for {cls.__name__} runs")
-
-
-def check_index(index: int, n: int, what: str) -> int:
-    """``index`` checked against ``n`` items (one line otherwise)."""
-    if not 0 <= index < n:
-        raise ConfigError(f"--index {index}: there are {n} {what} (0 to {n - 1})")
-    return index
 
 
 def reduce_error(r: dict[str, Any], dist: Dist, device: torch.device) -> float:

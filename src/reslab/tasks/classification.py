@@ -44,7 +44,6 @@ from reslab.tasks.base import (
     Runtime,
     Sample,
     build_model,
-    check_index,
     eval_arrays,
     eval_dir,
     reduce_error,
@@ -158,7 +157,7 @@ class Classification(Refusals):
         if cfg.dataset == "imagefolder":
             raise ConfigError("an imagefolder run predicts your own images: give one of its val/ files")
         ds = load_training_data(cfg)
-        x = ds.test_x[check_index(index, len(ds.test_x), "test images")].numpy()
+        x = ds.test_x[Sample.check(index, len(ds.test_x), "test images")].numpy()
         label = ds.classes[int(ds.test_y[index])]
         return Sample(
             x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0), f"test image {index} of {ds.name}: {label}"

@@ -52,16 +52,7 @@ from reslab.data.scenes import SceneConfig, SceneDataset, SceneLoader, Scenes, l
 from reslab.errors import CheckpointError, ConfigError, DataError, ReslabError, first_line
 from reslab.models.dense import build_from_spec, is_dense_spec
 from reslab.models.weights import unwrap
-from reslab.tasks.base import (
-    EvalRequest,
-    Found,
-    PredictRequest,
-    Refusals,
-    Runtime,
-    Sample,
-    check_index,
-    eval_dir,
-)
+from reslab.tasks.base import EvalRequest, Found, PredictRequest, Refusals, Runtime, Sample, eval_dir
 from reslab.tasks.scene_config import SceneOptions, build_scene_model, check_scene_config, load_splits
 
 
@@ -364,7 +355,7 @@ class SceneTraining(Refusals):
         from reslab.data.scenes import build_scenes
 
         opts = SceneOptions.from_config(cfg, cls.ops)
-        check_index(index, opts.test_size, "test scenes")
+        Sample.check(index, opts.test_size, "test scenes")
         ds = load_dataset("fashion-mnist", cfg.data_dir, cfg.download)
         scenes = build_scenes(
             ds.test_x, ds.test_y, index + 1, seed=opts.scene_seed, split="test", config=opts.scenes

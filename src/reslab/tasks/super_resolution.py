@@ -39,7 +39,6 @@ from reslab.tasks.base import (
     LoaderTask,
     PredictRequest,
     Sample,
-    check_index,
     eval_dir,
     run_config,
 )
@@ -404,7 +403,7 @@ class SuperResolution(LoaderTask):
         with torch.device("meta"):
             scale = int(create_model(cfg.model, **cfg.model_kwargs).scale)  # type: ignore[attr-defined]
         data = load_data(scale=scale)
-        lr = data.test_lr[check_index(index, len(data.test_lr), "test photographs")].numpy()
+        lr = data.test_lr[Sample.check(index, len(data.test_lr), "test photographs")].numpy()
         name = data.test_names[index]
         return Sample(lr.transpose(1, 2, 0), f"test photograph {index} ({name}) at 1/{scale} resolution")
 
