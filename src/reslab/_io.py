@@ -2,7 +2,8 @@
 
 Every file reslab writes goes through :func:`atomic_write`: the bytes go to a temporary file in the same
 directory, are flushed and fsync'ed, and only then renamed over the target, so a reader (or a resumed run)
-sees either the old file or the new one, never a torn one.
+sees either the old file or the new one, never a torn one. The file gets the mode ``open()`` would give it
+(the umask's: 0644 typically), not the temporary file's 0600.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +34,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), ordinary_mode())  # mkstemp makes 0600: the umask's mode, as open() gives
             os.fsync(f.fileno())
         fault_point("write")  # test hook: a crash between the temporary write and the rename
         os.replace(tmp, path)
@@ -40,6 +43,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def ordinary_mode() -> int:
+    """The mode a new file gets from ``open()`` under this process's umask (0644 under the usual 022):
+    what every file reslab writes gets, though it is staged through :func:`tempfile.mkstemp` (0600)."""
+    with _UMASK_LOCK:  # reading the umask sets it: one thread at a time (checkpoints write from a pool)
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+_UMASK_LOCK = threading.Lock()
 
 
 _FAULT_COUNTS: dict[str, int] = {}  # occurrences of each fault point in this process (test hook only)

@@ -262,7 +262,8 @@ class TrainConfig:
     eval_subset: int | None = None  # evaluate on the first N val/test images only (quick runs); None: all
     log_every: int = 50  # iterations between train_log.csv rows (and host syncs)
     checkpoint_every: int = 1000  # iterations between checkpoints (also at every evaluation)
-    tensorboard: bool = True  # when tensorboard is importable
+    # auto: tensorboard/ logs when tensorboard is importable; true: wanted (a warning where it is missing)
+    tensorboard: AutoBool = "auto"
 
     # ------------------------------------------------------------------------------------------ api
 

@@ -47,6 +47,19 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return "bf16" if dtype == torch.bfloat16 else "fp32"
 
 
+def precision_reason(amp: str, device: torch.device, dtype: torch.dtype | None) -> str:
+    """What a run computes in and why, for its header: ``fp32 (amp=auto: fp32 on the CPU, ...)``."""
+    name = precision_name(dtype)
+    if amp == "off":
+        return f"{name} (amp=off)"
+    if amp == "bf16":
+        native = device.type == "cuda" or cpu_has_native_bf16()
+        return f"{name} autocast (amp=bf16{'' if native else ', emulated on this CPU: slow'})"
+    if device.type == "cuda":
+        return f"{name} autocast (amp=auto: bf16 on CUDA)"
+    return f"{name} (amp=auto: bf16 only on CUDA; --set amp=bf16 forces it on the CPU)"
+
+
 def slow_bf16_warning(dtype: torch.dtype | None, device: torch.device) -> str | None:
     """A one-line warning when bf16 was forced on a CPU that only emulates it; else ``None``."""
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():

@@ -255,7 +255,8 @@ def test_bad_images_one_line_each_the_good_ones_still_predicted(reference, tmp_p
     }
     for name, data in bad.items():
         (tmp_path / name).write_bytes(data)
-    files = [str(good), *(str(tmp_path / n) for n in bad), str(tmp_path / "missing.png"), str(tmp_path)]
+    # (a folder is no bad input: it stands for its image files, tests/test_newcomer.py)
+    files = [str(good), *(str(tmp_path / n) for n in bad), str(tmp_path / "missing.png")]
     assert main(["predict", str(reference), *files, "--topk", "2"]) == 2
     cap = capsys.readouterr()
     err = cap.err.strip().splitlines()

@@ -269,8 +269,8 @@ def _explain_plain_bn(plain: Sequence[GradientProfile]) -> str:
             "batch-mean component) followed by ReLU and a He-initialized convolution multiplies the "
             "gradient norm by a factor above one at every layer (the gradient explosion of BN networks "
             "analyzed by Yang et al. 2019, 'A Mean Field Theory of Batch Normalization'). "
-            "The seed documents' 'vanishing gradients' is not what is measured here; what the plain "
-            "net suffers from is an ill-conditioned, exponentially unbalanced gradient across depth."
+            "The 'vanishing gradients' usually named as what stops deep plain nets from training are not "
+            "what is measured here; what the plain net suffers from is an ill-conditioned, exponentially unbalanced gradient across depth."
             if exponential
             else f"per unit {', '.join(fmt_num(f) for f in factors)}; no exponential growth with depth is "
             "visible here (the ratio does not rise by a constant factor per unit from the shallowest to the "

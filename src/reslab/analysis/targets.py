@@ -259,7 +259,9 @@ class _DataSource:
 def _checkpoint_target(source: str, data: _DataSource, device: torch.device) -> Target:
     """A run directory or checkpoint, rebuilt on ``device``, with the data it is measured on."""
     from reslab.models.weights import load_model
+    from reslab.tasks import refuse_task
 
+    refuse_task(source, "analyze")  # a task whose networks the analyses cannot measure: one line
     model, meta = load_model(source)
     evaluation = data.for_checkpoint(meta)
     _check_compatible(model, evaluation, source)

@@ -6,7 +6,8 @@ its traceback. Heavy imports (torch, the packages) happen inside the handlers so
 Layout: each module of this package declares its sub-commands with ``add_X(subparsers)`` (the arguments)
 and runs them with ``_cmd_X(args) -> int``: :mod:`~reslab.cli.models`, :mod:`~reslab.cli.train`,
 :mod:`~reslab.cli.evaluate`, :mod:`~reslab.cli.experiments` (reproduce, plot), :mod:`~reslab.cli.analyze`,
-:mod:`~reslab.cli.deploy` (export, predict, features), :mod:`~reslab.cli.verify`. Dependencies point one
+:mod:`~reslab.cli.deploy` (export, predict, features), :mod:`~reslab.cli.verify`, :mod:`~reslab.cli.data`
+(sample). Dependencies point one
 way: cli -> experiments -> analysis/train -> data/models.
 """
 
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from reslab.cli.analyze import add_analyze
+from reslab.cli.data import add_data
 from reslab.cli.deploy import add_export, add_features, add_predict
 from reslab.cli.evaluate import add_eval
 from reslab.cli.experiments import add_plot, add_reproduce
@@ -37,6 +39,7 @@ COMMANDS = (
     add_predict,
     add_features,
     add_verify,
+    add_data,
 )
 
 

@@ -58,7 +58,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         "others are still predicted.",
     )
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run directory or .safetensors checkpoint")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...) or folders (their "
+                   "image files, sorted by name)")  # fmt: skip
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_device(p)
@@ -98,7 +99,8 @@ def add_features(sub: argparse._SubParsersAction) -> None:
         help="print the multi-scale feature maps (stage outputs) of a model: name, shape, stride, channels",
     )
     p.add_argument("model", metavar="MODEL_OR_RUN", help="a model name (`reslab models`) or a run/checkpoint")
-    p.add_argument("--input-size", metavar="C,H,W", help="input size (default: the model's or the run's)")
+    p.add_argument("--input-size", metavar="C,H,W", help="input size, C,T,H,W for a video model (default: the "
+                   "model's or the run's)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_features)
 

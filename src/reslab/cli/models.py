@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the model zoo, or show one model's details")
     p.add_argument("pattern", nargs="?", default="*", help="glob over model names (default: all)")
     p.add_argument("--info", metavar="NAME", help="print one model's details")
+    p.add_argument("--json", action="store_true", help="print JSON: a list of the matching models' catalogue "
+                   "entries (name, family, task, depth, input_size, num_classes, params, macs, paper, ...); "
+                   "with --info, one entry")  # fmt: skip
     p.set_defaults(func=_cmd_models)
 
 
@@ -16,7 +20,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
     """From the committed catalogue (``reslab/models/catalog.json``: :func:`reslab.models.registry.catalog`,
     kept equal to the registry by a test), so that listing the zoo imports no torch."""
     import difflib
-    import fnmatch
     import json
     from pathlib import Path
 
@@ -29,6 +32,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
             close = difflib.get_close_matches(name, list(zoo), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else "; see `reslab models`"
             raise ConfigError(f"unknown model {name!r}{hint}")
+    if args.json:
+        names = [args.info] if args.info else _matching(zoo, args.pattern)
+        found = [zoo[name] for name in names]
+        print(json.dumps(found[0] if args.info else found, indent=2))
+        return 0
     if args.info:
         for key, value in zoo[args.info].items():
             if key in ("params", "macs"):
@@ -37,9 +45,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 value = "x".join(map(str, value))
             print(f"{key:<12} {'-' if value is None else value}")
         return 0
-    names = [n for n in zoo if fnmatch.fnmatchcase(n, args.pattern)]
-    if not names:
-        raise ConfigError(f"no model matches {args.pattern!r}; see `reslab models`")
+    names = _matching(zoo, args.pattern)
     rows = [("name", "family", "depth", "params", "MACs", "paper error %")]
     for name in names:
         i = zoo[name]
@@ -50,6 +56,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
         cells = [r[c].rjust(widths[c]) if c in (2, 3, 4) else r[c].ljust(widths[c]) for c in range(len(r))]
         print("  ".join(cells).rstrip())
     return 0
+
+
+def _matching(zoo: dict[str, Any], pattern: str) -> list[str]:
+    """The catalogue's names matching the glob ``pattern`` (none: one line)."""
+    import fnmatch
+
+    from reslab.errors import ConfigError
+
+    names = [n for n in zoo if fnmatch.fnmatchcase(n, pattern)]
+    if not names:
+        raise ConfigError(f"no model matches {pattern!r}; see `reslab models`")
+    return names
 
 
 def format_count(n: int) -> str:

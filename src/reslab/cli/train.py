@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from typing import Any
 
 from reslab.errors import ReslabError
 
@@ -81,6 +83,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    "reslab wrote there; a folder holding anything else is refused)")  # fmt: skip
     g = p.add_argument_group("output")
     g.add_argument("--quiet", action="store_true", help="no progress output")
+    g.add_argument("--print-config", action="store_true", help="print the resolved config as YAML, each value "
+                   "with where it came from (default, recipe, flag, --set), and stop without training")  # fmt: skip
     p.set_defaults(func=_cmd_train)
 
 
@@ -94,31 +98,39 @@ def _train_flag_values(args: argparse.Namespace) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     given = _train_flag_values(args)
     summary = _resume(args, given) if args.resume else _start(args, given)
+    if summary is None:  # --print-config
+        return 0
     if not args.quiet and os.environ.get("RANK", "0") in ("", "0"):  # torchrun: rank 0 alone reports
         _print_train_result(summary)
     return 0
 
 
-def _start(args: argparse.Namespace, given: dict) -> dict:
+def _start(args: argparse.Namespace, given: dict) -> dict | None:
     """A new run: the recipe (``--recipe``, else :func:`task_recipe`), the flags, ``--set``; the config
-    and its task are checked before anything is written."""
+    and its task are checked before anything is written (``--print-config``: printed, nothing trained)."""
     from pathlib import Path
 
     from reslab.tasks import task_class
-    from reslab.train import apply_overrides, load_recipe, parse_set, train
+    from reslab.train import parse_set, train
+    from reslab.train.recipe import resolve_config
     from reslab.train.rundir import default_run_dir
 
     if args.accept_change:
         raise ReslabError("--accept-change goes with --resume (a change to a resumed run's config)")
-    cfg = load_recipe(args.recipe or task_recipe(given.get("task")))
-    apply_overrides(cfg, given, source="command line")
-    apply_overrides(cfg, parse_set(args.set), source="--set")
+    resolved = resolve_config(args.recipe or task_recipe(given.get("task")), given, parse_set(args.set))
+    cfg = resolved.cfg
     task_class(cfg.validate().task)  # a recipe's or --set's unknown task: one line naming the registered ones
+    resolved.sources["recipe"] = "--recipe" if args.recipe else "--task" if "task" in given else "default"
+    if args.print_config:
+        print(config_listing(cfg, resolved.sources, resolved.notes))
+        return None
+    for note in resolved.notes if not args.quiet else ():
+        print(f"reslab: note: {note}", file=sys.stderr)
     out = Path(args.out) if args.out else default_run_dir(cfg)
     return train(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
 
 
-def _resume(args: argparse.Namespace, given: dict) -> dict:
+def _resume(args: argparse.Namespace, given: dict) -> dict | None:
     """``--resume RUN_DIR``: the run's stored config, changed only in :data:`~reslab.config.RESUME_KEYS`."""
     from pathlib import Path
 
@@ -137,15 +149,39 @@ def _resume(args: argparse.Namespace, given: dict) -> dict:
     if not (run / "config.yaml").is_file():
         raise ReslabError(f"--resume: {run} is not a reslab run directory (no config.yaml)")
     cfg = None
-    if given or sets:
+    if given or sets or args.print_config:
         from reslab.train.rundir import stored_config
 
         cfg = stored_config(run)
         apply_overrides(cfg, given, source="command line")
         apply_overrides(cfg, sets, source="--set")
+    if args.print_config:
+        sources = {k: f"{run / 'config.yaml'}" for k in cfg.to_dict()}
+        sources |= {k: f"--{k.replace('_', '-')}" for k in given} | {k: "--set" for k in sets}
+        print(config_listing(cfg, sources, []))
+        return None
     return train(
         cfg, run, resume=True, overwrite=args.overwrite, progress=not args.quiet, accept_changes=accept
     )
+
+
+def config_listing(cfg: Any, sources: dict[str, str], notes: list[str]) -> str:
+    """``--print-config``: the config as YAML (a recipe ``--recipe FILE`` reads back), each field with where
+    its value came from as a comment; a dict field's keys each with theirs where they differ."""
+    import yaml
+
+    lines = [f"# {note}" for note in notes]
+    for key, value in cfg.to_dict().items():
+        text = yaml.safe_dump({key: value}, default_flow_style=True, width=10_000).strip()[1:-1]
+        where = sources.get(key, "default")
+        if isinstance(value, dict) and value:
+            parts = {sources.get(f"{key}.{k}", where) for k in value}
+            if len(parts) > 1 or where not in parts:
+                where = ", ".join(f"{k}: {sources.get(f'{key}.{k}', where)}" for k in value)
+            else:
+                where = parts.pop()
+        lines.append(f"{text}  # {where}")
+    return "\n".join(lines)
 
 
 def task_recipe(task: str | None) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from reslab.data.imagefolder import usable_workers
+
 
 class _EpochSampler(Sampler[int]):
     def __init__(self, owner: FolderLoader) -> None:
@@ -46,7 +48,7 @@ class FolderLoader:
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.device = device
-        self.workers = int(workers)
+        self.workers = usable_workers(workers)
         self.seed = int(seed)
         self.channels_last = channels_last
         self.rank, self.world_size = shard

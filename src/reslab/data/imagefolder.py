@@ -75,6 +75,16 @@ def _folder(root: Path, split: str, transform: Any):
         raise DataError(f"imagefolder {d}: {first_line(e)}") from None
 
 
+def usable_workers(workers: int) -> int:
+    """``workers`` decoding processes, at most one per CPU this process may run on (more only queue for
+    the same cores, and torch warns about each loader that asks for them)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(int(workers), cpus))
+
+
 def make_imagefolder_loaders(
     root: str | os.PathLike,
     batch_size: int,
@@ -91,7 +101,7 @@ def make_imagefolder_loaders(
 ) -> ImageFolderLoaders:
     """Training and validation loaders over ``root/train`` and ``root/val``.
 
-    ``batch_size`` is per process. ``distributed=True`` shards training with a ``DistributedSampler``
+    ``batch_size`` is per process; ``workers`` is capped by the CPUs (:func:`usable_workers`). ``distributed=True`` shards training with a ``DistributedSampler``
     (seeded, shuffled, drop_last; call ``train_sampler.set_epoch(epoch)``) and validation with
     :class:`ShardSampler` (each image exactly once). The class lists of ``train/`` and ``val/`` must match.
     """
@@ -107,7 +117,8 @@ def make_imagefolder_loaders(
             "they must be the same folders"
         )
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
-    common: dict[str, Any] = {"num_workers": int(workers), "pin_memory": pin}
+    workers = usable_workers(workers)
+    common: dict[str, Any] = {"num_workers": workers, "pin_memory": pin}
     if workers > 0:
         common |= {"persistent_workers": True, "prefetch_factor": 4}
     g = torch.Generator().manual_seed(int(seed))

@@ -246,7 +246,7 @@ def export_dense_onnx(
     was = model.training
     model.eval()
     try:
-        with _staged(out, overwrite) as tmp:
+        with _staged(out, overwrite, ".onnx") as tmp:
             if segmenter:
                 size, exporter, diff, checked, compared = _segmenter_onnx(model, tmp, input_size, atol)
             else:

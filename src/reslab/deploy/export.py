@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reslab._io import ordinary_mode
 from reslab.errors import ConfigError, ReslabError, first_line
 from reslab.tasks import refuse_task
 
@@ -79,27 +80,23 @@ class ExportResult:
 
 
 @contextlib.contextmanager
-def _staged(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary path beside ``out``; when the block succeeds it becomes ``out``, else it is removed."""
+def _staged(out: Path, overwrite: bool, suffix: str) -> Iterator[Path]:
+    """A temporary path beside ``out`` ending in the format's ``suffix``; when the block succeeds it
+    becomes ``out``, else it is removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the suffix: torch.export.save and the ONNX exporter look at it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".tmp{out.suffix}", dir=out.parent)
+    # The format's suffix, whatever ``out``'s: torch.export.save, the ONNX exporter and the safetensors
+    # reader that verifies the file look at it.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".tmp{suffix}", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         _fsync(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
+        os.chmod(tmp, ordinary_mode())  # mkstemp makes 0600; give the file ordinary permissions
         _publish(tmp, out, overwrite)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _fsync(path: Path) -> None:
@@ -359,7 +356,7 @@ def export_model(
     notes: list[str] = []
     if out.suffix != SUFFIXES[fmt]:
         notes.append(f"{fmt} files usually end in {SUFFIXES[fmt]}")
-    with _staged(out, overwrite) as tmp:
+    with _staged(out, overwrite, SUFFIXES[fmt]) as tmp:
         if fmt == "onnx":
             exporter, more, diff = _export_onnx(model, spec, metadata, tmp, atol, verify, opset)
         elif fmt == "torch-export":

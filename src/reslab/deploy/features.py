@@ -32,7 +32,7 @@ from reslab.errors import ConfigError, first_line
 @dataclasses.dataclass(frozen=True)
 class StageInfo:
     name: str
-    shape: tuple[int, ...]  # (N, C, H, W)
+    shape: tuple[int, ...]  # (N, C, H, W); a clip network's (N, C, T, H, W)
     stride: int | float  # input height / feature height (an int when it divides exactly)
     channels: int
 
@@ -40,16 +40,19 @@ class StageInfo:
         return dataclasses.asdict(self)
 
 
-def parse_input_size(text: str) -> tuple[int, int, int]:
-    """``"3,224,224"`` (or ``3x224x224``) -> ``(3, 224, 224)``."""
+def parse_input_size(text: str, *, clips: bool = False) -> tuple[int, ...]:
+    """``"3,224,224"`` (or ``3x224x224``) -> ``(3, 224, 224)``; with ``clips``, a clip's ``C,T,H,W`` too."""
     parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
     try:
         size = tuple(int(p) for p in parts)
     except ValueError:
         size = ()
-    if len(size) != 3 or any(s < 1 for s in size):
-        raise ConfigError(f"--input-size must be C,H,W with positive integers (e.g. 3,224,224), got {text!r}")
-    return size  # type: ignore[return-value]
+    if len(size) not in ((3, 4) if clips else (3,)) or any(s < 1 for s in size):
+        what = "C,H,W (an image) or C,T,H,W (a clip)" if clips else "C,H,W"
+        raise ConfigError(
+            f"--input-size must be {what} with positive integers (e.g. 3,224,224), got {text!r}"
+        )
+    return size
 
 
 def _stride(inp: int, out: int) -> int | float:
@@ -63,26 +66,29 @@ def stage_names(model: nn.Module, n: int) -> list[str]:
 
 @torch.no_grad()
 def stage_info(model: nn.Module, input_size: Sequence[int], *, on_meta: bool = True) -> list[StageInfo]:
-    """Name, shape, stride and channels of each output of ``model.forward_stages`` for one image.
+    """Name, shape, stride and channels of each output of ``model.forward_stages`` for one image
+    (``input_size`` C, H, W) or one clip (C, T, H, W: a video network's; the stride is the spatial one).
 
     With ``on_meta`` (the default) a copy of the model runs on the ``meta`` device: shapes only, no
     memory or time spent on the actual convolutions.
     """
     if not hasattr(model, "forward_stages"):
         raise ConfigError(f"{type(model).__name__} has no forward_stages(); not a reslab model")
-    c, h, w = (int(s) for s in input_size)
+    c, *rest = (int(s) for s in input_size)
+    h = rest[-2]
     if on_meta:
         model = copy.deepcopy(model).to("meta")
     was_training = model.training
     model.eval()
     try:
         device = next(iter(model.parameters())).device
-        x = torch.zeros(1, c, h, w, device=device)
+        x = torch.zeros(1, c, *rest, device=device)
         try:
             stages = model.forward_stages(x)
         except RuntimeError as e:
             first = first_line(e)
-            raise ConfigError(f"input size {c}x{h}x{w} does not fit this model: {first[:200]}") from None
+            size = "x".join(str(s) for s in (c, *rest))
+            raise ConfigError(f"input size {size} does not fit this model: {first[:200]}") from None
     finally:
         model.train(was_training)
     names = stage_names(model, len(stages))
@@ -137,11 +143,12 @@ class StageFeatures(nn.Module):
         return OrderedDict((name, named[name]) for name in self.return_names)
 
 
-def resolve_model(model_or_run: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], tuple[int, int, int]]:
+def resolve_model(model_or_run: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], tuple[int, ...]]:
     """A registered model name or a run / checkpoint path -> ``(model, metadata, default input size)``.
 
     A name builds the model with its default classes/channels; its default input size is the paper's
-    (registry). A run or checkpoint is loaded with its weights; its input size comes from its config.
+    (registry: (C, T, H, W) for a video model). A run or checkpoint is loaded with its weights; its input
+    size comes from its config (a clip network's: the clips it was trained on).
     """
     if Path(model_or_run).exists():
         from reslab.tasks import refuse_task
@@ -149,6 +156,9 @@ def resolve_model(model_or_run: str | os.PathLike) -> tuple[nn.Module, dict[str,
 
         refuse_task(model_or_run, "features")
         model, metadata = load(model_or_run)
+        clip = metadata.get("input_size")
+        if isinstance(clip, list) and len(clip) == 4:  # (C, T, H, W): the clips a video run trained on
+            return model, metadata, tuple(int(v) for v in clip)
         return model, metadata, input_spec(model, metadata).input_size
     from reslab.models.factory import create_model
     from reslab.models.registry import get_entry
@@ -167,7 +177,11 @@ def run_features(
     import json
 
     model, _, default_size = resolve_model(model_or_run)
-    size = parse_input_size(input_size) if input_size else default_size
+    size = parse_input_size(input_size, clips=len(default_size) == 4) if input_size else default_size
+    if len(size) != len(default_size):
+        raise ConfigError(
+            f"--input-size {input_size}: this model takes clips, C,T,H,W (e.g. {','.join(map(str, default_size))})"
+        )
     in_chans = int(getattr(model, "in_chans", size[0]))
     if size[0] != in_chans:
         raise ConfigError(f"--input-size has {size[0]} channels but the model takes {in_chans}")
@@ -177,4 +191,4 @@ def run_features(
         return json.dumps(
             {"model": name, "input_size": list(size), "stages": [i.as_dict() for i in infos]}, indent=2
         )
-    return format_stage_info(infos, f"{name}: forward_stages at input {size[0]}x{size[1]}x{size[2]}")
+    return format_stage_info(infos, f"{name}: forward_stages at input {'x'.join(map(str, size))}")

@@ -31,6 +31,24 @@ from reslab.tasks import task_class
 from reslab.tasks.base import Found, PredictRequest, checkpoint_task
 
 
+def image_files(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """The files ``reslab predict`` reads: each path as given, a folder replaced by its image files (the
+    extensions Pillow reads, not its subfolders), sorted by name. A folder without one: one line."""
+    from PIL import Image
+
+    extensions = set(Image.registered_extensions())
+    files: list[str] = []
+    for path in map(str, paths):
+        if not Path(path).is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in Path(path).iterdir() if p.is_file() and p.suffix.lower() in extensions)
+        if not found:
+            raise ConfigError(f"{path} is a folder without image files (PNG, JPEG, ... that Pillow reads)")
+        files += [str(p) for p in found]
+    return files
+
+
 def output_paths(
     files: Sequence[str], out: str | os.PathLike | None, what: str, *, overwrite: bool = False
 ) -> list[Path | None]:
@@ -74,12 +92,14 @@ def run_predict(
     stdout: Any = None,
     stderr: Any = None,
 ) -> int:
-    """The ``reslab predict`` command: what the run's task finds in each file, printed (text, or one JSON
-    document with ``as_json``), and the images it writes where ``out`` says (:func:`output_paths`).
+    """The ``reslab predict`` command: what the run's task finds in each file (a folder: its image files,
+    :func:`image_files`), printed (text, or one JSON document with ``as_json``), and the images it writes
+    where ``out`` says (:func:`output_paths`).
     Returns 0, or 2 if any file could not be read (the others are still predicted)."""
     from reslab._io import write_bytes
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    files = image_files(files)
     predictor = task_class(checkpoint_task(checkpoint)).predictor(
         str(checkpoint), request or PredictRequest()
     )

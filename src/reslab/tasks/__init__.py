@@ -53,7 +53,7 @@ def task_class(name: str) -> type:
 
 def refuse_task(checkpoint: str | os.PathLike, command: str) -> None:
     """One line (:class:`ConfigError`) if the task of the run or checkpoint does not support ``command``
-    (``"predict"``, ``"export"``, ``"features"``): its :attr:`~reslab.tasks.base.Task.refuses`."""
+    (``"predict"``, ``"export"``, ``"features"``, ``"analyze"``): its :attr:`~reslab.tasks.base.Task.refuses`."""
     task_class(checkpoint_task(checkpoint)).refuse(command)
 
 

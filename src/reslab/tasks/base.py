@@ -16,7 +16,8 @@ knows nothing about images, labels or metrics. Everything specific to a task sit
   the ``error`` / ``train_error`` columns of ``train_log.csv`` / ``metrics.csv`` stay empty);
 - **evaluation**: ``eval_splits``, ``metric_names`` and :meth:`Task.evaluate` (one split -> one value per
   name, reduced over the ranks); ``metrics.csv`` has a column ``<split>_<metric>`` for each
-  (:func:`reslab.train.rundir.metrics_columns`); classification's one metric is ``error`` (percent);
+  (:func:`reslab.train.rundir.metrics_columns`); classification's one metric is ``error`` (percent:
+  a metric named ``error`` or ``*_error`` is a percentage, and progress lines print it so);
 - **model selection**: :meth:`Task.select` (which number picks ``checkpoints/best``), compared by the
   loop in the direction ``higher_is_better`` (of the first, primary metric), and ``selection`` (how the
   summary names the rule).
@@ -137,6 +138,22 @@ class Found:
     png: bytes | None = None
 
 
+@dataclass
+class Sample:
+    """An input ``reslab predict`` takes for a task's runs (``reslab data sample``): ``image`` uint8 (H, W)
+    or (H, W, 3), and what it is in words."""
+
+    image: Any
+    description: str
+
+    @staticmethod
+    def check(index: int, n: int, what: str) -> int:
+        """``index`` of ``n`` test inputs (``what``), checked (one line otherwise)."""
+        if not 0 <= index < n:
+            raise ConfigError(f"--index {index}: there are {n} {what} (0 to {n - 1})")
+        return index
+
+
 class FilePredictor(Protocol):
     """A trained network loaded for ``reslab predict``: what it writes per image (``output``: the suffix of
     the file each image gets, as in ``<stem>_<output>.png``; ``None``: nothing, ``--out`` is refused),
@@ -191,7 +208,8 @@ class Task(Protocol):
     recipe: ClassVar[str]  # the recipe `reslab train --task NAME` starts from (src/reslab/train/recipes/)
 
     # A trained network of the task, on the command line (class methods: no training set-up needed).
-    refuses: ClassVar[dict[str, str]]  # command ("predict", "export", "features") -> the one-line refusal
+    # command ("predict", "export", "features", "analyze", "sample") -> the one-line refusal
+    refuses: ClassVar[dict[str, str]]
 
     @classmethod
     def evaluate_checkpoint(cls, checkpoint: str, request: EvalRequest) -> dict[str, Any]:
@@ -208,6 +226,13 @@ class Task(Protocol):
     @classmethod
     def predictor(cls, checkpoint: str, request: PredictRequest) -> FilePredictor:
         """The trained network loaded for ``reslab predict`` (or one line refusing: ``refuses["predict"]``)."""
+        ...
+
+    @classmethod
+    def sample_input(cls, cfg: TrainConfig, index: int) -> Sample:
+        """``reslab data sample``: test input number ``index`` of the data ``cfg`` (the task's recipe, as
+        a run of it would be) trains on, as an image file for ``reslab predict`` (or one line refusing:
+        ``refuses["sample"]``)."""
         ...
 
 
@@ -227,6 +252,11 @@ class Refusals:
     def predictor(cls, checkpoint: str, request: PredictRequest) -> FilePredictor:
         cls.refuse("predict")
         raise ConfigError(f"reslab predict does not support {cls.__name__} runs")
+
+    @classmethod
+    def sample_input(cls, cfg: TrainConfig, index: int) -> Sample:
+        cls.refuse("sample")
+        raise ConfigError(f"reslab data sample has no input for {cls.__name__} runs")
 
 
 def reduce_error(r: dict[str, Any], dist: Dist, device: torch.device) -> float:

@@ -42,6 +42,7 @@ from reslab.tasks.base import (
     PredictRequest,
     Refusals,
     Runtime,
+    Sample,
     build_model,
     eval_arrays,
     eval_dir,
@@ -149,6 +150,18 @@ class Classification(Refusals):
     @classmethod
     def predictor(cls, checkpoint: str, request: PredictRequest) -> ClassifierFiles:
         return ClassifierFiles(checkpoint, request)
+
+    @classmethod
+    def sample_input(cls, cfg: TrainConfig, index: int) -> Sample:
+        """Test image ``index`` of ``cfg``'s in-memory data set (an image folder holds the user's own)."""
+        if cfg.dataset == "imagefolder":
+            raise ConfigError("an imagefolder run predicts your own images: give one of its val/ files")
+        ds = load_training_data(cfg)
+        x = ds.test_x[Sample.check(index, len(ds.test_x), "test images")].numpy()
+        label = ds.classes[int(ds.test_y[index])]
+        return Sample(
+            x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0), f"test image {index} of {ds.name}: {label}"
+        )
 
     # ------------------------------------------------------------------------------ data wiring
 

@@ -52,7 +52,7 @@ from reslab.data.scenes import SceneConfig, SceneDataset, SceneLoader, Scenes, l
 from reslab.errors import CheckpointError, ConfigError, DataError, ReslabError, first_line
 from reslab.models.dense import build_from_spec, is_dense_spec
 from reslab.models.weights import unwrap
-from reslab.tasks.base import EvalRequest, Found, PredictRequest, Refusals, Runtime, eval_dir
+from reslab.tasks.base import EvalRequest, Found, PredictRequest, Refusals, Runtime, Sample, eval_dir
 from reslab.tasks.scene_config import SceneOptions, build_scene_model, check_scene_config, load_splits
 
 
@@ -186,6 +186,9 @@ class SceneTraining(Refusals):
         "reslab.deploy.dense.export_dense_onnx(load_dense(run)[0], out, ...) (docs/dense.md, Export)",
         "features": "reslab features lists a backbone's stages: give the backbone's name (reslab features "
         "resnet18), not a detection or segmentation run",
+        "analyze": "reslab analyze measures classifiers' residual units on their images; analyze the "
+        "backbone as a classifier (reslab analyze NAME --model BACKBONE --init), not a detection or "
+        "segmentation run",
     }
     higher_is_better = True
     counts_errors = False
@@ -343,6 +346,24 @@ class SceneTraining(Refusals):
     @classmethod
     def predictor(cls, checkpoint: str, request: PredictRequest) -> ScenePredictor:
         return ScenePredictor(checkpoint, request, cls.ops)
+
+    @classmethod
+    def sample_input(cls, cfg: TrainConfig, index: int) -> Sample:
+        """Test scene ``index`` of ``cfg``'s scenes (``task_kwargs``: size, scene seed, ...), drawn alone:
+        the same picture as that scene of a run of ``cfg`` (each scene has its own random stream)."""
+        from reslab.data.datasets import load_dataset
+        from reslab.data.scenes import build_scenes
+
+        opts = SceneOptions.from_config(cfg, cls.ops)
+        Sample.check(index, opts.test_size, "test scenes")
+        ds = load_dataset("fashion-mnist", cfg.data_dir, cfg.download)
+        scenes = build_scenes(
+            ds.test_x, ds.test_y, index + 1, seed=opts.scene_seed, split="test", config=opts.scenes
+        )
+        a, b = (int(v) for v in scenes.offsets[index : index + 2])
+        names = ", ".join(ds.classes[int(k) - 1] for k in scenes.labels[a:b])
+        size = opts.scenes.size
+        return Sample(scenes.images[index, 0].numpy(), f"test scene {index} ({size}x{size}): {names}")
 
 
 class ScenePredictor:

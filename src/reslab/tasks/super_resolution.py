@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,7 +33,15 @@ from torch import nn
 from reslab.config import TrainConfig
 from reslab.data.sr import PatchSampler, SRData, bicubic_up, sr_data
 from reslab.errors import CheckpointError, ConfigError, DataError, first_line
-from reslab.tasks.base import EvalRequest, Found, LoaderTask, PredictRequest, eval_dir, run_config
+from reslab.tasks.base import (
+    EvalRequest,
+    Found,
+    LoaderTask,
+    PredictRequest,
+    Sample,
+    eval_dir,
+    run_config,
+)
 from reslab.tasks.metrics import psnr, ssim
 
 VAL_ROWS = 96  # HR rows of each training photograph held out for validation (a multiple of 2, 3, 4 and 8)
@@ -105,19 +114,41 @@ def upscale(model: nn.Module, image: Any, device: Any = "cpu", *, tile: int | No
             out = model(x)[0]
         else:
             s, m = int(model.scale), context_radius(model)  # type: ignore[attr-defined]
-            out = x.new_empty(x.shape[1], h * s, w * s)
+            out = torch.empty(
+                x.shape[1], h * s, w * s, dtype=torch.uint8
+            )  # bytes, not floats: 1/4 the memory
             for y0 in range(0, h, tile):
                 for x0 in range(0, w, tile):
                     ya, xa = max(0, y0 - m), max(0, x0 - m)
                     y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
                     part = model(x[..., ya : min(h, y1 + m), xa : min(w, x1 + m)])[0]
                     dy, dx = (y0 - ya) * s, (x0 - xa) * s
-                    out[:, y0 * s : y1 * s, x0 * s : x1 * s] = part[
-                        :, dy : dy + (y1 - y0) * s, dx : dx + (x1 - x0) * s
-                    ]
+                    out[:, y0 * s : y1 * s, x0 * s : x1 * s] = _to_uint8(
+                        part[:, dy : dy + (y1 - y0) * s, dx : dx + (x1 - x0) * s]
+                    )
+            return out
     finally:
         model.train(was_training)
-    return out.clamp_(0, 1).mul_(255).round_().to(torch.uint8).cpu()
+    return _to_uint8(out)
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """A 0-1 float image as uint8 on the CPU (rounded, clipped)."""
+    return x.clamp(0, 1).mul_(255).round_().to(torch.uint8).cpu()
+
+
+MAX_OUTPUT_PIXELS = 8192 * 8192  # what reslab predict writes at most: 201 MB of RGB bytes, tiles in between
+
+
+def check_output_size(size: tuple[int, int], scale: int, image_path: str | os.PathLike) -> None:
+    """One line (:class:`DataError`) where an image of ``size`` (width, height) upscaled ``scale`` times
+    would exceed :data:`MAX_OUTPUT_PIXELS`."""
+    w, h = size
+    if w * scale * h * scale > MAX_OUTPUT_PIXELS:
+        raise DataError(
+            f"{image_path}: {w}x{h} pixels upscaled x{scale} would be {w * scale}x{h * scale}; reslab predict "
+            f"writes at most {MAX_OUTPUT_PIXELS // 10**6}M pixels (8192x8192): crop or downscale it first"
+        )
 
 
 def upscale_file(
@@ -160,12 +191,18 @@ def upscale_image(
         model, _ = load_model(model)
     if not hasattr(model, "scale"):
         raise ConfigError(f"{getattr(model, 'model_name', 'this model')} is not a super-resolution model")
+    scale = int(model.scale)  # type: ignore[attr-defined]
     try:
-        with Image.open(image_path) as im:
-            im.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", Image.DecompressionBombWarning
+            )  # the size is checked here instead
+            with Image.open(image_path) as im:
+                check_output_size(im.size, scale, image_path)  # from the header, before decoding
+                im.load()
     except FileNotFoundError:
         raise DataError(f"no such image: {image_path}") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as e:
         raise DataError(f"cannot read {image_path} as an image: {first_line(e)}") from None
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -329,6 +366,8 @@ class SuperResolution(LoaderTask):
     refuses: ClassVar[dict[str, str]] = {
         "features": "reslab features lists the stages of an image backbone (reslab models); a "
         "super-resolution network keeps its resolution and has none to list",
+        "analyze": "reslab analyze measures image classifiers on their images; a super-resolution run is "
+        "measured against bicubic upsampling with reslab eval",
     }
 
     @classmethod
@@ -354,6 +393,19 @@ class SuperResolution(LoaderTask):
     @classmethod
     def predictor(cls, checkpoint: str, request: PredictRequest) -> Upscaler:
         return Upscaler(checkpoint, request)
+
+    @classmethod
+    def sample_input(cls, cfg: TrainConfig, index: int) -> Sample:
+        """Test photograph ``index`` at low resolution (bicubic, 1/scale of ``cfg.model``'s): what the model
+        upscales back."""
+        from reslab.models import create_model
+
+        with torch.device("meta"):
+            scale = int(create_model(cfg.model, **cfg.model_kwargs).scale)  # type: ignore[attr-defined]
+        data = load_data(scale=scale)
+        lr = data.test_lr[Sample.check(index, len(data.test_lr), "test photographs")].numpy()
+        name = data.test_names[index]
+        return Sample(lr.transpose(1, 2, 0), f"test photograph {index} ({name}) at 1/{scale} resolution")
 
     def _set_up(self, cfg: TrainConfig, options: dict[str, Any]) -> None:
         from reslab.models import create_model

@@ -249,8 +249,9 @@ class Video(LoaderTask):
         "predict": "reslab predict takes image files; a video run is measured on its clips with reslab eval",
         "export": "reslab export takes image networks (N, C, H, W); a video network's clips are 5-D: "
         "export it in Python with torch.onnx.export",
-        "features": "reslab features lists the stages of an image backbone (reslab models); a video "
-        "network has none to list",
+        "analyze": "reslab analyze measures image classifiers on their images; a video run is measured on "
+        "its clips with reslab eval",
+        "sample": "a video run takes clips, not image files: reslab eval measures it on its own clips",
     }
 
     @classmethod

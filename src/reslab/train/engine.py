@@ -38,7 +38,7 @@ from reslab._device import autocast_ctx
 from reslab._io import write_json
 from reslab.config import TrainConfig
 from reslab.errors import ConfigError, ReslabError, first_line, out_of_memory
-from reslab.precision import precision_name
+from reslab.precision import precision_name, precision_reason
 from reslab.provenance import device_name, git_revision, versions
 from reslab.tasks import run_label, summary_extras, task_class
 from reslab.tasks.base import Dist
@@ -125,7 +125,7 @@ def train_loop(
     s, state = set_up(cfg, run, dist, report)
     restore(s, state, accept_changes)
     run.write_config(cfg)
-    run.open_tensorboard(cfg.tensorboard)
+    report.warn(run.open_tensorboard(cfg.tensorboard))
     report.start(total=s.total, step=s.step, eval_every=s.eval_every, log_every=cfg.log_every,
                  header=_header(s) if s.step == 0 else f"resuming {run.dir} at step {s.step}/{s.total}")  # fmt: skip
     guard = NonFiniteGuard(s.rt.device)
@@ -313,12 +313,23 @@ def finish(s: Session) -> dict[str, Any]:
 
 
 def _header(s: Session) -> str:
-    cfg, dist, params = s.cfg, s.rt.dist, sum(p.numel() for p in s.model.parameters())
+    """What a fresh run trains, in a few lines: the model and its trainable / frozen parameters, the data
+    (splits and sizes), the device and the precision (and why), the budget and the schedule's shape."""
+    cfg, dist = s.cfg, s.rt.dist
+    params = [(p.numel(), p.requires_grad) for p in s.model.parameters()]
+    total, trainable = sum(n for n, _ in params), sum(n for n, t in params if t)
     ranks = f" ({dist.world_size} ranks x {s.task.loader.batch_size})" if dist.enabled else ""
-    return (
-        f"training {cfg.model} ({params / 1e6:.2f}M params) on {s.task.describe()} on {s.rt.device}: "
-        f"{s.total} iterations ({s.total / s.steps_per_epoch:.2f} epochs of {s.steps_per_epoch}), "
-        f"batch {cfg.batch_size}{ranks}"
+    frozen = f", {(total - trainable) / 1e6:.2f}M frozen" if trainable < total else ", none frozen"
+    evaluated = f"; evaluated on the first {cfg.eval_subset} of each split" if cfg.eval_subset else ""
+    return "\n".join(
+        (
+            f"training {cfg.model} ({total / 1e6:.2f}M params: {trainable / 1e6:.2f}M trainable{frozen})",
+            f"  data:      {s.task.describe()}{evaluated}",
+            f"  device:    {s.rt.device}, {precision_reason(cfg.amp, s.rt.device, s.rt.amp_dtype)}",
+            f"  budget:    {s.total} iterations ({s.total / s.steps_per_epoch:.2f} epochs of {s.steps_per_epoch}), "
+            f"batch {cfg.batch_size}{ranks}",
+            f"  schedule:  {cfg.optimizer}, {s.schedule.describe()}",
+        )
     )
 
 

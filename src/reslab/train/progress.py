@@ -15,6 +15,14 @@ def hms(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def metric_text(name: str, value: float) -> str:
+    """A metric as a progress line shows it: an error in percent (``error`` and ``*_error``, as the tasks
+    report them: ``err 7.10%``, ``garment_error 12.50%``), any other number as it is (``map_50 0.8123``)."""
+    if name == "error":
+        return f"err {value:.2f}%"
+    return f"{name} {value:.2f}%" if name.endswith("_error") else f"{name} {value:.4f}"
+
+
 class Progress:
     """The reporter of one run: :meth:`start`, then :meth:`log_row` / :meth:`eval_row` as the loop writes
     rows, :meth:`close` at the end. ``enabled=False`` makes every method a no-op (except :meth:`stopped`,
@@ -72,17 +80,15 @@ class Progress:
     def eval_row(
         self, step: int, epoch: float, row: dict[str, Any], metrics: dict[str, dict[str, float]]
     ) -> None:
-        """A ``metrics.csv`` row was written: one line with every metric of every split (errors as
-        ``val err 7.10%``, other metrics as ``val map_50 0.8123``)."""
+        """A ``metrics.csv`` row was written: one line with every metric of every split
+        (:func:`metric_text`)."""
         parts = [f"step {step}/{self.total}", f"epoch {epoch:.2f}"]
         if row.get("train_error") is not None:
             parts.append(f"train err {row['train_error']:.2f}%")
         else:
             parts.append(f"train loss {row['train_loss']:.4f}")
         for split, values in metrics.items():
-            parts += [
-                f"{split} err {v:.2f}%" if m == "error" else f"{split} {m} {v:.4f}" for m, v in values.items()
-            ]
+            parts += [f"{split} {metric_text(m, v)}" for m, v in values.items()]
         if row["images_per_s"]:
             parts.append(f"{row['images_per_s']:.0f} img/s")
         parts.append(f"elapsed {hms(row['elapsed'])}")

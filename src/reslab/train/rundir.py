@@ -341,14 +341,20 @@ class RunDir:
                 w.writerow(cols)
             w.writerow([format_cell(row.get(c)) for c in cols])
 
-    def open_tensorboard(self, enabled: bool) -> None:
-        if not (self.main and enabled):
-            return
+    def open_tensorboard(self, wanted: bool | str) -> str | None:
+        """Log scalars to ``tensorboard/`` (``wanted``: the config's ``tensorboard``, ``True``, ``"auto"``
+        or ``False``). Returns a warning where ``True`` asked for it and tensorboard is not installed
+        (``"auto"`` goes without, silently)."""
+        if not (self.main and wanted):
+            return None
         try:
             from torch.utils.tensorboard import SummaryWriter
         except Exception:  # tensorboard not installed
-            return
+            if wanted is True:
+                return "tensorboard=true, but tensorboard is not installed (pip install tensorboard): no tensorboard/ logs"
+            return None
         self.tb = SummaryWriter(log_dir=str(self.dir / "tensorboard"))
+        return None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.tb is not None:

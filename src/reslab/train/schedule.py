@@ -23,6 +23,11 @@ from dataclasses import dataclass
 from reslab.config import TrainConfig
 
 
+def warmup_steps(cfg: TrainConfig, depth: int = 0) -> int:
+    """The warm-up ``cfg`` asks for a model of ``depth`` layers (``warmup_min_depth`` gates it)."""
+    return cfg.warmup_iters if depth >= cfg.warmup_min_depth else 0
+
+
 @dataclass(frozen=True)
 class Schedule:
     base_lr: float
@@ -41,7 +46,6 @@ class Schedule:
     ) -> Schedule:
         per = 1 if cfg.iterations is not None else steps_per_epoch
         milestones = tuple(round(m * per) for m in cfg.milestones)
-        warm = cfg.warmup_iters if depth >= cfg.warmup_min_depth else 0
         return cls(
             base_lr=cfg.lr,
             total_steps=int(total_steps),
@@ -49,13 +53,45 @@ class Schedule:
             milestones=milestones,
             gamma=cfg.gamma,
             min_lr=cfg.min_lr,
-            warmup_iters=int(min(warm, total_steps)),
+            warmup_iters=int(min(warmup_steps(cfg, depth), total_steps)),
             warmup_mode=cfg.warmup_mode,
             warmup_factor=cfg.warmup_factor,
         )
 
+    def describe(self) -> str:
+        """The shape in words, for the run's header: ``linear warm-up 200 it from 0 to lr 0.2, then linear
+        decay to 0 at step 4200``."""
+        lr, end = f"{self.base_lr:g}", self.total_steps
+        if self.kind == "step":
+            drops = ", ".join(str(m) for m in self.milestones if m < end)
+            shape = f"lr {lr}, x{self.gamma:g} at steps {drops}" if drops else f"constant lr {lr}"
+        elif self.kind == "constant":
+            shape = f"constant lr {lr}"
+        else:
+            shape = f"{self.kind} decay from lr {lr} to {self.min_lr:g} at step {end}"
+        w = self.warmup_iters
+        if not w:
+            return shape
+        start = f"{self.base_lr * self.warmup_factor:g}"
+        if self.warmup_mode == "constant":
+            warm = f"constant warm-up at lr {start} for {w} steps"
+        else:
+            warm = f"linear warm-up from {start} to lr {lr} over {w} steps"
+        return f"{warm}, then {shape}" if w < end else f"{warm} (the whole run: it ends at the peak lr)"
+
     def __call__(self, step: int) -> float:
         return self.lr_at(step)
+
+    def warning(self, requested: int) -> str | None:
+        """A warning where the warm-up (``requested``: the config's ``warmup_iters`` that apply to this
+        model) fills the whole run: it never reaches the decay, and ends at the peak learning rate."""
+        if requested and requested >= self.total_steps:
+            return (
+                f"warning: warmup_iters={requested} fills the whole run of {self.total_steps} iterations: the "
+                f"learning rate only rises and ends at its peak ({self.base_lr:g}); set fewer, e.g. --set "
+                f"warmup_iters={self.total_steps // 10}"
+            )
+        return None
 
     def lr_at(self, step: int) -> float:
         lr = self.base_lr

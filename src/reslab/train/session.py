@@ -31,7 +31,7 @@ from reslab.train.distributed import load_loader_state
 from reslab.train.meters import DeviceSums, Meters
 from reslab.train.progress import Progress
 from reslab.train.rundir import RunDir, check_resumed_config, metrics_columns
-from reslab.train.schedule import Schedule
+from reslab.train.schedule import Schedule, warmup_steps
 from reslab.train.setup import (
     EMA,
     check_model_config,
@@ -146,7 +146,10 @@ def set_up(
     fmodel = wrap_model(model, cfg, dist)
     per_epoch = len(task.loader)
     total = cfg.iterations if cfg.iterations is not None else math.ceil(cfg.epochs * per_epoch)  # type: ignore[operator]
-    schedule = Schedule.from_config(cfg, total, per_epoch, model_depth(cfg.model, cfg.model_kwargs))
+    depth = model_depth(cfg.model, cfg.model_kwargs)
+    schedule = Schedule.from_config(cfg, total, per_epoch, depth)
+    if state is None:
+        report.warn(schedule.warning(warmup_steps(cfg, depth)))
     info = task.info
     meta = {  # what eval/predict/export need to rebuild the preprocessing (save_weights JSON-encodes)
         "config": cfg.to_dict() | {"data": info, "precision": precision_name(amp_dtype)},
