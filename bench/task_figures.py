@@ -113,7 +113,8 @@ def sr_figure(run: str, out: Path, crop: int = 96) -> None:
 
     from reslab.models.weights import load_model
     from reslab.tasks.base import run_config
-    from reslab.tasks.super_resolution import VAL_ROWS, bicubic_up, load_data, psnr, upscale
+    from reslab.tasks.super_resolution import VAL_ROWS, bicubic_up, load_data, psnr
+    from reslab.tasks.upscaling import upscale
 
     model, meta = load_model(run)
     _, info = run_config(meta)

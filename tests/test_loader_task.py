@@ -24,9 +24,10 @@ from reslab.data import find_dataset
 from reslab.data.sr import PatchSampler, photograph, sr_data
 from reslab.errors import ConfigError
 from reslab.models.weights import save_weights
-from reslab.tasks import LOADER_TASKS, video
+from reslab.tasks import LOADER_TASKS, upscaling, video
 from reslab.tasks import super_resolution as sr
-from reslab.tasks.base import Dist, LoaderTask, Runtime
+from reslab.tasks.base import Dist, Runtime
+from reslab.tasks.loader_task import LoaderTask
 from reslab.train.distributed import load_loader_state, loader_state
 
 SR_METRICS, VIDEO_METRICS = sr.METRICS, video.METRICS
@@ -244,14 +245,16 @@ def test_upscale_in_tiles_matches_the_whole_image_and_files_keep_their_kind(tmp_
 
     model = create_model("edsr_baseline_x2", units=2, width=8).eval()
     lr = photograph("coffee")[:, :40, :52]
-    whole, tiled = sr.upscale(model, lr), sr.upscale(model, lr, tile=16)
+    whole, tiled = upscaling.upscale(model, lr), upscaling.upscale(model, lr, tile=16)
     assert tiled.shape == (3, 80, 104) and (whole.int() - tiled.int()).abs().max() <= 1
-    assert sr.context_radius(model) == 8  # head 1 + 2 x 2 units + body end 1 + upsampler 1 + tail 1/2
+    assert upscaling.context_radius(model) == 8  # head 1 + 2 x 2 units + body end 1 + upsampler 1 + tail 1/2
 
     rgb = lr.permute(1, 2, 0).numpy()
     for mode, src in (("RGB", Image.fromarray(rgb)), ("L", Image.fromarray(rgb).convert("L"))):
         Image.Image.save(src, tmp_path / f"in_{mode}.png")
-        out = sr.upscale_file(model, tmp_path / f"in_{mode}.png", tmp_path / f"out_{mode}.png", tile=16)
+        out = upscaling.upscale_file(
+            model, tmp_path / f"in_{mode}.png", tmp_path / f"out_{mode}.png", tile=16
+        )
         with Image.open(out) as im:
             assert (im.mode, im.size) == (mode, (104, 80))
     with Image.open(tmp_path / "out_RGB.png") as im:

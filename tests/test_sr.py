@@ -16,7 +16,7 @@ from reslab.models import count_params_and_macs, create_model, deleted_blocks
 from reslab.models.sr import Scale
 from reslab.tasks import TASKS, task_class
 from reslab.tasks.metrics import accuracy, luminance, psnr, ssim
-from reslab.tasks.super_resolution import upscale
+from reslab.tasks.upscaling import upscale
 
 # ------------------------------------------------------------------------------------------- models
 

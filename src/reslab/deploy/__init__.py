@@ -12,7 +12,7 @@ See docs/deploy.md.
 from reslab.deploy.export import FORMATS, ExportError, ExportResult, export_model
 from reslab.deploy.features import StageFeatures, StageInfo, stage_info
 from reslab.deploy.predict import run_predict
-from reslab.tasks.classification import Prediction, predict_files
+from reslab.tasks.classify_files import Prediction, predict_files
 from reslab.tasks.inputs import ImageReadError, InputSpec, input_spec, load
 
 __all__ = [

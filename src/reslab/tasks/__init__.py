@@ -9,7 +9,7 @@ the command line read:
   sharing :mod:`reslab.tasks.scenes`): the Fashion-MNIST scenes, torchvision's heads on reslab backbones.
 - ``"video"`` (:mod:`reslab.tasks.video`: Moving Fashion-MNIST clips, 3D ResNets) and
   ``"super-resolution"`` / ``"sr"`` (:mod:`reslab.tasks.super_resolution`: photographs, SRResNet / EDSR),
-  sharing :class:`~reslab.tasks.base.LoaderTask`.
+  sharing :class:`~reslab.tasks.loader_task.LoaderTask` (:mod:`reslab.tasks.upscaling`: the upscaler).
 - :mod:`reslab.tasks.base`: the :class:`~reslab.tasks.base.Task` protocol, the
   :class:`~reslab.tasks.base.Runtime` the loop hands a task, and what every task shares.
 - :mod:`reslab.tasks.metrics`: COCO mAP (torchmetrics + pycocotools), mIoU, PSNR / SSIM (scikit-image).
@@ -22,9 +22,10 @@ import os
 from typing import Any
 
 from reslab.errors import ConfigError
-from reslab.tasks.base import EvalRequest, LoaderTask, PredictRequest, Runtime, Task, checkpoint_task
+from reslab.tasks.base import EvalRequest, PredictRequest, Runtime, Task, checkpoint_task
 from reslab.tasks.classification import Classification
 from reslab.tasks.detection import Detection, DetectionTask
+from reslab.tasks.loader_task import LoaderTask
 from reslab.tasks.metrics import DetectionMetric, SegmentationMetric, confusion_matrix, iou_from_confusion
 from reslab.tasks.scenes import Batch, SceneOps, SceneTraining
 from reslab.tasks.segmentation import Segmentation, SegmentationTask

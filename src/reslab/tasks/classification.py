@@ -21,13 +21,11 @@ checkpoint's stored config and writes ``eval.json`` and a confusion-matrix PNG.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import json
 import math
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,6 @@ from reslab.config import TrainConfig
 from reslab.errors import CheckpointError, ConfigError
 from reslab.tasks.base import (
     EvalRequest,
-    Found,
     PredictRequest,
     Refusals,
     Runtime,
@@ -49,7 +46,7 @@ from reslab.tasks.base import (
     reduce_error,
     run_config,
 )
-from reslab.tasks.inputs import INVERT_MODES, ImageReadError, InputSpec, read_image_polarity
+from reslab.tasks.classify_files import ClassifierFiles
 from reslab.tasks.metrics import evaluate, evaluate_batches
 
 
@@ -343,120 +340,3 @@ def evaluate_checkpoint(
         results[split] = r | {"confusion_png": str(png)}
     write_json(out_path / "eval.json", results)
     return results | {"eval_json": str(out_path / "eval.json")}
-
-
-class ClassifierFiles:
-    """A trained classifier loaded for ``reslab predict`` (:class:`reslab.tasks.base.FilePredictor`): each
-    image put through the run's own preprocessing (:mod:`reslab.tasks.inputs`), its top-``k`` classes
-    printed; nothing is written (``output`` is ``None``)."""
-
-    output = None
-    output_required = False
-
-    def __init__(self, checkpoint: str, request: PredictRequest) -> None:
-        from reslab._device import resolve_device
-        from reslab.tasks.inputs import input_spec, load
-
-        self.model, meta = load(checkpoint)
-        self.model.to(resolve_device(request.device))
-        self.spec, self.request = input_spec(self.model, meta), request
-        preprocessing = dataclasses.asdict(self.spec) | {"resize_size": self.spec.resize_size}
-        self.header = {"checkpoint": checkpoint, "model": getattr(self.model, "model_name", None),
-                       "preprocessing": preprocessing}  # fmt: skip
-        missing = ", ".join(self.spec.fallbacks)
-        self.warnings = [
-            f"checkpoint metadata has no {missing}; using defaults: {self.spec.describe()}"
-        ] * bool(missing)
-
-    def predict(self, files: Sequence[str]) -> Iterator[Found | tuple[str, str]]:
-        preds, errors = predict_files(
-            self.model, self.spec, files, topk=self.request.topk, invert=self.request.invert
-        )
-        yield from errors
-        yield from (Found(p.file, p.as_dict(), p.lines()) for p in preds)
-
-
-@dataclasses.dataclass
-class Prediction:
-    file: str
-    top: list[tuple[int, str, float]]  # (class index, class name, probability), best first
-    inverted: bool = False  # the image was inverted to the training polarity (see read_image)
-
-    def lines(self) -> list[str]:
-        """The text ``reslab predict`` prints: the file, then one line per class (rank, name, probability)."""
-        width = max(len(c) for _, c, _ in self.top)
-        note = "  (inverted: a dark object on a light background)" if self.inverted else ""
-        return [self.file + note] + [
-            f"  {r}. {c:<{width}}  {p:.4f}" for r, (_, c, p) in enumerate(self.top, 1)
-        ]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "inverted": self.inverted,
-            "top": [
-                {"rank": r + 1, "index": i, "class": c, "prob": p} for r, (i, c, p) in enumerate(self.top)
-            ],
-        }
-
-
-@torch.no_grad()
-def predict_tensors(
-    model: nn.Module, x: torch.Tensor, classes: Sequence[str], topk: int = 5, batch_size: int = 64
-) -> list[list[tuple[int, str, float]]]:
-    """Top-``topk`` (index, name, probability) per image of a preprocessed batch ``x`` (N, C, H, W)."""
-    device = next(iter(model.parameters())).device
-    out: list[list[tuple[int, str, float]]] = []
-    for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start : start + batch_size].to(device)).float()
-        probs = torch.softmax(logits, dim=1).cpu()
-        k = min(topk, probs.shape[1])
-        p, idx = probs.topk(k, dim=1)
-        for pi, ii in zip(p.tolist(), idx.tolist()):
-            out.append(
-                [(i, classes[i] if i < len(classes) else f"class {i}", float(q)) for i, q in zip(ii, pi)]
-            )
-    return out
-
-
-def predict_files(
-    model: nn.Module,
-    spec: InputSpec,
-    files: Iterable[str | os.PathLike],
-    topk: int = 5,
-    batch_size: int = 64,
-    invert: str = "auto",
-) -> tuple[list[Prediction], list[tuple[str, str]]]:
-    """Classify ``files``: ``(predictions for the readable ones, [(file, error message)] for the rest)``.
-
-    ``invert``: match 1-channel images to the training polarity (``auto``, ``never``, ``always``)."""
-    if topk < 1:
-        raise ConfigError(f"--topk must be >= 1, got {topk}")
-    preds: list[Prediction] = []
-    errors: list[tuple[str, str]] = []
-    if invert not in INVERT_MODES:
-        raise ConfigError(f"--invert must be one of {', '.join(INVERT_MODES)}, got {invert!r}")
-    names: list[str] = []
-    flips: list[bool] = []
-    tensors: list[torch.Tensor] = []
-
-    def flush() -> None:  # predict what has been read so far: memory stays bounded by one batch
-        if tensors:
-            tops = predict_tensors(model, torch.stack(tensors), spec.classes, topk, batch_size)
-            preds.extend(Prediction(n, t, inv) for n, t, inv in zip(names, tops, flips))
-            names.clear()
-            flips.clear()
-            tensors.clear()
-
-    for f in files:
-        try:
-            x, inverted = read_image_polarity(f, spec, invert)
-            tensors.append(x)
-            flips.append(inverted)
-            names.append(str(f))
-        except ImageReadError as e:
-            errors.append((str(f), str(e)))
-        if len(tensors) >= batch_size:
-            flush()
-    flush()
-    return preds, errors

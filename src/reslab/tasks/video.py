@@ -36,7 +36,8 @@ from reslab.data.video import (
     load_moving_fashion,
 )
 from reslab.errors import CheckpointError, ConfigError
-from reslab.tasks.base import EvalRequest, LoaderTask, eval_arrays, eval_dir, run_config
+from reslab.tasks.base import EvalRequest, eval_arrays, eval_dir, run_config
+from reslab.tasks.loader_task import LoaderTask
 
 OPTIONS = tuple(f.name for f in dataclasses.fields(ClipSpec))  # the task's options (task_kwargs): the clips
 
