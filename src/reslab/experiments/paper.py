@@ -19,9 +19,31 @@ if TYPE_CHECKING:
 SOURCE_T6 = "He et al. 2016, Table 6 (CIFAR-10 test error %)"
 PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 PAPER_TABLE6_NOTE = {110: "6.43 (best of 5; mean 6.61 ± 0.16)"}
+# Table 6 also quotes Srivastava et al.'s highway networks, at depths no experiment here trains: said in
+# the highway report's source note, not put in the cells of depths 20 / 56.
+PAPER_TABLE6_HIGHWAY = {19: "7.54 (mean 7.72 ± 0.16)", 32: "8.80"}
+SOURCE_T6_HIGHWAY = (
+    f"{SOURCE_T6} for the ResNet; Table 6 also lists Srivastava et al.'s highway networks on CIFAR-10, "
+    + " and ".join(f"{v} at {d} layers" for d, v in PAPER_TABLE6_HIGHWAY.items())
+    + ", not at depths 20 or 56, so the highway rows' cells stay empty"
+)
 SOURCE_T3 = "He et al. 2016, Table 3 (ImageNet ResNet-34 top-1 10-crop val error %); plain-34: Table 2"
 PAPER_TABLE3 = {"A": 25.03, "B": 24.52, "C": 24.19, "plain": 28.54}
 DENSENET_BC100 = "4.51 (Huang et al. 2017, Table 2, CIFAR-10+)"
+
+# The paper's CIFAR-10 schedule (Sec. 4.2; recipe cifar_paper) and how each recipe departs from it: said
+# in every report's header.
+PAPER_RECIPE = "cifar_paper"
+PAPER_ITERATIONS = 64_000
+RECIPE_DEVIATIONS = {
+    "cifar_paper": "none (it is the paper's CIFAR-10 recipe)",
+    "fashion_mnist": (
+        "a one-cycle schedule (200 warm-up steps, then linear decay to 0) instead of lr 0.1 divided by 10 at "
+        "32k and 48k iterations; peak lr 0.2 and Nesterov momentum instead of lr 0.1 and plain momentum; weight decay 5e-4 instead of 1e-4; "
+        "label smoothing 0.1 (none in the paper); 2-pixel instead of 4-pixel padding for the random crops; "
+        "1-channel 28x28 images with 5,000 of 60,000 held out instead of CIFAR-10's 45k/5k split"
+    ),
+}
 
 # Table 6 as the report's cells: depth -> text.
 TABLE6_CELLS: dict[int | None, str] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from reslab.analysis import stats
 from reslab.experiments import looks
 from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
 from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
+from reslab.experiments.paper import PAPER_ITERATIONS, PAPER_RECIPE, RECIPE_DEVIATIONS
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
 from reslab.experiments.plotting import caption
 from reslab.experiments.pooled import pooled_runs
@@ -160,7 +162,7 @@ def render_report(
 ) -> str:
     """The text of ``report.md``: its sections in order, each rendered by a function of its own."""
     sections = [
-        _header_section(plan),
+        _header_section(plan, results),
         _what_was_run_section(plan, results, sessions),
         _figure_section(plan, figures, groups, claims),
         _results_section(plan, results, groups),
@@ -175,14 +177,17 @@ def _first_config(plan: Plan) -> dict[str, Any]:
     return plan.configs[plan.runs[0].name] if plan.runs else {}
 
 
-def _header_section(plan: Plan) -> list[str]:
-    """The title, the command that makes the experiment, where a published folder came from."""
+def _header_section(plan: Plan, results: list[RunResult] | None = None) -> list[str]:
+    """The title, what departs from the paper (data set, budget, recipe), the command that makes the
+    experiment, where a published folder came from."""
     exp = EXPERIMENTS[plan.experiment]
     source = publish_source(plan)
     return [
         f"# {exp.title}",
         "",
-        f"Reproduces {exp.paper_ref} on **{plan.dataset}** at the **{plan.budget}** budget. Command:",
+        f"Reproduces {exp.paper_ref} on **{plan.dataset}** at the **{plan.budget}** budget. "
+        + _against_paper(plan, results or [])
+        + " Command:",
         "",
         "```bash",
         reproduce_command(plan, str(plan.out) if source else None),
@@ -197,6 +202,27 @@ def _header_section(plan: Plan) -> list[str]:
         + f"Redraw with `reslab plot {plan.out}`.",
         "",
     ]
+
+
+def _against_paper(plan: Plan, results: list[RunResult]) -> str:
+    """The data set, the iterations per run against the paper's 64k, and the recipe's deviations from the
+    paper's CIFAR-10 recipe (:data:`reslab.experiments.paper.RECIPE_DEVIATIONS`)."""
+    data = "the paper's data set" if plan.dataset == "cifar10" else "not CIFAR-10 (the paper's Sec. 4.2)"
+    counts = Counter(r.iterations or r.steps for r in results if r.finished and (r.iterations or r.steps))
+    iters = counts.most_common(1)[0][0] if counts else _first_config(plan).get("iterations")
+    budget = (
+        f"{iters:,} iterations per run, {100 * iters / PAPER_ITERATIONS:.1f}% of the "
+        f"{PAPER_ITERATIONS:,} of the paper's CIFAR-10 schedule"
+        if iters
+        else f"the paper trains {PAPER_ITERATIONS:,} iterations"
+    )
+    deviations = RECIPE_DEVIATIONS.get(
+        plan.recipe, f"not listed here: compare `{plan.recipe}` with `{PAPER_RECIPE}`"
+    )
+    return (
+        f"Data set: {plan.dataset}, {data}. Budget: {budget}. Recipe `{plan.recipe}`; its departures from "
+        f"the paper's (`{PAPER_RECIPE}`): {deviations}."
+    )
 
 
 def _what_was_run_section(plan: Plan, results: list[RunResult], sessions: list[dict[str, Any]]) -> list[str]:

@@ -190,7 +190,9 @@ EXPERIMENTS: dict[str, Experiment] = {
             default_depths=(20, 56),
             claims=claims.highway_claims,
             plot=plotting.plot_highway,
-            paper=_T6,
+            paper=paper.PaperColumn(
+                paper.CIFAR10_TEST, paper.SOURCE_T6_HIGHWAY, {"resnet": paper.TABLE6_CELLS}, paper.SCOPE_T6
+            ),
             table_order=plotting.FAMILY_ORDER,
             depth_first=True,
             seeds={"standard": 2},
