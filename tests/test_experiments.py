@@ -582,17 +582,17 @@ def test_concurrent_workers(tmp_path: Path) -> None:
 
 
 def test_wall_time_line_names_unfinished_invocations() -> None:
-    from reslab.experiments.report import _wall_time_line
+    from reslab.experiments.session import wall_time_line
 
     done = {"status": "finished", "wall_s": 3600.0, "jobs": 1}
-    assert _wall_time_line([], [done]) == (
+    assert wall_time_line([], [done]) == (
         "- Wall time: 1h00m00s over 1 invocation(s) (1 at a time); the runs' own training time adds up to 0m00s."
     )
     killed = {"status": "running", "wall_s": 600.0}  # killed after one run finished
-    line = _wall_time_line([], [done, killed])
+    line = wall_time_line([], [done, killed])
     assert "1h10m00s over 2 invocation(s)" in line and "1 of them unfinished" in line
     assert "finished none" not in line
-    line = _wall_time_line([], [done, killed, {"status": "running"}])  # killed before any run finished
+    line = wall_time_line([], [done, killed, {"status": "running"}])  # killed before any run finished
     assert "2 of them unfinished" in line and "1 finished none and count 0" in line
 
 

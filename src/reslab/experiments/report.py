@@ -27,6 +27,7 @@ from reslab.experiments.results import (
     read_run,
     write_results_csv,
 )
+from reslab.experiments.session import machine_line, wall_time_line
 from reslab.experiments.specs import EXPERIMENTS, parse_depths
 
 
@@ -59,53 +60,6 @@ def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
     text = render_report(plan, results, groups, claims, figures, sessions)
     _io.write_text(out / "report.md", text)
     return {"figures": figures, "report": out / "report.md", "claims": claims, "groups": groups}
-
-
-def _versions() -> str:
-    from reslab.provenance import versions
-
-    v = versions()
-    parts = [f"reslab {v['reslab']}", f"Python {v['python']}", f"torch {v['torch']}"]
-    return ", ".join(parts + ([f"CUDA {v['cuda']}"] if "cuda" in v else []))
-
-
-def _run_summaries(plan: Plan) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for r in plan.runs:
-        with contextlib.suppress(OSError, ValueError):
-            d = json.loads((plan.run_dir(r) / "summary.json").read_text(encoding="utf-8"))
-            if isinstance(d, dict):
-                out.append(d)
-    return out
-
-
-def _run_devices(plan: Plan) -> list[str]:
-    """The runs' devices (summary.json's ``device``), each once. Runs trained before revision 2df67e5
-    recorded "1 threads": read as "1 thread", so that old and new runs on one machine name one device."""
-    devs: list[str] = []
-    for d in _run_summaries(plan):
-        v = d.get("device_name") or d.get("device")
-        if not isinstance(v, str) or not v:
-            continue
-        v = v.replace(" 1 threads)", " 1 thread)")
-        if v not in devs:
-            devs.append(v)
-    return devs
-
-
-def _run_revisions(plan: Plan) -> list[str]:
-    """The code revisions the runs were trained with (summary.json's ``git_revision``), short form."""
-    revs = {d.get("git_revision") for d in _run_summaries(plan)}
-    return sorted(
-        r[:12] + ("-dirty" if r.endswith("-dirty") else "") for r in revs if isinstance(r, str) and r
-    )
-
-
-def _hms(s: float) -> str:
-    if not math.isfinite(s):
-        return "—"
-    s = round(s)
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def reproduce_command(plan: Plan, publish: str | None = None) -> str:
@@ -238,8 +192,8 @@ def _what_was_run_section(plan: Plan, results: list[RunResult], sessions: list[d
         f"- Budget `{plan.budget}`: {BUDGETS[plan.budget].description}.",
         _config_line(plan),
         f"- Test error is measured on {_eval_set(results, plan.dataset)}, the same images for every run.",
-        _machine_line(plan, sessions),
-        _wall_time_line(results, sessions),
+        machine_line(plan, sessions),
+        wall_time_line(results, sessions),
         "",
     ]
 
@@ -279,49 +233,6 @@ def _config_line(plan: Plan) -> str:
         + (" with " + ", ".join(f"`{k}={v}`" for k, v in shown.items()) if shown else "")
         + (", user overrides " + ", ".join(f"`{k}={v}`" for k, v in plan.extra.items()) if plan.extra else "")
         + ". Every run's full config is in `runs/<run>/config.yaml`."
-    )
-
-
-def _machine_line(plan: Plan, sessions: list[dict[str, Any]]) -> str:
-    devs = _run_devices(plan)
-    # One entry per machine (host, CPU count): invocations recorded before the CPU model was, or where it
-    # could not be read, name the same machine as those that have it.
-    models: dict[tuple[str, str], set[str]] = {}
-    for s in sessions:
-        known = models.setdefault((str(s.get("host", "?")), str(s.get("cpus", "?"))), set())
-        if s.get("cpu_model"):
-            known.add(str(s["cpu_model"]))
-    hosts = [
-        f"{host} ({cpus} CPUs" + (f", {m}" if m else "") + ")"
-        for host, cpus in sorted(models)
-        for m in sorted(models[host, cpus]) or [None]
-    ]
-    return (
-        f"- Machine: {', '.join(hosts) if hosts else 'not recorded'}; device {', '.join(devs) if devs else plan.device}; "
-        f"software: {_versions()}"
-        + (f"; trained at revision {', '.join(_run_revisions(plan))}" if _run_revisions(plan) else "")
-        + "."
-    )
-
-
-def _wall_time_line(results: list[RunResult], sessions: list[dict[str, Any]]) -> str:
-    wall = sum(float(s.get("wall_s") or 0) for s in sessions)
-    run_wall = sum(r.wall_s for r in results if math.isfinite(r.wall_s))
-    jobs = sorted({int(s.get("jobs", 1)) for s in sessions if s.get("jobs")})
-    # An invocation still "running" in the record was killed (or is this one): its wall time is the
-    # time to its last finished run, or unknown when none finished.
-    open_ = [s for s in sessions if s.get("status") == "running"]
-    unknown = sum(1 for s in open_ if s.get("wall_s") is None)
-    return (
-        f"- Wall time: {_hms(wall)} over {len(sessions)} invocation(s)"
-        + (f" ({'/'.join(map(str, jobs))} at a time)" if jobs else "")
-        + (
-            f", {len(open_)} of them unfinished when this was written (counted to their last finished run"
-            + (f"; {unknown} finished none and count 0)" if unknown else ")")
-            if open_
-            else ""
-        )
-        + f"; the runs' own training time adds up to {_hms(run_wall)}."
     )
 
 

@@ -8,6 +8,8 @@ across sittings (:mod:`reslab.experiments.report`).
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import platform
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.experiments.plan import Plan, read_sessions, write_plan
+from reslab.experiments.results import RunResult
 
 
 def _cpu_model() -> str:
@@ -80,3 +83,96 @@ class SessionRecord:
             self.entry["failed"] = failed
         write_plan(self.plan, [*self.earlier, self.entry])
         return wall
+
+
+# ------------------------------------------------------------------ the invocations, as a report says them
+
+
+def run_summaries(plan: Plan) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for r in plan.runs:
+        with contextlib.suppress(OSError, ValueError):
+            d = json.loads((plan.run_dir(r) / "summary.json").read_text(encoding="utf-8"))
+            if isinstance(d, dict):
+                out.append(d)
+    return out
+
+
+def run_devices(plan: Plan) -> list[str]:
+    """The runs' devices (summary.json's ``device``), each once. Runs trained before revision 2df67e5
+    recorded "1 threads": read as "1 thread", so that old and new runs on one machine name one device."""
+    devs: list[str] = []
+    for d in run_summaries(plan):
+        v = d.get("device_name") or d.get("device")
+        if not isinstance(v, str) or not v:
+            continue
+        v = v.replace(" 1 threads)", " 1 thread)")
+        if v not in devs:
+            devs.append(v)
+    return devs
+
+
+def run_revisions(plan: Plan) -> list[str]:
+    """The code revisions the runs were trained with (summary.json's ``git_revision``), short form."""
+    revs = {d.get("git_revision") for d in run_summaries(plan)}
+    return sorted(
+        r[:12] + ("-dirty" if r.endswith("-dirty") else "") for r in revs if isinstance(r, str) and r
+    )
+
+
+def hms(s: float) -> str:
+    if not math.isfinite(s):
+        return "—"
+    s = round(s)
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def machine_line(plan: Plan, sessions: list[dict[str, Any]]) -> str:
+    devs = run_devices(plan)
+    # One entry per machine (host, CPU count): invocations recorded before the CPU model was, or where it
+    # could not be read, name the same machine as those that have it.
+    models: dict[tuple[str, str], set[str]] = {}
+    for s in sessions:
+        known = models.setdefault((str(s.get("host", "?")), str(s.get("cpus", "?"))), set())
+        if s.get("cpu_model"):
+            known.add(str(s["cpu_model"]))
+    hosts = [
+        f"{host} ({cpus} CPUs" + (f", {m}" if m else "") + ")"
+        for host, cpus in sorted(models)
+        for m in sorted(models[host, cpus]) or [None]
+    ]
+    return (
+        f"- Machine: {', '.join(hosts) if hosts else 'not recorded'}; device {', '.join(devs) if devs else plan.device}; "
+        f"software: {_versions()}"
+        + (f"; trained at revision {', '.join(run_revisions(plan))}" if run_revisions(plan) else "")
+        + "."
+    )
+
+
+def wall_time_line(results: list[RunResult], sessions: list[dict[str, Any]]) -> str:
+    wall = sum(float(s.get("wall_s") or 0) for s in sessions)
+    run_wall = sum(r.wall_s for r in results if math.isfinite(r.wall_s))
+    jobs = sorted({int(s.get("jobs", 1)) for s in sessions if s.get("jobs")})
+    # An invocation still "running" in the record was killed (or is this one): its wall time is the
+    # time to its last finished run, or unknown when none finished.
+    open_ = [s for s in sessions if s.get("status") == "running"]
+    unknown = sum(1 for s in open_ if s.get("wall_s") is None)
+    return (
+        f"- Wall time: {hms(wall)} over {len(sessions)} invocation(s)"
+        + (f" ({'/'.join(map(str, jobs))} at a time)" if jobs else "")
+        + (
+            f", {len(open_)} of them unfinished when this was written (counted to their last finished run"
+            + (f"; {unknown} finished none and count 0)" if unknown else ")")
+            if open_
+            else ""
+        )
+        + f"; the runs' own training time adds up to {hms(run_wall)}."
+    )
+
+
+def _versions() -> str:
+    from reslab.provenance import versions
+
+    v = versions()
+    parts = [f"reslab {v['reslab']}", f"Python {v['python']}", f"torch {v['torch']}"]
+    return ", ".join(parts + ([f"CUDA {v['cuda']}"] if "cuda" in v else []))
