@@ -308,14 +308,18 @@ def test_a_report_counts_every_finished_seed_of_its_networks_from_the_pool(tmp_p
     cfg = by_name["resnet20-s3"] / "config.yaml"
     changed = yaml.safe_load(cfg.read_text()) | {"weight_decay": 0.0123}
     cfg.write_text(yaml.safe_dump(changed))  # another config
+    import shutil
+
+    shutil.rmtree(mine.run_dir(next(r for r in mine.runs if r.name == "plain56-s1")))  # planned, not run here
     pooled = {(r.name, r.source.split(" ")[0]) for r in pooled_runs(mine, mine.out)}
     assert pooled == {
         ("plain20-s2", "other"), ("plain20-s3", "other"), ("resnet20-s2", "other"),
-        ("plain56-s2", "other"), ("resnet56-s2", "other"),
+        ("plain56-s1", "other"), ("plain56-s2", "other"), ("resnet56-s2", "other"),
     }  # fmt: skip
     out = redraw(mine.out)
     counts = {g.label: len(g.runs) for g in out["groups"]}
     assert counts["plain-20"] == 4 and counts["ResNet-20"] == 3 and counts["ResNet-56"] == 3
+    assert counts["plain-56"] == 3 and all(r.finished for g in out["groups"] for r in g.runs)  # s1 replaced
     report = (mine.out / "report.md").read_text()
     assert "From the pool" in report and "from other (git" in report
     assert "trained_by" in (mine.out / "results.csv").read_text().splitlines()[0]

@@ -38,13 +38,17 @@ def _precision(summary: dict[str, Any]) -> str:
 
 def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
     """The finished runs beside ``folder`` (``folder/../*/runs/*``) of the plan's networks with seeds the
-    plan does not have (module docstring), each read as a run of that network (``source``: the folder
+    plan has not finished (module docstring), each read as a run of that network (``source``: the folder
     that trained it)."""
     folder = Path(folder).resolve()
     networks: dict[tuple[str, int], RunSpec] = {}
     for run in plan.runs:
         networks.setdefault(run.key, run)
-    seeds = {key: {r.seed for r in plan.runs if r.key == key} for key in networks}
+    # a seed the plan has counts as its own only once finished here: a planned run not trained yet (or
+    # unfinished) is taken from the pool where another experiment finished it, and replaces it
+    seeds = {
+        key: {r.seed for r in plan.runs if r.key == key and _finished(plan.run_dir(r))} for key in networks
+    }
     wanted = {key: resolved_config(plan, spec) for key, spec in networks.items()}
     precision = {key: _own_precision(plan, key) for key in networks}
     found: list[RunResult] = []
@@ -69,6 +73,10 @@ def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
                 seeds[key].add(seed)
                 break
     return found
+
+
+def _finished(run_dir: Path) -> bool:
+    return bool(_summary(run_dir).get("finished"))
 
 
 def _own_precision(plan: Plan, key: tuple[str, int]) -> str | None:

@@ -34,7 +34,10 @@ from reslab.experiments.specs import EXPERIMENTS, parse_depths
 def collect(plan: Plan, out: Path) -> list[RunResult]:
     """The plan's runs, then the pool's: finished seeds of its networks trained beside ``out``
     (:func:`reslab.experiments.pooled.pooled_runs`)."""
-    return [read_run(plan.run_dir(r), r) for r in plan.runs] + pooled_runs(plan, out)
+    pooled = pooled_runs(plan, out)
+    taken = {(r.variant, r.depth, r.seed) for r in pooled}  # planned here, finished elsewhere: the pool's
+    own = [read_run(plan.run_dir(r), r) for r in plan.runs if (r.variant, r.depth, r.seed) not in taken]
+    return own + pooled
 
 
 def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
