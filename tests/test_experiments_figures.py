@@ -33,7 +33,7 @@ def drawn(tmp_path_factory) -> dict[str, tuple[object, list]]:
         plan = plan_experiment(name, budget="quick", seeds=2, out=root / name, depths=exp.default_depths)
         write_plan(plan, [{"wall_s": 1.0}])
         _fake_runs(plan)
-        groups = group_runs(collect(plan))
+        groups = group_runs(collect(plan, plan.out))
         with figstyle.style():
             out[name] = (exp.plot.draw(groups, name, "fashion-mnist"), groups)
     yield out
