@@ -1031,3 +1031,17 @@ def test_pocock_levels_and_a_verdict_held_to_its_number_of_looks(tmp_path: Path)
     record_look(plan.out, [claim(), Claim("no p", "inconclusive", "-")])
     (session,) = json.loads((plan.out / "experiment.json").read_text())["sessions"]
     assert session["looks"] == [{"claim": "X beats Y", "seeds": [3, 3], "p": 0.01, "p_holm": 0.03}]
+
+
+def test_a_publish_keeps_the_looks_recorded_in_the_published_copy() -> None:
+    """The published experiment.json may hold a look its experiment folder's copy lacks (a look recorded
+    after publishing); merging the two keeps it and takes the final status from the newer copy."""
+    from reslab.experiments.publishing import _merge_sessions
+
+    published = [{"started": "t0", "host": "h", "status": "finished", "looks": [{"claim": "c", "p": 0.01}]}]
+    local = [{"started": "t0", "host": "h", "status": "finished", "wall_s": 5.0},
+             {"started": "t1", "host": "h", "status": "running"}]  # fmt: skip
+    merged = _merge_sessions(published, local)
+    assert merged[0] == {"started": "t0", "host": "h", "status": "finished", "looks": [{"claim": "c", "p": 0.01}],
+                         "wall_s": 5.0}  # fmt: skip
+    assert [s["started"] for s in merged] == ["t0", "t1"]

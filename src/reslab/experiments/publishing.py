@@ -222,7 +222,10 @@ def _merge_sessions(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[di
     """The invocations of both folders, each once (an invocation is its start time and host)."""
     seen: dict[tuple[Any, Any], dict[str, Any]] = {}
     for s in [*a, *b]:
-        seen[(s.get("started"), s.get("host"))] = s  # the later copy (b) has the final status
+        key = (s.get("started"), s.get("host"))
+        # the later copy (b) has the final status; what only the other holds (a look recorded in the
+        # published copy: reslab.experiments.looks) is kept
+        seen[key] = {**seen.get(key, {}), **s}
     return sorted(seen.values(), key=lambda s: str(s.get("started", "")))
 
 
