@@ -78,6 +78,12 @@ def history(sessions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _counts(past: list[dict[str, Any]], c: Claim) -> int:
+    """How many looks the claim's current numbers make: the recorded ones, plus the current data if it
+    is new (seeds not those of the last recorded look)."""
+    return len(past) + (not past or past[-1]["seeds"] != _seeds(c))
+
+
 def hold_to_looks(claims: list[Claim], sessions: list[dict[str, Any]]) -> None:
     """A decided verdict whose Holm-adjusted p is not below Pocock's level for the claim's number of
     looks becomes INCONCLUSIVE, and says so (module docstring)."""
@@ -86,7 +92,7 @@ def hold_to_looks(claims: list[Claim], sessions: list[dict[str, Any]]) -> None:
         if not math.isfinite(c.p):
             continue
         past = seen.get(c.claim, [])
-        looks = len(past) + (not past or past[-1]["seeds"] != _seeds(c))  # the current data, if new
+        looks = _counts(past, c)
         level = pocock_level(looks)
         c.looks = looks
         if c.verdict != "inconclusive" and looks > 1 and not c.p_holm < level:
@@ -115,9 +121,9 @@ def looks_section(claims: list[Claim], sessions: list[dict[str, Any]]) -> list[s
         past = seen.get(c.claim, [])
         shown = [f"{look['started'][:10]} ({' + '.join(map(str, look['seeds']))} seeds): {format_p(look['p'])}, "
                  f"adjusted {format_p(look['p_holm'])}" for look in past]  # fmt: skip
-        if not past or past[-1]["seeds"] != _seeds(c):
+        if _counts(past, c) > len(past):
             shown.append(f"now ({' + '.join(map(str, _seeds(c)))} seeds, not yet recorded): {format_p(c.p)}, "
                          f"adjusted {format_p(c.p_holm)}")  # fmt: skip
-        level = pocock_level(getattr(c, "looks", len(shown)))
+        level = pocock_level(c.looks)
         lines.append(f"- {c.claim}: " + "; ".join(shown) + f" — held to {level:.4f}.")
     return [*lines, ""]

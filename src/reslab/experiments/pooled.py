@@ -46,11 +46,14 @@ def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
         networks.setdefault(run.key, run)
     # a seed the plan has counts as its own only once finished here: a planned run not trained yet (or
     # unfinished) is taken from the pool where another experiment finished it, and replaces it
-    seeds = {
-        key: {r.seed for r in plan.runs if r.key == key and _finished(plan.run_dir(r))} for key in networks
-    }
+    own = {run.name: _summary(plan.run_dir(run)) for run in plan.runs}
+    finished = [run for run in plan.runs if own[run.name].get("finished")]
+    seeds = {key: {r.seed for r in finished if r.key == key} for key in networks}
     wanted = {key: resolved_config(plan, spec) for key, spec in networks.items()}
-    precision = {key: _own_precision(plan, key) for key in networks}
+    # the resolved precision of the network's finished runs here (None: none finished yet)
+    precision = {
+        key: next((_precision(own[r.name]) for r in finished if r.key == key), None) for key in networks
+    }
     found: list[RunResult] = []
     for run_dir in sorted(folder.parent.glob("*/runs/*")):
         if run_dir.parent.parent.resolve() == folder or not run_dir.is_dir():
@@ -73,17 +76,3 @@ def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
                 seeds[key].add(seed)
                 break
     return found
-
-
-def _finished(run_dir: Path) -> bool:
-    return bool(_summary(run_dir).get("finished"))
-
-
-def _own_precision(plan: Plan, key: tuple[str, int]) -> str | None:
-    """The resolved precision of the plan's finished runs of network ``key`` (None: none finished yet)."""
-    for run in plan.runs:
-        if run.key == key:
-            summary = _summary(plan.run_dir(run))
-            if summary.get("finished"):
-                return _precision(summary)
-    return None
