@@ -48,7 +48,9 @@ def test_a_second_experiment_reuses_the_runs_the_first_finished(tmp_path: Path, 
     dry = capsys.readouterr().out
     assert "reuse: " in dry and "highway20-s0" in dry
     # the seed plan, sized from the runs the pool has (one seed each: no spread measured yet)
-    assert "Planned seeds" in dry and "| depth 20: ResNet better than plain | Welch, two-sided | test |" in dry
+    assert (
+        "Planned seeds" in dry and "| depth 20: ResNet better than plain | Welch, two-sided | test |" in dry
+    )
     assert "3 (no spread measured yet)" in dry
     result = run_experiment(highway, progress=False)
     assert sorted(result["reused"]) == ["plain20-s0", "resnet20-s0"]
