@@ -256,3 +256,16 @@ def test_face_models_in_the_catalogue(capsys):
     assert "43,590,848" in out and "face-embedding" in out
     assert main(["models", "iresnet*"]) == 0
     assert "iresnet100_plain" in capsys.readouterr().out
+
+
+def test_face_models_registry_task_and_features_only():
+    info = model_info("iresnet50")
+    assert (info["task"], info["num_classes"], info["input_size"]) == ("face-embedding", 0, (3, 112, 112))
+    assert model_info("inception_resnet_v1")["input_size"] == (3, 160, 160)
+    assert model_info("inception_resnet_v2")["task"] == "image-classification"
+    with pytest.raises(ConfigError, match="features_only applies to image models"):
+        create_model("iresnet18", features_only=True)
+    with torch.device("meta"):  # timm's feature index 0 (conv2d_2b), then the stages
+        feats = create_model("inception_resnet_v2", features_only=True, out_indices=(0, 1, 3, 7))
+    assert feats.feature_info.channels() == [64, 320, 1088, 1536]
+    assert feats.feature_info.module_name() == ["stem", "repeat", "repeat_1", "conv2d_7b"]

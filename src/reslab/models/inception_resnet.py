@@ -22,6 +22,10 @@ initialized with PyTorch's defaults, as in both references. A user's facenet fil
 (``20180402-114759-vggface2.pt``, a plain state dict with ``logits`` for 8631 identities) loads with
 ``create_model("inception_resnet_v1", pretrained=PATH)`` (``num_classes=8631`` keeps its ``logits``).
 
+``depth`` in the registry is the number of weighted layers (convolutions and linear layers) on the
+longest path from input to output, counted from the tables below: 97 for v1 (to ``last_linear``), 176
+for v2 (to ``classif``); the paper gives no depth.
+
 Stages (``stage_names``) are the named modules after the stem, in forward order (residual repeats and
 reductions alike); ``forward_stages(x, stem=True)`` first gives ``conv2d_2b``'s output (stride 2, before
 ``maxpool_3a``: timm's feature index 0). Deviations, named: facenet's ``forward`` L2-normalizes the
@@ -296,7 +300,7 @@ _SZEGEDY = "Szegedy et al. 2017, Inception-v4, Inception-ResNet and the Impact o
 
 @register_model(
     family="inception-resnet",
-    depth=0,
+    depth=97,
     input_size=(3, 160, 160),
     num_classes=0,
     task="face-embedding",
@@ -309,11 +313,10 @@ def inception_resnet_v1(**kw: Any) -> InceptionResnetV1:
 
 @register_model(
     family="inception-resnet",
-    depth=0,
+    depth=176,
     input_size=(3, 299, 299),
     num_classes=1000,
-    paper=f"{_SZEGEDY}, Table 2; timm 1.0.31's inception_resnet_v2",
-    paper_error="19.9 top-1 (ImageNet val, single crop)",
+    paper=f"{_SZEGEDY}; timm 1.0.31's inception_resnet_v2",
 )
 def inception_resnet_v2(**kw: Any) -> InceptionResnetV2:
     """Inception-ResNet-v2: 299x299 images, 1000 classes; timm's inception_resnet_v2 (its names and layers)."""
