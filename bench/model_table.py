@@ -94,7 +94,8 @@ at 112x112; `inception_resnet_v1`: 1792x3x3 at 160x160), `forward_head(x, pre_lo
   `20180402-114759-vggface2.pt` loads with `create_model("inception_resnet_v1", pretrained=PATH)` (its
   8631-way `logits` kept with `num_classes=8631`). Tested against the package: the same state-dict keys,
   parameter count and outputs (facenet's output is the L2-normalized embedding; reslab returns it before
-  normalization).
+  normalization). facenet-pytorch's README reports 99.65% LFW accuracy for those VGGFace2 weights (its
+  number, not measured here; no weights are shipped or downloaded by reslab).
 - `inception_resnet_v2`: timm's `inception_resnet_v2` (an ImageNet classifier, 299x299, `classif`); the
   same keys, parameter count (55,843,464) and outputs as timm 1.0.31's.
 - Inception-ResNet units are reslab units: `unit.residual` is `scale · conv2d(concat(branches))` (0.17,

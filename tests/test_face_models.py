@@ -269,3 +269,11 @@ def test_face_models_registry_task_and_features_only():
         feats = create_model("inception_resnet_v2", features_only=True, out_indices=(0, 1, 3, 7))
     assert feats.feature_info.channels() == [64, 320, 1088, 1536]
     assert feats.feature_info.module_name() == ["stem", "repeat", "repeat_1", "conv2d_7b"]
+
+
+@pytest.mark.parametrize("name", ["iresnet18", "iresnet18_plain"])
+def test_iresnet_shape_count_equals_flop_counter(name):
+    from reslab.models.registry import flop_counter_macs
+
+    model = create_model(name, input_size=(40, 24), num_classes=3, in_chans=1)  # odd shapes, a classifier
+    assert model.count_macs((40, 24)) == flop_counter_macs(model, (1, 40, 24))
