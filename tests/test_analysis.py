@@ -251,7 +251,7 @@ def _finite_csv(path):
     assert rows
     for r in rows:
         for k, v in r.items():
-            if k in ("target", "lesion", "probability_exact", "index", "batchnorm"):
+            if k in ("target", "lesion", "probability_exact", "index", "batchnorm", "network", "seed"):
                 continue
             assert math.isfinite(float(v)), (path.name, k, v)
     return rows

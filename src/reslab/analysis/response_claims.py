@@ -146,10 +146,10 @@ def _verdict(c: ResponseClaim) -> str:
 def claims_markdown(claims: Sequence[ResponseClaim]) -> str:
     """The verdicts, one line each: the claim, the verdict, the numbers and the p-values."""
     if not claims:
-        return "**Verdicts.** None: no depth measured in both families and fewer than two ResNet depths."
+        return "**What the numbers show.** No verdict: no depth measured in both families and fewer than two ResNet depths."
     family = sum(math.isfinite(c.p) for c in claims)
     lines = [
-        f"**Verdicts** (tests stated in `reslab.analysis.response_claims`; two-sided, Holm over the {family} "
+        f"**What the numbers show**: the verdicts (tests stated in `reslab.analysis.response_claims`; two-sided, Holm over the {family} "
         f"claims with a p-value; no SUPPORTED from fewer than {MIN_SEEDS} seeds per network):",
         "",
     ]

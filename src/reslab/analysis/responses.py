@@ -95,9 +95,10 @@ def response_std(model: nn.Module, data: EvalData, *, batch_size: int = 256) -> 
 
 
 def _fingerprint(model: nn.Module) -> str:
-    """A hash of the weights and buffers: the same trained network passed twice (one run counted by two
-    experiments) counts once."""
-    h = hashlib.sha1()
+    """A hash of the units' kind and the weights and buffers: the same trained network passed twice (one
+    run counted by two experiments) counts once; a plain net and a ResNet with equal weights (the same
+    initialization) do not."""
+    h = hashlib.sha1(repr([getattr(b, "has_shortcut", True) for b in blocks_of(model)]).encode())
     for k, v in model.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
