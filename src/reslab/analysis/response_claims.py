@@ -116,7 +116,9 @@ _STEEPER = "The fall with depth is steeper in ResNets than in plain nets"
 
 
 def _untested(claim: str, measured: str) -> ResponseClaim:
-    return ResponseClaim(claim, sentence=f"not tested: {measured}(s) measured, the test needs two or more")
+    return ResponseClaim(
+        claim, sentence=f"not tested: {measured} measured, the test needs two or more depths"
+    )
 
 
 def judge_responses(nets: Sequence[Network]) -> list[ResponseClaim]:
@@ -124,11 +126,11 @@ def judge_responses(nets: Sequence[Network]) -> list[ResponseClaim]:
     res = [n for n in nets if n.family == "resnet"]
     plain = {n.depth: n for n in nets if n.family == "plain"}
     claims = [_against_plain(r, plain[r.depth]) for r in res if r.depth in plain]
-    claims.append(_slope(res) if len(res) >= 2 else _untested(_SLOPE, f"ResNets of {len(res)} depth"))
+    claims.append(_slope(res) if len(res) >= 2 else _untested(_SLOPE, f"ResNets at {len(res)} depth(s)"))
     if len(res) >= 2 and len(plain) >= 2:
         claims.append(_interaction(res, list(plain.values())))
     else:
-        claims.append(_untested(_STEEPER, f"ResNets of {len(res)} depth, plain nets of {len(plain)}"))
+        claims.append(_untested(_STEEPER, f"ResNets at {len(res)}, plain nets at {len(plain)} depth(s)"))
     for c, q in zip(claims, stats.holm([c.p for c in claims])):
         c.p_holm = q
         c.verdict = _verdict(c)
