@@ -1,14 +1,15 @@
 """Figures of the application runs (issues 16 and 18), drawn from their best checkpoints on test data.
 
 - ``detection.png`` / ``segmentation.png``: test scenes, the ground truth above and the run's prediction
-  below (boxes with class and score / class maps), through :meth:`reslab.tasks.scenes.SceneOps.found`,
-  the function ``reslab predict`` draws with.
-- ``video.png``: test clips of Moving Fashion-MNIST, one row each (every frame), titled with the true and the
-  predicted label (garment, direction).
-- ``super_resolution.png``: the centre of each test photograph: the low-resolution input (nearest), bicubic
-  upsampling, the network, the original; PSNR of the whole photograph in the titles.
+  below: boxes drawn by matplotlib with small labels (ground truth: the class alone; detections: class and
+  score, :func:`reslab.tasks.detection.box_texts`) / opaque class colours, the legend's.
+- ``video.png``: test clips of Moving Fashion-MNIST, one row each (every frame), titled with the true label
+  and each given run's prediction (garment, direction): ``--video`` repeated compares nets on one clip.
+- ``super_resolution_example.png``: the centre of each test photograph: the low-resolution input
+  (nearest), bicubic upsampling, the network, the original; PSNR of the whole photograph in the titles.
+- ``super_resolution.png`` (``--sr-runs``): the ablation from the runs' ``eval.json``, no checkpoint needed.
 
-    python bench/task_figures.py [--detection RUN] [--segmentation RUN] [--video RUN] [--sr RUN]
+    python bench/task_figures.py [--detection RUN] [--segmentation RUN] [--video RUN ...] [--sr RUN] [--sr-runs DIR]
         [--out docs/results/tasks] [--count 4]
 """
 
@@ -99,40 +100,52 @@ def boxes_panel(ax, image: torch.Tensor, boxes: dict, classes, threshold: float 
     for (x0, y0, x1, y1), c, t in zip(boxes["boxes"][keep].tolist(), boxes["labels"][keep].tolist(), texts):
         col = class_colour(int(c))
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=col, lw=1.2))
-        ax.text(x0 + 0.5, y0 + 0.5, t, fontsize=5.5, va="top", ha="left", clip_on=True,
+        ax.text(x0 + 0.5, y0 + 0.5, t, fontsize=6.5, va="top", ha="left", clip_on=True,
                 bbox={"fc": col, "ec": "none", "pad": 0.5, "alpha": 0.85})  # fmt: skip
     ax.axis("off")
 
 
-def video_figure(run: str, out: Path, count: int) -> None:
-    """``count`` test clips, every frame, with the true and the predicted label."""
+def video_figure(runs: list[str], out: Path, count: int) -> None:
+    """``count`` test clips, every frame, titled with the true label and each run's prediction (several
+    runs, e.g. the per-frame 2D net and the (2+1)D one: on the same clips, what each reads). The clips are
+    the first run's test data; every run must have been trained on the same clips."""
     import matplotlib.pyplot as plt
 
     from reslab.models.weights import load_model
     from reslab.tasks.base import run_config
     from reslab.tasks.video import load_data, predict_clips
 
-    model, meta = load_model(run)
-    config, info = run_config(meta)
+    loaded = [load_model(r) for r in runs]
+    config, info = run_config(loaded[0][1])
     data = load_data(config.get("data_dir"), val_split=info.get("val_split") or 0,
                      split_seed=int(info.get("split_seed", 0)), **info["clip_spec"])  # fmt: skip
     x, y = data.test_x[:count], data.test_y[:count]
-    pred, _ = predict_clips(model.float(), x, y, mean=info["mean"], std=info["std"])
+    preds = []
+    for model, meta in loaded:
+        _, own = run_config(meta)
+        preds.append(predict_clips(model.float(), x, y, mean=own["mean"], std=own["std"])[0])
+    names = [video_name(meta) for _, meta in loaded]
     frames = x.shape[2]
-    fig, axes = plt.subplots(count, frames, figsize=(1.3 * frames, 1.6 * count), squeeze=False)
+    fig, axes = plt.subplots(count, frames, figsize=(max(1.3 * frames, 7.5), 1.75 * count), squeeze=False)
     for i in range(count):
         for t in range(frames):
-            ax = axes[i, t]
-            ax.imshow(x[i, 0, t].numpy(), cmap="gray", vmin=0, vmax=255)
-            ax.axis("off")
-        ok = "correct" if int(pred[i]) == int(y[i]) else "WRONG"
-        axes[i, 0].set_title(f"true: {data.classes[int(y[i])]}   predicted: {data.classes[int(pred[i])]} ({ok})",
-                             fontsize=8, loc="left")  # fmt: skip
-    kwargs = ", ".join(f"{k}={v}" for k, v in (meta.get("model_kwargs") or {}).items())
-    fig.suptitle(f"video: {meta.get('model')}" + (f" ({kwargs})" if kwargs else "")
-                 + f", best checkpoint of {Path(run).name}", fontsize=9)  # fmt: skip
+            axes[i, t].imshow(x[i, 0, t].numpy(), cmap="gray", vmin=0, vmax=255)
+            axes[i, t].axis("off")
+        said = "   ".join(
+            f"{n}: {data.classes[int(p[i])]} ({'right' if int(p[i]) == int(y[i]) else 'WRONG'})"
+            for n, p in zip(names, preds)
+        )
+        axes[i, 0].set_title(f"true: {data.classes[int(y[i])]}   {said}", fontsize=7.5, loc="left")
+    fig.suptitle(f"video, Moving Fashion-MNIST test clips (every frame): {', '.join(names)}; best checkpoints of "
+                 f"{', '.join(Path(r).name for r in runs)}", fontsize=8.5)  # fmt: skip
     _save(fig, out / "video.png")
     plt.close(fig)
+
+
+def video_name(meta: dict) -> str:
+    """A video run's network in words: "2D per frame", "(2+1)D", "3D" (its ``conv`` setting), not a dict."""
+    conv = str((meta.get("model_kwargs") or {}).get("conv", ""))
+    return {"2d": "2D per frame", "2plus1d": "(2+1)D", "3d": "3D"}.get(conv, conv or str(meta.get("model")))
 
 
 def sr_figure(run: str, out: Path, crop: int = 96) -> None:
@@ -242,8 +255,11 @@ def sr_ablation_figure(runs: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for task in ("detection", "segmentation", "video", "sr"):
+    for task in ("detection", "segmentation", "sr"):
         p.add_argument(f"--{task}", metavar="RUN", help=f"a finished {task} run")
+    p.add_argument(
+        "--video", metavar="RUN", action="append", help="a finished video run (repeat: side by side)"
+    )
     p.add_argument("--sr-runs", metavar="DIR", help="the super-resolution ablation's runs (their eval.json)")
     p.add_argument("--out", default="docs/results/tasks", help="where the PNGs go")
     p.add_argument("--count", type=int, default=4, help="scenes / clips shown (default 4)")
