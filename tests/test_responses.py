@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +135,45 @@ def test_network_names_get_the_experiments_colours():
     assert figstyle.network_colour("plain56 (no BN)") == figstyle.colour("plain", 56)
     assert figstyle.network_of("preact_resnet56") == ("preact", 56)
     assert figstyle.network_of("ResNet-110") == ("resnet", 110)
+
+
+# ------------------------------------------------------------------ the analysis figures (issue 30)
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "results" / "analysis-standard"
+
+
+@pytest.mark.parametrize("folder,module", [("gradients-trained", "gradients"), ("ode-trained", "ode"),
+                                           ("paths", "paths"), ("responses", "responses")])  # fmt: skip
+def test_redrawn_figures_use_network_colours_and_legends_outside(tmp_path, monkeypatch, folder, module):
+    """Redrawn from the committed numbers: every curve in its network's colour (ResNet-56 the same blue
+    as in the experiments' figures), no legend inside a panel, one outside."""
+    import importlib
+    import shutil
+
+    from reslab import figstyle
+    from reslab.analysis import redraw
+
+    if not (PUBLISHED / folder).is_dir():
+        pytest.skip(f"{PUBLISHED / folder} is not in this checkout")
+    shutil.copytree(PUBLISHED / folder, tmp_path / folder)
+    figs = []
+    mod = importlib.import_module(f"reslab.analysis.{module}")
+    monkeypatch.setattr(mod, "save_figure", lambda fig, path: figs.append(fig))
+    redraw.redraw(tmp_path / folder)
+    (fig,) = figs
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    lines = [h for h in fig.legends[0].legend_handles if hasattr(h, "get_color")]
+    colours = {ln.get_label(): ln.get_color() for ln in lines}
+    named = {k: v for k, v in colours.items() if figstyle.network_of(k)[0]}
+    assert named and all(v.lower() == figstyle.network_colour(k).lower() for k, v in named.items())
+
+
+def test_landscape_contours_pass_through_every_measured_point():
+    from reslab.analysis.landscape import Landscape, smooth_grid
+
+    axis = np.linspace(-1, 1, 9)
+    loss = np.exp(np.random.default_rng(0).normal(size=(9, 9)))
+    r = Landscape("x", "plane", axis, axis, loss, loss, 1.0, True)
+    a, b, z = smooth_grid(r, points=17)
+    assert np.allclose(b, a)  # every second point of the fine grid is a measured one
+    assert np.allclose(a[::2], axis) and np.allclose(z[::2, ::2], np.log10(loss), atol=1e-9)
