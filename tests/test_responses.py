@@ -143,7 +143,7 @@ PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "results" / "analysis
 
 
 @pytest.mark.parametrize("folder,module", [("gradients-trained", "gradients"), ("ode-trained", "ode"),
-                                           ("paths", "paths"), ("responses", "responses")])  # fmt: skip
+                                           ("paths", "paths"), ("responses", "responses"), ("lesion", "lesion")])  # fmt: skip
 def test_redrawn_figures_use_network_colours_and_legends_outside(tmp_path, monkeypatch, folder, module):
     """Redrawn from the committed numbers: every curve in its network's colour (ResNet-56 the same blue
     as in the experiments' figures), no legend inside a panel, one outside."""
@@ -168,7 +168,7 @@ def test_redrawn_figures_use_network_colours_and_legends_outside(tmp_path, monke
     assert named and all(v.lower() == figstyle.network_colour(k).lower() for k, v in named.items())
 
 
-def test_landscape_contours_pass_through_every_measured_point():
+def test_landscape_contours_pass_through_every_measured_point_without_overshoot():
     from reslab.analysis.landscape import Landscape, smooth_grid
 
     axis = np.linspace(-1, 1, 9)
@@ -177,3 +177,8 @@ def test_landscape_contours_pass_through_every_measured_point():
     a, b, z = smooth_grid(r, points=17)
     assert np.allclose(b, a)  # every second point of the fine grid is a measured one
     assert np.allclose(a[::2], axis) and np.allclose(z[::2, ::2], np.log10(loss), atol=1e-9)
+    # monotone between neighbours along an axis: a drawn value stays within its measured neighbours'
+    mid = z[1::2, ::2]  # halfway along direction 1, on measured rows of direction 2
+    lo = np.minimum(z[:-1:2, ::2], z[2::2, ::2])
+    hi = np.maximum(z[:-1:2, ::2], z[2::2, ::2])
+    assert (mid >= lo - 1e-12).all() and (mid <= hi + 1e-12).all()

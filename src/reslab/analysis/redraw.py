@@ -96,7 +96,36 @@ def redraw_responses(folder: Path) -> Path:
     return folder / "responses.png"
 
 
+def redraw_lesion(folder: Path, classes: int = 10) -> Path:
+    """``classes``: of the data set the numbers were measured on (chance = 100 (1 - 1/classes)); the
+    analysed networks are Fashion-MNIST's / CIFAR-10's, 10 classes. The shape-changing units are the
+    CIFAR networks' (the first unit of stages 2 and 3)."""
+    from reslab import figstyle
+    from reslab.analysis.lesion import LesionResult, _plot
+
+    results = []
+    for t, rows in _by_target(read_csv(folder / "lesion.csv")).items():
+        kind = {
+            name: [r for r in rows if r["lesion"] == name]
+            for name in ("none", "delete", "delete_random", "swap")
+        }
+        n = len(kind["delete"])
+        swap = np.full(max(n - 1, 0), np.nan)
+        for r in kind["swap"]:
+            swap[int(r["index"])] = float(r["error"])
+        down = [i in (n // 3, 2 * n // 3) for i in range(n)]
+        results.append(LesionResult(
+            t, float(kind["none"][0]["error"]), _col(kind["delete"], "error"),
+            np.array([int(r["k"]) for r in kind["delete_random"]]), _col(kind["delete_random"], "error"),
+            _col(kind["delete_random"], "error_std"), swap, figstyle.network_of(t)[0] == "plain", True, down,
+            100.0 * (1 - 1 / classes),
+        ))  # fmt: skip
+    _plot(results, folder / "lesion.png")
+    return folder / "lesion.png"
+
+
 REDRAW: dict[str, Callable[[Path], Path]] = {
+    "lesion.csv": redraw_lesion,
     "ratios.csv": redraw_gradients,
     "ode.csv": redraw_ode,
     "paths.csv": redraw_paths,
@@ -115,7 +144,7 @@ def redraw(folder: str | Path) -> Path:
     if any(d.glob("landscape_*.npz")):
         return redraw_landscape(d)
     raise ConfigError(
-        f"{d}: no analysis numbers to redraw from (ratios/ode/paths/responses CSV, landscape NPZ)"
+        f"{d}: no analysis numbers to redraw from (ratios/ode/paths/responses/lesion CSV, landscape NPZ)"
     )
 
 
