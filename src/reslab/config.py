@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 from reslab.config_values import (
     NONE_WORDS,
-    check_range,
     check_medmnist_options,
+    check_range,
     check_synthetic_options,
     check_type,
     coerce,
@@ -370,7 +370,7 @@ def _check_data(cfg: TrainConfig) -> None:
         check_medmnist_options(cfg.data_kwargs, MEDMNIST_OPTIONS)
     elif cfg.data_kwargs and cfg.dataset != "synthetic":
         raise ConfigError(
-            f"data_kwargs apply to the synthetic and medmnist data sets only, not {cfg.dataset}"
+            f"data_kwargs apply to the synthetic data set only (and medmnist's flag, size), not {cfg.dataset}"
         )
     else:
         check_synthetic_options(cfg.data_kwargs, SYNTHETIC_OPTIONS)
