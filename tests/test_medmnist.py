@@ -189,6 +189,9 @@ def test_a_tiny_run_trains_evaluates_and_predicts(flag, home):
     assert float(rows[-1]["val_error"]) == pytest.approx(result["val"]["error"], abs=1e-4)
     assert result["val"]["error"] == pytest.approx(100 * (1 - result["val"]["acc"]))
 
+    if not flag.endswith("3d"):  # no flipped views of scans
+        assert "evaluated as trained" in _one_line(["eval", str(run), "--tta", "flip", "--device", "cpu"])
+
     files = _inputs(data / f"{flag}.npz", home)
     code, out, err = _call(["predict", str(run), *files, "--device", "cpu", "--topk", "2", "--json"])
     assert code == 0, err

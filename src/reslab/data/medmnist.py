@@ -49,7 +49,8 @@ OPTIONS = ("flag", "size")  # the data set's options (``data_kwargs``)
 
 
 def medmnist_table() -> dict[str, dict[str, Any]]:
-    """The ``medmnist`` package's ``INFO``: flag -> task, label names, channels, sizes, licence, URLs."""
+    """The ``medmnist`` package's ``INFO``: flag -> task, label names, channels, sizes, licence, URLs.
+    (Importing the package creates its default folder ``~/.medmnist`` if missing: its behaviour.)"""
     try:
         from medmnist.info import INFO
     except ImportError:

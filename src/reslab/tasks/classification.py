@@ -371,6 +371,7 @@ def evaluate_checkpoint(
     if meta.get("convention"):  # a foreign checkpoint: how it was read
         results["convention"] = meta["convention"]
     if "medmnist" in data_info:  # the benchmark's AUC and ACC instead (reslab.tasks.medical)
+        medical.refuse_tta(tta)
         batches = functools.partial(iterate_eval, batch_size=batch_size, device=dev, mean=mean, std=std)
         results |= medical.evaluate_sets(model, ds, splits, batches, data_info, dev, amp_dtype, out_path)
         splits = ()

@@ -223,6 +223,14 @@ def evaluate_sets(
     return results
 
 
+def refuse_tta(tta: str | None) -> None:
+    """``reslab eval --tta flip`` of a MedMNIST run: one line (flips are no valid view of these images)."""
+    if tta not in (None, "none"):
+        raise ConfigError(
+            f"--tta {tta}: a MedMNIST run is evaluated as trained (a mirrored scan is another anatomy)"
+        )
+
+
 def _round(v: float | None) -> float | None:
     return None if v is None or math.isnan(v) else round(float(v), 4)
 
@@ -326,6 +334,10 @@ class VolumeFiles:
         except (OSError, ValueError, EOFError) as e:
             raise ConfigError(f"{file}: not a readable .npy volume: {first_line(e, 120)}") from None
         v = v[None] if v.ndim == len(shape) - 1 else v
+        if v.dtype.kind == "f" and v.size and not (float(v.min()) >= 0.0 and float(v.max()) <= 1.0):
+            raise ConfigError(
+                f"{file}: float values in [{v.min():g}, {v.max():g}]; floats must lie in [0, 1]"
+            )
         if tuple(v.shape) != shape or not (v.dtype == np.uint8 or v.dtype.kind == "f"):
             raise ConfigError(f"{file}: {v.dtype} {tuple(v.shape)}, expected a uint8 volume of shape {shape}")
         x = torch.from_numpy(v.astype(np.float32) / (255.0 if v.dtype == np.uint8 else 1.0))
