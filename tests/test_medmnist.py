@@ -265,3 +265,50 @@ def test_unknown_flag_missing_and_corrupt_files_are_one_line(home):
     write_medmnist(data, "nodulemnist3d")
     assert "--task video" in _one_line(_train(data, out, "data_kwargs.flag=nodulemnist3d"))
     assert not out.exists(), "nothing half-written"
+
+
+def test_download_fetches_the_packages_url_and_md5_into_data_dir(home, monkeypatch):
+    """--download hands INFO's URL and MD5 to torchvision's download_url (faked here: nothing is fetched)."""
+    import torchvision.datasets.utils as tv
+
+    asked = []
+
+    def fake_download_url(url, root, filename=None, md5=None):
+        asked.append((url, filename, md5))
+        write_medmnist(Path(root), "bloodmnist", size=64)
+
+    monkeypatch.setattr(tv, "download_url", fake_download_url)
+    data = home / "fetched"
+    assert "not found" in _one_line(
+        _train(data, home / "r0", "data_kwargs.flag=bloodmnist", "data_kwargs.size=64")
+    )
+    assert not asked  # no download without the flag
+    ds = load_medmnist("bloodmnist", size=64, data_dir=data, download=True)
+    assert asked == [(INFO["bloodmnist"]["url_64"], "bloodmnist_64.npz", INFO["bloodmnist"]["MD5_64"])]
+    assert ds.input_size == (3, 64, 64) and ds.source == str(data / "bloodmnist_64.npz")
+
+
+def test_recipes_carry_the_benchmarks_training_and_the_alias_sets_data_kwargs():
+    """MedMNIST/experiments' train_and_eval_pytorch.py (2D and 3D): Adam lr 0.001, 100 epochs, milestones at
+    50% and 75% of them, gamma 0.1; batch 128 (2D) and 32 (3D); the 2D network ResNet-18 (28)."""
+    from reslab.train import load_recipe
+
+    for name, batch in (("medmnist", 128), ("medmnist3d", 32)):
+        c = load_recipe(name).validate()
+        assert (c.optimizer, c.lr, c.weight_decay, c.batch_size, c.epochs) == (
+            "adamw",
+            0.001,
+            0.0,
+            batch,
+            100,
+        )
+        assert (c.schedule, c.milestones, c.gamma, c.augment, c.dataset) == (
+            "step",
+            [50, 75],
+            0.1,
+            False,
+            "medmnist",
+        )
+    assert load_recipe("medmnist").model_kwargs == {"stem": "cifar"}
+    c = load_recipe("medmnist").replace(**{"dataset_kwargs.flag": "chestmnist"})
+    assert c.data_kwargs == {"flag": "chestmnist"}
