@@ -191,6 +191,8 @@ def test_a_tiny_run_trains_evaluates_and_predicts(flag, home):
 
     if not flag.endswith("3d"):  # no flipped views of scans
         assert "evaluated as trained" in _one_line(["eval", str(run), "--tta", "flip", "--device", "cpu"])
+    needle = "reslab analyze measures" if flag.endswith("3d") else "does not read MedMNIST data yet"
+    assert needle in _one_line(["analyze", "lesion", str(run), "--device", "cpu", "--out", str(home / "an")])
 
     files = _inputs(data / f"{flag}.npz", home)
     code, out, err = _call(["predict", str(run), *files, "--device", "cpu", "--topk", "2", "--json"])
