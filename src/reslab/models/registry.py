@@ -3,8 +3,8 @@
 A builder is a three-line declaration registered with :func:`register_model`; the metadata beside it
 (family, depth, default input, the paper's number and reference) feeds :func:`model_info` and
 ``reslab models``. ``task`` says what a model maps to what (:data:`TASKS`): images (N, C, H, W) to logits,
-clips (N, C, T, H, W) to logits, or low-resolution images to images ``scale`` times larger (such models
-have no classes: ``num_classes=0``). :meth:`ModelEntry.build` builds a network with fresh weights; loading
+clips (N, C, T, H, W) to logits, low-resolution images to images ``scale`` times larger, or images to
+stylized images of the same size (the last two have no classes: ``num_classes=0``). :meth:`ModelEntry.build` builds a network with fresh weights; loading
 weights into it is :func:`reslab.models.factory.create_model`'s job. Parameter counts and multiply-adds
 are computed, never typed in: the model is built on the ``meta`` device (no memory, no time) and counted
 with ``torch.utils.flop_counter``.
@@ -29,8 +29,9 @@ from torch import nn
 
 from reslab.errors import ConfigError
 
-# (N, C, H, W) -> logits; (N, C, T, H, W) -> logits; (N, C, H, W) -> (N, C, sH, sW).
-TASKS = ("image-classification", "video-classification", "super-resolution")
+# (N, C, H, W) -> logits; (N, C, T, H, W) -> logits; (N, C, H, W) -> (N, C, sH, sW); (N, C, H, W) -> (N, C, H, W).
+TASKS = ("image-classification", "video-classification", "super-resolution", "style-transfer")
+IMAGE_TO_IMAGE = ("super-resolution", "style-transfer")  # no classes: num_classes=0
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,8 @@ def register_model(
     task: str = "image-classification",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register ``builder`` under its function name (or ``name``); a duplicate name is an error."""
-    if task not in TASKS or (task == "super-resolution") != (num_classes == 0):
-        raise RuntimeError(f"task must be one of {TASKS}, num_classes=0 exactly for super-resolution")
+    if task not in TASKS or (task in IMAGE_TO_IMAGE) != (num_classes == 0):
+        raise RuntimeError(f"task must be one of {TASKS}, num_classes=0 exactly for {IMAGE_TO_IMAGE}")
 
     def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or builder.__name__
