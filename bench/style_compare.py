@@ -36,7 +36,7 @@ def _as_image(x: torch.Tensor):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="trained style runs (feed-forward)")
     p.add_argument("--content", default="skimage:chelsea")
     p.add_argument("--style", default="skimage:immunohistochemistry")
     p.add_argument("--size", type=int, default=256)
@@ -50,18 +50,21 @@ def main() -> None:
         key = f"Gatys, {'L-BFGS' if opt == 'lbfgs' else 'Adam'} ({steps} steps)"
         pictures[key], seconds[key] = r.image, r.seconds
         losses[key] = {"first": r.history[0], "last": r.history[-1], "evaluations": r.evaluations}
-    model, meta = load_model(args.run)
     content = (resize_to(read_photo(args.content), args.size) * 255).round().to(torch.uint8)
-    stylize_tensor(model, content)  # warm-up
-    times = []
-    for _ in range(5):
-        out, s = stylize_tensor(model, content)
-        times.append(s)
-    key = f"Johnson, feed-forward (step {meta.get('step')})"
-    pictures[key], seconds[key] = out, statistics.median(times)
+    runs = {}
+    for run in args.runs:
+        model, meta = load_model(run)
+        stylize_tensor(model, content)  # warm-up
+        times = []
+        for _ in range(5):
+            out, s = stylize_tensor(model, content)
+            times.append(s)
+        sw = float(meta["config"]["data"]["options"]["style_weight"])
+        key = f"Johnson, feed-forward (style weight {sw:g}, step {meta.get('step')})"
+        pictures[key], seconds[key], runs[key] = out, statistics.median(times), {"run": run, "seconds": times}
     _figure(args, content, pictures, seconds)
     record = {"content": args.content, "style": args.style, "size": args.size, "threads": args.threads,
-              "seconds_per_image": seconds, "feed_forward_runs": times, "losses": losses, "run": args.run,
+              "seconds_per_image": seconds, "feed_forward": runs, "losses": losses,
               "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
               "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
     (args.out / "style_compare.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -73,16 +76,16 @@ def _figure(args: argparse.Namespace, content: torch.Tensor, pictures: dict, sec
 
     style = (resize_to(read_photo(args.style), args.size) * 255).round().to(torch.uint8)
     panels = {f"content ({args.content})": content, f"style ({args.style})": style, **pictures}
-    colours = [figstyle.BLUE, figstyle.SKY, figstyle.VERMILLION]
+    colours = [figstyle.BLUE, figstyle.SKY, figstyle.VERMILLION, figstyle.ORANGE]
     with figstyle.style():
-        fig = plt.figure(figsize=(12, 5.2))
-        grid = fig.add_gridspec(2, len(panels), height_ratios=(3, 1.3))
+        fig = plt.figure(figsize=(2.6 * len(panels), 5.4), layout="constrained")
+        grid = fig.add_gridspec(2, len(panels), height_ratios=(2.2, 1))
         for i, (title, im) in enumerate(panels.items()):
             ax = fig.add_subplot(grid[0, i])
             ax.imshow(_as_image(im))
-            ax.set_title(title.replace(" (", "\n("), fontsize=8)
+            ax.set_title(title.replace(" (", "\n(").replace(", step", ",\nstep"), fontsize=8)
             ax.axis("off")
-        ax = fig.add_subplot(grid[1, 1:-1])
+        ax = fig.add_subplot(grid[1, 2:])
         names = list(seconds)
         ax.barh(names, [seconds[n] for n in names], color=colours[: len(names)])
         ax.set_xscale("log")

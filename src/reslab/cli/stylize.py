@@ -37,8 +37,8 @@ def add_stylize(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--content-layer", default="layer2", help="stage whose features keep the content (default layer2)"
     )
-    p.add_argument("--style-layers", default="layer1,layer2,layer3", help="stages whose Gram matrices carry the "
-                   "style, comma separated: stem, layer1, ... (default layer1,layer2,layer3)")  # fmt: skip
+    p.add_argument("--style-layers", default="stem,layer1,layer2,layer3", help="stages whose Gram matrices carry the "
+                   "style, comma separated: stem, layer1, ... (default stem,layer1,layer2,layer3)")  # fmt: skip
     p.add_argument("--content-weight", type=float, default=1.0, help="default 1")
     p.add_argument("--style-weight", type=float, default=1e3, help="default 1000")
     p.add_argument("--tv-weight", type=float, default=100.0, help="total variation (default 100)")

@@ -42,7 +42,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MODEL = "resnet18"
 DEFAULT_CONTENT = "layer2"
-DEFAULT_STYLE = ("layer1", "layer2", "layer3")
+DEFAULT_STYLE = ("stem", "layer1", "layer2", "layer3")
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
