@@ -17,8 +17,8 @@ def add_stylize(sub: argparse._SubParsersAction) -> None:
         "matrices at --style-layers match STYLE's (Gatys et al. 2016). Images: files, or scikit-image's "
         "bundled ones as skimage:NAME (astronaut, chelsea, coffee, rocket, motorcycle, immunohistochemistry, "
         "hubble_deep_field, retina, colorwheel, brick, grass, gravel). The loss network: --model with random "
-        "weights (default), --init-from torchvision (ImageNet weights already in the torch.hub cache; never "
-        "downloaded) or --init-from RUN (a run of your own). docs/style.md says what to expect of each.",
+        "weights (default), --init-from torchvision (ImageNet weights from the torch.hub cache; downloaded only "
+        "with --download) or --init-from RUN (a run of your own). docs/style.md says what to expect of each.",
     )
     p.add_argument("content", metavar="CONTENT", help="content image: a file or skimage:NAME")
     p.add_argument("style", metavar="STYLE", help="style image: a file or skimage:NAME")
@@ -34,6 +34,8 @@ def add_stylize(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-from", metavar="torchvision|RUN", help="the loss network's weights (default: random, seeded)"
     )
+    p.add_argument("--download", action="store_true", help="with --init-from torchvision: fetch the weights "
+                   "into the torch.hub cache if they are not there (SHA-256 checked); otherwise never")  # fmt: skip
     p.add_argument(
         "--content-layer", default="layer2", help="stage whose features keep the content (default layer2)"
     )
@@ -72,7 +74,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
                       args.style_weight, args.tv_weight)  # fmt: skip
     result = stylize(args.content, args.style, size=args.size, model=args.model, init_from=args.init_from,
                      weights=weights, steps=args.steps, optimizer=args.optimizer, lr=args.lr, init=args.init,
-                     seed=args.seed, device=args.device)  # fmt: skip
+                     seed=args.seed, device=args.device, download=args.download)  # fmt: skip
     target = write_stylized(result, args.content, args.out, overwrite=args.overwrite)
     h, w = result.image.shape[-2:]
     print(f"{target}: {w}x{h}, {args.optimizer} {args.steps} steps ({result.evaluations} loss evaluations) in "

@@ -119,16 +119,18 @@ def stylize(
     init: str = "content",
     seed: int = 0,
     device: Any = "cpu",
+    download: bool = False,
 ) -> StylizeResult:
     """``content`` in the style of ``style`` (each an image file, ``skimage:NAME`` or a uint8 (3, H, W)
     tensor), longer side ``size``, through the loss network ``model`` / ``init_from``
     (:func:`~reslab.tasks.perceptual.loss_network`; random weights when ``init_from`` is ``None``, their
-    BN statistics from the two images) and :func:`optimize_image`."""
+    BN statistics from the two images) and :func:`optimize_image`. ``download``: fetch torchvision's
+    ImageNet weights if they are not in the torch.hub cache (otherwise one line)."""
     from reslab._device import resolve_device
 
     dev = resolve_device(device)
     c, s = (resize_to(_image(x), size).to(dev) for x in (content, style))
-    net = loss_network(model, init_from, seed=seed).to(dev)
+    net = loss_network(model, init_from, seed=seed, download=download).to(dev)
     if init_from is None:
         net.calibrate([c, s])
     loss = PerceptualLoss.for_style(net, weights or Weights(), s)

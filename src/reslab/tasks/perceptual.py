@@ -120,11 +120,14 @@ class LossNetwork(nn.Module):
         self.model.eval()
 
 
-def loss_network(model: str | None = None, init_from: str | None = None, *, seed: int = 0) -> LossNetwork:
+def loss_network(
+    model: str | None = None, init_from: str | None = None, *, seed: int = 0, download: bool = False
+) -> LossNetwork:
     """The loss network: ``model`` (a registered classifier, default :data:`DEFAULT_MODEL`) with
-    ``init_from`` ``"torchvision"`` (ImageNet weights from the torch.hub cache; never downloaded here: one
-    line when absent), a run or checkpoint (its model unless ``model`` names the same), or ``None``: random
-    weights drawn with ``seed`` (BN statistics to be set by :meth:`LossNetwork.calibrate`)."""
+    ``init_from`` ``"torchvision"`` (ImageNet weights from the torch.hub cache, fetched only if
+    ``download``: one line when absent), a run or checkpoint (its model unless ``model`` names the
+    same), or ``None``: random weights drawn with ``seed`` (BN statistics to be set by
+    :meth:`LossNetwork.calibrate`)."""
     from reslab.models import create_model, model_info
 
     if init_from not in (None, "torchvision"):
@@ -147,7 +150,7 @@ def loss_network(model: str | None = None, init_from: str | None = None, *, seed
         from reslab.models.hub import torchvision_weights
         from reslab.models.weights import load_checkpoint
 
-        load_checkpoint(net, torchvision_weights(name, download=False))
+        load_checkpoint(net, torchvision_weights(name, download=download))
         return LossNetwork(net, IMAGENET_MEAN, IMAGENET_STD, f"{name}, torchvision's ImageNet weights")
     if int(getattr(net, "in_chans", 3)) != 3:
         raise ConfigError(f"{name} takes {net.in_chans} channels; a random loss network needs an RGB model")  # type: ignore[attr-defined]

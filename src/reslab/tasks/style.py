@@ -134,7 +134,9 @@ def _photos(names: Sequence[str], size: int) -> list[torch.Tensor]:
     return [resize_to(read_photo(f"{PREFIX}{n}"), size) for n in names]
 
 
-def perceptual_loss(opts: dict[str, Any], device: Any, style_sha: str | None = None) -> PerceptualLoss:
+def perceptual_loss(
+    opts: dict[str, Any], device: Any, style_sha: str | None = None, download: bool = False
+) -> PerceptualLoss:
     """The task's loss from its options: the loss network (random weights: BN statistics from the style
     and training images), the style image's Gram matrices. ``style_sha``: the run's style image must
     still be the same bytes (one line otherwise)."""
@@ -144,7 +146,8 @@ def perceptual_loss(opts: dict[str, Any], device: Any, style_sha: str | None = N
             f"style image {opts['style_image']} is not the one the run was trained with (SHA-256 differs)"
         )
     style = resize_to(raw, opts["style_size"]).to(device)
-    net = loss_network(opts["loss_network"], opts["loss_init"], seed=opts["loss_seed"]).to(device)
+    net = loss_network(opts["loss_network"], opts["loss_init"], seed=opts["loss_seed"], download=download)
+    net = net.to(device)
     if opts["loss_init"] is None:
         net.calibrate([style, *(x.to(device) for x in _photos(TRAIN, opts["content_size"]))])
     return PerceptualLoss.for_style(net, opts["weights"], style)
@@ -294,7 +297,7 @@ class StyleTransfer(LoaderTask):
                     f"{key} does not apply to the style task (validation: the photograph {VAL[0]})"
                 )
         opts = style_options(options)
-        loss = perceptual_loss(opts, self.rt.device)
+        loss = perceptual_loss(opts, self.rt.device, download=cfg.download)
         self.perceptual = loss
         self.fixed_kwargs = {"in_chans": 3}
         self._loss = lambda out, content: loss(out, loss.content_features(content))["loss"]
