@@ -61,7 +61,11 @@ def main() -> None:
             times.append(s)
         sw = float(meta["config"]["data"]["options"]["style_weight"])
         key = f"Johnson, feed-forward (style weight {sw:g}, step {meta.get('step')})"
-        pictures[key], seconds[key], runs[key] = out, statistics.median(times), {"run": run, "seconds": times}
+        pictures[key], seconds[key], runs[key] = (
+            out,
+            statistics.median(times),
+            {"run": Path(run).name, "seconds": times},
+        )
     _figure(args, content, pictures, seconds)
     record = {"content": args.content, "style": args.style, "size": args.size, "threads": args.threads,
               "seconds_per_image": seconds, "feed_forward": runs, "losses": losses,
@@ -78,14 +82,13 @@ def _figure(args: argparse.Namespace, content: torch.Tensor, pictures: dict, sec
     panels = {f"content ({args.content})": content, f"style ({args.style})": style, **pictures}
     colours = [figstyle.BLUE, figstyle.SKY, figstyle.VERMILLION, figstyle.ORANGE]
     with figstyle.style():
-        fig = plt.figure(figsize=(2.6 * len(panels), 5.4), layout="constrained")
-        grid = fig.add_gridspec(2, len(panels), height_ratios=(2.2, 1))
-        for i, (title, im) in enumerate(panels.items()):
-            ax = fig.add_subplot(grid[0, i])
+        fig = plt.figure(figsize=(2.6 * len(panels), 5.6), layout="constrained")
+        top, bottom = fig.subfigures(2, 1, height_ratios=(2.2, 1))
+        for ax, (title, im) in zip(top.subplots(1, len(panels)), panels.items()):
             ax.imshow(_as_image(im))
             ax.set_title(title.replace(" (", "\n(").replace(", step", ",\nstep"), fontsize=8)
             ax.axis("off")
-        ax = fig.add_subplot(grid[1, 2:])
+        ax = bottom.subplots()
         names = list(seconds)
         ax.barh(names, [seconds[n] for n in names], color=colours[: len(names)])
         ax.set_xscale("log")
@@ -93,9 +96,8 @@ def _figure(args: argparse.Namespace, content: torch.Tensor, pictures: dict, sec
         for y, n in enumerate(names):
             ax.text(seconds[n] * 1.15, y, f"{seconds[n]:.3g} s", va="center", fontsize=8)
         ax.set_xlim(min(seconds.values()) / 3, max(seconds.values()) * 6)
-        ax.set_xlabel(
-            f"seconds per {args.size}-pixel image (log scale; {args.threads} CPU thread, machine busy)"
-        )
+        ax.set_xlabel(f"seconds per {args.size}-pixel image (log scale; {args.threads} CPU thread, machine busy; "
+                      "feed-forward: median of 5 passes)")  # fmt: skip
         fig.suptitle("Style transfer with a random-weight ResNet-18 as the loss network: optimizing the image "
                      "(Gatys et al. 2016) vs one pass of a trained network (Johnson et al. 2016)", fontsize=9)  # fmt: skip
         args.out.mkdir(parents=True, exist_ok=True)
