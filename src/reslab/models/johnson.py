@@ -152,6 +152,5 @@ class JohnsonTransformer(nn.Module):
 @register_model(family="johnson", depth=16, paper=_JOHNSON, input_size=(3, 256, 256), num_classes=0,
                 task="style-transfer")  # fmt: skip
 def johnson_transformer(**kw: Any) -> JohnsonTransformer:
-    """Johnson et al.'s transformation network: 32/64/128 channels, 5 residual blocks, instance norm
-    (1.68M parameters)."""
+    """Johnson et al.'s transformation network: 32/64/128 channels, 5 residual blocks (1.68M parameters)."""
     return JohnsonTransformer(**kw)

@@ -54,13 +54,14 @@ def gram(features: torch.Tensor) -> torch.Tensor:
 def style_layer_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
     """``E_l = sum (G - A)^2 / (4 N^2 M^2)`` (Eq. 4), averaged over the batch; ``target_gram`` (1 or B, N, N)."""
     _, n, h, w = features.shape
-    diff = (gram(features) - target_gram) / (n * h * w)  # the N M inside the square: fp32 stays in range
-    return diff.pow(2).sum((1, 2)).mean() / 4
+    with torch.autocast(features.device.type, enabled=False):  # sums over M positions: fp32, not bf16
+        diff = (gram(features.float()) - target_gram.float()) / (n * h * w)  # N M inside the square
+        return diff.pow(2).sum((1, 2)).mean() / 4
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The mean squared difference of the content layer's features (Johnson et al. Eq. 2)."""
-    return (features - target).pow(2).mean()
+    """The mean squared difference of the content layer's features (Johnson et al. Eq. 2), in fp32."""
+    return (features.float() - target.float()).pow(2).mean()
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
