@@ -133,6 +133,10 @@ def test_johnson_transformer_is_the_papers_network():
     # 1,679,235: PyTorch's examples/fast_neural_style TransformerNet (the same layers, instance norm)
     info = model_info("johnson_transformer")
     assert (info["params"], info["task"], info["num_classes"]) == (1_679_235, "style-transfer", 0)
+    for variant in ({"upsample": "nearest"}, {"norm": "batch"}):  # the same parameter count
+        assert (
+            sum(p.numel() for p in create_model("johnson_transformer", **variant).parameters()) == 1_679_235
+        )
     model = create_model("johnson_transformer").eval()
     assert len(model.blocks) == 5 and all(
         isinstance(b, ResidualUnit) and not b.post_act for b in model.blocks

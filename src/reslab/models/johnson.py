@@ -6,7 +6,7 @@ Johnson, Alahi and Fei-Fei 2016, "Perceptual Losses for Real-Time Style Transfer
 filters (stride 1), 3x3 convolutions with 64 and 128 filters (stride 2 each), five residual blocks of 128
 filters, two 3x3 fractionally strided convolutions with 64 and 32 filters (stride 1/2 each), and a 9x9
 convolution to 3 channels with a scaled tanh. Every convolution but the last is followed by a
-normalization and a ReLU. The residual block (supplementary Fig. 1, after Gross and Wilber's): 3x3 conv,
+normalization and a ReLU (in a residual block, the second convolution by the normalization only). The residual block (supplementary Fig. 1, after Gross and Wilber's): 3x3 conv,
 norm, ReLU, 3x3 conv, norm, plus the identity, nothing after the addition: a
 :class:`~reslab.models.base.ResidualUnit` (``post_act = False``), so ``model.blocks``, lesions and
 gradient profiles work as for the classifiers; ``residual=False`` gives the plain twin.
