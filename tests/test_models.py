@@ -62,6 +62,8 @@ def small_input(name: str, batch: int = 2) -> tuple[dict, torch.Tensor]:
         return {"num_classes": 7, "in_chans": 1, "input_size": 16}, torch.randn(batch, 1, 16, 16)
     if info["family"] == "inception-resnet":  # the smallest input its unpadded reductions take
         return {"num_classes": 7, "in_chans": 1}, torch.randn(batch, 1, 75, 75)
+    if info["task"] == "style-transfer":  # sides a multiple of 4 (two stride-2 convolutions)
+        return {"in_chans": 1, "width": 4}, torch.rand(batch, 1, 16, 16)
     size = 8 if info["depth"] >= 100 or info["params"] > 5e6 else 28
     return {"num_classes": 7, "in_chans": 1}, torch.randn(batch, 1, size, size)
 
@@ -198,6 +200,8 @@ def test_every_model_runs_and_learns(name):
         s = model.scale
         out_shape = (*x.shape[:2], s * x.shape[2], s * x.shape[3])
         assert "num_classes" not in model.model_kwargs and s in (2, 4) and name.endswith(f"_x{s}")
+    elif model_info(name)["task"] == "style-transfer":  # image to image of the same size, on 0-1
+        out_shape = tuple(x.shape)
     else:
         out_shape = (x.shape[0], kw["num_classes"])
         assert model.num_classes == kw["num_classes"]

@@ -59,6 +59,9 @@ TINY_RUNS = {
     "segmentation": [*SCENE_TINY, *HEAD["segmentation"]],
     "video": [*COMMON, *LOADER_TINY["video"]],
     "super-resolution": [*COMMON, *LOADER_TINY["super-resolution"]],
+    "style": [*COMMON, "--batch-size", "2", "--set", "model_kwargs.width=4", "--set", "model_kwargs.units=1",
+              "--set", "task_kwargs.crop=32", "--set", "task_kwargs.content_size=64",
+              "--set", "task_kwargs.style_size=64", "--set", "task_kwargs.loss_network=resnet20"],
 }  # fmt: skip
 NEEDS_FMNIST = {"classification", "detection", "segmentation", "video"}
 
@@ -73,6 +76,8 @@ REFUSED: dict[tuple[str, str], str] = {
     ("features", "detection"): "give the backbone's name",
     ("features", "segmentation"): "give the backbone's name",
     ("features", "super-resolution"): "none to list",
+    ("predict", "style"): "give --out",
+    ("features", "style"): "none to list",
     ("sample", "video"): "not image files",
     **{(e, t): "export_dense_onnx" for e in EXPORTS for t in ("detection", "segmentation")},
     **{(e, "video"): "5-D" for e in EXPORTS},

@@ -18,7 +18,7 @@ from reslab.tasks import TASKS
 from reslab.tasks.base import Task
 
 SRC = Path(reslab.__file__).parent
-TASK_NAMES = ("classification", "detection", "segmentation", "video", "super-resolution", "sr")
+TASK_NAMES = ("classification", "detection", "segmentation", "video", "super-resolution", "sr", "style")
 # The model registry's own vocabulary: the kind of network a model is ("super-resolution" models have no
 # classes), which a task reads; not a dispatch on the task being trained.
 MODEL_KINDS = {"models/registry.py", "models/dense.py"}

@@ -7,7 +7,7 @@ Layout: each module of this package declares its sub-commands with ``add_X(subpa
 and runs them with ``_cmd_X(args) -> int``: :mod:`~reslab.cli.models`, :mod:`~reslab.cli.train`,
 :mod:`~reslab.cli.evaluate`, :mod:`~reslab.cli.experiments` (reproduce, plot), :mod:`~reslab.cli.analyze`,
 :mod:`~reslab.cli.deploy` (export, predict, features), :mod:`~reslab.cli.verify`, :mod:`~reslab.cli.data`
-(sample). Dependencies point one
+(sample), :mod:`~reslab.cli.stylize`. Dependencies point one
 way: cli -> experiments -> analysis/train -> data/models.
 """
 
@@ -24,6 +24,7 @@ from reslab.cli.deploy import add_export, add_features, add_predict
 from reslab.cli.evaluate import add_eval
 from reslab.cli.experiments import add_plot, add_reproduce
 from reslab.cli.models import add_models
+from reslab.cli.stylize import add_stylize
 from reslab.cli.train import add_train
 from reslab.cli.verify import add_verify
 from reslab.errors import INTERRUPTED_EXIT, USER_ERROR_EXIT, ReslabError, out_of_memory
@@ -40,6 +41,7 @@ COMMANDS = (
     add_features,
     add_verify,
     add_data,
+    add_stylize,
 )
 
 

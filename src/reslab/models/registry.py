@@ -3,13 +3,13 @@
 A builder is a three-line declaration registered with :func:`register_model`; the metadata beside it
 (family, depth, default input, the paper's number and reference) feeds :func:`model_info` and
 ``reslab models``. ``task`` says what a model maps to what (:data:`TASKS`): images (N, C, H, W) to logits,
-clips (N, C, T, H, W) to logits, low-resolution images to images ``scale`` times larger (such models
-have no classes: ``num_classes=0``), or faces to embeddings (N, D) (registered with ``num_classes=0``: the
-embedding is the output; ``num_classes=K`` adds a K-way linear classifier on it).
-:meth:`ModelEntry.build` builds a network with fresh weights; loading weights into it is
-:func:`reslab.models.factory.create_model`'s job. Parameter counts and multiply-adds are computed, never
-typed in: the model is built on the ``meta`` device (no memory, no time) and counted with
-``torch.utils.flop_counter``.
+clips (N, C, T, H, W) to logits, low-resolution images to images ``scale`` times larger, images to
+stylized images of the same size (these two have no classes: ``num_classes=0``), or faces to embeddings
+(N, D) (registered with ``num_classes=0``: the embedding is the output; ``num_classes=K`` adds a K-way
+linear classifier on it). :meth:`ModelEntry.build` builds a network with fresh weights; loading weights
+into it is :func:`reslab.models.factory.create_model`'s job. Parameter counts and multiply-adds are
+computed, never typed in: the model is built on the ``meta`` device (no memory, no time) and counted
+with ``torch.utils.flop_counter``.
 
 This module imports no other module of :mod:`reslab.models`: the zoo modules import it to register
 their builders, and :mod:`reslab.models` imports them (in the order ``list_models`` reports).
@@ -31,9 +31,19 @@ from torch import nn
 
 from reslab.errors import ConfigError
 
-# (N, C, H, W) -> logits; (N, C, T, H, W) -> logits; (N, C, H, W) -> (N, C, sH, sW); (N, C, H, W) -> (N, D).
-TASKS = ("image-classification", "video-classification", "super-resolution", "face-embedding")
-NO_CLASSES = ("super-resolution",)  # registered with num_classes=0 and refusing any
+# (N, C, H, W) -> logits; (N, C, T, H, W) -> logits; (N, C, H, W) -> (N, C, sH, sW);
+# (N, C, H, W) -> (N, C, H, W); (N, C, H, W) -> (N, D).
+TASKS = (
+    "image-classification",
+    "video-classification",
+    "super-resolution",
+    "style-transfer",
+    "face-embedding",
+)
+NO_CLASSES = (
+    "super-resolution",
+    "style-transfer",
+)  # image to image: registered with num_classes=0, refusing any
 OPTIONAL_CLASSES = (
     "face-embedding",
 )  # registered with num_classes=0 (an embedding); a classifier on request

@@ -10,6 +10,8 @@ the command line read:
 - ``"video"`` (:mod:`reslab.tasks.video`: Moving Fashion-MNIST clips, 3D ResNets) and
   ``"super-resolution"`` / ``"sr"`` (:mod:`reslab.tasks.super_resolution`: photographs, SRResNet / EDSR),
   sharing :class:`~reslab.tasks.loader_task.LoaderTask` (:mod:`reslab.tasks.upscaling`: the upscaler).
+- ``"style"`` (:mod:`reslab.tasks.style`): Johnson et al.'s feed-forward style transfer, trained with the
+  perceptual loss of :mod:`reslab.tasks.perceptual` (shared with ``reslab stylize``), also a LoaderTask.
 - :mod:`reslab.tasks.base`: the :class:`~reslab.tasks.base.Task` protocol, the
   :class:`~reslab.tasks.base.Runtime` the loop hands a task, and what every task shares.
 - :mod:`reslab.tasks.metrics`: COCO mAP (torchmetrics + pycocotools), mIoU, PSNR / SSIM (scikit-image).
@@ -29,6 +31,7 @@ from reslab.tasks.loader_task import LoaderTask
 from reslab.tasks.metrics import DetectionMetric, SegmentationMetric, confusion_matrix, iou_from_confusion
 from reslab.tasks.scenes import Batch, SceneOps, SceneTraining
 from reslab.tasks.segmentation import Segmentation, SegmentationTask
+from reslab.tasks.style import StyleTransfer
 from reslab.tasks.super_resolution import SuperResolution
 from reslab.tasks.video import Video
 
@@ -40,6 +43,7 @@ TASKS: dict[str, type] = {
     "video": Video,
     "super-resolution": SuperResolution,
     "sr": SuperResolution,
+    "style": StyleTransfer,
 }
 LOADER_TASKS: dict[str, type[LoaderTask]] = {k: v for k, v in TASKS.items() if issubclass(v, LoaderTask)}
 SCENE_TASKS: dict[str, type[SceneTraining]] = {k: v for k, v in TASKS.items() if issubclass(v, SceneTraining)}
