@@ -396,8 +396,9 @@ def _check_outputs(out: Path, name: str, expect_paper: bool = False) -> list[dic
         rows = list(csv.DictReader(f))
     nets = {r["run"].rsplit("-s", 1)[0] for r in rows}
     assert nets == EXPECTED_NETWORKS[name]
+    results = report.split("## Results", 1)[1].split("\n## ", 1)[0]  # the results table, not the seed plan
     table = [
-        line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| network")
+        line for line in results.splitlines() if line.startswith("| ") and not line.startswith("| network")
     ]
     assert len(table) == len(nets), "one table row per network"
     for r in rows:
