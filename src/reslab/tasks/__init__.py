@@ -10,6 +10,7 @@ the command line read:
 - ``"video"`` (:mod:`reslab.tasks.video`: Moving Fashion-MNIST clips, 3D ResNets) and
   ``"super-resolution"`` / ``"sr"`` (:mod:`reslab.tasks.super_resolution`: photographs, SRResNet / EDSR),
   sharing :class:`~reslab.tasks.loader_task.LoaderTask` (:mod:`reslab.tasks.upscaling`: the upscaler).
+- ``"face"`` (:mod:`reslab.tasks.face`): face embeddings with margin heads, verified on unseen identities.
 - :mod:`reslab.tasks.base`: the :class:`~reslab.tasks.base.Task` protocol, the
   :class:`~reslab.tasks.base.Runtime` the loop hands a task, and what every task shares.
 - :mod:`reslab.tasks.metrics`: COCO mAP (torchmetrics + pycocotools), mIoU, PSNR / SSIM (scikit-image).
@@ -25,6 +26,7 @@ from reslab.errors import ConfigError
 from reslab.tasks.base import EvalRequest, PredictRequest, Runtime, Task, checkpoint_task
 from reslab.tasks.classification import Classification
 from reslab.tasks.detection import Detection, DetectionTask
+from reslab.tasks.face import Face
 from reslab.tasks.loader_task import LoaderTask
 from reslab.tasks.metrics import DetectionMetric, SegmentationMetric, confusion_matrix, iou_from_confusion
 from reslab.tasks.scenes import Batch, SceneOps, SceneTraining
@@ -40,6 +42,7 @@ TASKS: dict[str, type] = {
     "video": Video,
     "super-resolution": SuperResolution,
     "sr": SuperResolution,
+    "face": Face,
 }
 LOADER_TASKS: dict[str, type[LoaderTask]] = {k: v for k, v in TASKS.items() if issubclass(v, LoaderTask)}
 SCENE_TASKS: dict[str, type[SceneTraining]] = {k: v for k, v in TASKS.items() if issubclass(v, SceneTraining)}
