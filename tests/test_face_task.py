@@ -146,3 +146,21 @@ def test_bad_paths_and_corrupt_files_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("reslab: error: ") and needle in err[0], (needle, err)
         assert not out.exists() or not (out / "checkpoints").exists()
+
+
+def test_a_folder_of_identity_subfolders_is_read_as_lfw_lays_it_out(tmp_path):
+    from PIL import Image
+
+    from reslab.data.faces import load_face_folder
+
+    rng = np.random.default_rng(0)
+    for person, n in (("Ann_A", 2), ("Bob_B", 3), ("Cid_C", 1)):
+        (tmp_path / person).mkdir()
+        for k in range(n):
+            Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(
+                tmp_path / person / f"{person}_{k + 1:04d}.jpg"
+            )
+    (tmp_path / "notes.txt").write_text("not a person")
+    faces = load_face_folder(tmp_path, size=64)
+    assert faces.images.shape == (6, 64, 64) and faces.images.dtype == np.uint8
+    assert faces.names == ("Ann_A", "Bob_B", "Cid_C") and faces.identity.tolist() == [0, 0, 1, 1, 1, 2]

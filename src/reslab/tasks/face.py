@@ -179,6 +179,8 @@ class Face(Refusals):
     counts_errors = True
     selection = "val_auc"
     eval_splits = ("val", "test")
+    loader: Any
+    info: dict[str, Any]
     refuses: ClassVar[dict[str, str]] = {
         "analyze": "reslab analyze measures image classifiers on their images; a face run is measured by "
         "reslab eval (verification on unseen identities)",
