@@ -58,6 +58,10 @@ def small_input(name: str, batch: int = 2) -> tuple[dict, torch.Tensor]:
         return {"num_classes": 5, "in_chans": 1}, torch.randn(batch, 1, 2, 16, 16)
     if info["task"] == "super-resolution":
         return {"in_chans": 1}, torch.rand(batch, 1, 8, 8)
+    if info["family"].endswith("iresnet"):  # fc sized for the input: 16x16 -> a 1x1 final map
+        return {"num_classes": 7, "in_chans": 1, "input_size": 16}, torch.randn(batch, 1, 16, 16)
+    if info["family"] == "inception-resnet":  # the smallest input its unpadded reductions take
+        return {"num_classes": 7, "in_chans": 1}, torch.randn(batch, 1, 75, 75)
     size = 8 if info["depth"] >= 100 or info["params"] > 5e6 else 28
     return {"num_classes": 7, "in_chans": 1}, torch.randn(batch, 1, size, size)
 
@@ -200,7 +204,9 @@ def test_every_model_runs_and_learns(name):
     y = model(x)
     assert y.shape == out_shape and torch.isfinite(y).all()
     y.logsumexp(1).sum().backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    # (IR-ResNets fix one BN gamma: a parameter not trained)
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    no_grad = [n for n, p in trained if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not no_grad, f"no gradient for {no_grad[:3]}"
     if len(out_shape) == 2:  # logits: cross-entropy against fixed labels; images: MSE to a fixed target
         labels = torch.arange(len(x)) % kw["num_classes"]
@@ -211,13 +217,18 @@ def test_every_model_runs_and_learns(name):
     # Left out: ImageNet and video models, whose small test input (32x32 images, 2-frame 16x16 clips)
     # reaches their last BN layers as one value per channel and sample, so batch statistics of 2 samples
     # make a step's effect a matter of chance; CIFAR-style and super-resolution models keep >= 2x2 there.
-    if name not in IMAGENET and model_info(name)["task"] != "video-classification":
+    # Also left out: the deeper face networks, whose units IR-18 and Inception-ResNet-v1 repeat (seconds
+    # per step).
+    slow = [n for n in list_models("iresnet*") if not n.startswith("iresnet18")] + ["inception_resnet_v2"]
+    if name not in IMAGENET + slow and model_info(name)["task"] != "video-classification":
         assert _learns(copy.deepcopy(model), x, loss_of)  # on a copy: the checks below see the fresh model
 
     blocks = model.blocks
     assert blocks and all(isinstance(b, ResidualUnit) for b in blocks)
     assert all(isinstance(b.residual, nn.Module) and isinstance(b.shortcut, nn.Module) for b in blocks)
-    assert len(blocks) == sum(len(model.get_submodule(s)) for s in model.stage_names)
+    # (a stage may be one unit, or a reduction with none: the Inception-ResNets)
+    stages = [model.get_submodule(s) for s in model.stage_names]
+    assert len(blocks) == len([m for s in stages for m in s.modules() if isinstance(m, ResidualUnit)])
     model.eval()
     # Lesion (Veit et al. 2016): delete the first block, the first downsampling block and the last one.
     first_down = min(len(model.get_submodule(model.stage_names[0])), len(blocks) - 1)
@@ -254,6 +265,9 @@ EXPORTED = [
     ("seresnet50", {}),
     ("densenet_bc", {"depth": 16, "growth": 6}),
     ("densenet121", {}),
+    ("iresnet18", {}),
+    ("iresnet18_plain", {}),
+    ("inception_resnet_v1", {}),
 ]
 
 
@@ -537,7 +551,7 @@ def test_models_package_import_graph_is_acyclic():
     assert graph["factory"] >= {"registry", "weights", "hub", "convert"}
     assert not graph["weights"] & {"factory", "backbones", "dense"}
     # the zoo modules register on import, from the package's __init__, in the order list_models reports
-    order = ["zoo", "senet", "densenet", "video", "sr"]
+    order = ["zoo", "senet", "densenet", "video", "sr", "iresnet", "inception_resnet"]
     assert set(order) <= graph["__init__"]
     modules = [get_entry(n).builder.__module__.rsplit(".", 1)[1] for n in list_models()]
     assert modules == sorted(modules, key=order.index)

@@ -3,11 +3,13 @@
 A builder is a three-line declaration registered with :func:`register_model`; the metadata beside it
 (family, depth, default input, the paper's number and reference) feeds :func:`model_info` and
 ``reslab models``. ``task`` says what a model maps to what (:data:`TASKS`): images (N, C, H, W) to logits,
-clips (N, C, T, H, W) to logits, or low-resolution images to images ``scale`` times larger (such models
-have no classes: ``num_classes=0``). :meth:`ModelEntry.build` builds a network with fresh weights; loading
-weights into it is :func:`reslab.models.factory.create_model`'s job. Parameter counts and multiply-adds
-are computed, never typed in: the model is built on the ``meta`` device (no memory, no time) and counted
-with ``torch.utils.flop_counter``.
+clips (N, C, T, H, W) to logits, low-resolution images to images ``scale`` times larger (such models
+have no classes: ``num_classes=0``), or faces to embeddings (N, D) (registered with ``num_classes=0``: the
+embedding is the output; ``num_classes=K`` adds a K-way linear classifier on it).
+:meth:`ModelEntry.build` builds a network with fresh weights; loading weights into it is
+:func:`reslab.models.factory.create_model`'s job. Parameter counts and multiply-adds are computed, never
+typed in: the model is built on the ``meta`` device (no memory, no time) and counted with
+``torch.utils.flop_counter``.
 
 This module imports no other module of :mod:`reslab.models`: the zoo modules import it to register
 their builders, and :mod:`reslab.models` imports them (in the order ``list_models`` reports).
@@ -29,8 +31,12 @@ from torch import nn
 
 from reslab.errors import ConfigError
 
-# (N, C, H, W) -> logits; (N, C, T, H, W) -> logits; (N, C, H, W) -> (N, C, sH, sW).
-TASKS = ("image-classification", "video-classification", "super-resolution")
+# (N, C, H, W) -> logits; (N, C, T, H, W) -> logits; (N, C, H, W) -> (N, C, sH, sW); (N, C, H, W) -> (N, D).
+TASKS = ("image-classification", "video-classification", "super-resolution", "face-embedding")
+NO_CLASSES = ("super-resolution",)  # registered with num_classes=0 and refusing any
+OPTIONAL_CLASSES = (
+    "face-embedding",
+)  # registered with num_classes=0 (an embedding); a classifier on request
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class ModelEntry:
         ``model_kwargs`` (what a weight file stores to rebuild it). ``num_classes=0`` (a classifier model):
         no classifier, the model returns its pooled features (timm's ``num_classes=0`` /
         ``reset_classifier(0)``)."""
-        if self.num_classes:
+        if self.num_classes or self.task in OPTIONAL_CLASSES:
             kwargs["num_classes"] = self.num_classes if num_classes is None else int(num_classes)
         elif num_classes is not None:
             raise ConfigError(
@@ -66,7 +72,7 @@ class ModelEntry:
                 f"num_classes must be >= 0 (0: pooled features) and in_chans positive, got "
                 f"{kwargs.get('num_classes')}, {kwargs['in_chans']}"
             )
-        pooled = kwargs.get("num_classes") == 0
+        pooled = kwargs.get("num_classes") == 0 and self.num_classes > 0
         try:
             model = self.builder(**{**kwargs, "num_classes": self.num_classes} if pooled else kwargs)
         except TypeError as e:
@@ -93,8 +99,10 @@ def register_model(
     task: str = "image-classification",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register ``builder`` under its function name (or ``name``); a duplicate name is an error."""
-    if task not in TASKS or (task == "super-resolution") != (num_classes == 0):
-        raise RuntimeError(f"task must be one of {TASKS}, num_classes=0 exactly for super-resolution")
+    if task not in TASKS or (task in NO_CLASSES + OPTIONAL_CLASSES) != (num_classes == 0):
+        raise RuntimeError(
+            f"task must be one of {TASKS}, num_classes=0 exactly for {', '.join(NO_CLASSES + OPTIONAL_CLASSES)}"
+        )
 
     def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or builder.__name__
