@@ -164,3 +164,18 @@ def test_a_folder_of_identity_subfolders_is_read_as_lfw_lays_it_out(tmp_path):
     faces = load_face_folder(tmp_path, size=64)
     assert faces.images.shape == (6, 64, 64) and faces.images.dtype == np.uint8
     assert faces.names == ("Ann_A", "Bob_B", "Cid_C") and faces.identity.tolist() == [0, 0, 1, 1, 1, 2]
+
+
+@needs_olivetti
+def test_the_face_models_train_as_face_embedders_and_a_wrong_size_is_one_line(tmp_path, capsys):
+    """An IR-ResNet (issue 33's models) at 32 x 32 grey faces: its embedding output, its logits layer as the
+    ArcFace class weight; built for 112 x 112 and given 32 x 32 faces, one line before any training."""
+    argv = ["--task", "face", "--model", "iresnet18_plain", "--data-dir", str(OLIVETTI), "--iterations", "2",
+            "--batch-size", "8", "--set", "eval_every=2", "--set", "checkpoint_every=2", "--set", "warmup_iters=0",
+            "--set", "task_kwargs.image_size=32", "--set", "tensorboard=false", "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main(["train", *argv, "--set", "model_kwargs.input_size=32", "--out", str(tmp_path / "ir")]) == 0
+    assert json.loads((tmp_path / "ir" / "summary.json").read_text())["steps"] == 2
+    capsys.readouterr()
+    assert main(["train", *argv, "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "iresnet18_plain cannot embed 1x32x32 faces" in err[0], err

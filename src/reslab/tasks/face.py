@@ -228,6 +228,7 @@ class Face(Refusals):
             raise ConfigError(
                 f"{cfg.model} has no linear classifier to serve as the face head's class weight"
             )
+        _check_input(model, cfg.model, self.info["input_size"])
         # the embedding entering the classifier, captured in the forward (works through DDP / compile)
         head.register_forward_pre_hook(lambda mod, args: self._emb.append(args[0]))
         return model
@@ -284,6 +285,22 @@ class Face(Refusals):
         i = Sample.check(index, len(d.raw["test"]), "test photographs")
         person = int(d.identity["test"][i])
         return Sample(d.raw["test"][i], f"test photograph {index} of {cfg.dataset}: person {person}")
+
+
+def _check_input(model: nn.Module, name: str, size: Sequence[int]) -> None:
+    """One line, before training, if ``model`` cannot embed faces of ``size`` (C, H, W): a shape-only pass
+    on the ``meta`` device (e.g. an IR-ResNet built for 112 x 112 given 64 x 64 faces)."""
+    import copy
+
+    from reslab.errors import first_line
+
+    try:
+        embed(copy.deepcopy(model).to("meta").eval(), torch.zeros(2, *size, device="meta"))
+    except (RuntimeError, ValueError, ConfigError) as e:
+        raise ConfigError(
+            f"{name} cannot embed {'x'.join(map(str, size))} faces ({first_line(e)[:160]}); set "
+            "task_kwargs.image_size / in_chans to its input, or build it for this size (model_kwargs)"
+        ) from None
 
 
 def _classifier(model: nn.Module) -> nn.Linear:
