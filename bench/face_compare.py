@@ -138,9 +138,12 @@ def main() -> None:
                 print(f"{arm} seed {seed}: test accuracy {100 * rec['test']['accuracy']:.2f}%, "
                       f"AUC {rec['test']['auc']:.4f}, {rec['train_seconds']:.0f} s", flush=True)  # fmt: skip
     sys.path.insert(0, str(Path(__file__).parent))
-    from face_report import write_report
+    from face_report import pairs_figure, write_report
 
     write_report(OUT)
+    best = Path(args.work) / "resnet20-softmax-s0"
+    if (best / "checkpoints").is_dir():
+        pairs_figure(best, OUT / "pairs.png")
 
 
 if __name__ == "__main__":

@@ -104,10 +104,11 @@ def roc_figure(arms: dict[str, list[dict]], path: Path) -> None:
 
     with figstyle.style():
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for arm, recs in arms.items():
+        for arm in [a for a in LABELS if a in arms]:
+            recs = arms[arm]
             c, ls = STYLE[arm]
             for k, r in enumerate(recs):
-                ax.plot(r["test"]["roc"]["fpr"], r["test"]["roc"]["tpr"], color=c, ls=ls, lw=1.3,
+                ax.plot(r["test"]["roc"]["fpr"], r["test"]["roc"]["tpr"], color=c, ls=ls, lw=1.6,
                         drawstyle="steps-post", label=LABELS[arm] if k == 0 else None)  # fmt: skip
         ax.axvline(0.01, color="0.6", lw=0.8, ls=":")
         ax.set_xscale("symlog", linthresh=1e-2)
@@ -135,7 +136,7 @@ def accuracy_figure(arms: dict[str, list[dict]], path: Path) -> None:
         ax.set_xticks(range(len(names)), [figstyle.wrap(LABELS[a]) for a in names])
         ax.set_ylim(50, 100)
         ax.set_ylabel("test verification accuracy (%)")
-        ax.set_title("dots: seeds (eigenfaces: deterministic, one value); bar: mean; axis from chance (50%)")
+        ax.set_title("test verification accuracy: dots = seeds, bar = mean (axis from chance, 50%)")
         fig.tight_layout()
         figstyle.save(fig, path)
 
@@ -150,6 +151,7 @@ def write_report(out: Path) -> None:
     (out / "tests.json").write_text(json.dumps(tests, indent=1, default=str))
     roc_figure(arms, out / "roc.png")
     accuracy_figure(arms, out / "accuracy.png")
+    (out / "README.md").write_text(markdown(rows, tests, arms))
     for r in rows:
         print(f"{LABELS[r['arm']]:22s} n={r['seeds']}  acc {r['accuracy']:.2f} ± {r['accuracy_sd']:.2f}%  "
               f"AUC {r['auc']:.4f}  TAR@1% {r['tar_far1']:.1f}%  top-1 {r['top1']:.1f}%  {r['train_seconds']:.0f} s")  # fmt: skip
@@ -177,7 +179,7 @@ def pairs_figure(run: Path, path: Path, per_kind: int = 3) -> None:
              ("same person, REJECTED", p["same"] & ~said), ("different people, ACCEPTED", ~p["same"] & said)]  # fmt: skip
     rng = np.random.default_rng(0)
     with figstyle.style():
-        fig, axes = plt.subplots(len(kinds), 2 * per_kind, figsize=(2 * per_kind * 1.1, len(kinds) * 1.45))
+        fig, axes = plt.subplots(len(kinds), 2 * per_kind, figsize=(8.0, 5.6))
         for row, (name, mask) in enumerate(kinds):
             idx = np.flatnonzero(mask)
             pick = rng.choice(idx, size=min(per_kind, len(idx)), replace=False) if len(idx) else []
@@ -193,5 +195,54 @@ def pairs_figure(run: Path, path: Path, per_kind: int = 3) -> None:
             axes[row, 0].text(-0.1, 0.5, f"{name}\n({mask.sum()} pairs)", transform=axes[row, 0].transAxes,
                               ha="right", va="center", fontsize=7)  # fmt: skip
         fig.suptitle(f"{run.name}: test pairs at the validation threshold cos {t:+.2f}", fontsize=8)
-        fig.tight_layout(rect=(0.18, 0, 1, 1))
+        fig.subplots_adjust(left=0.24, right=0.99, top=0.9, bottom=0.02, wspace=0.05, hspace=0.35)
         figstyle.save(fig, path)
+
+
+PLAN = """## Plan (stated before the runs)
+
+- Data: the face recipe's identity split (`split_seed` 0): 25 training people (250 photographs), 5
+  validation people (model selection by validation ROC AUC), 10 test people never seen in training; the
+  same 900 test pairs (450 positive, 450 negative, 10 folds) for every arm.
+- Arms, seeds 0, 1, 2 each: ResNet-20 with ArcFace (s 64, m 0.5), CosFace (s 64, m 0.35), softmax;
+  plain-20 with ArcFace; eigenfaces (PCA on the training people's 64 x 64 pixels, scikit-learn, the
+  number of components (5 ... 150) chosen by validation AUC; deterministic: one value).
+- Training: the `face` recipe's (SGD 0.1, cosine, 600 steps of 32, flips and 4-pixel crops), 32 x 32
+  grey input, `checkpoints/best` by validation AUC.
+- Primary metric: test verification accuracy, LFW protocol (threshold chosen on 9 folds, applied to the
+  tenth; mean of the 10 folds). Tests, two-sided at alpha 0.05, Holm-adjusted over the five: H1 ArcFace vs
+  softmax, H2 CosFace vs softmax, H3 ArcFace vs CosFace, H4 ResNet-20 vs plain-20 (ArcFace): Welch's t
+  over seeds; H5 ResNet-20 ArcFace vs eigenfaces: one-sample t of the seeds against eigenfaces' value.
+  SUPPORTED needs >= 3 seeds a side and a Holm-adjusted p < 0.05 in the stated direction; else
+  INCONCLUSIVE (NOT SUPPORTED: significant the other way).
+- Not run: IR-ResNet-18 vs its plain twin (see "Cost").
+"""
+
+
+def _pm(v: float, sd: float, digits: int = 2) -> str:
+    return f"{v:.{digits}f}" if not math.isfinite(sd) else f"{v:.{digits}f} ± {sd:.{digits}f}"
+
+
+def markdown(rows: list[dict], tests: list[dict], arms: dict[str, list[dict]]) -> str:
+    lines = ["# Faces: margin heads, residual vs plain, eigenfaces (Olivetti, unseen identities)", "",
+             "Made by `bench/face_compare.py` (resumable: `runs/*.json`, one per finished run; "
+             "`--report` redraws this page from them). Data: AT&T Laboratories Cambridge, \"The Database "
+             "of Faces\" (Samaria and Harter 1994), 64 x 64 version.", "", PLAN,
+             "## Results (test: 10 unseen people, 900 pairs; mean ± sd over seeds)", "",
+             "| arm | seeds | verification accuracy (%) | ROC AUC | TAR at FAR 1% (%) | 1-shot top-1 (%) | "
+             "training s / run |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {LABELS[r['arm']]} | {r['seeds']} | {_pm(r['accuracy'], r['accuracy_sd'])} | "
+                     f"{_pm(r['auc'], r['auc_sd'], 4)} | {_pm(r['tar_far1'], r['tar_far1_sd'], 1)} | "
+                     f"{_pm(r['top1'], r['top1_sd'], 1)} | {r['train_seconds']:.0f} |")  # fmt: skip
+    lines += ["", "Per seed (test verification accuracy, %): " + "; ".join(
+        f"{LABELS[a]} " + ", ".join(f"{v:.2f}" for v in acc(recs)) for a, recs in arms.items()), "",
+        "## Tests", "", "| claim | b - a (points) | test | p | p (Holm, 5) | verdict |", "|---|---:|---|---:|---:|---|"]  # fmt: skip
+    for t in tests:
+        lines.append(f"| {t['claim']} | {t['diff']:+.2f} | {t.get('test', '')} | {t['p']:.4f} | "
+                     f"{t.get('p_holm', math.nan):.4f} | {t.get('verdict', '')} |")  # fmt: skip
+    lines += ["", "![ROC](roc.png)", "", "ROC curves of the test pairs, one per seed (line style: the head; "
+              "colour: the network).", "", "![accuracy](accuracy.png)", "", "![pairs](pairs.png)", "",
+              "Test pairs of the recipe's network (ResNet-20 softmax, seed 0) at its validation threshold: "
+              "accepted and rejected pairs, right (rows 1-2) and wrong (rows 3-4), drawn at random.", ""]  # fmt: skip
+    return "\n".join(lines) + "\n"

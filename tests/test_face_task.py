@@ -26,7 +26,8 @@ needs_olivetti = pytest.mark.skipif(
 )
 TINY = ["--task", "face", "--model", "resnet20", "--data-dir", str(OLIVETTI), "--iterations", "6",
         "--set", "eval_every=3", "--set", "checkpoint_every=3", "--set", "warmup_iters=0",
-        "--set", "task_kwargs.image_size=32", "--set", "tensorboard=false", "--device", "cpu", "--quiet"]  # fmt: skip
+        "--set", "task_kwargs.image_size=32", "--set", "task_kwargs.head=arcface", "--set", "tensorboard=false",
+        "--device", "cpu", "--quiet"]  # fmt: skip
 
 
 def test_pairs_are_every_positive_and_as_many_negatives_in_balanced_folds():
@@ -105,6 +106,7 @@ def test_a_tiny_face_run_evaluates_and_tells_one_person_from_two(tmp_path, capsy
     assert main(["predict", str(run), *map(str, files), "--json", "--device", "cpu"]) == 0
     doc = json.loads(capsys.readouterr().out)
     t, found = doc["threshold"], doc["predictions"]
+    assert t == result["threshold"] and doc["threshold_from"] == str(run / "eval.json")  # eval's threshold
     sims = np.array([f["similarity"] for f in found])
     assert np.allclose(sims, sims.T, atol=1e-5) and np.allclose(np.diag(sims), 1.0, atol=1e-4)
     assert all(np.linalg.norm(f["embedding"]) == pytest.approx(1.0, abs=1e-4) for f in found)

@@ -13,14 +13,17 @@ with a margin head, used as an embedder, verified on identities it never saw.
 - **Model**: any registered image model, built with ``num_classes`` = the training identities; its
   classifier weight is the head's class weight, its pooled features / embedding output
   (``forward_head(..., pre_logits=True)``), L2-normalized, is the face embedding.
-- **Head** (``task_kwargs.head``, :mod:`reslab.models.margins`): ``arcface`` (s 64, m 0.5; ``easy_margin``),
-  ``cosface`` (s 64, m 0.35) or ``softmax`` (the plain linear classifier); ``s`` and ``m`` override.
+- **Head** (``task_kwargs.head``, :mod:`reslab.models.margins`): ``softmax`` (the default: the plain linear
+  classifier; it verified best in docs/results/faces/), ``arcface`` (s 64, m 0.5; ``easy_margin``) or
+  ``cosface`` (s 64, m 0.35); ``s`` and ``m`` override.
   The loss is cross-entropy on the head's fp32 logits; the training error counts the cosine (softmax:
   logit) arg-max, without the margin.
 - **Evaluation** (:mod:`reslab.tasks.verification`): per split, the LFW protocol's 10-fold verification
   accuracy, ROC AUC, TAR at FAR = 1 %, 1-shot identification top-1. ``reslab eval`` adds the ROC figure
   and the threshold chosen on the validation pairs; ``reslab predict RUN a.png b.png`` prints cosine
-  similarities and same / different at that threshold, and ``--json`` each image's normalized embedding.
+  similarities and same / different at that threshold (from the run's ``eval.json``, else measured on its
+  validation faces), and ``--json`` each image's normalized embedding. ``reslab features RUN`` lists the
+  stages (the embedding is the last one's pooled output); it takes no image.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from reslab.tasks.base import (
 from reslab.tasks.verification import make_pairs, verification
 
 OPTIONS: dict[str, Any] = {
-    "head": "arcface",
+    "head": "softmax",
     "s": None,  # the head's scale (default: its paper's 64)
     "m": None,  # the head's margin (default: arcface 0.5, cosface 0.35)
     "easy_margin": False,
@@ -318,16 +321,36 @@ class FaceFiles:
 
     def __init__(self, checkpoint: str, request: PredictRequest) -> None:
         from reslab._device import resolve_device
+        from reslab.models.weights import load_model, resolve_checkpoint
 
-        self.model, _, self.data, path = load_run(checkpoint)
-        self.model.to(resolve_device(request.device))
-        self.threshold = float(self.data.metrics("val", self.model)["threshold"])
-        self.header = {
-            "checkpoint": str(path),
-            "threshold": self.threshold,
-            "threshold_from": "validation pairs",
-        }
+        path = Path(resolve_checkpoint(checkpoint))
+        model, meta = load_model(path)
+        self.model = model.float().eval().to(resolve_device(request.device))
+        self.input_size = [int(v) for v in meta["input_size"]]
+        self.mean, self.std = list(meta["mean"]), list(meta["std"])
+        self.threshold, where = self._threshold(path)
+        self.header = {"checkpoint": str(path), "threshold": self.threshold, "threshold_from": where}
         self.warnings: list[str] = []
+
+    def _threshold(self, path: Path) -> tuple[float, str]:
+        """The cosine with the best accuracy on the run's validation pairs: from its ``eval.json`` (written
+        by ``reslab eval`` of this checkpoint), else measured on the validation faces (the run's data)."""
+        import json
+
+        stored = path.parent.parent / "eval.json" if path.parent.name == "checkpoints" else None
+        if stored is not None and stored.is_file():
+            try:
+                doc = json.loads(stored.read_text())
+                if doc.get("checkpoint") == str(path) and "threshold" in doc:
+                    return float(doc["threshold"]), str(stored)
+            except (OSError, ValueError):
+                pass
+        try:
+            _, _, data, _ = load_run(str(path))
+        except ReslabError as e:
+            raise ConfigError(f"the same/different threshold comes from the run's validation faces ({e}); "
+                              "run reslab eval RUN --data-dir PATH once, predict then reads its eval.json") from None  # fmt: skip
+        return float(data.metrics("val", self.model)["threshold"]), "validation pairs"
 
     def _read(self, file: str) -> torch.Tensor:
         from PIL import Image, UnidentifiedImageError
@@ -339,8 +362,8 @@ class FaceFiles:
             raise ReslabError(f"cannot read image {file}: no such file") from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise ReslabError(f"cannot read image {file}: {str(e).splitlines()[0][:120]}") from None
-        size, chans = self.data.x["val"].shape[-1], self.data.x["val"].shape[1]
-        return prepare(np.asarray(grey)[None], int(size), int(chans))
+        chans, size = self.input_size[0], self.input_size[-1]
+        return prepare(np.asarray(grey)[None], size, chans)
 
     def predict(self, files: Sequence[str]) -> Iterator[Found | tuple[str, str]]:
         read, inputs = [], []
@@ -352,7 +375,7 @@ class FaceFiles:
                 yield file, str(e)
         if not read:
             return
-        emb = embed_images(self.model, torch.cat(inputs), self.data.mean, self.data.std)
+        emb = embed_images(self.model, torch.cat(inputs), self.mean, self.std)
         sims = emb @ emb.T
         t = self.threshold
         for a, file in enumerate(read):
