@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reslab import figstyle
 from reslab.analysis import stats
-from reslab.experiments import figstyle
 from reslab.experiments.evidence import MIN_SEEDS
 
 LABELS = {

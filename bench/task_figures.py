@@ -1,14 +1,15 @@
 """Figures of the application runs (issues 16 and 18), drawn from their best checkpoints on test data.
 
 - ``detection.png`` / ``segmentation.png``: test scenes, the ground truth above and the run's prediction
-  below (boxes with class and score / class maps), through :meth:`reslab.tasks.scenes.SceneOps.found`,
-  the function ``reslab predict`` draws with.
-- ``video.png``: test clips of Moving Fashion-MNIST, one row each (every frame), titled with the true and the
-  predicted label (garment, direction).
-- ``super_resolution.png``: the centre of each test photograph: the low-resolution input (nearest), bicubic
-  upsampling, the network, the original; PSNR of the whole photograph in the titles.
+  below: boxes drawn by matplotlib with small labels (ground truth: the class alone; detections: class and
+  score, :func:`reslab.tasks.detection.box_texts`) / opaque class colours, the legend's.
+- ``video.png``: test clips of Moving Fashion-MNIST, one row each (every frame), titled with the true label
+  and each given run's prediction (garment, direction): ``--video`` repeated compares nets on one clip.
+- ``super_resolution_example.png``: the centre of each test photograph: the low-resolution input
+  (nearest), bicubic upsampling, the network, the original; PSNR of the whole photograph in the titles.
+- ``super_resolution.png`` (``--sr-runs``): the ablation from the runs' ``eval.json``, no checkpoint needed.
 
-    python bench/task_figures.py [--detection RUN] [--segmentation RUN] [--video RUN] [--sr RUN]
+    python bench/task_figures.py [--detection RUN] [--segmentation RUN] [--video RUN ...] [--sr RUN] [--sr-runs DIR]
         [--out docs/results/tasks] [--count 4]
 """
 
@@ -34,7 +35,7 @@ def dense_figure(run: str, out: Path, count: int) -> None:
 
     from reslab.config import TrainConfig
     from reslab.models.dense import load_dense
-    from reslab.tasks import SCENE_TASKS, PredictRequest
+    from reslab.tasks import SCENE_TASKS
     from reslab.tasks.scene_config import SceneOptions, load_splits
 
     model, meta = load_dense(run)
@@ -45,66 +46,106 @@ def dense_figure(run: str, out: Path, count: int) -> None:
     test, task = scenes["test"], ops()
     classes = list(data.classes)
     model = model.float().eval()
-    fig, axes = plt.subplots(2, count, figsize=(2.6 * count, 5.6))
+    fig, axes = plt.subplots(2, count, figsize=(2.4 * count, 5.2), layout="constrained")
     for i in range(count):
         image = test.images[i]
         lo, hi = int(test.offsets[i]), int(test.offsets[i + 1])
-        if cfg.task == "detection":
-            truth = {"boxes": test.boxes[lo:hi], "labels": test.labels[lo:hi], "scores": torch.ones(hi - lo)}
-            gt = task.draw(image, truth, classes)  # classes[0] is the background
-        else:
+        x = image.float().div(255)[None]
+        if cfg.task == "detection":  # ground truth has no scores: its boxes carry the class alone
+            truth = {"boxes": test.boxes[lo:hi], "labels": test.labels[lo:hi]}
+            pred = {k: v.cpu() for k, v in task.predict(model, x)[0].items()}
+            panels = ((truth, "truth"), (pred, "prediction (score ≥ 0.5)"))
+            for row, (boxes, title) in enumerate(panels):
+                boxes_panel(axes[row, i], image, boxes, classes)
+                axes[row, i].set_title(f"test scene {i}: {title}", fontsize=7.5)
+        else:  # opaque class colours: the colours of the legend, not blended with the image
             class_map = torch.zeros_like(test.instances[i], dtype=torch.long)
             for k in range(hi - lo):
                 class_map[test.instances[i] == k + 1] = int(test.labels[lo + k])
-            gt = task.draw(image, class_map, len(classes))
-        _, _, drawn = task.found(model, image, meta.get("classes") or classes, PredictRequest())
-        for row, (picture, title) in enumerate(((gt, "truth"), (drawn, "prediction"))):
-            ax = axes[row, i]
-            ax.imshow(picture.permute(1, 2, 0).numpy())
-            ax.set_title(f"test scene {i}: {title}", fontsize=8)
-            ax.axis("off")
-    if cfg.task == "segmentation":  # the colour of each class (detection writes the names on the boxes)
-        from matplotlib.patches import Patch
+            pred = task.predict(model, x)[0].cpu()
+            for row, (m, title) in enumerate(((class_map, "truth"), (pred, "prediction"))):
+                ax = axes[row, i]
+                ax.imshow(task.draw(image, m, len(classes), alpha=1.0).permute(1, 2, 0).numpy())
+                ax.set_title(f"test scene {i}: {title}", fontsize=7.5)
+                ax.axis("off")
+    from matplotlib.patches import Patch
 
-        from reslab.tasks.scenes import PALETTE
-
-        rgb = [tuple(v / 255 for v in PALETTE[(c - 1) % len(PALETTE)]) for c in range(1, len(classes))]
-        handles = [Patch(color=rgb[c - 1], label=classes[c]) for c in range(1, len(classes))]
-        fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)
-    fig.suptitle(f"{cfg.task}: {model.spec.get('arch')} on {cfg.model} ({Path(run).name})", fontsize=9)
+    handles = [Patch(color=class_colour(c), label=classes[c]) for c in range(1, len(classes))]
+    fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=7.5, frameon=False)
+    fig.suptitle(f"{cfg.task}: {model.spec.get('arch')} on {cfg.model}, best checkpoint of {Path(run).name}",
+                 fontsize=9)  # fmt: skip
     _save(fig, out / f"{cfg.task}.png")
     plt.close(fig)
 
 
-def video_figure(run: str, out: Path, count: int) -> None:
-    """``count`` test clips, every frame, with the true and the predicted label."""
+def class_colour(label: int) -> tuple[float, ...]:
+    """The colour of class ``label`` (1 = the first non-background class), as ``reslab predict`` draws it."""
+    from reslab.tasks.scenes import PALETTE
+
+    return tuple(v / 255 for v in PALETTE[(label - 1) % len(PALETTE)])
+
+
+def boxes_panel(ax, image: torch.Tensor, boxes: dict, classes, threshold: float = 0.5) -> None:
+    """``image`` with ``boxes`` drawn by matplotlib (not burnt into the pixels): thin boxes in their
+    class's colour and small labels inside each box's top-left corner, clipped to the panel;
+    :func:`reslab.tasks.detection.box_texts` decides which boxes and what text (ground truth: the class
+    alone; detections: "class score" at or above ``threshold``)."""
+    from matplotlib.patches import Rectangle
+
+    from reslab.tasks.detection import box_texts
+
+    a = image.permute(1, 2, 0).numpy()
+    ax.imshow(a if a.shape[-1] == 3 else a[..., 0], cmap="gray", vmin=0, vmax=255)
+    keep, texts = box_texts(boxes, classes, threshold)
+    for (x0, y0, x1, y1), c, t in zip(boxes["boxes"][keep].tolist(), boxes["labels"][keep].tolist(), texts):
+        col = class_colour(int(c))
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=col, lw=1.2))
+        ax.text(x0 + 0.5, y0 + 0.5, t, fontsize=6.5, va="top", ha="left", clip_on=True,
+                bbox={"fc": col, "ec": "none", "pad": 0.5, "alpha": 0.85})  # fmt: skip
+    ax.axis("off")
+
+
+def video_figure(runs: list[str], out: Path, count: int) -> None:
+    """``count`` test clips, every frame, titled with the true label and each run's prediction (several
+    runs, e.g. the per-frame 2D net and the (2+1)D one: on the same clips, what each reads). The clips are
+    the first run's test data; every run must have been trained on the same clips."""
     import matplotlib.pyplot as plt
 
     from reslab.models.weights import load_model
     from reslab.tasks.base import run_config
     from reslab.tasks.video import load_data, predict_clips
 
-    model, meta = load_model(run)
-    config, info = run_config(meta)
+    loaded = [load_model(r) for r in runs]
+    config, info = run_config(loaded[0][1])
     data = load_data(config.get("data_dir"), val_split=info.get("val_split") or 0,
                      split_seed=int(info.get("split_seed", 0)), **info["clip_spec"])  # fmt: skip
     x, y = data.test_x[:count], data.test_y[:count]
-    pred, _ = predict_clips(model.float(), x, y, mean=info["mean"], std=info["std"])
+    preds = []
+    for model, meta in loaded:
+        _, own = run_config(meta)
+        preds.append(predict_clips(model.float(), x, y, mean=own["mean"], std=own["std"])[0])
+    names = [video_name(meta) for _, meta in loaded]
     frames = x.shape[2]
-    fig, axes = plt.subplots(count, frames, figsize=(1.3 * frames, 1.6 * count), squeeze=False)
+    fig, axes = plt.subplots(count, frames, figsize=(max(1.3 * frames, 7.5), 1.75 * count), squeeze=False)
     for i in range(count):
         for t in range(frames):
-            ax = axes[i, t]
-            ax.imshow(x[i, 0, t].numpy(), cmap="gray", vmin=0, vmax=255)
-            ax.axis("off")
-        ok = "correct" if int(pred[i]) == int(y[i]) else "WRONG"
-        axes[i, 0].set_title(f"true: {data.classes[int(y[i])]}   predicted: {data.classes[int(pred[i])]} ({ok})",
-                             fontsize=8, loc="left")  # fmt: skip
-    fig.suptitle(
-        f"video: {meta.get('model')} {meta.get('model_kwargs') or ''} ({Path(run).name})", fontsize=9
-    )
+            axes[i, t].imshow(x[i, 0, t].numpy(), cmap="gray", vmin=0, vmax=255)
+            axes[i, t].axis("off")
+        said = "   ".join(
+            f"{n}: {data.classes[int(p[i])]} ({'right' if int(p[i]) == int(y[i]) else 'WRONG'})"
+            for n, p in zip(names, preds)
+        )
+        axes[i, 0].set_title(f"true: {data.classes[int(y[i])]}   {said}", fontsize=7.5, loc="left")
+    fig.suptitle(f"video, Moving Fashion-MNIST test clips (every frame): {', '.join(names)}; best checkpoints of "
+                 f"{', '.join(Path(r).name for r in runs)}", fontsize=8.5)  # fmt: skip
     _save(fig, out / "video.png")
     plt.close(fig)
+
+
+def video_name(meta: dict) -> str:
+    """A video run's network in words: "2D per frame", "(2+1)D", "3D" (its ``conv`` setting), not a dict."""
+    conv = str((meta.get("model_kwargs") or {}).get("conv", ""))
+    return {"2d": "2D per frame", "2plus1d": "(2+1)D", "3d": "3D"}.get(conv, conv or str(meta.get("model")))
 
 
 def sr_figure(run: str, out: Path, crop: int = 96) -> None:
@@ -141,14 +182,85 @@ def sr_figure(run: str, out: Path, crop: int = 96) -> None:
         f"super-resolution x{s}: {meta.get('model')} ({Path(run).name}); PSNR of the whole photograph",
         fontsize=9,
     )
-    _save(fig, out / "super_resolution.png")
+    _save(fig, out / "super_resolution_example.png")
     plt.close(fig)
+
+
+SR_VARIANTS = (("residual-global-skip", "residual units,\nglobal skip"),
+               ("residual-no-global-skip", "residual units,\nno global skip"),
+               ("plain-global-skip", "plain units,\nglobal skip"))  # fmt: skip
+
+
+def sr_ablation_figure(runs: Path, out: Path) -> None:
+    """The ablation the super-resolution claim rests on, from the runs' committed ``eval.json`` (no
+    checkpoint needed): each variant's test PSNR gain over bicubic, one dot per seed and the mean, and
+    per test photograph. Colours: residual blue, residual without the global skip sky blue, plain
+    vermillion (the project's families, :mod:`reslab.figstyle`)."""
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from reslab import figstyle
+
+    colours = dict(zip((v for v, _ in SR_VARIANTS), (figstyle.BLUE, figstyle.SKY, figstyle.VERMILLION)))
+    with figstyle.style():
+        fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), layout="constrained")
+        photos: list[str] = []
+        for i, (variant, _) in enumerate(SR_VARIANTS):
+            tests = [json.loads(f.read_text())["test"] for f in sorted(runs.glob(f"{variant}-s*/eval.json"))]
+            gains = [t["psnr"] - t["bicubic_psnr"] for t in tests]
+            c = colours[variant]
+            axes[0].scatter(
+                [i + (k - (len(gains) - 1) / 2) * 0.06 for k in range(len(gains))],
+                gains,
+                color=c,
+                s=24,
+                zorder=3,
+            )
+            if gains:
+                axes[0].hlines(float(np.mean(gains)), i - 0.15, i + 0.15, colors=c, lw=2.2)
+            photos = (
+                sorted(k.split("/", 1)[1] for k in tests[0] if k.startswith("psnr/")) if tests else photos
+            )
+            for j, name in enumerate(photos):
+                per = [t[f"psnr/{name}"] - t[f"bicubic_psnr/{name}"] for t in tests]
+                x = j + (i - 1) * 0.22
+                axes[1].scatter(
+                    [x] * len(per),
+                    per,
+                    color=c,
+                    s=20,
+                    zorder=3,
+                    label=SR_VARIANTS[i][1].replace("\n", " ") if j == 0 else None,
+                )
+        axes[0].set_xticks(range(len(SR_VARIANTS)), [lbl for _, lbl in SR_VARIANTS])
+        axes[0].set_title("test set (2 photographs)")
+        axes[1].set_xticks(range(len(photos)), photos)
+        axes[1].set_title("per test photograph")
+        for ax in axes:
+            ax.set_ylabel("PSNR gain over bicubic (dB)")
+            ax.axhline(0, color="0.5", lw=0.8)
+            ax.grid(False, axis="x")
+        handles = [*axes[1].get_legend_handles_labels()[0]]
+        from matplotlib.lines import Line2D
+
+        handles += [Line2D([], [], color="0.3", lw=2.2, label="mean over seeds"),
+                    Line2D([], [], color="0.5", lw=0.8, label="0: bicubic")]  # fmt: skip
+        figstyle.legend_outside(fig, handles, "one dot per seed (2 seeds)")
+        fig.suptitle("x4 super-resolution ablation, 800 iterations, best checkpoint by validation; "
+                     "INCONCLUSIVE: Welch p = 0.060 against no global skip, 0.25 against plain (2 seeds each)", fontsize=8.5)  # fmt: skip
+        _save(fig, out / "super_resolution.png")
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for task in ("detection", "segmentation", "video", "sr"):
+    for task in ("detection", "segmentation", "sr"):
         p.add_argument(f"--{task}", metavar="RUN", help=f"a finished {task} run")
+    p.add_argument(
+        "--video", metavar="RUN", action="append", help="a finished video run (repeat: side by side)"
+    )
+    p.add_argument("--sr-runs", metavar="DIR", help="the super-resolution ablation's runs (their eval.json)")
     p.add_argument("--out", default="docs/results/tasks", help="where the PNGs go")
     p.add_argument("--count", type=int, default=4, help="scenes / clips shown (default 4)")
     args = p.parse_args(argv)
@@ -163,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         video_figure(args.video, out, args.count)
     if args.sr:
         sr_figure(args.sr, out)
+    if args.sr_runs:
+        sr_ablation_figure(Path(args.sr_runs), out)
     return 0
 
 

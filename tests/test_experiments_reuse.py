@@ -47,9 +47,15 @@ def test_a_second_experiment_reuses_the_runs_the_first_finished(tmp_path: Path, 
                  "--out", str(highway.out), "--dry-run"]) == 0  # fmt: skip
     dry = capsys.readouterr().out
     assert "reuse: " in dry and "highway20-s0" in dry
+    # the seed plan, sized from the runs the pool has (one seed each: no spread measured yet)
+    assert (
+        "Planned seeds" in dry and "| depth 20: ResNet better than plain | Welch, two-sided | test |" in dry
+    )
+    assert "3 (no spread measured yet)" in dry
     result = run_experiment(highway, progress=False)
     assert sorted(result["reused"]) == ["plain20-s0", "resnet20-s0"]
     assert result["trained"] == ["highway20-s0"]
+    assert "## Planned seeds" in (highway.out / "report.md").read_text()
     for name in result["reused"]:
         src, dst = degradation.run_dir(name), highway.run_dir(name)
         assert json.loads((dst / REUSED_FILE).read_text())["from"] == str(src.resolve())

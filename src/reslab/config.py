@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 from reslab.config_values import (
     NONE_WORDS,
+    check_data_kwargs,
     check_range,
-    check_synthetic_options,
     check_type,
     coerce,
     literal_words,
@@ -58,7 +58,10 @@ AUTO_BOOL = literal_words(AutoBool)  # ("auto", False, True)
 OPTIMIZER_IMPLS = typing.get_args(OptimizerImpl)
 COMPILE_MODES = literal_words(CompileMode)  # (False, True, "default", ...)
 SYNTHETIC_OPTIONS = ("shape", "num_classes", "train_size", "test_size", "seed")  # data_kwargs keys
-DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
+MEDMNIST_OPTIONS = ("flag", "size")  # data_kwargs keys of dataset medmnist (reslab.data.medmnist)
+DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "synthetic", "imagefolder", "medmnist")
+# Other spellings of a field a user may type (``--set dataset_kwargs.flag=pathmnist``, as issue 35 wrote it).
+FIELD_ALIASES = {"dataset_kwargs": "data_kwargs"}
 
 # How a run executes, not what it computes: these may differ when a run is resumed, and between two
 # invocations of the same experiment, without changing what the result means.
@@ -151,7 +154,7 @@ class TrainConfig:
         metadata=_help("replace the classifier with an N-class one (default: the data set's classes)", "N"),
     )
     dataset: str = field(
-        default="fashion-mnist", metadata=_help("fashion-mnist, cifar10, cifar100, synthetic or imagefolder")
+        default="fashion-mnist", metadata=_help(f"{', '.join(DATASET_NAMES)}; medmnist: docs/medical.md")
     )
     data_dir: str | None = field(
         default=None, metadata=_help("folder holding the data set (default: searched, see docs)")
@@ -163,7 +166,8 @@ class TrainConfig:
             "the torch.hub cache"
         ),
     )
-    # options of the data set; synthetic: shape [C, H, W], num_classes, train_size, test_size, seed
+    # options of the data set; synthetic: shape [C, H, W], num_classes, train_size, test_size, seed;
+    # medmnist: flag (pathmnist, chestmnist, ..., organmnist3d, ...), size (28; 64, 128, 224)
     data_kwargs: dict[str, Any] = field(default_factory=dict)
     subset: int | None = field(
         default=None, metadata=_help("train on N training images (seeded, stratified)", "N")
@@ -354,12 +358,13 @@ def _check_schedule(cfg: TrainConfig) -> None:
 
 
 def _check_data(cfg: TrainConfig) -> None:
-    """``val_split`` a count or a fraction; ``data_kwargs`` the synthetic data's; no cutout for imagefolder."""
+    """``val_split`` a count or a fraction; ``data_kwargs`` the synthetic data's or MedMNIST's (which names a
+    ``flag``); no cutout for imagefolder."""
     if isinstance(cfg.val_split, float) and not (cfg.val_split.is_integer() or cfg.val_split < 1):
         raise ConfigError(f"val_split must be a count of images or a fraction in (0, 1), got {cfg.val_split}")
-    if cfg.data_kwargs and cfg.dataset != "synthetic":
-        raise ConfigError(f"data_kwargs apply to the synthetic data set only, not {cfg.dataset}")
-    check_synthetic_options(cfg.data_kwargs, SYNTHETIC_OPTIONS)
+    check_data_kwargs(
+        cfg.dataset, cfg.data_kwargs, {"synthetic": SYNTHETIC_OPTIONS, "medmnist": MEDMNIST_OPTIONS}
+    )
     if cfg.cutout and cfg.dataset == "imagefolder":
         raise ConfigError(
             "cutout applies to the in-memory data sets; imagefolder uses ImageNet's augmentation"
@@ -414,7 +419,9 @@ def _unknown(key: str, source: str) -> ConfigError:
 
 def set_field(cfg: TrainConfig, key: str, value: Any, *, source: str = "config") -> None:
     """``cfg.key = value``, coerced to the field's annotation (:func:`reslab.config_values.coerce`);
-    ``a.b`` sets key ``b`` of dict field ``a``."""
+    ``a.b`` sets key ``b`` of dict field ``a``; a name of :data:`FIELD_ALIASES` sets its field."""
+    head, dot, sub = key.partition(".")
+    key = FIELD_ALIASES.get(head, head) + dot + sub
     if "." in key:
         head, sub = key.split(".", 1)
         if head not in _FIELDS:

@@ -276,3 +276,30 @@ def check_synthetic_options(options: dict[str, Any], names: tuple[str, ...]) -> 
         low, what = (1, "positive") if key == "num_classes" else (0, "non-negative")
         if not conforms(int, value) or value < low:
             raise ConfigError(f"data_kwargs.{key} must be a {what} integer, got {value!r}")
+
+
+def check_medmnist_options(options: dict[str, Any], names: tuple[str, ...]) -> None:
+    """``data_kwargs`` of MedMNIST: a ``flag`` (a name; which exist is the ``medmnist`` package's table's
+    to say, when the data loads) and optionally ``size``, an integer (28, 64, 128 or 224)."""
+    for key in options:
+        if key not in names:
+            raise ConfigError(f"data_kwargs: unknown option {key!r}; medmnist takes {', '.join(names)}")
+    if not isinstance(options.get("flag"), str) or not options["flag"].strip():
+        raise ConfigError(
+            "medmnist needs the data set's name: --set data_kwargs.flag=pathmnist (or chestmnist, ...)"
+        )
+    if "size" in options and not (conforms(int, options["size"]) and options["size"] in (28, 64, 128, 224)):
+        raise ConfigError(f"data_kwargs.size must be 28, 64, 128 or 224, got {options['size']!r}")
+
+
+def check_data_kwargs(dataset: str, options: dict[str, Any], takes: dict[str, tuple[str, ...]]) -> None:
+    """``data_kwargs`` of ``dataset``: the options of a data set in ``takes`` (synthetic, medmnist), none for
+    the others."""
+    if dataset == "medmnist":
+        check_medmnist_options(options, takes[dataset])
+    elif options and dataset not in takes:
+        raise ConfigError(
+            f"data_kwargs apply to the synthetic data set only (and medmnist's flag, size), not {dataset}"
+        )
+    else:
+        check_synthetic_options(options, takes["synthetic"])

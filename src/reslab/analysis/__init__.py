@@ -3,7 +3,8 @@
 
 - :mod:`~reslab.analysis.gradients`: ``||dL/dx_l||`` per unit, weight-gradient norms, shortcut vs branch
   share of the input gradient; :func:`without_batchnorm` builds the BN-free copy for comparison.
-- :mod:`~reslab.analysis.responses`: std of every residual branch's output (He et al. 2016, Fig. 7).
+- :mod:`~reslab.analysis.responses`: std of every 3x3 layer's output after BN, per layer, over seeds (He et al. 2016,
+  Fig. 7); :mod:`~reslab.analysis.response_claims` decides its two readings by stated tests.
 - :mod:`~reslab.analysis.lesion`: deleting / swapping units (Veit et al. 2016, Fig. 3 and 5).
 - :mod:`~reslab.analysis.paths`: exact path-length distribution and the gradient per path length
   (Veit et al. 2016, Sec. 6, Fig. 6).

@@ -67,6 +67,7 @@ class AnalysisSpec:
     batch: int
     samples: int | None = None
     one_batch: bool = False
+    finished_only: bool = False  # run directories count only when finished (:func:`finished_runs`)
     options: Callable[[AnalysisRequest], dict[str, Any]] = _no_options
 
     def subset(self, samples: int | None, batch: int) -> int | None:
@@ -81,7 +82,7 @@ class AnalysisSpec:
 # one checkpoint's errors agree between them; responses measure every test image.
 SPECS = {
     "gradients": AnalysisSpec(128, one_batch=True, options=lambda a: {"bn": a.bn, "mode": a.bn_mode}),
-    "responses": AnalysisSpec(256),
+    "responses": AnalysisSpec(256, finished_only=True),
     "lesion": AnalysisSpec(
         256,
         1000,
@@ -133,6 +134,31 @@ def _run_function(name: str) -> Callable[..., Any]:
     }[name]
 
 
+def finished_runs(paths: tuple[str, ...]) -> list[str]:
+    """``paths`` less the run directories whose training has not finished (no ``summary.json`` saying
+    ``finished``, or no checkpoint yet), each skipped one named on stderr: a command over every seed of an
+    experiment takes the seeds that exist and skips those still training."""
+    import json
+
+    out = []
+    for p in paths:
+        d = Path(p)
+        summary, ckpts = d / "summary.json", d / "checkpoints"
+        if d.is_dir() and not (d / "config.yaml").exists() and not summary.exists():
+            out.append(p)  # not a run directory: the targets' own checks apply
+            continue
+        try:
+            done = d.is_file() or bool(json.loads(summary.read_text()).get("finished"))
+        except (OSError, ValueError):
+            done = False
+        if done and (d.is_file() or any(ckpts.glob("*.safetensors")) or any(ckpts.glob("*.pt"))):
+            out.append(p)
+        else:
+            why = "no checkpoint here" if done else "its training has not finished"
+            print(f"reslab analyze: skipped {p}: {why}", file=sys.stderr)
+    return out
+
+
 def run_analysis(args: AnalysisRequest) -> Path:
     """Run the analysis ``args`` asks for; returns its output folder."""
     from reslab.analysis.common import prepare_out
@@ -146,8 +172,9 @@ def run_analysis(args: AnalysisRequest) -> Path:
     batch = args.batch_size or spec.batch
     if batch < 1:
         raise ConfigError("--batch-size must be positive")
+    paths = finished_runs(args.targets) if spec.finished_only else list(args.targets)
     targets = resolve_targets(
-        list(args.targets),
+        paths,
         models,
         init=args.init,
         dataset=args.dataset,

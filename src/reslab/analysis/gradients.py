@@ -354,35 +354,34 @@ def _power_law(group: Sequence[GradientProfile]) -> str:
 
 def _plot(profiles: Sequence[GradientProfile], path: Path, relative: bool | None = None) -> None:
     """Three panels against depth. ``relative`` (default: when the networks differ in length) puts unit
-    ``i`` of ``n`` at ``i / (n - 1)``, so nets of 9, 27 and 54 units line up input to output."""
-    fig, axes = new_figure(1, 3, figsize=(16, 4.8))
-    import matplotlib
+    ``i`` of ``n`` at ``i / (n - 1)``, so nets of 9, 27 and 54 units line up input to output. One colour
+    per network (:mod:`reslab.figstyle`, the same in every figure); with BN solid, without dashed; the
+    legend outside the panels."""
+    from reslab import figstyle
 
     if relative is None:
         relative = len({len(p.input_norm) for p in profiles}) > 1
-    bases = list(dict.fromkeys(p.label.removesuffix(" (no BN)") for p in profiles))
-    cmap = matplotlib.colormaps["tab10" if len(bases) <= 10 else "tab20"]
-    for p in profiles:
-        n = len(p.input_norm)
-        idx = np.arange(n) / max(n - 1, 1) if relative else np.arange(n)
-        kw = {
-            "linestyle": "--" if not p.has_bn else "-",
-            "color": cmap(bases.index(p.label.removesuffix(" (no BN)")) % cmap.N),
-            "label": p.label,
-        }
-        axes[0].semilogy(idx, np.maximum(p.input_norm, 1e-30), **kw)
-        axes[1].semilogy(idx, np.maximum(p.weight_norm, 1e-30), **kw)
-        axes[2].plot(idx, p.shortcut_share, **kw)
-    axes[0].set_title("gradient at each unit's input", fontsize=10)
-    axes[0].set_ylabel("||dL/dx|| (log scale)")
-    axes[1].set_title("gradient of each unit's weights", fontsize=10)
-    axes[1].set_ylabel("||dL/dW|| (log scale)")
-    axes[2].set_title("share of dL/dx through the shortcut", fontsize=10)
-    axes[2].set_ylabel("||via shortcut|| / (||via shortcut|| + ||via branch||)", fontsize=8)
-    axes[2].set_ylim(-0.05, 1.05)
-    for ax in axes:
-        ax.set_xlabel("relative depth (0: first unit, 1: last)" if relative else "unit (block) index")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()  # log tick labels are wide: keep each panel's y label clear of its neighbour
-    save_figure(fig, path)
+    with figstyle.style():
+        fig, axes = new_figure(1, 3, figsize=(15, 4.2), layout="constrained")
+        handles = []
+        for p in profiles:
+            n = len(p.input_norm)
+            idx = np.arange(n) / max(n - 1, 1) if relative else np.arange(n)
+            kw = {"ls": "-" if p.has_bn else (0, (4, 2)), "color": figstyle.network_colour(p.label),
+                  "lw": 1.4, "label": p.label}  # fmt: skip
+            handles += axes[0].plot(idx, np.maximum(p.input_norm, 1e-30), **kw)
+            axes[1].plot(idx, np.maximum(p.weight_norm, 1e-30), **kw)
+            axes[2].plot(idx, p.shortcut_share, **kw)
+        for ax in axes[:2]:
+            ax.set_yscale("log")
+        axes[0].set_title("gradient at each unit's input")
+        axes[0].set_ylabel("‖dL/dx‖ (log scale)")
+        axes[1].set_title("gradient of each unit's weights")
+        axes[1].set_ylabel("‖dL/dW‖ (log scale)")
+        axes[2].set_title("share of dL/dx through the shortcut")
+        axes[2].set_ylabel("‖via shortcut‖ / (‖via shortcut‖ + ‖via branch‖)")
+        axes[2].set_ylim(-0.05, 1.05)
+        for ax in axes:
+            ax.set_xlabel("relative depth (0: first unit, 1: last)" if relative else "unit (block) index")
+        figstyle.legend_outside(fig, handles)
+        save_figure(fig, path)

@@ -260,56 +260,101 @@ def _plot(results: Sequence[Landscape], out: Path) -> list[str]:
     return ["landscape.png", "landscape_3d.png"]
 
 
+SMOOTH_POINTS = 129  # the contours are drawn on an interpolation of the measured grid at this resolution
+
+
+def smooth_grid(r: Landscape, points: int = SMOOTH_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(alphas, betas, log10 loss) on a ``points`` x ``points`` grid, interpolated through the measured
+    log10 losses for drawing only (every number of the summary is from the measured grid): piecewise
+    cubic Hermite, monotone between neighbouring points along each axis (``scipy.interpolate.
+    RegularGridInterpolator(method="pchip")``, SciPy >= 1.13), so it adds no minima or maxima between
+    measured points that a cubic spline's overshoot would draw as small islands; with an older SciPy an
+    interpolating cubic spline (``RectBivariateSpline``, ``s=0``). Both pass through every measured
+    point. An incomplete grid (NaN) is returned as measured."""
+    from scipy.interpolate import RectBivariateSpline, RegularGridInterpolator
+
+    assert r.betas is not None
+    z = np.log10(np.maximum(r.loss, 1e-12))
+    if not np.isfinite(z).all() or min(z.shape) < 4:
+        return r.alphas, r.betas, z
+    a = np.linspace(r.alphas[0], r.alphas[-1], points)
+    b = np.linspace(r.betas[0], r.betas[-1], points)
+    try:
+        f = RegularGridInterpolator((r.alphas, r.betas), z, method="pchip")
+    except ValueError:  # SciPy < 1.13
+        return a, b, RectBivariateSpline(r.alphas, r.betas, z, kx=3, ky=3, s=0)(a, b)
+    ga, gb = np.meshgrid(a, b, indexing="ij")
+    return a, b, f(np.stack([ga, gb], axis=-1))
+
+
+def _ticks(axis: np.ndarray) -> np.ndarray:
+    """Five ticks from end to end of a grid axis (the default's nine crowd the labels)."""
+    return np.linspace(float(axis[0]), float(axis[-1]), 5)
+
+
 def _plot_contours(results: Sequence[Landscape], levels: np.ndarray, path: Path) -> None:
-    """One panel of log10-loss contours per plane, on the shared ``levels`` and colour scale."""
+    """One panel of log10-loss contours per plane, on the shared ``levels`` and colour scale, drawn on
+    :func:`smooth_grid` (the measured grid points shown as dots, the caption says so)."""
     import matplotlib
+
+    from reslab import figstyle
 
     n = len(results)
     norm = matplotlib.colors.Normalize(vmin=levels[0], vmax=levels[-1])
-    fig, axes = new_figure(1, n, figsize=(5.2 * n + 1.2, 4.8), squeeze=False)
-    for k, (ax, r) in enumerate(zip(axes[0], results)):
-        assert r.betas is not None
-        z = np.log10(np.maximum(r.loss, 1e-12)).T
-        cs = ax.contour(
-            r.alphas,
-            r.betas,
-            np.where(np.isfinite(z), z, np.nan),
-            levels=levels,
-            cmap="viridis",
-            norm=norm,
-        )
-        ax.clabel(cs, cs.levels[::4], fontsize=6, fmt="%.2f")
-        ax.plot([0], [0], "r+")
-        ax.set_title(f"{r.label}: log10 loss", fontsize=10)
-        ax.set_xlabel("direction 1")
-        if k == 0:
-            ax.set_ylabel("direction 2")
-        ax.set_aspect("equal")
-    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
-    fig.colorbar(sm, ax=list(axes[0]), label="log10 loss (levels every 0.25, shared)", shrink=0.9)
-    save_figure(fig, path)
+    with figstyle.style():
+        fig, axes = new_figure(1, n, figsize=(4.6 * n + 1.2, 4.6), squeeze=False, layout="constrained")
+        for k, (ax, r) in enumerate(zip(axes[0], results)):
+            a, b, z = smooth_grid(r)
+            cs = ax.contour(a, b, z.T, levels=levels, cmap="viridis", norm=norm, linewidths=1.1)
+            ax.clabel(cs, cs.levels[::4], fontsize=6, fmt="%.2f")
+            ga, gb = np.meshgrid(r.alphas, r.betas, indexing="ij")
+            ax.scatter(ga.ravel(), gb.ravel(), s=1.5, color="0.6", lw=0, zorder=1)
+            ax.plot([0], [0], marker="+", color=figstyle.VERMILLION, ms=9, mew=1.6, ls="")
+            ax.set_title(f"{r.label}: log10 loss")
+            ax.set_xlabel("direction 1")
+            if k == 0:
+                ax.set_ylabel("direction 2")
+            ax.set_aspect("equal")
+            ax.set_xticks(_ticks(r.alphas))
+            ax.set_yticks(_ticks(r.betas))
+            ax.grid(False)
+        sm = matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis")
+        fig.colorbar(sm, ax=list(axes[0]), label="log10 loss (levels every 0.25, shared)", shrink=0.9)
+        m = len(results[0].alphas)
+        fig.supxlabel(
+            f"Contours: a monotone cubic (PCHIP) interpolation through the {m} x {m} measured losses (grey dots); "
+            "+: the trained network", fontsize=8, color="0.3",
+        )  # fmt: skip
+        save_figure(fig, path)
 
 
 def _plot_surfaces(results: Sequence[Landscape], levels: np.ndarray, path: Path) -> None:
-    """The same planes as 3-D surfaces of log10 loss, on the same colour scale and height range."""
+    """The same planes as 3-D surfaces of log10 loss (the measured grid), on the same colour scale and
+    height range; axis labels padded clear of the tick labels."""
     import matplotlib
     import matplotlib.pyplot as plt
 
+    from reslab import figstyle
+
     n = len(results)
     norm = matplotlib.colors.Normalize(vmin=levels[0], vmax=levels[-1])
-    fig = plt.figure(figsize=(5.5 * n, 4.8))
-    for k, r in enumerate(results):
-        assert r.betas is not None
-        ax = fig.add_subplot(1, n, k + 1, projection="3d")
-        a, b = np.meshgrid(r.alphas, r.betas, indexing="ij")
-        z = np.where(np.isfinite(r.loss), np.log10(np.maximum(r.loss, 1e-12)), np.nan)
-        ax.plot_surface(a, b, z, cmap="viridis", norm=norm, linewidth=0, antialiased=True)
-        ax.set_zlim(levels[0], levels[-1])
-        ax.set_title(f"{r.label}: log10 loss", fontsize=10)
-        ax.set_xlabel("direction 1")
-        ax.set_ylabel("direction 2")
-        ax.set_zlabel("log10 loss")
-    save_figure(fig, path)
+    with figstyle.style():
+        fig = plt.figure(figsize=(5.5 * n, 4.8))
+        for k, r in enumerate(results):
+            assert r.betas is not None
+            ax = fig.add_subplot(1, n, k + 1, projection="3d")
+            a, b = np.meshgrid(r.alphas, r.betas, indexing="ij")
+            z = np.where(np.isfinite(r.loss), np.log10(np.maximum(r.loss, 1e-12)), np.nan)
+            ax.plot_surface(a, b, z, cmap="viridis", norm=norm, linewidth=0, antialiased=True)
+            ax.set_zlim(levels[0], levels[-1])
+            ax.set_title(f"{r.label}: log10 loss")
+            ax.tick_params(axis="both", pad=1)
+            ax.set_xticks(_ticks(r.alphas))
+            ax.set_yticks(_ticks(r.betas))
+            ax.set_xlabel("direction 1", labelpad=6)
+            ax.set_ylabel("direction 2", labelpad=9)
+            ax.set_zlabel("log10 loss", labelpad=7)
+        save_figure(fig, path)
 
 
 def _plot_curves(results: Sequence[Landscape], path: Path) -> None:

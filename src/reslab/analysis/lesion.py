@@ -347,40 +347,52 @@ def explain(results: Sequence[LesionResult]) -> str:
 
 
 def _plot(results: Sequence[LesionResult], path: Path) -> None:
-    """Veit et al.'s Figs. 3 and 5: single deletions (shape-changing units shaded), k random deletions,
-    adjacent swaps; dotted: each network intact, dash-dotted grey: chance (a constant guess)."""
-    fig, axes = new_figure(1, 3, figsize=(17, 4.8))
-    marked: set[int] = set()
-    for r in results:
-        style = "--" if r.plain else "-"
-        line = axes[0].plot(np.arange(len(r.single)), r.single, style, marker=".", label=r.label)[0]
-        axes[0].axhline(r.base_error, color=line.get_color(), lw=0.8, ls=":")
-        for i, d in enumerate(r.downsample or []):
-            if d and i not in marked:
-                marked.add(i)
-                axes[0].axvspan(i - 0.4, i + 0.4, color="0.85", zorder=0)
-        axes[1].errorbar(
-            r.k, r.random_mean, yerr=r.random_std, fmt=style, marker=".", capsize=2, label=r.label
-        )
-        if np.isfinite(r.swap).any():
-            axes[2].plot(
-                np.arange(len(r.swap)), r.swap, style, marker=".", label=r.label, color=line.get_color()
+    """Veit et al.'s Figs. 3 and 5: single deletions (shape-changing units shaded), k random deletions
+    (bars: the std over the random sets), adjacent swaps; dotted: each network intact, dash-dotted grey:
+    chance (a constant guess). One colour per network (:mod:`reslab.figstyle`), one legend outside."""
+    from reslab import figstyle
+
+    with figstyle.style():
+        fig, axes = new_figure(1, 3, figsize=(15, 4.2), layout="constrained")
+        marked: set[int] = set()
+        handles = []
+        for r in results:
+            c, ls = figstyle.network_colour(r.label), (0, (4, 2)) if r.plain else "-"
+            handles += axes[0].plot(
+                np.arange(len(r.single)), r.single, ls=ls, color=c, marker=".", label=r.label
             )
-            axes[2].axhline(r.base_error, color=line.get_color(), lw=0.8, ls=":")
-    chance = sorted({r.chance for r in results if np.isfinite(r.chance)})
-    for ax in axes:
-        for c in chance:
-            ax.axhline(c, color="0.45", lw=1, ls="-.", label=f"chance ({c:.0f}%)")
+            for i, d in enumerate(r.downsample or []):
+                if d and i not in marked:
+                    marked.add(i)
+                    axes[0].axvspan(i - 0.4, i + 0.4, color="0.88", zorder=0)
+            axes[1].errorbar(r.k, r.random_mean, yerr=r.random_std, ls=ls, color=c, marker=".", capsize=2)
+            if np.isfinite(r.swap).any():
+                axes[2].plot(np.arange(len(r.swap)), r.swap, ls=ls, color=c, marker=".")
+            for ax in (axes[0], axes[2]):
+                ax.axhline(r.base_error, color=c, lw=0.9, ls=":")
+        refs = _lesion_references(axes, results, marked)
+        axes[0].set_title("delete one unit")
+        axes[0].set_xlabel("deleted unit index")
+        axes[1].set_title("delete k random units\n(mean ± std over the random sets)")
+        axes[1].set_xlabel("number of deleted units k")
+        axes[2].set_title("swap units i and i+1")
+        axes[2].set_xlabel("first unit of the swapped pair")
+        for ax in axes:
+            ax.set_ylabel("test error (%)")
+        figstyle.legend_outside(fig, handles + refs)
+        save_figure(fig, path)
+
+
+def _lesion_references(axes: Any, results: Sequence[LesionResult], marked: set[int]) -> list[Any]:
+    """The chance lines on every panel, and the legend entries of the reference marks."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    out: list[Any] = [Line2D([], [], color="0.3", lw=0.9, ls=":", label="intact network (its colour)")]
+    for c in sorted({r.chance for r in results if np.isfinite(r.chance)}):
+        for ax in axes:
+            ax.axhline(c, color="0.45", lw=1, ls="-.")
+        out.append(Line2D([], [], color="0.45", lw=1, ls="-.", label=f"chance ({c:.0f}%)"))
     if marked:
-        axes[0].plot([], [], color="0.85", lw=6, label="shape-changing unit")
-    axes[0].set_title("delete one unit (dotted: intact net)", fontsize=10)
-    axes[0].set_xlabel("deleted unit index")
-    axes[1].set_title("delete k random units (mean ± std over sets)", fontsize=10)
-    axes[1].set_xlabel("number of deleted units k")
-    axes[2].set_title("swap units i and i+1", fontsize=10)
-    axes[2].set_xlabel("first unit of the swapped pair")
-    for ax in axes:
-        ax.set_ylabel("test error (%)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    save_figure(fig, path)
+        out.append(Patch(color="0.88", label="shape-changing unit"))
+    return out

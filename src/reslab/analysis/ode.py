@@ -324,30 +324,43 @@ def _shortcut_verdict(res: Sequence[ODEProfile]) -> str:
     return summary + "The Euler-step reading does not fit these networks as measured."
 
 
-def _plot(profiles: Sequence[ODEProfile], path: Path) -> None:
-    fig, axes = new_figure(1, 3, figsize=(16, 4.5))
-    import matplotlib
+def _state_label(p: ODEProfile) -> str:
+    """The legend's name of ``p``: its label, with its state when the label does not say it."""
+    return p.label if "(" in p.label else f"{p.label} ({'trained' if p.trained else 'initialized'})"
 
-    cmap = matplotlib.colormaps["tab10" if len(profiles) <= 10 else "tab20"]
-    for k, p in enumerate(profiles):
-        idx = np.arange(len(p.step))
-        kw = {
-            "color": cmap(k % cmap.N),
-            "linestyle": "-" if p.trained else "--",
-            "marker": ".",
-            "label": p.label,
-        }
-        axes[0].semilogy(idx, p.change if p.kind == "plain" else p.step, **kw)
-        axes[1].plot(idx, p.cosine, **kw)
-        axes[2].plot(idx, p.smoothness, **kw)
-    axes[0].axhline(SMALL_STEP, color="gray", lw=0.8, ls=":")
-    axes[0].set_title("relative step ||F(h)||/||h|| (plain: ||y-x||/||x||)")
-    axes[1].axhline(0, color="gray", lw=0.8)
-    axes[1].set_title("cos(F(h), -dL/dz)")
-    axes[2].axhline(2**0.5, color="gray", lw=0.8, ls=":")
-    axes[2].set_title("||θ(n+1) - θ(n)|| / ||θ(n)|| within a stage")
-    for ax in axes:
-        ax.set_xlabel("unit (block) index")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7)
-    save_figure(fig, path)
+
+def _plot(profiles: Sequence[ODEProfile], path: Path) -> None:
+    """Three panels per unit: step size, cosine to the descent direction, weight change between
+    neighbours. One colour per network (:mod:`reslab.figstyle`, as in every figure) and its family's
+    marker; trained solid, initialized dashed; a plain net drawn hollow and larger under the others, so a
+    curve it shares with a residual net (the same weights at initialization) stays visible. The grey
+    reference lines are named in the legend, which sits outside the panels."""
+    from reslab import figstyle
+
+    with figstyle.style():
+        fig, axes = new_figure(1, 3, figsize=(15, 4.2), layout="constrained")
+        handles = []
+        for p in sorted(profiles, key=lambda p: p.kind != "plain"):
+            idx = np.arange(len(p.step))
+            variant, _ = figstyle.network_of(p.label)
+            plain = p.kind == "plain"
+            kw = {"color": figstyle.network_colour(p.label), "ls": "-" if p.trained else (0, (4, 2)),
+                  "marker": figstyle.marker(variant or ("plain" if plain else "resnet")),
+                  "ms": 6.5 if plain else 3.5, "mfc": "white" if plain else None, "lw": 1.3,
+                  "label": _state_label(p)}  # fmt: skip
+            handles += axes[0].plot(idx, p.change if plain else p.step, **kw)
+            axes[1].plot(idx, p.cosine, **kw)
+            axes[2].plot(idx, p.smoothness, **kw)
+        axes[0].set_yscale("log")
+        refs = [
+            axes[0].axhline(SMALL_STEP, color="0.5", lw=0.9, ls=":", label=f"{SMALL_STEP}: the summary's small-step margin"),
+            axes[1].axhline(0, color="0.5", lw=0.9, ls="-", label="0: no alignment with the descent direction"),
+            axes[2].axhline(2**0.5, color="0.5", lw=0.9, ls="-.", label="√2 ≈ 1.41: two independent draws"),
+        ]  # fmt: skip
+        axes[0].set_title("relative step ‖F(h)‖/‖h‖ (plain: ‖y−x‖/‖x‖)")
+        axes[1].set_title("cos(F(h), −dL/dz)")
+        axes[2].set_title("‖θₙ₊₁ − θₙ‖ / ‖θₙ‖ within a stage")
+        for ax in axes:
+            ax.set_xlabel("unit (block) index")
+        figstyle.legend_outside(fig, handles + refs)
+        save_figure(fig, path)

@@ -268,39 +268,33 @@ def explain(results: Sequence[PathResult]) -> str:
 
 
 def _plot(results: Sequence[PathResult], path: Path) -> None:
-    fig, axes = new_figure(1, 3, figsize=(17, 4.5))
-    for r in results:
-        p = np.array([float(v) for v in r.distribution])
-        line = axes[0].plot(np.arange(r.n + 1), p, marker=".", label=r.label)[0]
-        # log axis: a bar from mean - std would reach below zero (the norms span decades); clip it at a
-        # tenth of the mean so the bar stays drawable, and say so in the title
-        lower = np.minimum(r.grad_std, 0.9 * r.grad_mean)
-        axes[1].errorbar(
-            r.k,
-            r.grad_mean,
-            yerr=np.stack([lower, r.grad_std]),
-            marker=".",
-            capsize=2,
-            color=line.get_color(),
-            label=r.label,
-        )
-        tot = r.total
-        axes[2].plot(
-            r.k,
-            tot / np.nansum(tot) if np.nansum(tot) > 0 else tot,
-            marker=".",
-            color=line.get_color(),
-            label=r.label,
-        )
-    axes[0].set_title("path lengths: Binomial(n, 1/2)", fontsize=10)
-    axes[0].set_ylabel("fraction of paths")
-    axes[1].set_title("gradient of one path (mean ± std;\nlower bars clipped on the log axis)", fontsize=10)
-    axes[1].set_yscale("log")
-    axes[1].set_ylabel("||dL/dx|| at the input")
-    axes[2].set_title("total gradient per length (normalized)", fontsize=10)
-    axes[2].set_ylabel("P(k) * E||g_k|| / sum")
-    for ax in axes:
-        ax.set_xlabel("path length k")
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7)
-    save_figure(fig, path)
+    """Three panels per path length; one colour per network (:mod:`reslab.figstyle`), short titles on two
+    lines where needed so neighbouring panels' titles stay apart, the legend outside the panels."""
+    from reslab import figstyle
+
+    with figstyle.style():
+        fig, axes = new_figure(1, 3, figsize=(14, 4.0), layout="constrained")
+        handles = []
+        for r in results:
+            c = figstyle.network_colour(r.label)
+            p = np.array([float(v) for v in r.distribution])
+            handles += axes[0].plot(np.arange(r.n + 1), p, marker=".", color=c, label=r.label)
+            # log axis: a bar from mean - std would reach below zero (the norms span decades); clip it
+            # at a tenth of the mean so the bar stays drawable, and say so in the title
+            lower = np.minimum(r.grad_std, 0.9 * r.grad_mean)
+            axes[1].errorbar(
+                r.k, r.grad_mean, yerr=np.stack([lower, r.grad_std]), marker=".", capsize=2, color=c
+            )
+            tot = r.total
+            axes[2].plot(r.k, tot / np.nansum(tot) if np.nansum(tot) > 0 else tot, marker=".", color=c)
+        axes[0].set_title("path lengths: Binomial(n, 1/2)")
+        axes[0].set_ylabel("fraction of paths")
+        axes[1].set_title("gradient of one path\n(mean ± std over sampled paths; lower bars clipped)")
+        axes[1].set_yscale("log")
+        axes[1].set_ylabel("‖dL/dx‖ at the input")
+        axes[2].set_title("total gradient per length\n(normalized to sum 1)")
+        axes[2].set_ylabel("P(k) · E‖g_k‖ / sum")
+        for ax in axes:
+            ax.set_xlabel("path length k")
+        figstyle.legend_outside(fig, handles)
+        save_figure(fig, path)

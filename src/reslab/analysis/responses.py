@@ -1,23 +1,26 @@
-"""Layer responses (He et al. 2016, Sec. 4.2, Fig. 7): the standard deviation of each residual branch's
-output F(x) over test data, after the branch's last BN and before the addition (for plain units the same
-place: after the BN, before the ReLU), read with a forward hook on ``unit.residual``, BN in eval mode.
+"""Layer responses as He et al. 2016 measure them (Sec. 4.2, Fig. 7): "the outputs of each 3x3 layer,
+after BN and before other nonlinearity (ReLU/addition)", their standard deviation over test data, per
+layer index, for plain and residual networks of several depths.
 
-He et al. compare plain-20/56 and ResNet-20/56/110 trained on CIFAR-10 and observe (i) residual responses
-are generally smaller than plain ones and (ii) the deeper ResNet has the smaller responses. A few units
-with very large responses (in a briefly trained plain net, one layer at 6x the others) would dominate a
-mean, so both observations are judged here on the *median* over units, a difference counting when it
-exceeds :data:`MARGIN` (10%) of the larger median; the figure uses a log axis for the same reason. A
-fall within the margin decides nothing, even where the medians fall at every step: with one network per
-depth that order is a post-hoc reading, not a planned test (docs/evidence.md). Where plain nets of
-several depths are measured too, the summary says whether their medians fall with depth as well, in
-which case a fall with depth is not shown to be specific to residual branches.
+Read with a forward hook on every BatchNorm that follows a 3x3 convolution (the stem's and both of each
+unit's; a 1x1 projection shortcut's BN is not a 3x3 layer), BN in eval mode (running statistics), over
+every element (N, C, H, W) of its output; the mean over channels of the per-channel std is kept beside it.
+
+Several seeds of one network (a label ``NAME-sK``; the same weights passed twice count once) give a
+profile per seed: the figure draws, per layer index, the median over seeds and the band between the
+seeds' smallest and largest std. The two readings of Fig. 7 are decided by the tests of
+:mod:`reslab.analysis.response_claims`, stated there before any network was measured.
+The figure has the paper's two rows (layer order; each seed's stds ranked in descending order).
+Deviations from the paper: Fashion-MNIST networks at the project's budget, not CIFAR-10 at 64k
+iterations; several seeds per network where the paper shows one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -26,54 +29,56 @@ import torch
 from torch import nn
 
 from reslab.analysis._capture import bn_mode
-from reslab.analysis.common import (
-    blocks_of,
-    fmt_num,
-    new_figure,
-    save_figure,
-    unit_rows,
-    write_csv,
-    write_summary,
-)
+from reslab.analysis.common import blocks_of, fmt_num, new_figure, save_figure, write_csv, write_summary
+from reslab.analysis.response_claims import Network, claims_markdown, judge_responses
 from reslab.analysis.targets import EvalData, Target
-
-MARGIN = 0.10  # relative difference of medians that counts as "smaller"
 
 
 @dataclass
 class ResponseProfile:
     label: str
-    std: np.ndarray  # std over every element (N, C, H, W) of F(x), per unit
+    std: np.ndarray  # std over every element (N, C, H, W) of each 3x3 layer's BN output, in layer order
     channel_std: np.ndarray  # mean over channels of the per-channel std over (N, H, W)
     plain: bool
     trained: bool
 
 
+def response_layers(model: nn.Module) -> list[nn.Module]:
+    """Every BatchNorm that directly follows a 3x3 convolution, in the order the modules are defined (the
+    order of the forward pass in the zoo's CIFAR networks): He et al.'s "3x3 layers"."""
+    out, last_conv = [], None
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            last_conv = m
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and last_conv is not None:
+            if tuple(last_conv.kernel_size) == (3, 3):
+                out.append(m)
+            last_conv = None
+    return out
+
+
 @torch.no_grad()
 def response_std(model: nn.Module, data: EvalData, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(overall std, mean per-channel std) of each unit's branch output over ``data`` (float64 sums)."""
-    blocks = blocks_of(model)
+    """(overall std, mean per-channel std) of each 3x3 layer's BN output over ``data`` (float64 sums)."""
+    layers = response_layers(model)
     dev = next(model.parameters()).device
-    n = len(blocks)
-    tot: list[list[Any]] = [[0, 0.0, 0.0] for _ in range(n)]  # count, sum, sum of squares
-    ch: list[list[Any]] = [[0, None, None] for _ in range(n)]
+    sums: list[list[Any]] = [[0, 0.0, 0.0, None, None] for _ in layers]  # n, sum, sum sq, per channel
 
     def hook(i: int):
         def f(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
             o = out.detach().double()
             dims = [d for d in range(o.ndim) if d != 1]
-            tot[i][0] += o.numel()
-            tot[i][1] += o.sum().item()
-            tot[i][2] += o.pow(2).sum().item()
-            cnt = o.numel() // o.shape[1]
-            s1, s2 = o.sum(dims), o.pow(2).sum(dims)
-            ch[i][0] += cnt
-            ch[i][1] = s1 if ch[i][1] is None else ch[i][1] + s1
-            ch[i][2] = s2 if ch[i][2] is None else ch[i][2] + s2
+            s = sums[i]
+            s[0] += o.numel()
+            s[1] += o.sum().item()
+            s[2] += o.pow(2).sum().item()
+            c1, c2 = o.sum(dims), o.pow(2).sum(dims)
+            s[3] = c1 if s[3] is None else s[3] + c1
+            s[4] = c2 if s[4] is None else s[4] + c2
 
         return f
 
-    handles = [b.residual.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
     try:
         with bn_mode(model, "eval"):
             for x, _ in data.batches(batch_size, dev):
@@ -81,193 +86,203 @@ def response_std(model: nn.Module, data: EvalData, *, batch_size: int = 256) -> 
     finally:
         for h in handles:
             h.remove()
-    std = np.full(n, np.nan)
-    cstd = np.full(n, np.nan)
-    for i in range(n):
-        c, s1, s2 = tot[i]
-        if c:
-            m = s1 / c
-            std[i] = float(np.sqrt(max(s2 / c - m * m, 0.0)))
-            cc, a, b = ch[i]
-            mc = a / cc
-            cstd[i] = float(torch.sqrt((b / cc - mc * mc).clamp_min(0)).mean().item())
+    std, cstd = np.full(len(layers), np.nan), np.full(len(layers), np.nan)
+    for i, (n, s1, s2, c1, c2) in enumerate(sums):
+        if n:
+            std[i] = float(np.sqrt(max(s2 / n - (s1 / n) ** 2, 0.0)))
+            per = n // c1.numel()
+            cstd[i] = float(torch.sqrt((c2 / per - (c1 / per) ** 2).clamp_min(0)).mean().item())
     return std, cstd
 
 
+def _fingerprint(model: nn.Module) -> str:
+    """A hash of the units' kind and the weights and buffers: the same trained network passed twice (one
+    run counted by two experiments) counts once; a plain net and a ResNet with equal weights (the same
+    initialization) do not."""
+    h = hashlib.sha1(repr([getattr(b, "has_shortcut", True) for b in blocks_of(model)]).encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _network_key(p: ResponseProfile) -> tuple[str, int]:
+    """(family, depth) of a profile: depth = 3x3 layers + the classifier (ResNet-20: 19 + 1)."""
+    return ("plain" if p.plain else "resnet", len(p.std) + 1)
+
+
+def seed_of(label: str) -> str:
+    """The seed named in a run's label (``resnet56-s3`` -> "s3"); the label itself otherwise."""
+    m = re.search(r"-(s\d+)(?:#\d+)?$", label)
+    return m.group(1) if m else label
+
+
+def networks_of(profiles: Sequence[ResponseProfile]) -> list[Network]:
+    """The profiles grouped by network (family, depth), each with its seeds' profiles."""
+    groups: dict[tuple[str, int], list[ResponseProfile]] = {}
+    for p in profiles:
+        groups.setdefault(_network_key(p), []).append(p)
+    return [
+        Network(family, depth, [seed_of(p.label) for p in ps], [np.asarray(p.std) for p in ps])
+        for (family, depth), ps in sorted(groups.items())
+    ]
+
+
 def run_responses(targets: Sequence[Target], out: Path, *, batch_size: int = 256) -> dict[str, Any]:
-    profiles = []
+    profiles, seen, twins = [], {}, []
     for t in targets:
+        key = _fingerprint(t.model)
+        if key in seen:
+            twins.append(f"`{t.label}` (the same weights as `{seen[key]}`)")
+            continue
+        seen[key] = t.label
         std, cstd = response_std(t.model, t.data, batch_size=batch_size)
         plain = not any(getattr(b, "has_shortcut", True) for b in blocks_of(t.model))
         profiles.append(ResponseProfile(t.label, std, cstd, plain, t.trained))
-    write_csv(out / "responses.csv", [row for p in profiles for row in _unit_rows(p)])
-    _plot(profiles, out / "responses.png")
+    nets = networks_of(profiles)
+    write_csv(out / "responses.csv", [row for p in profiles for row in _layer_rows(p)])
+    plot_responses(nets, out / "responses.png")
+    sections = [_table(nets, twins), claims_markdown(judge_responses(nets))]
+    if any(not p.trained for p in profiles):
+        sections.append(
+            "Freshly initialized networks in eval mode: their BN layers hold their initial running statistics "
+            "(mean 0, variance 1), so the responses show the initialization's scale, nothing learned."
+        )
     write_summary(
-        out,
-        "Layer responses: std of each residual branch's output",
-        targets,
-        [_table(profiles), explain(profiles)],
-        ["responses.csv", "responses.png"],
-    )
-    return {"profiles": profiles}
+        out, "Layer responses: std of every 3x3 layer's output (He et al. 2016, Fig. 7)", targets,
+        sections, ["responses.csv", "responses.png"],
+    )  # fmt: skip
+    return {"profiles": profiles, "networks": nets}
 
 
-def _unit_rows(p: ResponseProfile) -> list[dict[str, Any]]:
-    """responses.csv: one row per unit; ``rank`` 0 is the strongest response."""
+def _layer_rows(p: ResponseProfile) -> list[dict[str, Any]]:
+    """responses.csv: one row per 3x3 layer (1 = the stem's); ``rank`` 0 is the strongest response."""
     order = np.argsort(-p.std)
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    return unit_rows({"target": p.label}, "block", {"std": p.std, "channel_std": p.channel_std, "rank": rank})
+    family, depth = _network_key(p)
+    return [
+        {"target": p.label, "network": f"{family}{depth}", "seed": seed_of(p.label), "layer": i + 1,
+         "std": float(p.std[i]), "channel_std": float(p.channel_std[i]), "rank": int(rank[i])}
+        for i in range(len(p.std))
+    ]  # fmt: skip
 
 
-def _table(profiles: Sequence[ResponseProfile]) -> str:
+def _table(nets: Sequence[Network], twins: Sequence[str]) -> str:
     lines = [
-        "Std of F(x) over every element of the branch output (after its last BN, before the addition), "
-        "BN in eval mode (running statistics). `channel std` is the mean over channels of the per-channel std.",
+        "Std of each 3x3 layer's output after its BN, before the ReLU or the addition (He et al. 2016, Sec. "
+        "4.2), over every element, BN in eval mode. Per network: the seeds measured, and over seeds the "
+        "median of each seed's median layer std (the statistic the tests below use) with its range.",
         "",
-        "| network | units | mean std | median std | min | max | mean channel std |",
-        "|---|---|---|---|---|---|---|",
+        "| network | 3x3 layers | seeds | median layer std (median over seeds) | range over seeds |",
+        "|---|---|---|---|---|",
     ]
-    for p in profiles:
+    for n in nets:
+        m = n.medians()
         lines.append(
-            f"| {p.label} | {len(p.std)} | {fmt_num(float(np.nanmean(p.std)))} | {fmt_num(float(np.nanmedian(p.std)))} "
-            f"| {fmt_num(float(np.nanmin(p.std)))} | {fmt_num(float(np.nanmax(p.std)))} "
-            f"| {fmt_num(float(np.nanmean(p.channel_std)))} |"
+            f"| {n.label} | {n.depth - 1} | {len(n.seeds)} ({', '.join(n.seeds)}) | {fmt_num(float(np.median(m)))} "
+            f"| {fmt_num(float(min(m)))}-{fmt_num(float(max(m)))} |"
         )
+    if twins:
+        lines += ["", "Counted once (identical weights): " + "; ".join(twins) + "."]
     return "\n".join(lines)
 
 
-def _median(p: ResponseProfile) -> float:
-    return float(np.nanmedian(p.std))
+def plot_responses(nets: Sequence[Network], path: Path) -> None:
+    """Fig. 7 as the paper draws it, one column per depth (plain and ResNet of that depth on one linear
+    axis): top, the layers in their original order; bottom, each seed's stds sorted in descending order.
+    Lines: the median over seeds; bands: the seeds' smallest to largest. A last panel: each seed's
+    median layer std (a dot per seed, a bar at their mean), the tests' unit."""
+    from reslab import figstyle
+
+    depths = sorted({n.depth for n in nets})
+    with figstyle.style():
+        fig, axes = new_figure(2, len(depths) + 1, figsize=(3.3 * (len(depths) + 1) + 1.8, 6.2),
+                               layout="constrained", squeeze=False)  # fmt: skip
+        for col, d in enumerate(depths):
+            here = [n for n in nets if n.depth == d]
+            top = axis_top([v for n in here for p in n.profiles for v in p])
+            for row, ranked in enumerate((False, True)):
+                ax = axes[row, col]
+                notes = [t for n in here if (t := _profile(ax, n, top, ranked))]
+                ax.set_ylim(0, top)
+                order = "ranked by std, descending" if ranked else "original order"
+                ax.set_title("\n".join([f"depth {d}: {order}", *notes]), fontsize=8 if notes else None)
+                ax.set_xlabel("rank" if ranked else "layer index (3x3 layers)")
+            axes[0, col].set_ylabel("std of the layer's output")
+            axes[1, col].set_ylabel("std of the layer's output")
+        _medians_panel(axes[0, -1], nets, depths)
+        axes[1, -1].axis("off")
+        figstyle.legend_outside(fig, _handles(nets))
+        save_figure(fig, path)
 
 
-def _rel(smaller: float, larger: float) -> float:
-    """How much smaller the first is, relative to the larger of the two (positive: it is smaller)."""
-    top = max(smaller, larger)
-    return (larger - smaller) / top if top > 0 else 0.0
+OUTLIER = 3.0  # a layer std over this many times the panel's median is drawn off the (linear) axis
 
 
-def explain(profiles: Sequence[ResponseProfile], margin: float = MARGIN) -> str:
-    """The two observations of He et al.'s Fig. 7, each decided on medians with ``margin``."""
-    parts = ["**What the numbers show.**"]
-    res = sorted((p for p in profiles if not p.plain), key=lambda p: len(p.std))
-    plain = [p for p in profiles if p.plain]
-    if res and plain:
-        parts.append(_residual_against_plain(res, plain, margin))
-    if len(res) >= 2:
-        parts.append(_deeper_against_shallower(res, margin))
-        plain_by_depth = sorted(plain, key=lambda p: len(p.std))
-        if len({len(p.std) for p in plain_by_depth}) >= 2 and len(plain_by_depth) == len(
-            {len(p.std) for p in plain_by_depth}
-        ):
-            parts.append(_plain_with_depth(plain_by_depth))
-    for p in res:
-        third = max(1, len(p.std) // 3)
-        parts.append(
-            f"In {p.label} the median of the first third of the units is {fmt_num(float(np.nanmedian(p.std[:third])))} "
-            f"and of the last third {fmt_num(float(np.nanmedian(p.std[-third:])))}."
-        )
-    if any(not p.trained for p in profiles):
-        parts.append(
-            "For freshly initialized networks in eval mode the BN layers still hold their initial running "
-            "statistics (mean 0, variance 1), so the responses reflect the raw initialization scale rather "
-            "than anything learned; the comparison is meaningful for trained checkpoints."
-        )
-    return " ".join(parts)
+def axis_top(values: Sequence[float]) -> float:
+    """The top of a panel's linear axis (the paper's): every value up to :data:`OUTLIER` times the
+    panel's median fits, with 10% to spare; the larger ones (a badly trained net's first layers) leave
+    the axis and the panel says which (a linear axis that holds them would flatten every other curve)."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if not len(v):
+        return 1.0
+    return 1.1 * float(v[v <= OUTLIER * np.median(v)].max())
 
 
-def _residual_against_plain(
-    res: Sequence[ResponseProfile], plain: Sequence[ResponseProfile], margin: float
-) -> str:
-    """Observation (i): the residual networks' responses are smaller than the plain networks'."""
-    r = float(np.median([_median(p) for p in res]))
-    q = float(np.median([_median(p) for p in plain]))
-    rel = _rel(r, q)
+def _profile(ax: Any, n: Network, top: float, ranked: bool = False) -> str:
+    """Draw ``n``'s median profile and band (``ranked``: each seed's stds sorted, descending); returns
+    what of it is off the axis ("" when nothing)."""
+    from reslab import figstyle
+
+    c = figstyle.colour(n.family, n.depth)
+    stack = np.vstack(n.profiles)
+    if ranked:
+        stack = -np.sort(-stack, axis=1)
+    x = np.arange(1, stack.shape[1] + 1)
+    ax.plot(x, np.median(stack, axis=0), color=c, lw=1.4, ls="-" if n.family == "resnet" else (0, (4, 2)))
+    if len(n.profiles) > 1:
+        ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=c, alpha=0.22, lw=0)
+    off = np.flatnonzero(stack.max(axis=0) > top)
+    if not len(off):
+        return ""
     return (
-        f"The median branch-response std of the residual networks is {fmt_num(r)} against {fmt_num(q)} for "
-        f"the plain networks (medians over units; a difference counts beyond {margin:.0%} of the larger): "
-        + (
-            f"{rel:.0%} smaller, He et al.'s observation (Fig. 7): residual functions are generally closer "
-            "to zero than the unreferenced functions a plain net must learn."
-            if rel > margin
-            else f"{-rel:.0%} larger, the opposite of He et al.'s Fig. 7 (trained CIFAR-10 networks)."
-            if rel < -margin
-            else f"they differ by {abs(rel):.0%}, within the margin: these networks do not decide He et "
-            "al.'s observation (Fig. 7, fully trained CIFAR-10 networks) either way."
-        )
+        f"{n.label}: {len(off)} of {len(x)} layers above the axis (band up to {fmt_num(float(stack.max()))})"
     )
 
 
-def _deeper_against_shallower(res: Sequence[ResponseProfile], margin: float) -> str:
-    """Observation (ii): the deeper ResNet's responses are smaller (``res`` in depth order), decided by the
-    margin alone. With one net per depth and three or more depths the medians are listed in depth order;
-    a fall at every step within the margin is reported as such and decides nothing (a post-hoc order on
-    one network per depth is not a planned test)."""
-    lo, hi = res[0], res[-1]
-    medians = [_median(p) for p in res]
-    rel = _rel(medians[-1], medians[0])
-    trend, falls = "", False
-    if len(res) >= 3 and len({len(p.std) for p in res}) == len(res):  # one net per depth
-        falls = all(b < a for a, b in pairwise(medians))
-        trend = (
-            "; in depth order "
-            + ", ".join(f"{p.label} {fmt_num(m)}" for p, m in zip(res, medians))
-            + (
-                ", each deeper net's median below the shallower one's"
-                if falls
-                else ", not falling at every step"
-            )
-        )
-    return (
-        f"Between depths, the median is {fmt_num(medians[0])} for {lo.label} and {fmt_num(medians[-1])} for "
-        f"{hi.label}{trend}: "
-        + (
-            f"the deeper ResNet's responses are {rel:.0%} smaller, as in Fig. 7 (each unit of a deeper net "
-            "modifies the signal less)."
-            if rel > margin
-            else f"the deeper ResNet's responses are {-rel:.0%} larger, unlike Fig. 7."
-            if rel < -margin
-            else f"the fall is {rel:.0%}, within the {margin:.0%} margin, so depth's effect is not decided "
-            "here; that the medians fall at every step is an ordering of one network per depth, read after "
-            "the margin failed, not a planned test, and decides nothing."
-            if falls
-            else f"within {margin:.0%} of each other, so depth's effect is not decided here."
-        )
-    )
+def _medians_panel(ax: Any, nets: Sequence[Network], depths: Sequence[int]) -> None:
+    from reslab import figstyle
+
+    for n in nets:
+        c, i = figstyle.colour(n.family, n.depth), depths.index(n.depth)
+        x0 = i + (-0.15 if n.family == "plain" else 0.15)
+        m = n.medians()
+        xs = x0 + (np.arange(len(m)) - (len(m) - 1) / 2) * 0.05
+        ax.scatter(xs, m, s=22, marker=figstyle.marker(n.family), color=c, zorder=3)
+        ax.hlines(float(np.mean(m)), x0 - 0.1, x0 + 0.1, colors=c, lw=2.2, zorder=2)
+    ax.set_xticks(range(len(depths)), [str(d) for d in depths])
+    ax.set_xlim(-0.6, len(depths) - 0.4)
+    ax.set_xlabel("depth")
+    ax.set_title("each seed's median layer std")
+    ax.grid(False, axis="x")
 
 
-def _plain_with_depth(plain: Sequence[ResponseProfile]) -> str:
-    """Whether the plain nets' medians also fall with depth (``plain`` in depth order, one net per depth):
-    if they do, a fall with depth is not shown to be a property of residual branches."""
-    medians = [_median(p) for p in plain]
-    listing = " → ".join(f"{fmt_num(m)} ({p.label})" for p, m in zip(plain, medians))
-    if all(b < a for a, b in pairwise(medians)):
-        return (
-            f"The plain nets' medians fall with depth too ({listing}), so a fall with depth is not shown to "
-            "be specific to residual branches."
-        )
-    return f"The plain nets' medians do not fall at every step in depth ({listing})."
+def _handles(nets: Sequence[Network]) -> list[Any]:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
+    from reslab import figstyle
 
-def _plot(profiles: Sequence[ResponseProfile], path: Path) -> None:
-    """He et al.'s Fig. 7: std per unit in layer order (top) and sorted (bottom); here side by side, on
-    a log axis (one large unit must not flatten the rest). One colour per depth; plain dashed."""
-    fig, axes = new_figure(1, 2, figsize=(12, 4.5))
-    units = sorted({len(p.std) for p in profiles})
-    colours = {n: f"C{i}" for i, n in enumerate(units)}
-    for p in profiles:
-        kw = {"ls": "--" if p.plain else "-", "marker": ".", "label": p.label, "color": colours[len(p.std)]}
-        axes[0].plot(np.arange(len(p.std)), p.std, **kw)
-        axes[1].plot(np.arange(len(p.std)), np.sort(p.std)[::-1], **kw)
-    axes[0].set_title("std of branch output, layer order")
-    axes[0].set_xlabel("unit (block) index")
-    axes[1].set_title("std of branch output, sorted by magnitude")
-    axes[1].set_xlabel("rank")
-    for ax in axes:
-        ax.set_ylabel("std of F(x) (log scale)")
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()  # the log axis's tick labels are wide: keep the right panel's label off the left
-    fig.text(0.01, -0.02, "solid: ResNets, dashed: plain nets; colour: depth", fontsize=8, color="0.35")
-    save_figure(fig, path)
+    out: list[Any] = [
+        Line2D([], [], color=figstyle.colour(n.family, n.depth), lw=1.4, marker=figstyle.marker(n.family),
+               ls="-" if n.family == "resnet" else (0, (4, 2)), label=f"{n.label} ({len(n.seeds)} seeds)")
+        for n in nets
+    ]  # fmt: skip
+    out += [
+        Line2D([], [], color="0.3", lw=1.4, label="median over seeds"),
+        Patch(color="0.3", alpha=0.22, lw=0, label="seeds' min–max"),
+        Line2D([], [], ls="", marker="o", color="0.3", label="one seed (last panel)"),
+        Line2D([], [], color="0.3", lw=2.2, label="mean over seeds"),
+    ]
+    return out

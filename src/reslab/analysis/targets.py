@@ -248,6 +248,11 @@ class _DataSource:
         in its training when it is that data set."""
         trained_on, mean, std, ddir = _training_data(meta)
         name = self.dataset or trained_on or DEFAULT_DATASET
+        if parse_dataset(name)[0] == "medmnist":  # one file per flag, multi-label targets: not read here
+            raise ConfigError(
+                "reslab analyze does not read MedMNIST data yet: measure the run on another data set "
+                "(--dataset synthetic:CxHxW or fashion-mnist), or evaluate it with reslab eval"
+            )
         if trained_on is None or parse_dataset(name)[0] != parse_dataset(trained_on)[0]:
             mean = std = ddir = None
         return self.load(name, mean, std, self.data_dir or ddir)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from reslab.cli.options import add_device
+
+if TYPE_CHECKING:
+    from reslab.experiments.plan import Plan
 
 
 def add_reproduce(sub: argparse._SubParsersAction) -> None:
@@ -102,6 +106,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             cfg = plan.configs[r.name]
             model = " ".join(str(x) for x in (cfg.get("model"), cfg.get("model_kwargs")) if x)
             print(f"  {r.name:<18} {model:<28} {states[r.name]}")
+        _print_seed_plan(plan, args.publish)
         return 0
     result = run_experiment(plan, jobs=args.jobs, progress=not args.quiet, publish=args.publish, only=only)
     print(f"report: {result['report']}")
@@ -110,6 +115,21 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     for c in result.get("claims", []):
         print(f"  [{c.verdict}] {c.claim}")
     return 0
+
+
+def _print_seed_plan(plan: Plan, publish: str | None) -> None:
+    """``--dry-run``'s second half: each claim's planned seeds and their measured cost, sized from the
+    published runs where ``--publish`` names a folder with a plan, else from the ``--out`` folder."""
+    from pathlib import Path
+
+    from reslab.experiments.plan import PLAN_FILE
+    from reslab.experiments.report import planned_seeds_lines
+
+    folder = Path(publish) if publish and (Path(publish) / PLAN_FILE).is_file() else plan.out
+    lines = planned_seeds_lines(plan, folder)
+    if lines:
+        print(f"\nPlanned seeds (80% power, alpha 0.05, spread measured in {folder}):")
+        print("\n".join(lines).rstrip())
 
 
 # ------------------------------------------------------------------------------------------- plot

@@ -75,7 +75,9 @@ class ArrayDataset:
 
     ``mean``/``std`` are per-channel statistics of ``train_x`` on the 0-1 scale (population std over
     every pixel of the channel); ``flip`` says whether a horizontal flip is a valid augmentation.
-    ``val_x``/``val_y`` are ``None`` unless :func:`split_validation` held a validation set out.
+    ``val_x``/``val_y`` are ``None`` unless :func:`split_validation` held a validation set out (or the data
+    set comes with one: MedMNIST). ``multi_label``: each label is a row of zeros and ones packed into one
+    integer (bit ``j``: label ``j``; :func:`reslab.data.medmnist.unpack_labels`), not a class index.
     """
 
     name: str
@@ -90,6 +92,7 @@ class ArrayDataset:
     val_x: torch.Tensor | None = None
     val_y: torch.Tensor | None = None
     source: str = ""
+    multi_label: bool = False
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -266,8 +269,12 @@ def canonical_name(name: str) -> str:
         raise ConfigError(
             "imagefolder data is streamed from disk: use reslab.data.make_imagefolder_loaders(root, ...)"
         )
+    if key == "medmnist":
+        raise ConfigError("MedMNIST is one file per data set: use reslab.data.load_medmnist(flag, size, ...)")
     if key not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose from {', '.join((*DATASETS, 'imagefolder'))}")
+        raise ConfigError(
+            f"unknown dataset {name!r}; choose from {', '.join((*DATASETS, 'imagefolder', 'medmnist'))}"
+        )
     return key
 
 

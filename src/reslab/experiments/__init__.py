@@ -7,7 +7,7 @@ their CSV logs, and ``report.md`` with a table beside the paper's numbers and a 
     plan = plan_experiment("degradation", dataset="fashion-mnist", budget="quick")
     run_experiment(plan, jobs=1)          # trains what is not finished, then writes the report
     redraw(plan.out)                      # figures + report again, from the files alone
-    publish(plan.out, "docs/results/degradation-quick")   # curves, report, figures: small, for git
+    publish(plan.out, "docs/results/degradation-standard")   # curves, report, figures: small, for git
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The experiments' figures (PNG, matplotlib Agg), drawn from the runs' CSV logs only, in the project's
-one style (:mod:`reslab.experiments.figstyle`: a colour per network, the same in every figure).
+one style (:mod:`reslab.figstyle`: a colour per network, the same in every figure).
 
 Each figure has two rows. Above, error against iterations on a log axis that holds every point: training
 error dashed, test error solid with a marker at each evaluation; runs that differ only in seed are
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reslab.experiments import figstyle
+from reslab import figstyle
 from reslab.experiments.paper import PAPER_TABLE6
 from reslab.experiments.results import Group, column
 

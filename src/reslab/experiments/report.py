@@ -11,7 +11,7 @@ from typing import Any
 
 from reslab import _io
 from reslab.analysis import stats
-from reslab.experiments import looks
+from reslab.experiments import looks, seedplan
 from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
 from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
 from reslab.experiments.paper import PAPER_ITERATIONS, PAPER_RECIPE, RECIPE_DEVIATIONS
@@ -124,6 +124,7 @@ def render_report(
         _figure_section(plan, figures, groups, claims),
         _results_section(plan, results, groups),
         _claims_section(claims),
+        planned_seeds_section(plan, groups),
         looks.looks_section(claims, sessions),
         _undecided_section(claims),
     ]
@@ -317,6 +318,34 @@ def _table_notes(plan: Plan, results: list[RunResult], multi: bool) -> list[str]
             "split of the training data instead): their 'test error' is that held-out error."
         )
     return notes
+
+
+def planned_seeds_section(plan: Plan, groups: list[Group]) -> list[str]:
+    """Each claim's planned test and seeds, sized from the finished runs, and what the rest costs
+    (:mod:`reslab.experiments.seedplan`; ``reslab reproduce --dry-run`` prints the same table)."""
+    tests = EXPERIMENTS[plan.experiment].tests(plan.depths)
+    if not tests:
+        return []
+    return [
+        "## Planned seeds",
+        "",
+        "Each claim's test and the smallest effect it must detect, with the seeds per network that give 80% "
+        f"power at α = {stats.ALPHA:g} (two-sided; statsmodels) for the seed-to-seed spread measured so far, "
+        f"at least {MIN_SEEDS} and at most the cap; the cost is the measured core-hours of each network's "
+        "finished runs (rules: [docs/evidence.md](../../evidence.md)).",
+        "",
+        *seedplan.plan_lines(seedplan.seed_plan(tests, groups)),
+        "",
+    ]
+
+
+def planned_seeds_lines(plan: Plan, folder: str | Path) -> list[str]:
+    """The seed plan of ``plan`` sized from the runs finished in ``folder`` (its runs and the pool's)."""
+    import dataclasses
+
+    folder = Path(folder)
+    groups = group_runs(collect(dataclasses.replace(plan, out=folder), folder))
+    return planned_seeds_section(plan, groups)[4:]
 
 
 def _claims_section(claims: list[Claim]) -> list[str]:

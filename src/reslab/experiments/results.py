@@ -82,6 +82,7 @@ class RunResult:
     train_log: list[dict[str, float]] = field(default_factory=list, repr=False)
     lr_drops: tuple[float, ...] = ()  # iterations where a step schedule divides the lr (figure marks)
     source: str = ""  # another experiment that trained it ("" this one's: reslab.experiments.pooled)
+    threads: int = 1  # CPU threads it trained with (wall_s x threads: its cost in core-seconds)
 
 
 def read_run(run_dir: Path, spec: Any = None) -> RunResult:
@@ -122,6 +123,7 @@ def read_run(run_dir: Path, spec: Any = None) -> RunResult:
         metrics=metrics,
         train_log=train_log,
         lr_drops=_lr_drops(cfg),
+        threads=_threads(summary, cfg),
     )
 
 
@@ -184,6 +186,14 @@ def _train_window(metrics: list[dict[str, float]], cfg: dict[str, Any]) -> int:
         return 0
     prev = steps[-2] if len(steps) > 1 else 0
     return int((steps[-1] - prev) * bs)
+
+
+def _threads(summary: dict[str, Any], cfg: dict[str, Any]) -> int:
+    """The CPU threads a run trained with: its summary's, else its config's (1 when neither says)."""
+    n = _first_number(summary, ("threads",))
+    if not math.isfinite(n):
+        n = _first_number(cfg, ("threads",))
+    return max(1, int(n)) if math.isfinite(n) else 1
 
 
 def _first_number(d: dict[str, Any], keys: tuple[str, ...]) -> float:

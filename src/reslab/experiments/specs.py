@@ -10,13 +10,13 @@ planner, runner, report and command line read the record; adding an experiment i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reslab.errors import ConfigError
-from reslab.experiments import claims, paper, plotting
+from reslab.experiments import claims, paper, plotting, seedplan
 from reslab.experiments.budgets import BUDGETS, Budget, schedule_overrides
 from reslab.experiments.evidence import Claim
 from reslab.experiments.results import Group
@@ -96,6 +96,8 @@ class Experiment:
     iterations: Mapping[str, int] = field(default_factory=dict)
     depths: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # budget -> default depths
     seeds: Mapping[str, int] = field(default_factory=dict)  # budget -> default number of seeds (else 1)
+    # depths -> each claim's planned test (reslab.experiments.seedplan: effect, seeds, cost)
+    tests: Callable[[Sequence[int]], list[seedplan.PlannedTest]] = lambda depths: []
 
     def runs(self, depths: tuple[int, ...], seeds: tuple[int, ...]) -> list[RunSpec]:
         """Networks x depths x seeds: for each depth each network's seeds, then the ``once`` networks'."""
@@ -123,6 +125,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             default_depths=(20, 32, 44, 56),
             optional_depths=(110,),
             claims=claims.degradation_claims,
+            tests=seedplan.degradation_tests,
             plot=plotting.plot_family_panels,
             paper=paper.PaperColumn(
                 paper.CIFAR10_TEST,
@@ -144,6 +147,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             default_depths=(20, 32, 44, 56, 110),
             optional_depths=(1202,),
             claims=claims.depth_claims,
+            tests=seedplan.depth_tests,
             plot=plotting.plot_depth,
             paper=_T6,
             table_order=plotting.FAMILY_ORDER,
@@ -168,6 +172,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             ),
             default_depths=(32,),
             claims=claims.shortcut_claims,
+            tests=seedplan.shortcut_tests,
             plot=plotting.plot_shortcuts,
             paper=paper.PaperColumn(
                 "paper: ImageNet ResNet-34 top-1 %",
@@ -189,6 +194,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             networks=(RESNET, Network("highway", "highway-{d}", "highway{d}"), PLAIN),
             default_depths=(20, 56),
             claims=claims.highway_claims,
+            tests=seedplan.highway_tests,
             plot=plotting.plot_highway,
             paper=paper.PaperColumn(
                 paper.CIFAR10_TEST, paper.SOURCE_T6_HIGHWAY, {"resnet": paper.TABLE6_CELLS}, paper.SCOPE_T6
@@ -213,6 +219,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             # one DenseNet of about ResNet-56's size, whatever the depths
             once=(Network("densenet", "DenseNet-BC-100 (k=12)", "densenet_bc100", depth=100),),
             claims=claims.relatives_claims,
+            tests=seedplan.relatives_tests,
             plot=plotting.plot_relatives,
             paper=paper.PaperColumn(
                 paper.CIFAR10_TEST,

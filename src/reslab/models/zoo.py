@@ -232,9 +232,14 @@ def imagenet_resnet(
     groups: int = 1,
     base_width: int = 64,
     stride_in_1x1: bool = False,
+    stem: str = "imagenet",
     **kw: Any,
 ) -> ResNet:
-    """He et al. 2016, Table 1: conv7x7/2, maxpool, 4 stages (64, 128, 256, 512 x expansion), 1000-way fc."""
+    """He et al. 2016, Table 1: conv7x7/2, maxpool, 4 stages (64, 128, 256, 512 x expansion), 1000-way fc.
+
+    ``stem="cifar"`` (a conv3x3 at full resolution, no max-pool) is the ResNet-18/50 "(28)" of the MedMNIST
+    benchmark (Yang et al. 2023; MedMNIST/experiments ``models.py``, after kuangliu/pytorch-cifar) for
+    28 x 28 inputs."""
     unit_kwargs: dict[str, Any] = {}
     if issubclass(unit, Bottleneck):
         unit_kwargs = {"groups": groups, "base_width": base_width, "stride_in_1x1": stride_in_1x1}
@@ -242,7 +247,7 @@ def imagenet_resnet(
         raise ConfigError("groups, base_width and stride_in_1x1 apply to bottleneck networks only")
     planes = (64, 128, 256, 512)
     return ResNet(
-        unit, layers, planes, stem="imagenet", stem_width=64, shortcut=shortcut, unit_kwargs=unit_kwargs, **kw
+        unit, layers, planes, stem=stem, stem_width=64, shortcut=shortcut, unit_kwargs=unit_kwargs, **kw
     )
 
 

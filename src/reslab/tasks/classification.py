@@ -17,6 +17,12 @@ over every sample of an evaluation set once (no augmentation, batches made on th
 :func:`reslab.data.iterate_eval`), summing on the device and syncing once at the end.
 :func:`evaluate_checkpoint` is ``reslab eval``: it rebuilds the model and the data preprocessing from the
 checkpoint's stored config and writes ``eval.json`` and a confusion-matrix PNG.
+
+MedMNIST (``dataset: medmnist``, ``data_kwargs.flag``; :mod:`reslab.data.medmnist`, 2D flags): the
+official validation split is the validation set (a recipe's ``val_split`` is not applied; the first
+progress line says so); multi-label data (ChestMNIST) trains with the binary cross-entropy per label; the
+metrics are ``error`` and ``auc`` and ``reslab eval`` reports the benchmark's AUC and ACC
+(:mod:`reslab.tasks.medical`). Every rank evaluates the whole split there (AUC is no sum over shards).
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ import torch
 from torch import nn
 
 from reslab.config import TrainConfig
+from reslab.data.medmnist import describe_medmnist
 from reslab.errors import CheckpointError, ConfigError
+from reslab.tasks import medical
 from reslab.tasks.base import (
     EvalRequest,
     PredictRequest,
@@ -52,11 +60,19 @@ from reslab.tasks.metrics import evaluate, evaluate_batches
 
 @functools.lru_cache(maxsize=2)
 def _load_dataset(name: str, data_dir: str | None, download: bool, options: str) -> Any:
-    """``load_dataset``, cached in the process: a sweep of many short runs reads the files once.
-    ``options``: ``cfg.data_kwargs`` as JSON (hashable)."""
+    """``load_dataset`` (``load_medmnist`` for ``medmnist``), cached in the process: a sweep of many short
+    runs reads the files once. ``options``: ``cfg.data_kwargs`` as JSON (hashable)."""
 
-    from reslab.data import load_dataset
+    from reslab.data import load_dataset, load_medmnist
 
+    if name == "medmnist":
+        ds = load_medmnist(data_dir=data_dir, download=download, **json.loads(options))
+        if ds.train_x.ndim == 5:
+            raise ConfigError(
+                f"{json.loads(options)['flag']} holds 3D volumes: train it with --task video and a 3D network "
+                "(r3d_18, mc3_18, r2plus1d_18, resnet3d_18, ...)"
+            )
+        return ds
     return load_dataset(name, data_dir, download=download, **json.loads(options))
 
 
@@ -82,10 +98,11 @@ class Classification(Refusals):
 
     def __init__(self, cfg: TrainConfig, rt: Runtime) -> None:
         self.rt = rt
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.metric_names = type(self).metric_names
+        self.objective = medical.Objective(0, label_smoothing=cfg.label_smoothing)  # set by the data
         self.batch_size = cfg.batch_size // rt.dist.world_size  # per rank: cfg.batch_size is global
         self.eval_batch_size = cfg.eval_batch_size or (1024 if rt.device.type == "cuda" else 256)
-        self._evals: dict[str, Callable[[nn.Module], float]] = {}
+        self._evals: dict[str, Callable[[nn.Module], dict[str, float]]] = {}
         if cfg.dataset == "imagefolder":
             self._folder_data(cfg)
         else:
@@ -100,6 +117,9 @@ class Classification(Refusals):
         val = f", {i['num_val']} val" if i.get("num_val") else ""
         if isinstance(i.get("val_split"), float):  # a fraction: say what it came to for this data
             val += f" (val_split {i['val_split']:g} of {i['num_train'] + i['num_val']})"
+        if "medmnist" in i:
+            m = i["medmnist"]
+            val += f" (the official validation split), {m['flag']} {m['size']}px, {m['task']}"
         return f"{i['dataset']} ({i['num_train']} train{val}, {i['num_test']} test)"
 
     def build_model(self, cfg: TrainConfig, *, init: bool) -> nn.Module:
@@ -108,13 +128,13 @@ class Classification(Refusals):
     def forward(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
         x, y = batch
         out = model(x)
-        loss = self.criterion(out.float(), y)
+        loss = self.objective.loss(out.float(), y)
         with torch.no_grad():
-            errors = (out.argmax(1) != y).sum()
+            errors = self.objective.errors(out, y)
         return loss, errors, len(y)
 
     def evaluate(self, split: str, model: nn.Module) -> dict[str, float]:
-        return {"error": self._evals[split](model)}
+        return self._evals[split](model)
 
     def select(self, metrics: dict[str, dict[str, float]], train_error: float | None) -> tuple[str, float]:
         if "val" in metrics:
@@ -132,6 +152,8 @@ class Classification(Refusals):
 
     @classmethod
     def evaluation_lines(cls, result: dict[str, Any]) -> list[str]:
+        if "medmnist" in result:
+            return medical.evaluation_lines(result)
         lines = [f"checkpoint: {result['checkpoint']} (step {result['step']})"]
         if result.get("convention"):
             lines.append(f"convention: {result['convention']}")
@@ -155,7 +177,9 @@ class Classification(Refusals):
             raise ConfigError("an imagefolder run predicts your own images: give one of its val/ files")
         ds = load_training_data(cfg)
         x = ds.test_x[Sample.check(index, len(ds.test_x), "test images")].numpy()
-        label = ds.classes[int(ds.test_y[index])]
+        y = int(ds.test_y[index])
+        found = [c for j, c in enumerate(ds.classes) if y >> j & 1] if ds.multi_label else [ds.classes[y]]
+        label = ", ".join(found) or "no finding"
         return Sample(
             x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0), f"test image {index} of {ds.name}: {label}"
         )
@@ -170,7 +194,7 @@ class Classification(Refusals):
         ds = load_training_data(cfg)
         if cfg.subset:
             ds = subset_dataset(ds, cfg.subset, seed=cfg.seed, stratified=True)
-        if cfg.val_split:
+        if cfg.val_split and ds.val_x is None:  # MedMNIST brings its official validation split
             n = len(ds.train_y)
             if isinstance(cfg.val_split, int) and cfg.val_split >= n:
                 raise ConfigError(
@@ -179,9 +203,14 @@ class Classification(Refusals):
                 )
             ds = split_validation(ds, cfg.val_split, seed=cfg.seed)
         nc = cfg.num_classes or ds.num_classes
-        if int(ds.train_y.max()) >= nc:
+        if ds.multi_label and nc != ds.num_classes:
+            raise ConfigError(f"num_classes={nc}, but the data has {ds.num_classes} labels (one logit each)")
+        if not ds.multi_label and int(ds.train_y.max()) >= nc:
             raise ConfigError(f"num_classes={nc} but the data has labels up to {int(ds.train_y.max())}")
         self.num_classes, self.in_chans = nc, ds.in_chans
+        self.objective = medical.Objective(
+            nc, multi_label=ds.multi_label, label_smoothing=cfg.label_smoothing
+        )
         self.info = {
             "task": "classification",
             "dataset": ds.name,
@@ -196,17 +225,38 @@ class Classification(Refusals):
             "num_test": len(ds.test_y),
             "val_split": cfg.val_split,
         }
+        if ds.name == "medmnist":
+            self.info |= {"medmnist": describe_medmnist(**cfg.data_kwargs), "multi_label": ds.multi_label}
+            self.info["val_split"] = 0  # the official one
         self.loader = DeviceLoader(
             ds.train_x, ds.train_y, self.batch_size, device=rt.device, mean=ds.mean, std=ds.std,
             augment=cfg.augment, flip=ds.flip, pad=cfg.pad, cutout=cfg.cutout, seed=cfg.seed,
             drop_last=True, shard=(dist.rank, dist.world_size), channels_last=rt.channels_last,
         )  # fmt: skip
-        for split, (x, y) in eval_arrays(ds, cfg, rt).items():
-            run = functools.partial(
-                evaluate, x=x, y=y, mean=ds.mean, std=ds.std, batch_size=self.eval_batch_size,
-                device=rt.device, amp_dtype=rt.amp_dtype, channels_last=rt.channels_last, num_classes=nc,
-            )  # fmt: skip
-            self._evals[split] = lambda model, run=run: reduce_error(run(model), dist, rt.device)
+        self._array_evals(ds, cfg, nc)
+
+    def _array_evals(self, ds: Any, cfg: TrainConfig, nc: int) -> None:
+        """One evaluation per split: the top-1 error (summed over the ranks' shards), or on MedMNIST the
+        error and AUC of the whole split (:mod:`reslab.tasks.medical`)."""
+        from reslab.data import iterate_eval
+
+        rt, dist, ebs = self.rt, self.rt.dist, self.eval_batch_size
+        if ds.name != "medmnist":
+            for split, (x, y) in eval_arrays(ds, cfg, rt).items():
+                run = functools.partial(
+                    evaluate, x=x, y=y, mean=ds.mean, std=ds.std, batch_size=ebs, device=rt.device,
+                    amp_dtype=rt.amp_dtype, channels_last=rt.channels_last, num_classes=nc,
+                )  # fmt: skip
+                self._evals[split] = lambda model, run=run: {
+                    "error": reduce_error(run(model), dist, rt.device)
+                }
+            return
+        self.metric_names = medical.METRICS
+        batches = functools.partial(iterate_eval, batch_size=ebs, device=rt.device, mean=ds.mean, std=ds.std,
+                                    channels_last=rt.channels_last)  # fmt: skip
+        for split in ("val", "test") if cfg.eval_test else ("val",):
+            x, y = (getattr(ds, f"{split}_{k}")[: cfg.eval_subset].to(rt.device) for k in "xy")
+            self._evals[split] = medical.scorer(x, y, batches, self.objective, rt.device, rt.amp_dtype)
 
     def _folder_data(self, cfg: TrainConfig) -> None:
         """An ImageNet-style folder: ``train/`` through worker processes, ``val/`` as the test set."""
@@ -258,14 +308,14 @@ class Classification(Refusals):
             "num_test": len(loaders.val.dataset),
         }
         if cfg.eval_test:
-            self._evals["test"] = folder_eval
+            self._evals["test"] = lambda model: {"error": folder_eval(model)}
 
 
 # -------------------------------------------------------------------------------------- reslab eval
 
 
 def _rebuild_data(config: dict[str, Any], data_dir: str | None):
-    from reslab.data import load_dataset, split_validation, subset_dataset
+    from reslab.data import load_dataset, load_medmnist, split_validation, subset_dataset
 
     name = config.get("dataset")
     if not name:
@@ -274,10 +324,13 @@ def _rebuild_data(config: dict[str, Any], data_dir: str | None):
         )
     if name == "imagefolder":
         raise ConfigError("reslab eval of imagefolder runs is not supported yet; evaluate in Python")
-    ds = load_dataset(name, data_dir or config.get("data_dir"), download=False)
+    if name == "medmnist":
+        ds = load_medmnist(data_dir=data_dir or config.get("data_dir"), **config.get("data_kwargs", {}))
+    else:
+        ds = load_dataset(name, data_dir or config.get("data_dir"), download=False)
     if config.get("subset"):
         ds = subset_dataset(ds, int(config["subset"]), seed=int(config.get("seed", 0)), stratified=True)
-    if config.get("val_split"):
+    if config.get("val_split") and ds.val_x is None:
         ds = split_validation(ds, config["val_split"], seed=int(config.get("seed", 0)))
     return ds
 
@@ -295,6 +348,7 @@ def evaluate_checkpoint(
     """``reslab eval``: errors, per-class accuracy and a confusion-matrix PNG of a run or checkpoint."""
     from reslab._device import resolve_device
     from reslab._io import write_json
+    from reslab.data import iterate_eval
     from reslab.models.weights import load_model, resolve_checkpoint
     from reslab.precision import precision_name, resolve_amp
     from reslab.tasks.metrics import plot_confusion
@@ -312,14 +366,15 @@ def evaluate_checkpoint(
     out_path = eval_dir(ckpt, out_dir)
     # the run's own amp setting, resolved for this device as training resolved it (precision.py)
     amp_dtype = resolve_amp(str(config.get("amp", "auto")), dev)
-    results: dict[str, Any] = {
-        "checkpoint": str(ckpt),
-        "step": int(meta.get("step", -1)),
-        "tta": tta or "none",
-        "precision": precision_name(amp_dtype),
-    }
+    results: dict[str, Any] = {"checkpoint": str(ckpt), "step": int(meta.get("step", -1)),
+                               "tta": tta or "none", "precision": precision_name(amp_dtype)}  # fmt: skip
     if meta.get("convention"):  # a foreign checkpoint: how it was read
         results["convention"] = meta["convention"]
+    if "medmnist" in data_info:  # the benchmark's AUC and ACC instead (reslab.tasks.medical)
+        medical.refuse_tta(tta)
+        batches = functools.partial(iterate_eval, batch_size=batch_size, device=dev, mean=mean, std=std)
+        results |= medical.evaluate_sets(model, ds, splits, batches, data_info, dev, amp_dtype, out_path)
+        splits = ()
     for split in splits:
         x = getattr(ds, f"{split}_x", None)
         if x is None:

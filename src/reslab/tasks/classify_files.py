@@ -35,6 +35,8 @@ class ClassifierFiles:
         self.model, meta = load(checkpoint)
         self.model.to(resolve_device(request.device))
         self.spec, self.request = input_spec(self.model, meta), request
+        # a multi-label run (MedMNIST's ChestMNIST): one sigmoid per label, not a softmax over classes
+        self.multi_label = bool((meta["config"].get("data") or {}).get("multi_label"))
         preprocessing = dataclasses.asdict(self.spec) | {"resize_size": self.spec.resize_size}
         self.header = {"checkpoint": checkpoint, "model": getattr(self.model, "model_name", None),
                        "preprocessing": preprocessing}  # fmt: skip
@@ -45,8 +47,9 @@ class ClassifierFiles:
 
     def predict(self, files: Sequence[str]) -> Iterator[Found | tuple[str, str]]:
         preds, errors = predict_files(
-            self.model, self.spec, files, topk=self.request.topk, invert=self.request.invert
-        )
+            self.model, self.spec, files, topk=self.request.topk, invert=self.request.invert,
+            multi_label=self.multi_label,
+        )  # fmt: skip
         yield from errors
         yield from (Found(p.file, p.as_dict(), p.lines()) for p in preds)
 
@@ -56,11 +59,13 @@ class Prediction:
     file: str
     top: list[tuple[int, str, float]]  # (class index, class name, probability), best first
     inverted: bool = False  # the image was inverted to the training polarity (see read_image)
+    multi_label: bool = False  # each probability its own label's (sigmoid); present where > 0.5
 
     def lines(self) -> list[str]:
         """The text ``reslab predict`` prints: the file, then one line per class (rank, name, probability)."""
         width = max(len(c) for _, c, _ in self.top)
         note = "  (inverted: a dark object on a light background)" if self.inverted else ""
+        note += "  (multi-label: each label's own probability; > 0.5 = present)" if self.multi_label else ""
         return [self.file + note] + [
             f"  {r}. {c:<{width}}  {p:.4f}" for r, (_, c, p) in enumerate(self.top, 1)
         ]
@@ -69,6 +74,7 @@ class Prediction:
         return {
             "file": self.file,
             "inverted": self.inverted,
+            "multi_label": self.multi_label,
             "top": [
                 {"rank": r + 1, "index": i, "class": c, "prob": p} for r, (i, c, p) in enumerate(self.top)
             ],
@@ -77,14 +83,20 @@ class Prediction:
 
 @torch.no_grad()
 def predict_tensors(
-    model: nn.Module, x: torch.Tensor, classes: Sequence[str], topk: int = 5, batch_size: int = 64
+    model: nn.Module,
+    x: torch.Tensor,
+    classes: Sequence[str],
+    topk: int = 5,
+    batch_size: int = 64,
+    multi_label: bool = False,
 ) -> list[list[tuple[int, str, float]]]:
-    """Top-``topk`` (index, name, probability) per image of a preprocessed batch ``x`` (N, C, H, W)."""
+    """Top-``topk`` (index, name, probability) per image of a preprocessed batch ``x`` (N, C, H, W) (or
+    clips); probabilities by softmax, or one sigmoid per label when ``multi_label``."""
     device = next(iter(model.parameters())).device
     out: list[list[tuple[int, str, float]]] = []
     for start in range(0, x.shape[0], batch_size):
         logits = model(x[start : start + batch_size].to(device)).float()
-        probs = torch.softmax(logits, dim=1).cpu()
+        probs = (logits.sigmoid() if multi_label else torch.softmax(logits, dim=1)).cpu()
         k = min(topk, probs.shape[1])
         p, idx = probs.topk(k, dim=1)
         for pi, ii in zip(p.tolist(), idx.tolist()):
@@ -101,6 +113,7 @@ def predict_files(
     topk: int = 5,
     batch_size: int = 64,
     invert: str = "auto",
+    multi_label: bool = False,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Classify ``files``: ``(predictions for the readable ones, [(file, error message)] for the rest)``.
 
@@ -117,8 +130,8 @@ def predict_files(
 
     def flush() -> None:  # predict what has been read so far: memory stays bounded by one batch
         if tensors:
-            tops = predict_tensors(model, torch.stack(tensors), spec.classes, topk, batch_size)
-            preds.extend(Prediction(n, t, inv) for n, t, inv in zip(names, tops, flips))
+            tops = predict_tensors(model, torch.stack(tensors), spec.classes, topk, batch_size, multi_label)
+            preds.extend(Prediction(n, t, inv, multi_label) for n, t, inv in zip(names, tops, flips))
             names.clear()
             flips.clear()
             tensors.clear()

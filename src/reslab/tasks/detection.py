@@ -135,20 +135,19 @@ class DetectionTask(SceneOps):
     ) -> torch.Tensor:
         """``image`` (C, H, W; uint8, or float in [0, 1]) as RGB uint8 (3, H, W) with the detections
         scoring at least ``score_threshold`` drawn on it, one colour per class: boxes labelled "class
-        score" and, for Mask R-CNN, their masks (``torchvision.utils.draw_bounding_boxes`` /
+        score" (ground truth, without ``scores``: every box, labelled with its class alone; :func:`box_texts`)
+        and, for Mask R-CNN, their masks (``torchvision.utils.draw_bounding_boxes`` /
         ``draw_segmentation_masks``)."""
         from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
         rgb = _rgb(image)
-        keep = prediction["scores"].detach().cpu() >= score_threshold
+        keep, text = box_texts(prediction, classes, score_threshold)
         labels = prediction["labels"].detach().cpu()[keep].tolist()
-        scores = prediction["scores"].detach().cpu()[keep].tolist()
         colors = [PALETTE[(c - 1) % len(PALETTE)] for c in labels]
         if "masks" in prediction and keep.any():
             masks = prediction["masks"].detach().cpu()[keep]
             masks = masks[:, 0] if masks.ndim == 4 else masks
             rgb = draw_segmentation_masks(rgb, masks > 0.5, alpha=0.4, colors=colors)
-        text = [f"{classes[c]} {s:.2f}" for c, s in zip(labels, scores)]
         boxes = prediction["boxes"].detach().cpu()[keep]
         return draw_bounding_boxes(rgb, boxes, labels=text, colors=colors, width=1) if len(text) else rgb
 
@@ -215,3 +214,17 @@ class Detection(SceneTraining):
     name = "detection"
     recipe = "detection"
     ops = DetectionTask
+
+
+def box_texts(
+    boxes: dict[str, torch.Tensor], classes: Sequence[str], score_threshold: float = 0.5
+) -> tuple[torch.Tensor, list[str]]:
+    """(which boxes to draw, their labels). Detections (with ``scores``): those scoring at least
+    ``score_threshold``, labelled "class score"; ground truth (no ``scores``): every box, labelled with
+    its class alone (a true box has no score to show)."""
+    labels = boxes["labels"].detach().cpu()
+    if "scores" not in boxes:
+        return torch.ones(len(labels), dtype=torch.bool), [_name(classes, int(c)) for c in labels]
+    scores = boxes["scores"].detach().cpu()
+    keep = scores >= score_threshold
+    return keep, [f"{_name(classes, int(c))} {float(v):.2f}" for c, v in zip(labels[keep], scores[keep])]

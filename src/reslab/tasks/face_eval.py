@@ -11,9 +11,10 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from reslab.figstyle import BLUE, ORANGE
 from reslab.tasks.base import EvalRequest, eval_dir
 
-SPLIT_COLOURS = {"val": "#E69F00", "test": "#0072B2"}  # Okabe-Ito orange / blue
+SPLIT_COLOURS = {"val": ORANGE, "test": BLUE}  # the project's Okabe-Ito hues (reslab.figstyle)
 
 
 def evaluate_face_run(checkpoint: str, request: EvalRequest) -> dict[str, Any]:
@@ -74,11 +75,15 @@ def face_lines(result: dict[str, Any]) -> list[str]:
 
 def roc_png(result: dict[str, Any]) -> bytes:
     """The ROC curve of each split (true-accept rate against false-accept rate, log FAR axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from reslab import figstyle
+
+    with figstyle.style():
+        return _roc(plt, result)
+
+
+def _roc(plt, result: dict[str, Any]) -> bytes:
     fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
     for split in ("val", "test"):
         if split in result:

@@ -4,7 +4,7 @@ registered family, a resumable loader, a loss and an evaluation callable per spl
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ class LoaderTask(Refusals):
     metric_names: tuple[str, ...]
     higher_is_better: bool
     counts_errors: bool
+    data_sets: ClassVar[tuple[str, ...]] = ()  # values of cfg.dataset the task reads (with data_kwargs)
 
     def __init__(self, cfg: TrainConfig, rt: Runtime) -> None:
         from reslab.models import model_info
@@ -42,7 +43,7 @@ class LoaderTask(Refusals):
         if cfg.batch_size % world:
             raise ConfigError(f"batch_size {cfg.batch_size} is not a multiple of the {world} ranks")
         for key in ("subset", "cutout", "data_kwargs"):
-            if getattr(cfg, key, None):
+            if getattr(cfg, key, None) and not (key == "data_kwargs" and cfg.dataset in self.data_sets):
                 raise ConfigError(f"{key} applies to the image data sets, not to task {self.name!r}")
         self.rt = rt
         self.batch_size = cfg.batch_size // world  # per rank: cfg.batch_size is global

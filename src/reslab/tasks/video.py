@@ -9,6 +9,14 @@ training clip shows while there are fewer clips than images). Evaluation: top-1 
 separately on the garment and on the direction (a model blind to frame order is at most 50% on direction;
 see :mod:`reslab.data.video`). :func:`evaluate_video_run` is ``reslab eval`` for a video run: those numbers
 per class, per garment and per direction, and the 4 x 4 direction confusion.
+
+MedMNIST's 3D data sets (``--dataset medmnist --set data_kwargs.flag=organmnist3d``; Yang et al. 2023) train
+through the same machinery: each volume (1, D, H, W) is a one-channel clip whose time axis is the depth
+(the 3D networks convolve all three axes alike; a (2+1)D network factors depth from the slice plane as it
+factors time from space), batched by :class:`~reslab.data.video.ClipLoader` (random crops of the
+zero-padded slices, the same crop for every slice; no flips), with the official validation split; metrics
+``error`` and ``auc``, ``reslab eval`` gives the benchmark's AUC and ACC, and ``reslab predict`` takes
+``.npy`` volumes (:mod:`reslab.tasks.medical`).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from torch import nn
 from reslab._device import autocast_ctx
 from reslab.config import TrainConfig
 from reslab.data.datasets import ArrayDataset, split_validation
+from reslab.data.medmnist import describe_medmnist
 from reslab.data.video import (
     DIRECTIONS,
     ClipLoader,
@@ -36,7 +45,8 @@ from reslab.data.video import (
     load_moving_fashion,
 )
 from reslab.errors import CheckpointError, ConfigError
-from reslab.tasks.base import EvalRequest, eval_arrays, eval_dir, run_config
+from reslab.tasks import medical
+from reslab.tasks.base import EvalRequest, PredictRequest, eval_arrays, eval_dir, run_config
 from reslab.tasks.loader_task import LoaderTask
 
 OPTIONS = tuple(f.name for f in dataclasses.fields(ClipSpec))  # the task's options (task_kwargs): the clips
@@ -170,6 +180,9 @@ def evaluate_video_run(
     ckpt = resolve_checkpoint(path)
     model, meta = load_model(ckpt)
     config, info = run_config(meta)
+    if "medmnist" in info:  # MedMNIST 3D volumes
+        return medical.evaluate_volume_run(ckpt, model, meta, resolve_device(device), eval_dir(ckpt, out_dir),
+                                           data_dir, batch_size)  # fmt: skip
     if "clip_spec" not in info:
         raise CheckpointError(f"{ckpt} has no video training metadata (config.data.clip_spec)")
     data = load_data(
@@ -246,8 +259,10 @@ class Video(LoaderTask):
     metric_names = METRICS
     higher_is_better = False
     counts_errors = True
+    data_sets = ("medmnist",)
     refuses: ClassVar[dict[str, str]] = {
-        "predict": "reslab predict takes image files; a video run is measured on its clips with reslab eval",
+        "predict": "reslab predict takes image files (and a MedMNIST 3D run .npy volumes); a video run is "
+        "measured on its clips with reslab eval",
         "export": "reslab export takes image networks (N, C, H, W); a video network's clips are 5-D: "
         "export it in Python with torch.onnx.export",
         "analyze": "reslab analyze measures image classifiers on their images; a video run is measured on "
@@ -261,8 +276,19 @@ class Video(LoaderTask):
                                   data_dir=request.data_dir, batch_size=request.batch_size or 64)  # fmt: skip
 
     @classmethod
+    def predictor(cls, checkpoint: str, request: PredictRequest) -> medical.VolumeFiles:
+        """A MedMNIST 3D run predicts ``.npy`` volumes; a Moving Fashion-MNIST run refuses (one line)."""
+        from reslab.models.weights import read_metadata, resolve_checkpoint
+
+        if "medmnist" in run_config(read_metadata(resolve_checkpoint(checkpoint)))[1]:
+            return medical.VolumeFiles(checkpoint, request)
+        return super().predictor(checkpoint, request)
+
+    @classmethod
     def evaluation_lines(cls, result: dict[str, Any]) -> list[str]:
-        """Top-1, garment and direction error per split, then the accuracy per garment."""
+        """Top-1, garment and direction error per split, then the accuracy per garment (MedMNIST: AUC, ACC)."""
+        if "medmnist" in result:
+            return medical.evaluation_lines(result)
         r = result
         lines = [f"checkpoint: {r['checkpoint']} (step {r['step']}; video, {r['model']})"]
         for split in (s for s in ("val", "test") if s in r):
@@ -277,6 +303,8 @@ class Video(LoaderTask):
         return [*lines, f"results: {r['eval_json']}"]
 
     def _set_up(self, cfg: TrainConfig, options: dict[str, Any]) -> None:
+        if cfg.dataset == "medmnist":
+            return self._set_up_volumes(cfg, options)
         rt, dist = self.rt, self.rt.dist
         spec = dataclasses.asdict(clip_spec(**options))
         ds = _clips(json.dumps(spec, sort_keys=True), cfg.data_dir, cfg.download)
@@ -304,11 +332,48 @@ class Video(LoaderTask):
         for split, (x, y) in eval_arrays(ds, cfg, rt).items():
             self._evals[split] = self._evaluation(x, y, ds.mean, ds.std)
 
+    def _set_up_volumes(self, cfg: TrainConfig, options: dict[str, Any]) -> None:
+        """MedMNIST 3D: the volumes as one-channel clips, depth as time (module docstring)."""
+        if options:
+            raise ConfigError(
+                "task_kwargs shape the Moving Fashion-MNIST clips, not MedMNIST volumes: start from --recipe "
+                "medmnist3d (the video recipe's clips do not apply)"
+            )
+        rt, dist = self.rt, self.rt.dist
+        ds = medical.load_volumes(json.dumps(cfg.data_kwargs, sort_keys=True), cfg.data_dir, cfg.download)
+        if cfg.num_classes not in (None, ds.num_classes):
+            raise ConfigError(f"num_classes={cfg.num_classes}, but {ds.num_classes} classes")
+        self.fixed_kwargs = {"num_classes": ds.num_classes, "in_chans": ds.in_chans}
+        objective = medical.Objective(ds.num_classes, label_smoothing=cfg.label_smoothing)
+        self._loss, self.metric_names = objective.loss, medical.METRICS
+        self.info = describe(ds) | {
+            "task": "video", "num_classes": ds.num_classes, "flip": False, "num_train": len(ds.train_y),
+            "num_val": len(ds.val_y), "num_test": len(ds.test_y), "val_split": 0, "multi_label": False,
+            "medmnist": describe_medmnist(**cfg.data_kwargs),
+        }  # fmt: skip
+        self.loader = train_loader(
+            ds, self.batch_size, device=rt.device, seed=cfg.seed, pad=cfg.pad if cfg.augment else 0,
+            drop_last=True, shard=(dist.rank, dist.world_size), channels_last=rt.channels_last,
+        )  # fmt: skip
+        self.selection = "val_error (the official validation split)"
+        batches = functools.partial(iterate_clips, batch_size=self.eval_batch_size, device=rt.device,
+                                    mean=ds.mean, std=ds.std)  # fmt: skip
+        for split in (
+            ("val", "test") if cfg.eval_test else ("val",)
+        ):  # whole splits: AUC is no sum over shards
+            x, y = (getattr(ds, f"{split}_{k}")[: cfg.eval_subset].to(rt.device) for k in "xy")
+            self._evals[split] = medical.scorer(x, y, batches, objective, rt.device, rt.amp_dtype)
+
     def describe(self) -> str:
         i = self.info
         val = f", {i['num_val']} val" if i["num_val"] else ""
         size = "x".join(str(v) for v in i["input_size"])
-        return f"{i['dataset']} ({i['num_train']} train{val}, {i['num_test']} test clips of {size})"
+        what = (
+            f"volumes of {size} ({i['medmnist']['flag']}, {i['medmnist']['task']})"
+            if "medmnist" in i
+            else f"clips of {size}"
+        )
+        return f"{i['dataset']} ({i['num_train']} train{val}, {i['num_test']} test {what})"
 
     def _evaluation(
         self, x: torch.Tensor, y: torch.Tensor, mean: Any, std: Any
