@@ -49,6 +49,9 @@ SHORT = [
     "--set",
     "warmup_iters=0",
 ]
+OLIVETTI = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "olivetti-faces"
+HAVE_OLIVETTI = (OLIVETTI / "olivettifaces.mat").is_file()  # the face task's data (a fixture, absent on CI)
+NEEDS_OLIVETTI = {"face"}
 TINY_RUNS = {
     "classification": [
         "--model", "resnet20", "--subset", "64", "--val-split", "16", "--batch-size", "16", "--device", "cpu",
@@ -62,8 +65,11 @@ TINY_RUNS = {
     "style": [*COMMON, "--batch-size", "2", "--set", "model_kwargs.width=4", "--set", "model_kwargs.units=1",
               "--set", "task_kwargs.crop=32", "--set", "task_kwargs.content_size=64",
               "--set", "task_kwargs.style_size=64", "--set", "task_kwargs.loss_network=resnet20"],
+    "face": ["--model", "resnet20", "--data-dir", str(OLIVETTI), "--device", "cpu", "--seed", "1",
+             "--set", "task_kwargs.image_size=32", "--set", "threads=1", "--set", "tensorboard=false"],
 }  # fmt: skip
 NEEDS_FMNIST = {"classification", "detection", "segmentation", "video"}
+DATA_DIRS = {"face": OLIVETTI}  # `data sample --data-dir`: the task's data where it is not Fashion-MNIST
 
 # What each command refuses, by task (a needle of its one line); every other pair must succeed.
 ANALYZE = "reslab analyze measures"
@@ -82,6 +88,7 @@ REFUSED: dict[tuple[str, str], str] = {
     **{(e, t): "export_dense_onnx" for e in EXPORTS for t in ("detection", "segmentation")},
     **{(e, "video"): "5-D" for e in EXPORTS},
     **{(f"analyze-{a}", t): ANALYZE for a in ANALYSES for t in TASK_NAMES if t != "classification"},
+    ("predict-out", "face"): "predictions are printed",
 }
 
 
@@ -106,7 +113,7 @@ COMMANDS = {
     **{f"analyze-{a}": _analyze(a) for a in ANALYSES},
     "resume": lambda run, out, image, task: ["train", "--resume", out, "--iterations", "3", "--accept-change",
                                              "iterations"],
-    "sample": lambda run, out, image, task: ["data", "sample", "--task", task, "--data-dir", str(SYSTEM_FMNIST),
+    "sample": lambda run, out, image, task: ["data", "sample", "--task", task, "--data-dir", str(DATA_DIRS.get(task, SYSTEM_FMNIST)),
                                              "--out", out + ".png"],
 }  # fmt: skip
 
@@ -132,7 +139,11 @@ def tiny(tmp_path_factory):
     mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
     runs, printed = {}, {}
     for task in TASK_NAMES:
-        if (task in NEEDS_FMNIST and not HAVE_DATA) or task not in TINY_RUNS:
+        if (
+            (task in NEEDS_FMNIST and not HAVE_DATA)
+            or (task in NEEDS_OLIVETTI and not HAVE_OLIVETTI)
+            or task not in TINY_RUNS
+        ):
             continue
         run = root / task
         quiet = [] if task == "classification" else ["--quiet"]
@@ -151,7 +162,9 @@ def tiny(tmp_path_factory):
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_works_or_refuses_in_one_line(command, task, tiny, tmp_path):
     if task not in tiny["runs"]:
-        pytest.skip("no tiny run: Debian's dataset-fashion-mnist is not installed, or no TINY_RUNS entry")
+        pytest.skip(
+            "no tiny run: Debian's dataset-fashion-mnist (or the Olivetti fixture) is absent, or no TINY_RUNS entry"
+        )
     run = tiny["runs"][task]
     out = tmp_path / "out"
     if command == "resume":  # a longer run, on a copy (the other commands read the original)

@@ -12,6 +12,7 @@ the command line read:
   sharing :class:`~reslab.tasks.loader_task.LoaderTask` (:mod:`reslab.tasks.upscaling`: the upscaler).
 - ``"style"`` (:mod:`reslab.tasks.style`): Johnson et al.'s feed-forward style transfer, trained with the
   perceptual loss of :mod:`reslab.tasks.perceptual` (shared with ``reslab stylize``), also a LoaderTask.
+- ``"face"`` (:mod:`reslab.tasks.face`): face embeddings with margin heads, verified on unseen identities.
 - :mod:`reslab.tasks.base`: the :class:`~reslab.tasks.base.Task` protocol, the
   :class:`~reslab.tasks.base.Runtime` the loop hands a task, and what every task shares.
 - :mod:`reslab.tasks.metrics`: COCO mAP (torchmetrics + pycocotools), mIoU, PSNR / SSIM (scikit-image).
@@ -27,6 +28,7 @@ from reslab.errors import ConfigError
 from reslab.tasks.base import EvalRequest, PredictRequest, Runtime, Task, checkpoint_task
 from reslab.tasks.classification import Classification
 from reslab.tasks.detection import Detection, DetectionTask
+from reslab.tasks.face import Face
 from reslab.tasks.loader_task import LoaderTask
 from reslab.tasks.metrics import DetectionMetric, SegmentationMetric, confusion_matrix, iou_from_confusion
 from reslab.tasks.scenes import Batch, SceneOps, SceneTraining
@@ -44,6 +46,7 @@ TASKS: dict[str, type] = {
     "super-resolution": SuperResolution,
     "sr": SuperResolution,
     "style": StyleTransfer,
+    "face": Face,
 }
 LOADER_TASKS: dict[str, type[LoaderTask]] = {k: v for k, v in TASKS.items() if issubclass(v, LoaderTask)}
 SCENE_TASKS: dict[str, type[SceneTraining]] = {k: v for k, v in TASKS.items() if issubclass(v, SceneTraining)}
