@@ -1,0 +1,78 @@
+"""Issue 34's experiment: IMPALA's residual encoder vs its plain twin vs MinAtar's small CNN, as the eyes of
+stable-baselines3's PPO on MinAtar Breakout (the rl recipe's settings), 3 seeds per arm, one thread each.
+
+    nice -n 10 python bench/rl_encoders.py --out runs/rl --steps 50000 --jobs 2   # resumable: rerun it
+
+Each run is ``reslab train --task rl ...``; a finished run is skipped, an unfinished one resumed, and each
+finished run's config.yaml, summary.json, metrics.csv and episodes.csv are copied to
+``docs/results/rl/runs/<run>/`` (the report reads them there: ``bench/rl_report.py``). ``--fps-only``
+measures steps per second per encoder on short runs (``--steps`` of them) and writes ``fps.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ARMS = ("impala_resnet", "impala_plain", "minatar_cnn")
+SEEDS = (0, 1, 2)
+ENV = "MinAtar/Breakout-v1"
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "rl"
+
+
+def command(run: Path, model: str, seed: int, steps: int) -> list[str]:
+    base = [sys.executable, "-m", "reslab", "train", "--quiet"]
+    if (run / "config.yaml").exists():
+        return [*base, "--resume", str(run)]
+    return [*base, "--task", "rl", "--env", ENV, "--algo", "ppo", "--model", model, "--seed", str(seed),
+            "--iterations", str(steps), "--device", "cpu", "--set", "threads=1", "--set", "log_every=4096",
+            "--set", "checkpoint_every=16384", "--out", str(run)]  # fmt: skip
+
+
+def one(out: Path, model: str, seed: int, steps: int, publish: bool) -> str:
+    run = out / f"{model}-s{seed}"
+    done = run / "summary.json"
+    if not (done.exists() and json.loads(done.read_text()).get("finished")):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run(command(run, model, seed, steps), check=True, env=env)
+    if publish:
+        dest = RESULTS / "runs" / run.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "summary.json", "metrics.csv", "episodes.csv"):
+            shutil.copy2(run / name, dest / name)
+    return run.name
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", default="runs/rl")
+    p.add_argument("--steps", type=int, default=50_000)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--fps-only", action="store_true")
+    a = p.parse_args()
+    out = Path(a.out)
+    if a.fps_only:
+        fps = {}
+        for model in ARMS:  # one at a time: the timings do not compete with each other
+            t = time.time()
+            name = one(out / "fps", model, 0, a.steps, publish=False)
+            s = json.loads((out / "fps" / name / "summary.json").read_text())
+            fps[model] = {"steps_per_s": s["steps_per_s"], "steps": s["timesteps"], "wall_s": time.time() - t}
+            print(model, fps[model], flush=True)
+        (RESULTS / "fps.json").write_text(json.dumps(fps, indent=1) + "\n")
+        return
+    jobs = [(m, s) for s in SEEDS for m in ARMS]  # seed by seed: a partial sweep stays balanced
+    with ThreadPoolExecutor(a.jobs) as pool:
+        for name in pool.map(lambda j: one(out, j[0], j[1], a.steps, publish=True), jobs):
+            print("finished", name, flush=True)
+
+
+if __name__ == "__main__":
+    main()
