@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision first and pinned: pip takes these from this machine's disk.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,onnx,tensorboard]'
+	$(PY) -m pip install -q -e '.[dev,onnx,tensorboard,rl]'
 	touch $(STAMP)
 
 install: $(STAMP)

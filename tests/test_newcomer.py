@@ -59,6 +59,9 @@ TINY_RUNS = {
     "segmentation": [*SCENE_TINY, *HEAD["segmentation"]],
     "video": [*COMMON, *LOADER_TINY["video"]],
     "super-resolution": [*COMMON, *LOADER_TINY["super-resolution"]],
+    "rl": ["--env", "MinAtar/Breakout-v1", "--algo", "ppo", "--model", "minatar_cnn", "--device", "cpu",
+           "--batch-size", "8", "--set", "task_kwargs.n_envs=1", "--set", "task_kwargs.n_steps=8",
+           "--set", "task_kwargs.n_epochs=1", "--set", "threads=1"],
 }  # fmt: skip
 NEEDS_FMNIST = {"classification", "detection", "segmentation", "video"}
 
@@ -77,6 +80,11 @@ REFUSED: dict[tuple[str, str], str] = {
     **{(e, t): "export_dense_onnx" for e in EXPORTS for t in ("detection", "segmentation")},
     **{(e, "video"): "5-D" for e in EXPORTS},
     **{(f"analyze-{a}", t): ANALYZE for a in ANALYSES for t in TASK_NAMES if t != "classification"},
+    # an rl run plays its environment (reslab predict RUN --out episode.gif, no image files)
+    ("predict", "rl"): "--out episode.gif",
+    ("predict-out", "rl"): "--out episode.gif",
+    ("sample", "rl"): "--out episode.gif",
+    **{(e, "rl"): "stable-baselines3 agent" for e in (*EXPORTS, "features")},
 }
 
 

@@ -10,6 +10,8 @@ the command line read:
 - ``"video"`` (:mod:`reslab.tasks.video`: Moving Fashion-MNIST clips, 3D ResNets) and
   ``"super-resolution"`` / ``"sr"`` (:mod:`reslab.tasks.super_resolution`: photographs, SRResNet / EDSR),
   sharing :class:`~reslab.tasks.loader_task.LoaderTask` (:mod:`reslab.tasks.upscaling`: the upscaler).
+- ``"rl"`` (:mod:`reslab.tasks.rl`): reinforcement learning, reslab's encoders inside stable-baselines3's
+  DQN and PPO agents on MinAtar and Atari games (the task drives SB3's own loop).
 - :mod:`reslab.tasks.base`: the :class:`~reslab.tasks.base.Task` protocol, the
   :class:`~reslab.tasks.base.Runtime` the loop hands a task, and what every task shares.
 - :mod:`reslab.tasks.metrics`: COCO mAP (torchmetrics + pycocotools), mIoU, PSNR / SSIM (scikit-image).
@@ -27,6 +29,7 @@ from reslab.tasks.classification import Classification
 from reslab.tasks.detection import Detection, DetectionTask
 from reslab.tasks.loader_task import LoaderTask
 from reslab.tasks.metrics import DetectionMetric, SegmentationMetric, confusion_matrix, iou_from_confusion
+from reslab.tasks.rl import RL
 from reslab.tasks.scenes import Batch, SceneOps, SceneTraining
 from reslab.tasks.segmentation import Segmentation, SegmentationTask
 from reslab.tasks.super_resolution import SuperResolution
@@ -40,6 +43,7 @@ TASKS: dict[str, type] = {
     "video": Video,
     "super-resolution": SuperResolution,
     "sr": SuperResolution,
+    "rl": RL,
 }
 LOADER_TASKS: dict[str, type[LoaderTask]] = {k: v for k, v in TASKS.items() if issubclass(v, LoaderTask)}
 SCENE_TASKS: dict[str, type[SceneTraining]] = {k: v for k, v in TASKS.items() if issubclass(v, SceneTraining)}
