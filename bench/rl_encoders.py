@@ -6,7 +6,9 @@ stable-baselines3's PPO on MinAtar Breakout (the rl recipe's settings), 3 seeds 
 Each run is ``reslab train --task rl ...``; a finished run is skipped, an unfinished one resumed, and each
 finished run's config.yaml, summary.json, metrics.csv and episodes.csv are copied to
 ``docs/results/rl/runs/<run>/`` (the report reads them there: ``bench/rl_report.py``). ``--fps-only``
-measures steps per second per encoder on short runs (``--steps`` of them) and writes ``fps.json``.
+measures steps per second per encoder on short runs (``--steps`` of them; per second of the run's wall
+clock, and per CPU second of its process, start-up included, which a loaded machine disturbs less) and
+writes ``fps.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -29,8 +32,8 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "rl"
 
 def command(run: Path, model: str, seed: int, steps: int) -> list[str]:
     base = [sys.executable, "-m", "reslab", "train", "--quiet"]
-    if (run / "config.yaml").exists():
-        return [*base, "--resume", str(run)]
+    if (run / "config.yaml").exists():  # a budget changed since the run started is accepted as a change
+        return [*base, "--resume", str(run), "--iterations", str(steps), "--accept-change", "iterations"]
     return [*base, "--task", "rl", "--env", ENV, "--algo", "ppo", "--model", model, "--seed", str(seed),
             "--iterations", str(steps), "--device", "cpu", "--set", "threads=1", "--set", "log_every=4096",
             "--set", "checkpoint_every=16384", "--out", str(run)]  # fmt: skip
@@ -61,10 +64,13 @@ def main() -> None:
     if a.fps_only:
         fps = {}
         for model in ARMS:  # one at a time: the timings do not compete with each other
-            t = time.time()
+            t, cpu = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
             name = one(out / "fps", model, 0, a.steps, publish=False)
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_s = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime  # the whole process, start-up too
             s = json.loads((out / "fps" / name / "summary.json").read_text())
-            fps[model] = {"steps_per_s": s["steps_per_s"], "steps": s["timesteps"], "wall_s": time.time() - t}
+            fps[model] = {"steps": s["timesteps"], "steps_per_wall_s": s["steps_per_s"], "cpu_s": round(cpu_s, 2),
+                          "steps_per_cpu_s": s["timesteps"] / cpu_s, "wall_s": round(time.time() - t, 1)}  # fmt: skip
             print(model, fps[model], flush=True)
         (RESULTS / "fps.json").write_text(json.dumps(fps, indent=1) + "\n")
         return
