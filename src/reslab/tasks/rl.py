@@ -303,8 +303,8 @@ def drive(cfg: TrainConfig, run: Any, report: Any, *, resume: bool = False) -> d
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
-    if rec.num_timesteps != rec.mark[1] or not rec.last_row:
-        rec.num_timesteps = agent.num_timesteps
+    rec.num_timesteps = agent.num_timesteps
+    if rec.num_timesteps != rec.mark[1] or not rec.last_row:  # the steps since the last row
         rec.log_row()
     rec.model = agent
     rec.save()
