@@ -30,21 +30,27 @@ ENV = "MinAtar/Breakout-v1"
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "rl"
 
 
-def command(run: Path, model: str, seed: int, steps: int) -> list[str]:
+def run_name(env: str, model: str, seed: int) -> str:
+    """``<model>-s<seed>`` on Breakout (the first game), ``<game>-<model>-s<seed>`` on another."""
+    game = env.split("/")[-1].split("-")[0].lower()
+    return f"{model}-s{seed}" if env == ENV else f"{game}-{model}-s{seed}"
+
+
+def command(run: Path, model: str, seed: int, steps: int, env: str = ENV) -> list[str]:
     base = [sys.executable, "-m", "reslab", "train", "--quiet"]
     if (run / "config.yaml").exists():  # a budget changed since the run started is accepted as a change
         return [*base, "--resume", str(run), "--iterations", str(steps), "--accept-change", "iterations"]
-    return [*base, "--task", "rl", "--env", ENV, "--algo", "ppo", "--model", model, "--seed", str(seed),
+    return [*base, "--task", "rl", "--env", env, "--algo", "ppo", "--model", model, "--seed", str(seed),
             "--iterations", str(steps), "--device", "cpu", "--set", "threads=1", "--set", "log_every=4096",
             "--set", "checkpoint_every=16384", "--out", str(run)]  # fmt: skip
 
 
-def one(out: Path, model: str, seed: int, steps: int, publish: bool) -> str:
-    run = out / f"{model}-s{seed}"
+def one(out: Path, model: str, seed: int, steps: int, publish: bool, env: str = ENV) -> str:
+    run = out / run_name(env, model, seed)
     done = run / "summary.json"
     if not (done.exists() and json.loads(done.read_text()).get("finished")):
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        subprocess.run(command(run, model, seed, steps), check=True, env=env)
+        variables = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run(command(run, model, seed, steps, env), check=True, env=variables)
     if publish:
         dest = RESULTS / "runs" / run.name
         dest.mkdir(parents=True, exist_ok=True)
@@ -59,6 +65,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50_000)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--fps-only", action="store_true")
+    p.add_argument("--env", default=ENV, help="the game (default MinAtar/Breakout-v1)")
     a = p.parse_args()
     out = Path(a.out)
     if a.fps_only:
@@ -67,7 +74,9 @@ def main() -> None:
             t, cpu = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
             name = one(out / "fps", model, 0, a.steps, publish=False)
             used = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu_s = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime  # the whole process, start-up too
+            cpu_s = (
+                used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+            )  # the whole process, start-up too
             s = json.loads((out / "fps" / name / "summary.json").read_text())
             fps[model] = {"steps": s["timesteps"], "steps_per_wall_s": s["steps_per_s"], "cpu_s": round(cpu_s, 2),
                           "steps_per_cpu_s": s["timesteps"] / cpu_s, "wall_s": round(time.time() - t, 1)}  # fmt: skip
@@ -76,7 +85,7 @@ def main() -> None:
         return
     jobs = [(m, s) for s in SEEDS for m in ARMS]  # seed by seed: a partial sweep stays balanced
     with ThreadPoolExecutor(a.jobs) as pool:
-        for name in pool.map(lambda j: one(out, j[0], j[1], a.steps, publish=True), jobs):
+        for name in pool.map(lambda j: one(out, j[0], j[1], a.steps, publish=True, env=a.env), jobs):
             print("finished", name, flush=True)
 
 
