@@ -68,20 +68,26 @@ def main() -> None:
     p.add_argument("--env", default=ENV, help="the game (default MinAtar/Breakout-v1)")
     a = p.parse_args()
     out = Path(a.out)
-    if a.fps_only:
-        fps = {}
-        for model in ARMS:  # one at a time: the timings do not compete with each other
+    if a.fps_only:  # one at a time: the timings do not compete with each other
+        arms = ARMS if a.env.startswith("MinAtar/") else ("impala_resnet", "impala_plain", "nature_cnn")
+        path = RESULTS / "fps.json"
+        fps = json.loads(path.read_text()) if path.exists() else {}
+        fps = fps if all(isinstance(v, dict) and "/" in k for k, v in fps.items()) else {}
+        for model in arms:
             t, cpu = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
-            name = one(out / "fps", model, 0, a.steps, publish=False)
+            name = one(out / "fps", model, 0, a.steps, publish=False, env=a.env)
             used = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu_s = (
                 used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
             )  # the whole process, start-up too
             s = json.loads((out / "fps" / name / "summary.json").read_text())
-            fps[model] = {"steps": s["timesteps"], "steps_per_wall_s": s["steps_per_s"], "cpu_s": round(cpu_s, 2),
-                          "steps_per_cpu_s": s["timesteps"] / cpu_s, "wall_s": round(time.time() - t, 1)}  # fmt: skip
-            print(model, fps[model], flush=True)
-        (RESULTS / "fps.json").write_text(json.dumps(fps, indent=1) + "\n")
+            fps.setdefault(a.env, {})[model] = {
+                "steps": s["timesteps"], "frames": s["frames"], "steps_per_wall_s": round(s["steps_per_s"], 1),
+                "cpu_s": round(cpu_s, 2), "steps_per_cpu_s": round(s["timesteps"] / cpu_s, 1),
+                "frames_per_cpu_s": round(s["frames"] / cpu_s, 1), "wall_s": round(time.time() - t, 1),
+            }  # fmt: skip
+            print(a.env, model, fps[a.env][model], flush=True)
+            path.write_text(json.dumps(fps, indent=1) + "\n")
         return
     jobs = [(m, s) for s in SEEDS for m in ARMS]  # seed by seed: a partial sweep stays balanced
     with ThreadPoolExecutor(a.jobs) as pool:
