@@ -28,6 +28,7 @@ ARMS = {"impala_resnet": ("IMPALA ResNet (residual)", "resnet", "o"),
 CLAIMS = (("impala_resnet", "impala_plain"), ("impala_resnet", "minatar_cnn"))
 GRID = 1_000  # frames between the points of the learning curves
 GAMES = ("MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1")
+LEGEND = {GAMES[0]: "upper left", GAMES[1]: "lower right"}  # where each game's curves leave room (looked at)
 BUDGET = 30_000  # frames at which every run is measured (plan.md, amendment)
 
 
@@ -74,6 +75,10 @@ def verdicts(runs: dict[str, dict[str, list[dict]]]) -> list[dict]:
                         "t": w.t if w else math.nan, "df": w.df if w else math.nan, "p": w.p if w else math.nan})  # fmt: skip
     for c, q in zip(out, stats.holm([c["p"] for c in out])):
         c["p_holm"] = q
+        va, vb = ([r["summary"]["final_return"] for r in runs[c["env"]][k]] for k in (c["a"], c["b"]))
+        sd = stats.pooled_sd(va, vb) if min(len(va), len(vb)) > 1 else math.nan
+        # seeds per arm at which this difference would be detected (power 0.8, alpha 0.05; not Holm's)
+        c["seeds_to_decide"] = stats.planned_seeds(abs(c["diff"]), sd) if sd > 0 and c["diff"] else None
         if min(c["n"]) >= MIN_SEEDS and q < stats.ALPHA:
             c["verdict"] = "SUPPORTED" if c["diff"] > 0 else "REFUTED"
         else:
@@ -108,11 +113,15 @@ def figure(runs: dict[str, dict[str, list[dict]]], path: Path) -> None:
             game = env.split("/")[-1].split("-")[0]
             ax.set(xlabel="frames (= agent steps on MinAtar)", ylabel="mean return, last 100 episodes",
                    ylim=(0, None), title=f"PPO on MinAtar {game}: mean over seeds, band = min-max")  # fmt: skip
-            ax.legend(loc="upper left", frameon=False)
+            ax.legend(loc=LEGEND.get(env, "best"), frameon=False)
             bx.set(xticks=range(len(ARMS)), xticklabels=["residual", "plain", "small CNN"],
                    ylabel=f"return at {BUDGET:,} frames", title="each seed (marker), mean (bar)")  # fmt: skip
         fig.tight_layout()
         figstyle.save(fig, path)
+
+
+def _seeds(n: int | None) -> str:
+    return f"~{n}" if n else "more than 1,000"
 
 
 def main() -> None:
@@ -129,7 +138,8 @@ def main() -> None:
     for c in claims:
         lines.append(f"- **{c['claim']}** — {c['verdict']} (seeds {c['n'][0]} vs {c['n'][1]}; difference "
                      f"{c['diff']:+.2f}; Welch t = {c['t']:.2f}, df = {c['df']:.1f}, {format_p(c['p'])}; "
-                     f"Holm-adjusted {format_p(c['p_holm'])} over {len(claims)} claims)")  # fmt: skip
+                     f"Holm-adjusted {format_p(c['p_holm'])} over {len(claims)} claims; a difference this size at this "
+                     f"spread needs {_seeds(c['seeds_to_decide'])} seeds per arm at power 0.8)")  # fmt: skip
     lines.append("")
     lines.append(
         "| game | encoder | seeds | return at 30k frames (mean ± sd) | per seed | steps/s (wall, loaded) |"
