@@ -56,16 +56,7 @@ ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
             "train_freq": 1, "exploration_steps": 100_000, "exploration_final_eps": 0.1, "gamma": 0.99},
 }  # fmt: skip
 EVAL_MAX_STEPS = 27_000  # agent steps per evaluation episode (Atari: 108k frames = 30 minutes of play)
-COLUMNS = (
-    "step",
-    "frames",
-    "episodes",
-    "return_mean",
-    "return_last100",
-    "length_mean",
-    "steps_per_s",
-    "elapsed",
-)
+COLUMNS = ("step", "frames", "episodes", "return_mean", "return_last100", "length_mean", "steps_per_s", "elapsed")  # fmt: skip
 EPISODE_COLUMNS = ("episode", "step", "frames", "return", "length")
 
 
@@ -75,7 +66,7 @@ class ReslabExtractor(BaseFeaturesExtractor):
 
     def __init__(
         self, observation_space: Any, model: str = "impala_resnet", model_kwargs: dict | None = None
-    ):
+    ) -> None:
         from reslab.models import create_model
 
         c, h, w = observation_space.shape
