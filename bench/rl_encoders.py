@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ARMS = ("impala_resnet", "impala_plain", "minatar_cnn")
-SEEDS = (0, 1, 2)
+SEEDS = "0,1,2"  # the first sweep's; --seeds for another
 ENV = "MinAtar/Breakout-v1"
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "rl"
 
@@ -66,6 +66,8 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--fps-only", action="store_true")
     p.add_argument("--env", default=ENV, help="the game (default MinAtar/Breakout-v1)")
+    p.add_argument("--seeds", default=SEEDS, help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated encoders (default: all three)")
     a = p.parse_args()
     out = Path(a.out)
     if a.fps_only:  # one at a time: the timings do not compete with each other
@@ -89,7 +91,8 @@ def main() -> None:
             print(a.env, model, fps[a.env][model], flush=True)
             path.write_text(json.dumps(fps, indent=1) + "\n")
         return
-    jobs = [(m, s) for s in SEEDS for m in ARMS]  # seed by seed: a partial sweep stays balanced
+    seeds, arms = [int(x) for x in a.seeds.split(",")], a.arms.split(",")
+    jobs = [(m, s) for s in seeds for m in arms]  # seed by seed: a partial sweep stays balanced
     with ThreadPoolExecutor(a.jobs) as pool:
         for name in pool.map(lambda j: one(out, j[0], j[1], a.steps, publish=True, env=a.env), jobs):
             print("finished", name, flush=True)
