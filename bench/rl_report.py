@@ -32,11 +32,13 @@ LEGEND = {GAMES[0]: "upper left", GAMES[1]: "lower right"}  # where each game's 
 BUDGET = 30_000  # frames at which every run is measured (plan.md, amendment)
 
 
-def load(root: Path) -> dict[str, dict[str, list[dict]]]:
-    """The finished runs of each game and arm: summary and the curve (mean of the last 100 episodes on the
-    grid)."""
+def load(root: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, dict[str, list[dict]]]:
+    """The finished runs of ``seeds`` of each game and arm: summary and the curve (mean of the last 100
+    episodes on the grid). Seeds 0-2: the first sweep; 3-7: the follow-up (followup-plan.md)."""
     runs: dict[str, dict[str, list[dict]]] = {env: {arm: [] for arm in ARMS} for env in GAMES}
     for d in sorted((root / "runs").glob("*-s*")):
+        if int(d.name.rsplit("-s", 1)[1]) not in seeds:
+            continue
         summary = json.loads((d / "summary.json").read_text())
         if not summary.get("finished") or summary["model"] not in ARMS:
             continue
@@ -124,7 +126,27 @@ def _seeds(n: int | None) -> str:
     return f"~{n}" if n else "more than 1,000"
 
 
+def followup(root: Path) -> list[str]:
+    """followup-plan.md's one claim: residual > plain on Breakout, seeds 3-7 alone (Welch, no Holm)."""
+    arms = load(root, seeds=(3, 4, 5, 6, 7))[GAMES[0]]
+    va, vb = ([r["summary"]["final_return"] for r in arms[k]] for k in CLAIMS[0])
+    if min(len(va), len(vb)) < 2:
+        return [f"- follow-up: {len(va)} + {len(vb)} runs finished; nothing to test yet"]
+    w = stats.welch(vb, va)
+    d = stats.mean(va) - stats.mean(vb)
+    ok = min(len(va), len(vb)) >= MIN_SEEDS and w.p < stats.ALPHA
+    verdict = ("SUPPORTED" if d > 0 else "REFUTED") if ok else "INCONCLUSIVE"
+    return [
+        f"- **MinAtar/Breakout-v1, seeds 3-7: impala_resnet > impala_plain in return at {BUDGET:,} frames** — "
+        f"{verdict} (seeds {len(va)} vs {len(vb)}; difference {d:+.2f}; Welch t = {w.t:.2f}, df = {w.df:.1f}, "
+        f"{format_p(w.p)}; the follow-up's only claim)",
+        f"- impala_resnet: {stats.mean(va):.2f} ± {stats.std(va):.2f} ({', '.join(f'{x:.2f}' for x in va)}); "
+        f"impala_plain: {stats.mean(vb):.2f} ± {stats.std(vb):.2f} ({', '.join(f'{x:.2f}' for x in vb)})",
+    ]
+
+
 def main() -> None:
+    (OUT / "followup-verdict.md").write_text("\n".join(followup(OUT)) + "\n")
     runs = load(OUT)
     claims = verdicts(runs)
     figure(runs, OUT / "returns.png")
