@@ -229,3 +229,17 @@ def test_the_committed_report_is_what_its_runs_give():
     assert [c["verdict"] for c in claims] == [c["verdict"] for c in committed["claims"]]
     for mine, theirs in zip(claims, committed["claims"]):
         assert mine["p"] == pytest.approx(theirs["p"]) and mine["n"] == theirs["n"] == [3, 3]
+
+
+def test_an_atari_game_through_sb3s_wrappers(tmp_path):
+    """ALE Breakout (ale-py's ROMs) with SB3's Atari wrappers: 84x84 grey frames, 4 stacked, frame skip 4
+    (frames = 4 x steps), the Nature CNN as SB3 builds it (1,684,128 parameters)."""
+    pytest.importorskip(
+        "cv2", reason="SB3's Atari wrappers need OpenCV (the rl extra's opencv-python-headless)"
+    )
+    run = tmp_path / "run"
+    flags = [*TINY_PPO, "--env", "ALE/Breakout-v5", "--model", "nature_cnn", "--iterations", "64"]
+    code, _, err = _call(["train", *flags, "--set", "task_kwargs.n_envs=1", "--out", str(run)])
+    assert code == 0, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["frames"] == 4 * summary["timesteps"] and summary["params"] == 1_684_128
