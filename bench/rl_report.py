@@ -147,6 +147,9 @@ def followup(root: Path) -> list[str]:
 
 def main() -> None:
     (OUT / "followup-verdict.md").write_text("\n".join(followup(OUT)) + "\n")
+    later = load(OUT, seeds=(3, 4, 5, 6, 7))[GAMES[0]]
+    if any(later.values()):
+        figure({GAMES[0]: later}, OUT / "followup.png")
     runs = load(OUT)
     claims = verdicts(runs)
     figure(runs, OUT / "returns.png")
