@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision first and pinned: pip takes these from this machine's disk.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,onnx,tensorboard,faces,medical]'
+	$(PY) -m pip install -q -e '.[dev,onnx,tensorboard,faces,medical,rl]'
 	# facenet-pytorch: the face tests' reference; its pins (torch<2.3, numpy<2) conflict with ours.
 	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)

@@ -158,6 +158,33 @@ p = reslab.create_model("resnet50", num_classes=0)  # no classifier: p(x) is the
   strictly and computes another network: 0-25% agreement with the original's predictions on the fixture),
   whether a bottleneck's stride is in the 1x1 or the 3x3, and the input normalization. `reslab eval` and
   `--init-from` print one line saying what was recognized or assumed for every file that is not reslab's own.
+
+## Encoders of reinforcement-learning agents (`reslab.models.agents`, `--task rl`)
+
+Images of a game (N, C, H, W) -> features (`num_classes=0`, how `reslab.tasks.rl` hands them to
+stable-baselines3's policy and value heads as a `BaseFeaturesExtractor`) -> `fc` (one output per action).
+The flattened size depends on the input: each takes `img_size` (default: the registered input). The table
+above counts them at their registered input with an action layer (18 Atari actions, 6 MinAtar ones);
+without it (`num_classes=0`, as inside an agent; tested in `tests/test_rl.py`):
+
+| encoder | layers | 84x84x4 (Atari, 4 frames) | 10x10x4 (MinAtar Breakout) |
+|---|---|---:|---:|
+| `impala_resnet` | Espeholt et al. 2018, Fig. 3 right (openai/baselines `build_impala_cnn`): per stage conv3x3, max-pool 3x3/2, 2 blocks ReLU-conv3x3-ReLU-conv3x3 + identity; 16/32/32 channels; ReLU, flatten, 256 units | 1,089,232 | 130,768 |
+| `impala_plain` | the same layers, no identity (`y = F(x)`) | 1,089,232 | 130,768 |
+| `nature_cnn` | Mnih et al. 2015 (SB3's `NatureCNN`, same outputs with the same weights): 32 8x8/4, 64 4x4/2, 64 3x3/1, 512 units | 1,684,128 | does not fit (one line: input too small) |
+| `minatar_cnn` | Young & Tian 2019, MinAtar's `examples/dqn.py`: 16 3x3/1, 128 units | - | 131,792 |
+
+- The Nature CNN's 8x8/4 kernel leaves 1x1 of a 10x10 MinAtar frame and its 4x4 kernel then has no input:
+  on MinAtar, reslab compares with MinAtar's own network (a quarter of the Nature network's widths, one
+  conv layer), as the MinAtar paper does, rather than an adapted Nature CNN.
+- Widths, depth and the hidden layer are configurable: `--set model_kwargs.widths=[32,64,64]`,
+  `model_kwargs.blocks=3`, `model_kwargs.hidden=512`.
+- Every convolution is a `ResidualUnit` (`model.blocks`), so lesions and gradient profiles apply; the plain
+  CNNs' units have no shortcut term, and their path when *deleted* (reslab's, for lesions only) is a
+  parameter-free window average of the conv's geometry with zero-padded channels.
+- Deviations: PyTorch's default initialization (IMPALA's code: Glorot-uniform; SB3 re-initializes PPO's
+  policy orthogonally); no input scaling inside (SB3 divides Atari's uint8 frames by 255; MinAtar's are 0/1);
+  IMPALA's LSTM and its shallow network are not included.
 """
 
 

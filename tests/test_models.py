@@ -32,6 +32,7 @@ from reslab.models.base import ResidualUnit
 from reslab.models.registry import flop_counter_macs
 from reslab.models.weights import load_model, load_pretrained, read_metadata, resolve_checkpoint, save_weights
 
+AGENT_FAMILIES = ("impala", "nature_cnn", "minatar_cnn")  # reslab.models.agents
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "plain18", "plain34"]
 IMAGENET += ["resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2"]
 IMAGENET += ["densenet121", "densenet169", "densenet201"]
@@ -64,6 +65,8 @@ def small_input(name: str, batch: int = 2) -> tuple[dict, torch.Tensor]:
         return {"num_classes": 7, "in_chans": 1}, torch.randn(batch, 1, 75, 75)
     if info["task"] == "style-transfer":  # sides a multiple of 4 (two stride-2 convolutions)
         return {"in_chans": 1, "width": 4}, torch.rand(batch, 1, 16, 16)
+    if info["family"] in AGENT_FAMILIES:  # their flatten size depends on the input: img_size says it
+        return {"num_classes": 7, "in_chans": 1, "img_size": 36}, torch.randn(batch, 1, 36, 36)
     size = 8 if info["depth"] >= 100 or info["params"] > 5e6 else 28
     return {"num_classes": 7, "in_chans": 1}, torch.randn(batch, 1, size, size)
 
@@ -272,6 +275,9 @@ EXPORTED = [
     ("iresnet18", {}),
     ("iresnet18_plain", {}),
     ("inception_resnet_v1", {}),
+    ("impala_resnet", {"widths": (8, 8), "blocks": 1}),
+    ("nature_cnn", {}),
+    ("minatar_cnn", {}),
 ]
 
 
@@ -555,7 +561,7 @@ def test_models_package_import_graph_is_acyclic():
     assert graph["factory"] >= {"registry", "weights", "hub", "convert"}
     assert not graph["weights"] & {"factory", "backbones", "dense"}
     # the zoo modules register on import, from the package's __init__, in the order list_models reports
-    order = ["zoo", "senet", "densenet", "video", "sr", "iresnet", "inception_resnet"]
+    order = ["zoo", "senet", "densenet", "video", "sr", "iresnet", "inception_resnet", "johnson", "agents"]
     assert set(order) <= graph["__init__"]
     modules = [get_entry(n).builder.__module__.rsplit(".", 1)[1] for n in list_models()]
     assert modules == sorted(modules, key=order.index)

@@ -67,6 +67,9 @@ TINY_RUNS = {
               "--set", "task_kwargs.style_size=64", "--set", "task_kwargs.loss_network=resnet20"],
     "face": ["--model", "resnet20", "--data-dir", str(OLIVETTI), "--device", "cpu", "--seed", "1",
              "--set", "task_kwargs.image_size=32", "--set", "threads=1", "--set", "tensorboard=false"],
+    "rl": ["--env", "MinAtar/Breakout-v1", "--algo", "ppo", "--model", "minatar_cnn", "--device", "cpu",
+           "--batch-size", "8", "--set", "task_kwargs.n_envs=1", "--set", "task_kwargs.n_steps=8",
+           "--set", "task_kwargs.n_epochs=1", "--set", "threads=1"],
 }  # fmt: skip
 NEEDS_FMNIST = {"classification", "detection", "segmentation", "video"}
 DATA_DIRS = {"face": OLIVETTI}  # `data sample --data-dir`: the task's data where it is not Fashion-MNIST
@@ -89,6 +92,11 @@ REFUSED: dict[tuple[str, str], str] = {
     **{(e, "video"): "5-D" for e in EXPORTS},
     **{(f"analyze-{a}", t): ANALYZE for a in ANALYSES for t in TASK_NAMES if t != "classification"},
     ("predict-out", "face"): "predictions are printed",
+    # an rl run plays its environment (reslab predict RUN --out episode.gif, no image files)
+    ("predict", "rl"): "--out episode.gif",
+    ("predict-out", "rl"): "--out episode.gif",
+    ("sample", "rl"): "--out episode.gif",
+    **{(e, "rl"): "stable-baselines3 agent" for e in (*EXPORTS, "features")},
 }
 
 

@@ -48,6 +48,7 @@ AmpMode = Literal["auto", "bf16", "off"]
 OptimizerImpl = Literal["auto", "fused", "foreach", "loop"]
 AutoBool = Literal["auto"] | bool
 CompileMode = bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+AlgoName = Literal["dqn", "ppo"]  # reinforcement learning: stable-baselines3's algorithms
 
 SCHEDULES = typing.get_args(ScheduleKind)
 WARMUP_MODES = typing.get_args(WarmupMode)
@@ -143,6 +144,16 @@ class TrainConfig:
     task_kwargs: dict[str, Any] = field(
         default_factory=dict,
         metadata=_help("options of the task, set one at a time: --set task_kwargs.arch=retinanet"),
+    )
+    # reinforcement learning (--task rl): the environment and stable-baselines3's algorithm
+    env: str | None = field(
+        default=None,
+        metadata=_help(
+            "--task rl: the gymnasium environment, e.g. MinAtar/Breakout-v1 or ALE/Breakout-v5", "ID"
+        ),
+    )
+    algo: AlgoName | None = field(
+        default=None, metadata=_help("--task rl: dqn or ppo (stable-baselines3)", "ALGO")
     )
     model: str = field(
         default="resnet20",

@@ -58,8 +58,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         "others are still predicted.",
     )
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run directory or .safetensors checkpoint")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...) or folders (their "
-                   "image files, sorted by name)")  # fmt: skip
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, ...) or folders (their "
+                   "image files, sorted by name); none for a reinforcement-learning run, which plays one "
+                   "episode into --out (a GIF)")  # fmt: skip
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_device(p)

@@ -23,6 +23,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     add_device(p)
     p.add_argument("--batch-size", type=int, default=None,
                    help="evaluation batch size (default: the task's; 256 for a classifier)")  # fmt: skip
+    p.add_argument("--episodes", type=int, default=None, metavar="N",
+                   help="reinforcement-learning runs: episodes to play with the deterministic policy (default 10)")  # fmt: skip
     p.set_defaults(func=_cmd_eval)
 
 
@@ -34,7 +36,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     request = EvalRequest(
         out_dir=args.out, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size, tta=args.tta,
-        splits=("val", "test") if args.split == "both" else (args.split,),
+        splits=("val", "test") if args.split == "both" else (args.split,), episodes=args.episodes,
     )  # fmt: skip
     cls = task_class(checkpoint_task(args.path))
     print("\n".join(cls.evaluation_lines(cls.evaluate_checkpoint(args.path, request))))

@@ -14,7 +14,17 @@ from reslab.errors import ReslabError
 # ``reslab train``'s flags: each is a TrainConfig field whose help text lives in the field's metadata;
 # a tuple is a group of mutually exclusive fields.
 TRAIN_GROUPS: dict[str, tuple[str | tuple[str, ...], ...]] = {
-    "what to train": ("task", "model", "dataset", "data_dir", "download", "subset", "val_split"),
+    "what to train": (
+        "task",
+        "model",
+        "dataset",
+        "data_dir",
+        "download",
+        "subset",
+        "val_split",
+        "env",
+        "algo",
+    ),
     "budget and optimization": (("epochs", "iterations"), "batch_size", "lr", "weight_decay", "seed"),
     "machine": ("device", "sync_bn"),
     "fine-tuning": ("init_from", "freeze", "freeze_backbone", "num_classes", "backbone_lr_scale"),

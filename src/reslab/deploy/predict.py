@@ -99,10 +99,15 @@ def run_predict(
     from reslab._io import write_bytes
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    cls = task_class(checkpoint_task(checkpoint))
+    if getattr(cls, "plays_episodes", False):  # a run that plays its environment (reinforcement learning)
+        print(cls.play(str(checkpoint), list(files), request or PredictRequest(), out=out, overwrite=overwrite),
+              file=stdout)  # fmt: skip
+        return 0
+    if not files:
+        raise ConfigError("give one or more image files or folders to predict")
     files = image_files(files)
-    predictor = task_class(checkpoint_task(checkpoint)).predictor(
-        str(checkpoint), request or PredictRequest()
-    )
+    predictor = cls.predictor(str(checkpoint), request or PredictRequest())
     if out and predictor.output is None:
         raise ConfigError("--out writes the images a run draws (detection, segmentation) or upscales "
                           "(super-resolution); this run's predictions are printed")  # fmt: skip

@@ -9,7 +9,7 @@ intermediate feature maps.
 
 # Importing the zoo modules runs their @register_model decorators, in this order: the order of
 # list_models() and `reslab models`. This is the one place that imports them for that.
-from reslab.models import zoo, senet, densenet, video, sr, iresnet, inception_resnet, johnson  # noqa: F401  # isort: skip
+from reslab.models import zoo, senet, densenet, video, sr, iresnet, inception_resnet, johnson, agents  # noqa: F401  # isort: skip
 from reslab.models.base import ResidualUnit, deleted_blocks, set_drop_path
 from reslab.models.factory import create_model
 from reslab.models.hub import torchvision_weights

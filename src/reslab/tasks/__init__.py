@@ -13,6 +13,8 @@ the command line read:
 - ``"style"`` (:mod:`reslab.tasks.style`): Johnson et al.'s feed-forward style transfer, trained with the
   perceptual loss of :mod:`reslab.tasks.perceptual` (shared with ``reslab stylize``), also a LoaderTask.
 - ``"face"`` (:mod:`reslab.tasks.face`): face embeddings with margin heads, verified on unseen identities.
+- ``"rl"`` (:mod:`reslab.tasks.rl`): reinforcement learning, reslab's encoders inside stable-baselines3's
+  DQN and PPO agents on MinAtar and Atari games (the task drives SB3's own loop).
 - :mod:`reslab.tasks.base`: the :class:`~reslab.tasks.base.Task` protocol, the
   :class:`~reslab.tasks.base.Runtime` the loop hands a task, and what every task shares.
 - :mod:`reslab.tasks.metrics`: COCO mAP (torchmetrics + pycocotools), mIoU, PSNR / SSIM (scikit-image).
@@ -31,6 +33,7 @@ from reslab.tasks.detection import Detection, DetectionTask
 from reslab.tasks.face import Face
 from reslab.tasks.loader_task import LoaderTask
 from reslab.tasks.metrics import DetectionMetric, SegmentationMetric, confusion_matrix, iou_from_confusion
+from reslab.tasks.rl import RL
 from reslab.tasks.scenes import Batch, SceneOps, SceneTraining
 from reslab.tasks.segmentation import Segmentation, SegmentationTask
 from reslab.tasks.style import StyleTransfer
@@ -47,6 +50,7 @@ TASKS: dict[str, type] = {
     "sr": SuperResolution,
     "style": StyleTransfer,
     "face": Face,
+    "rl": RL,
 }
 LOADER_TASKS: dict[str, type[LoaderTask]] = {k: v for k, v in TASKS.items() if issubclass(v, LoaderTask)}
 SCENE_TASKS: dict[str, type[SceneTraining]] = {k: v for k, v in TASKS.items() if issubclass(v, SceneTraining)}

@@ -114,6 +114,7 @@ class EvalRequest:
     batch_size: int | None = None
     tta: str = "none"
     splits: tuple[str, ...] = ("val", "test")
+    episodes: int | None = None  # reinforcement learning: episodes played (None: the task's default)
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,15 @@ class Task(Protocol):
     def predictor(cls, checkpoint: str, request: PredictRequest) -> FilePredictor:
         """The trained network loaded for ``reslab predict`` (or one line refusing: ``refuses["predict"]``)."""
         ...
+
+    # Optional: a task whose library owns the training loop (stable-baselines3's algorithms) provides
+    # ``drive(cfg, run, report, *, resume) -> summary`` (a class method): ``reslab train`` calls it in place of
+    # the loop, inside the same run-directory checks, lock and marker (``run``: the
+    # :class:`reslab.train.rundir.RunDir`, ``report``: its :class:`reslab.train.progress.Progress`), and it
+    # writes the run's files by the same conventions (config.yaml, metrics.csv, summary.json, curves.png,
+    # checkpoints/). A task that plays an environment instead of reading image files sets
+    # ``plays_episodes = True`` and provides ``play(checkpoint, files, request, *, out, overwrite)`` for
+    # ``reslab predict``.
 
     @classmethod
     def sample_input(cls, cfg: TrainConfig, index: int) -> Sample:

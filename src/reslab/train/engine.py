@@ -100,7 +100,9 @@ def train(
     check_accepted(accept_changes)
     checked = check_target(cfg, out, resume=resume, overwrite=overwrite, accept=accept_changes)
     cfg = copy.deepcopy(checked).validate()
-    task_class(cfg.task)  # an unknown task: one line, before any folder is touched
+    # an unknown task: one line, before any folder is touched; a task that owns its loop (stable-baselines3's
+    # algorithms) drives the run itself in the same run directory (:meth:`reslab.tasks.base.Task.drive`)
+    drive = getattr(task_class(cfg.task), "drive", None)
     dist = init_distributed(cfg)  # one process unless started by torchrun (WORLD_SIZE > 1)
     report = Progress(progress, main=dist.is_main)
     run = RunDir(out, dist)
@@ -113,7 +115,10 @@ def train(
             run.prepare(overwrite=overwrite)
             dist.barrier()  # the other ranks start once rank 0 holds the lock and has cleaned up
             with _user_errors(out, dist, cfg), backend_flags(cfg):
-                summary = train_loop(cfg, run, dist, report, accept_changes=accept_changes)
+                if drive is not None:
+                    summary = drive(cfg, run, report, resume=resume)
+                else:
+                    summary = train_loop(cfg, run, dist, report, accept_changes=accept_changes)
     dist.close()  # only after success: after a failure the process exits, and a dead peer could hang it
     return summary
 

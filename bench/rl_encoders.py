@@ -1,0 +1,102 @@
+"""Issue 34's experiment: IMPALA's residual encoder vs its plain twin vs MinAtar's small CNN, as the eyes of
+stable-baselines3's PPO on MinAtar Breakout (the rl recipe's settings), 3 seeds per arm, one thread each.
+
+    nice -n 10 python bench/rl_encoders.py --out runs/rl --steps 50000 --jobs 2   # resumable: rerun it
+
+Each run is ``reslab train --task rl ...``; a finished run is skipped, an unfinished one resumed, and each
+finished run's config.yaml, summary.json, metrics.csv and episodes.csv are copied to
+``docs/results/rl/runs/<run>/`` (the report reads them there: ``bench/rl_report.py``). ``--fps-only``
+measures steps per second per encoder on short runs (``--steps`` of them; per second of the run's wall
+clock, and per CPU second of its process, start-up included, which a loaded machine disturbs less) and
+writes ``fps.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ARMS = ("impala_resnet", "impala_plain", "minatar_cnn")
+SEEDS = "0,1,2"  # the first sweep's; --seeds for another
+ENV = "MinAtar/Breakout-v1"
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "rl"
+
+
+def run_name(env: str, model: str, seed: int) -> str:
+    """``<model>-s<seed>`` on Breakout (the first game), ``<game>-<model>-s<seed>`` on another."""
+    game = env.split("/")[-1].split("-")[0].lower()
+    return f"{model}-s{seed}" if env == ENV else f"{game}-{model}-s{seed}"
+
+
+def command(run: Path, model: str, seed: int, steps: int, env: str = ENV) -> list[str]:
+    base = [sys.executable, "-m", "reslab", "train", "--quiet"]
+    if (run / "config.yaml").exists():  # a budget changed since the run started is accepted as a change
+        return [*base, "--resume", str(run), "--iterations", str(steps), "--accept-change", "iterations"]
+    return [*base, "--task", "rl", "--env", env, "--algo", "ppo", "--model", model, "--seed", str(seed),
+            "--iterations", str(steps), "--device", "cpu", "--set", "threads=1", "--set", "log_every=4096",
+            "--set", "checkpoint_every=16384", "--out", str(run)]  # fmt: skip
+
+
+def one(out: Path, model: str, seed: int, steps: int, publish: bool, env: str = ENV) -> str:
+    run = out / run_name(env, model, seed)
+    done = run / "summary.json"
+    if not (done.exists() and json.loads(done.read_text()).get("finished")):
+        variables = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run(command(run, model, seed, steps, env), check=True, env=variables)
+    if publish:
+        dest = RESULTS / "runs" / run.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "summary.json", "metrics.csv", "episodes.csv"):
+            shutil.copy2(run / name, dest / name)
+    return run.name
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", default="runs/rl")
+    p.add_argument("--steps", type=int, default=50_000)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--fps-only", action="store_true")
+    p.add_argument("--env", default=ENV, help="the game (default MinAtar/Breakout-v1)")
+    p.add_argument("--seeds", default=SEEDS, help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated encoders (default: all three)")
+    a = p.parse_args()
+    out = Path(a.out)
+    if a.fps_only:  # one at a time: the timings do not compete with each other
+        arms = ARMS if a.env.startswith("MinAtar/") else ("impala_resnet", "impala_plain", "nature_cnn")
+        path = RESULTS / "fps.json"
+        fps = json.loads(path.read_text()) if path.exists() else {}
+        fps = fps if all(isinstance(v, dict) and "/" in k for k, v in fps.items()) else {}
+        for model in arms:
+            t, cpu = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+            name = one(out / "fps", model, 0, a.steps, publish=False, env=a.env)
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_s = (
+                used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+            )  # the whole process, start-up too
+            s = json.loads((out / "fps" / name / "summary.json").read_text())
+            fps.setdefault(a.env, {})[model] = {
+                "steps": s["timesteps"], "frames": s["frames"], "steps_per_wall_s": round(s["steps_per_s"], 1),
+                "cpu_s": round(cpu_s, 2), "steps_per_cpu_s": round(s["timesteps"] / cpu_s, 1),
+                "frames_per_cpu_s": round(s["frames"] / cpu_s, 1), "wall_s": round(time.time() - t, 1),
+            }  # fmt: skip
+            print(a.env, model, fps[a.env][model], flush=True)
+            path.write_text(json.dumps(fps, indent=1) + "\n")
+        return
+    seeds, arms = [int(x) for x in a.seeds.split(",")], a.arms.split(",")
+    jobs = [(m, s) for s in seeds for m in arms]  # seed by seed: a partial sweep stays balanced
+    with ThreadPoolExecutor(a.jobs) as pool:
+        for name in pool.map(lambda j: one(out, j[0], j[1], a.steps, publish=True, env=a.env), jobs):
+            print("finished", name, flush=True)
+
+
+if __name__ == "__main__":
+    main()
