@@ -278,6 +278,7 @@ EXPORTED = [
     ("impala_resnet", {"widths": (8, 8), "blocks": 1}),
     ("nature_cnn", {}),
     ("minatar_cnn", {}),
+    ("johnson_transformer", {}),
 ]
 
 
