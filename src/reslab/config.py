@@ -199,6 +199,7 @@ class TrainConfig:
     no_decay_bn_bias: bool = False  # exclude BN parameters and biases from weight decay
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0: off; else evaluate and export an EMA of the weights (e.g. 0.999)
+    tta_flip: bool = False  # evaluate the mean softmax of each image and its mirror (flip-invariant data)
     grad_clip: float = 0.0  # 0: off; else clip the global gradient norm
     # the optimizer's kernels (same update rule, same math): auto = fused on CUDA, torch's default on CPU
     optimizer_impl: OptimizerImpl = "auto"
@@ -238,7 +239,7 @@ class TrainConfig:
         default="auto",
         metadata={**_help("where to train: auto, cpu, cuda or cuda:N (default: auto)"), "words": DEVICES},
     )
-    # auto: bf16 on CUDA; on the CPU fp32 (bf16 only where forced: see reslab.precision) | bf16 | off
+    # auto: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32 (reslab.precision)
     amp: AmpMode = "auto"
     channels_last: AutoBool = "auto"  # auto: on for cuda and for cpu
     # true = default; reduce-overhead: CUDA graphs

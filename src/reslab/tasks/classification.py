@@ -205,6 +205,7 @@ class Classification(Refusals):
             run = functools.partial(
                 evaluate, x=x, y=y, mean=ds.mean, std=ds.std, batch_size=self.eval_batch_size,
                 device=rt.device, amp_dtype=rt.amp_dtype, channels_last=rt.channels_last, num_classes=nc,
+                tta_flip=cfg.tta_flip and ds.flip,
             )  # fmt: skip
             self._evals[split] = lambda model, run=run: reduce_error(run(model), dist, rt.device)
 
@@ -296,7 +297,7 @@ def evaluate_checkpoint(
     from reslab._device import resolve_device
     from reslab._io import write_json
     from reslab.models.weights import load_model, resolve_checkpoint
-    from reslab.precision import precision_name, resolve_amp
+    from reslab.precision import precision_name, recorded_amp
     from reslab.tasks.metrics import plot_confusion
 
     if tta not in (None, "none", "flip"):
@@ -310,8 +311,8 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     model = model.to(dev).float().eval()
     out_path = eval_dir(ckpt, out_dir)
-    # the run's own amp setting, resolved for this device as training resolved it (precision.py)
-    amp_dtype = resolve_amp(str(config.get("amp", "auto")), dev)
+    # the run's own precision, as its weights record it (older runs: its amp resolved here; precision.py)
+    amp_dtype = recorded_amp(config, dev)
     results: dict[str, Any] = {
         "checkpoint": str(ckpt),
         "step": int(meta.get("step", -1)),
