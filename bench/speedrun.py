@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's reslab, for the probe and for every run
 DEMO = "demo"
 # name -> (what the idea is, the reslab train arguments). The first is the time reference.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
