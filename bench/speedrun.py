@@ -32,13 +32,22 @@ sys.path.insert(0, str(ROOT / "src"))  # this checkout's reslab, for the probe a
 DEMO = "demo"
 # name -> (what the idea is, the reslab train arguments). The first is the time reference.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    DEMO: ("today's demo: fashion_mnist_demo, fp32, 2 epochs", ["--recipe", "fashion_mnist_demo", "--set", "amp=off"]),
-    "bf16": ("+ bf16 autocast (amp auto on this CPU), 2 epochs", ["--recipe", "fashion_mnist_demo", "--set", "amp=auto"]),
+    DEMO: (
+        "today's demo: fashion_mnist_demo, fp32, 2 epochs",
+        ["--recipe", "fashion_mnist_demo", "--set", "amp=off"],
+    ),
+    "bf16": (
+        "+ bf16 autocast (amp auto on this CPU), 2 epochs",
+        ["--recipe", "fashion_mnist_demo", "--set", "amp=auto"],
+    ),
     "speedrun-notta": (
         "fashion_mnist_speedrun without test-time flips",
         ["--recipe", "fashion_mnist_speedrun", "--set", "tta_flip=false"],
     ),
-    "speedrun": ("fashion_mnist_speedrun (bf16, flip TTA, one evaluation)", ["--recipe", "fashion_mnist_speedrun"]),
+    "speedrun": (
+        "fashion_mnist_speedrun (bf16, flip TTA, one evaluation)",
+        ["--recipe", "fashion_mnist_speedrun"],
+    ),
     "speedrun-e7-pad2": (
         "fashion_mnist_speedrun, 7 epochs, 2-px crops",
         ["--recipe", "fashion_mnist_speedrun", "--epochs", "7", "--set", "pad=2"],
@@ -116,7 +125,9 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
+    p.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS)
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("bench-speedrun"))
     p.add_argument("--table-only", action="store_true")
