@@ -42,10 +42,10 @@ def _capability() -> str:
         return "unknown"
 
 
-def _cpuinfo_flags(path: Path = CPUINFO) -> set[str] | None:
+def _cpuinfo_flags() -> set[str] | None:
     """The first ``flags`` line of ``/proc/cpuinfo`` as a set; ``None`` where there is none (not Linux)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = CPUINFO.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     for line in text.splitlines():
