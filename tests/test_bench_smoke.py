@@ -166,7 +166,7 @@ def _fmnist_installed() -> bool:
 
 @pytest.mark.skipif(not _fmnist_installed(), reason="Fashion-MNIST not installed (make data)")
 def test_train_throughput_quick_reports_every_column(tmp_path):
-    """bench/train_throughput.py --quick on ResNet-20 with --rss: (a), (a2), (b), (c), the ratios and the
+    """bench/train_throughput.py --quick on ResNet-20 with --rss: (a), (a2), (b), (b0), (c), the ratios and the
     peak memory of both precisions, written as JSON."""
     out = tmp_path / "t.json"
     p = subprocess.run(
@@ -177,9 +177,14 @@ def test_train_throughput_quick_reports_every_column(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(out.read_text())
     row = r["models"]["resnet20"]
-    assert all(row[k] > 0 for k in ("ceiling", "best_ceiling", "reslab", "conventional"))
+    assert all(row[k] > 0 for k in ("ceiling", "best_ceiling", "reslab", "reslab_fp32", "conventional"))
     assert row["reslab_over_best_ceiling"] == pytest.approx(row["reslab"] / row["best_ceiling"])
-    assert r["precision_b"] in ("fp32", "bf16") and isinstance(r["native_bf16"], bool)
+    assert row["reslab_over_fp32"] == pytest.approx(row["reslab"] / row["reslab_fp32"])
+    # the default loop's precision is reported beside its speed, with the probe's reason
+    assert r["precision_b"] == ("bf16" if r["native_bf16"] else "fp32")
+    assert (
+        r["precision_reason_b"].startswith(r["precision_b"]) and "(b) reslab " + r["precision_b"] in p.stdout
+    )
     rss = r["peak_rss_mib"]
     assert rss["fp32"]["peak"] >= rss["fp32"]["before_steps"] > 50  # torch alone is tens of MiB
 
