@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from reslab.data import find_dataset, load_dataset
 from reslab.models import create_model
-from reslab.precision import cpu_has_native_bf16, precision_name, precision_reason, resolve_amp
+from reslab.precision import auto_reason, cpu_has_native_bf16, precision_name, resolve_amp
 from reslab.train import load_recipe, train
 
 
@@ -218,6 +218,21 @@ def peak_rss_mib(model: str, precision: str, threads: int) -> dict[str, float]:
     return {"before_steps": round(before, 1), "peak": round(peak, 1)}
 
 
+def _print_header(results: dict, device: torch.device, a2_name: str) -> None:
+    """The columns, and what (a2) and (b) compute in: (b)'s precision (``amp: auto``) and why."""
+    results["precision_b"] = precision_name(resolve_amp("auto", device))
+    results["precision_reason_b"] = auto_reason(device)
+    print(
+        f"(a2) = {a2_name} (native bf16: {results['native_bf16']}); (b) = reslab train, amp auto: {auto_reason(device)}"
+    )
+    print("(b0) = reslab train, --set amp=off (fp32)")
+    b_col = f"(b) reslab {results['precision_b']}"
+    print(
+        f"{'model':<10} {'(a) fp32':>10} {'(a2) best':>10} {b_col:>16} {'(b0) fp32':>10} {'(c) torchvision':>16} "
+        f"{'b/a':>6} {'b/a2':>6} {'b/b0':>6} {'b/c':>6}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="resnet20,resnet56")
@@ -257,16 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, {args.iters} timed iterations"
     )
-    default = precision_reason("auto", device, resolve_amp("auto", device))
-    results["precision_b"] = precision_name(resolve_amp("auto", device))
-    results["precision_reason_b"] = default
-    print(f"(a2) = {a2_name} (native bf16: {native}); (b) = reslab train, amp auto: {default}")
-    print("(b0) = reslab train, --set amp=off (fp32)")
-    b_col = f"(b) reslab {results['precision_b']}"
-    print(
-        f"{'model':<10} {'(a) fp32':>10} {'(a2) best':>10} {b_col:>16} {'(b0) fp32':>10} {'(c) torchvision':>16} "
-        f"{'b/a':>6} {'b/a2':>6} {'b/b0':>6} {'b/c':>6}"
-    )
+    _print_header(results, device, a2_name)
     with tempfile.TemporaryDirectory(prefix="reslab-bench-") as tmp:
         work = Path(tmp)
         for name in args.models.split(","):

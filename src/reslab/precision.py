@@ -142,6 +142,12 @@ def precision_reason(amp: str, device: torch.device, dtype: torch.dtype | None) 
     return f"{name} (amp=auto: this CPU has no native bf16: {why})"
 
 
+def auto_reason(device: torch.device | str) -> str:
+    """What ``amp: auto`` computes in on ``device`` here, and why (:func:`precision_reason`)."""
+    device = torch.device(device)
+    return precision_reason("auto", device, resolve_amp("auto", device))
+
+
 def slow_bf16_warning(dtype: torch.dtype | None, device: torch.device) -> str | None:
     """A one-line warning when bf16 was forced on a CPU that only emulates it; else ``None``."""
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
