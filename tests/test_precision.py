@@ -181,4 +181,5 @@ def test_a_resumed_auto_run_keeps_the_precision_its_checkpoint_recorded(probe, t
     meta = {"config": json.dumps({"amp": "auto", "precision": "fp32"})}  # started on an fp32 machine
     save_file({"w": torch.zeros(1)}, str(tmp_path / "checkpoints" / "last.safetensors"), metadata=meta)
     assert run_amp(cfg, run, CPU) is None
+    assert "started in, kept" in precision_reason("auto", CPU, None)  # the header/summary say so
     assert run_amp(TrainConfig(amp="bf16"), run, CPU) == torch.bfloat16  # an explicit word is obeyed

@@ -132,6 +132,8 @@ def precision_reason(amp: str, device: torch.device, dtype: torch.dtype | None) 
     if amp == "bf16":
         native = device.type == "cuda" or cpu_has_native_bf16()
         return f"{name} autocast (amp=bf16{'' if native else ', emulated on this CPU: slow'})"
+    if dtype != resolve_amp("auto", device):  # a resumed run keeps what it started in (session.run_amp)
+        return f"{name}{' autocast' if dtype else ''} (amp=auto: the precision this run started in, kept)"
     if device.type == "cuda":
         return f"{name} autocast (amp=auto: bf16 on CUDA)"
     if device.type != "cpu":
