@@ -241,7 +241,7 @@ class Classification(Refusals):
         def folder_eval(model: nn.Module) -> float:
             r = evaluate_batches(
                 model, itertools.islice(loaders.val, n_batches), device=rt.device, amp_dtype=rt.amp_dtype,
-                num_classes=nc, channels_last=rt.channels_last,
+                num_classes=nc, channels_last=rt.channels_last, tta_flip=cfg.tta_flip,
             )  # fmt: skip
             return reduce_error(r, dist, rt.device)
 
