@@ -14,7 +14,7 @@ import yaml
 
 from reslab import precision
 from reslab.config import TrainConfig
-from reslab.precision import amp_as_trained, cpu_bf16_probe, precision_reason, recorded_amp, resolve_amp
+from reslab.precision import cpu_bf16_probe, precision_reason, recorded_amp, resolve_amp
 
 CPU = torch.device("cpu")
 FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\n"
@@ -137,12 +137,15 @@ def test_evaluating_saved_weights_uses_the_recorded_precision():
 
 
 def test_a_stored_auto_reads_as_the_precision_the_run_recorded(tmp_path):
+    from reslab.config import config_difference
     from reslab.experiments.plan import config_mismatch, continued_config, stored_run_config
 
-    assert amp_as_trained({"amp": "auto"}, "fp32") == {"amp": "off"}
-    assert amp_as_trained({"amp": "auto"}, "bf16") == {"amp": "bf16"}
-    assert amp_as_trained({"amp": "auto"}, None) == {"amp": "auto"}
-    assert amp_as_trained({"amp": "off"}, "bf16") == {"amp": "off"}  # an explicit word is what it says
+    # the identity rule: a stored auto meets a wanted word as the precision it recorded, and auto as auto
+    assert config_difference({"amp": "auto", "precision": "fp32"}, {"amp": "off"}) == []
+    assert config_difference({"amp": "auto", "precision": "bf16"}, {"amp": "off"}) == [("amp", "bf16", "off")]
+    assert config_difference({"amp": "auto", "precision": "bf16"}, {"amp": "auto"}) == []
+    assert config_difference({"amp": "auto"}, {"amp": "off"}) == [("amp", "auto", "off")]  # unknown
+    assert config_difference({"amp": "off", "precision": "bf16"}, {"amp": "bf16"}) != []  # a word is a word
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump({"amp": "auto", "seed": 1}))
@@ -150,9 +153,9 @@ def test_a_stored_auto_reads_as_the_precision_the_run_recorded(tmp_path):
     (run / "config.yaml").write_text(
         yaml.safe_dump({"amp": "auto", "seed": 1}) + "# precision: bf16 autocast\n"
     )
-    assert stored_run_config(run)["amp"] == "bf16"  # not trained yet: what config.yaml says it will use
+    assert stored_run_config(run)["precision"] == "bf16"  # not trained yet: what config.yaml says
     (run / "summary.json").write_text(json.dumps({"finished": True}))  # a summary older than the field
-    assert stored_run_config(run)["amp"] == "off"
+    assert stored_run_config(run)["precision"] == "fp32"
     (run / "summary.json").write_text(json.dumps({"finished": True, "precision": "bf16"}))
     assert config_mismatch(stored_run_config(run), {"amp": "off"}) == ("amp", "bf16", "off")
     assert config_mismatch(stored_run_config(run), {"amp": "bf16", "seed": 1}) is None

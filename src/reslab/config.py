@@ -99,13 +99,16 @@ def config_difference(
     computes; resume ignores :data:`RESUME_KEYS`); with ``only``, just those keys are. A field
     ``stored`` lacks was written before the field existed: it holds the field's default, the behaviour
     of the engine that wrote it. Values compare after a YAML/JSON round trip (``1.0 == 1``, tuples as
-    lists)."""
+    lists). A stored ``amp: auto`` meets a wanted ``off``/``bf16`` as the ``precision`` ``stored`` records
+    (fp32/bf16: ``reslab.experiments.plan.stored_run_config`` adds it): ``auto`` differs by machine."""
     defaults = TrainConfig().to_dict()
     out = []
     for key, value in want.items():
         if key in ignore or (only is not None and key not in only):
             continue
         have = stored[key] if key in stored else defaults.get(key)
+        if key == "amp" and have == "auto" and value != "auto":  # what an auto run computed in, if known
+            have = {"fp32": "off", "bf16": "bf16"}.get(stored.get("precision"), have)
         if norm_value(have) != norm_value(value):
             out.append((key, have, value))
     return out

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -106,16 +105,6 @@ def recorded_amp(config: dict, device: torch.device) -> torch.dtype | None:
     if recorded in ("bf16", "fp32"):
         return torch.bfloat16 if recorded == "bf16" else None
     return resolve_amp(str(config.get("amp", "auto")), device)
-
-
-def amp_as_trained(stored: dict[str, Any], precision: str | None) -> dict[str, Any]:
-    """A run's stored config with ``amp: auto`` replaced by the word for what it computed in
-    (``precision``, as its ``summary.json`` or ``config.yaml`` records it: ``fp32`` -> ``off``, ``bf16``
-    -> ``bf16``): ``auto`` resolves differently on different machines, so "the same config" compares the
-    arithmetic a run used. Unchanged where ``precision`` is unknown."""
-    if stored.get("amp") != "auto" or precision not in ("fp32", "bf16"):
-        return stored
-    return {**stored, "amp": "off" if precision == "fp32" else "bf16"}
 
 
 def precision_name(dtype: torch.dtype | None) -> str:

@@ -222,13 +222,12 @@ def _checkpoint_precision(run_dir: Path) -> str | None:
 
 
 def stored_run_config(run_dir: Path) -> dict[str, Any] | None:
-    """A run's ``config.yaml`` (``None``: missing or unreadable), ``amp: auto`` read as the precision the
-    run computed in: its ``summary.json``'s ``precision`` (a summary older than that field: fp32), else
-    what its last checkpoint records, else the ``# precision:`` line its ``config.yaml`` ends with (a run
-    not trained yet) (:func:`reslab.precision.amp_as_trained`)."""
+    """A run's ``config.yaml`` (``None``: missing or unreadable) with the ``precision`` the run computed in
+    (where known), which the identity rule reads a stored ``amp: auto`` as
+    (:func:`reslab.config.config_difference`): its ``summary.json``'s (a summary older than that field:
+    fp32), else what its last checkpoint records, else the ``# precision:`` line its ``config.yaml`` ends
+    with (a run not trained yet)."""
     import yaml
-
-    from reslab.precision import amp_as_trained
 
     try:
         text = (Path(run_dir) / "config.yaml").read_text(encoding="utf-8")
@@ -249,7 +248,7 @@ def stored_run_config(run_dir: Path) -> dict[str, Any] | None:
             ln[len("# precision:") :].split() for ln in text.splitlines() if ln.startswith("# precision:")
         ]
         precision = notes[-1][0] if notes and notes[-1] else None
-    return amp_as_trained(stored, precision)
+    return stored | {"precision": precision} if precision in ("fp32", "bf16") else stored
 
 
 def continued_config(want: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -265,7 +264,8 @@ def continued_config(want: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     stored = stored_run_config(run_dir)
     if not isinstance(raw, dict) or raw.get("amp") != "auto" or stored is None or "amp" not in want:
         return want
-    return want | {"amp": "auto"} if stored.get("amp") == want["amp"] else want
+    same = want["amp"] != "auto" and config_mismatch(stored, {"amp": want["amp"]}) is None
+    return want | {"amp": "auto"} if same else want
 
 
 def config_mismatch(stored: dict[str, Any], want: dict[str, Any]) -> tuple[str, Any, Any] | None:
