@@ -209,14 +209,14 @@ def write_plan(plan: Plan, sessions: list[dict[str, Any]], source: str | None = 
 
 def _checkpoint_precision(run_dir: Path) -> str | None:
     """The precision the last checkpoint of ``run_dir`` records (``None``: none, or unreadable)."""
-    from reslab.models.weights import read_metadata
     from reslab.tasks.base import run_config
+    from reslab.train.checkpoint import read_weights_metadata
 
     last = run_dir / "checkpoints" / "last.safetensors"
     if not last.is_file():
         return None
     try:
-        return run_config(read_metadata(last))[0].get("precision")
+        return run_config(read_weights_metadata(last))[0].get("precision")  # the header only
     except ReslabError:
         return None
 

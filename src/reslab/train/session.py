@@ -172,10 +172,8 @@ def run_amp(cfg: TrainConfig, run: RunDir, device: torch.device) -> torch.dtype 
     last = ckpt.weights_path(run.dir, "last")
     if cfg.amp != "auto" or not last.is_file():
         return amp_dtype
-    from reslab.models.weights import read_metadata
-
-    try:
-        config, _ = run_config(read_metadata(last))
+    try:  # the header only, unverified and silent: the resume verifies (and reports) it later
+        config, _ = run_config(ckpt.read_weights_metadata(last))
     except ReslabError:  # a damaged checkpoint: the resume falls back or fails on its own, later
         return amp_dtype
     return recorded_amp(config, device)
