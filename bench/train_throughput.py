@@ -7,9 +7,12 @@ Measured in one process on one machine, for each model (default ResNet-20 and Re
      natively (:func:`reslab.precision.cpu_has_native_bf16`), else fp32, and compiled with
      ``torch.compile`` when ``--compile`` is given (bench/cpu_compile.py measures whether that pays:
      on an AVX2 CPU it did not);
-(b)  reslab: the real engine with the default recipe's settings (``amp: auto``), ``reslab.train.train``
+(b)  reslab: the real engine with the default recipe's settings (``amp: auto``: its precision, bf16 or
+     fp32, and why, are printed beside it), ``reslab.train.train``
      (DeviceLoader with on-device crop/flip augmentation, schedule, loss/error accumulation, logging),
      evaluation off; throughput from its own metrics rows (training time only), the first chunk excluded;
+(b0) the same loop with ``amp: off`` (fp32): b/b0 is what the default precision buys (the same
+     measurement as (b) where the default is fp32);
 (c)  conventional: torchvision's ``FashionMNIST`` dataset over the same idx files, ``DataLoader``
      (``num_workers=2``, shuffle) with ``RandomCrop(28, padding=4)``, ``RandomHorizontalFlip``,
      ``ToTensor``, ``Normalize``, the same model/optimizer/memory format as (a), fp32.
@@ -40,7 +43,7 @@ import torch.nn.functional as F
 
 from reslab.data import find_dataset, load_dataset
 from reslab.models import create_model
-from reslab.precision import cpu_has_native_bf16, precision_name, resolve_amp
+from reslab.precision import auto_reason, cpu_has_native_bf16, precision_name, resolve_amp
 from reslab.train import load_recipe, train
 
 
@@ -215,6 +218,21 @@ def peak_rss_mib(model: str, precision: str, threads: int) -> dict[str, float]:
     return {"before_steps": round(before, 1), "peak": round(peak, 1)}
 
 
+def _print_header(results: dict, device: torch.device, a2_name: str) -> None:
+    """The columns, and what (a2) and (b) compute in: (b)'s precision (``amp: auto``) and why."""
+    results["precision_b"] = precision_name(resolve_amp("auto", device))
+    results["precision_reason_b"] = auto_reason(device)
+    print(
+        f"(a2) = {a2_name} (native bf16: {results['native_bf16']}); (b) = reslab train, amp auto: {auto_reason(device)}"
+    )
+    print("(b0) = reslab train, --set amp=off (fp32)")
+    b_col = f"(b) reslab {results['precision_b']}"
+    print(
+        f"{'model':<10} {'(a) fp32':>10} {'(a2) best':>10} {b_col:>16} {'(b0) fp32':>10} {'(c) torchvision':>16} "
+        f"{'b/a':>6} {'b/a2':>6} {'b/b0':>6} {'b/c':>6}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="resnet20,resnet56")
@@ -254,18 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, {args.iters} timed iterations"
     )
-    print(f"(a2) = {a2_name} (native bf16: {native}); (b) = reslab train, amp auto")
-    print(
-        f"{'model':<10} {'(a) fp32':>10} {'(a2) best':>10} {'(b) reslab':>11} {'(c) torchvision':>16} "
-        f"{'b/a':>6} {'b/a2':>6} {'b/c':>6}"
-    )
+    _print_header(results, device, a2_name)
     with tempfile.TemporaryDirectory(prefix="reslab-bench-") as tmp:
         work = Path(tmp)
         for name in args.models.split(","):
             cfg = _config(name, args.batch_size, args.device, args.threads)
             cl = True if cfg.channels_last == "auto" else bool(cfg.channels_last)
-            results["precision_b"] = precision_name(resolve_amp(cfg.amp, device))
-            rounds: dict[str, list[float]] = {"a": [], "a2": [], "b": [], "c": []}
+            rounds: dict[str, list[float]] = {"a": [], "a2": [], "b": [], "b0": [], "c": []}
             for _ in range(args.rounds):  # interleaved, best of each: robust to a machine shared with others
                 rounds["a"].append(bench_ceiling(cfg, device, cl, args.iters, args.warmup))
                 if best_amp is None and not args.compile:
@@ -275,14 +288,20 @@ def main(argv: list[str] | None = None) -> int:
                         bench_ceiling(cfg, device, cl, args.iters, args.warmup, best_amp, args.compile)
                     )
                 rounds["b"].append(bench_reslab(cfg, args.iters, args.warmup, work))
+                if results["precision_b"] == "fp32":  # the default is fp32 here: (b0) is (b)
+                    rounds["b0"].append(rounds["b"][-1])
+                else:
+                    rounds["b0"].append(bench_reslab(cfg.replace(amp="off"), args.iters, args.warmup, work))
                 rounds["c"].append(
                     bench_conventional(cfg, device, cl, args.iters, args.warmup, work, args.workers)
                 )
-            a, a2, b, c = (max(rounds[k]) for k in ("a", "a2", "b", "c"))
+            a, a2, b, b0, c = (max(rounds[k]) for k in ("a", "a2", "b", "b0", "c"))
             r = {
                 "ceiling": a,
                 "best_ceiling": a2,
                 "reslab": b,
+                "reslab_fp32": b0,
+                "reslab_over_fp32": b / b0,
                 "conventional": c,
                 "reslab_over_ceiling": b / a,
                 "reslab_over_best_ceiling": b / a2,
@@ -290,10 +309,14 @@ def main(argv: list[str] | None = None) -> int:
             }
             results["models"][name] = r
             print(
-                f"{name:<10} {a:10.1f} {a2:10.1f} {b:11.1f} {c:16.1f} {b / a:6.2f} {b / a2:6.2f} {b / c:6.2f}",
+                f"{name:<10} {a:10.1f} {a2:10.1f} {b:16.1f} {b0:10.1f} {c:16.1f} {b / a:6.2f} {b / a2:6.2f} "
+                f"{b / b0:6.2f} {b / c:6.2f}",
                 flush=True,
             )
-    print("images/s; targets (issue 12): b/a >= 1.5 (native bf16 only), b/a2 >= 0.9, b/c >= 1.8")
+    print(
+        "images/s; targets (issue 12): b/a >= 1.5 (native bf16 only), b/a2 >= 0.9, b/c >= 1.8; "
+        "issue 32: b/b0 >= 1.4 where the default is bf16"
+    )
     if args.rss:
         threads = torch.get_num_threads()
         results["rss_model"] = args.rss_model

@@ -166,7 +166,7 @@ def _fmnist_installed() -> bool:
 
 @pytest.mark.skipif(not _fmnist_installed(), reason="Fashion-MNIST not installed (make data)")
 def test_train_throughput_quick_reports_every_column(tmp_path):
-    """bench/train_throughput.py --quick on ResNet-20 with --rss: (a), (a2), (b), (c), the ratios and the
+    """bench/train_throughput.py --quick on ResNet-20 with --rss: (a), (a2), (b), (b0), (c), the ratios and the
     peak memory of both precisions, written as JSON."""
     out = tmp_path / "t.json"
     p = subprocess.run(
@@ -177,9 +177,14 @@ def test_train_throughput_quick_reports_every_column(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(out.read_text())
     row = r["models"]["resnet20"]
-    assert all(row[k] > 0 for k in ("ceiling", "best_ceiling", "reslab", "conventional"))
+    assert all(row[k] > 0 for k in ("ceiling", "best_ceiling", "reslab", "reslab_fp32", "conventional"))
     assert row["reslab_over_best_ceiling"] == pytest.approx(row["reslab"] / row["best_ceiling"])
-    assert r["precision_b"] in ("fp32", "bf16") and isinstance(r["native_bf16"], bool)
+    assert row["reslab_over_fp32"] == pytest.approx(row["reslab"] / row["reslab_fp32"])
+    # the default loop's precision is reported beside its speed, with the probe's reason
+    assert r["precision_b"] == ("bf16" if r["native_bf16"] else "fp32")
+    assert (
+        r["precision_reason_b"].startswith(r["precision_b"]) and "(b) reslab " + r["precision_b"] in p.stdout
+    )
     rss = r["peak_rss_mib"]
     assert rss["fp32"]["peak"] >= rss["fp32"]["before_steps"] > 50  # torch alone is tens of MiB
 
@@ -223,3 +228,35 @@ def test_step_cost_charges_a_run_to_the_first_experiment_that_trains_it(tmp_path
     assert shortcuts["core_hours"] == pytest.approx(
         2 * (est["resnet32 shortcut=B"] + est["resnet32 shortcut=C"]) / 60
     )
+
+
+def test_speedrun_table_divides_each_run_by_the_demo_of_its_own_round(tmp_path):
+    """bench/speedrun.py's table (no training): each variant's time over the demo run of the same seed
+    round, the mean and the minimum accuracy over seeds, the flips' share; the results file resumes."""
+    spec = importlib.util.spec_from_file_location("speedrun", ROOT / "bench" / "speedrun.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [
+        {"variant": "demo", "seed": 0, "test_acc": 91.7, "run_s": 100.0, "precision": "fp32"},
+        {"variant": "demo", "seed": 1, "test_acc": 91.8, "run_s": 200.0, "precision": "fp32"},
+        {
+            "variant": "speedrun",
+            "seed": 0,
+            "test_acc": 93.1,
+            "run_s": 90.0,
+            "precision": "bf16",
+            "test_acc_no_tta": 93.0,
+        },
+        {
+            "variant": "speedrun",
+            "seed": 1,
+            "test_acc": 92.9,
+            "run_s": 220.0,
+            "precision": "bf16",
+            "test_acc_no_tta": 92.8,
+        },
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert mod.load(tmp_path) == rows
+    line = next(ln for ln in mod.table(rows).splitlines() if ln.startswith("| speedrun:"))
+    assert "| 0,1 | 93.00 (92.90) | 93.10 / 92.90 | 92.90 | 1.00 (0.90, 1.10) | bf16 |" in line

@@ -813,6 +813,9 @@ def test_standard_budget_defaults_keep_the_running_sweeps_configs() -> None:
         "model_kwargs": {},
         "seed": 0,
         "threads": 1,
+        # pinned (issue 32): the finished runs' stored amp: auto reads as the fp32 they recorded
+        # (plan.stored_run_config; tests/test_precision.py), so they are still recognised
+        "amp": "off",
     }
     assert plan_experiment("depth", budget="standard").seeds == (0, 1)
     assert plan_experiment("depth", budget="quick").seeds == (0,)

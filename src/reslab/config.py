@@ -103,13 +103,16 @@ def config_difference(
     computes; resume ignores :data:`RESUME_KEYS`); with ``only``, just those keys are. A field
     ``stored`` lacks was written before the field existed: it holds the field's default, the behaviour
     of the engine that wrote it. Values compare after a YAML/JSON round trip (``1.0 == 1``, tuples as
-    lists)."""
+    lists). A stored ``amp: auto`` meets a wanted ``off``/``bf16`` as the ``precision`` ``stored`` records
+    (fp32/bf16: ``reslab.experiments.plan.stored_run_config`` adds it): ``auto`` differs by machine."""
     defaults = TrainConfig().to_dict()
     out = []
     for key, value in want.items():
         if key in ignore or (only is not None and key not in only):
             continue
         have = stored[key] if key in stored else defaults.get(key)
+        if key == "amp" and have == "auto" and value != "auto":  # what an auto run computed in, if known
+            have = {"fp32": "off", "bf16": "bf16"}.get(stored.get("precision"), have)
         if norm_value(have) != norm_value(value):
             out.append((key, have, value))
     return out
@@ -214,6 +217,7 @@ class TrainConfig:
     no_decay_bn_bias: bool = False  # exclude BN parameters and biases from weight decay
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0: off; else evaluate and export an EMA of the weights (e.g. 0.999)
+    tta_flip: bool = False  # evaluate the mean softmax of each image and its mirror (flip-invariant data)
     grad_clip: float = 0.0  # 0: off; else clip the global gradient norm
     # the optimizer's kernels (same update rule, same math): auto = fused on CUDA, torch's default on CPU
     optimizer_impl: OptimizerImpl = "auto"
@@ -253,7 +257,7 @@ class TrainConfig:
         default="auto",
         metadata={**_help("where to train: auto, cpu, cuda or cuda:N (default: auto)"), "words": DEVICES},
     )
-    # auto: bf16 on CUDA; on the CPU fp32 (bf16 only where forced: see reslab.precision) | bf16 | off
+    # auto: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32 (reslab.precision)
     amp: AmpMode = "auto"
     channels_last: AutoBool = "auto"  # auto: on for cuda and for cpu
     # true = default; reduce-overhead: CUDA graphs

@@ -22,7 +22,13 @@ BENCHMARKS.md, "What a budget costs" and "What each experiment's networks cost t
     5 epochs of the ``fashion_mnist`` recipe (one-cycle SGD to a peak lr of 0.2, batch 128, 2-px crops
     and flips, label smoothing 0.1, 5,000 training images held out), evaluated after every epoch on the
     full 10,000-image test set, several seeds per network (each record's ``seeds``). The runs train in
-    fp32 (``amp: auto`` keeps fp32 on the CPU).
+    fp32 on every machine.
+
+The CPU budgets (smoke, quick, standard) pin ``amp: off``: their committed runs trained with ``amp: auto``
+when that meant fp32 on every CPU; since ``auto`` means bf16 on CPUs with native bf16 (issue 32), a run
+added on such a machine would otherwise compute in another arithmetic than the seeds beside it. The
+committed runs still count as these configs: a run's ``amp: auto`` is read as the precision it recorded
+(:func:`reslab.experiments.plan.stored_run_config`). The paper budget (a GPU job) keeps ``auto``: bf16.
 ``paper``
     The paper's CIFAR schedule (the ``cifar_paper`` recipe: 64k iterations, batch 128, lr 0.1 divided
     by 10 at 32k and 48k, 45k/5k train/val split). A GPU job: hours per network.
@@ -81,6 +87,7 @@ BUDGETS: dict[str, Budget] = {
             # One thread: tiny tensors gain nothing from more, and on a busy machine (tests running beside
             # other jobs) multi-threaded kernels wait on descheduled threads and run tens of times slower.
             "threads": 1,
+            "amp": "off",  # the CPU budgets compute in fp32 on every machine (module docstring)
         },
         evals=2,
     ),
@@ -92,7 +99,7 @@ BUDGETS: dict[str, Budget] = {
             "the iterations, the first 1,000 test images evaluated 6 times per run"
         ),
         iterations=300,  # sized per experiment (cost ~ iterations x sum of depths): BENCHMARKS.md
-        overrides={"subset": None, "eval_subset": 1000, "val_split": 0, "batch_size": 128},
+        overrides={"subset": None, "eval_subset": 1000, "val_split": 0, "batch_size": 128, "amp": "off"},
         evals=6,
     ),
     "standard": Budget(
@@ -104,7 +111,7 @@ BUDGETS: dict[str, Budget] = {
             "set; several seeds per network"
         ),
         iterations=None,  # sized from measurements (issue 13): BENCHMARKS.md
-        overrides={"epochs": 5, "tensorboard": False},
+        overrides={"epochs": 5, "tensorboard": False, "amp": "off"},
         evals=5,
         recipe="fashion_mnist",
     ),

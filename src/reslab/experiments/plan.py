@@ -207,6 +207,67 @@ def write_plan(plan: Plan, sessions: list[dict[str, Any]], source: str | None = 
     _io.write_json(plan.out / PLAN_FILE, {**plan.to_json(), **extra, "sessions": sessions})
 
 
+def _checkpoint_precision(run_dir: Path) -> str | None:
+    """The precision the last checkpoint of ``run_dir`` records (``None``: none, or unreadable)."""
+    from reslab.tasks.base import run_config
+    from reslab.train.checkpoint import read_weights_metadata
+
+    last = run_dir / "checkpoints" / "last.safetensors"
+    if not last.is_file():
+        return None
+    try:
+        return run_config(read_weights_metadata(last))[0].get("precision")  # the header only
+    except ReslabError:
+        return None
+
+
+def stored_run_config(run_dir: Path) -> dict[str, Any] | None:
+    """A run's ``config.yaml`` (``None``: missing or unreadable) with the ``precision`` the run computed in
+    (where known), which the identity rule reads a stored ``amp: auto`` as
+    (:func:`reslab.config.config_difference`): its ``summary.json``'s (a summary older than that field:
+    fp32), else what its last checkpoint records, else the ``# precision:`` line its ``config.yaml`` ends
+    with (a run not trained yet)."""
+    import yaml
+
+    try:
+        text = (Path(run_dir) / "config.yaml").read_text(encoding="utf-8")
+        stored = yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if not isinstance(stored, dict):
+        return None
+    precision = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        precision = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8")).get(
+            "precision", "fp32"
+        )
+    if precision is None:  # an unfinished run: what its last checkpoint records
+        precision = _checkpoint_precision(Path(run_dir))
+    if precision is None:
+        notes = [
+            ln[len("# precision:") :].split() for ln in text.splitlines() if ln.startswith("# precision:")
+        ]
+        precision = notes[-1][0] if notes and notes[-1] else None
+    return stored | {"precision": precision} if precision in ("fp32", "bf16") else stored
+
+
+def continued_config(want: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The config to continue the run in ``run_dir`` with: ``want`` (the plan's), but where the run was
+    started with ``amp: auto`` and computed in what ``want``'s ``amp`` asks for, ``amp: auto`` as stored
+    (the engine keeps a resumed ``auto`` run's recorded precision: ``reslab.train.session.run_amp``)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return want
+    stored = stored_run_config(run_dir)
+    if not isinstance(raw, dict) or raw.get("amp") != "auto" or stored is None or "amp" not in want:
+        return want
+    same = want["amp"] != "auto" and config_mismatch(stored, {"amp": want["amp"]}) is None
+    return want | {"amp": "auto"} if same else want
+
+
 def config_mismatch(stored: dict[str, Any], want: dict[str, Any]) -> tuple[str, Any, Any] | None:
     """The first field where a stored run config differs from the planned one, ``(key, have, want)``, by
     the one identity rule (:func:`reslab.config.config_difference`): the fields the plan sets, not

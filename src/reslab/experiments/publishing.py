@@ -44,7 +44,15 @@ from typing import Any
 
 from reslab import _io
 from reslab.errors import CheckpointError, ConfigError
-from reslab.experiments.plan import PLAN_FILE, Plan, config_mismatch, load_plan, read_sessions, write_plan
+from reslab.experiments.plan import (
+    PLAN_FILE,
+    Plan,
+    config_mismatch,
+    load_plan,
+    read_sessions,
+    stored_run_config,
+    write_plan,
+)
 from reslab.experiments.report import write_outputs
 from reslab.experiments.reuse import copy_run
 from reslab.experiments.specs import RunSpec
@@ -52,16 +60,6 @@ from reslab.manifest import ROLES, check_generation, manifest_path, read_manifes
 from reslab.owned import remove_own_files
 
 RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "train_log.csv")
-
-
-def _read_yaml(path: Path) -> dict[str, Any] | None:
-    import yaml
-
-    try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    return d if isinstance(d, dict) else None
 
 
 def _finished(run_dir: Path) -> bool:
@@ -79,7 +77,7 @@ def published_run(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
     d = Path(dest) / "runs" / run.name
     if not _finished(d):
         return False
-    stored = _read_yaml(d / "config.yaml")
+    stored = stored_run_config(d)
     if stored is None:
         return False
     bad = config_mismatch(stored, plan.configs[run.name])
@@ -202,7 +200,7 @@ def adopt_partial(plan: Plan, run: RunSpec, dest: str | Path) -> int | None:
     if step is None:
         return None
     published, local = Path(dest) / "runs" / run.name, plan.run_dir(run)
-    stored = _read_yaml(published / "config.yaml")
+    stored = stored_run_config(published)
     bad = None if stored is None else config_mismatch(stored, plan.configs[run.name])
     if stored is None or bad is not None:
         raise ConfigError(

@@ -23,7 +23,7 @@ from typing import Any
 from reslab import _io
 from reslab.config import config_difference
 from reslab.errors import ReslabError
-from reslab.experiments.plan import Plan
+from reslab.experiments.plan import Plan, stored_run_config
 from reslab.experiments.specs import RunSpec
 from reslab.train.rundir import RunDir, check_overwrite
 
@@ -44,16 +44,14 @@ def same_training(stored: dict[str, Any], want: dict[str, Any]) -> bool:
 
 
 def finished_config(run_dir: Path) -> dict[str, Any] | None:
-    """The stored config of a finished run (``summary.json`` says finished); None otherwise."""
-    import yaml
-
+    """The stored config of a finished run (``summary.json`` says finished; ``amp: auto`` read as the
+    precision it computed in: :func:`~reslab.experiments.plan.stored_run_config`); None otherwise."""
     try:
         if not json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("finished"):
             return None
-        stored = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
+    except (OSError, ValueError, AttributeError):
         return None
-    return stored if isinstance(stored, dict) else None
+    return stored_run_config(run_dir)
 
 
 def identical_run(plan: Plan, run: RunSpec, roots: list[Path]) -> Path | None:

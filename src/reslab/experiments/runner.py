@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from reslab.errors import INTERRUPTED_EXIT, ConfigError, DataError, ReslabError
-from reslab.experiments.plan import Plan, check_experiment_folder, config_mismatch
+from reslab.experiments.plan import (
+    Plan,
+    check_experiment_folder,
+    config_mismatch,
+    continued_config,
+    stored_run_config,
+)
 from reslab.experiments.pool import Workers, resolve_jobs
 from reslab.experiments.publishing import adopt_partial, partial_step, published_run
 from reslab.experiments.publishing import publish as publish_folder
@@ -102,16 +108,8 @@ def _check_compatible(plan: Plan, run: RunSpec) -> None:
     """A run directory left by an earlier invocation must be a run, made with the same config."""
     if RunDir.status(plan.run_dir(run)) == "foreign":
         raise ReslabError(f"{plan.run_dir(run)} is not a reslab run directory; move it away")
-    path = plan.run_dir(run) / "config.yaml"
-    if not path.is_file():
-        return
-    import yaml
-
-    try:
-        stored = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return
-    bad = config_mismatch(stored, plan.configs[run.name]) if isinstance(stored, dict) else None
+    stored = stored_run_config(plan.run_dir(run))  # amp: auto read as the precision the run used
+    bad = config_mismatch(stored, plan.configs[run.name]) if stored else None
     if bad is not None:
         key, have, want = bad
         raise ConfigError(
@@ -126,7 +124,7 @@ def _check_compatible(plan: Plan, run: RunSpec) -> None:
 def _train_in_process(plan: Plan, run: RunSpec, progress: bool) -> None:
     from reslab.train import load_recipe, train
 
-    cfg = load_recipe(plan.recipe, **plan.configs[run.name])
+    cfg = load_recipe(plan.recipe, **continued_config(plan.configs[run.name], plan.run_dir(run)))
     # resume=True: a missing run starts fresh, an unfinished one continues from its last checkpoint.
     train(cfg, plan.run_dir(run), resume=True, progress=progress)
 

@@ -22,9 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         return USER_ERROR_EXIT
     try:
         req = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        from reslab.experiments.plan import continued_config
         from reslab.train import load_recipe, train
 
-        cfg = load_recipe(req["recipe"], **req["config"])
+        cfg = load_recipe(req["recipe"], **continued_config(req["config"], Path(req["out_dir"])))
         if cfg.threads:
             import torch
 

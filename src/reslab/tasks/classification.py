@@ -246,6 +246,7 @@ class Classification(Refusals):
                 run = functools.partial(
                     evaluate, x=x, y=y, mean=ds.mean, std=ds.std, batch_size=ebs, device=rt.device,
                     amp_dtype=rt.amp_dtype, channels_last=rt.channels_last, num_classes=nc,
+                    tta_flip=cfg.tta_flip and ds.flip,
                 )  # fmt: skip
                 self._evals[split] = lambda model, run=run: {
                     "error": reduce_error(run(model), dist, rt.device)
@@ -290,7 +291,7 @@ class Classification(Refusals):
         def folder_eval(model: nn.Module) -> float:
             r = evaluate_batches(
                 model, itertools.islice(loaders.val, n_batches), device=rt.device, amp_dtype=rt.amp_dtype,
-                num_classes=nc, channels_last=rt.channels_last,
+                num_classes=nc, channels_last=rt.channels_last, tta_flip=cfg.tta_flip,
             )  # fmt: skip
             return reduce_error(r, dist, rt.device)
 
@@ -350,7 +351,7 @@ def evaluate_checkpoint(
     from reslab._io import write_json
     from reslab.data import iterate_eval
     from reslab.models.weights import load_model, resolve_checkpoint
-    from reslab.precision import precision_name, resolve_amp
+    from reslab.precision import precision_name, recorded_amp
     from reslab.tasks.metrics import plot_confusion
 
     if tta not in (None, "none", "flip"):
@@ -364,8 +365,8 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     model = model.to(dev).float().eval()
     out_path = eval_dir(ckpt, out_dir)
-    # the run's own amp setting, resolved for this device as training resolved it (precision.py)
-    amp_dtype = resolve_amp(str(config.get("amp", "auto")), dev)
+    # the run's own precision, as its weights record it (older runs: its amp resolved here; precision.py)
+    amp_dtype = recorded_amp(config, dev)
     results: dict[str, Any] = {"checkpoint": str(ckpt), "step": int(meta.get("step", -1)),
                                "tta": tta or "none", "precision": precision_name(amp_dtype)}  # fmt: skip
     if meta.get("convention"):  # a foreign checkpoint: how it was read

@@ -129,7 +129,7 @@ def train_loop(
     """Set up, restore, train to ``total`` steps (evaluating and checkpointing on the way), summarize."""
     s, state = set_up(cfg, run, dist, report)
     restore(s, state, accept_changes)
-    run.write_config(cfg)
+    run.write_config(cfg, note=f"precision: {precision_reason(cfg.amp, s.rt.device, s.rt.amp_dtype)}")
     report.warn(run.open_tensorboard(cfg.tensorboard))
     report.start(total=s.total, step=s.step, eval_every=s.eval_every, log_every=cfg.log_every,
                  header=_header(s) if s.step == 0 else f"resuming {run.dir} at step {s.step}/{s.total}")  # fmt: skip
@@ -302,6 +302,7 @@ def finish(s: Session) -> dict[str, Any]:
         "wall_time_s": round(s.elapsed(), 3),
         "device": device_name(s.rt.device),
         "precision": precision_name(s.rt.amp_dtype),
+        "precision_reason": precision_reason(cfg.amp, s.rt.device, s.rt.amp_dtype),
         "threads": torch.get_num_threads(),
         "versions": versions(),
         "git_revision": git_revision(),

@@ -301,9 +301,11 @@ class RunDir:
                 p.unlink()
         marker.unlink(missing_ok=True)
 
-    def write_config(self, cfg: TrainConfig) -> None:
+    def write_config(self, cfg: TrainConfig, note: str | None = None) -> None:
+        """``config.yaml``: the config, and ``note`` (what ``amp`` resolved to, and why) as a comment."""
         if self.main:
-            write_text(self.dir / "config.yaml", config_to_yaml(cfg))
+            comment = f"# {note}\n" if note else ""
+            write_text(self.dir / "config.yaml", config_to_yaml(cfg) + comment)
 
     def truncate_logs(self, step: int) -> list[str]:
         """On resume: drop log rows after the checkpoint (they will be recomputed identically), torn rows

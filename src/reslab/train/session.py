@@ -21,11 +21,11 @@ from torch import nn
 from reslab import owned
 from reslab._device import resolve_device
 from reslab.config import TrainConfig
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, ReslabError
 from reslab.manifest import Manifest
-from reslab.precision import precision_name, resolve_amp, slow_bf16_warning
+from reslab.precision import precision_name, recorded_amp, resolve_amp, slow_bf16_warning
 from reslab.tasks import image_batches, task_class
-from reslab.tasks.base import Dist, Runtime, Task
+from reslab.tasks.base import Dist, Runtime, Task, run_config
 from reslab.train import checkpoint as ckpt
 from reslab.train.distributed import load_loader_state
 from reslab.train.meters import DeviceSums, Meters
@@ -122,7 +122,7 @@ def set_up(
         device = torch.device("cuda", dist.local_rank)  # one GPU per rank (torchrun's LOCAL_RANK)
     configure_process(cfg)
     check_model_config(cfg)  # an unknown model or a bad depth fails before the data loads
-    amp_dtype = resolve_amp(cfg.amp, device)
+    amp_dtype = run_amp(cfg, run, device)
     report.warn(slow_bf16_warning(amp_dtype, device))
     if cfg.channels_last is True and not image_batches(cfg.task):
         raise ConfigError(f"channels_last applies to classification only, not {cfg.task}")
@@ -161,6 +161,22 @@ def set_up(
         eval_every=per_epoch if cfg.eval_every is None else (cfg.eval_every or total),
         meta=meta, meters=Meters(DeviceSums(device)), checkpoints=checkpoints, started=started,
     ), state  # fmt: skip
+
+
+def run_amp(cfg: TrainConfig, run: RunDir, device: torch.device) -> torch.dtype | None:
+    """The run's autocast dtype: ``cfg.amp`` resolved on ``device`` (:func:`reslab.precision.resolve_amp`),
+    except that a resumed ``amp: auto`` run keeps the precision its last checkpoint records: ``auto``
+    resolves differently on different machines (bf16 where the CPU has it natively), and a run continued
+    elsewhere must not change its arithmetic half-way."""
+    amp_dtype = resolve_amp(cfg.amp, device)
+    last = ckpt.weights_path(run.dir, "last")
+    if cfg.amp != "auto" or not last.is_file():
+        return amp_dtype
+    try:  # the header only, unverified and silent: the resume verifies (and reports) it later
+        config, _ = run_config(ckpt.read_weights_metadata(last))
+    except ReslabError:  # a damaged checkpoint: the resume falls back or fails on its own, later
+        return amp_dtype
+    return recorded_amp(config, device)
 
 
 def restore(s: Session, state: dict[str, Any] | None, accept_changes: Collection[str] = ()) -> None:
