@@ -146,10 +146,10 @@ class BasicUnit(ResidualUnit):
         torchvision_names(self)
 
 
-class PlainUnit(BasicUnit):
-    """The plain twin of :class:`BasicUnit` (He et al. 2016, Sec. 4.1 "Plain Networks"): same layers, no
-    shortcut term, so ``y = relu(F(x))``. ``shortcut`` is the parameter-free option-A path, used only when
-    the unit is deleted (``unit.deleted = True``)."""
+class PlainTwin:
+    """Makes a unit class its plain twin (He et al. 2016, Sec. 4.1 "Plain Networks"): ``class P(PlainTwin,
+    Unit)`` has Unit's layers and no shortcut term, ``y = act(F(x))``; its ``shortcut`` is the
+    parameter-free option-A path, used only when the unit is deleted (``unit.deleted = True``)."""
 
     has_shortcut = False
 
@@ -158,10 +158,14 @@ class PlainUnit(BasicUnit):
             raise ConfigError(
                 "plain networks have no shortcut; only shortcut='A' (the deletion path) is valid"
             )
-        super().__init__(inplanes, planes, stride, "A")
+        super().__init__(inplanes, planes, stride, "A")  # type: ignore[call-arg]
 
     def zero_init_last(self) -> None:
         raise ConfigError("zero_init_residual is meaningless for a plain network (it would zero its output)")
+
+
+class PlainUnit(PlainTwin, BasicUnit):
+    """The plain twin of :class:`BasicUnit`: same layers, ``y = relu(F(x))`` (:class:`PlainTwin`)."""
 
 
 class HighwayUnit(BasicUnit):

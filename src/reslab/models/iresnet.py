@@ -49,7 +49,7 @@ from torch import nn
 
 from reslab.errors import ConfigError
 from reslab.models.base import ClassifierHead, ResidualUnit, set_drop_path
-from reslab.models.blocks import _seq, conv3x3, make_shortcut, torchvision_names
+from reslab.models.blocks import PlainTwin, _seq, conv3x3, make_shortcut, torchvision_names
 from reslab.models.registry import register_model
 from reslab.models.zoo import _conv_macs
 
@@ -83,21 +83,8 @@ class IRUnit(ResidualUnit):
         nn.init.zeros_(self.residual.bn2.weight)
 
 
-class IRPlainUnit(IRUnit):
-    """The plain twin of :class:`IRUnit`: the same layers, ``y = F(x)``; ``shortcut`` is the option-A
-    path a deleted unit uses."""
-
-    has_shortcut = False
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, shortcut: str = "A") -> None:
-        if shortcut != "A":
-            raise ConfigError(
-                "plain networks have no shortcut; only shortcut='A' (the deletion path) is valid"
-            )
-        super().__init__(inplanes, planes, stride, "A")
-
-    def zero_init_last(self) -> None:
-        raise ConfigError("zero_init_residual is meaningless for a plain network (it would zero its output)")
+class IRPlainUnit(PlainTwin, IRUnit):
+    """The plain twin of :class:`IRUnit`: the same layers, ``y = F(x)`` (:class:`~reslab.models.blocks.PlainTwin`)."""
 
 
 def _halved(size: tuple[int, int]) -> tuple[int, int]:

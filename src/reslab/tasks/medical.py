@@ -290,6 +290,7 @@ def evaluate_volume_run(
     (rebuilt from the run's ``data_kwargs``), written to ``out/eval.json``."""
     from reslab._io import write_json
     from reslab.data.video import iterate_clips
+    from reslab.precision import recorded_amp
     from reslab.tasks.base import run_config
 
     config, info = run_config(meta)
@@ -299,7 +300,10 @@ def evaluate_volume_run(
     batches = functools.partial(iterate_clips, batch_size=batch_size, device=dev,
                                 mean=info.get("mean", ds.mean), std=info.get("std", ds.std))  # fmt: skip
     results = {"checkpoint": str(ckpt), "model": meta.get("model"), "step": int(meta.get("step", -1))}
-    results |= evaluate_sets(model.to(dev).float().eval(), ds, ("val", "test"), batches, info, dev, None, out)
+    amp_dtype = recorded_amp(config, dev)  # the run's own precision, as training evaluated it
+    results |= evaluate_sets(
+        model.to(dev).float().eval(), ds, ("val", "test"), batches, info, dev, amp_dtype, out
+    )
     write_json(out / "eval.json", results)
     return results | {"eval_json": str(out / "eval.json")}
 

@@ -176,6 +176,7 @@ def evaluate_video_run(
     from reslab._device import resolve_device
     from reslab._io import write_json
     from reslab.models.weights import load_model, resolve_checkpoint
+    from reslab.precision import recorded_amp
 
     ckpt = resolve_checkpoint(path)
     model, meta = load_model(ckpt)
@@ -194,18 +195,15 @@ def evaluate_video_run(
     dev = resolve_device(device)
     model = model.to(dev).float().eval()
     garments = [c.rsplit(", ", 1)[0] for c in data.classes[:: len(DIRECTIONS)]]
-    results: dict[str, Any] = {
-        "checkpoint": str(ckpt),
-        "model": meta.get("model"),
-        "step": int(meta.get("step", -1)),
-        "data_matches": info.get("sha256") in (None, describe(data)["sha256"]),
-    }
+    results: dict[str, Any] = {"checkpoint": str(ckpt), "model": meta.get("model"), "step": int(meta.get("step", -1)),
+                               "data_matches": info.get("sha256") in (None, describe(data)["sha256"])}  # fmt: skip
     for split in ("val", "test"):
         x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
         if x is None:
             continue
-        pred, loss = predict_clips(model, x, y, mean=info.get("mean", data.mean), std=info.get("std", data.std),
-                                   device=dev, batch_size=batch_size)  # fmt: skip
+        with autocast_ctx(dev, recorded_amp(config, dev)):  # the run's own precision, as training evaluated
+            pred, loss = predict_clips(model, x, y, mean=info.get("mean", data.mean),
+                                       std=info.get("std", data.std), device=dev, batch_size=batch_size)  # fmt: skip
         r: dict[str, Any] = clip_scores(clip_counts(pred, y), loss)
         r = {"error": 100.0 - r["accuracy"], **r, "clips": len(y)}
         (pg, pd), (tg, td) = clip_factors(pred), clip_factors(y)
