@@ -117,4 +117,5 @@ def test_plain_110_claims_use_the_failure_sized_effect() -> None:
     by_claim = {t.claim: t for t in tests}
     assert by_claim["depth 110: ResNet trains better than plain"].effect == seedplan.FAILURE_EFFECT
     assert by_claim["plain nets: deeper trains worse"].effect == seedplan.FAILURE_EFFECT
-    assert by_claim["depth 56: ResNet trains better than plain"].effect == seedplan.SMALLEST
+    assert by_claim["ResNets: deeper tests no worse"].effect == seedplan.SMALLEST
+    assert "depth 56: ResNet trains better than plain" not in by_claim  # judged at the deepest depth
