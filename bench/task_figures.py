@@ -36,6 +36,7 @@ def dense_figure(run: str, out: Path, count: int) -> None:
     from reslab.config import TrainConfig
     from reslab.models.dense import load_dense
     from reslab.tasks import SCENE_TASKS
+    from reslab.tasks.detection import DetectionTask
     from reslab.tasks.scene_config import SceneOptions, load_splits
 
     model, meta = load_dense(run)
@@ -47,27 +48,17 @@ def dense_figure(run: str, out: Path, count: int) -> None:
     classes = list(data.classes)
     model = model.float().eval()
     fig, axes = plt.subplots(2, count, figsize=(2.4 * count, 5.2), layout="constrained")
+    panel = (
+        boxes_panel if isinstance(task, DetectionTask) else mask_panel
+    )  # the task's output: boxes or a map
     for i in range(count):
         image = test.images[i]
-        lo, hi = int(test.offsets[i]), int(test.offsets[i + 1])
-        x = image.float().div(255)[None]
-        if cfg.task == "detection":  # ground truth has no scores: its boxes carry the class alone
-            truth = {"boxes": test.boxes[lo:hi], "labels": test.labels[lo:hi]}
-            pred = {k: v.cpu() for k, v in task.predict(model, x)[0].items()}
-            panels = ((truth, "truth"), (pred, "prediction (score ≥ 0.5)"))
-            for row, (boxes, title) in enumerate(panels):
-                boxes_panel(axes[row, i], image, boxes, classes)
-                axes[row, i].set_title(f"test scene {i}: {title}", fontsize=7.5)
-        else:  # opaque class colours: the colours of the legend, not blended with the image
-            class_map = torch.zeros_like(test.instances[i], dtype=torch.long)
-            for k in range(hi - lo):
-                class_map[test.instances[i] == k + 1] = int(test.labels[lo + k])
-            pred = task.predict(model, x)[0].cpu()
-            for row, (m, title) in enumerate(((class_map, "truth"), (pred, "prediction"))):
-                ax = axes[row, i]
-                ax.imshow(task.draw(image, m, len(classes), alpha=1.0).permute(1, 2, 0).numpy())
-                ax.set_title(f"test scene {i}: {title}", fontsize=7.5)
-                ax.axis("off")
+        truth = task.batch(test, [i]).targets[0]  # the task's own target format (ground truth has no scores)
+        pred = task.predict(model, image.float().div(255)[None])[0]
+        shown = "prediction (score ≥ 0.5)" if panel is boxes_panel else "prediction"
+        for row, (target, title) in enumerate(((truth, "truth"), (pred, shown))):
+            panel(axes[row, i], image, target, classes, task)
+            axes[row, i].set_title(f"test scene {i}: {title}", fontsize=7.5)
     from matplotlib.patches import Patch
 
     handles = [Patch(color=class_colour(c), label=classes[c]) for c in range(1, len(classes))]
@@ -85,7 +76,13 @@ def class_colour(label: int) -> tuple[float, ...]:
     return tuple(v / 255 for v in PALETTE[(label - 1) % len(PALETTE)])
 
 
-def boxes_panel(ax, image: torch.Tensor, boxes: dict, classes, threshold: float = 0.5) -> None:
+def mask_panel(ax, image: torch.Tensor, class_map: torch.Tensor, classes, task) -> None:
+    """A class map in opaque class colours (the legend's colours, not blended with the image)."""
+    ax.imshow(task.draw(image, class_map.cpu(), len(classes), alpha=1.0).permute(1, 2, 0).numpy())
+    ax.axis("off")
+
+
+def boxes_panel(ax, image: torch.Tensor, boxes: dict, classes, task=None, threshold: float = 0.5) -> None:
     """``image`` with ``boxes`` drawn by matplotlib (not burnt into the pixels): thin boxes in their
     class's colour and small labels inside each box's top-left corner, clipped to the panel;
     :func:`reslab.tasks.detection.box_texts` decides which boxes and what text (ground truth: the class
@@ -96,6 +93,7 @@ def boxes_panel(ax, image: torch.Tensor, boxes: dict, classes, threshold: float 
 
     a = image.permute(1, 2, 0).numpy()
     ax.imshow(a if a.shape[-1] == 3 else a[..., 0], cmap="gray", vmin=0, vmax=255)
+    boxes = {k: v.cpu() for k, v in boxes.items()}
     keep, texts = box_texts(boxes, classes, threshold)
     for (x0, y0, x1, y1), c, t in zip(boxes["boxes"][keep].tolist(), boxes["labels"][keep].tolist(), texts):
         col = class_colour(int(c))
