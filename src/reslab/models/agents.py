@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.errors import ConfigError
-from reslab.models.base import ClassifierHead, ResidualUnit
+from reslab.models.base import ClassifierHead, ResidualUnit, stage_units
 from reslab.models.registry import register_model
 
 _ESPEHOLT = "Espeholt et al. 2018, IMPALA, Fig. 3 (right: the deep residual network)"
@@ -141,7 +141,7 @@ class AgentEncoder(ClassifierHead, nn.Module):
     @property
     def blocks(self) -> list[ResidualUnit]:
         """The units (IMPALA's residual blocks; the plain CNNs' convolutions) in forward order."""
-        return [u for name in self.stage_names for u in self.get_submodule(name)]
+        return stage_units(self)
 
     def forward_stages(self, x: torch.Tensor, *, stem: bool = False) -> list[torch.Tensor]:
         """Each stage's output (after its units); ``stem=True`` puts the first ``down``'s output first."""

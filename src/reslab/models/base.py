@@ -98,6 +98,12 @@ def deleted_blocks(model: nn.Module, indices: Iterable[int]) -> Iterator[nn.Modu
             b.deleted = s
 
 
+def stage_units(model: nn.Module) -> list[ResidualUnit]:
+    """The units of ``model``'s stages (``model.stage_names``, each a sequence of units) in forward order:
+    what a network whose stages hold only its units returns as ``blocks``."""
+    return [u for name in model.stage_names for u in model.get_submodule(name)]
+
+
 def set_drop_path(blocks: list[ResidualUnit], rate: float) -> None:
     """Stochastic depth rate increasing linearly from 0 to ``rate`` over the blocks (Huang et al. 2016)."""
     if not 0.0 <= rate < 1.0:

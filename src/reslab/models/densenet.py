@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.errors import ConfigError
-from reslab.models.base import ClassifierHead, ResidualUnit, drop_path, set_drop_path
+from reslab.models.base import ClassifierHead, ResidualUnit, drop_path, set_drop_path, stage_units
 from reslab.models.blocks import conv1x1, conv3x3, torchvision_names
 from reslab.models.registry import register_model
 from reslab.models.zoo import _conv_macs
@@ -157,7 +157,7 @@ class DenseNet(ClassifierHead, nn.Module):
     @property
     def blocks(self) -> list[ResidualUnit]:
         """The dense layers in forward order."""
-        return [b for name in self.stage_names for b in self.get_submodule(name)]
+        return stage_units(self)
 
     def forward_stages(self, x: torch.Tensor, *, stem: bool = False) -> list[torch.Tensor]:
         """The output of every dense block (before its transition); with ``stem``, first the stem's output

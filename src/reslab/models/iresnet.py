@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from reslab.errors import ConfigError
-from reslab.models.base import ClassifierHead, ResidualUnit, set_drop_path
+from reslab.models.base import ClassifierHead, ResidualUnit, set_drop_path, stage_units
 from reslab.models.blocks import PlainTwin, _seq, conv3x3, make_shortcut, torchvision_names
 from reslab.models.registry import register_model
 from reslab.models.zoo import _conv_macs
@@ -161,7 +161,7 @@ class IResNet(ClassifierHead, nn.Module):
     @property
     def blocks(self) -> list[ResidualUnit]:
         """The residual units in forward order."""
-        return [b for name in self.stage_names for b in getattr(self, name)]
+        return stage_units(self)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.prelu(self.bn1(self.conv1(x)))

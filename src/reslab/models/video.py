@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from reslab.errors import ConfigError
-from reslab.models.base import ClassifierHead, ResidualUnit, set_drop_path
+from reslab.models.base import ClassifierHead, ResidualUnit, set_drop_path, stage_units
 from reslab.models.blocks import make_shortcut, torchvision_names
 from reslab.models.registry import register_model
 
@@ -228,7 +228,7 @@ class VideoResNet(ClassifierHead, nn.Module):
     @property
     def blocks(self) -> list[ResidualUnit]:
         """The residual units in forward order."""
-        return [b for name in self.stage_names for b in getattr(self, name)]
+        return stage_units(self)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output (N, C, T, H, W) of every stage."""

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from reslab.errors import ConfigError
-from reslab.models.base import ClassifierHead, ResidualUnit, set_drop_path
+from reslab.models.base import ClassifierHead, ResidualUnit, set_drop_path, stage_units
 from reslab.models.blocks import (
     BasicUnit,
     Bottleneck,
@@ -115,7 +115,7 @@ class ResNet(ClassifierHead, nn.Module):
     @property
     def blocks(self) -> list[ResidualUnit]:
         """The residual units in forward order (a property: not a second registration of the modules)."""
-        return [b for name in self.stage_names for b in getattr(self, name)]
+        return stage_units(self)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 (+ BN-ReLU): the stem's feature map before its max-pool (timm's ``act1`` feature)."""
