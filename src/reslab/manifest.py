@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +44,15 @@ INTERRUPTED = "a save was interrupted"  # in a problem's text: a crash mid-save,
 def sha256(data: bytes | memoryview) -> str:
     """The SHA-256 of ``data`` as hex (hashlib releases the GIL and uses the CPU's SHA extensions)."""
     return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file at ``path`` as hex, read in 4 MiB chunks (a file larger than memory is fine)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def manifest_path(directory: Path, name: str) -> Path:

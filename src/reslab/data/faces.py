@@ -17,13 +17,13 @@ train / validation / test, so that the test identities are never seen in trainin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
 from reslab.errors import ConfigError, DataError
+from reslab.manifest import file_sha256
 
 OLIVETTI_FILE = "olivettifaces.mat"
 OLIVETTI_SHA256 = "b1988d02c72fe5b8ee82b5ef3bb7982eafc74f1e1ff0ae0ade35061ad0af534d"
@@ -45,14 +45,6 @@ class FaceData:
         return len(self.names)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def olivetti_path(path: str | os.PathLike | None) -> Path:
     """``olivettifaces.mat`` given as the file or the folder holding it (one line if neither)."""
     if path is None:
@@ -70,7 +62,7 @@ def load_olivetti(path: str | os.PathLike | None, *, check: bool = True) -> Face
     import scipy.io
 
     p = olivetti_path(path)
-    digest = _sha256(p)
+    digest = file_sha256(p)
     if check and digest != OLIVETTI_SHA256:
         raise DataError(
             f"{p} is not the Olivetti file (SHA-256 {digest[:12]}..., expected {OLIVETTI_SHA256[:12]}...)"

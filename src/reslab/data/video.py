@@ -42,6 +42,7 @@ from reslab._io import atomic_write, write_json
 from reslab.data.datasets import ArrayDataset, channel_stats, default_root, load_dataset
 from reslab.data.loader import DeviceLoader, epoch_seed, iterate_eval
 from reslab.errors import ConfigError
+from reslab.manifest import file_sha256
 
 DIRECTIONS = ("right", "left", "down", "up")
 _STEP = ((0, 1), (0, -1), (1, 0), (-1, 0))  # (dy, dx) per frame of each direction, in units of speed
@@ -170,14 +171,6 @@ def _digest(*arrays: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_moving_fashion(
     spec: ClipSpec = ClipSpec(),
     data_dir: str | os.PathLike | None = None,
@@ -204,7 +197,7 @@ def load_moving_fashion(
             np.savez_compressed(
                 f, **{k: getattr(ds, k).numpy() for k in ("train_x", "train_y", "test_x", "test_y")}
             )
-        write_json(meta_path, record | {"sha256": _file_sha256(path)})
+        write_json(meta_path, record | {"sha256": file_sha256(path)})
         parts = {k: getattr(ds, k) for k in ("train_x", "train_y", "test_x", "test_y")}
     mean, std = channel_stats(parts["train_x"])
     digest = json.loads(meta_path.read_text())["sha256"]
@@ -223,7 +216,7 @@ def _read_cache(path: Path, meta_path: Path) -> dict[str, torch.Tensor] | None:
     """The cached arrays, or ``None`` if missing, unreadable or not matching their recorded checksum."""
     try:
         recorded = json.loads(meta_path.read_text())["sha256"]
-        if _file_sha256(path) != recorded:
+        if file_sha256(path) != recorded:
             return None
         with np.load(path, allow_pickle=False) as z:
             return {k: torch.from_numpy(z[k]) for k in ("train_x", "train_y", "test_x", "test_y")}

@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 from reslab.errors import CheckpointError, ConfigError, first_line
+from reslab.manifest import file_sha256
 
 # torchvision.models.<Name>_Weights.IMAGENET1K_V1.url (tests/test_hub.py checks the table against them).
 TORCHVISION_URLS: dict[str, str] = {
@@ -75,14 +76,6 @@ def _hash_prefix(filename: str) -> str:
     return m.group(1)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def torchvision_weights(
     name: str,
     *,
@@ -121,7 +114,7 @@ def cached_weights(
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / filename
     if path.is_file():
-        if _sha256(path).startswith(prefix):
+        if file_sha256(path).startswith(prefix):
             return path
         if not download:
             raise CheckpointError(
