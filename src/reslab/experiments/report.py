@@ -320,11 +320,18 @@ def _table_notes(plan: Plan, results: list[RunResult], multi: bool) -> list[str]
     return notes
 
 
+def _seed_plan_table(plan: Plan, groups: list[Group]) -> list[str]:
+    """The experiment's claims' tests sized from ``groups`` (:mod:`reslab.experiments.seedplan`): the table
+    and its cost line; [] for an experiment that declares none."""
+    tests = EXPERIMENTS[plan.experiment].tests(plan.depths)
+    return seedplan.plan_lines(seedplan.seed_plan(tests, groups)) if tests else []
+
+
 def planned_seeds_section(plan: Plan, groups: list[Group]) -> list[str]:
     """Each claim's planned test and seeds, sized from the finished runs, and what the rest costs
-    (:mod:`reslab.experiments.seedplan`; ``reslab reproduce --dry-run`` prints the same table)."""
-    tests = EXPERIMENTS[plan.experiment].tests(plan.depths)
-    if not tests:
+    (``reslab reproduce --dry-run`` prints the same table: :func:`planned_seeds_lines`)."""
+    table = _seed_plan_table(plan, groups)
+    if not table:
         return []
     return [
         "## Planned seeds",
@@ -334,7 +341,7 @@ def planned_seeds_section(plan: Plan, groups: list[Group]) -> list[str]:
         f"at least {MIN_SEEDS} and at most the cap; the cost is the measured core-hours of each network's "
         "finished runs (rules: [docs/evidence.md](../../evidence.md)).",
         "",
-        *seedplan.plan_lines(seedplan.seed_plan(tests, groups)),
+        *table,
         "",
     ]
 
@@ -344,8 +351,7 @@ def planned_seeds_lines(plan: Plan, folder: str | Path) -> list[str]:
     import dataclasses
 
     folder = Path(folder)
-    groups = group_runs(collect(dataclasses.replace(plan, out=folder), folder))
-    return planned_seeds_section(plan, groups)[4:]
+    return _seed_plan_table(plan, group_runs(collect(dataclasses.replace(plan, out=folder), folder)))
 
 
 def _claims_section(claims: list[Claim]) -> list[str]:
