@@ -269,6 +269,61 @@ def test_features_bad_input_size(capsys):
     assert "C,H,W" in capsys.readouterr().err
 
 
+def test_features_of_images_are_the_classifiers_pooled_input(run_dir, tmp_path, capsys):
+    """``reslab features RUN IMAGE ...``: the vector entering the classifier, by the run's preprocessing;
+    ``--out`` is a NumPy file written whole, never over a file it did not write."""
+    from reslab.models.weights import load_model
+
+    rng = np.random.default_rng(1)
+    imgs = [Image.fromarray(rng.integers(0, 90, (28, 28), dtype=np.uint8), mode="L") for _ in range(3)]
+    files = [str(tmp_path / f"x{i}.png") for i in range(3)]
+    for img, f in zip(imgs, files):
+        img.save(f)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    out = tmp_path / "emb.npz"
+    assert (
+        main(["features", str(run_dir), *files, str(tmp_path / "bad.png"), "--out", str(out), "--json"]) == 2
+    )
+    cap = capsys.readouterr()
+    doc = json.loads(cap.out)
+    assert cap.err.count("\n") == 1 and "bad.png" in cap.err and doc["what"].startswith("pooled features")
+    model, _ = load_model(run_dir)
+    model.float().eval()
+    x = torch.stack([(torch.from_numpy(np.asarray(i, np.float32) / 255.0)[None] - FMNIST_MEAN) / FMNIST_STD
+                     for i in imgs])  # fmt: skip
+    with torch.no_grad():
+        want = model.forward_head(model.forward_features(x), pre_logits=True)
+        assert torch.allclose(
+            model.get_classifier()(want), model(x), atol=1e-5
+        )  # it is the classifier's input
+    got = np.array([e["vector"] for e in doc["embeddings"]])
+    assert [e["file"] for e in doc["embeddings"]] == files and got.shape == (3, 64)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    with np.load(out) as saved:
+        assert saved["files"].tolist() == files
+        np.testing.assert_allclose(saved["embeddings"], want.numpy(), atol=1e-5)
+    assert main(["features", str(run_dir), files[0], "--out", str(out)]) == 2  # exists: refused
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["features", str(run_dir), files[0], "--out", str(out), "--overwrite"]) == 0
+    assert "norm " in capsys.readouterr().out and np.load(out)["embeddings"].shape == (1, 64)
+    np.savez(tmp_path / "mine.npz", a=np.zeros(3))  # the user's own NumPy file
+    before = (tmp_path / "mine.npz").read_bytes()
+    for argv, says in [
+        (
+            [files[0], "--out", str(tmp_path / "mine.npz"), "--overwrite"],
+            "not an embeddings file reslab wrote",
+        ),
+        ([files[0], "--out", str(tmp_path / "e.csv")], "name it *.npz"),
+        ([files[0], "--input-size", "1,28,28"], "--input-size sizes the stage listing"),
+    ]:
+        assert main(["features", str(run_dir), *argv]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1
+    assert (tmp_path / "mine.npz").read_bytes() == before
+    assert main(["features", "resnet20", files[0]]) == 2
+    assert "needs a trained network" in capsys.readouterr().err
+
+
 def test_stage_features_drive_an_fpn():
     """The backbone recipe of docs/deploy.md: StageFeatures -> torchvision's FeaturePyramidNetwork."""
     from torchvision.ops import FeaturePyramidNetwork

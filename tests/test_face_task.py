@@ -110,6 +110,15 @@ def test_a_tiny_face_run_evaluates_and_tells_one_person_from_two(tmp_path, capsy
     sims = np.array([f["similarity"] for f in found])
     assert np.allclose(sims, sims.T, atol=1e-5) and np.allclose(np.diag(sims), 1.0, atol=1e-4)
     assert all(np.linalg.norm(f["embedding"]) == pytest.approx(1.0, abs=1e-4) for f in found)
+    # reslab features: the same normalized embeddings, to a NumPy file
+    assert (
+        main(["features", str(run), *map(str, files), "--out", str(tmp_path / "e.npz"), "--device", "cpu"])
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("L2-normalized face embedding, ")
+    with np.load(tmp_path / "e.npz") as saved:
+        assert saved["files"].tolist() == list(map(str, files))
+        np.testing.assert_allclose(saved["embeddings"], [f["embedding"] for f in found], atol=1e-5)
     assert [f["same"] for f in found] == (sims >= t).tolist()
     assert main(["predict", str(run), str(files[0]), str(files[2]), "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -64,5 +64,10 @@ def test_what_a_task_does_not_offer_is_one_line(bars, tmp_path, capsys):
     capsys.readouterr()
     assert main(["features", str(run)]) == 2
     assert capsys.readouterr().err == "reslab: error: a bars run has no backbone stages worth listing\n"
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(tmp_path / "x.png")
+    assert main(["features", str(run), str(tmp_path / "x.png")]) == 2  # a task without an embedder
+    assert "embeds images with classifier and face runs" in capsys.readouterr().err
     assert main(["predict", str(run), str(tmp_path / "x.png"), "--out", str(tmp_path / "o.png")]) == 2
     assert "this run's predictions are printed" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from reslab.cli.options import add_device
+from reslab.errors import ConfigError
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
@@ -97,11 +98,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def add_features(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "features",
-        help="print the multi-scale feature maps (stage outputs) of a model: name, shape, stride, channels",
+        help="a model's feature maps (stage outputs: name, shape, stride, channels); with images, a trained "
+        "network's vector for each (a face run's normalized embedding, a classifier's pooled features)",
     )
     p.add_argument("model", metavar="MODEL_OR_RUN", help="a model name (`reslab models`) or a run/checkpoint")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders to embed (needs a run "
+                   "or checkpoint of a classifier or a face network)")  # fmt: skip
     p.add_argument("--input-size", metavar="C,H,W", help="input size, C,T,H,W for a video model (default: the "
-                   "model's or the run's)")  # fmt: skip
+                   "model's or the run's); stages only")  # fmt: skip
+    p.add_argument("--out", metavar="FILE.npz", help="with images: write files and embeddings (numpy.load)")
+    p.add_argument("--overwrite", action="store_true", help="replace an --out file this command wrote")
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_features)
 
@@ -109,5 +116,17 @@ def add_features(sub: argparse._SubParsersAction) -> None:
 def _cmd_features(args: argparse.Namespace) -> int:
     from reslab.deploy.features import run_features
 
-    print(run_features(args.model, args.input_size, as_json=args.json))
-    return 0
+    if not args.images:
+        if args.out or args.overwrite:
+            raise ConfigError("--out and --overwrite write embeddings: give image files after the run")
+        print(run_features(args.model, args.input_size, as_json=args.json))
+        return 0
+    if args.input_size:
+        raise ConfigError("--input-size sizes the stage listing; images are read at the run's own input size")
+    from reslab.deploy.embed import run_embed
+    from reslab.tasks.base import PredictRequest
+
+    request = PredictRequest(device=args.device)
+    return run_embed(
+        args.model, args.images, request, out=args.out, overwrite=args.overwrite, as_json=args.json
+    )

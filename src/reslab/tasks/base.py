@@ -169,6 +169,19 @@ class FilePredictor(Protocol):
     def predict(self, files: Sequence[str]) -> Iterator[Found | tuple[str, str]]: ...
 
 
+class Embedder(Protocol):
+    """A trained network loaded for ``reslab features RUN IMAGE ...``: each readable image's vector, the
+    network's own representation (``what``, in words: a face run's L2-normalized embedding, a classifier's
+    pooled features before its classifier), through the run's own preprocessing; ``header`` is the JSON
+    preamble. ``embed`` returns ``(files read, array (N, D) float32 or None when none was read, [(file, one-line
+    error)])``."""
+
+    what: str
+    header: dict[str, Any]
+
+    def embed(self, files: Sequence[str]) -> tuple[list[str], Any, list[tuple[str, str]]]: ...
+
+
 class Task(Protocol):
     """What the loop needs from a task (see the module docstring), and what the commands on a trained
     network of the task need (``reslab eval`` / ``predict`` / ``export`` / ``features``: the class methods
@@ -239,6 +252,12 @@ class Task(Protocol):
     # ``reslab predict``.
 
     @classmethod
+    def embedder(cls, checkpoint: str, request: PredictRequest) -> Embedder:
+        """The trained network loaded for ``reslab features RUN IMAGE ...`` (or one line refusing:
+        ``refuses["embed"]``)."""
+        ...
+
+    @classmethod
     def sample_input(cls, cfg: TrainConfig, index: int) -> Sample:
         """``reslab data sample``: test input number ``index`` of the data ``cfg`` (the task's recipe, as
         a run of it would be) trains on, as an image file for ``reslab predict`` (or one line refusing:
@@ -248,7 +267,7 @@ class Task(Protocol):
 
 class Refusals:
     """The commands a task's trained networks do not support, each refused in one line naming what
-    does (:attr:`Task.refuses`); :meth:`predictor` refuses unless the task defines one."""
+    does (:attr:`Task.refuses`); :meth:`predictor` and :meth:`embedder` refuse unless the task defines one."""
 
     refuses: ClassVar[dict[str, str]] = {}
 
@@ -262,6 +281,14 @@ class Refusals:
     def predictor(cls, checkpoint: str, request: PredictRequest) -> FilePredictor:
         cls.refuse("predict")
         raise ConfigError(f"reslab predict does not support {cls.__name__} runs")
+
+    @classmethod
+    def embedder(cls, checkpoint: str, request: PredictRequest) -> Embedder:
+        cls.refuse("embed")
+        raise ConfigError(
+            f"reslab features embeds images with classifier and face runs, not {cls.__name__} runs; "
+            "without images it lists this run's stages: reslab features RUN"
+        )
 
     @classmethod
     def sample_input(cls, cfg: TrainConfig, index: int) -> Sample:

@@ -54,7 +54,7 @@ from reslab.tasks.base import (
     reduce_error,
     run_config,
 )
-from reslab.tasks.classify_files import ClassifierFiles
+from reslab.tasks.classify_files import ClassifierEmbedder, ClassifierFiles
 from reslab.tasks.metrics import evaluate, evaluate_batches
 
 
@@ -169,6 +169,10 @@ class Classification(Refusals):
     @classmethod
     def predictor(cls, checkpoint: str, request: PredictRequest) -> ClassifierFiles:
         return ClassifierFiles(checkpoint, request)
+
+    @classmethod
+    def embedder(cls, checkpoint: str, request: PredictRequest) -> ClassifierEmbedder:
+        return ClassifierEmbedder(checkpoint, request)
 
     @classmethod
     def sample_input(cls, cfg: TrainConfig, index: int) -> Sample:

@@ -1,6 +1,7 @@
 """``reslab predict`` of a classifier: image files through the run's own preprocessing
 (:mod:`reslab.tasks.inputs`), the top-``k`` classes of each (:func:`predict_files`, in batches: memory
-stays bounded by one batch), and :class:`ClassifierFiles`, the task's predictor."""
+stays bounded by one batch), and :class:`ClassifierFiles`, the task's predictor; ``reslab features RUN
+IMAGE ...``: :class:`ClassifierEmbedder`, each image's pooled features before the classifier."""
 
 from __future__ import annotations
 
@@ -52,6 +53,35 @@ class ClassifierFiles:
         )  # fmt: skip
         yield from errors
         yield from (Found(p.file, p.as_dict(), p.lines()) for p in preds)
+
+
+class ClassifierEmbedder(ClassifierFiles):
+    """``reslab features RUN IMAGE ...`` of a classifier: each image's pooled features entering the
+    classifier, ``forward_head(forward_features(x), pre_logits=True)`` (timm's name for that vector),
+    through the run's own preprocessing; not normalized (the classifier's input as it is)."""
+
+    what = "pooled features before the classifier (pre-logits)"
+
+    @torch.no_grad()
+    def embed(
+        self, files: Sequence[str], batch_size: int = 64
+    ) -> tuple[list[str], Any, list[tuple[str, str]]]:
+        from reslab.models.weights import unwrap
+
+        model = unwrap(self.model).eval()
+        device = next(iter(model.parameters())).device
+        read, pending, out, errors = [], [], [], []
+        for i, f in enumerate(files):
+            try:
+                pending.append(read_image_polarity(f, self.spec, self.request.invert)[0])
+                read.append(str(f))
+            except ImageReadError as e:
+                errors.append((str(f), str(e)))
+            if pending and (len(pending) == batch_size or i == len(files) - 1):  # memory: one batch
+                x = torch.stack(pending).to(device)
+                out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().flatten(1))
+                pending.clear()
+        return read, torch.cat(out).cpu().numpy() if out else None, errors
 
 
 @dataclasses.dataclass

@@ -22,8 +22,8 @@ with a margin head, used as an embedder, verified on identities it never saw.
   accuracy, ROC AUC, TAR at FAR = 1 %, 1-shot identification top-1. ``reslab eval`` adds the ROC figure
   and the threshold chosen on the validation pairs; ``reslab predict RUN a.png b.png`` prints cosine
   similarities and same / different at that threshold (from the run's ``eval.json``, else measured on its
-  validation faces), and ``--json`` each image's normalized embedding. ``reslab features RUN`` lists the
-  stages (the embedding is the last one's pooled output); it takes no image.
+  validation faces), and ``--json`` each image's normalized embedding. ``reslab features RUN a.png ...``
+  gives the embeddings (``--out FILE.npz``); ``reslab features RUN`` alone lists the stages.
 """
 
 from __future__ import annotations
@@ -282,6 +282,10 @@ class Face(Refusals):
         return FaceFiles(checkpoint, request)
 
     @classmethod
+    def embedder(cls, checkpoint: str, request: PredictRequest) -> FaceEmbedder:
+        return FaceEmbedder(checkpoint, request)
+
+    @classmethod
     def sample_input(cls, cfg: TrainConfig, index: int) -> Sample:
         """Photograph ``index`` of the test (unseen) identities of ``cfg``'s data, at 64 x 64."""
         d = FaceData(cfg.dataset, cfg.data_dir, face_options(cfg.task_kwargs))
@@ -312,7 +316,49 @@ def _classifier(model: nn.Module) -> nn.Linear:
     return unwrap(model).get_classifier()  # type: ignore[operator,no-any-return]
 
 
-class FaceFiles:
+class FaceNet:
+    """A face run's network loaded for the commands (on ``request.device``, fp32, eval mode) and the
+    reading of an image file as its training faces were read: grey, the data's native 64 x 64, then the
+    run's input size and channels (:func:`prepare`)."""
+
+    def __init__(self, checkpoint: str, request: PredictRequest) -> None:
+        from reslab._device import resolve_device
+        from reslab.models.weights import load_model, resolve_checkpoint
+
+        self.path = Path(resolve_checkpoint(checkpoint))
+        model, meta = load_model(self.path)
+        self.model = model.float().eval().to(resolve_device(request.device))
+        self.input_size = [int(v) for v in meta["input_size"]]
+        self.mean, self.std = list(meta["mean"]), list(meta["std"])
+        self.header: dict[str, Any] = {"checkpoint": str(self.path)}
+        self.warnings: list[str] = []
+
+    def read(self, files: Sequence[str]) -> tuple[list[str], list[torch.Tensor], list[tuple[str, str]]]:
+        """``(files read, their inputs, [(file, one-line error)] for the rest)``."""
+        read, inputs, errors = [], [], []
+        for file in files:
+            try:
+                inputs.append(self._read(file))
+                read.append(file)
+            except ReslabError as e:
+                errors.append((file, str(e)))
+        return read, inputs, errors
+
+    def _read(self, file: str) -> torch.Tensor:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(file) as im:
+                grey = im.convert("L").resize((NATIVE_SIZE, NATIVE_SIZE), Image.BILINEAR)
+        except FileNotFoundError:
+            raise ReslabError(f"cannot read image {file}: no such file") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise ReslabError(f"cannot read image {file}: {str(e).splitlines()[0][:120]}") from None
+        chans, size = self.input_size[0], self.input_size[-1]
+        return prepare(np.asarray(grey)[None], size, chans)
+
+
+class FaceFiles(FaceNet):
     """``reslab predict`` of a face run: each image's normalized embedding, the cosine similarity of every
     pair of images, and same / different at the run's threshold (the best on its validation pairs)."""
 
@@ -320,17 +366,9 @@ class FaceFiles:
     output_required = False
 
     def __init__(self, checkpoint: str, request: PredictRequest) -> None:
-        from reslab._device import resolve_device
-        from reslab.models.weights import load_model, resolve_checkpoint
-
-        path = Path(resolve_checkpoint(checkpoint))
-        model, meta = load_model(path)
-        self.model = model.float().eval().to(resolve_device(request.device))
-        self.input_size = [int(v) for v in meta["input_size"]]
-        self.mean, self.std = list(meta["mean"]), list(meta["std"])
-        self.threshold, where = self._threshold(path)
-        self.header = {"checkpoint": str(path), "threshold": self.threshold, "threshold_from": where}
-        self.warnings: list[str] = []
+        super().__init__(checkpoint, request)
+        self.threshold, where = self._threshold(self.path)
+        self.header |= {"threshold": self.threshold, "threshold_from": where}
 
     def _threshold(self, path: Path) -> tuple[float, str]:
         """The cosine with the best accuracy on the run's validation pairs: from its ``eval.json`` (written
@@ -352,27 +390,9 @@ class FaceFiles:
                               "run reslab eval RUN --data-dir PATH once, predict then reads its eval.json") from None  # fmt: skip
         return float(data.metrics("val", self.model)["threshold"]), "validation pairs"
 
-    def _read(self, file: str) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(file) as im:
-                grey = im.convert("L").resize((NATIVE_SIZE, NATIVE_SIZE), Image.BILINEAR)
-        except FileNotFoundError:
-            raise ReslabError(f"cannot read image {file}: no such file") from None
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise ReslabError(f"cannot read image {file}: {str(e).splitlines()[0][:120]}") from None
-        chans, size = self.input_size[0], self.input_size[-1]
-        return prepare(np.asarray(grey)[None], size, chans)
-
     def predict(self, files: Sequence[str]) -> Iterator[Found | tuple[str, str]]:
-        read, inputs = [], []
-        for file in files:
-            try:
-                inputs.append(self._read(file))
-                read.append(file)
-            except ReslabError as e:
-                yield file, str(e)
+        read, inputs, errors = self.read(files)
+        yield from errors
         if not read:
             return
         emb = embed_images(self.model, torch.cat(inputs), self.mean, self.std)
@@ -390,3 +410,16 @@ class FaceFiles:
                       "similarity": [round(float(v), 6) for v in sims[a]],
                       "same": [bool(v >= t) for v in sims[a]]}  # fmt: skip
             yield Found(file, record, lines)
+
+
+class FaceEmbedder(FaceNet):
+    """``reslab features RUN IMAGE ...`` of a face run: each image's L2-normalized embedding (the vector
+    verification compares by cosine; :func:`embed`)."""
+
+    what = "L2-normalized face embedding"
+
+    def embed(self, files: Sequence[str]) -> tuple[list[str], np.ndarray | None, list[tuple[str, str]]]:
+        read, inputs, errors = self.read(files)
+        if not read:
+            return read, None, errors
+        return read, embed_images(self.model, torch.cat(inputs), self.mean, self.std), errors
