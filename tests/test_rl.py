@@ -198,6 +198,16 @@ def test_resume_message(tmp_path):
     assert json.loads((run / "summary.json").read_text())["timesteps"] == 300
 
 
+def test_each_algorithm_starts_from_its_own_recipe():
+    """--algo dqn takes the MinAtar paper's minibatch (32) without being told; PPO keeps rl-zoo's 256."""
+    for argv, recipe, batch in [([], "rl", "256"), (["--algo", "dqn"], "rl_dqn", "32"),
+                                (["--set", "algo=dqn"], "rl_dqn", "32"), (["--algo", "dqn", "--batch-size", "64"], "rl_dqn", "64")]:  # fmt: skip
+        code, out, _ = _call(["train", "--task", "rl", *argv, "--print-config"])
+        assert code == 0 and f"recipe: {recipe}" in out, out
+        line = next(x for x in out.splitlines() if x.startswith("batch_size:"))
+        assert line.split()[1] == batch, line
+
+
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [

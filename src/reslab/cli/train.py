@@ -127,7 +127,8 @@ def _start(args: argparse.Namespace, given: dict) -> dict | None:
 
     if args.accept_change:
         raise ReslabError("--accept-change goes with --resume (a change to a resumed run's config)")
-    resolved = resolve_config(args.recipe or task_recipe(given.get("task")), given, parse_set(args.set))
+    sets = parse_set(args.set)
+    resolved = resolve_config(args.recipe or task_recipe(given.get("task"), given | sets), given, sets)
     cfg = resolved.cfg
     task_class(cfg.validate().task)  # a recipe's or --set's unknown task: one line naming the registered ones
     resolved.sources["recipe"] = "--recipe" if args.recipe else "--task" if "task" in given else "default"
@@ -194,9 +195,11 @@ def config_listing(cfg: Any, sources: dict[str, str], notes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def task_recipe(task: str | None) -> str:
+def task_recipe(task: str | None, settings: dict | None = None) -> str:
     """The recipe ``reslab train --task TASK`` starts from without ``--recipe``: the task's own
-    (:attr:`reslab.tasks.base.Task.recipe`); without ``--task``, the default recipe (a classifier's)."""
+    (:attr:`reslab.tasks.base.Task.recipe`, or its ``recipe_for(settings)`` where the task has one for
+    each of its algorithms: ``settings`` are the flags and ``--set`` values given); without ``--task``,
+    the default recipe (a classifier's)."""
     from reslab.tasks import TASKS
     from reslab.train import DEFAULT_RECIPE
 
@@ -204,7 +207,8 @@ def task_recipe(task: str | None) -> str:
         return DEFAULT_RECIPE
     if task not in TASKS:
         raise ReslabError(f"--task must be one of {', '.join(TASKS)}; got {task!r}")
-    return TASKS[task].recipe
+    choose = getattr(TASKS[task], "recipe_for", None)
+    return choose(settings or {}) if choose else TASKS[task].recipe
 
 
 def _print_train_result(summary: dict) -> None:

@@ -220,6 +220,8 @@ class Task(Protocol):
         ...
 
     recipe: ClassVar[str]  # the recipe `reslab train --task NAME` starts from (src/reslab/train/recipes/)
+    # Optional: ``recipe_for(settings) -> str`` (a static method), the recipe for the flags and ``--set``
+    # values given, where the task's algorithms need different ones (rl: PPO's and DQN's minibatch).
 
     # A trained network of the task, on the command line (class methods: no training set-up needed).
     # command ("predict", "export", "features", "analyze", "sample") -> the one-line refusal

@@ -370,6 +370,12 @@ class RL(Refusals):
     (``reslab eval``), :meth:`play` draws one (``reslab predict RUN --out episode.gif``)."""
 
     recipe = "rl"
+
+    @staticmethod
+    def recipe_for(settings: dict[str, Any]) -> str:
+        """``--algo dqn`` starts from ``rl_dqn`` (the MinAtar paper's minibatch of 32), else ``rl`` (PPO's)."""
+        return "rl_dqn" if settings.get("algo") == "dqn" else "rl"
+
     metric_names = ("return",)
     higher_is_better = True
     counts_errors = False
