@@ -2,6 +2,7 @@
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 python bench/face_compare.py --data ../shared/fixtures/olivetti-faces
     python bench/face_compare.py --report      # only redraw the report from the stored results
+    ... python bench/face_compare.py --followup # IR-ResNet-18 vs its plain twin (followup-plan.md)
 
 Plan (stated before the runs; docs/results/faces/README.md repeats it with the outcome):
 - Data: the face recipe's identity split (split_seed 0): 25 training, 5 validation, 10 unseen test
@@ -41,14 +42,25 @@ ARMS = {  # name -> (model, head)
     "plain20-arcface": ("plain20", "arcface"),
 }
 SIZE, ITERATIONS = 32, 600
+# the follow-up (docs/results/faces/followup-plan.md, stated before its runs): name -> (model, head, model_kwargs)
+FOLLOWUP = {
+    "iresnet18-softmax": ("iresnet18", "softmax", {"input_size": SIZE}),
+    "iresnet18_plain-softmax": ("iresnet18_plain", "softmax", {"input_size": SIZE}),
+}
+FOLLOWUP_SEEDS = (0, 1, 2, 3, 4)
+
+
+def arm_spec(arm: str) -> tuple[str, str, dict]:
+    """(model, head, model_kwargs) of an arm of either sweep."""
+    return FOLLOWUP[arm] if arm in FOLLOWUP else (*ARMS[arm], {})
 
 
 def run_config(arm: str, seed: int, data: str):
     from reslab.train import load_recipe
 
-    model, head = ARMS[arm]
+    model, head, model_kwargs = arm_spec(arm)
     return load_recipe(
-        "face", model=model, seed=seed, data_dir=data, iterations=ITERATIONS, eval_every=200,
+        "face", model=model, model_kwargs=model_kwargs, seed=seed, data_dir=data, iterations=ITERATIONS, eval_every=200,
         checkpoint_every=200, log_every=100, tensorboard=False, threads=1,
         task_kwargs={"head": head, "image_size": SIZE, "in_chans": 1, "val_identities": 5, "test_identities": 10},
     )  # fmt: skip
@@ -67,9 +79,10 @@ def train_one(arm: str, seed: int, data: str, work: Path) -> dict:
     seconds = time.time() - t0
     ev = evaluate_face_run(str(run), EvalRequest(device="cpu"))
     keep = ("accuracy", "accuracy_sd", "auc", "tar_far1", "top1", "threshold", "roc")
+    model, head, _ = arm_spec(arm)
     rec = {
-        "arm": arm, "seed": seed, "model": ARMS[arm][0], "head": ARMS[arm][1], "train_seconds": seconds,
-        "steps": summary.get("steps"), "best_step": ev["step"],
+        "arm": arm, "seed": seed, "model": model, "head": head, "train_seconds": seconds,
+        "steps": summary.get("steps"), "best_step": ev["step"], "precision": summary.get("precision"),
         "val": {k: ev["val"][k] for k in keep}, "test": {k: ev["test"][k] for k in keep},
     }  # fmt: skip
     return rec
@@ -118,6 +131,7 @@ def main() -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "fixtures" / "olivetti-faces"))
     p.add_argument("--work", default=str(ROOT / "runs" / "face-compare"))
     p.add_argument("--report", action="store_true", help="only write the report from stored results")
+    p.add_argument("--followup", action="store_true", help="train the follow-up's runs (followup-plan.md)")
     args = p.parse_args()
     (OUT / "runs").mkdir(parents=True, exist_ok=True)
     if not args.report:
@@ -127,8 +141,9 @@ def main() -> None:
         eig = OUT / "runs" / "eigenfaces.json"
         if not eig.is_file():
             eig.write_text(json.dumps(eigenfaces(args.data)))
-        for seed in SEEDS:  # seed-major: a stopped sweep has every arm at the same number of seeds
-            for arm in ARMS:
+        seeds, arms = (FOLLOWUP_SEEDS, FOLLOWUP) if args.followup else (SEEDS, ARMS)
+        for seed in seeds:  # seed-major: a stopped sweep has every arm at the same number of seeds
+            for arm in arms:
                 out = OUT / "runs" / f"{arm}-s{seed}.json"
                 if out.is_file():
                     continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +21,19 @@ LABELS = {
     "resnet20-softmax": "ResNet-20 softmax",
     "plain20-arcface": "plain-20 ArcFace",
     "eigenfaces": "eigenfaces (PCA)",
+    "iresnet18-softmax": "IR-ResNet-18 softmax",
+    "iresnet18_plain-softmax": "plain IR-18 softmax",
 }
+FOLLOWUP_ARMS = ("iresnet18-softmax", "iresnet18_plain-softmax")
+FIRST = ("resnet20-arcface", "resnet20-cosface", "resnet20-softmax", "plain20-arcface", "eigenfaces")
 STYLE = {  # one colour per network (figstyle), the head by line style
     "resnet20-arcface": (figstyle.colour("resnet", 20), "-"),
     "resnet20-cosface": (figstyle.colour("resnet", 20), "--"),
     "resnet20-softmax": (figstyle.colour("resnet", 20), ":"),
     "plain20-arcface": (figstyle.colour("plain", 20), "-"),
     "eigenfaces": (figstyle.BLACK, "-."),
+    "iresnet18-softmax": (figstyle.colour("resnet", 18), ":"),
+    "iresnet18_plain-softmax": (figstyle.colour("plain", 18), ":"),
 }
 # (claim, arm a, arm b, expected sign of b - a: +1, or 0 = two-sided "they differ")
 TESTS = [
@@ -35,6 +42,10 @@ TESTS = [
     ("H3 ArcFace and CosFace differ (ResNet-20)", "resnet20-cosface", "resnet20-arcface", 0),
     ("H4 ResNet-20 beats plain-20 (ArcFace)", "plain20-arcface", "resnet20-arcface", 1),
     ("H5 ResNet-20 ArcFace beats eigenfaces", "eigenfaces", "resnet20-arcface", 1),
+]
+# the follow-up's one claim (followup-plan.md), its own family
+FOLLOWUP_TESTS = [
+    ("H6 IR-ResNet-18 beats its plain twin (softmax)", "iresnet18_plain-softmax", "iresnet18-softmax", 1)
 ]
 
 
@@ -50,12 +61,12 @@ def acc(recs: list[dict]) -> list[float]:
     return [100 * r["test"]["accuracy"] for r in recs]
 
 
-def run_tests(arms: dict[str, list[dict]]) -> list[dict]:
-    """The planned family: Welch over seeds (H5: one-sample t against the deterministic eigenfaces), Holm."""
+def run_tests(arms: dict[str, list[dict]], family: list[tuple] = TESTS) -> list[dict]:
+    """A planned family: Welch over seeds (H5: one-sample t against the deterministic eigenfaces), Holm."""
     from scipy import stats as sps
 
     rows = []
-    for claim, a, b, sign in TESTS:
+    for claim, a, b, sign in family:
         va, vb = acc(arms.get(a, [])), acc(arms.get(b, []))
         if not va or not vb:
             rows.append({"claim": claim, "diff": math.nan, "p": math.nan, "n": (len(va), len(vb))})
@@ -83,9 +94,9 @@ def verdict(row: dict) -> str:
     return "NOT SUPPORTED (significant the other way)"
 
 
-def summary_rows(arms: dict[str, list[dict]]) -> list[dict]:
+def summary_rows(arms: dict[str, list[dict]], names: Iterable[str] = LABELS) -> list[dict]:
     rows = []
-    for arm in LABELS:
+    for arm in names:
         recs = arms.get(arm, [])
         if not recs:
             continue
@@ -99,12 +110,12 @@ def summary_rows(arms: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
-def roc_figure(arms: dict[str, list[dict]], path: Path) -> None:
+def roc_figure(arms: dict[str, list[dict]], path: Path, names: Iterable[str] = FIRST) -> None:
     import matplotlib.pyplot as plt
 
     with figstyle.style():
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for arm in [a for a in LABELS if a in arms]:
+        for arm in [a for a in names if a in arms]:
             recs = arms[arm]
             c, ls = STYLE[arm]
             for k, r in enumerate(recs):
@@ -136,14 +147,16 @@ def accuracy_figure(arms: dict[str, list[dict]], path: Path) -> None:
         ax.set_xticks(range(len(names)), [figstyle.wrap(LABELS[a]) for a in names])
         ax.set_ylim(50, 100)
         ax.set_ylabel("test verification accuracy (%)")
-        ax.set_title("test verification accuracy: dots = seeds, bar = mean (axis from chance, 50%)")
+        ax.set_title(
+            "test verification accuracy: dots = seeds, bar = mean (axis from chance, 50%)", fontsize=8
+        )
         fig.tight_layout()
         figstyle.save(fig, path)
 
 
 def write_report(out: Path) -> None:
     arms = load(out)
-    rows, tests = summary_rows(arms), run_tests(arms)
+    rows, tests = summary_rows(arms, FIRST), run_tests(arms)
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -151,11 +164,16 @@ def write_report(out: Path) -> None:
     (out / "tests.json").write_text(json.dumps(tests, indent=1, default=str))
     roc_figure(arms, out / "roc.png")
     accuracy_figure(arms, out / "accuracy.png")
-    (out / "README.md").write_text(markdown(rows, tests, arms))
-    for r in rows:
+    follow = run_tests(arms, FOLLOWUP_TESTS) if any(a in arms for a in FOLLOWUP_ARMS) else []
+    if follow:
+        (out / "followup-tests.json").write_text(json.dumps(follow, indent=1, default=str))
+        record_look(out / "followup-looks.json", follow)
+        roc_figure(arms, out / "followup-roc.png", FOLLOWUP_ARMS)
+    (out / "README.md").write_text(markdown(rows, tests, arms) + followup_markdown(arms, follow, out))
+    for r in rows + summary_rows(arms, FOLLOWUP_ARMS):
         print(f"{LABELS[r['arm']]:22s} n={r['seeds']}  acc {r['accuracy']:.2f} ± {r['accuracy_sd']:.2f}%  "
               f"AUC {r['auc']:.4f}  TAR@1% {r['tar_far1']:.1f}%  top-1 {r['top1']:.1f}%  {r['train_seconds']:.0f} s")  # fmt: skip
-    for t in tests:
+    for t in tests + follow:
         print(f"{t['claim']}: diff {t['diff']:+.2f} pts, p {t['p']:.4f}, Holm {t.get('p_holm', math.nan):.4f} "
               f"-> {t.get('verdict')}")  # fmt: skip
 
@@ -215,7 +233,7 @@ PLAN = """## Plan (stated before the runs)
   over seeds; H5 ResNet-20 ArcFace vs eigenfaces: one-sample t of the seeds against eigenfaces' value.
   SUPPORTED needs >= 3 seeds a side and a Holm-adjusted p < 0.05 in the stated direction; else
   INCONCLUSIVE (NOT SUPPORTED: significant the other way).
-- Not run: IR-ResNet-18 vs its plain twin (see "Cost").
+- IR-ResNet-18 vs its plain twin: not in this plan (see "Cost"); a follow-up with its own plan, below.
 """
 
 
@@ -252,14 +270,57 @@ def markdown(rows: list[dict], tests: list[dict], arms: dict[str, list[dict]]) -
                      f"{_pm(r['auc'], r['auc_sd'], 4)} | {_pm(r['tar_far1'], r['tar_far1_sd'], 1)} | "
                      f"{_pm(r['top1'], r['top1_sd'], 1)} | {r['train_seconds']:.0f} |")  # fmt: skip
     lines += ["", "Per seed (test verification accuracy, %): " + "; ".join(
-        f"{LABELS[a]} " + ", ".join(f"{v:.2f}" for v in acc(recs)) for a, recs in arms.items()), "",
+        f"{LABELS[a]} " + ", ".join(f"{v:.2f}" for v in acc(arms[a])) for a in FIRST if a in arms), "",
         "## Tests", "", "| claim | b - a (points) | test | p | p (Holm, 5) | verdict |", "|---|---:|---|---:|---:|---|"]  # fmt: skip
     for t in tests:
         lines.append(f"| {t['claim']} | {t['diff']:+.2f} | {t.get('test', '')} | {t['p']:.4f} | "
                      f"{t.get('p_holm', math.nan):.4f} | {t.get('verdict', '')} |")  # fmt: skip
-    total = sum(r.get("train_seconds", 0.0) for recs in arms.values() for r in recs)
+    total = sum(r.get("train_seconds", 0.0) for a in FIRST for r in arms.get(a, []))
     lines += ["", COST.format(total=total / 60), "", "![ROC](roc.png)", "", "ROC curves of the test pairs, one per seed (line style: the head; "
-              "colour: the network).", "", "![accuracy](accuracy.png)", "", "![pairs](pairs.png)", "",
+              "colour: the network).", "", "![accuracy](accuracy.png)", "", "Test verification accuracy of every arm (the follow-up's too, below; the same 900 pairs): "
+              "a dot per seed, the bar their mean; the axis starts at chance (50%).", "", "![pairs](pairs.png)", "",
               "Test pairs of the recipe's network (ResNet-20 softmax, seed 0) at its validation threshold: "
               "accepted and rejected pairs, right (rows 1-2) and wrong (rows 3-4), drawn at random.", ""]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def record_look(path: Path, tests: list[dict]) -> None:
+    """Append this look at the follow-up's data (seeds per arm, p, verdict) unless it repeats the last."""
+    looks = json.loads(path.read_text()) if path.is_file() else []
+    look = [{"claim": t["claim"], "n": list(t["n"]), "p": t["p"], "verdict": t.get("verdict")} for t in tests]
+    if not looks or looks[-1]["tests"] != look:
+        looks.append({"look": len(looks) + 1, "tests": look})
+        path.write_text(json.dumps(looks, indent=1))
+
+
+def followup_markdown(arms: dict[str, list[dict]], tests: list[dict], out: Path) -> str:
+    """The follow-up's section: its plan, results, its one test and every look at its data."""
+    if not tests:
+        return ""
+    rows = summary_rows(arms, FOLLOWUP_ARMS)
+    looks = json.loads((out / "followup-looks.json").read_text())
+    lines = ["## Follow-up: IR-ResNet-18 against its plain twin ([followup-plan.md](followup-plan.md))", "",
+             "Planned after the comparison above and before its own runs: insightface's IR-ResNet-18 and the "
+             "same layers without identity shortcuts, softmax head, 32 x 32 grey input (networks built for it), "
+             "the same split, pairs and recipe; seeds 0-4; one claim, Welch's t, its own family.", "",
+             "| arm | seeds | verification accuracy (%) | ROC AUC | TAR at FAR 1% (%) | 1-shot top-1 (%) | "
+             "training s / run |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {LABELS[r['arm']]} | {r['seeds']} | {_pm(r['accuracy'], r['accuracy_sd'])} | "
+                     f"{_pm(r['auc'], r['auc_sd'], 4)} | {_pm(r['tar_far1'], r['tar_far1_sd'], 1)} | "
+                     f"{_pm(r['top1'], r['top1_sd'], 1)} | {r['train_seconds']:.0f} |")  # fmt: skip
+    lines += ["", "Per seed (test verification accuracy, %): " + "; ".join(
+        f"{LABELS[a]} " + ", ".join(f"{v:.2f}" for v in acc(arms[a])) for a in FOLLOWUP_ARMS if a in arms), "",
+        "| claim | b - a (points) | test | p | verdict |", "|---|---:|---|---:|---|"]  # fmt: skip
+    for t in tests:
+        lines.append(
+            f"| {t['claim']} | {t['diff']:+.2f} | {t.get('test', '')} | {t['p']:.4f} | {t['verdict']} |"
+        )
+    precisions = sorted({str(r.get("precision")) for a in FOLLOWUP_ARMS for r in arms.get(a, [])})
+    lines += ["", "Looks at this data (followup-looks.json): " + "; ".join(
+        f"look {k['look']}: " + ", ".join(f"n = {t['n'][0]} + {t['n'][1]}, p = {t['p']:.4f}, {t['verdict']}"
+                                          for t in k["tests"]) for k in looks) + ".",
+        "", f"Precision of the runs: {', '.join(precisions)} (`amp: auto`: bf16 where the CPU has it natively).",
+        "", "![follow-up ROC](followup-roc.png)", "",
+        "ROC curves of the follow-up's test pairs, one per seed (colour: the network).", ""]  # fmt: skip
     return "\n".join(lines) + "\n"
