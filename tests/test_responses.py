@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,38 @@ def test_the_same_weights_passed_twice_count_once(tmp_path):
     out = run_responses(targets, tmp_path)
     assert [(n.label, n.seeds) for n in out["networks"]] == [("plain-20", ["s0"]), ("ResNet-20", ["s0"])]
     assert "the same weights as `resnet20-s0`" in (tmp_path / "summary.md").read_text()
+
+
+def test_profiles_measured_earlier_count_once_and_only_on_the_same_images(tmp_path):
+    """A study measured in parts (checkpoints on different machines): the earlier responses.csv counts
+    with the new targets, the same weights once, and the merged result equals measuring all at once."""
+    from reslab.errors import ConfigError
+
+    torch.manual_seed(0)
+    nets = {f"{f}20-s{k}": create_model(f"{f}20", num_classes=10, in_chans=1).eval()
+            for f in ("resnet", "plain") for k in (0, 1)}  # fmt: skip
+    data = _data(8)
+    t = {label: Target(label, m, data, "x") for label, m in nets.items()}
+    run_responses([t["resnet20-s0"], t["plain20-s0"]], tmp_path / "a")
+    merged = run_responses([t["resnet20-s0"], t["resnet20-s1"], t["plain20-s1"]], tmp_path / "b",
+                           measured=[str(tmp_path / "a" / "responses.csv")])  # fmt: skip
+    at_once = run_responses(list(t.values()), tmp_path / "c")
+
+    def profiles(out: dict) -> dict:
+        return {(n.label, seed): p for n in out["networks"] for seed, p in zip(n.seeds, n.profiles)}
+
+    assert sorted(profiles(merged)) == sorted(profiles(at_once)) and len(profiles(at_once)) == 4
+    for k, p in profiles(at_once).items():
+        np.testing.assert_allclose(profiles(merged)[k], p, rtol=1e-12)  # repr() in the CSV: exact
+    summary = (tmp_path / "b" / "summary.md").read_text()
+    assert "Measured earlier on the same images" in summary and "the same weights as `resnet20-s0`" in summary
+    other = replace(data, x=data.x + 1)
+    with pytest.raises(ConfigError, match="other images"):
+        run_responses([Target("plain20-s1", nets["plain20-s1"], other, "x")], tmp_path / "d",
+                      measured=[str(tmp_path / "a" / "responses.csv")])  # fmt: skip
+    (tmp_path / "old.csv").write_text("target,network,seed,layer,std\nx,resnet20,s0,1,0.5\n")
+    with pytest.raises(ConfigError, match=r"not a responses\.csv of this version"):
+        run_responses([t["plain20-s1"]], tmp_path / "e", measured=[str(tmp_path / "old.csv")])
 
 
 def _net(family: str, depth: int, medians) -> rc.Network:

@@ -42,6 +42,7 @@ class AnalysisRequest:
     mode: str = "plane"
     resolution: int = 21
     span: float = 1.0
+    measured: tuple[str, ...] = ()  # responses: earlier responses.csv files counted with these targets
 
     @property
     def progress(self) -> bool:
@@ -82,7 +83,7 @@ class AnalysisSpec:
 # one checkpoint's errors agree between them; responses measure every test image.
 SPECS = {
     "gradients": AnalysisSpec(128, one_batch=True, options=lambda a: {"bn": a.bn, "mode": a.bn_mode}),
-    "responses": AnalysisSpec(256, finished_only=True),
+    "responses": AnalysisSpec(256, finished_only=True, options=lambda a: {"measured": a.measured}),
     "lesion": AnalysisSpec(
         256,
         1000,

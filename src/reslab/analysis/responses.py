@@ -11,6 +11,9 @@ profile per seed: the figure draws, per layer index, the median over seeds and t
 seeds' smallest and largest std. The two readings of Fig. 7 are decided by the tests of
 :mod:`reslab.analysis.response_claims`, stated there before any network was measured.
 The figure has the paper's two rows (layer order; each seed's stds ranked in descending order).
+Profiles measured earlier by this command (``measured``: their ``responses.csv``, which records each
+network's weight fingerprint and the data subset's) count with the new ones, once each: a study whose
+checkpoints are not all on one machine is measured in parts, on the same images (refused otherwise).
 Deviations from the paper: Fashion-MNIST networks at the project's budget, not CIFAR-10 at 64k
 iterations; several seeds per network where the paper shows one.
 """
@@ -32,6 +35,7 @@ from reslab.analysis._capture import bn_mode
 from reslab.analysis.common import blocks_of, fmt_num, new_figure, save_figure, write_csv, write_summary
 from reslab.analysis.response_claims import Network, claims_markdown, judge_responses
 from reslab.analysis.targets import EvalData, Target
+from reslab.errors import ConfigError
 
 
 @dataclass
@@ -41,6 +45,9 @@ class ResponseProfile:
     channel_std: np.ndarray  # mean over channels of the per-channel std over (N, H, W)
     plain: bool
     trained: bool
+    fingerprint: str = ""  # the weights' hash (:func:`_fingerprint`): the same network counts once
+    data: str = ""  # the images' hash (:func:`_data_key`): profiles merge only on the same images
+    source: str = ""  # the responses.csv it was read from; "" when measured here
 
 
 def response_layers(model: nn.Module) -> list[nn.Module]:
@@ -128,8 +135,53 @@ def networks_of(profiles: Sequence[ResponseProfile]) -> list[Network]:
     ]
 
 
-def run_responses(targets: Sequence[Target], out: Path, *, batch_size: int = 256) -> dict[str, Any]:
+def _data_key(data: EvalData) -> str:
+    """A hash of the images measured: profiles merge only when measured on the same ones."""
+    return hashlib.sha1(data.x.contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def read_measured(paths: Sequence[str | Path]) -> list[ResponseProfile]:
+    """The profiles of earlier ``responses.csv`` files, in their order (one line for a file that is not one)."""
+    from reslab.analysis.common import read_csv
+
+    profiles: list[ResponseProfile] = []
+    for path in map(Path, paths):
+        try:
+            rows = read_csv(path)
+        except OSError as e:
+            raise ConfigError(f"--measured {path}: cannot read it ({e.strerror or e})") from None
+        need = {"target", "network", "layer", "std", "channel_std", "fingerprint", "data", "trained"}
+        if not rows or not need <= set(rows[0]):
+            raise ConfigError(f"--measured {path}: not a responses.csv of this version (it needs the columns "
+                              f"{', '.join(sorted(need))}); measure those networks again")  # fmt: skip
+        by_target: dict[str, list[dict[str, str]]] = {}
+        for r in rows:
+            by_target.setdefault(r["target"], []).append(r)
+        for label, rs in by_target.items():
+            rs.sort(key=lambda r: int(r["layer"]))
+            profiles.append(ResponseProfile(
+                label, np.array([float(r["std"]) for r in rs]), np.array([float(r["channel_std"]) for r in rs]),
+                rs[0]["network"].startswith("plain"), rs[0]["trained"] == "True",
+                rs[0]["fingerprint"], rs[0]["data"], str(path),
+            ))  # fmt: skip
+    return profiles
+
+
+def run_responses(
+    targets: Sequence[Target], out: Path, *, batch_size: int = 256, measured: Sequence[str] = ()
+) -> dict[str, Any]:
+    earlier = read_measured(measured)
+    data_keys = {p.data for p in earlier} | {_data_key(t.data) for t in targets}
+    if len(data_keys) > 1:
+        raise ConfigError("--measured profiles were measured on other images than these targets (another "
+                          "--samples / --seed / split / data set): measure on the same subset")  # fmt: skip
     profiles, seen, twins = [], {}, []
+    for p in earlier:
+        if p.fingerprint in seen:
+            twins.append(f"`{p.label}` of {p.source} (the same weights as `{seen[p.fingerprint]}`)")
+            continue
+        seen[p.fingerprint] = p.label
+        profiles.append(p)
     for t in targets:
         key = _fingerprint(t.model)
         if key in seen:
@@ -138,11 +190,15 @@ def run_responses(targets: Sequence[Target], out: Path, *, batch_size: int = 256
         seen[key] = t.label
         std, cstd = response_std(t.model, t.data, batch_size=batch_size)
         plain = not any(getattr(b, "has_shortcut", True) for b in blocks_of(t.model))
-        profiles.append(ResponseProfile(t.label, std, cstd, plain, t.trained))
+        profiles.append(ResponseProfile(t.label, std, cstd, plain, t.trained, key, _data_key(t.data)))
     nets = networks_of(profiles)
     write_csv(out / "responses.csv", [row for p in profiles for row in _layer_rows(p)])
     plot_responses(nets, out / "responses.png")
     sections = [_table(nets, twins), claims_markdown(judge_responses(nets))]
+    if earlier:
+        files = sorted({p.source for p in earlier})
+        sections.insert(0, "Measured earlier on the same images and counted here (" + ", ".join(
+            f"`{f}`" for f in files) + "): " + ", ".join(f"`{p.label}`" for p in earlier) + ".")  # fmt: skip
     if any(not p.trained for p in profiles):
         sections.append(
             "Freshly initialized networks in eval mode: their BN layers hold their initial running statistics "
@@ -163,7 +219,8 @@ def _layer_rows(p: ResponseProfile) -> list[dict[str, Any]]:
     family, depth = _network_key(p)
     return [
         {"target": p.label, "network": f"{family}{depth}", "seed": seed_of(p.label), "layer": i + 1,
-         "std": float(p.std[i]), "channel_std": float(p.channel_std[i]), "rank": int(rank[i])}
+         "std": float(p.std[i]), "channel_std": float(p.channel_std[i]), "rank": int(rank[i]),
+         "trained": p.trained, "fingerprint": p.fingerprint, "data": p.data}
         for i in range(len(p.std))
     ]  # fmt: skip
 

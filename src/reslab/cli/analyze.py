@@ -48,6 +48,9 @@ def add_analyze(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("lesion")
     g.add_argument("--lesion-samples", type=int, default=10, help="random sets per k (default 10)")
     g.add_argument("--max-k", type=int, help="largest number of deleted units (default all)")
+    g = p.add_argument_group("responses")
+    g.add_argument("--measured", action="append", metavar="CSV", help="a responses.csv written earlier by this "
+                   "command, on the same images: its networks count with these (repeatable)")  # fmt: skip
     g = p.add_argument_group("landscape")
     g.add_argument(
         "--mode", choices=("plane", "direction", "line"), default="plane", help="2-D, 1-D or between two"
@@ -67,6 +70,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     }
     given["targets"] = tuple(args.targets)
     given["model"] = tuple(args.model or ())
+    given["measured"] = tuple(args.measured or ())
     out = run_analysis(AnalysisRequest(**given))
     print(f"{args.analysis}: wrote {out / 'summary.md'}")
     return 0
