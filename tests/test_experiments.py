@@ -23,7 +23,7 @@ from reslab.errors import ConfigError, ReslabError
 from reslab.experiments import plan_experiment, redraw, run_experiment
 from reslab.experiments.budgets import BUDGETS
 from reslab.experiments.evidence import Claim, judge
-from reslab.experiments.plan import write_plan
+from reslab.experiments.plan import load_plan, write_plan
 from reslab.experiments.results import Group, RunResult
 from reslab.experiments.specs import EXPERIMENTS, parse_depths, parse_seeds
 from reslab.train import load_recipe
@@ -323,6 +323,35 @@ def test_a_report_counts_every_finished_seed_of_its_networks_from_the_pool(tmp_p
     report = (mine.out / "report.md").read_text()
     assert "From the pool" in report and "from other (git" in report
     assert "trained_by" in (mine.out / "results.csv").read_text().splitlines()[0]
+
+
+def test_a_planned_auto_meets_a_pooled_off_of_the_same_precision(tmp_path: Path) -> None:
+    """A report planned when budgets left ``amp: auto`` (its runs computed in fp32) counts a sibling's
+    ``amp: off`` run (fp32 too); it would not count it had its own runs computed in bf16."""
+    from reslab.experiments.pooled import pooled_runs
+
+    mine = plan_experiment(
+        "degradation", budget="quick", out=tmp_path / "mine", dataset="cifar10", seeds=1, depths="20"
+    )
+    other = plan_experiment(
+        "degradation", budget="quick", out=tmp_path / "other", dataset="cifar10", seeds=2, depths="20"
+    )
+    for plan in (mine, other):
+        write_plan(plan, [{"wall_s": 1.0, "jobs": 1}])
+        _fake_runs(plan)
+    for (
+        name
+    ) in mine.configs:  # the older plan and its runs: amp auto (fp32 here: the summaries say no precision)
+        mine.configs[name]["amp"] = "auto"
+        cfg = mine.run_dir(next(r for r in mine.runs if r.name == name)) / "config.yaml"
+        cfg.write_text(yaml.safe_dump(yaml.safe_load(cfg.read_text()) | {"amp": "auto"}))
+    write_plan(mine, [{"wall_s": 1.0, "jobs": 1}])
+    mine = load_plan(mine.out)
+    assert {r.name for r in pooled_runs(mine, mine.out)} == {"plain20-s1", "resnet20-s1"}
+    for r in mine.runs:  # now the plan's own runs computed in bf16: the fp32 runs are another training
+        summary = mine.run_dir(r) / "summary.json"
+        summary.write_text(json.dumps(json.loads(summary.read_text()) | {"precision": "bf16"}))
+    assert pooled_runs(mine, mine.out) == []
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_NETWORKS))
@@ -1035,6 +1064,15 @@ def test_pocock_levels_and_a_verdict_held_to_its_number_of_looks(tmp_path: Path)
     record_look(plan.out, [claim(), Claim("no p", "inconclusive", "-")])
     (session,) = json.loads((plan.out / "experiment.json").read_text())["sessions"]
     assert session["looks"] == [{"claim": "X beats Y", "seeds": [3, 3], "p": 0.01, "p_holm": 0.03}]
+    record_look(plan.out, [claim()])  # the same data again: the same look, nothing added
+    assert len(json.loads((plan.out / "experiment.json").read_text())["sessions"]) == 1
+    four = [8.0, 8.1, 8.2, 8.3]
+    more = Claim("X beats Y", "supported", "evidence.", p=0.004, p_holm=0.012, family=3,
+                 groups=[_group("resnet", 20, four, four), _group("resnet", 56, four, four)])  # fmt: skip
+    record_look(plan.out, [more])  # new data after this session's look: a session entry of its own
+    sessions = json.loads((plan.out / "experiment.json").read_text())["sessions"]
+    assert len(sessions) == 2 and sessions[0]["looks"][0]["seeds"] == [3, 3]
+    assert sessions[1]["looks"][0]["seeds"] == [4, 4] and sessions[1]["trained"] == []
 
 
 def test_a_publish_keeps_the_looks_recorded_in_the_published_copy() -> None:

@@ -2,8 +2,9 @@
 
 A sweep spans sittings and its report is read after each: a claim's p-value is looked at again every time
 seeds are added, and stopping at the first look below 5% would make a false claim more likely than 5%.
-Each invocation of ``reslab reproduce`` that trained something records, in its ``experiment.json``
-session entry, what the report then said of each claim (``looks``: the claim, the seeds per network, the
+Each invocation of ``reslab reproduce`` whose report has new data (runs it trained, or runs of its
+networks that other experiments finished: the pool) records, in its ``experiment.json`` session entry,
+what the report then said of each claim (``looks``: the claim, the seeds per network, the
 nominal and Holm-adjusted p). A claim looked at ``K`` times (the recorded looks, plus the current data if
 it is new) is decided only when its Holm-adjusted p is below Pocock's nominal level for ``K`` looks
 (Pocock 1977: the same level at every look, keeping the overall two-sided level at 5%; constants from
@@ -52,19 +53,32 @@ def _seeds(c: Claim) -> list[int]:
 
 
 def record_look(out: str | Path, claims: list[Claim]) -> None:
-    """Add this look (each claim with a p-value: its seeds per network, nominal and adjusted p) to the
-    newest session entry of experiment folder ``out``."""
+    """Record this look (each claim with a p-value: its seeds per network, nominal and adjusted p) in the
+    newest session entry of experiment folder ``out``, if its data is new: the same seeds as the latest
+    recorded look are the same look. A session that already holds a look of other data (a report rewritten
+    later, with runs another experiment finished since: the pool) gets a session entry of its own after it."""
     import json
+    from datetime import datetime, timezone
 
     out = Path(out)
     sessions = read_sessions(out)
-    if not sessions:
-        return
-    sessions[-1]["looks"] = [
+    now = [
         {"claim": c.claim, "seeds": _seeds(c), "p": round(c.p, 6), "p_holm": round(c.p_holm, 6)}
         for c in claims
         if math.isfinite(c.p)
     ]
+    if not sessions or not now:
+        return
+    data = lambda looks: [(x["claim"], x.get("seeds")) for x in looks]  # noqa: E731
+    last = next((s["looks"] for s in reversed(sessions) if s.get("looks")), None)
+    if last is not None and data(last) == data(now):
+        return
+    if sessions[-1].get("looks"):
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        sessions.append({"started": started, "command": "report rewritten: new runs of its networks in the pool",
+                         "trained": [], "status": "finished", "looks": now})  # fmt: skip
+    else:
+        sessions[-1]["looks"] = now
     source = json.loads((out / PLAN_FILE).read_text(encoding="utf-8")).get("source")
     write_plan(load_plan(out), sessions, source)
 

@@ -7,8 +7,9 @@ beside an experiment folder (its sibling folders' ``runs/*``), every *finished* 
 the plan's networks with a seed the plan does not have: the same resolved config as the plan's run of
 that network but the seed (:func:`reslab.config.config_difference`, the one identity rule, machine keys
 aside) and the same *resolved* precision (``summary.json``'s ``precision``: fp32 or bf16, not the word
-``auto``: the project's machines differ in which they run). Such a run counts once, in every report that
-needs it; the report lists it with the experiment that trained it and its git revision.
+``auto``: the project's machines differ in which they run; a planned ``auto`` is read as the precision the
+plan's own finished runs computed in, so an ``amp: off`` run meets an fp32 ``auto`` one). Such a run counts
+once, in every report that needs it; the report lists it with the experiment that trained it and its git revision.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
             if seed in seeds[key] or not isinstance(seed, int):
                 continue
             same_precision = precision[key] in (None, _precision(summary))
-            if same_precision and same_training(stored, wanted[key] | {"seed": seed}):
+            want = wanted[key] | {"seed": seed}
+            if want.get("amp") == "auto" and precision[key]:  # planned `auto`: what its runs here computed in
+                want["amp"] = {"fp32": "off", "bf16": "bf16"}.get(precision[key], "auto")
+            if same_precision and same_training(stored, want):
                 name = f"{spec.name.rsplit('-s', 1)[0]}-s{seed}"
                 result = read_run(run_dir, dataclasses.replace(spec, name=name, seed=seed))
                 result.source = (

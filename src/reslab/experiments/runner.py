@@ -334,7 +334,7 @@ def run_experiment(
             _publish_on_stop(plan.out, publish, log)
     result = sweep.result(wall)
     if report:
-        result.update(write_outputs(plan.out, look=bool(sweep.finished)))  # new data: a look on record
+        result.update(write_outputs(plan.out, look=True))  # new data (trained, or from the pool): a look
         if publish is not None:
             result.update(publish_folder(plan.out, publish))
     if sweep.failed:
