@@ -251,7 +251,18 @@ def _finite_csv(path):
     assert rows
     for r in rows:
         for k, v in r.items():
-            if k in ("target", "lesion", "probability_exact", "index", "batchnorm", "network", "seed"):
+            if k in (
+                "target",
+                "lesion",
+                "probability_exact",
+                "index",
+                "batchnorm",
+                "network",
+                "seed",
+                "trained",
+                "fingerprint",
+                "data",
+            ):  # text columns
                 continue
             assert math.isfinite(float(v)), (path.name, k, v)
     return rows
