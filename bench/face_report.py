@@ -138,13 +138,13 @@ def accuracy_figure(arms: dict[str, list[dict]], path: Path) -> None:
 
     names = [a for a in LABELS if a in arms]
     with figstyle.style():
-        fig, ax = plt.subplots(figsize=(6.4, 3.4))
+        fig, ax = plt.subplots(figsize=(7.6, 3.6))
         for x, arm in enumerate(names):
             v = acc(arms[arm])
             c, _ = STYLE[arm]
             ax.scatter([x] * len(v), v, color=c, s=22, zorder=3)
             ax.plot([x - 0.25, x + 0.25], [stats.mean(v)] * 2, color=c, lw=2)
-        ax.set_xticks(range(len(names)), [figstyle.wrap(LABELS[a]) for a in names])
+        ax.set_xticks(range(len(names)), [LABELS[a].replace(" ", "\n", 1) for a in names], fontsize=8)
         ax.set_ylim(50, 100)
         ax.set_ylabel("test verification accuracy (%)")
         ax.set_title(
@@ -320,11 +320,13 @@ def followup_markdown(arms: dict[str, list[dict]], tests: list[dict], out: Path)
     lines += ["", "Looks at this data (followup-looks.json): " + "; ".join(
         f"look {k['look']}: " + ", ".join(f"n = {t['n'][0]} + {t['n'][1]}, p = {t['p']:.4f}, {t['verdict']}"
                                           for t in k["tests"]) for k in looks) + ".",
-        "", f"Precision of the runs: {', '.join(precisions)} (`amp: auto`: bf16 where the CPU has it natively).",
-        "", "Cost: " + "; ".join(f"{LABELS[r['arm']]} {r['train_seconds']:.0f} s per run (training with its evaluations "
-                                 "every 200 steps, mean over seeds)" for r in rows) + f", {sum(r['train_seconds'] * r['seeds'] for r in rows) / 60:.0f} "
-        "min in all, one thread each on the 2-core Xeon of the first comparison (AVX-512, AMX-BF16), beside one "
-        "other training the whole time and the test suite for part of it.",
+        "", f"Precision of the runs: {', '.join(precisions)} (`amp: auto`: bf16 where the CPU has it natively; "
+        "H6 compares runs of one precision; the first comparison's records do not say theirs).",
+        "", "Cost (training with its evaluations every 200 steps, mean over seeds): " + "; ".join(
+            f"{LABELS[r['arm']]} {r['train_seconds']:.0f} s per run" for r in rows)
+        + f"; {sum(r['train_seconds'] * r['seeds'] for r in rows) / 60:.0f} min in all, one thread each on the "
+        "2-core Xeon of the first comparison (AVX-512, AMX-BF16), beside one other training the whole time and "
+        "the test suite for part of it.",
         "", "![follow-up ROC](followup-roc.png)", "",
         "ROC curves of the follow-up's test pairs, one per seed (colour: the network).", ""]  # fmt: skip
     return "\n".join(lines) + "\n"
