@@ -123,7 +123,8 @@ def looks_section(claims: list[Claim], sessions: list[dict[str, Any]]) -> list[s
     seen = history(sessions)
     lines = ["## Looks at the data", ""]
     lines.append(
-        "Each invocation that trained something records what the report said of each claim; a claim looked at "
+        "Each report with new data (runs trained, or runs of its networks other experiments finished) records "
+        "what it said of each claim; a claim looked at "
         "K times is decided only when its Holm-adjusted p is below Pocock's nominal level for K looks "
         f"(0.05, {pocock_level(2):.4f}, {pocock_level(3):.4f}, {pocock_level(4):.4f} for 1-4 looks; "
         "[docs/evidence.md](../../evidence.md)). Looks before this record was kept (2026-12-06) are not in it."
