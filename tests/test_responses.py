@@ -91,6 +91,10 @@ def test_profiles_measured_earlier_count_once_and_only_on_the_same_images(tmp_pa
         np.testing.assert_allclose(profiles(merged)[k], p, rtol=1e-12)  # repr() in the CSV: exact
     summary = (tmp_path / "b" / "summary.md").read_text()
     assert "Measured earlier on the same images" in summary and "the same weights as `resnet20-s0`" in summary
+    from reslab.analysis.responses import _data_key
+
+    # the same images normalized with another run's statistics are the same images; other pixels are not
+    assert _data_key(replace(data, x=data.x * 2, images="k")) == _data_key(replace(data, images="k"))
     other = replace(data, x=data.x + 1)
     with pytest.raises(ConfigError, match="other images"):
         run_responses([Target("plain20-s1", nets["plain20-s1"], other, "x")], tmp_path / "d",

@@ -136,8 +136,9 @@ def networks_of(profiles: Sequence[ResponseProfile]) -> list[Network]:
 
 
 def _data_key(data: EvalData) -> str:
-    """A hash of the images measured: profiles merge only when measured on the same ones."""
-    return hashlib.sha1(data.x.contiguous().numpy().tobytes()).hexdigest()[:16]
+    """Which images were measured (their raw pixels' hash: each run normalizes them with its own statistics);
+    profiles merge only when measured on the same ones."""
+    return data.images or hashlib.sha1(data.x.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def read_measured(paths: Sequence[str | Path]) -> list[ResponseProfile]:

@@ -9,6 +9,7 @@ set's own training-set statistics).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,7 @@ class EvalData:
     y: torch.Tensor  # (N,) int64
     num_classes: int
     split: str = "test"
+    images: str = ""  # a hash of the subset's raw pixels (before each run's own normalization): which images
 
     @property
     def in_chans(self) -> int:
@@ -47,7 +49,8 @@ class EvalData:
 
     def head(self, n: int) -> EvalData:
         """The first ``n`` images (all when there are fewer)."""
-        return replace(self, x=self.x[:n], y=self.y[:n])
+        images = f"{self.images}[:{n}]" if self.images and n < len(self) else self.images
+        return replace(self, x=self.x[:n], y=self.y[:n], images=images)
 
     def batches(
         self, batch_size: int, device: torch.device | str = "cpu"
@@ -111,13 +114,14 @@ def load_eval_data(
             g = np.random.default_rng(seed)
             idx = np.sort(g.choice(n, size=samples, replace=False))
             x, y = x[idx], y[idx]
+    images = hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
     xt = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
     c = xt.shape[1]
     m = _stat(ds.mean if mean is None else mean, c)
     s = _stat(ds.std if std is None else std, c)
     xt = (xt - m) / s
     num_classes = len(getattr(ds, "classes", [])) or int(y.max()) + 1
-    return EvalData(str(dataset), xt, torch.from_numpy(y.astype(np.int64)), num_classes, split)
+    return EvalData(str(dataset), xt, torch.from_numpy(y.astype(np.int64)), num_classes, split, images)
 
 
 # --------------------------------------------------------------------------------------- targets
