@@ -298,6 +298,9 @@ def _profile(ax: Any, n: Network, top: float, ranked: bool = False) -> str:
     if ranked:
         stack = -np.sort(-stack, axis=1)
     x = np.arange(1, stack.shape[1] + 1)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layer indices and ranks are whole numbers
     ax.plot(x, np.median(stack, axis=0), color=c, lw=1.4, ls="-" if n.family == "resnet" else (0, (4, 2)))
     if len(n.profiles) > 1:
         ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=c, alpha=0.22, lw=0)
