@@ -257,21 +257,25 @@ def _pm(v: float, sd: float, digits: int = 2) -> str:
     return f"{v:.{digits}f}" if not math.isfinite(sd) else f"{v:.{digits}f} ± {sd:.{digits}f}"
 
 
-def markdown(rows: list[dict], tests: list[dict], arms: dict[str, list[dict]]) -> str:
-    lines = ["# Faces: margin heads, residual vs plain, eigenfaces (Olivetti, unseen identities)", "",
-             "Made by `bench/face_compare.py` (resumable: `runs/*.json`, one per finished run; "
-             "`--report` redraws this page from them). Data: AT&T Laboratories Cambridge, \"The Database "
-             "of Faces\" (Samaria and Harter 1994), 64 x 64 version.", "", PLAN,
-             "## Results (test: 10 unseen people, 900 pairs; mean ± sd over seeds)", "",
-             "| arm | seeds | verification accuracy (%) | ROC AUC | TAR at FAR 1% (%) | 1-shot top-1 (%) | "
+def results_table(rows: list[dict], arms: dict[str, list[dict]], names: Iterable[str]) -> list[str]:
+    """The results table of ``rows`` (mean ± sd over seeds) and each seed's test accuracy of ``names``."""
+    lines = ["| arm | seeds | verification accuracy (%) | ROC AUC | TAR at FAR 1% (%) | 1-shot top-1 (%) | "
              "training s / run |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         lines.append(f"| {LABELS[r['arm']]} | {r['seeds']} | {_pm(r['accuracy'], r['accuracy_sd'])} | "
                      f"{_pm(r['auc'], r['auc_sd'], 4)} | {_pm(r['tar_far1'], r['tar_far1_sd'], 1)} | "
                      f"{_pm(r['top1'], r['top1_sd'], 1)} | {r['train_seconds']:.0f} |")  # fmt: skip
-    lines += ["", "Per seed (test verification accuracy, %): " + "; ".join(
-        f"{LABELS[a]} " + ", ".join(f"{v:.2f}" for v in acc(arms[a])) for a in FIRST if a in arms), "",
-        "## Tests", "", "| claim | b - a (points) | test | p | p (Holm, 5) | verdict |", "|---|---:|---|---:|---:|---|"]  # fmt: skip
+    return [*lines, "", "Per seed (test verification accuracy, %): " + "; ".join(
+        f"{LABELS[a]} " + ", ".join(f"{v:.2f}" for v in acc(arms[a])) for a in names if a in arms)]  # fmt: skip
+
+
+def markdown(rows: list[dict], tests: list[dict], arms: dict[str, list[dict]]) -> str:
+    lines = ["# Faces: margin heads, residual vs plain, eigenfaces (Olivetti, unseen identities)", "",
+             "Made by `bench/face_compare.py` (resumable: `runs/*.json`, one per finished run; "
+             "`--report` redraws this page from them). Data: AT&T Laboratories Cambridge, \"The Database "
+             "of Faces\" (Samaria and Harter 1994), 64 x 64 version.", "", PLAN,
+             "## Results (test: 10 unseen people, 900 pairs; mean ± sd over seeds)", ""]  # fmt: skip
+    lines += [*results_table(rows, arms, FIRST), "", "## Tests", "", "| claim | b - a (points) | test | p | p (Holm, 5) | verdict |", "|---|---:|---|---:|---:|---|"]  # fmt: skip
     for t in tests:
         lines.append(f"| {t['claim']} | {t['diff']:+.2f} | {t.get('test', '')} | {t['p']:.4f} | "
                      f"{t.get('p_holm', math.nan):.4f} | {t.get('verdict', '')} |")  # fmt: skip
@@ -302,16 +306,8 @@ def followup_markdown(arms: dict[str, list[dict]], tests: list[dict], out: Path)
     lines = ["## Follow-up: IR-ResNet-18 against its plain twin ([followup-plan.md](followup-plan.md))", "",
              "Planned after the comparison above and before its own runs: insightface's IR-ResNet-18 and the "
              "same layers without identity shortcuts, softmax head, 32 x 32 grey input (networks built for it), "
-             "the same split, pairs and recipe; seeds 0-4; one claim, Welch's t, its own family.", "",
-             "| arm | seeds | verification accuracy (%) | ROC AUC | TAR at FAR 1% (%) | 1-shot top-1 (%) | "
-             "training s / run |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for r in rows:
-        lines.append(f"| {LABELS[r['arm']]} | {r['seeds']} | {_pm(r['accuracy'], r['accuracy_sd'])} | "
-                     f"{_pm(r['auc'], r['auc_sd'], 4)} | {_pm(r['tar_far1'], r['tar_far1_sd'], 1)} | "
-                     f"{_pm(r['top1'], r['top1_sd'], 1)} | {r['train_seconds']:.0f} |")  # fmt: skip
-    lines += ["", "Per seed (test verification accuracy, %): " + "; ".join(
-        f"{LABELS[a]} " + ", ".join(f"{v:.2f}" for v in acc(arms[a])) for a in FOLLOWUP_ARMS if a in arms), "",
-        "| claim | b - a (points) | test | p | verdict |", "|---|---:|---|---:|---|"]  # fmt: skip
+             "the same split, pairs and recipe; seeds 0-4; one claim, Welch's t, its own family.", ""]  # fmt: skip
+    lines += [*results_table(rows, arms, FOLLOWUP_ARMS), "", "| claim | b - a (points) | test | p | verdict |", "|---|---:|---|---:|---|"]  # fmt: skip
     for t in tests:
         lines.append(
             f"| {t['claim']} | {t['diff']:+.2f} | {t.get('test', '')} | {t['p']:.4f} | {t['verdict']} |"
