@@ -319,7 +319,9 @@ def _with_aux(body: nn.Module) -> nn.Module:
     return out
 
 
-DENSE_TASKS = ("detection", "segmentation")
+# the spec's ``task`` -> the function that builds it (the kinds of dense model a checkpoint can hold)
+_BUILDERS = {"detection": create_detector, "segmentation": create_segmenter}
+DENSE_TASKS = tuple(_BUILDERS)  # ("detection", "segmentation")
 
 
 def is_dense_spec(spec: Any) -> bool:
@@ -387,8 +389,6 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     """Rebuild a model from ``model.spec`` (as stored in its checkpoint): same architecture, fresh weights."""
     spec = dict(spec)
     task = spec.pop("task", None)
-    if task == "detection":
-        return create_detector(**spec)
-    if task == "segmentation":
-        return create_segmenter(**spec)
-    raise ConfigError(f"spec has task {task!r}; expected 'detection' or 'segmentation'")
+    if task not in DENSE_TASKS:  # a tuple: an unhashable value is refused too, not a TypeError
+        raise ConfigError(f"spec has task {task!r}; expected {' or '.join(map(repr, DENSE_TASKS))}")
+    return _BUILDERS[task](**spec)
