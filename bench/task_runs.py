@@ -124,38 +124,52 @@ def train(run: Path, cmd: list[str]) -> None:
     print(f"{'done' if rc == 0 else f'FAILED (exit {rc})'}: {run} ({took / 60:.1f} min)", flush=True)
 
 
-def measure(run: Path, v: Variant) -> dict[str, Any]:
-    """The run's best checkpoint evaluated (``eval.json``, made once) and its summary's cost."""
+def _video_row(ev: dict[str, Any]) -> dict[str, Any]:
+    t = ev["test"]
+    return {"test_error": t["error"], "garment_error": 100 - t["garment_accuracy"],
+            "direction_error": 100 - t["direction_accuracy"], "val_error": ev["val"]["error"]}  # fmt: skip
+
+
+def _transfer_row(ev: dict[str, Any]) -> dict[str, Any]:
+    t = ev["test"]
+    return {"test_map_50": t["map_50"], "test_map": t["map"], "val_map_50": ev["val"]["map_50"]}
+
+
+def _sr_row(ev: dict[str, Any]) -> dict[str, Any]:
+    t = ev["test"]
+    return {"test_psnr": t["psnr"], "test_ssim": t["ssim"], "gain_over_bicubic_db": t["psnr_gain_over_bicubic"],
+            "val_psnr": ev["val"]["psnr"], "bicubic_test_psnr": t["bicubic_psnr"]}  # fmt: skip
+
+
+ROWS = {"video": _video_row, "transfer": _transfer_row, "sr": _sr_row}  # a sweep's numbers from its eval.json
+
+
+def evaluate(run: Path, group: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """``eval.json`` of a run of sweep ``group`` (made here when missing)."""
     from reslab.tasks import SCENE_TASKS
     from reslab.tasks.super_resolution import evaluate_sr_run
     from reslab.tasks.video import evaluate_video_run
 
+    evaluators = {
+        "video": lambda: evaluate_video_run(run, device="cpu"),
+        "sr": lambda: evaluate_sr_run(run, device="cpu"),
+        "transfer": lambda: SCENE_TASKS[summary["task"]].evaluate_checkpoint(run, device="cpu", splits=("val", "test")),
+    }  # fmt: skip
+    return evaluators[group]()
+
+
+def measure(run: Path, v: Variant) -> dict[str, Any]:
+    """The run's best checkpoint evaluated (``eval.json``, made once) and its summary's cost."""
     summary = json.loads((run / "summary.json").read_text())
     path = run / "eval.json"
-    if path.is_file():
-        ev = json.loads(path.read_text())
-    elif v.task == "transfer":
-        ev = SCENE_TASKS[summary["task"]].evaluate_checkpoint(run, device="cpu", splits=("val", "test"))
-    else:
-        ev = (evaluate_video_run if v.task == "video" else evaluate_sr_run)(run, device="cpu")
+    ev = json.loads(path.read_text()) if path.is_file() else evaluate(run, v.task, summary)
     row: dict[str, Any] = {
         "params": summary.get("params"),
         "steps": summary.get("steps"),
         "s_per_iteration": summary["wall_time_s"] / max(1, summary["steps"]),
         "best_step": ev.get("step"),
     }
-    if v.task == "video":
-        t = ev["test"]
-        row |= {"test_error": t["error"], "garment_error": 100 - t["garment_accuracy"],
-                "direction_error": 100 - t["direction_accuracy"], "val_error": ev["val"]["error"]}  # fmt: skip
-    elif v.task == "transfer":
-        t = ev["test"]
-        row |= {"test_map_50": t["map_50"], "test_map": t["map"], "val_map_50": ev["val"]["map_50"]}
-    else:
-        t = ev["test"]
-        row |= {"test_psnr": t["psnr"], "test_ssim": t["ssim"], "gain_over_bicubic_db": t["psnr_gain_over_bicubic"],
-                "val_psnr": ev["val"]["psnr"], "bicubic_test_psnr": t["bicubic_psnr"]}  # fmt: skip
-    return row
+    return row | ROWS[v.task](ev)
 
 
 def _cell(values: list[float], digits: int) -> str:
