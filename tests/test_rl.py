@@ -131,6 +131,49 @@ def test_extractor_is_an_sb3_features_extractor():
     assert ext(torch.zeros(5, 4, 10, 10, dtype=torch.uint8)).shape == (5, 64)
 
 
+def test_extractor_precision_and_layout():
+    """The extractor hands its encoder channels-last input (the same function as the registered network) and,
+    with ``precision="bf16"``, under bf16 autocast, handing fp32 features to SB3's heads either way."""
+    import gymnasium as gym
+    import numpy as np
+
+    from reslab.tasks.rl import ReslabExtractor
+
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    torch.manual_seed(0)
+    fp32, bf16 = (ReslabExtractor(space, "impala_resnet", precision=p) for p in ("fp32", "bf16"))
+    bf16.load_state_dict(fp32.state_dict())
+    reference = create_model("impala_resnet", num_classes=0, in_chans=4).eval()
+    reference.load_state_dict(fp32.net.state_dict())
+    x = torch.rand(3, 4, 84, 84)
+    with torch.no_grad():
+        a, b, ref = fp32(x), bf16(x), reference(x)
+    assert a.dtype == b.dtype == torch.float32
+    torch.testing.assert_close(a, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b, ref, rtol=0.05, atol=0.05)  # bf16 keeps ~3 significant digits
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("amp", "precision"), [("bf16", "bf16"), ("off", "fp32")])
+def test_run_records_and_keeps_its_precision(amp, precision, tmp_path):
+    """``amp`` resolves when the run starts; the summary, the weights' config and the saved agent record it,
+    and a resume keeps it (SB3 restores the extractor's arguments from agent.zip)."""
+    from reslab.tasks.rl import extractor_of, load_agent
+
+    run = tmp_path / "run"
+    argv = ["train", *TINY_PPO, "--model", "minatar_cnn", "--set", f"amp={amp}", "--out", str(run)]
+    assert _call([*argv, "--iterations", "64"])[0] == 0
+    code, out, err = _call(
+        ["train", "--resume", str(run), "--iterations", "128", "--accept-change", "iterations"]
+    )
+    assert code == 0, err
+    assert f"the encoder's precision ({precision}, kept)" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["precision"] == precision and summary["timesteps"] == 128
+    assert extractor_of(load_agent(run, device="cpu")[0]).precision == precision
+    assert f"# {precision}" in (run / "config.yaml").read_text()
+
+
 # -------------------------------------------------------------------------------------- the task
 
 

@@ -152,3 +152,19 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu", *, data: byte
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
         raise CheckpointError(f"cannot read {path}: corrupt or truncated ({type(e).__name__})") from None
+
+
+def keep_csv_rows(path: Path, cols: tuple[str, ...], step: int) -> None:
+    """Rewrite the CSV log ``path`` with the rows whose ``step`` is at most ``step`` (a run resumed from the
+    checkpoint of ``step`` recomputes the rest), under the header ``cols``; a missing file stays missing."""
+    import csv
+
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())

@@ -385,6 +385,12 @@ def run_config(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, info if isinstance(info, dict) else {}
 
 
+def run_dir_of(checkpoint: str | os.PathLike) -> Path:
+    """The run directory of ``checkpoint``: a run directory, or a file in its ``checkpoints/``."""
+    p = Path(checkpoint)
+    return p.parent.parent if p.is_file() and p.parent.name == "checkpoints" else p
+
+
 def eval_dir(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
     """Where ``eval.json`` of ``checkpoint`` goes: ``out_dir``, else its run directory (the folder above
     ``checkpoints/``), else the checkpoint's folder."""

@@ -37,11 +37,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from reslab._io import write_bytes, write_json
+from reslab._io import keep_csv_rows, write_bytes, write_json
 from reslab.config import TrainConfig
 from reslab.data.envs import environment_kind, episode_gif, make_env, play_episodes
 from reslab.errors import ConfigError, ReslabError
-from reslab.tasks.base import EvalRequest, PredictRequest, Refusals, eval_dir
+from reslab.tasks.base import EvalRequest, PredictRequest, Refusals, eval_dir, run_dir_of
 
 try:  # the `rl` extra; without it the task refuses in one line (:func:`reslab.data.envs.need_rl`)
     from stable_baselines3.common.callbacks import BaseCallback
@@ -62,10 +62,21 @@ EPISODE_COLUMNS = ("episode", "step", "frames", "return", "length")
 
 class ReslabExtractor(BaseFeaturesExtractor):
     """A registered reslab encoder as SB3's features extractor: ``create_model(model, num_classes=0,
-    in_chans=C, img_size=(H, W), **model_kwargs)``; ``features_dim`` is the encoder's ``num_features``."""
+    in_chans=C, img_size=(H, W), **model_kwargs)``; ``features_dim`` is the encoder's ``num_features``.
+
+    ``precision`` is the run's resolved arithmetic (:func:`reslab.precision.resolve_amp` of ``amp`` when the
+    run starts): ``"bf16"`` runs the encoder under bf16 autocast (its features returned in fp32 to SB3's
+    heads, which stay fp32), ``"fp32"`` does not. SB3 saves these keyword arguments in ``agent.zip``, so a
+    resumed or evaluated agent keeps the precision it was trained in (one saved before this argument: fp32). Its input is handed on
+    channels-last (NHWC; the convolutions follow it): the same function, faster convolutions on CPU
+    (``bench/rl_encoders.py --fps-only --amp off,bf16``). The weights stay NCHW, as SB3's orthogonal initialization needs them."""
 
     def __init__(
-        self, observation_space: Any, model: str = "impala_resnet", model_kwargs: dict | None = None
+        self,
+        observation_space: Any,
+        model: str = "impala_resnet",
+        model_kwargs: dict | None = None,
+        precision: str = "fp32",
     ) -> None:
         from reslab.models import create_model
 
@@ -74,9 +85,13 @@ class ReslabExtractor(BaseFeaturesExtractor):
         net = create_model(model, num_classes=0, in_chans=c, **kwargs)
         super().__init__(observation_space, features_dim=net.num_features)
         self.net = net
+        self.precision = precision
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.net(observations.float())
+        x = observations.float().contiguous(memory_format=torch.channels_last)
+        bf16 = self.precision == "bf16" and x.device.type in ("cpu", "cuda")  # autocast's devices
+        with torch.autocast("cuda" if x.device.type == "cuda" else "cpu", torch.bfloat16, enabled=bf16):
+            return self.net(x).float()
 
 
 def options(cfg: TrainConfig) -> dict[str, Any]:
@@ -91,11 +106,16 @@ def options(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def build_agent(cfg: TrainConfig, env: Any, opts: dict[str, Any]) -> Any:
-    """SB3's DQN or PPO with the config's encoder, learning rate, minibatch and seed."""
+    """SB3's DQN or PPO with the config's encoder, learning rate, minibatch, seed and precision (``amp``
+    resolved on the agent's device: :func:`reslab.precision.resolve_amp`)."""
     from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.utils import get_device
 
-    policy_kwargs = {"features_extractor_class": ReslabExtractor,
-                     "features_extractor_kwargs": {"model": cfg.model, "model_kwargs": dict(cfg.model_kwargs)},
+    from reslab.precision import precision_name, resolve_amp
+
+    precision = precision_name(resolve_amp(cfg.amp, get_device(cfg.device)))
+    extractor = {"model": cfg.model, "model_kwargs": dict(cfg.model_kwargs), "precision": precision}
+    policy_kwargs = {"features_extractor_class": ReslabExtractor, "features_extractor_kwargs": extractor,
                      "normalize_images": environment_kind(cfg.env or "") == "atari"}  # fmt: skip
     common = {"learning_rate": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed, "verbose": 0,
               "device": cfg.device, "policy_kwargs": policy_kwargs}  # fmt: skip
@@ -106,11 +126,18 @@ def build_agent(cfg: TrainConfig, env: Any, opts: dict[str, Any]) -> Any:
     return PPO("CnnPolicy", env, **common, **kw)
 
 
-def encoder_of(agent: Any) -> torch.nn.Module:
-    """The reslab encoder inside an SB3 agent (PPO: the shared extractor; DQN: the online Q-network's)."""
+def extractor_of(agent: Any) -> ReslabExtractor:
+    """The features extractor of an SB3 agent (PPO: the shared one; DQN: the online Q-network's)."""
     policy = agent.policy
-    ext = policy.q_net.features_extractor if hasattr(policy, "q_net") else policy.features_extractor
-    return ext.net
+    return policy.q_net.features_extractor if hasattr(policy, "q_net") else policy.features_extractor
+
+
+def precision_words(agent: Any, cfg: TrainConfig) -> str:
+    """What the agent's encoder computes in, and why (:func:`reslab.precision.precision_reason`)."""
+    from reslab.precision import precision_reason
+
+    dtype = torch.bfloat16 if extractor_of(agent).precision == "bf16" else None
+    return precision_reason(cfg.amp, agent.device, dtype)
 
 
 # ------------------------------------------------------------------------------------ checkpoints
@@ -134,7 +161,8 @@ def save_generation(run_dir: Path, agent: Any, cfg: TrainConfig, state: dict[str
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     ident = {"step": step, "checkpoint_id": uuid.uuid4().hex, "run_id": state["run_id"]}
-    data = weights_bytes(encoder_of(agent), {"config": json.dumps(cfg.to_dict(), default=str), **ident})
+    config = cfg.to_dict() | {"precision": extractor_of(agent).precision}  # as classification runs record it
+    data = weights_bytes(extractor_of(agent).net, {"config": json.dumps(config, default=str), **ident})
     write_bytes(ck / "last.safetensors", data)
     files = {"weights": {"sha256": sha256(data), "size": len(data)}}
     write_manifest(ck, "last", Manifest(step, ident["checkpoint_id"], state["run_id"], files))
@@ -163,20 +191,6 @@ def load_agent(run_dir: Path, env: Any = None, device: str = "auto") -> tuple[An
     if env is not None and (gens[-1] / "replay.pkl").is_file():
         agent.load_replay_buffer(gens[-1] / "replay.pkl")
     return agent, state, cfg
-
-
-def truncate_csv(path: Path, cols: tuple[str, ...], step: int) -> None:
-    """Keep the rows of ``path`` up to ``step`` (those after a checkpoint are recomputed on resume)."""
-    import csv
-
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
 
 
 # ----------------------------------------------------------------------------------------- training
@@ -258,19 +272,20 @@ def _start(cfg: TrainConfig, run: Any, report: Any, resume: bool) -> tuple[Any, 
         env = make_env(cfg.env, opts["n_envs"], cfg.seed + step)  # new episodes, not the first ones again
         agent, state, _ = load_agent(run.dir, env, cfg.device)
         for name, cols in (("metrics.csv", COLUMNS), ("episodes.csv", EPISODE_COLUMNS)):
-            truncate_csv(run.dir / name, cols, step)
+            keep_csv_rows(run.dir / name, cols, step)
         buffer = f", the replay buffer ({agent.replay_buffer.size():,} transitions)" if cfg.algo == "dqn" else ""  # fmt: skip
         report.say(f"resuming {run.dir} at step {step:,}/{cfg.iterations:,} from {gens[-1].name}: restored the "
-                   f"policy and its optimizer{buffer}, the episode log ({state['episodes']:,} episodes); the "
-                   "environments restart (new episodes), the random generators are not restored")  # fmt: skip
+                   f"policy and its optimizer{buffer}, the episode log ({state['episodes']:,} episodes), the "
+                   f"encoder's precision ({extractor_of(agent).precision}, kept); the environments restart "
+                   "(new episodes), the random generators are not restored")  # fmt: skip
         return agent, state, frame_mult
     for name in ("metrics.csv", "episodes.csv"):
         (run.dir / name).unlink(missing_ok=True)
     agent = build_agent(cfg, make_env(cfg.env, opts["n_envs"], cfg.seed), opts)
-    params = sum(p.numel() for p in encoder_of(agent).parameters())
+    params = sum(p.numel() for p in extractor_of(agent).net.parameters())
     report.say(f"training {cfg.algo or 'ppo'} with {cfg.model} ({params / 1e6:.3f}M encoder parameters) on "
                f"{cfg.env} ({opts['n_envs']} environments) for {cfg.iterations:,} steps; lr {cfg.lr}, "
-               f"batch {cfg.batch_size}, seed {cfg.seed}, device {agent.device}")  # fmt: skip
+               f"batch {cfg.batch_size}, seed {cfg.seed}, device {agent.device}, {precision_words(agent, cfg)}")  # fmt: skip
     return agent, {}, frame_mult
 
 
@@ -282,7 +297,7 @@ def drive(cfg: TrainConfig, run: Any, report: Any, *, resume: bool = False) -> d
         torch.set_num_threads(cfg.threads)
     claim(run.dir, "run", "episodes.csv")
     agent, state, frame_mult = _start(cfg, run, report, resume)
-    run.write_config(cfg)
+    run.write_config(cfg, precision_words(agent, cfg))
     rec = Recorder(run, cfg, state, frame_mult)
     remaining = int(cfg.iterations or 0) - int(agent.num_timesteps)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -313,7 +328,7 @@ def finish(cfg: TrainConfig, run: Any, agent: Any, rec: Recorder) -> dict[str, A
     summary = {
         "finished": True, "run_dir": str(run.dir), "task": cfg.task, "metric_names": ["return"],
         "model": cfg.model, "dataset": cfg.env, "env": cfg.env, "algo": cfg.algo or "ppo", "recipe": cfg.recipe,
-        "params": sum(p.numel() for p in encoder_of(agent).parameters()),
+        "params": sum(p.numel() for p in extractor_of(agent).net.parameters()),
         "policy_params": sum(p.numel() for p in agent.policy.parameters()),
         "steps": cfg.iterations, "timesteps": int(agent.num_timesteps),
         "frames": int(agent.num_timesteps) * rec.frame_mult, "episodes": rec.episodes,
@@ -321,6 +336,7 @@ def finish(cfg: TrainConfig, run: Any, agent: Any, rec: Recorder) -> dict[str, A
         "final_return_episodes": len(rec.last100), "best": None, "selection": "last",
         "wall_time_s": round(rec.elapsed(), 3), "steps_per_s": agent.num_timesteps / max(rec.elapsed(), 1e-9),
         "device": str(agent.device), "threads": torch.get_num_threads(), "versions": versions(),
+        "precision": extractor_of(agent).precision, "precision_reason": precision_words(agent, cfg),
         "git_revision": git_revision(), "checkpoints": {"last": str(run.dir / "checkpoints" / "last.safetensors")},
         "curves": str(run.dir / "curves.png"),
     }  # fmt: skip
@@ -332,37 +348,27 @@ def finish(cfg: TrainConfig, run: Any, agent: Any, rec: Recorder) -> dict[str, A
 def plot_returns(run_dir: Path, title: str) -> None:
     """``curves.png``: each episode's return (dots) and the mean of the last 100 (line) against frames."""
     import csv
-    import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from reslab import figstyle
 
     path = run_dir / "episodes.csv"
     with open(path if path.exists() else os.devnull, newline="") as f:
         rows = list(csv.DictReader(f))
     x, r = [int(row["frames"]) for row in rows], [float(row["return"]) for row in rows]
     mean100 = [sum(r[max(0, i - 99) : i + 1]) / min(i + 1, 100) for i in range(len(r))]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(x, r, ".", ms=2, color="#999999", label="an episode")
-    ax.plot(x, mean100, color="#0072B2", label="mean of the last 100")
-    ax.set(xlabel="frames", ylabel="episode return", title=title)
-    ax.legend(loc="upper left", frameon=False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    write_bytes(run_dir / "curves.png", buf.getvalue())
+    with figstyle.style():
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot(x, r, ".", ms=2, color="#999999", label="an episode")
+        ax.plot(x, mean100, color=figstyle.BLUE, label="mean of the last 100")
+        ax.set(xlabel="frames", ylabel="episode return", title=title)
+        ax.legend(loc="upper left", frameon=False)
+        fig.tight_layout()
+        figstyle.save(fig, run_dir / "curves.png")
 
 
 # ------------------------------------------------------------------------------ the trained agent
-
-
-def run_of(checkpoint: str | os.PathLike) -> Path:
-    """The run directory of ``checkpoint`` (a run directory or a file in its ``checkpoints/``)."""
-    p = Path(checkpoint)
-    return p.parent.parent if p.is_file() and p.parent.name == "checkpoints" else p
 
 
 class RL(Refusals):
@@ -402,7 +408,7 @@ class RL(Refusals):
         n = 10 if request.episodes is None else request.episodes
         if n < 1:
             raise ConfigError(f"--episodes must be positive, got {n}")
-        run = run_of(checkpoint)
+        run = run_dir_of(checkpoint)
         agent, state, cfg = load_agent(run, device=request.device)
         env = make_env(cfg.env or "", 1, 10_000 + cfg.seed, max_steps=EVAL_MAX_STEPS)
         returns, lengths = play_episodes(agent, env, n)
@@ -434,7 +440,7 @@ class RL(Refusals):
         out = Path(out)
         if out.exists() and not overwrite:
             raise ConfigError(f"{out} exists; pass --overwrite to replace it")
-        agent, state, cfg = load_agent(run_of(checkpoint), device=request.device)
+        agent, state, cfg = load_agent(run_dir_of(checkpoint), device=request.device)
         env = make_env(cfg.env or "", 1, 20_000 + cfg.seed, max_steps=EVAL_MAX_STEPS)
         frames: list[Any] = []
         (ret,), (length,) = play_episodes(agent, env, 1, frames)
