@@ -269,19 +269,52 @@ def test_unknown_environment_or_algorithm_is_one_line(flags, needle, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_the_committed_report_is_what_its_runs_give():
-    """docs/results/rl/results.json (the verdicts of issue 34's sweep) is recomputed from the committed runs
-    by bench/rl_report.py: the published numbers are the runs' numbers."""
+def _rl_report():
+    """bench/rl_report.py as a module (registered, as its dataclasses need)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("rl_report", ROOT / "bench" / "rl_report.py")
     report = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = report
     spec.loader.exec_module(report)
+    return report
+
+
+def test_the_committed_report_is_what_its_runs_give():
+    """docs/results/rl/results.json (the verdicts of issue 34's sweep) is recomputed from the committed runs
+    by bench/rl_report.py: the published numbers are the runs' numbers."""
+    report = _rl_report()
     committed = json.loads((report.OUT / "results.json").read_text())
     claims = report.verdicts(report.load(report.OUT))
     assert [c["verdict"] for c in claims] == [c["verdict"] for c in committed["claims"]]
     for mine, theirs in zip(claims, committed["claims"]):
         assert mine["p"] == pytest.approx(theirs["p"]) and mine["n"] == theirs["n"] == [3, 3]
+
+
+def test_the_atari_study_is_judged_as_planned(tmp_path, monkeypatch):
+    """atari-plan.md's study, on made-up runs: each run measured at 1M frames (episodes after it ignored),
+    Welch + Holm over its own two claims, a clear residual lead SUPPORTED and a tie INCONCLUSIVE; its files
+    carry the ``atari-`` prefix."""
+    report = _rl_report()
+    monkeypatch.setattr(report, "OUT", tmp_path)
+    level = {"impala_resnet": 30.0, "impala_plain": 10.0, "nature_cnn": 30.0}
+    for arm, base in level.items():
+        for seed in (0, 1, 2):
+            run = tmp_path / "runs" / f"ale-breakout-{arm}-s{seed}"
+            run.mkdir(parents=True)
+            summary = {"finished": True, "env": "ALE/Breakout-v5", "model": arm, "frames": 1_003_520,
+                       "episodes": 300, "wall_time_s": 1.0, "params": 1, "steps_per_s": 60.0}  # fmt: skip
+            (run / "summary.json").write_text(json.dumps(summary))
+            rows = [f"{i},{i * 40},{i * 3_400},{base + seed + (i % 2)},100" for i in range(1, 300)]
+            rows.append("300,250880,1003520,999.0,100")  # after the budget: not counted
+            (run / "episodes.csv").write_text("episode,step,frames,return,length\n" + "\n".join(rows) + "\n")
+    lines = report.write_study(report.ATARI)
+    claims = json.loads((tmp_path / "atari-results.json").read_text())["claims"]
+    assert [c["verdict"] for c in claims] == ["SUPPORTED", "INCONCLUSIVE"]
+    assert claims[0]["claim"] == "ALE/Breakout-v5: impala_resnet > impala_plain in return at 1,000,000 frames"
+    assert claims[0]["diff"] == pytest.approx(20.0) and claims[0]["n"] == [3, 3]
+    assert (tmp_path / "atari-returns.png").stat().st_size > 0
+    assert "return at 1M frames" in "\n".join(lines)
 
 
 def test_an_atari_game_through_sb3s_wrappers(tmp_path):

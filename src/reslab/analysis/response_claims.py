@@ -72,6 +72,10 @@ def _fit(x: np.ndarray, y: Sequence[float]) -> tuple[float, float]:
     return float(res.params[-1]), float(res.pvalues[-1])
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' * (n != 1)}"
+
+
 def _against_plain(res: Network, plain: Network) -> ResponseClaim:
     c = ResponseClaim(f"{res.label}'s responses are smaller than {plain.label}'s", networks=[res, plain])
     a, b = plain.medians(), res.medians()
@@ -79,8 +83,8 @@ def _against_plain(res: Network, plain: Network) -> ResponseClaim:
     if len(a) >= 2 and len(b) >= 2:
         c.p = stats.welch(a, b).p
     c.sentence = (
-        f"median layer std {stats.mean(b):.3f} ({res.label}, mean of {len(b)} seeds) against "
-        f"{stats.mean(a):.3f} ({plain.label}, {len(a)} seeds); Welch's t-test"
+        f"median layer std {stats.mean(b):.3f} ({res.label}, mean of {_seeds(len(b))}) against "
+        f"{stats.mean(a):.3f} ({plain.label}, {_seeds(len(a))}); Welch's t-test"
     )
     return c
 

@@ -337,7 +337,7 @@ def _handles(nets: Sequence[Network]) -> list[Any]:
 
     out: list[Any] = [
         Line2D([], [], color=figstyle.colour(n.family, n.depth), lw=1.4, marker=figstyle.marker(n.family),
-               ls="-" if n.family == "resnet" else (0, (4, 2)), label=f"{n.label} ({len(n.seeds)} seeds)")
+               ls="-" if n.family == "resnet" else (0, (4, 2)), label=f"{n.label} ({len(n.seeds)} seed{'s' * (len(n.seeds) != 1)})")
         for n in nets
     ]  # fmt: skip
     out += [
