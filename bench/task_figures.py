@@ -130,7 +130,7 @@ def video_figure(runs: list[str], out: Path, count: int) -> None:
             axes[i, t].imshow(x[i, 0, t].numpy(), cmap="gray", vmin=0, vmax=255)
             axes[i, t].axis("off")
         said = "   ".join(
-            f"{n}: {data.classes[int(p[i])]} ({'right' if int(p[i]) == int(y[i]) else 'WRONG'})"
+            f"{n}: {data.classes[int(p[i])]} ({'correct' if int(p[i]) == int(y[i]) else 'wrong'})"
             for n, p in zip(names, preds)
         )
         axes[i, 0].set_title(f"true: {data.classes[int(y[i])]}   {said}", fontsize=7.5, loc="left")

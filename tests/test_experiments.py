@@ -1035,7 +1035,7 @@ def test_pocock_levels_and_a_verdict_held_to_its_number_of_looks(tmp_path: Path)
     """Pocock's nominal levels (Jennison & Turnbull 2000, Table 2.1: 0.0294 at 2 looks, 0.0221 at 3); a
     claim supported at adjusted p = 0.03 on its third look is inconclusive, on its first it stands; a look
     is recorded in the newest session entry."""
-    from reslab.experiments.looks import hold_to_looks, pocock_level, record_look
+    from reslab.experiments.looks import history, hold_to_looks, pocock_level, record_look
 
     assert pocock_level(1) == pytest.approx(0.05, abs=1e-4)
     assert pocock_level(2) == pytest.approx(0.0294, abs=2e-4) and pocock_level(3) == pytest.approx(
@@ -1073,6 +1073,12 @@ def test_pocock_levels_and_a_verdict_held_to_its_number_of_looks(tmp_path: Path)
     sessions = json.loads((plan.out / "experiment.json").read_text())["sessions"]
     assert len(sessions) == 2 and sessions[0]["looks"][0]["seeds"] == [3, 3]
     assert sessions[1]["looks"][0]["seeds"] == [4, 4] and sessions[1]["trained"] == []
+    other = Claim("Z beats W", "supported", "evidence.", p=0.001, p_holm=0.002, family=3, groups=groups)
+    record_look(plan.out, [more, other])  # only Z's data is new: X is not looked at again
+    sessions = json.loads((plan.out / "experiment.json").read_text())["sessions"]
+    assert [x["claim"] for x in sessions[-1]["looks"]] == ["Z beats W"]
+    repeated = [{"started": "a", "looks": earlier[:1]}, {"started": "b", "looks": earlier[:1]}]
+    assert len(history(repeated)["X beats Y"]) == 1  # an old record's repeat of the same seeds: one look
 
 
 def test_a_publish_keeps_the_looks_recorded_in_the_published_copy() -> None:

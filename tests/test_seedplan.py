@@ -119,3 +119,29 @@ def test_plain_110_claims_use_the_failure_sized_effect() -> None:
     assert by_claim["plain nets: deeper trains worse"].effect == seedplan.FAILURE_EFFECT
     assert by_claim["ResNets: deeper tests no worse"].effect == seedplan.SMALLEST
     assert "depth 56: ResNet trains better than plain" not in by_claim  # judged at the deepest depth
+
+
+def test_a_stated_plan_keeps_its_seeds_when_later_seeds_widen_the_spread() -> None:
+    """The first sizing of a claim is recorded (new_statements) and later plans keep its seeds
+    (stated_plans), showing the spread measured since; an unstated claim is sized now and recorded."""
+    test = PlannedTest("deeper is better", (("resnet", 20), ("resnet", 56)), effect=0.5)
+    other = PlannedTest("plain is worse", (("resnet", 20), ("plain", 20)), effect=0.5)
+    pilot = [_net("resnet", 20, [7.0, 7.1, 7.2]), _net("resnet", 56, [7.0, 7.1, 7.2])]
+    first = seed_plan([test], pilot)
+    records = seedplan.new_statements(first, {})
+    assert [(r["claim"], r["planned"]) for r in records] == [("deeper is better", first.tests[0].planned)]
+    sessions = [{"started": "t0", "seed_plan": records}]
+    wide = [
+        _net("resnet", 20, [7.0, 8.5, 6.0, 7.2]),
+        _net("resnet", 56, [7.0, 9.0, 6.1]),
+        _net("plain", 20, [8.0, 8.4]),
+    ]
+    unfrozen = seed_plan([test], wide).tests[0]
+    later = seed_plan([test, other], wide, seedplan.stated_plans(sessions))
+    kept, new = later.tests
+    assert unfrozen.planned > first.tests[0].planned == kept.planned == 3
+    assert kept.sd == pytest.approx(unfrozen.sd) and kept.stated == records[0]["stated"][:10]
+    assert ", stated " in "\n".join(seedplan.plan_lines(later)) and not new.stated
+    assert [r["claim"] for r in seedplan.new_statements(later, seedplan.stated_plans(sessions))] == [
+        "plain is worse"
+    ]

@@ -4,8 +4,8 @@ A sweep spans sittings and its report is read after each: a claim's p-value is l
 seeds are added, and stopping at the first look below 5% would make a false claim more likely than 5%.
 Each invocation of ``reslab reproduce`` whose report has new data (runs it trained, or runs of its
 networks that other experiments finished: the pool) records, in its ``experiment.json`` session entry,
-what the report then said of each claim (``looks``: the claim, the seeds per network, the
-nominal and Holm-adjusted p). A claim looked at ``K`` times (the recorded looks, plus the current data if
+what the report then said of each claim whose runs changed (``looks``: the claim, the seeds per network,
+the nominal and Holm-adjusted p). A claim looked at ``K`` times (the recorded looks, plus the current data if
 it is new) is decided only when its Holm-adjusted p is below Pocock's nominal level for ``K`` looks
 (Pocock 1977: the same level at every look, keeping the overall two-sided level at 5%; constants from
 Jennison & Turnbull 2000, Table 2.1, e.g. 0.0294 at two looks, 0.0221 at three; beyond ten looks,
@@ -20,7 +20,7 @@ from typing import Any
 
 from reslab.analysis import stats
 from reslab.experiments.evidence import Claim, format_p
-from reslab.experiments.plan import PLAN_FILE, load_plan, read_sessions, write_plan
+from reslab.experiments.plan import read_sessions, rewrite_sessions
 
 # Pocock's critical values of |Z| for K equally spaced looks at two-sided 5% (Jennison & Turnbull 2000,
 # Table 2.1).
@@ -53,25 +53,22 @@ def _seeds(c: Claim) -> list[int]:
 
 
 def record_look(out: str | Path, claims: list[Claim]) -> None:
-    """Record this look (each claim with a p-value: its seeds per network, nominal and adjusted p) in the
-    newest session entry of experiment folder ``out``, if its data is new: the same seeds as the latest
-    recorded look are the same look. A session that already holds a look of other data (a report rewritten
-    later, with runs another experiment finished since: the pool) gets a session entry of its own after it."""
-    import json
+    """Record this look in the newest session entry of experiment folder ``out``: each claim with a p-value
+    whose data is new (its seeds per network not those of its latest recorded look), with its seeds,
+    nominal and adjusted p. A claim whose runs did not change is not looked at again when the report is
+    rewritten for another claim's new runs (its adjusted p may move with the family; its data did not). A
+    session that already holds a look gets a session entry of its own after it."""
     from datetime import datetime, timezone
 
     out = Path(out)
     sessions = read_sessions(out)
+    seen = history(sessions)
     now = [
         {"claim": c.claim, "seeds": _seeds(c), "p": round(c.p, 6), "p_holm": round(c.p_holm, 6)}
         for c in claims
-        if math.isfinite(c.p)
+        if math.isfinite(c.p) and (c.claim not in seen or seen[c.claim][-1]["seeds"] != _seeds(c))
     ]
     if not sessions or not now:
-        return
-    data = lambda looks: [(x["claim"], x.get("seeds")) for x in looks]  # noqa: E731
-    last = next((s["looks"] for s in reversed(sessions) if s.get("looks")), None)
-    if last is not None and data(last) == data(now):
         return
     if sessions[-1].get("looks"):
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -79,16 +76,19 @@ def record_look(out: str | Path, claims: list[Claim]) -> None:
                          "trained": [], "status": "finished", "looks": now})  # fmt: skip
     else:
         sessions[-1]["looks"] = now
-    source = json.loads((out / PLAN_FILE).read_text(encoding="utf-8")).get("source")
-    write_plan(load_plan(out), sessions, source)
+    rewrite_sessions(out, sessions)
 
 
 def history(sessions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Each claim's recorded looks, oldest first, each with the session's start time (``started``)."""
+    """Each claim's recorded looks, oldest first, each with the session's start time (``started``). A
+    record repeating the claim's previous seeds is the same data, not a new look, and is left out (records
+    written before :func:`record_look` kept only new data hold such repeats)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for s in sessions:
         for look in s.get("looks") or []:
-            out.setdefault(look["claim"], []).append({**look, "started": s.get("started", "")})
+            past = out.setdefault(look["claim"], [])
+            if not past or past[-1]["seeds"] != look.get("seeds"):
+                past.append({**look, "started": s.get("started", "")})
     return out
 
 

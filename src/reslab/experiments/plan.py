@@ -207,6 +207,12 @@ def write_plan(plan: Plan, sessions: list[dict[str, Any]], source: str | None = 
     _io.write_json(plan.out / PLAN_FILE, {**plan.to_json(), **extra, "sessions": sessions})
 
 
+def rewrite_sessions(out: Path, sessions: list[dict[str, Any]]) -> None:
+    """Rewrite the sessions of experiment folder ``out``'s ``experiment.json``, its plan and source kept."""
+    source = json.loads((Path(out) / PLAN_FILE).read_text(encoding="utf-8")).get("source")
+    write_plan(load_plan(out), sessions, source)
+
+
 def _checkpoint_precision(run_dir: Path) -> str | None:
     """The precision the last checkpoint of ``run_dir`` records (``None``: none, or unreadable)."""
     from reslab.tasks.base import run_config

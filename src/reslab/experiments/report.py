@@ -15,7 +15,7 @@ from reslab.experiments import looks, seedplan
 from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
 from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
 from reslab.experiments.paper import PAPER_ITERATIONS, PAPER_RECIPE, RECIPE_DEVIATIONS
-from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
+from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions, rewrite_sessions
 from reslab.experiments.plotting import caption
 from reslab.experiments.pooled import pooled_runs
 from reslab.experiments.results import (
@@ -57,10 +57,14 @@ def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
     claims = judge(exp.claims, groups)
     if look:
         looks.record_look(out, claims)
+        seeds = size_seeds(plan, groups, read_sessions(out))
+        record_plan(
+            out, seedplan.new_statements(seeds, seedplan.stated_plans(read_sessions(out))) if seeds else []
+        )
     sessions = read_sessions(out)
     looks.hold_to_looks(claims, sessions)
     write_results_csv(out / "results.csv", results)
-    text = render_report(plan, results, groups, claims, figures, sessions)
+    text = render_report(plan, results, groups, claims, figures, sessions, size_seeds(plan, groups, sessions))
     _io.write_text(out / "report.md", text)
     return {"figures": figures, "report": out / "report.md", "claims": claims, "groups": groups}
 
@@ -116,15 +120,17 @@ def render_report(
     claims: list[Claim],
     figures: list[Path],
     sessions: list[dict[str, Any]],
+    seeds: seedplan.SeedPlan | None = None,
 ) -> str:
-    """The text of ``report.md``: its sections in order, each rendered by a function of its own."""
+    """The text of ``report.md``: its sections in order, each rendered by a function of its own; ``seeds``:
+    the claims' sized seed plan (:func:`size_seeds`)."""
     sections = [
         _header_section(plan, results),
         _what_was_run_section(plan, results, sessions),
         _figure_section(plan, figures, groups, claims),
         _results_section(plan, results, groups),
         _claims_section(claims),
-        planned_seeds_section(plan, groups),
+        planned_seeds_section(seeds),
         looks.looks_section(claims, sessions),
         _undecided_section(claims),
     ]
@@ -320,38 +326,50 @@ def _table_notes(plan: Plan, results: list[RunResult], multi: bool) -> list[str]
     return notes
 
 
-def _seed_plan_table(plan: Plan, groups: list[Group]) -> list[str]:
-    """The experiment's claims' tests sized from ``groups`` (:mod:`reslab.experiments.seedplan`): the table
-    and its cost line; [] for an experiment that declares none."""
+def size_seeds(plan: Plan, groups: list[Group], sessions: list[dict[str, Any]]) -> seedplan.SeedPlan | None:
+    """The experiment's claims' tests sized from ``groups`` (:mod:`reslab.experiments.seedplan`), each
+    claim's seeds as first stated in ``sessions``; ``None`` for an experiment that declares none."""
     tests = EXPERIMENTS[plan.experiment].tests(plan.depths)
-    return seedplan.plan_lines(seedplan.seed_plan(tests, groups)) if tests else []
+    return seedplan.seed_plan(tests, groups, seedplan.stated_plans(sessions)) if tests else None
 
 
-def planned_seeds_section(plan: Plan, groups: list[Group]) -> list[str]:
-    """Each claim's planned test and seeds, sized from the finished runs, and what the rest costs
-    (``reslab reproduce --dry-run`` prints the same table: :func:`planned_seeds_lines`)."""
-    table = _seed_plan_table(plan, groups)
-    if not table:
+def record_plan(out: Path, records: list[dict[str, Any]]) -> None:
+    """Add ``records`` (the plans stated now: :func:`reslab.experiments.seedplan.new_statements`) to the
+    newest session entry of ``out``'s ``experiment.json``."""
+    sessions = read_sessions(out)
+    if sessions and records:
+        sessions[-1]["seed_plan"] = [*sessions[-1].get("seed_plan", []), *records]
+        rewrite_sessions(out, sessions)
+
+
+def planned_seeds_section(seeds: seedplan.SeedPlan | None) -> list[str]:
+    """Each claim's planned test and seeds (as first stated), the spread measured so far, and what the rest
+    costs (``reslab reproduce --dry-run`` prints the same table: :func:`planned_seeds_lines`)."""
+    if seeds is None:
         return []
     return [
         "## Planned seeds",
         "",
         "Each claim's test and the smallest effect it must detect, with the seeds per network that give 80% "
-        f"power at α = {stats.ALPHA:g} (two-sided; statsmodels) for the seed-to-seed spread measured so far, "
-        f"at least {MIN_SEEDS} and at most the cap; the cost is the measured core-hours of each network's "
+        f"power at α = {stats.ALPHA:g} (two-sided; statsmodels) for the seed-to-seed spread measured when the "
+        f"plan was first stated (at least {MIN_SEEDS}, at most the cap; kept since, while the spread and the "
+        "detectable effect shown are measured now); the cost is the measured core-hours of each network's "
         "finished runs (rules: [docs/evidence.md](../../evidence.md)).",
         "",
-        *table,
+        *seedplan.plan_lines(seeds),
         "",
     ]
 
 
 def planned_seeds_lines(plan: Plan, folder: str | Path) -> list[str]:
-    """The seed plan of ``plan`` sized from the runs finished in ``folder`` (its runs and the pool's)."""
+    """The seed plan of ``plan`` sized from the runs finished in ``folder`` (its runs and the pool's), with
+    the seeds its records stated."""
     import dataclasses
 
     folder = Path(folder)
-    return _seed_plan_table(plan, group_runs(collect(dataclasses.replace(plan, out=folder), folder)))
+    groups = group_runs(collect(dataclasses.replace(plan, out=folder), folder))
+    seeds = size_seeds(plan, groups, read_sessions(folder))
+    return seedplan.plan_lines(seeds) if seeds else []
 
 
 def _claims_section(claims: list[Claim]) -> list[str]:

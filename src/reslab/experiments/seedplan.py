@@ -11,6 +11,11 @@ is short of the power target it says the smallest effect the cap detects at 80% 
 measured: the mean core-hours (wall time x threads) of each network's finished runs, times the seeds still
 to train. ``reslab reproduce --dry-run`` prints the plan; every report shows it (docs/evidence.md).
 
+A claim's seeds are stated once: the first time its test is sized from a measured spread, the report records
+the planned number in its ``experiment.json`` (a session's ``seed_plan``: :func:`record_plan`), and every
+later report and dry run keeps that number (:func:`stated_plans`) while showing the spread measured since:
+seeds added later do not move the plan they were trained for.
+
 A difference of differences (the highway gain: four networks, weights ±1) has variance ``4 sd² / n``
 where a two-network difference has ``2 sd² / n``: it is sized as a two-sample test with the spread scaled
 by ``sqrt(4 / 2)``.
@@ -22,6 +27,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from reslab.analysis import stats
 from reslab.experiments.evidence import MIN_SEEDS
@@ -63,6 +69,7 @@ class SizedTest:
     beyond_cap: bool  # the power target needs more seeds than the cap
     detectable: float  # the smallest effect ``planned`` seeds detect at 80% power (NaN: unknown)
     have: dict[tuple[str, int], int]  # finished seeds per network
+    stated: str = ""  # when ``planned`` was stated (an earlier report's record; "": sized now)
 
 
 @dataclass
@@ -106,15 +113,23 @@ def _detectable(n: int, sd: float) -> float:
     return float(d) * sd
 
 
-def size_test(test: PlannedTest, groups: dict[tuple[str, int], Group]) -> SizedTest:
+def size_test(
+    test: PlannedTest, groups: dict[tuple[str, int], Group], stated: dict[str, Any] | None = None
+) -> SizedTest:
+    """``test`` sized from the finished runs of ``groups``; ``stated``: the plan recorded for it earlier,
+    whose seeds are kept (the spread and the detectable effect are those measured now)."""
     finished = {k: [r for r in groups[k].runs if r.finished] for k in test.arms}
     values = [
         [getattr(r, test.metric) for r in runs if math.isfinite(getattr(r, test.metric))]
         for runs in finished.values()
     ]
     sd = _pooled_sd(values) * math.sqrt(len(test.arms) / 2.0)
-    n = stats.planned_seeds(test.effect, sd, limit=max(test.cap, 1000)) if math.isfinite(sd) else None
     have = {k: len(v) for k, v in finished.items()}
+    if stated:
+        planned = int(stated["planned"])
+        return SizedTest(test, sd, planned, bool(stated.get("beyond_cap")), _detectable(planned, sd), have,
+                         str(stated.get("stated", ""))[:10])  # fmt: skip
+    n = stats.planned_seeds(test.effect, sd, limit=max(test.cap, 1000)) if math.isfinite(sd) else None
     if n is None and not math.isfinite(sd):
         return SizedTest(test, sd, None, False, math.nan, have)
     beyond = n is None or n > test.cap
@@ -122,10 +137,14 @@ def size_test(test: PlannedTest, groups: dict[tuple[str, int], Group]) -> SizedT
     return SizedTest(test, sd, planned, beyond, _detectable(planned, sd), have)
 
 
-def seed_plan(tests: Sequence[PlannedTest], groups: Sequence[Group]) -> SeedPlan:
-    """Size every test whose networks the experiment has (:class:`SeedPlan`)."""
+def seed_plan(
+    tests: Sequence[PlannedTest], groups: Sequence[Group], stated: dict[str, dict[str, Any]] | None = None
+) -> SeedPlan:
+    """Size every test whose networks the experiment has (:class:`SeedPlan`), keeping the seeds ``stated``
+    (:func:`stated_plans`) for the claims an earlier report planned."""
     by_key = {(g.variant, g.depth): g for g in groups}
-    sized = [size_test(t, by_key) for t in tests if all(k in by_key for k in t.arms)]
+    stated = stated or {}
+    sized = [size_test(t, by_key, stated.get(t.claim)) for t in tests if all(k in by_key for k in t.arms)]
     seeds: dict[tuple[str, int], int] = {}
     for s in sized:
         for k in s.test.arms:
@@ -136,6 +155,33 @@ def seed_plan(tests: Sequence[PlannedTest], groups: Sequence[Group]) -> SeedPlan
         measured = [h for h in map(_core_hours, g.runs) if math.isfinite(h)]
         hours[k] = stats.mean(measured) if measured else math.nan
     return SeedPlan(sized, seeds, have, hours, {k: g.label for k, g in by_key.items()})
+
+
+def stated_plans(sessions: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each claim's first recorded plan (``seed_plan`` records of the sessions, oldest first)."""
+    out: dict[str, dict[str, Any]] = {}
+    for s in sessions:
+        for rec in s.get("seed_plan") or []:
+            out.setdefault(rec["claim"], rec)
+    return out
+
+
+def new_statements(plan: SeedPlan, stated: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records :func:`record_plan` adds: each test sized now from a measured spread, not stated before."""
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return [
+        {
+            "claim": s.test.claim,
+            "planned": s.planned,
+            "beyond_cap": s.beyond_cap,
+            "sd": round(s.sd, 4),
+            "stated": now,
+        }
+        for s in plan.tests
+        if s.planned is not None and s.test.claim not in stated
+    ]
 
 
 def plan_lines(plan: SeedPlan) -> list[str]:
@@ -153,6 +199,8 @@ def plan_lines(plan: SeedPlan) -> list[str]:
             seeds = f"{s.planned} = cap (80% power needs more; detects {s.detectable:.2f} points)"
         else:
             seeds = f"{s.planned} (detects {s.detectable:.2f} points)"
+        if s.stated:
+            seeds += f", stated {s.stated}"
         sd = f"{s.sd:.2f}" if math.isfinite(s.sd) else "—"
         metric = t.metric.replace("_error", "")
         lines.append(

@@ -9,7 +9,8 @@ own policy and value heads. ``iterations`` counts agent steps summed over the pa
 Atari). ``lr`` and ``batch_size`` are the algorithm's learning rate and minibatch; its other settings are
 :data:`ALGO_DEFAULTS` (PPO: SB3 rl-zoo's Atari ones; DQN: the MinAtar paper's, Young & Tian 2019),
 overridable with ``--set task_kwargs.KEY=VALUE``. Deviations: a constant learning rate (rl-zoo anneals
-PPO's), Adam for DQN (MinAtar's code: centred RMSProp).
+PPO's), Adam for DQN (MinAtar's code: centred RMSProp), the encoder in bf16 autocast where ``amp`` resolves
+to bf16 (:class:`ReslabExtractor`; the papers trained in fp32).
 
 The run directory is the project's (``reslab train`` calls :func:`drive` through the task seam):
 ``metrics.csv`` (every ``log_every`` steps: frames, episodes, mean returns since the last row and of the
@@ -264,8 +265,7 @@ def _start(cfg: TrainConfig, run: Any, report: Any, resume: bool) -> tuple[Any, 
     frames per step; says what was restored."""
     if not cfg.env:
         raise ConfigError("--task rl needs --env (e.g. MinAtar/Breakout-v1 or ALE/Breakout-v5)")
-    kind, opts = environment_kind(cfg.env), options(cfg)
-    frame_mult = 4 if kind == "atari" else 1
+    opts, frame_mult = options(cfg), 4 if environment_kind(cfg.env) == "atari" else 1
     gens = generations(run.dir) if resume else []
     if gens:
         step = int(json.loads((gens[-1] / "state.json").read_text())["num_timesteps"])
