@@ -261,6 +261,11 @@ def test_claims_are_computed_from_the_numbers() -> None:
     ]
     c = {c.claim[:5]: c.verdict for c in claims_for("shortcuts", tie)}
     assert c["Every"] == "supported" and c["C ≤ B"] == "inconclusive"
+    # C clearly worse than B, A level with B: one reversed step contradicts the order, with that step's p
+    reversed_c = [_group("A", 32, _three(5.0), [7.2, 7.3, 7.25]), _group("B", 32, _three(5.0), [7.2, 7.35, 7.28]),
+                  _group("C", 32, _three(5.0), [7.8, 7.7, 7.9]), _group("plain", 32, _three(9.0), _three(12.0))]  # fmt: skip
+    order = next(c for c in claims_for("shortcuts", reversed_c) if c.claim.startswith("C ≤ B"))
+    assert order.verdict == "not supported" and order.p < 0.01 and "Significant alone" not in order.sentence
     # depth: mean ± std over seeds
     depth = [
         _group("resnet", d, [5.0] * 3, [e, e + 0.2, e + 0.1]) for d, e in ((20, 9.0), (56, 8.0), (110, 7.0))

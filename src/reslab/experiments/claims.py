@@ -228,8 +228,9 @@ def shortcut_claims(groups: list[Group]) -> list[Claim]:
             + "."
         )
         undecided = " ".join(_undecided(c, "test error") for c in cs if not c.sign)
-        # both steps must hold: an intersection-union test, whose p is the larger of the two
-        p = max((c.p for c in cs), default=math.nan)
+        # both steps must hold: an intersection-union test, whose p is the larger of the two; one step
+        # significantly reversed is enough to contradict the order, so that step's p is the claim's then
+        p = min(c.p for c in cs if c.sign < 0) if rev else max((c.p for c in cs), default=math.nan)
         out.append(Claim(claim, verdict, sentence, undecided if verdict == "inconclusive" else "", res, p))
     return out
 
