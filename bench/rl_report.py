@@ -44,6 +44,9 @@ class Study:
     grid: int
     prefix: str = ""
     legend: dict[str, str] = field(default_factory=dict)  # where each game's curves leave room (looked at)
+    complete: int = (
+        0  # the plan's runs: nothing is written or tested before all of them have finished (0: no wait)
+    )
 
 
 MINATAR = Study(
@@ -65,6 +68,7 @@ ATARI = Study(
     budget=1_000_000,  # atari-plan.md
     grid=20_000,
     prefix="atari-",
+    complete=9,  # atari-plan.md: the test is computed once, when the nine runs have finished
 )  # fmt: skip
 STUDIES = (MINATAR, ATARI)
 
@@ -222,8 +226,10 @@ def write_study(study: Study) -> list[str]:
     """``<prefix>results.json``, ``<prefix>returns.png`` and ``<prefix>verdicts.md`` of ``study``'s runs
     (nothing while it has none); returns the verdict lines."""
     runs = load(OUT, study)
-    if not any(rs for arms in runs.values() for rs in arms.values()):
-        return [f"- {study.prefix or 'minatar-'}study: no finished run yet; nothing to test"]
+    finished = sum(len(rs) for arms in runs.values() for rs in arms.values())
+    if not finished or finished < study.complete:
+        return [f"- {study.prefix or 'minatar-'}study: {finished} of its runs finished; nothing is tested or drawn "
+                f"before {'all ' + str(study.complete) if study.complete else 'one'} have"]  # fmt: skip
     claims = verdicts(runs, study)
     figure(runs, OUT / f"{study.prefix}returns.png", study)
     keep = ("final_return", "frames", "episodes", "wall_time_s", "params", "steps_per_s")
