@@ -35,18 +35,18 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "rl"
 @dataclass(frozen=True)
 class Study:
     """One planned comparison: its games, arms (label, colour variant, marker, short name), claims, the
-    frames at which runs are measured, the learning curves' grid and the prefix of its files."""
+    frames at which runs are measured, the learning curves' grid, its name and the prefix of its files."""
 
     games: tuple[str, ...]
     arms: dict[str, tuple[str, str, str, str]]
     claims: tuple[tuple[str, str], ...]
     budget: int
     grid: int
+    name: str
     prefix: str = ""
     legend: dict[str, str] = field(default_factory=dict)  # where each game's curves leave room (looked at)
-    complete: int = (
-        0  # the plan's runs: nothing is written or tested before all of them have finished (0: no wait)
-    )
+    # the plan's runs: nothing is written or tested before all of them have finished (0: no wait)
+    complete: int = 0
 
 
 MINATAR = Study(
@@ -57,6 +57,7 @@ MINATAR = Study(
     claims=(("impala_resnet", "impala_plain"), ("impala_resnet", "minatar_cnn")),
     budget=30_000,  # plan.md, amendment
     grid=1_000,
+    name="minatar",
     legend={"MinAtar/Breakout-v1": "upper left", "MinAtar/SpaceInvaders-v1": "lower right"},
 )  # fmt: skip
 ATARI = Study(
@@ -67,6 +68,7 @@ ATARI = Study(
     claims=(("impala_resnet", "impala_plain"), ("impala_resnet", "nature_cnn")),
     budget=1_000_000,  # atari-plan.md
     grid=20_000,
+    name="atari",
     prefix="atari-",
     complete=9,  # atari-plan.md: the test is computed once, when the nine runs have finished
 )  # fmt: skip
@@ -228,7 +230,7 @@ def write_study(study: Study) -> list[str]:
     runs = load(OUT, study)
     finished = sum(len(rs) for arms in runs.values() for rs in arms.values())
     if not finished or finished < study.complete:
-        return [f"- {study.prefix or 'minatar-'}study: {finished} of its runs finished; nothing is tested or drawn "
+        return [f"- {study.name} study: {finished} of its runs finished; nothing is tested or drawn "
                 f"before {'all ' + str(study.complete) if study.complete else 'one'} have"]  # fmt: skip
     claims = verdicts(runs, study)
     figure(runs, OUT / f"{study.prefix}returns.png", study)

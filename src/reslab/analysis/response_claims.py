@@ -72,7 +72,8 @@ def _fit(x: np.ndarray, y: Sequence[float]) -> tuple[float, float]:
     return float(res.params[-1]), float(res.pvalues[-1])
 
 
-def _seeds(n: int) -> str:
+def seed_count(n: int) -> str:
+    """``"1 seed"``, ``"3 seeds"``: how the summary and the figure's legend count a network's seeds."""
     return f"{n} seed{'s' * (n != 1)}"
 
 
@@ -83,8 +84,8 @@ def _against_plain(res: Network, plain: Network) -> ResponseClaim:
     if len(a) >= 2 and len(b) >= 2:
         c.p = stats.welch(a, b).p
     c.sentence = (
-        f"median layer std {stats.mean(b):.3f} ({res.label}, mean of {_seeds(len(b))}) against "
-        f"{stats.mean(a):.3f} ({plain.label}, {_seeds(len(a))}); Welch's t-test"
+        f"median layer std {stats.mean(b):.3f} ({res.label}, mean of {seed_count(len(b))}) against "
+        f"{stats.mean(a):.3f} ({plain.label}, {seed_count(len(a))}); Welch's t-test"
     )
     return c
 

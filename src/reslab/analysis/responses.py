@@ -33,7 +33,7 @@ from torch import nn
 
 from reslab.analysis._capture import bn_mode
 from reslab.analysis.common import blocks_of, fmt_num, new_figure, save_figure, write_csv, write_summary
-from reslab.analysis.response_claims import Network, claims_markdown, judge_responses
+from reslab.analysis.response_claims import Network, claims_markdown, judge_responses, seed_count
 from reslab.analysis.targets import EvalData, Target
 from reslab.errors import ConfigError
 
@@ -337,7 +337,7 @@ def _handles(nets: Sequence[Network]) -> list[Any]:
 
     out: list[Any] = [
         Line2D([], [], color=figstyle.colour(n.family, n.depth), lw=1.4, marker=figstyle.marker(n.family),
-               ls="-" if n.family == "resnet" else (0, (4, 2)), label=f"{n.label} ({len(n.seeds)} seed{'s' * (len(n.seeds) != 1)})")
+               ls="-" if n.family == "resnet" else (0, (4, 2)), label=f"{n.label} ({seed_count(len(n.seeds))})")
         for n in nets
     ]  # fmt: skip
     out += [

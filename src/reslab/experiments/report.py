@@ -57,10 +57,10 @@ def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
     claims = judge(exp.claims, groups)
     if look:
         looks.record_look(out, claims)
-        seeds = size_seeds(plan, groups, read_sessions(out))
-        record_plan(
-            out, seedplan.new_statements(seeds, seedplan.stated_plans(read_sessions(out))) if seeds else []
-        )
+        recorded = read_sessions(out)
+        seeds = size_seeds(plan, groups, recorded)
+        if seeds:  # the claims sized for the first time now are stated now
+            record_plan(out, seedplan.new_statements(seeds, seedplan.stated_plans(recorded)))
     sessions = read_sessions(out)
     looks.hold_to_looks(claims, sessions)
     write_results_csv(out / "results.csv", results)

@@ -68,9 +68,9 @@ class ReslabExtractor(BaseFeaturesExtractor):
     ``precision`` is the run's resolved arithmetic (:func:`reslab.precision.resolve_amp` of ``amp`` when the
     run starts): ``"bf16"`` runs the encoder under bf16 autocast (its features returned in fp32 to SB3's
     heads, which stay fp32), ``"fp32"`` does not. SB3 saves these keyword arguments in ``agent.zip``, so a
-    resumed or evaluated agent keeps the precision it was trained in (one saved before this argument: fp32). Its input is handed on
-    channels-last (NHWC; the convolutions follow it): the same function, faster convolutions on CPU
-    (``bench/rl_encoders.py --fps-only --amp off,bf16``). The weights stay NCHW, as SB3's orthogonal initialization needs them."""
+    resumed or evaluated agent keeps the precision it was trained in (one saved before this argument: fp32).
+    Its input is handed on channels-last (the convolutions follow it; the weights stay NCHW, as SB3's
+    orthogonal init needs): the same function, faster on CPU (``bench/rl_encoders.py --fps-only``)."""
 
     def __init__(
         self,
