@@ -9,6 +9,7 @@ sees either the old file or the new one, never a torn one. The file gets the mod
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -154,17 +155,51 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu", *, data: byte
         raise CheckpointError(f"cannot read {path}: corrupt or truncated ({type(e).__name__})") from None
 
 
-def keep_csv_rows(path: Path, cols: tuple[str, ...], step: int) -> None:
-    """Rewrite the CSV log ``path`` with the rows whose ``step`` is at most ``step`` (a run resumed from the
-    checkpoint of ``step`` recomputes the rest), under the header ``cols``; a missing file stays missing."""
-    import csv
-
+def truncate_log(path: Path, cols: tuple[str, ...], step: int) -> int:
+    """Rewrite the CSV log ``path`` (a missing file stays missing) with its sound rows whose ``step`` is at
+    most ``step`` (a run resumed from the checkpoint of ``step`` recomputes the rest) under the header
+    ``cols``, reslab's own; returns how many rows were damaged and dropped (:func:`read_log_rows`)."""
     if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
+        return 0
+    keep, damaged = read_log_rows(path, cols, step)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows(keep)
     write_text(path, buf.getvalue())
+    return damaged
+
+
+def read_log_rows(path: Path, cols: tuple[str, ...], step: int) -> tuple[list[dict[str, str]], int]:
+    """The sound rows of log ``path`` up to ``step`` (as dicts over ``cols``) and how many rows were
+    damaged (undecodable bytes, NULs, a wrong number of fields, a step that is no number). The last row
+    torn by a kill mid-append is not damage. A damaged header is read as ``cols`` (reslab wrote it)."""
+    lines = [ln for ln in path.read_bytes().decode("utf-8", errors="replace").split("\n") if ln]
+    if not lines:
+        return [], 0
+
+    def damaged_bytes(line: str) -> bool:
+        return "\ufffd" in line or "\x00" in line
+
+    header = next(csv.reader([lines[0].replace("\x00", "")]))
+    damaged = 0
+    if "step" not in header or damaged_bytes(lines[0]):
+        # read as reslab's own header; a damaged first line longer than it swallowed a row or more
+        damaged += len(lines[0]) > len(",".join(cols))
+        header = list(cols)
+    keep: list[dict[str, str]] = []
+    for i, line in enumerate(lines[1:], 1):
+        r = next(csv.reader([line.replace("\x00", "")]), [])
+        if len(r) != len(header) and i == len(lines) - 1 and not damaged_bytes(line):
+            break  # the torn tail of an append a kill interrupted
+        row = dict(zip(header, r))
+        try:
+            if damaged_bytes(line) or len(r) != len(header) or any(c not in row for c in cols):
+                raise ValueError
+            row_step = int(float(row["step"]))
+        except (KeyError, ValueError):
+            damaged += 1
+            continue
+        if row_step <= step:
+            keep.append({c: row[c] for c in cols})
+    return keep, damaged

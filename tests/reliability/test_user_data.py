@@ -20,6 +20,7 @@ import pytest
 import torch
 from conftest import ARGS, CKPT_EVERY, ITERATIONS, STOP_AT, copy_tree, err_line, invert, lines, snapshot
 
+from reslab._io import truncate_log
 from reslab.cli import main
 from reslab.manifest import check_generation
 from reslab.train.checkpoint import state_path, weights_path
@@ -170,6 +171,18 @@ def test_a_damaged_log_is_repaired_on_resume_and_the_run_says_so(
     kept, ref = rows(run), rows(reference)
     assert kept[0] == ref[0] and set(kept) <= set(ref) and len(kept) < len(ref)  # what is kept is true
     assert main(["verify", str(run)]) == 0
+
+
+def test_truncate_log_keeps_the_sound_rows_up_to_the_step(tmp_path):
+    """The one log repair every task's resume uses (the RL task's episode log too): rows after the
+    checkpoint go, a NUL-damaged row is counted and dropped, a kill's torn tail is not damage, and a
+    missing log stays missing."""
+    cols = ("step", "frames", "return")
+    log = tmp_path / "episodes.csv"
+    log.write_bytes(b"step,frames,return\n8,32,1.5\n16,64,\x002.0\n24,96,3.0\n32,128,4.0\n40,16")
+    assert truncate_log(log, cols, 24) == 1
+    assert log.read_text() == "step,frames,return\n8,32,1.5\n24,96,3.0\n"
+    assert truncate_log(tmp_path / "missing.csv", cols, 24) == 0 and not (tmp_path / "missing.csv").exists()
 
 
 # ------------------------------------------------------------------ 4. no manifest: unverifiable

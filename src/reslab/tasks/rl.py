@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from reslab._io import keep_csv_rows, write_bytes, write_json
+from reslab._io import truncate_log, write_bytes, write_json
 from reslab.config import TrainConfig
 from reslab.data.envs import environment_kind, episode_gif, make_env, play_episodes
 from reslab.errors import ConfigError, ReslabError
@@ -272,7 +272,7 @@ def _start(cfg: TrainConfig, run: Any, report: Any, resume: bool) -> tuple[Any, 
         env = make_env(cfg.env, opts["n_envs"], cfg.seed + step)  # new episodes, not the first ones again
         agent, state, _ = load_agent(run.dir, env, cfg.device)
         for name, cols in (("metrics.csv", COLUMNS), ("episodes.csv", EPISODE_COLUMNS)):
-            keep_csv_rows(run.dir / name, cols, step)
+            truncate_log(run.dir / name, cols, step)
         buffer = f", the replay buffer ({agent.replay_buffer.size():,} transitions)" if cfg.algo == "dqn" else ""  # fmt: skip
         report.say(f"resuming {run.dir} at step {step:,}/{cfg.iterations:,} from {gens[-1].name}: restored the "
                    f"policy and its optimizer{buffer}, the episode log ({state['episodes']:,} episodes), the "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import io
 import json
 import os
 import re
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab import owned
-from reslab._io import write_text
+from reslab._io import truncate_log, write_text
 from reslab.config import RESUME_KEYS, TrainConfig, config_difference
 from reslab.errors import ConfigError, ReslabError
 from reslab.tasks import run_label
@@ -319,12 +318,7 @@ class RunDir:
             path = self.dir / name
             if not path.exists():
                 continue
-            keep, damaged = read_log_rows(path, cols, step)
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-            w.writeheader()
-            w.writerows(keep)
-            write_text(path, buf.getvalue())
+            damaged = truncate_log(path, cols, step)
             if damaged:
                 notes.append(
                     f"{path}: {damaged} damaged row{'s' if damaged > 1 else ''} dropped (unreadable bytes "
@@ -368,41 +362,6 @@ class RunDir:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
-
-
-def read_log_rows(path: Path, cols: tuple[str, ...], step: int) -> tuple[list[dict[str, str]], int]:
-    """The sound rows of log ``path`` up to ``step`` (as dicts over ``cols``) and how many rows were
-    damaged (undecodable bytes, NULs, a wrong number of fields, a step that is no number). The last row
-    torn by a kill mid-append is not damage. A damaged header is read as ``cols`` (reslab wrote it)."""
-    lines = [ln for ln in path.read_bytes().decode("utf-8", errors="replace").split("\n") if ln]
-    if not lines:
-        return [], 0
-
-    def damaged_bytes(line: str) -> bool:
-        return "\ufffd" in line or "\x00" in line
-
-    header = next(csv.reader([lines[0].replace("\x00", "")]))
-    damaged = 0
-    if "step" not in header or damaged_bytes(lines[0]):
-        # read as reslab's own header; a damaged first line longer than it swallowed a row or more
-        damaged += len(lines[0]) > len(",".join(cols))
-        header = list(cols)
-    keep: list[dict[str, str]] = []
-    for i, line in enumerate(lines[1:], 1):
-        r = next(csv.reader([line.replace("\x00", "")]), [])
-        if len(r) != len(header) and i == len(lines) - 1 and not damaged_bytes(line):
-            break  # the torn tail of an append a kill interrupted
-        row = dict(zip(header, r))
-        try:
-            if damaged_bytes(line) or len(r) != len(header) or any(c not in row for c in cols):
-                raise ValueError
-            row_step = int(float(row["step"]))
-        except (KeyError, ValueError):
-            damaged += 1
-            continue
-        if row_step <= step:
-            keep.append({c: row[c] for c in cols})
-    return keep, damaged
 
 
 def format_cell(v: Any) -> str:
