@@ -330,6 +330,24 @@ def test_a_report_counts_every_finished_seed_of_its_networks_from_the_pool(tmp_p
     assert "trained_by" in (mine.out / "results.csv").read_text().splitlines()[0]
 
 
+def test_an_invocation_with_fewer_seeds_keeps_the_seeds_an_earlier_one_trained_here(tmp_path: Path) -> None:
+    """The budget's default seeds after an invocation with more: the folder's seed 2 still counts (found
+    as a defect: rerunning the published command without ``--seeds`` dropped it and flipped a verdict)."""
+    from reslab.experiments.pooled import pooled_runs
+
+    three = plan_experiment("degradation", budget="quick", out=tmp_path / "exp", dataset="cifar10", seeds=3)
+    write_plan(three, [{"wall_s": 1.0, "jobs": 1}])
+    _fake_runs(three)
+    two = plan_experiment("degradation", budget="quick", out=tmp_path / "exp", dataset="cifar10", seeds=2)
+    write_plan(two, [{"wall_s": 1.0, "jobs": 1}])
+    assert {(r.name, r.source.split(" ")[0]) for r in pooled_runs(two, two.out)} == {
+        (f"{net}-s2", "exp") for net in ("plain20", "plain56", "resnet20", "resnet56")
+    }
+    out = redraw(two.out)
+    assert {len(g.runs) for g in out["groups"]} == {3}
+    assert "earlier invocation of this one with more seeds" in (two.out / "report.md").read_text()
+
+
 def test_a_planned_auto_meets_a_pooled_off_of_the_same_precision(tmp_path: Path) -> None:
     """A report planned when budgets left ``amp: auto`` (its runs computed in fp32) counts a sibling's
     ``amp: off`` run (fp32 too); it would not count it had its own runs computed in bf16."""

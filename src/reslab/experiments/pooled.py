@@ -2,9 +2,11 @@
 
 The experiments overlap (``highway`` and ``depth`` train ResNet-20/56 as ``degradation`` does), and a
 sweep may have trained more seeds of a network than another experiment plans. A report would otherwise
-judge the same claim from a subset of the same runs and reach another verdict. :func:`pooled_runs` finds,
-beside an experiment folder (its sibling folders' ``runs/*``), every *finished* run that trained one of
-the plan's networks with a seed the plan does not have: the same resolved config as the plan's run of
+judge the same claim from a subset of the same runs and reach another verdict, and an invocation with
+fewer ``--seeds`` than an earlier one (the budget's default) would drop the seeds that one trained.
+:func:`pooled_runs` finds, in an experiment folder beyond the plan's seeds and beside it (its sibling
+folders' ``runs/*``), every *finished* run that trained one of the plan's networks with a seed the plan
+does not have: the same resolved config as the plan's run of
 that network but the seed (:func:`reslab.config.config_difference`, the one identity rule, machine keys
 aside) and the same *resolved* precision (``summary.json``'s ``precision``: fp32 or bf16, not the word
 ``auto``: the project's machines differ in which they run; a planned ``auto`` is read as the precision the
@@ -38,9 +40,10 @@ def _precision(summary: dict[str, Any]) -> str:
 
 
 def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
-    """The finished runs beside ``folder`` (``folder/../*/runs/*``) of the plan's networks with seeds the
-    plan has not finished (module docstring), each read as a run of that network (``source``: the folder
-    that trained it)."""
+    """The finished runs of the plan's networks with seeds the plan has not finished (module docstring):
+    those ``folder`` holds beyond the plan's seeds (an earlier invocation with more ``--seeds`` trained
+    them), then those beside it (``folder/../*/runs/*``), each read as a run of that network (``source``:
+    the folder that trained it)."""
     folder = Path(folder).resolve()
     networks: dict[tuple[str, int], RunSpec] = {}
     for run in plan.runs:
@@ -56,8 +59,12 @@ def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
         key: next((_precision(own[r.name]) for r in finished if r.key == key), None) for key in networks
     }
     found: list[RunResult] = []
-    for run_dir in sorted(folder.parent.glob("*/runs/*")):
-        if run_dir.parent.parent.resolve() == folder or not run_dir.is_dir():
+    planned = {run.name for run in plan.runs}
+    # this folder's own runs first (seeds an earlier invocation with more seeds trained here), then siblings'
+    own_extra = [d for d in sorted((folder / "runs").glob("*")) if d.name not in planned]
+    siblings = [d for d in sorted(folder.parent.glob("*/runs/*")) if d.parent.parent.resolve() != folder]
+    for run_dir in own_extra + siblings:
+        if not run_dir.is_dir():
             continue
         stored = finished_config(run_dir)
         if stored is None:

@@ -209,7 +209,8 @@ def _what_was_run_section(plan: Plan, results: list[RunResult], sessions: list[d
 
 
 def _pooled_line(results: list[RunResult]) -> list[str]:
-    """The runs the pool adds: finished seeds of these networks trained by other experiments."""
+    """The runs the pool adds: finished seeds of these networks trained by other experiments, or here by an
+    earlier invocation with more seeds."""
     pooled = [r for r in results if r.source]
     if not pooled:
         return []
@@ -218,7 +219,8 @@ def _pooled_line(results: list[RunResult]) -> list[str]:
         by_source.setdefault(r.source, []).append(f"{r.label} s{r.seed}")
     listed = "; ".join(f"{', '.join(runs)} from {src}" for src, runs in by_source.items())
     return [
-        f"- From the pool (the same config but the seed, trained by another experiment; counted here too): {listed}."
+        "- From the pool (the same config but the seed, trained by another experiment or by an earlier "
+        f"invocation of this one with more seeds; counted here too): {listed}."
     ]
 
 
