@@ -547,7 +547,7 @@ def test_runs_trains_only_the_named_runs_and_the_report_covers_the_finished(tmp_
     args += ["--out", str(out)]
     assert main([*args, "--runs", "resnet20-s0", "--dry-run"]) == 0
     dry = capsys.readouterr().out
-    assert re.search(r"plain20-s0 .* new \(left out by --runs\)", dry), dry
+    assert re.search(r"plain20-s0 .* new \(left out: not asked for", dry), dry
     assert re.search(r"resnet20-s0 .* new$", dry, re.M), dry
     assert main([*args, "--runs", "resnet20-s7"]) == 2  # not a run of this plan: one line, nothing made
     err = capsys.readouterr().err
@@ -566,6 +566,34 @@ def test_runs_trains_only_the_named_runs_and_the_report_covers_the_finished(tmp_
     second = run_experiment(plan, progress=False)
     assert second["trained"] == ["plain20-s0"] and second["skipped"] == ["resnet20-s0"], second
     assert "2 runs, 2 finished" in (out / "report.md").read_text()
+
+
+def test_a_narrower_invocation_keeps_the_folders_recorded_seeds_and_depths(tmp_path: Path, capsys) -> None:
+    """An invocation with fewer --seeds or --depths than the folder's record (the budget's defaults over a
+    published folder) plans the union and trains only what it asked for: its report never drops a network
+    or a seed (found as a defect: it rewrote a six-network published report over two networks)."""
+    from reslab.experiments.plan import widen_plan
+
+    out = tmp_path / "e"
+    wide = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20,56", seeds=2, out=out
+    )
+    write_plan(wide, [{"wall_s": 1.0, "jobs": 1}])
+    narrow = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20", seeds=1, out=out
+    )
+    plan, asked = widen_plan(narrow, [out, None])
+    assert plan.seeds == (0, 1) and plan.depths == (20, 56) and plan.configs == wide.configs
+    assert asked == ["plain20-s0", "resnet20-s0"]
+    other = plan_experiment("degradation", budget="quick", dataset="synthetic", depths="20", seeds=1, out=out)
+    assert widen_plan(other, [out])[0] is other  # another budget's record is another experiment
+
+    args = ["reproduce", "degradation", "--budget", "smoke", "--dataset", "synthetic", "--depths", "20"]
+    assert main([*args, "--seeds", "1", "--out", str(out), "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert re.search(r"resnet20-s0 .* new$", dry, re.M), dry
+    for name in ("resnet20-s1", "plain56-s0", "resnet56-s1"):
+        assert re.search(rf"{name} .* new \(left out: not asked for", dry), dry
 
 
 @pytest.mark.slow

@@ -83,6 +83,7 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from reslab.experiments import plan_experiment, run_experiment
+    from reslab.experiments.plan import widen_plan
     from reslab.experiments.runner import check_run_names, planned_states
     from reslab.train.recipe import parse_set
 
@@ -97,7 +98,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         overrides=parse_set(args.overrides),
     )
-    only = None if args.runs is None else [n.strip() for n in args.runs.split(",") if n.strip()]
+    # the folders' recorded seeds and depths stay in the report; only the runs asked for are trained
+    plan, asked = widen_plan(plan, [plan.out, args.publish])
+    only = asked if args.runs is None else [n.strip() for n in args.runs.split(",") if n.strip()]
     check_run_names(plan, only)
     if args.dry_run:
         print(f"{plan.experiment} on {plan.dataset}, {plan.budget} budget -> {plan.out}")

@@ -147,6 +147,33 @@ def plan_experiment(
     )
 
 
+def widen_plan(plan: Plan, folders: list[str | os.PathLike | None]) -> tuple[Plan, list[str]]:
+    """``plan`` widened to the seeds and depths that ``folders`` (an invocation's ``--out`` and ``--publish``)
+    recorded for the same experiment, data set and budget, and the names of the runs ``plan`` itself asked
+    for (the only ones an invocation trains). An invocation with fewer ``--seeds`` or ``--depths`` than an
+    earlier one thus rewrites its report over every network and seed the folder holds, never a subset (a
+    narrower report over a published one dropped networks and flipped verdicts)."""
+    asked = [r.name for r in plan.runs]
+    seeds, depths = set(plan.seeds), set(plan.depths)
+    for folder in folders:
+        if folder is None or not (Path(folder) / PLAN_FILE).is_file():
+            continue
+        recorded = load_plan(folder)
+        key = (recorded.experiment, recorded.dataset, recorded.budget)
+        if key == (plan.experiment, plan.dataset, plan.budget):
+            seeds |= set(recorded.seeds)
+            depths |= set(recorded.depths)
+    if seeds == set(plan.seeds) and depths == set(plan.depths):
+        return plan, asked
+    data_dir = next((c["data_dir"] for c in plan.configs.values() if c.get("data_dir")), None)
+    wide = plan_experiment(
+        plan.experiment, dataset=plan.dataset, budget=plan.budget, seeds=tuple(sorted(seeds)),
+        depths=tuple(sorted(depths)), out=plan.out, device=None if plan.device == "auto" else plan.device,
+        data_dir=data_dir, overrides=plan.extra,
+    )  # fmt: skip
+    return wide, asked
+
+
 def _check_zoo(experiment: str, runs: list[RunSpec], default_depths: tuple[int, ...]) -> None:
     """Every run's model is in the zoo (one line naming the first that is not, and the default depths)."""
     from reslab.models import list_models

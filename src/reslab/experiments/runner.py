@@ -100,7 +100,7 @@ def planned_states(
         if states[r.name] in NOT_STARTED:
             states[r.name] = "new"
         if only is not None and r.name not in only and states[r.name] not in ("finished", "published"):
-            states[r.name] += " (left out by --runs)"
+            states[r.name] += " (left out: not asked for by --runs, --seeds or --depths)"
     return states
 
 
