@@ -63,10 +63,14 @@ def one(
         variables = {**os.environ, "OMP_NUM_THREADS": "1"}
         subprocess.run(command(run, model, seed, steps, env, amp), check=True, env=variables)
     if publish:
+        from reslab.experiments.publishing import relative_summary
+
         dest = RESULTS / "runs" / run.name
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "summary.json", "metrics.csv", "episodes.csv"):
+        for name in ("config.yaml", "metrics.csv", "episodes.csv"):
             shutil.copy2(run / name, dest / name)
+        # the published record names its files relative to itself, not where this machine trained it
+        (dest / "summary.json").write_bytes(relative_summary((run / "summary.json").read_bytes(), run))
     return run.name
 
 
