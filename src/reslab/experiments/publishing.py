@@ -116,22 +116,28 @@ def _copy_run_files(src: Path, target: Path) -> None:
 
 def relative_summary(data: bytes, run_dir: Path) -> bytes:
     """A run's ``summary.json`` with the paths it names (``run_dir``, ``checkpoints``, ``curves``) relative
-    to the run folder, as a published record holds them (the training machine's paths mean nothing
-    elsewhere); anything else as it was."""
+    to the run folder, as a published record holds them: the training machine's paths mean nothing
+    elsewhere, absolute or relative to where it was trained from (``experiments/rl/<run>/curves.png``). A
+    path through the run's folder (named as ``run_dir`` or the summary's ``run_dir`` is) keeps what follows
+    it; another absolute path keeps its file name; anything else stays as it was."""
     try:
         summary = json.loads(data)
     except ValueError:
         return data
     if not isinstance(summary, dict):
         return data
-    root = str(Path(summary.get("run_dir") or run_dir))
+    names = {Path(run_dir).name, Path(str(summary.get("run_dir") or run_dir)).name} - {"", "."}
 
     def rel(p: Any) -> Any:
         if isinstance(p, dict):
             return {k: rel(v) for k, v in p.items()}
-        if isinstance(p, str) and Path(p).is_absolute():
-            return Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else Path(p).name
-        return p
+        if not isinstance(p, str):
+            return p
+        parts = Path(p).parts
+        at = [i for i, part in enumerate(parts) if part in names]
+        if at:
+            return Path(*parts[at[-1] + 1 :]).as_posix() if at[-1] + 1 < len(parts) else "."
+        return Path(p).name if Path(p).is_absolute() else p
 
     summary = {
         k: "." if k == "run_dir" else rel(v) if k in ("checkpoints", "curves") else v
