@@ -36,7 +36,8 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seeds",
         default=None,
-        help="number of seeds (3 -> 0,1,2) or a comma list (default: the budget's, else 1)",
+        help="number of seeds (3 -> 0,1,2) or a comma list (default: the budget's, else 1); the seeds and "
+        "depths the --out and --publish folders recorded stay in the report, only these are trained",
     )
     p.add_argument("--depths", default=None, help="comma list of depths (default: the experiment's)")
     p.add_argument("--out", default=None, help="experiment folder (default: experiments/NAME-DATASET-BUDGET)")
