@@ -234,10 +234,16 @@ def test_resume_message(tmp_path):
     run = tmp_path / "run"
     base = ["train", *TINY_DQN, "--model", "minatar_cnn", "--set", "checkpoint_every=100", "--out", str(run)]
     assert _call([*base, "--iterations", "150"])[0] == 0
+    episodes = run / "episodes.csv"
+    lines = episodes.read_bytes().split(b"\n")
+    episodes.write_bytes(
+        b"\n".join([lines[0], lines[1].replace(b",", b"\x00,", 1), *lines[2:]])
+    )  # a damaged row
     args = ["train", "--resume", str(run), "--iterations", "300", "--accept-change", "iterations"]
     code, out, err = _call([a for a in args if a != "--quiet"])
     assert code == 0, err
     assert "restored the policy and its optimizer, the replay buffer (" in out
+    assert "; 1 damaged log row(s) dropped" in out and b"\x00" not in episodes.read_bytes()
     assert json.loads((run / "summary.json").read_text())["timesteps"] == 300
 
 

@@ -271,13 +271,13 @@ def _start(cfg: TrainConfig, run: Any, report: Any, resume: bool) -> tuple[Any, 
         step = int(json.loads((gens[-1] / "state.json").read_text())["num_timesteps"])
         env = make_env(cfg.env, opts["n_envs"], cfg.seed + step)  # new episodes, not the first ones again
         agent, state, _ = load_agent(run.dir, env, cfg.device)
-        for name, cols in (("metrics.csv", COLUMNS), ("episodes.csv", EPISODE_COLUMNS)):
-            truncate_log(run.dir / name, cols, step)
+        logs = (("metrics.csv", COLUMNS), ("episodes.csv", EPISODE_COLUMNS))  # rows after ``step`` recomputed
+        bad = sum(truncate_log(run.dir / name, cols, step) for name, cols in logs)  # damaged ones: said
         buffer = f", the replay buffer ({agent.replay_buffer.size():,} transitions)" if cfg.algo == "dqn" else ""  # fmt: skip
         report.say(f"resuming {run.dir} at step {step:,}/{cfg.iterations:,} from {gens[-1].name}: restored the "
                    f"policy and its optimizer{buffer}, the episode log ({state['episodes']:,} episodes), the "
                    f"encoder's precision ({extractor_of(agent).precision}, kept); the environments restart "
-                   "(new episodes), the random generators are not restored")  # fmt: skip
+                   f"(new episodes), the random generators are not restored{f'; {bad} damaged log row(s) dropped' if bad else ''}")  # fmt: skip
         return agent, state, frame_mult
     for name in ("metrics.csv", "episodes.csv"):
         (run.dir / name).unlink(missing_ok=True)
