@@ -297,6 +297,17 @@ def test_the_committed_report_is_what_its_runs_give():
         assert mine["p"] == pytest.approx(theirs["p"]) and mine["n"] == theirs["n"] == [3, 3]
 
 
+def test_the_committed_atari_report_is_what_its_runs_give():
+    """docs/results/rl/atari-results.json (atari-plan.md's verdicts) is recomputed from the nine committed
+    runs: each measured at 1M frames, Welch + Holm over the study's two claims."""
+    report = _rl_report()
+    committed = json.loads((report.OUT / "atari-results.json").read_text())
+    claims = report.verdicts(report.load(report.OUT, report.ATARI), report.ATARI)
+    assert [c["verdict"] for c in claims] == [c["verdict"] for c in committed["claims"]]
+    for mine, theirs in zip(claims, committed["claims"]):
+        assert mine["p_holm"] == pytest.approx(theirs["p_holm"]) and mine["n"] == theirs["n"] == [3, 3]
+
+
 def test_the_atari_study_is_judged_as_planned(tmp_path, monkeypatch):
     """atari-plan.md's study, on made-up runs: each run measured at 1M frames (episodes after it ignored),
     Welch + Holm over its own two claims, a clear residual lead SUPPORTED and a tie INCONCLUSIVE; its files
