@@ -1,26 +1,26 @@
 """Reinforcement learning: reslab's encoders as the eyes of stable-baselines3's DQN and PPO agents.
 
 ``reslab train --task rl --env MinAtar/Breakout-v1 --algo ppo --model impala_resnet``: the environments
-(MinAtar, Atari with SB3's standard wrappers) are :mod:`reslab.data.envs`'; the algorithms and their loops
-are SB3's (Raffin et al. 2021); the encoder is :class:`ReslabExtractor`, SB3's ``BaseFeaturesExtractor``
-around a registered reslab model built with ``num_classes=0`` (:mod:`reslab.models.agents`), under SB3's
-own policy and value heads. ``iterations`` counts agent steps summed over the parallel environments (SB3's
-``total_timesteps``; PPO ends with the rollout that reaches it); ``frames`` are emulator frames (x4 on
-Atari). ``lr`` and ``batch_size`` are the algorithm's learning rate and minibatch; its other settings are
-:data:`ALGO_DEFAULTS` (PPO: SB3 rl-zoo's Atari ones; DQN: the MinAtar paper's, Young & Tian 2019),
-overridable with ``--set task_kwargs.KEY=VALUE``. Deviations: a constant learning rate (rl-zoo anneals
-PPO's), Adam for DQN (MinAtar's code: centred RMSProp), the encoder in bf16 autocast where ``amp`` resolves
-to bf16 (:class:`ReslabExtractor`; the papers trained in fp32).
+(MinAtar, Atari with SB3's standard wrappers) are :mod:`reslab.data.envs`'; the algorithms and their loops are
+SB3's (Raffin et al. 2021); the encoder is :class:`ReslabExtractor`, SB3's ``BaseFeaturesExtractor`` around a
+registered reslab model built with ``num_classes=0`` (:mod:`reslab.models.agents`), under SB3's own policy and
+value heads. ``iterations`` counts agent steps summed over the parallel environments (SB3's
+``total_timesteps``; PPO ends with the rollout that reaches it); ``frames``: emulator frames (x4 on Atari).
+``lr`` and ``batch_size`` are the algorithm's learning rate and minibatch; its other settings are
+:data:`ALGO_DEFAULTS` (PPO: SB3 rl-zoo's Atari ones; DQN: the MinAtar paper's, Young & Tian 2019), overridable
+with ``--set task_kwargs.KEY=VALUE``. Deviations: a constant learning rate (rl-zoo anneals PPO's), Adam for
+DQN (MinAtar's code: centred RMSProp), the encoder in bf16 autocast where ``amp`` resolves to bf16
+(:class:`ReslabExtractor`; the papers trained in fp32), SB3's orthogonal init of the encoder (gain sqrt(2)).
 
 The run directory is the project's (``reslab train`` calls :func:`drive` through the task seam):
-``metrics.csv`` (every ``log_every`` steps: frames, episodes, mean returns since the last row and of the
-last 100 episodes, steps per second); ``episodes.csv``; ``summary.json`` (``final_return``: the mean of
-the last 100 training episodes); ``curves.png``; ``checkpoints/gen-<step>/`` (SB3's ``agent.zip``; DQN's replay buffer
+``metrics.csv`` (every ``log_every`` steps: frames, episodes, mean returns since the last row and of the last
+100 episodes, steps per second); ``episodes.csv``; ``summary.json`` (``final_return``: the mean of the last
+100 training episodes); ``curves.png``; ``checkpoints/gen-<step>/`` (SB3's ``agent.zip``; DQN's replay buffer
 ``replay.pkl``, SB3's own pickle; ``state.json``), written whole and renamed into place every
 ``checkpoint_every`` steps, and ``checkpoints/last.safetensors`` (the encoder and the run's config: what
 ``reslab eval`` / ``predict`` read to find the task). ``--resume`` continues from the newest complete
-generation and says what it restored; the environments restart (new episodes) and the random generators
-are not restored, so a resumed run is not bit-identical to an uninterrupted one.
+generation and says what it restored; the environments restart (new episodes) and the random generators are
+not restored, so a resumed run is not bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
