@@ -308,6 +308,19 @@ def test_the_committed_atari_report_is_what_its_runs_give():
         assert mine["p_holm"] == pytest.approx(theirs["p_holm"]) and mine["n"] == theirs["n"] == [3, 3]
 
 
+def test_the_feature_scale_bench_measures_each_encoder_at_sb3s_init():
+    """bench/rl_feature_scale.py's first half (the report's numbers at initialisation): the residual
+    encoder's features are an order of magnitude larger than its plain twin's under SB3's init."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rl_feature_scale", ROOT / "bench" / "rl_feature_scale.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    norms = bench.at_init()
+    assert set(norms) == {"impala_resnet", "impala_plain", "nature_cnn"}
+    assert norms["impala_resnet"] > 10 * norms["impala_plain"] > 0
+
+
 def test_the_atari_study_is_judged_as_planned(tmp_path, monkeypatch):
     """atari-plan.md's study, on made-up runs: each run measured at 1M frames (episodes after it ignored),
     Welch + Holm over its own two claims, a clear residual lead SUPPORTED and a tie INCONCLUSIVE; its files
