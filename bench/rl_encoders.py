@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ ATARI_ARMS = ("impala_resnet", "impala_plain", "nature_cnn")  # the Nature CNN f
 SEEDS = "0,1,2"  # the first sweep's; --seeds for another
 ENV = "MinAtar/Breakout-v1"
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "rl"
+PUBLISHED = ("config.yaml", "summary.json", "metrics.csv", "episodes.csv")  # what the report reads
 
 
 def run_name(env: str, model: str, seed: int) -> str:
@@ -63,14 +63,9 @@ def one(
         variables = {**os.environ, "OMP_NUM_THREADS": "1"}
         subprocess.run(command(run, model, seed, steps, env, amp), check=True, env=variables)
     if publish:
-        from reslab.experiments.publishing import relative_summary
+        from reslab.experiments.publishing import copy_run_files
 
-        dest = RESULTS / "runs" / run.name
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "metrics.csv", "episodes.csv"):
-            shutil.copy2(run / name, dest / name)
-        # the published record names its files relative to itself, not where this machine trained it
-        (dest / "summary.json").write_bytes(relative_summary((run / "summary.json").read_bytes(), run))
+        copy_run_files(run, RESULTS / "runs" / run.name, PUBLISHED)
     return run.name
 
 

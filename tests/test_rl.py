@@ -363,3 +363,26 @@ def test_an_atari_game_through_sb3s_wrappers(tmp_path):
     assert code == 0, err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["frames"] == 4 * summary["timesteps"] and summary["params"] == 1_684_128
+
+
+def test_the_encoder_bench_publishes_a_run_as_a_record(tmp_path, monkeypatch):
+    """bench/rl_encoders.py publishes a finished run (it trains nothing) through the experiments' publisher:
+    the four files the report reads, the summary's paths relative to the run, no checkpoint copied."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rl_encoders", ROOT / "bench" / "rl_encoders.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+    run = tmp_path / "runs" / "impala_resnet-s0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.safetensors").write_bytes(b"weights")
+    summary = {"finished": True, "run_dir": str(run), "curves": str(run / "curves.png")}
+    (run / "summary.json").write_text(json.dumps(summary))
+    for name in ("config.yaml", "metrics.csv", "episodes.csv", "curves.png"):
+        (run / name).write_text(name)
+    assert bench.one(tmp_path / "runs", "impala_resnet", 0, 10, publish=True) == "impala_resnet-s0"
+    dest = tmp_path / "results" / "runs" / "impala_resnet-s0"
+    assert sorted(p.name for p in dest.iterdir()) == sorted(bench.PUBLISHED)
+    assert json.loads((dest / "summary.json").read_text())["curves"] == "curves.png"
+    assert (dest / "episodes.csv").read_text() == "episodes.csv"

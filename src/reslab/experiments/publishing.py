@@ -97,16 +97,17 @@ def publish_run(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
     if not _finished(src):
         return False
     target = Path(dest) / "runs" / run.name
-    _copy_run_files(src, target)
+    copy_run_files(src, target)
     remove_own_files(target / "checkpoints")  # the checkpoint published while it was unfinished
     return True
 
 
-def _copy_run_files(src: Path, target: Path) -> None:
-    """Copy the run's :data:`RUN_FILES` that exist from ``src`` to ``target`` (the summary's paths made
-    relative to the run folder: :func:`relative_summary`)."""
+def copy_run_files(src: Path, target: Path, names: tuple[str, ...] = RUN_FILES) -> None:
+    """Copy the files ``names`` (an experiment run's :data:`RUN_FILES`) that exist in run folder ``src`` to
+    ``target``, as a published record holds them: the summary's paths relative to the run folder
+    (:func:`relative_summary`)."""
     target.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
+    for name in names:
         if (src / name).is_file():
             data = (src / name).read_bytes()
             if name == "summary.json":
@@ -177,7 +178,7 @@ def publish_partial(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
         return False
     if before != after or not gen.sound or set(gen.data) != set(ROLES):
         return False
-    _copy_run_files(src, target)
+    copy_run_files(src, target)
     (target / "checkpoints").mkdir(exist_ok=True)
     for role, suffix in ROLES.items():
         _io.write_bytes(target / "checkpoints" / f"last{suffix}", gen.data[role])
