@@ -270,8 +270,14 @@ def test_claims_are_computed_from_the_numbers() -> None:
     depth = [
         _group("resnet", d, [5.0] * 3, [e, e + 0.2, e + 0.1]) for d, e in ((20, 9.0), (56, 8.0), (110, 7.0))
     ]
-    (claim,) = claims_for("depth", depth)
+    claim, step = claims_for("depth", depth)
     assert claim.verdict == "supported" and "(20 → 110; paper: 8.75% → 6.43%)" in claim.claim
+    # the plan's ResNet-20 → ResNet-56 test (seedplan.depth_tests) is a claim of its own, in the same family
+    assert (
+        step.verdict == "supported" and "(20 → 56; paper: 8.75% → 6.97%)" in step.claim and step.family == 2
+    )
+    depth[1] = _group("resnet", 56, [5.0] * 3, [9.1, 8.9, 9.05])  # no gain from 20 to 56
+    assert claims_for("depth", depth)[1].verdict == "inconclusive"
 
 
 # --------------------------------------------------------------------------- figures from fake logs
@@ -1078,7 +1084,13 @@ def test_a_thin_network_does_not_hide_what_the_others_decide() -> None:
     ]
     claims = claims_for("degradation", groups)
     assert {c.verdict for c in claims} == {"supported"}
-    assert all("Not counted until they have 3 seeds: plain-110 (1)." in c.sentence for c in claims)
+    # the note is on the claims plain-110 would be judged in (the plain nets' trend), not on the ResNets'
+    noted = {
+        c.claim.startswith("Among plain nets")
+        for c in claims
+        if "Not counted until they have 3 seeds: plain-110 (1)." in c.sentence
+    }
+    assert noted == {True} and sum(c.claim.startswith("Among plain nets") for c in claims) == 1
     assert any("At depth 56" in c.claim for c in claims)
 
 

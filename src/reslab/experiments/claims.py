@@ -174,6 +174,7 @@ def depth_claims(groups: list[Group]) -> list[Claim]:
                 c.p,
             )
         ]
+    out += [_deeper_tests_better(res[0], g) for g in res[1:-1] if g.depth == 56]
     g1202 = [g for g in groups if g.depth == 1202]
     g110 = [g for g in groups if g.depth == 110]
     if g1202 and g110:
@@ -189,6 +190,26 @@ def depth_claims(groups: list[Group]) -> list[Claim]:
             )
         )
     return out
+
+
+def _deeper_tests_better(lo: Group, hi: Group) -> Claim:
+    """One step of Table 6 on its own: the plan's ``ResNet-lo → ResNet-56`` test
+    (:func:`reslab.experiments.seedplan.depth_tests`), Welch's test of the two depths' test errors."""
+    paper = (
+        f"; paper: {PAPER_TABLE6[lo.depth]}% → {PAPER_TABLE6[hi.depth]}%" if lo.depth in PAPER_TABLE6 else ""
+    )
+    claim = f"ResNet-{hi.depth} has lower test error than ResNet-{lo.depth} ({lo.depth} → {hi.depth}{paper})"
+    c = compare(lo, hi, "test_error")
+    verdict = {-1: "supported", 1: "not supported"}.get(c.sign, "inconclusive")
+    sentence = f"test error {_series([lo, hi], 'test_error')}; {_evidence(c)}."
+    return Claim(
+        claim,
+        verdict,
+        sentence,
+        _undecided(c, "test error") if verdict == "inconclusive" else "",
+        [lo, hi],
+        c.p,
+    )
 
 
 def shortcut_claims(groups: list[Group]) -> list[Claim]:

@@ -73,11 +73,16 @@ def judge(rules: Callable[[list[Group]], list[Claim]], groups: list[Group]) -> l
     if out and all(c.verdict == "inconclusive" and c.claim == "any claim" for c in out):
         out = []
     if out:
-        counted = ", ".join(f"{g.label} ({len(g.values('test_error'))})" for g in thin)
+        every = rules(groups)
+        # a claim names the networks held back that it would have been judged from with them
+        wanted = {c.claim: [g for g in thin if not c.groups or g in c.groups] for c in every}
         for c in out:
-            c.sentence += f" Not counted until they have {MIN_SEEDS} seeds: {counted}."
+            counted = ", ".join(
+                f"{g.label} ({len(g.values('test_error'))})" for g in wanted.get(c.claim, thin)
+            )
+            c.sentence += f" Not counted until they have {MIN_SEEDS} seeds: {counted}." if counted else ""
         judged = {c.claim for c in out}  # the claims only the thin networks can answer, listed after
-        out += [c for c in rules(groups) if c.claim not in judged]
+        out += [c for c in every if c.claim not in judged]
     else:
         out = rules(groups)
     _holm(out)
