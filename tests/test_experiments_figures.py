@@ -59,9 +59,44 @@ def test_one_colour_per_network_in_every_figure(drawn) -> None:
     assert seen["ResNet-56"] == figstyle.colour("resnet", 56) != seen["plain-56"]
     assert seen["ResNet-32 (A)"] == seen["ResNet-32"]  # option A is the CIFAR ResNet's own shortcut
     okabe_ito = {figstyle.BLUE, figstyle.VERMILLION, figstyle.GREEN, figstyle.ORANGE, figstyle.SKY}
-    assert okabe_ito | {figstyle.PURPLE, figstyle.OLIVE, figstyle.BLACK} >= set(
+    assert okabe_ito | {figstyle.PURPLE, figstyle.OLIVE, figstyle.BLACK, figstyle.WINE} >= set(
         figstyle.VARIANT_HUES.values()
     )
+
+
+def _lab(hex_colour: str) -> tuple[float, float, float]:
+    """CIE L*a*b* (D65) of an sRGB colour, by the standard's formulas (IEC 61966-2-1, CIE 15)."""
+    rgb = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    m = ((0.4124, 0.3576, 0.1805), (0.2126, 0.7152, 0.0722), (0.0193, 0.1192, 0.9505))
+    xyz = [sum(a * b for a, b in zip(row, lin)) / w for row, w in zip(m, (0.95047, 1.0, 1.08883))]
+    fx, fy, fz = (t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116 for t in xyz)
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def test_networks_of_different_families_are_far_apart_in_colour() -> None:
+    """No two networks of different families or variants within a CIE76 distance of 25 (SE-ResNet-56 in
+    Okabe-Ito's sky blue was 13 from ResNet-20 and 10 from ResNet-32: one colour to the eye)."""
+    assert math.dist(_lab("#56B4E9"), _lab(figstyle.colour("resnet", 20))) < 15  # the check can fail
+    nets = [(v, d) for v in ("resnet", "plain", "highway") for d in (20, 32, 44, 56, 110)]
+    nets += [("B", 34), ("C", 34), ("seresnet", 56), ("preact", 56), ("densenet", 56)]
+    for i, (v, d) in enumerate(nets):
+        for w, e in nets[i + 1 :]:
+            if v != w:
+                far = math.dist(_lab(figstyle.colour(v, d)), _lab(figstyle.colour(w, e)))
+                assert far > 25, f"{v}-{d} and {w}-{e} are {far:.0f} apart"
+
+
+def test_the_depth_figure_gives_each_depth_a_panel_of_its_own(drawn) -> None:
+    """The depths' curves lie within a point of each other: one panel per depth, that depth in its
+    colour, every other line in it grey (the other depths' means, for comparison)."""
+    fig, groups = drawn["depth"]
+    curves = [ax for ax in fig.axes if ax.get_xlabel() == "iterations"]
+    assert len(curves) == len(groups) > 2
+    for ax, g in zip(curves, sorted(groups, key=lambda g: g.depth)):
+        assert ax.get_title().startswith(g.label)
+        colours = {to_hex(ln.get_color()) for ln in ax.get_lines() if ln.get_transform() == ax.transData}
+        assert colours == {figstyle.colour(g.variant, g.depth), to_hex("0.72")}, ax.get_title()
 
 
 def test_no_twin_axes_and_the_legend_is_off_the_data(drawn) -> None:

@@ -219,3 +219,40 @@ def test_landscape_contours_pass_through_every_measured_point_without_overshoot(
     lo = np.minimum(z[:-1:2, ::2], z[2::2, ::2])
     hi = np.maximum(z[:-1:2, ::2], z[2::2, ::2])
     assert (mid >= lo - 1e-12).all() and (mid <= hi + 1e-12).all()
+
+
+def test_the_legend_dashes_the_plain_nets_and_the_zoom_marks_every_seed_it_leaves_out(monkeypatch):
+    """Plain nets are dashed in the panels and in the legend (a handle long enough to show the dashes);
+    the last column holds every seed on an axis from zero, and its zoom marks each seed off its axis
+    with a triangle at that edge and names it, so an outlier neither flattens the medians nor vanishes."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PathCollection
+
+    from reslab.analysis import responses
+
+    nets = [_net("plain", 20, [0.39, 0.385, 0.394]), _net("resnet", 20, [0.36, 0.364, 0.358]),
+            _net("plain", 110, [3.72, 0.338, 0.0956, 0.567]), _net("resnet", 110, [0.345, 0.34, 0.339])]  # fmt: skip
+    figs = []
+    monkeypatch.setattr(responses, "save_figure", lambda fig, path: figs.append(fig))
+    responses.plot_responses(nets, Path("unused.png"))
+    (fig,) = figs
+    legend = fig.legends[0]
+    texts = [t.get_text().split(" (")[0] for t in legend.get_texts()]
+    styles = {t: h.get_linestyle() for t, h in zip(texts, legend.legend_handles)}
+    assert styles["plain-20"] == styles["plain-110"] == "--" and styles["ResNet-20"] == "-"
+    assert legend.handlelength >= 3.5  # two dashes either side of the marker
+    (full,) = [ax for ax in fig.axes if "every seed" in ax.get_title()]
+    (zoom,) = [ax for ax in fig.axes if "zoomed" in ax.get_title()]
+
+    def dots(ax):
+        return [y for c in ax.collections if isinstance(c, PathCollection) for _, y in c.get_offsets()]
+
+    bottom, top = full.get_ylim()
+    assert bottom == 0 and max(dots(full)) == pytest.approx(3.72) and top > 3.72
+    lo, hi = zoom.get_ylim()
+    assert lo < 0.338 and 0.394 < hi < 0.567  # 3.72, 0.0956 and 0.567 leave it
+    ys = dots(zoom)
+    assert all(lo <= y <= hi for y in ys) and len(ys) == 13  # every seed: a dot or a triangle
+    title = zoom.get_title()
+    assert "3.72 ▲" in title and "0.0956 ▼" in title and "0.567 ▲" in title and "mean 1.18" in title
+    plt.close(fig)

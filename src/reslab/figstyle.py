@@ -5,7 +5,9 @@ Colours are Okabe & Ito's colour-blind-safe palette (Okabe & Ito 2008, "Color Un
 network's colour is its family's hue (ResNet blue, plain vermillion, highway bluish green) at a shade
 set by its depth, lighter for shallower nets, so ResNet-56 is the same blue wherever it is drawn and a
 plain net never looks like a residual one; networks that appear at one depth only (shortcut options B
-and C, SE-ResNet, pre-activation ResNet, DenseNet) have hues of their own. Markers repeat the family, for
+and C, SE-ResNet, pre-activation ResNet, DenseNet) have hues of their own, none near a family's shades
+(SE-ResNet is Paul Tol's wine, from his colour-blind-safe "muted" scheme (Tol 2021, SRON/EPS/TN/09-002),
+not Okabe-Ito's sky blue, which is within a few shades of ResNet-20's). Markers repeat the family, for
 readers who cannot tell the hues apart. Option A is the CIFAR ResNets' own shortcut: ResNet-32 (A) is
 ResNet-32 and is drawn as it.
 
@@ -26,9 +28,10 @@ from typing import Any
 # Okabe-Ito hues
 BLUE, VERMILLION, GREEN = "#0072B2", "#D55E00", "#009E73"
 ORANGE, SKY, PURPLE, OLIVE, BLACK = "#E69F00", "#56B4E9", "#CC79A7", "#999933", "#000000"
+WINE = "#882255"  # Paul Tol's "muted" wine (as OLIVE is his): Okabe-Ito's sky is ResNet-20's light blue
 
 FAMILY_HUES = {"resnet": BLUE, "A": BLUE, "plain": VERMILLION, "highway": GREEN}
-VARIANT_HUES = {"B": PURPLE, "C": OLIVE, "seresnet": SKY, "preact": BLACK, "densenet": ORANGE}
+VARIANT_HUES = {"B": PURPLE, "C": OLIVE, "seresnet": WINE, "preact": BLACK, "densenet": ORANGE}
 MARKERS = {"resnet": "o", "A": "o", "plain": "s", "highway": "^", "B": "D", "C": "v"}
 MARKERS |= {"seresnet": "P", "preact": "X", "densenet": "*"}
 # depth -> shade: > 0 mixes the hue with white, < 0 with black
@@ -241,6 +244,7 @@ def curve_handles(bands: bool) -> list[Any]:
     return out
 
 
-def legend_outside(fig: Any, handles: list[Any], title: str = "") -> None:
-    """The figure's one legend, right of every panel (never over data)."""
-    fig.legend(handles=handles, loc="outside right center", frameon=False, title=title or None)
+def legend_outside(fig: Any, handles: list[Any], title: str = "", **kwargs: Any) -> None:
+    """The figure's one legend, right of every panel (never over data); ``kwargs``: matplotlib's
+    legend options (``handlelength`` long enough to show a dashed line's dashes beside its marker)."""
+    fig.legend(handles=handles, loc="outside right center", frameon=False, title=title or None, **kwargs)

@@ -249,8 +249,9 @@ def _table(nets: Sequence[Network], twins: Sequence[str]) -> str:
 def plot_responses(nets: Sequence[Network], path: Path) -> None:
     """Fig. 7 as the paper draws it, one column per depth (plain and ResNet of that depth on one linear
     axis): top, the layers in their original order; bottom, each seed's stds sorted in descending order.
-    Lines: the median over seeds; bands: the seeds' smallest to largest. A last panel: each seed's
-    median layer std (a dot per seed, a bar at their mean), the tests' unit."""
+    Lines: the median over seeds; bands: the seeds' smallest to largest. A last column: each seed's
+    median layer std (a dot per seed, a bar at their mean), the tests' unit, on an axis from zero that
+    holds every seed and zoomed on the seeds the claims compare (:func:`_medians_panels`)."""
     from reslab import figstyle
 
     depths = sorted({n.depth for n in nets})
@@ -269,9 +270,8 @@ def plot_responses(nets: Sequence[Network], path: Path) -> None:
                 ax.set_xlabel("rank" if ranked else "layer index (3x3 layers)")
             axes[0, col].set_ylabel("std of the layer's output")
             axes[1, col].set_ylabel("std of the layer's output")
-        _medians_panel(axes[0, -1], nets, depths)
-        axes[1, -1].axis("off")
-        figstyle.legend_outside(fig, _handles(nets))
+        _medians_panels(axes[0, -1], axes[1, -1], nets, depths)
+        figstyle.legend_outside(fig, _handles(nets), handlelength=4.0)  # long enough to show the dashes
         save_figure(fig, path)
 
 
@@ -308,25 +308,72 @@ def _profile(ax: Any, n: Network, top: float, ranked: bool = False) -> str:
     if not len(off):
         return ""
     return (
-        f"{n.label}: {len(off)} of {len(x)} layers above the axis (band up to {fmt_num(float(stack.max()))})"
+        f"{n.label}: {len(off)} of {len(x)} layers above the axis\n(band up to {fmt_num(float(stack.max()))})"
     )
 
 
-def _medians_panel(ax: Any, nets: Sequence[Network], depths: Sequence[int]) -> None:
+ZOOM = 1.5  # the zoomed medians panel holds every seed within this factor of the median over all seeds
+
+
+def zoom_range(values: Sequence[float]) -> tuple[float, float]:
+    """The zoomed medians panel's linear axis: every value within :data:`ZOOM` times the median of all
+    ``values`` inside (all of them where none is), with 8% of their span to spare; the others are marked
+    at its edge, not hidden."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    mid = float(np.median(v))
+    kept = v[(v >= mid / ZOOM) & (v <= mid * ZOOM)]
+    kept = kept if len(kept) else v  # values spread too far for a zoom: it holds them all
+    pad = max(0.08 * float(kept.max() - kept.min()), 0.01 * mid)
+    return float(kept.min()) - pad, float(kept.max()) + pad
+
+
+def _medians_panel(ax: Any, nets: Sequence[Network], depths: Sequence[int], limits: Any = None) -> list[str]:
+    """Each seed's median layer std (a dot per seed, a bar at their mean) per depth. ``limits``: a zoomed
+    linear axis (lo, hi); a seed off it is drawn as a hollow triangle at the edge it left (up or down),
+    and what is off is returned, one line per network ("" for none)."""
     from reslab import figstyle
 
+    notes = []
     for n in nets:
         c, i = figstyle.colour(n.family, n.depth), depths.index(n.depth)
         x0 = i + (-0.15 if n.family == "plain" else 0.15)
-        m = n.medians()
+        m, mean = np.asarray(n.medians()), float(np.mean(n.medians()))
         xs = x0 + (np.arange(len(m)) - (len(m) - 1) / 2) * 0.05
-        ax.scatter(xs, m, s=22, marker=figstyle.marker(n.family), color=c, zorder=3)
-        ax.hlines(float(np.mean(m)), x0 - 0.1, x0 + 0.1, colors=c, lw=2.2, zorder=2)
+        lo, hi = limits if limits is not None else (-np.inf, np.inf)
+        inside = (m >= lo) & (m <= hi)
+        ax.scatter(xs[inside], m[inside], s=22, marker=figstyle.marker(n.family), color=c, zorder=3)
+        ax.hlines(mean, x0 - 0.1, x0 + 0.1, colors=c, lw=2.2, zorder=2)
+        off = []
+        for x, y, up in [(x, y, y > hi) for x, y, ok in zip(xs, m, inside) if not ok]:
+            edge = hi - 0.03 * (hi - lo) if up else lo + 0.03 * (hi - lo)
+            ax.scatter(
+                [x], [edge], s=30, marker="^" if up else "v", facecolors="white", edgecolors=c, zorder=3
+            )
+            off.append(f"{fmt_num(float(y))} {'▲' if up else '▼'}")
+        if not lo <= mean <= hi:
+            off.append(f"mean {fmt_num(mean)}")
+        if off:
+            notes.append(f"{n.label} off the axis:\n{', '.join(off)}")
     ax.set_xticks(range(len(depths)), [str(d) for d in depths])
     ax.set_xlim(-0.6, len(depths) - 0.4)
     ax.set_xlabel("depth")
-    ax.set_title("each seed's median layer std")
+    ax.set_ylabel("median layer std of a seed")
     ax.grid(False, axis="x")
+    if limits is not None:
+        ax.set_ylim(*limits)
+    else:
+        ax.set_ylim(0, None)
+    return notes
+
+
+def _medians_panels(full: Any, zoom: Any, nets: Sequence[Network], depths: Sequence[int]) -> None:
+    """The tests' unit twice: every seed on a linear axis from zero, then zoomed (:func:`zoom_range`)
+    on the seeds the claims compare, the seeds off it marked at its edge and named in its title."""
+    _medians_panel(full, nets, depths)
+    full.set_title("each seed's median layer std:\nevery seed, axis from zero", fontsize=8)
+    limits = zoom_range([v for n in nets for v in n.medians()])
+    notes = _medians_panel(zoom, nets, depths, limits)
+    zoom.set_title("\n".join([f"the same, zoomed: seeds within {ZOOM:g}x the median", *notes]), fontsize=8)
 
 
 def _handles(nets: Sequence[Network]) -> list[Any]:
@@ -343,7 +390,9 @@ def _handles(nets: Sequence[Network]) -> list[Any]:
     out += [
         Line2D([], [], color="0.3", lw=1.4, label="median over seeds"),
         Patch(color="0.3", alpha=0.22, lw=0, label="seeds' min–max"),
-        Line2D([], [], ls="", marker="o", color="0.3", label="one seed (last panel)"),
+        Line2D([], [], ls="", marker="o", color="0.3", label="one seed (last column)"),
         Line2D([], [], color="0.3", lw=2.2, label="mean over seeds"),
+        Line2D([], [], ls="", marker="^", mfc="white", mec="0.3", label="a seed above the zoomed axis"),
+        Line2D([], [], ls="", marker="v", mfc="white", mec="0.3", label="a seed below it"),
     ]
     return out

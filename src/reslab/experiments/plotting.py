@@ -140,12 +140,20 @@ def _handles(groups: list[Group], drops: list[float], paper: str = "") -> list[A
 
 
 def _curve_row(
-    fig: Any, spec: Any, panels: list[tuple[str, list[Group], tuple[str, ...]]], drops: list[float]
+    fig: Any,
+    spec: Any,
+    panels: list[tuple[str, list[Group], tuple[str, ...]]],
+    drops: list[float],
+    context: list[Group] | None = None,
 ) -> None:
-    """One row of curve panels (title, networks, "train"/"test") sharing one log error axis."""
+    """One row of curve panels (title, networks, "train"/"test") sharing one log error axis;
+    ``context``: networks whose mean curves are drawn thin and grey behind each panel's own (small
+    multiples: one network in colour, the others for comparison)."""
     axes, seen = [], []
     for i, (title, gs, kinds) in enumerate(panels):
         ax = fig.add_subplot(spec[0, i], sharex=axes[0] if axes else None, sharey=axes[0] if axes else None)
+        for g in [g for g in context or [] if g not in gs]:
+            _grey_curves(ax, g, kinds)
         seen += draw_curves(ax, gs, kinds)
         for m in drops:
             ax.axvline(m, color="0.4", ls=":", lw=1)
@@ -156,6 +164,16 @@ def _curve_row(
     for ax in axes[1:]:
         ax.set_ylabel("")
         ax.tick_params(labelleft=False)
+
+
+CONTEXT = {"color": "0.72", "lw": 0.8, "zorder": 1}  # another network's mean curve, behind a panel's own
+
+
+def _grey_curves(ax: Any, g: Group, kinds: tuple[str, ...]) -> None:
+    """``g``'s mean curves (training dashed, test solid) thin and grey, no band: context, not data."""
+    for kind in kinds:
+        xs, ys, _, _ = train_curve(g) if kind == "train" else test_curve(g)
+        ax.plot(xs, ys, ls=figstyle.TRAIN_STYLE["ls"] if kind == "train" else "-", **CONTEXT)
 
 
 def _final_row(
@@ -245,28 +263,37 @@ def _family_notes(groups: list[Group], dataset: str) -> list[str]:
 
 
 def _depth_figure(groups: list[Group], title: str, dataset: str) -> Any:
-    """ResNets of every depth: training and test curves in panels of their own; below, the final errors
-    per depth (no line joins the depths); the paper's Table 6 beside the test errors on CIFAR-10 only."""
+    """ResNets of every depth: one curve panel per depth (small multiples: the depths' curves lie within a
+    point of each other, so on one axis they merge into one line), that depth's training and test error
+    in its colour over the other depths' means in grey; below, the final errors per depth (no line joins
+    the depths); the paper's Table 6 beside the test errors on CIFAR-10 only."""
     gs = sorted(groups, key=lambda g: g.depth)
-    fig, top, bottom = _rows(2, 1)
-    panels = [
-        ("training error while training", gs, ("train",)),
-        ("test error at each evaluation", gs, ("test",)),
-    ]
-    _curve_row(fig, top, panels, lr_drops(groups))
+    fig, top, bottom = _rows(len(gs), 1, width=12.5, height=6.8)
+    panels = [(f"{g.label}:\ntraining and test error", [g], ("train", "test")) for g in gs]
+    _curve_row(fig, top, panels, lr_drops(groups), context=gs)
     paper = {i: PAPER_TABLE6[g.depth] for i, g in enumerate(gs) if g.depth in PAPER_TABLE6}
     paper = paper if dataset == "cifar10" else None
     _final_row(fig, bottom, [("final errors per depth" + _iterations(gs), gs)], paper)
-    return _finish(fig, title, _handles(gs, lr_drops(groups), "paper, Table 6 (CIFAR-10)" if paper else ""))
+    handles = _handles(gs, lr_drops(groups), "paper, Table 6 (CIFAR-10)" if paper else "")
+    from matplotlib.lines import Line2D
+
+    handles.insert(len(gs) + 4, Line2D([], [], label="the other depths (mean)", **CONTEXT))
+    return _finish(fig, title, handles)
 
 
 def _depth_notes(groups: list[Group], dataset: str) -> list[str]:
+    panels = (
+        "One upper panel per depth, on one shared axis: that depth's curves in its colour, the other depths' "
+        "mean curves thin and grey behind them."
+    )
     if dataset == "cifar10":
         return [
-            "Grey diamonds: the paper's Table 6 (CIFAR-10 test error at the full 64k-iteration schedule)."
+            panels,
+            "Grey diamonds: the paper's Table 6 (CIFAR-10 test error at the full 64k-iteration schedule).",
         ]
     return [
-        f"The paper's Table 6 is not drawn: it is CIFAR-10 test error, ours {dataset}; it is in the table."
+        panels,
+        f"The paper's Table 6 is not drawn: it is CIFAR-10 test error, ours {dataset}; it is in the table.",
     ]
 
 
