@@ -186,7 +186,8 @@ def test_the_depth_gain_claim_flips_at_its_margin(hw56: list[float], verdict: st
 
 def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
     """A seed added to a sweep (or left for later by --runs) has no numbers; a run stopped mid-way has its
-    last evaluation's. The table and the claims say which, not "unfinished" for both."""
+    last evaluation's, which count nowhere until it finishes. The table and the claims say which, not
+    "unfinished" for both."""
     import dataclasses
 
     res56 = _group("resnet", 56, [7.0, 7.2, 7.1], [7.0, 7.1, 7.2])
@@ -207,12 +208,12 @@ def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
     assert "unfinished" not in plain.sentence and "not started" not in plain.sentence, plain.sentence
     for c in resnet:  # every other claim involves ResNet-56
         assert c.sentence.endswith(
-            "(some runs are unfinished: their numbers are from their last evaluation; "
+            "(1 run still training (resnet56-s1): not counted yet; "
             "1 run of the sweep's seeds not started yet (resnet56-s2): the numbers are of the others)"
         ), c.sentence
     res56.runs[1] = dataclasses.replace(res56.runs[1], finished=True)
     (_, c, *_) = claims_for("degradation", groups)
-    assert "unfinished" not in c.sentence and "not started yet (resnet56-s2)" in c.sentence
+    assert "still training" not in c.sentence and "not started yet (resnet56-s2)" in c.sentence
     assert not any("not started" in c.sentence for c in claims_for("degradation", groups[:3]))
     # a claim names only its own networks' open runs: DenseNet not started leaves pre-act's claim whole
     dense = _group("densenet", 100, [math.nan], [math.nan])
@@ -223,7 +224,8 @@ def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
     running = _group("densenet", 100, [9.3, 9.4], [11.1, 27.1])  # mid-way: last evaluations, far apart
     running.runs = [dataclasses.replace(r, finished=False) for r in running.runs]
     (_, densenet_running) = claims_for("relatives", [*rel[:2], running])
-    assert densenet_running.verdict == "inconclusive" and "unfinished" in densenet_running.sentence
+    assert densenet_running.verdict == "inconclusive" and "still training" in densenet_running.sentence
+    assert running.values("test_error") == [] and math.isnan(running.mean("test_error"))  # progress only
     assert not densenet_running.undecided  # open runs, not the budget: no seed estimate yet
     assert densenet.sentence.endswith(
         "(1 run of the sweep's seeds not started yet (densenet100-s0): the numbers are of the others)"

@@ -142,7 +142,10 @@ def _open_runs_note(groups: list[Group]) -> str:
     """What of ``groups`` is not finished, for a claim judged from them ("" when all is)."""
     notes = []
     if any(g.in_progress() for g in groups):
-        notes.append("some runs are unfinished: their numbers are from their last evaluation")
+        running = [r.name for g in groups for r in g.in_progress()]
+        notes.append(
+            f"{len(running)} run{'s' * (len(running) > 1)} still training ({', '.join(running)}): not counted yet"
+        )
     waiting = [r.name for g in groups for r in g.not_started()]
     if waiting:
         notes.append(

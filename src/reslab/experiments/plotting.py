@@ -304,13 +304,14 @@ def _one_family_figure(order: tuple[str, ...]) -> Callable[[list[Group], str, st
     def draw(groups: list[Group], title: str, dataset: str) -> Any:
         rank = {v: i for i, v in enumerate(order)}
         gs = sorted(groups, key=lambda g: (rank.get(g.variant, 9), g.depth))
-        fig, top, bottom = _rows(2, 1)
+        finals = _final_panels("final errors" + _iterations(gs), gs)  # two where the errors need a log axis
+        fig, top, bottom = _rows(2, len(finals))
         panels = [
             ("training error while training", gs, ("train",)),
             ("test error at each evaluation", gs, ("test",)),
         ]
         _curve_row(fig, top, panels, lr_drops(groups))
-        _final_row(fig, bottom, _final_panels("final errors" + _iterations(gs), gs))
+        _final_row(fig, bottom, finals)
         return _finish(fig, title, _handles(gs, lr_drops(groups)))
 
     return draw

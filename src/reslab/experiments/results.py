@@ -287,8 +287,10 @@ class Group:
     runs: list[RunResult]
 
     def values(self, attr: str) -> list[float]:
-        """The finite per-seed values of ``attr`` (e.g. ``"test_error"``), in seed order."""
-        return [getattr(r, attr) for r in self.runs if math.isfinite(getattr(r, attr))]
+        """The finite per-seed values of ``attr`` (e.g. ``"test_error"``) of the finished runs, in seed
+        order: a run stopped mid-way (its last evaluation's numbers) is progress, not a result, and counts
+        in no mean, claim or final-error panel until it finishes (its curves are drawn)."""
+        return [getattr(r, attr) for r in self.runs if r.finished and math.isfinite(getattr(r, attr))]
 
     def mean(self, attr: str) -> float:
         return stats.mean(self.values(attr))
@@ -322,7 +324,7 @@ class Group:
         return all(r.finished for r in self.runs)
 
     def in_progress(self) -> list[RunResult]:
-        """Runs started but not finished: they have logged steps, their numbers are their last evaluation's."""
+        """Runs started but not finished: they have logged steps (curves), no final numbers yet."""
         return [r for r in self.runs if not r.finished and r.steps > 0]
 
     def not_started(self) -> list[RunResult]:
