@@ -15,7 +15,7 @@ from reslab.experiments import looks, seedplan
 from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
 from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
 from reslab.experiments.paper import PAPER_ITERATIONS, PAPER_RECIPE, RECIPE_DEVIATIONS
-from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions, rewrite_sessions
+from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions, rewrite_sessions, write_plan
 from reslab.experiments.plotting import caption
 from reslab.experiments.pooled import pooled_runs
 from reslab.experiments.results import (
@@ -29,6 +29,7 @@ from reslab.experiments.results import (
 )
 from reslab.experiments.session import machine_line, wall_time_line
 from reslab.experiments.specs import EXPERIMENTS, parse_depths
+from reslab.provenance import public_path, public_record
 
 
 def collect(plan: Plan, out: Path) -> list[RunResult]:
@@ -47,6 +48,7 @@ def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
     data (:mod:`reslab.experiments.looks`)."""
     out = Path(out)
     plan = load_plan(out)
+    _public_record(plan)
     results = collect(plan, out)
     groups = group_runs(results)
     exp = EXPERIMENTS[plan.experiment]
@@ -69,6 +71,17 @@ def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
     return {"figures": figures, "report": out / "report.md", "claims": claims, "groups": groups}
 
 
+def _public_record(plan: Plan) -> None:
+    """A published folder's ``experiment.json`` (one with a ``source``) with its invocations' paths and its
+    source as :func:`reslab.provenance.public_path` writes them: a record published before that rule held
+    the training machine's absolute paths."""
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads((plan.out / PLAN_FILE).read_text(encoding="utf-8"))
+        source, sessions = data.get("source"), data.get("sessions", [])
+        if isinstance(source, str) and (public_path(source), public_record(sessions)) != (source, sessions):
+            write_plan(plan, public_record(sessions), public_path(source))
+
+
 def reproduce_command(plan: Plan, publish: str | None = None) -> str:
     """The command that (re)makes this experiment: canonical flags, the user's ``--set`` overrides."""
     exp = EXPERIMENTS[plan.experiment]
@@ -82,9 +95,9 @@ def reproduce_command(plan: Plan, publish: str | None = None) -> str:
     parts += [f"--set {k}={_set_value(v)}" for k, v in plan.extra.items()]
     if plan.device != "auto":
         parts.append(f"--device {plan.device}")
-    parts.append(f"--out {publish_source(plan) or plan.out}")
+    parts.append(f"--out {publish_source(plan) or public_path(plan.out)}")
     if publish:
-        parts.append(f"--publish {publish}")
+        parts.append(f"--publish {public_path(publish)}")
     return " ".join(parts)
 
 
@@ -97,10 +110,12 @@ def _set_value(v: Any) -> str:
 
 
 def publish_source(plan: Plan) -> str | None:
-    """The experiment folder a published folder was copied from (``experiment.json``'s ``source``)."""
+    """The experiment folder a published folder was copied from (``experiment.json``'s ``source``), as a
+    published record names it (:func:`reslab.provenance.public_path`: a record written before that rule
+    may hold the training machine's absolute path)."""
     with contextlib.suppress(OSError, ValueError):
         v = json.loads((plan.out / PLAN_FILE).read_text(encoding="utf-8")).get("source")
-        return v if isinstance(v, str) else None
+        return public_path(v) if isinstance(v, str) else None
     return None
 
 
@@ -163,7 +178,7 @@ def _header_section(plan: Plan, results: list[RunResult] | None = None) -> list[
             if source
             else ""
         )
-        + f"Redraw with `reslab plot {plan.out}`.",
+        + f"Redraw with `reslab plot {public_path(plan.out)}`.",
         "",
     ]
 
