@@ -208,7 +208,7 @@ def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
     for c in resnet:  # every other claim involves ResNet-56
         assert c.sentence.endswith(
             "(some runs are unfinished: their numbers are from their last evaluation; "
-            "1 run of the sweep's seeds not started yet (resnet56-s2): the numbers are of the others)"
+            "1 run of the planned seeds not started yet (resnet56-s2): the numbers are of the others)"
         ), c.sentence
     res56.runs[1] = dataclasses.replace(res56.runs[1], finished=True)
     (_, c, *_) = claims_for("degradation", groups)
@@ -226,7 +226,7 @@ def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
     assert densenet_running.verdict == "inconclusive" and "unfinished" in densenet_running.sentence
     assert not densenet_running.undecided  # open runs, not the budget: no seed estimate yet
     assert densenet.sentence.endswith(
-        "(1 run of the sweep's seeds not started yet (densenet100-s0): the numbers are of the others)"
+        "(1 run of the planned seeds not started yet (densenet100-s0): the numbers are of the others)"
     )
 
 

@@ -141,6 +141,7 @@ def test_a_published_path_is_relative_or_elided(tmp_path, monkeypatch) -> None:
     assert public_path("/a/b/checkpoints/best.safetensors", anchor="/a/b") == "checkpoints/best.safetensors"
     cmd = f"/w/src/reslab/__main__.py reproduce d --out /scratch/runs/d --publish {tmp_path}/docs/d"
     assert public_text(cmd) == "reslab reproduce d --out …/runs/d --publish docs/d"
+    assert public_text(public_text(cmd)) == public_text(cmd)  # a published record stays as it is
     kept = "AMX-BF16 (/proc/cpuinfo; x), 1/2 at a time"  # the kernel's files, fractions: no folder
     assert public_text(kept) == kept
 

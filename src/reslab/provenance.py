@@ -84,7 +84,7 @@ def device_name(device: Any) -> str:
 
 ELIDED = "…"  # what stands for the part of a path only the machine that wrote it knew
 # an absolute POSIX path inside a text; the kernel's files (/proc/cpuinfo) name the same thing everywhere
-_ABSOLUTE = re.compile(r"(?<![\w.~:/-])/(?!(?:proc|sys|dev)/)[^\s'\"`,;)\]]+")
+_ABSOLUTE = re.compile(r"(?<![\w.~:/…-])/(?!(?:proc|sys|dev)/)[^\s'\"`,;)\]]+")
 
 
 def public_path(path: str | Path, root: str | Path | None = None, anchor: str | Path | None = None) -> str:

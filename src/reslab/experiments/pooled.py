@@ -21,7 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reslab.experiments.plan import Plan
+from reslab.errors import ReslabError
+from reslab.experiments.plan import PLAN_FILE, Plan, load_plan
 from reslab.experiments.results import RunResult, read_run
 from reslab.experiments.reuse import finished_config, resolved_config, same_training
 from reslab.experiments.specs import RunSpec
@@ -86,4 +87,41 @@ def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
                 found.append(result)
                 seeds[key].add(seed)
                 break
-    return found
+    return found + _planned_elsewhere(plan, folder, networks, wanted, seeds)
+
+
+def _planned_elsewhere(
+    plan: Plan,
+    folder: Path,
+    networks: dict[tuple[str, int], RunSpec],
+    wanted: dict[tuple[str, int], dict[str, Any]],
+    seeds: dict[tuple[str, int], set[int]],
+) -> list[RunResult]:
+    """The runs of the plan's networks that a sibling experiment's plan has and nobody finished (with a
+    seed neither this plan nor the pool has): read as not started here whatever their state there, so
+    that one network counts one set of planned seeds, the pool's, in every report (a report's ``runs``
+    column and figure legend: "6/8", not 6/8 in one report and 6/7 in another)."""
+    mine = {r.seed for r in plan.runs}
+    out: list[RunResult] = []
+    for exp_json in sorted(folder.parent.glob(f"*/{PLAN_FILE}")):
+        if exp_json.parent.resolve() == folder:
+            continue
+        try:
+            other = load_plan(exp_json.parent)
+        except ReslabError:
+            continue
+        for run in other.runs:
+            for key, spec in networks.items():
+                if run.seed in seeds[key] or run.seed in mine or other.recipe != plan.recipe:
+                    continue
+                if _summary(other.run_dir(run)).get("finished"):  # finished, yet not this network's
+                    continue
+                if same_training(resolved_config(other, run), wanted[key] | {"seed": run.seed}):
+                    name = f"{spec.name.rsplit('-s', 1)[0]}-s{run.seed}"
+                    missing = (
+                        folder / "runs" / f".planned-by-{exp_json.parent.name}" / name
+                    )  # no files: no numbers
+                    out.append(read_run(missing, dataclasses.replace(spec, name=name, seed=run.seed)))
+                    seeds[key].add(run.seed)
+                    break
+    return out

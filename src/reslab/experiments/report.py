@@ -14,7 +14,7 @@ from reslab.analysis import stats
 from reslab.experiments import looks, seedplan
 from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
 from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
-from reslab.experiments.paper import PAPER_ITERATIONS, PAPER_RECIPE, RECIPE_DEVIATIONS
+from reslab.experiments.paper import against_reference
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions, rewrite_sessions, write_plan
 from reslab.experiments.plotting import caption
 from reslab.experiments.pooled import pooled_runs
@@ -65,8 +65,10 @@ def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
             record_plan(out, seedplan.new_statements(seeds, seedplan.stated_plans(recorded)))
     sessions = read_sessions(out)
     looks.hold_to_looks(claims, sessions)
+    seeds = size_seeds(plan, groups, sessions)
+    seedplan.note_short_of_plan(seeds, claims)
     write_results_csv(out / "results.csv", results)
-    text = render_report(plan, results, groups, claims, figures, sessions, size_seeds(plan, groups, sessions))
+    text = render_report(plan, results, groups, claims, figures, sessions, seeds)
     _io.write_text(out / "report.md", text)
     return {"figures": figures, "report": out / "report.md", "claims": claims, "groups": groups}
 
@@ -184,24 +186,11 @@ def _header_section(plan: Plan, results: list[RunResult] | None = None) -> list[
 
 
 def _against_paper(plan: Plan, results: list[RunResult]) -> str:
-    """The data set, the iterations per run against the paper's 64k, and the recipe's deviations from the
-    paper's CIFAR-10 recipe (:data:`reslab.experiments.paper.RECIPE_DEVIATIONS`)."""
-    data = "the paper's data set" if plan.dataset == "cifar10" else "not CIFAR-10 (the paper's Sec. 4.2)"
+    """The data set, the iterations per run (the runs' most common) against the reference's schedule and
+    the recipe's deviations (:func:`reslab.experiments.paper.against_reference`)."""
     counts = Counter(r.iterations or r.steps for r in results if r.finished and (r.iterations or r.steps))
     iters = counts.most_common(1)[0][0] if counts else _first_config(plan).get("iterations")
-    budget = (
-        f"{iters:,} iterations per run, {100 * iters / PAPER_ITERATIONS:.1f}% of the "
-        f"{PAPER_ITERATIONS:,} of the paper's CIFAR-10 schedule"
-        if iters
-        else f"the paper trains {PAPER_ITERATIONS:,} iterations"
-    )
-    deviations = RECIPE_DEVIATIONS.get(
-        plan.recipe, f"not listed here: compare `{plan.recipe}` with `{PAPER_RECIPE}`"
-    )
-    return (
-        f"Data set: {plan.dataset}, {data}. Budget: {budget}. Recipe `{plan.recipe}`; its departures from "
-        f"the paper's (`{PAPER_RECIPE}`): {deviations}."
-    )
+    return against_reference(EXPERIMENTS[plan.experiment].paper, plan.dataset, iters, plan.recipe)
 
 
 def _what_was_run_section(plan: Plan, results: list[RunResult], sessions: list[dict[str, Any]]) -> list[str]:
@@ -411,13 +400,15 @@ def _claims_section(claims: list[Claim]) -> list[str]:
 
 def _undecided_section(claims: list[Claim]) -> list[str]:
     """What the budget and seeds leave open: each inconclusive claim's reason."""
-    undecided = [c for c in claims if c.verdict == "inconclusive" and c.undecided]
-    if undecided:
-        items = [f"- {c.claim}: {c.undecided}" for c in undecided]
-    elif any(c.verdict == "inconclusive" for c in claims):
-        items = ["- Not enough finished runs to judge every claim yet."]
-    else:
-        items = ["- Nothing: every claim above is decided by its test at this budget and these seeds."]
+    items = [
+        f"- {c.claim}: "
+        + (
+            c.undecided
+            or "its test does not decide it from the runs finished so far (the claim says which are to come)."
+        )
+        for c in claims
+        if c.verdict == "inconclusive"
+    ] or ["- Nothing: every claim above is decided by its test at this budget and these seeds."]
     return ["## What this budget cannot decide", "", *items, ""]
 
 
