@@ -59,6 +59,9 @@ def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
     precision = {
         key: next((_precision(own[r.name]) for r in finished if r.key == key), None) for key in networks
     }
+    for key, want in wanted.items():  # planned `auto`: what its runs here computed in
+        if want.get("amp") == "auto" and precision[key]:
+            want["amp"] = {"fp32": "off", "bf16": "bf16"}.get(precision[key], "auto")
     found: list[RunResult] = []
     planned = {run.name for run in plan.runs}
     # this folder's own runs first (seeds an earlier invocation with more seeds trained here), then siblings'
@@ -75,10 +78,7 @@ def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
             if seed in seeds[key] or not isinstance(seed, int):
                 continue
             same_precision = precision[key] in (None, _precision(summary))
-            want = wanted[key] | {"seed": seed}
-            if want.get("amp") == "auto" and precision[key]:  # planned `auto`: what its runs here computed in
-                want["amp"] = {"fp32": "off", "bf16": "bf16"}.get(precision[key], "auto")
-            if same_precision and same_training(stored, want):
+            if same_precision and same_training(stored, wanted[key] | {"seed": seed}):
                 name = f"{spec.name.rsplit('-s', 1)[0]}-s{seed}"
                 result = read_run(run_dir, dataclasses.replace(spec, name=name, seed=seed))
                 result.source = (
