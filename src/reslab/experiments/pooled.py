@@ -12,6 +12,9 @@ aside) and the same *resolved* precision (``summary.json``'s ``precision``: fp32
 ``auto``: the project's machines differ in which they run; a planned ``auto`` is read as the precision the
 plan's own finished runs computed in, so an ``amp: off`` run meets an fp32 ``auto`` one). Such a run counts
 once, in every report that needs it; the report lists it with the experiment that trained it and its git revision.
+A seed of such a network that a sibling experiment plans and nobody has finished counts as not started in
+every report of the network (:func:`_planned_elsewhere`): one network, one set of planned seeds, one
+denominator ("6/8") wherever it is reported.
 """
 
 from __future__ import annotations
