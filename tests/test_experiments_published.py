@@ -144,6 +144,21 @@ def test_a_published_path_is_relative_or_elided(tmp_path, monkeypatch) -> None:
     assert public_text(public_text(cmd)) == public_text(cmd)  # a published record stays as it is
     kept = "AMX-BF16 (/proc/cpuinfo; x), 1/2 at a time"  # the kernel's files, fractions: no folder
     assert public_text(kept) == kept
+    # a run's records as copy_run_files publishes them: eval.json's checkpoint relative to its run folder,
+    # config.yaml as trained (it is the run's identity a rerun compares)
+    import json
+
+    from reslab.experiments.publishing import copy_run_files
+
+    run = tmp_path / "scratch" / "runs" / "sr-s0"
+    run.mkdir(parents=True)
+    (run / "eval.json").write_text(json.dumps({"checkpoint": f"{run}/checkpoints/best.safetensors"}))
+    (run / "config.yaml").write_text(f"init_from: {tmp_path}/backbone\n")
+    copy_run_files(run, tmp_path / "pub", ("eval.json", "config.yaml"))
+    assert json.loads((tmp_path / "pub" / "eval.json").read_text()) == {
+        "checkpoint": "checkpoints/best.safetensors"
+    }
+    assert (tmp_path / "pub" / "config.yaml").read_text() == (run / "config.yaml").read_text()
 
 
 def test_a_published_summary_names_its_files_relative_to_its_run(tmp_path):

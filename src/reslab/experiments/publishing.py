@@ -106,9 +106,10 @@ def publish_run(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
 def copy_run_files(src: Path, target: Path, names: tuple[str, ...] = RUN_FILES) -> None:
     """Copy the files ``names`` (an experiment run's :data:`RUN_FILES`) that exist in run folder ``src`` to
     ``target``, as a published record holds them: the summary's paths relative to the run folder
-    (:func:`relative_summary`), any other absolute path in a text record (``eval.json``'s checkpoint, a
-    config's ``init_from``) as :func:`reslab.provenance.public_path` writes it (relative to the run folder
-    or the current directory, else elided)."""
+    (:func:`relative_summary`), any other absolute path in a text record (``eval.json``'s checkpoint) as
+    :func:`reslab.provenance.public_path` writes it (relative to the run folder or the current directory,
+    else elided). ``config.yaml`` is copied as it is: it is the run's identity, which a rerun compares
+    with its own config (:func:`published_run`), and a path in it (``init_from``) is part of that."""
     target.mkdir(parents=True, exist_ok=True)
     for name in names:
         if (src / name).is_file():
@@ -120,7 +121,7 @@ def copy_run_files(src: Path, target: Path, names: tuple[str, ...] = RUN_FILES) 
             _io.write_bytes(target / name, data)
 
 
-_TEXT_RECORDS = (".json", ".yaml", ".yml", ".md", ".txt")  # a run's records whose paths are made public
+_TEXT_RECORDS = (".json", ".md", ".txt")  # a run's records whose paths are made public
 
 
 def relative_summary(data: bytes, run_dir: Path) -> bytes:
