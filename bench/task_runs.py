@@ -26,7 +26,8 @@ validation split) as :func:`reslab.tasks.video.evaluate_video_run` / :func:`resl
 measure them (``eval.json`` in the run); seconds per iteration is ``summary.json``'s wall time over its
 steps (evaluations included). Resumable: a finished run (``summary.json`` with ``finished``) is not run
 again, an interrupted one continues with ``reslab train --resume``. Prints a markdown table (mean ± std over
-the seeds) and writes it to ``OUT/table.md`` and everything to ``OUT/results.json``.
+the seeds) and writes it to ``OUT/table.md`` and everything to ``OUT/results.json`` (each run named by its folder
+relative to ``OUT``: ``sr/residual-global-skip-s0``, as ``docs/results/tasks/runs/`` holds it).
 
     python bench/task_runs.py [--out runs/task-runs] [--only video|sr|transfer] [--seeds 0,1] [--jobs 1]
         [--video-iterations 800] [--sr-iterations 1200] [--transfer-iterations 400]
@@ -271,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             for s in task_seeds[task]:
                 run = run_dir(out, v, s)
                 if finished(run):
-                    row = measure(run, v) | {"seed": s, "run": str(run)}
+                    where = run.relative_to(out).as_posix()  # as docs/results/tasks/runs/ holds it
+                    row = measure(run, v) | {"seed": s, "run": where}
                     per_variant[v.name].append(row)
         if any(per_variant.values()):
             results["runs"][task] = per_variant

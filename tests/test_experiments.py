@@ -209,7 +209,7 @@ def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
     for c in resnet:  # every other claim involves ResNet-56
         assert c.sentence.endswith(
             "(1 run still training (resnet56-s1): not counted yet; "
-            "1 run of the sweep's seeds not started yet (resnet56-s2): the numbers are of the others)"
+            "1 run of the planned seeds not started yet (resnet56-s2): the numbers are of the others)"
         ), c.sentence
     res56.runs[1] = dataclasses.replace(res56.runs[1], finished=True)
     (_, c, *_) = claims_for("degradation", groups)
@@ -228,7 +228,7 @@ def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
     assert running.values("test_error") == [] and math.isnan(running.mean("test_error"))  # progress only
     assert not densenet_running.undecided  # open runs, not the budget: no seed estimate yet
     assert densenet.sentence.endswith(
-        "(1 run of the sweep's seeds not started yet (densenet100-s0): the numbers are of the others)"
+        "(1 run of the planned seeds not started yet (densenet100-s0): the numbers are of the others)"
     )
 
 
@@ -324,15 +324,20 @@ def test_a_report_counts_every_finished_seed_of_its_networks_from_the_pool(tmp_p
     import shutil
 
     shutil.rmtree(mine.run_dir(next(r for r in mine.runs if r.name == "plain56-s1")))  # planned, not run here
-    pooled = {(r.name, r.source.split(" ")[0]) for r in pooled_runs(mine, mine.out)}
+    found = pooled_runs(mine, mine.out)
+    pooled = {(r.name, r.source.split(" ")[0]) for r in found if r.finished}
     assert pooled == {
         ("plain20-s2", "other"), ("plain20-s3", "other"), ("resnet20-s2", "other"),
         ("plain56-s1", "other"), ("plain56-s2", "other"), ("resnet56-s2", "other"),
     }  # fmt: skip
+    # the sibling's planned plain56-s3, unfinished there: one of the pool's planned seeds, not started here
+    assert {(r.name, r.steps) for r in found if not r.finished} == {("plain56-s3", 0)}
     out = redraw(mine.out)
     counts = {g.label: len(g.runs) for g in out["groups"]}
     assert counts["plain-20"] == 4 and counts["ResNet-20"] == 3 and counts["ResNet-56"] == 3
-    assert counts["plain-56"] == 3 and all(r.finished for g in out["groups"] for r in g.runs)  # s1 replaced
+    done = {g.label: sum(r.finished for r in g.runs) for g in out["groups"]}
+    assert counts["plain-56"] == 4 and done["plain-56"] == 3  # s1 replaced, s3 planned by the sibling
+    assert all(r.finished for g in out["groups"] if g.label != "plain-56" for r in g.runs)
     report = (mine.out / "report.md").read_text()
     assert "From the pool" in report and "from other (git" in report
     assert "trained_by" in (mine.out / "results.csv").read_text().splitlines()[0]
@@ -798,7 +803,11 @@ def test_report_states_spread_test_and_what_is_undecided(tmp_path: Path) -> None
     # Three invocations on two machines; the first predates recording the CPU model.
     sessions = [{"host": "box", "cpus": 2}, {"host": "box", "cpus": 2, "cpu_model": "AMD EPYC"}]
     sessions.append({"host": "gpu1", "cpus": 16, "cpu_model": "Intel Xeon"})
-    write_plan(plan, [{"wall_s": 60.0, "jobs": 1, **s} for s in sessions])
+    sessions = [{"wall_s": 60.0, "jobs": 1, **s} for s in sessions]
+    # a report rewritten for the pool's new runs (no machine: not an invocation), one that did not record it
+    sessions += [{"command": "report rewritten", "trained": [], "looks": [{"claim": "x", "seeds": [1]}]},
+                 {"wall_s": 1.0, "trained": ["plain20-s0"]}]  # fmt: skip
+    write_plan(plan, sessions)
     _fake_runs(plan)
     # one machine's device as recorded before and after the "1 thread" grammar fix: named once
     for i, r in enumerate(plan.runs):
@@ -806,13 +815,50 @@ def test_report_states_spread_test_and_what_is_undecided(tmp_path: Path) -> None
         (plan.run_dir(r) / "summary.json").write_text(json.dumps({"finished": True, "device": dev}))
     redraw(plan.out)
     report = (plan.out / "report.md").read_text()
-    assert "- Machine: box (2 CPUs, AMD EPYC), gpu1 (16 CPUs, Intel Xeon); device" in report, report
+    assert (
+        "- Machine: box (2 CPUs, AMD EPYC), gpu1 (16 CPUs, Intel Xeon), host not recorded (CPUs not recorded); "
+        "device" in report
+    ), report
+    assert "?" not in report.split("- Machine:")[1].split("\n")[0] and "over 4 invocation(s)" in report
     assert "; device cpu (x86_64, 1 thread); software" in report, report
     assert "test error range %" in report and "Welch's t-test" in report
     assert "## What this budget cannot decide" in report
     assert "reslab reproduce degradation --dataset cifar10 --budget quick --seeds 3" in report
     # the lr drops of the step schedule are marked in the figure and said in the report
     assert "lr" in report and "divided by 10" in report
+
+
+def test_a_header_compares_the_budget_with_its_references_schedule() -> None:
+    """An ImageNet reference (Table 3) is not a CIFAR schedule: the header says what it compares with."""
+    from reslab.experiments.paper import against_reference
+
+    shortcuts = against_reference(EXPERIMENTS["shortcuts"].paper, "fashion-mnist", 2145, "fashion_mnist")
+    assert "not the reference's ImageNet" in shortcuts and "CIFAR-10 (the paper's Sec" not in shortcuts
+    assert (
+        "an ImageNet experiment, so the budget is compared against He et al.'s 64,000-iteration" in shortcuts
+    )
+    assert "3.4% of it" in shortcuts
+    relatives = against_reference(EXPERIMENTS["relatives"].paper, "fashion-mnist", 2145, "fashion_mnist")
+    assert "3.4% of He et al.'s 64,000" in relatives and "0.9% of DenseNet-BC's 300 epochs" in relatives
+    depth = against_reference(EXPERIMENTS["depth"].paper, "cifar10", 2145, "cifar_paper")
+    assert depth.startswith("Data set: cifar10, the reference's.") and "none (it is the paper's" in depth
+
+
+def test_the_looks_header_names_the_earliest_look_and_the_levels_used() -> None:
+    from reslab.experiments.evidence import Claim
+    from reslab.experiments.looks import hold_to_looks, looks_section
+
+    sessions = [
+        {"started": f"2026-11-{d}T00:00:00+00:00", "looks": [{"claim": "c", "seeds": [n, n], "p": 0.01, "p_holm": 0.01}]}
+        for d, n in ((30, 3), (29, 4), (30, 2))  # 4, then 2 seeds: a look that saw part of the pool counts
+    ]  # fmt: skip
+    claim = Claim("c", "supported", "s.", p=0.02, p_holm=0.02)  # above 0.0182: held back
+    claim.groups = []
+    hold_to_looks([claim], sessions)  # the data now (no groups: 0 seeds) is a fourth look
+    text = "\n".join(looks_section([claim], sessions))
+    assert claim.looks == 4 and "0.05, 0.0294, 0.0221, 0.0182 for 1-4 looks" in text
+    assert "0.0158" not in text and "The earliest look on record is of 2026-11-29" in text
+    assert claim.verdict == "inconclusive" and "Pocock's level for its 4 looks" in claim.undecided
 
 
 # ------------------------------------------------------------------------------ committed results
@@ -835,7 +881,12 @@ def test_publish_then_a_fresh_machine_continues(tmp_path: Path) -> None:
             assert (dest / "runs" / r.name / f).is_file()
     assert not list(dest.rglob("*.safetensors")), "no checkpoint is committed"
     report = (dest / "report.md").read_text()
-    assert f"--publish {dest}" in report and "4 runs, 4 finished" in report
+    # the machine's path elided, as every published record holds it (reslab.provenance.public_path)
+    from reslab.provenance import public_path
+
+    assert f"--publish {public_path(dest)}\n" in report and public_path(dest).startswith("…/")
+    assert str(tmp_path) not in report and str(tmp_path) not in (dest / "experiment.json").read_text()
+    assert "4 runs, 4 finished" in report
     assert (dest / "degradation.png").is_file()
 
     # A fresh machine: an empty experiment folder, the committed results -> nothing to train.

@@ -109,6 +109,58 @@ def test_published_records_hold_no_path_of_the_machine_that_trained_them():
     assert not bad, bad[:5]
 
 
+MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|tmp|home|root)/")  # the training machines' folders
+TEXT_RECORDS = ("*.json", "*.md", "*.yaml", "*.yml", "*.csv", "*.txt")
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in RESULTS.iterdir() if p.is_dir()))
+def test_no_published_text_names_a_folder_of_the_machine(folder: str) -> None:
+    """Every published text record (reports, experiment.json's commands, summaries, evaluations, configs)
+    names paths relative to itself or the checkout, never the training machine's (/work/, /tmp/, ...):
+    reslab.provenance.public_path."""
+    bad = []
+    for pattern in TEXT_RECORDS:
+        for path in sorted((RESULTS / folder).rglob(pattern)):
+            for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+                if MACHINE_PATH.search(line):
+                    bad.append(f"{path.relative_to(RESULTS)}:{i}: {line.strip()[:120]}")
+    assert not bad, bad[:5]
+
+
+def test_a_published_path_is_relative_or_elided(tmp_path, monkeypatch) -> None:
+    """public_path's rule, and publish() applying it to the invocations' commands and the source folder."""
+    from reslab.provenance import public_path, public_text
+
+    monkeypatch.chdir(tmp_path)
+    assert public_path("experiments/x") == "experiments/x"  # relative: as typed
+    assert public_path(tmp_path / "docs" / "results" / "x") == "docs/results/x"  # under the current directory
+    assert public_path("/elsewhere/runs/degradation-standard/runs/plain20-s0") == (
+        "…/degradation-standard/runs/plain20-s0"
+    )
+    assert public_path("/work/x") == "…/x"
+    assert public_path("/a/b/checkpoints/best.safetensors", anchor="/a/b") == "checkpoints/best.safetensors"
+    cmd = f"/w/src/reslab/__main__.py reproduce d --out /scratch/runs/d --publish {tmp_path}/docs/d"
+    assert public_text(cmd) == "reslab reproduce d --out …/runs/d --publish docs/d"
+    assert public_text(public_text(cmd)) == public_text(cmd)  # a published record stays as it is
+    kept = "AMX-BF16 (/proc/cpuinfo; x), 1/2 at a time"  # the kernel's files, fractions: no folder
+    assert public_text(kept) == kept
+    # a run's records as copy_run_files publishes them: eval.json's checkpoint relative to its run folder,
+    # config.yaml as trained (it is the run's identity a rerun compares)
+    import json
+
+    from reslab.experiments.publishing import copy_run_files
+
+    run = tmp_path / "scratch" / "runs" / "sr-s0"
+    run.mkdir(parents=True)
+    (run / "eval.json").write_text(json.dumps({"checkpoint": f"{run}/checkpoints/best.safetensors"}))
+    (run / "config.yaml").write_text(f"init_from: {tmp_path}/backbone\n")
+    copy_run_files(run, tmp_path / "pub", ("eval.json", "config.yaml"))
+    assert json.loads((tmp_path / "pub" / "eval.json").read_text()) == {
+        "checkpoint": "checkpoints/best.safetensors"
+    }
+    assert (tmp_path / "pub" / "config.yaml").read_text() == (run / "config.yaml").read_text()
+
+
 def test_a_published_summary_names_its_files_relative_to_its_run(tmp_path):
     import json
 

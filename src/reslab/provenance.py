@@ -6,8 +6,10 @@ One home for these (STYLE.md habit 9): each caller formats them as it needs, non
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -76,3 +78,54 @@ def device_name(device: Any) -> str:
         return f"cuda ({torch.cuda.get_device_name(device)})"
     n = torch.get_num_threads()
     return f"cpu ({platform.processor() or platform.machine()}, {n} thread{'s' * (n != 1)})"
+
+
+# ------------------------------------------------------------------- paths as a published record holds them
+
+ELIDED = "…"  # what stands for the part of a path only the machine that wrote it knew
+# an absolute POSIX path inside a text; the kernel's files (/proc/cpuinfo) name the same thing everywhere
+_ABSOLUTE = re.compile(r"(?<![\w.~:/…-])/(?!(?:proc|sys|dev)/)[^\s'\"`,;)\]]+")
+
+
+def public_path(path: str | Path, root: str | Path | None = None, anchor: str | Path | None = None) -> str:
+    """``path`` as a published record (a report, ``experiment.json``, a summary) holds it; one rule
+    everywhere, since the machine's folders mean nothing to a reader of the record elsewhere:
+
+    1. a relative path stays as it was written (relative to the directory the command ran from);
+    2. an absolute path inside ``anchor`` (the folder the record describes, e.g. the run folder of an
+       ``eval.json``) is written relative to it (``checkpoints/best.safetensors``; ``.`` for the folder);
+    3. an absolute path inside ``root`` (default: the current directory, where commands run from: the
+       repository's root) is written relative to it (``docs/results/depth-standard``);
+    4. any other absolute path keeps only its last three components, at most all but its first, after
+       ``…/`` (``/work/runs/degradation-standard/runs/plain20-s0`` is ``…/degradation-standard/runs/plain20-s0``).
+    """
+    p = Path(path)
+    if not p.is_absolute():
+        return str(path)
+    for base in (anchor, Path.cwd() if root is None else root):
+        if base is None:
+            continue
+        with contextlib.suppress(ValueError):
+            return p.relative_to(Path(base).absolute()).as_posix() or "."
+    parts = p.parts[1:]
+    return f"{ELIDED}/" + "/".join(parts[-min(3, max(1, len(parts) - 1)) :])
+
+
+def public_text(text: str, root: str | Path | None = None, anchor: str | Path | None = None) -> str:
+    """``text`` (a command line, a sentence, a JSON or YAML file's text) with every absolute path in it
+    written by :func:`public_path` (relative to ``anchor`` or ``root``); a command whose program is a path
+    to reslab's ``__main__.py`` is ``reslab ...``."""
+    head, sep, rest = text.partition(" ")
+    if head.endswith("/__main__.py"):
+        text = "reslab" + sep + rest
+    return _ABSOLUTE.sub(lambda m: public_path(m.group(0), root, anchor), text)
+
+
+def public_record(value: Any, root: str | Path | None = None) -> Any:
+    """A JSON-like record (a session entry of ``experiment.json``) with :func:`public_text` applied to every
+    string in it, keys kept."""
+    if isinstance(value, dict):
+        return {k: public_record(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_record(v, root) for v in value]
+    return public_text(value, root) if isinstance(value, str) else value

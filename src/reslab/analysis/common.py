@@ -20,6 +20,7 @@ from torch import nn
 from reslab._io import write_bytes, write_text
 from reslab.analysis.targets import EvalData, Target
 from reslab.errors import ReslabError
+from reslab.provenance import public_path
 
 # ------------------------------------------------------------------------------------ model tools
 
@@ -127,12 +128,14 @@ def save_figure(fig: Any, path: str | Path) -> None:
 def write_summary(
     out: Path, title: str, targets: Sequence[Target], sections: Sequence[str], files: Sequence[str]
 ) -> None:
+    """``summary.md``: the targets (a checkpoint named as :func:`reslab.provenance.public_path` writes it:
+    relative to the current directory, else elided), the sections, the files."""
     lines = [f"# {title}", ""]
     lines.append("Targets:")
     for t in targets:
         kind = "freshly initialized" if not t.trained else "trained"
         lines.append(
-            f"- `{t.label}`: {kind} ({t.source}); {len(t.data)} {t.data.split} images of {t.data.name}"
+            f"- `{t.label}`: {kind} ({public_path(t.source)}); {len(t.data)} {t.data.split} images of {t.data.name}"
         )
     sizes = sorted({len(t.data) for t in targets})
     if any(t.trained for t in targets) and sizes and sizes[0] < 10000:

@@ -149,7 +149,7 @@ def _open_runs_note(groups: list[Group]) -> str:
     waiting = [r.name for g in groups for r in g.not_started()]
     if waiting:
         notes.append(
-            f"{len(waiting)} run{'s' * (len(waiting) > 1)} of the sweep's seeds not started yet ({', '.join(waiting)}): "
+            f"{len(waiting)} run{'s' * (len(waiting) > 1)} of the planned seeds not started yet ({', '.join(waiting)}): "
             "the numbers are of the others"
         )
     return "; ".join(notes)

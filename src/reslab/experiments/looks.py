@@ -115,6 +115,10 @@ def hold_to_looks(claims: list[Claim], sessions: list[dict[str, Any]]) -> None:
                 f"(adjusted {format_p(c.p_holm)})."
             )
             c.verdict = "inconclusive"
+            c.undecided = (
+                f"significant after Holm's correction (adjusted {format_p(c.p_holm)}), not below Pocock's level for its "
+                f"{looks} looks ({level:.4f}): more seeds are a new look, held to a lower level still."
+            )
 
 
 def looks_section(claims: list[Claim], sessions: list[dict[str, Any]]) -> list[str]:
@@ -125,9 +129,8 @@ def looks_section(claims: list[Claim], sessions: list[dict[str, Any]]) -> list[s
     lines.append(
         "Each report with new data (runs trained, or runs of its networks other experiments finished) records "
         "what it said of each claim; a claim looked at "
-        "K times is decided only when its Holm-adjusted p is below Pocock's nominal level for K looks "
-        f"(0.05, {pocock_level(2):.4f}, {pocock_level(3):.4f}, {pocock_level(4):.4f} for 1-4 looks; "
-        "[docs/evidence.md](../../evidence.md)). Looks before this record was kept (2026-12-06) are not in it."
+        f"K times is decided only when its Holm-adjusted p is below Pocock's nominal level for K looks ({_levels(claims)}; "
+        "[docs/evidence.md](../../evidence.md)). " + _earliest(seen)
     )
     lines.append("")
     for c in claims:
@@ -142,3 +145,26 @@ def looks_section(claims: list[Claim], sessions: list[dict[str, Any]]) -> list[s
         level = pocock_level(c.looks)
         lines.append(f"- {c.claim}: " + "; ".join(shown) + f" — held to {level:.4f}.")
     return [*lines, ""]
+
+
+def _levels(claims: list[Claim]) -> str:
+    """Pocock's levels for 1 to the most looks a claim here has: "0.05, 0.0294, 0.0221 for 1-3 looks"."""
+    most = max([c.looks for c in claims if math.isfinite(c.p)] or [1])
+    levels = ", ".join(
+        f"{pocock_level(k):.4g}" if k == 1 else f"{pocock_level(k):.4f}" for k in range(1, most + 1)
+    )
+    return f"{levels} for {'1 look' if most == 1 else f'1-{most} looks'}"
+
+
+def _earliest(seen: dict[str, list[dict[str, Any]]]) -> str:
+    """Which looks the record holds: from the date of the earliest (looks before it are not on record)."""
+    dates = sorted(
+        str(look["started"])[:10] for past in seen.values() for look in past if look.get("started")
+    )
+    if not dates:
+        return "No look is on record yet."
+    return (
+        f"The earliest look on record is of {dates[0]}; looks at the data before the record was kept are not "
+        "in it and not counted. A look can have fewer seeds than an earlier one: an invocation that saw only "
+        "part of the pool (before reports pooled seeds across folders) judged fewer; every recorded look counts."
+    )

@@ -45,6 +45,41 @@ RECIPE_DEVIATIONS = {
     ),
 }
 
+# He et al.'s CIFAR-10 schedule (Sec. 4.2): Table 6's, and the one a report compares its budget against
+HE_CIFAR = (f"He et al.'s {PAPER_ITERATIONS:,}-iteration CIFAR-10 schedule (Sec. 4.2)", PAPER_ITERATIONS)
+# DenseNet-BC on CIFAR: 300 epochs of 50,000 images at batch 64 (Huang et al. 2017, Sec. 4.2)
+DENSENET_CIFAR = (
+    "DenseNet-BC's 300 epochs at batch 64 (234,375 iterations; Huang et al. 2017, Sec. 4.2)",
+    234_375,
+)
+DATASET_NAMES = {"cifar10": "CIFAR-10", "imagenet": "ImageNet"}
+
+
+def against_reference(column: PaperColumn, dataset: str, iterations: int | None, recipe: str) -> str:
+    """The report header's sentence on what departs from the reference: the data set, the iterations per
+    run against the reference's CIFAR schedule(s) (against He et al.'s CIFAR-10 schedule, said so, where
+    the reference is an ImageNet experiment), and the recipe's deviations from He et al.'s CIFAR-10 recipe
+    (:data:`RECIPE_DEVIATIONS`)."""
+    ref = DATASET_NAMES.get(column.dataset, column.dataset)
+    data = "the reference's" if dataset == column.dataset else f"not the reference's {ref}"
+    if not iterations:
+        budget = "iterations per run not recorded; " + "; ".join(w for w, _ in column.schedules or [HE_CIFAR])
+    elif column.schedules:
+        budget = f"{iterations:,} iterations per run, " + "; ".join(
+            f"{100 * iterations / n:.1f}% of {which}" for which, n in column.schedules
+        )
+    else:
+        budget = (
+            f"{iterations:,} iterations per run; the reference is an {ref} experiment, so the budget is compared "
+            f"against {HE_CIFAR[0]}: {100 * iterations / PAPER_ITERATIONS:.1f}% of it"
+        )
+    deviations = RECIPE_DEVIATIONS.get(recipe, f"not listed here: compare `{recipe}` with `{PAPER_RECIPE}`")
+    return (
+        f"Data set: {dataset}, {data}. Budget: {budget}. Recipe `{recipe}`; its departures from He et "
+        f"al.'s CIFAR-10 recipe (`{PAPER_RECIPE}`): {deviations}."
+    )
+
+
 # Table 6 as the report's cells: depth -> text.
 TABLE6_CELLS: dict[int | None, str] = {
     d: PAPER_TABLE6_NOTE.get(d, f"{v:.2f}") for d, v in PAPER_TABLE6.items()
@@ -62,6 +97,9 @@ class PaperColumn:
     cells: Mapping[str, Mapping[int | None, str]]  # variant -> depth (None: any depth) -> cell
     scope: str
     dataset: str = "cifar10"  # the data set the numbers are for
+    # the references' CIFAR schedules a run's iterations are compared against (which, iterations); none
+    # where the reference is not a CIFAR experiment (:func:`against_reference` then says so)
+    schedules: tuple[tuple[str, int], ...] = (HE_CIFAR,)
 
     def cell(self, group: Group) -> str:
         """The cell of ``group``'s row ("—" where the paper has none)."""

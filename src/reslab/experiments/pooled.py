@@ -12,6 +12,9 @@ aside) and the same *resolved* precision (``summary.json``'s ``precision``: fp32
 ``auto``: the project's machines differ in which they run; a planned ``auto`` is read as the precision the
 plan's own finished runs computed in, so an ``amp: off`` run meets an fp32 ``auto`` one). Such a run counts
 once, in every report that needs it; the report lists it with the experiment that trained it and its git revision.
+A seed of such a network that a sibling experiment plans and nobody has finished counts as not started in
+every report of the network (:func:`_planned_elsewhere`): one network, one set of planned seeds, one
+denominator ("6/8") wherever it is reported.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reslab.experiments.plan import Plan
+from reslab.errors import ReslabError
+from reslab.experiments.plan import PLAN_FILE, Plan, load_plan
 from reslab.experiments.results import RunResult, read_run
 from reslab.experiments.reuse import finished_config, resolved_config, same_training
 from reslab.experiments.specs import RunSpec
@@ -58,6 +62,9 @@ def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
     precision = {
         key: next((_precision(own[r.name]) for r in finished if r.key == key), None) for key in networks
     }
+    for key, want in wanted.items():  # planned `auto`: what its runs here computed in
+        if want.get("amp") == "auto" and precision[key]:
+            want["amp"] = {"fp32": "off", "bf16": "bf16"}.get(precision[key], "auto")
     found: list[RunResult] = []
     planned = {run.name for run in plan.runs}
     # this folder's own runs first (seeds an earlier invocation with more seeds trained here), then siblings'
@@ -74,10 +81,7 @@ def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
             if seed in seeds[key] or not isinstance(seed, int):
                 continue
             same_precision = precision[key] in (None, _precision(summary))
-            want = wanted[key] | {"seed": seed}
-            if want.get("amp") == "auto" and precision[key]:  # planned `auto`: what its runs here computed in
-                want["amp"] = {"fp32": "off", "bf16": "bf16"}.get(precision[key], "auto")
-            if same_precision and same_training(stored, want):
+            if same_precision and same_training(stored, wanted[key] | {"seed": seed}):
                 name = f"{spec.name.rsplit('-s', 1)[0]}-s{seed}"
                 result = read_run(run_dir, dataclasses.replace(spec, name=name, seed=seed))
                 result.source = (
@@ -86,4 +90,41 @@ def pooled_runs(plan: Plan, folder: str | Path) -> list[RunResult]:
                 found.append(result)
                 seeds[key].add(seed)
                 break
-    return found
+    return found + _planned_elsewhere(plan, folder, networks, wanted, seeds)
+
+
+def _planned_elsewhere(
+    plan: Plan,
+    folder: Path,
+    networks: dict[tuple[str, int], RunSpec],
+    wanted: dict[tuple[str, int], dict[str, Any]],
+    seeds: dict[tuple[str, int], set[int]],
+) -> list[RunResult]:
+    """The runs of the plan's networks that a sibling experiment's plan has and nobody finished (with a
+    seed neither this plan nor the pool has): read as not started here whatever their state there, so
+    that one network counts one set of planned seeds, the pool's, in every report (a report's ``runs``
+    column and figure legend: "6/8", not 6/8 in one report and 6/7 in another)."""
+    mine = {r.seed for r in plan.runs}
+    out: list[RunResult] = []
+    for exp_json in sorted(folder.parent.glob(f"*/{PLAN_FILE}")):
+        if exp_json.parent.resolve() == folder:
+            continue
+        try:
+            other = load_plan(exp_json.parent)
+        except ReslabError:
+            continue
+        for run in other.runs:
+            for key, spec in networks.items():
+                if run.seed in seeds[key] or run.seed in mine or other.recipe != plan.recipe:
+                    continue
+                if _summary(other.run_dir(run)).get("finished"):  # finished, yet not this network's
+                    continue
+                if same_training(resolved_config(other, run), wanted[key] | {"seed": run.seed}):
+                    name = f"{spec.name.rsplit('-s', 1)[0]}-s{run.seed}"
+                    missing = (
+                        folder / "runs" / f".planned-by-{exp_json.parent.name}" / name
+                    )  # no files: no numbers
+                    out.append(read_run(missing, dataclasses.replace(spec, name=name, seed=run.seed)))
+                    seeds[key].add(run.seed)
+                    break
+    return out

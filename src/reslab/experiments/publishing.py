@@ -58,6 +58,7 @@ from reslab.experiments.reuse import copy_run
 from reslab.experiments.specs import RunSpec
 from reslab.manifest import ROLES, check_generation, manifest_path, read_manifest
 from reslab.owned import remove_own_files
+from reslab.provenance import public_path, public_record, public_text
 
 RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "train_log.csv")
 
@@ -105,14 +106,22 @@ def publish_run(plan: Plan, run: RunSpec, dest: str | Path) -> bool:
 def copy_run_files(src: Path, target: Path, names: tuple[str, ...] = RUN_FILES) -> None:
     """Copy the files ``names`` (an experiment run's :data:`RUN_FILES`) that exist in run folder ``src`` to
     ``target``, as a published record holds them: the summary's paths relative to the run folder
-    (:func:`relative_summary`)."""
+    (:func:`relative_summary`), any other absolute path in a text record (``eval.json``'s checkpoint) as
+    :func:`reslab.provenance.public_path` writes it (relative to the run folder or the current directory,
+    else elided). ``config.yaml`` is copied as it is: it is the run's identity, which a rerun compares
+    with its own config (:func:`published_run`), and a path in it (``init_from``) is part of that."""
     target.mkdir(parents=True, exist_ok=True)
     for name in names:
         if (src / name).is_file():
             data = (src / name).read_bytes()
             if name == "summary.json":
                 data = relative_summary(data, src)
+            elif Path(name).suffix in _TEXT_RECORDS:
+                data = public_text(data.decode("utf-8"), anchor=src.absolute()).encode("utf-8")
             _io.write_bytes(target / name, data)
+
+
+_TEXT_RECORDS = (".json", ".md", ".txt")  # a run's records whose paths are made public
 
 
 def relative_summary(data: bytes, run_dir: Path) -> bytes:
@@ -235,7 +244,9 @@ def _merge_sessions(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[di
 
 
 def publish(out: str | Path, dest: str | Path) -> dict[str, Any]:
-    """Publish experiment folder ``out`` into ``dest``: finished runs, merged sessions, report, figures.
+    """Publish experiment folder ``out`` into ``dest``: finished runs, merged sessions, report, figures. The
+    sessions' commands and paths and the folder it came from (``source``) are written as
+    :func:`reslab.provenance.public_path` says: relative to the current directory, or elided.
 
     ``dest`` may already hold runs published from another machine: they stay (their sessions too), and
     the report covers every run of the plan that either folder finished.
@@ -259,9 +270,10 @@ def publish(out: str | Path, dest: str | Path) -> dict[str, Any]:
             publish_run(plan, run, dest)
         else:
             publish_partial(plan, run, dest)
-    sessions = _merge_sessions(read_sessions(dest), read_sessions(out))
+    # the record holds the invocations' paths as the reader's checkout names them (public_path)
+    sessions = public_record(_merge_sessions(read_sessions(dest), read_sessions(out)))
     published = dataclasses.replace(plan, out=dest)
-    write_plan(published, sessions, source=str(out))
+    write_plan(published, sessions, source=public_path(out))
     return write_outputs(dest)
 
 

@@ -14,8 +14,8 @@ from reslab.analysis import stats
 from reslab.experiments import looks, seedplan
 from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
 from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
-from reslab.experiments.paper import PAPER_ITERATIONS, PAPER_RECIPE, RECIPE_DEVIATIONS
-from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions, rewrite_sessions
+from reslab.experiments.paper import against_reference
+from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions, rewrite_sessions, write_plan
 from reslab.experiments.plotting import caption
 from reslab.experiments.pooled import pooled_runs
 from reslab.experiments.results import (
@@ -29,6 +29,7 @@ from reslab.experiments.results import (
 )
 from reslab.experiments.session import machine_line, wall_time_line
 from reslab.experiments.specs import EXPERIMENTS, parse_depths
+from reslab.provenance import public_path, public_record
 
 
 def collect(plan: Plan, out: Path) -> list[RunResult]:
@@ -47,6 +48,7 @@ def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
     data (:mod:`reslab.experiments.looks`)."""
     out = Path(out)
     plan = load_plan(out)
+    _public_record(plan)
     results = collect(plan, out)
     groups = group_runs(results)
     exp = EXPERIMENTS[plan.experiment]
@@ -63,10 +65,23 @@ def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
             record_plan(out, seedplan.new_statements(seeds, seedplan.stated_plans(recorded)))
     sessions = read_sessions(out)
     looks.hold_to_looks(claims, sessions)
+    seeds = size_seeds(plan, groups, sessions)
+    seedplan.note_short_of_plan(seeds, claims)
     write_results_csv(out / "results.csv", results)
-    text = render_report(plan, results, groups, claims, figures, sessions, size_seeds(plan, groups, sessions))
+    text = render_report(plan, results, groups, claims, figures, sessions, seeds)
     _io.write_text(out / "report.md", text)
     return {"figures": figures, "report": out / "report.md", "claims": claims, "groups": groups}
+
+
+def _public_record(plan: Plan) -> None:
+    """A published folder's ``experiment.json`` (one with a ``source``) with its invocations' paths and its
+    source as :func:`reslab.provenance.public_path` writes them: a record published before that rule held
+    the training machine's absolute paths."""
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads((plan.out / PLAN_FILE).read_text(encoding="utf-8"))
+        source, sessions = data.get("source"), data.get("sessions", [])
+        if isinstance(source, str) and (public_path(source), public_record(sessions)) != (source, sessions):
+            write_plan(plan, public_record(sessions), public_path(source))
 
 
 def reproduce_command(plan: Plan, publish: str | None = None) -> str:
@@ -82,9 +97,9 @@ def reproduce_command(plan: Plan, publish: str | None = None) -> str:
     parts += [f"--set {k}={_set_value(v)}" for k, v in plan.extra.items()]
     if plan.device != "auto":
         parts.append(f"--device {plan.device}")
-    parts.append(f"--out {publish_source(plan) or plan.out}")
+    parts.append(f"--out {publish_source(plan) or public_path(plan.out)}")
     if publish:
-        parts.append(f"--publish {publish}")
+        parts.append(f"--publish {public_path(publish)}")
     return " ".join(parts)
 
 
@@ -97,10 +112,12 @@ def _set_value(v: Any) -> str:
 
 
 def publish_source(plan: Plan) -> str | None:
-    """The experiment folder a published folder was copied from (``experiment.json``'s ``source``)."""
+    """The experiment folder a published folder was copied from (``experiment.json``'s ``source``), as a
+    published record names it (:func:`reslab.provenance.public_path`: a record written before that rule
+    may hold the training machine's absolute path)."""
     with contextlib.suppress(OSError, ValueError):
         v = json.loads((plan.out / PLAN_FILE).read_text(encoding="utf-8")).get("source")
-        return v if isinstance(v, str) else None
+        return public_path(v) if isinstance(v, str) else None
     return None
 
 
@@ -163,30 +180,17 @@ def _header_section(plan: Plan, results: list[RunResult] | None = None) -> list[
             if source
             else ""
         )
-        + f"Redraw with `reslab plot {plan.out}`.",
+        + f"Redraw with `reslab plot {public_path(plan.out)}`.",
         "",
     ]
 
 
 def _against_paper(plan: Plan, results: list[RunResult]) -> str:
-    """The data set, the iterations per run against the paper's 64k, and the recipe's deviations from the
-    paper's CIFAR-10 recipe (:data:`reslab.experiments.paper.RECIPE_DEVIATIONS`)."""
-    data = "the paper's data set" if plan.dataset == "cifar10" else "not CIFAR-10 (the paper's Sec. 4.2)"
+    """The data set, the iterations per run (the runs' most common) against the reference's schedule and
+    the recipe's deviations (:func:`reslab.experiments.paper.against_reference`)."""
     counts = Counter(r.iterations or r.steps for r in results if r.finished and (r.iterations or r.steps))
     iters = counts.most_common(1)[0][0] if counts else _first_config(plan).get("iterations")
-    budget = (
-        f"{iters:,} iterations per run, {100 * iters / PAPER_ITERATIONS:.1f}% of the "
-        f"{PAPER_ITERATIONS:,} of the paper's CIFAR-10 schedule"
-        if iters
-        else f"the paper trains {PAPER_ITERATIONS:,} iterations"
-    )
-    deviations = RECIPE_DEVIATIONS.get(
-        plan.recipe, f"not listed here: compare `{plan.recipe}` with `{PAPER_RECIPE}`"
-    )
-    return (
-        f"Data set: {plan.dataset}, {data}. Budget: {budget}. Recipe `{plan.recipe}`; its departures from "
-        f"the paper's (`{PAPER_RECIPE}`): {deviations}."
-    )
+    return against_reference(EXPERIMENTS[plan.experiment].paper, plan.dataset, iters, plan.recipe)
 
 
 def _what_was_run_section(plan: Plan, results: list[RunResult], sessions: list[dict[str, Any]]) -> list[str]:
@@ -396,13 +400,15 @@ def _claims_section(claims: list[Claim]) -> list[str]:
 
 def _undecided_section(claims: list[Claim]) -> list[str]:
     """What the budget and seeds leave open: each inconclusive claim's reason."""
-    undecided = [c for c in claims if c.verdict == "inconclusive" and c.undecided]
-    if undecided:
-        items = [f"- {c.claim}: {c.undecided}" for c in undecided]
-    elif any(c.verdict == "inconclusive" for c in claims):
-        items = ["- Not enough finished runs to judge every claim yet."]
-    else:
-        items = ["- Nothing: every claim above is decided by its test at this budget and these seeds."]
+    items = [
+        f"- {c.claim}: "
+        + (
+            c.undecided
+            or "its test does not decide it from the runs finished so far (the claim says which are to come)."
+        )
+        for c in claims
+        if c.verdict == "inconclusive"
+    ] or ["- Nothing: every claim above is decided by its test at this budget and these seeds."]
     return ["## What this budget cannot decide", "", *items, ""]
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reslab.analysis import stats
-from reslab.experiments.evidence import MIN_SEEDS
+from reslab.experiments.evidence import MIN_SEEDS, Claim
 from reslab.experiments.results import Group, RunResult
 
 # The smallest difference worth claiming, where a claim states no other: about two binomial standard
@@ -155,6 +155,26 @@ def seed_plan(
         measured = [h for h in map(_core_hours, g.runs) if math.isfinite(h)]
         hours[k] = stats.mean(measured) if measured else math.nan
     return SeedPlan(sized, seeds, have, hours, {k: g.label for k, g in by_key.items()})
+
+
+def note_short_of_plan(plan: SeedPlan | None, claims: Sequence[Claim]) -> None:
+    """Each judged claim (one with a p-value) whose networks have fewer finished seeds than its planned
+    test asks says so ("Judged with highway-20 at 3 of its planned 4 seeds."): its test is sized by the
+    :class:`PlannedTest` over the same networks (of the same error, where two read one pair of networks)."""
+    for c in claims if plan else []:
+        keys = {(g.variant, g.depth) for g in c.groups}
+        tests = [s for s in plan.tests if set(s.test.arms) == keys and s.planned]
+        by_metric = [s for s in tests if ("train" in c.claim.lower()) == (s.test.metric == "train_error")]
+        sized = (by_metric or tests or [None])[0]
+        if sized is None or not math.isfinite(c.p):
+            continue
+        short = [
+            f"{plan.labels[k]} at {sized.have[k]} of its planned {sized.planned} seeds"
+            for k in sized.test.arms
+            if sized.have[k] < sized.planned
+        ]
+        if short:
+            c.sentence += f" Judged with {', '.join(short)}."
 
 
 def stated_plans(sessions: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -127,17 +127,28 @@ def hms(s: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def invocations(sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sessions that are invocations of ``reslab reproduce``: not the entries a report rewritten for
+    new runs in the pool adds to hold its look (:func:`reslab.experiments.looks.record_look`), which ran
+    nothing, on no machine on record."""
+    return [s for s in sessions if "host" in s or not s.get("looks") or s.get("trained")]
+
+
 def machine_line(plan: Plan, sessions: list[dict[str, Any]]) -> str:
+    """The machines of the invocations (host, CPUs, CPU model; "not recorded" for what an invocation did
+    not record), the runs' devices, the software and the revisions the runs were trained at."""
     devs = run_devices(plan)
     # One entry per machine (host, CPU count): invocations recorded before the CPU model was, or where it
     # could not be read, name the same machine as those that have it.
     models: dict[tuple[str, str], set[str]] = {}
-    for s in sessions:
-        known = models.setdefault((str(s.get("host", "?")), str(s.get("cpus", "?"))), set())
+    for s in invocations(sessions):
+        host = str(s.get("host") or "host not recorded")
+        cpus = f"{s['cpus']} CPUs" if s.get("cpus") else "CPUs not recorded"
+        known = models.setdefault((host, cpus), set())
         if s.get("cpu_model"):
             known.add(str(s["cpu_model"]))
     hosts = [
-        f"{host} ({cpus} CPUs" + (f", {m}" if m else "") + ")"
+        f"{host} ({cpus}" + (f", {m}" if m else "") + ")"
         for host, cpus in sorted(models)
         for m in sorted(models[host, cpus]) or [None]
     ]
@@ -150,6 +161,7 @@ def machine_line(plan: Plan, sessions: list[dict[str, Any]]) -> str:
 
 
 def wall_time_line(results: list[RunResult], sessions: list[dict[str, Any]]) -> str:
+    sessions = invocations(sessions)
     wall = sum(float(s.get("wall_s") or 0) for s in sessions)
     run_wall = sum(r.wall_s for r in results if math.isfinite(r.wall_s))
     jobs = sorted({int(s.get("jobs", 1)) for s in sessions if s.get("jobs")})
