@@ -182,3 +182,20 @@ def test_a_published_summary_names_its_files_relative_to_its_run(tmp_path):
             "checkpoints": {"last": "checkpoints/last.safetensors"},
             "curves": "curves.png",
         }
+
+
+def test_benchmarks_lists_every_published_runs_cost():
+    """BENCHMARKS.md's run-cost table is bench/run_costs.py's over the committed runs (issue 30: the measured
+    cost of each run on record): a run published without rerunning the script fails here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_costs", RESULTS.parents[1] / "bench" / "run_costs.py")
+    costs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(costs)
+    block = costs.BLOCK.search(costs.BENCHMARKS.read_text(encoding="utf-8"))
+    assert block, "BENCHMARKS.md has its <!-- run-costs --> block"
+    assert block.group(0) == f"{block.group(1)}{costs.table()}{block.group(2)}", (
+        "run python bench/run_costs.py"
+    )
+    runs, aliases = costs.finished_runs()
+    assert runs["resnet56"] and "resnet32A" in aliases["resnet32"]  # copies listed once, under one name
