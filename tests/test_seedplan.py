@@ -55,6 +55,10 @@ def test_a_claim_gets_the_fewest_seeds_with_80_percent_power_never_fewer_than_th
     n = sized.planned
     assert _power(n, 0.5 / sd) >= 0.8 > _power(n - 1, 0.5 / sd)
     assert sized.detectable <= 0.5 < seedplan._detectable(n - 1, sd)
+    # and statsmodels' own answer: solve_power's (fractional) n per group, rounded up
+    from statsmodels.stats.power import TTestIndPower
+
+    assert n == max(3, math.ceil(TTestIndPower().solve_power(effect_size=0.5 / sd, alpha=0.05, power=0.8)))
     small = seed_plan([test], [_net("resnet", 20, [7.0, 7.01]), _net("resnet", 56, [7.0, 7.02])]).tests[0]
     assert small.planned == 3  # two seeds would do; the evidence rule asks for three
 
