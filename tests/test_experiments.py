@@ -1212,3 +1212,20 @@ def test_a_publish_keeps_the_looks_recorded_in_the_published_copy() -> None:
     assert merged[0] == {"started": "t0", "host": "h", "status": "finished", "looks": [{"claim": "c", "p": 0.01}],
                          "wall_s": 5.0}  # fmt: skip
     assert [s["started"] for s in merged] == ["t0", "t1"]
+
+
+def test_an_invocation_that_publishes_records_its_look_on_the_published_report(tmp_path: Path) -> None:
+    """With --publish the look is the published report's (it may hold runs trained elsewhere that the
+    experiment folder lacks): recorded in the published experiment.json, not judged on the folder alone."""
+    plan = plan_experiment(
+        "degradation", budget="smoke", dataset="synthetic", depths="20", seeds=3, out=tmp_path / "a"
+    )
+    write_plan(plan, [{"wall_s": 1.0, "jobs": 1}])
+    _fake_runs(plan)
+    dest = tmp_path / "pub"
+    from reslab.experiments.publishing import publish
+
+    publish(plan.out, dest, look=True)  # what run_experiment does at its end with --publish
+    published = json.loads((dest / "experiment.json").read_text())["sessions"]
+    local = json.loads((plan.out / "experiment.json").read_text())["sessions"]
+    assert any(s.get("looks") for s in published) and not any(s.get("looks") for s in local)

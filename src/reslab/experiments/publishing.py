@@ -243,13 +243,15 @@ def _merge_sessions(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[di
     return sorted(seen.values(), key=lambda s: str(s.get("started", "")))
 
 
-def publish(out: str | Path, dest: str | Path) -> dict[str, Any]:
+def publish(out: str | Path, dest: str | Path, *, look: bool = False) -> dict[str, Any]:
     """Publish experiment folder ``out`` into ``dest``: finished runs, merged sessions, report, figures. The
     sessions' commands and paths and the folder it came from (``source``) are written as
     :func:`reslab.provenance.public_path` says: relative to the current directory, or elided.
 
     ``dest`` may already hold runs published from another machine: they stay (their sessions too), and
-    the report covers every run of the plan that either folder finished.
+    the report covers every run of the plan that either folder finished. ``look``: the report is a look at
+    the data (the end of an invocation that trained something), recorded in ``dest``'s newest session on the
+    claims as ``dest``'s report judges them (:mod:`reslab.experiments.looks`).
     """
     out, dest = Path(out), Path(dest)
     plan = load_plan(out)
@@ -274,7 +276,7 @@ def publish(out: str | Path, dest: str | Path) -> dict[str, Any]:
     sessions = public_record(_merge_sessions(read_sessions(dest), read_sessions(out)))
     published = dataclasses.replace(plan, out=dest)
     write_plan(published, sessions, source=public_path(out))
-    return write_outputs(dest)
+    return write_outputs(dest, look=look)
 
 
 # ------------------------------------------------------------------------------- the README's blocks

@@ -334,9 +334,11 @@ def run_experiment(
             _publish_on_stop(plan.out, publish, log)
     result = sweep.result(wall)
     if report:
-        result.update(write_outputs(plan.out, look=True))  # new data (trained, or from the pool): a look
+        # new data (trained, or from the pool): a look, recorded on the report that is read: the published
+        # one where there is one (it holds runs the experiment folder may not, e.g. trained elsewhere)
+        result.update(write_outputs(plan.out, look=publish is None))
         if publish is not None:
-            result.update(publish_folder(plan.out, publish))
+            result.update(publish_folder(plan.out, publish, look=True))
     if sweep.failed:
         where = "" if len(sweep.slots) <= 1 else f" (see {plan.out / 'logs'}/<run>.log)"
         raise ReslabError(
