@@ -204,10 +204,10 @@ def test_step_cost_ratios_and_core_hours(tmp_path):
     assert set(rows) == {"resnet20", "plain20", "highway20"}
     assert rows["resnet20"]["ratio"] == 1.0 and rows["resnet20"]["est_minutes"] == 17
     assert all(r["s_per_step"] > 0 for r in rows.values())
-    highway = data["experiments"]["highway"]  # ResNet-20 and plain-20 (2 seeds each) come from degradation
-    assert highway["runs"] == 6
-    assert highway["core_hours"] == pytest.approx(2 * rows["highway20"]["est_minutes"] / 60)
-    assert highway["reused_core_hours"] == pytest.approx(2 * (17 + rows["plain20"]["est_minutes"]) / 60)
+    highway = data["experiments"]["highway"]  # ResNet-20 and plain-20 (3 seeds each) come from degradation
+    assert highway["runs"] == 9  # three networks, the standard default of 3 seeds (evidence.MIN_SEEDS)
+    assert highway["core_hours"] == pytest.approx(3 * rows["highway20"]["est_minutes"] / 60)
+    assert highway["reused_core_hours"] == pytest.approx(3 * (17 + rows["plain20"]["est_minutes"]) / 60)
     assert data["experiments"]["degradation"]["reused_core_hours"] == 0
 
 
@@ -224,9 +224,9 @@ def test_step_cost_charges_a_run_to_the_first_experiment_that_trains_it(tmp_path
     data = json.loads(out.read_text())
     est = {r["network"]: r["est_minutes"] for r in data["networks"]}
     shortcuts = data["experiments"]["shortcuts"]
-    assert shortcuts["reused_core_hours"] == pytest.approx(2 * (est["resnet32"] + est["plain32"]) / 60)
+    assert shortcuts["reused_core_hours"] == pytest.approx(3 * (est["resnet32"] + est["plain32"]) / 60)
     assert shortcuts["core_hours"] == pytest.approx(
-        2 * (est["resnet32 shortcut=B"] + est["resnet32 shortcut=C"]) / 60
+        3 * (est["resnet32 shortcut=B"] + est["resnet32 shortcut=C"]) / 60
     )
 
 
