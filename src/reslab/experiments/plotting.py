@@ -123,8 +123,9 @@ def _seeds_drawn(g: Group) -> int:
     return sum(1 for r in g.runs if _eval_column(r)[0])
 
 
-def _handles(groups: list[Group], drops: list[float], paper: str = "") -> list[Any]:
-    """The figure's legend: one entry per network, then what lines, bands, dots and bars are."""
+def _handles(groups: list[Group], drops: list[float], paper: str = "", context: str = "") -> list[Any]:
+    """The figure's legend: one entry per network, then what lines, bands, dots and bars are; ``context``:
+    the label of the grey curves behind each panel's own (:data:`CONTEXT`), after the curves' entries."""
     from matplotlib.lines import Line2D
 
     nets = [
@@ -134,6 +135,8 @@ def _handles(groups: list[Group], drops: list[float], paper: str = "") -> list[A
     ]  # fmt: skip
     out = [*nets, Line2D([], [], ls="", label=" ")]
     out += figstyle.curve_handles(any(g.n > 1 for g in groups))
+    if context:
+        out.append(Line2D([], [], label=context, **CONTEXT))
     if drops:
         out.append(Line2D([], [], color="0.4", ls=":", lw=1, label="lr ÷ 10"))
     return out + figstyle.final_error_handles(paper=paper)
@@ -274,11 +277,8 @@ def _depth_figure(groups: list[Group], title: str, dataset: str) -> Any:
     paper = {i: PAPER_TABLE6[g.depth] for i, g in enumerate(gs) if g.depth in PAPER_TABLE6}
     paper = paper if dataset == "cifar10" else None
     _final_row(fig, bottom, [("final errors per depth" + _iterations(gs), gs)], paper)
-    handles = _handles(gs, lr_drops(groups), "paper, Table 6 (CIFAR-10)" if paper else "")
-    from matplotlib.lines import Line2D
-
-    handles.insert(len(gs) + 4, Line2D([], [], label="the other depths (mean)", **CONTEXT))
-    return _finish(fig, title, handles)
+    paper_label = "paper, Table 6 (CIFAR-10)" if paper else ""
+    return _finish(fig, title, _handles(gs, lr_drops(groups), paper_label, "the other depths (mean)"))
 
 
 def _depth_notes(groups: list[Group], dataset: str) -> list[str]:
