@@ -7,6 +7,7 @@ one also runs on the real Fashion-MNIST when it is installed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -341,6 +342,23 @@ def test_a_report_counts_every_finished_seed_of_its_networks_from_the_pool(tmp_p
     report = (mine.out / "report.md").read_text()
     assert "From the pool" in report and "from other (git" in report
     assert "trained_by" in (mine.out / "results.csv").read_text().splitlines()[0]
+
+
+def test_a_not_started_run_reads_as_a_run_folder_with_no_files(tmp_path: Path) -> None:
+    """``not_started`` (a seed another experiment plans and nobody finished) is what reading a run folder
+    without files gives: no numbers, not finished, the spec's identity."""
+    from reslab.experiments.results import not_started, read_run
+
+    plan = plan_experiment("degradation", budget="quick", out=tmp_path / "p", dataset="cifar10", seeds=1)
+    spec = plan.runs[0]
+    made, read = dataclasses.asdict(not_started(spec)), dataclasses.asdict(read_run(tmp_path / "none", spec))
+    assert made.keys() == read.keys()
+    for key, value in made.items():
+        same = value == read[key] or (
+            isinstance(value, float) and math.isnan(value) and math.isnan(read[key])
+        )
+        assert same, key
+    assert made["name"] == spec.name and not made["finished"] and math.isnan(made["test_error"])
 
 
 def test_an_invocation_with_fewer_seeds_keeps_the_seeds_an_earlier_one_trained_here(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from reslab.errors import ReslabError
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan
-from reslab.experiments.results import RunResult, read_run
+from reslab.experiments.results import RunResult, not_started, read_run
 from reslab.experiments.reuse import finished_config, resolved_config, same_training
 from reslab.experiments.specs import RunSpec
 
@@ -121,10 +121,7 @@ def _planned_elsewhere(
                     continue
                 if same_training(resolved_config(other, run), wanted[key] | {"seed": run.seed}):
                     name = f"{spec.name.rsplit('-s', 1)[0]}-s{run.seed}"
-                    missing = (
-                        folder / "runs" / f".planned-by-{exp_json.parent.name}" / name
-                    )  # no files: no numbers
-                    out.append(read_run(missing, dataclasses.replace(spec, name=name, seed=run.seed)))
+                    out.append(not_started(dataclasses.replace(spec, name=name, seed=run.seed)))
                     seeds[key].add(run.seed)
                     break
     return out

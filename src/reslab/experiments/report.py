@@ -15,7 +15,7 @@ from reslab.experiments import looks, seedplan
 from reslab.experiments.budgets import ALL_DATASETS, BUDGETS
 from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
 from reslab.experiments.paper import against_reference
-from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions, rewrite_sessions, write_plan
+from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions, rewrite_sessions
 from reslab.experiments.plotting import caption
 from reslab.experiments.pooled import pooled_runs
 from reslab.experiments.results import (
@@ -29,7 +29,7 @@ from reslab.experiments.results import (
 )
 from reslab.experiments.session import machine_line, wall_time_line
 from reslab.experiments.specs import EXPERIMENTS, parse_depths
-from reslab.provenance import public_path, public_record
+from reslab.provenance import public_path
 
 
 def collect(plan: Plan, out: Path) -> list[RunResult]:
@@ -48,7 +48,6 @@ def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
     data (:mod:`reslab.experiments.looks`)."""
     out = Path(out)
     plan = load_plan(out)
-    _public_record(plan)
     results = collect(plan, out)
     groups = group_runs(results)
     exp = EXPERIMENTS[plan.experiment]
@@ -71,17 +70,6 @@ def write_outputs(out: str | Path, *, look: bool = False) -> dict[str, Any]:
     text = render_report(plan, results, groups, claims, figures, sessions, seeds)
     _io.write_text(out / "report.md", text)
     return {"figures": figures, "report": out / "report.md", "claims": claims, "groups": groups}
-
-
-def _public_record(plan: Plan) -> None:
-    """A published folder's ``experiment.json`` (one with a ``source``) with its invocations' paths and its
-    source as :func:`reslab.provenance.public_path` writes them: a record published before that rule held
-    the training machine's absolute paths."""
-    with contextlib.suppress(OSError, ValueError):
-        data = json.loads((plan.out / PLAN_FILE).read_text(encoding="utf-8"))
-        source, sessions = data.get("source"), data.get("sessions", [])
-        if isinstance(source, str) and (public_path(source), public_record(sessions)) != (source, sessions):
-            write_plan(plan, public_record(sessions), public_path(source))
 
 
 def reproduce_command(plan: Plan, publish: str | None = None) -> str:

@@ -137,6 +137,25 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def not_started(spec: Any) -> RunResult:
+    """A planned run that has no files anywhere (``spec``: its RunSpec): no numbers, not finished, drawn as
+    nothing and counted in its network's denominator ("6/8")."""
+    return RunResult(
+        **_identity(Path(spec.name), spec, {}),
+        finished=False,
+        steps=0,
+        iterations=None,
+        train_error=math.nan,
+        test_error=math.nan,
+        best_test_error=math.nan,
+        n_eval=_default_test_size(None),
+        n_train=_default_test_size(None),
+        eval_split="test",
+        wall_s=math.nan,
+        params=None,
+    )
+
+
 def _test_errors(metrics: list[dict[str, float]], final: dict[str, Any]) -> tuple[float, list[float], str]:
     """(final test error, every evaluation's, the split they are of): the test set's, else summary.json's
     final test error, else, where the test set was not evaluated (eval_test off, e.g. the smoke budget),
