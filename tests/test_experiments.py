@@ -340,8 +340,49 @@ def test_a_report_counts_every_finished_seed_of_its_networks_from_the_pool(tmp_p
     assert counts["plain-56"] == 4 and done["plain-56"] == 3  # s1 replaced, s3 planned by the sibling
     assert all(r.finished for g in out["groups"] if g.label != "plain-56" for r in g.runs)
     report = (mine.out / "report.md").read_text()
-    assert "From the pool" in report and "from other (git" in report
+    assert "Trained elsewhere" in report and "from other: plain-20 s2 (git" in report
     assert "trained_by" in (mine.out / "results.csv").read_text().splitlines()[0]
+
+
+def test_a_copied_run_is_credited_to_the_experiment_that_trained_it(tmp_path: Path) -> None:
+    """A planned run an invocation copied from a sibling (its record: ``reused``) is listed as that
+    sibling's in report.md and results.csv; one copied back and forth keeps the experiment that trained it
+    and never copied it in (found as a defect: copied runs read as trained by every report holding them)."""
+    import shutil
+
+    from reslab.experiments.pooled import copied_runs
+
+    plans = {}
+    for name in ("trainer", "copier", "third"):
+        plan = plan_experiment("degradation", budget="quick", out=tmp_path / name, dataset="cifar10", seeds=1)
+        _fake_runs(plan)
+        plans[name] = plan
+    for i, run in enumerate(plans["trainer"].runs):  # each training its own fingerprint
+        summary = plans["trainer"].run_dir(run) / "summary.json"
+        summary.write_text(
+            json.dumps(
+                json.loads(summary.read_text()) | {"wall_time_s": 10.0 + i, "git_revision": "abc1234def"}
+            )
+        )
+    copied = plans["trainer"].runs[0].name
+    for name in ("copier", "third"):
+        dest = plans[name].run_dir(plans[name].runs[0])
+        shutil.rmtree(dest)
+        shutil.copytree(plans["trainer"].run_dir(plans["trainer"].runs[0]), dest)
+    write_plan(plans["trainer"], [{"started": "2026-01-01", "trained": [r.name for r in plans["trainer"].runs]},
+                                  {"started": "2026-01-04", "reused": {copied: "third/runs/" + copied}}])  # fmt: skip
+    write_plan(plans["copier"], [{"started": "2026-01-02", "reused": {copied: "trainer/runs/" + copied}}])
+    write_plan(plans["third"], [{"started": "2026-01-03", "trained": [copied]},
+                                {"started": "2026-01-03", "reused": {copied: "trainer/runs/" + copied}}])  # fmt: skip
+    assert copied_runs(plans["copier"], plans["copier"].out) == {copied: "trainer (git abc1234)"}
+    assert copied_runs(plans["third"], plans["third"].out) == {copied: "trainer (git abc1234)"}
+    assert copied_runs(plans["trainer"], plans["trainer"].out) == {}  # its own, though copied back later
+    redraw(plans["copier"].out)
+    label = plans["copier"].runs[0].label
+    assert f"from trainer: {label} s0 (git abc1234)" in (plans["copier"].out / "report.md").read_text()
+    with open(plans["copier"].out / "results.csv", newline="") as f:
+        rows = {row["run"]: row["trained_by"] for row in csv.DictReader(f)}
+    assert rows[copied] == "trainer (git abc1234)" and rows[plans["copier"].runs[1].name] == "this experiment"
 
 
 def test_a_not_started_run_reads_as_a_run_folder_with_no_files(tmp_path: Path) -> None:

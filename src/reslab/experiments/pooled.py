@@ -15,6 +15,11 @@ once, in every report that needs it; the report lists it with the experiment tha
 A seed of such a network that a sibling experiment plans and nobody has finished counts as not started in
 every report of the network (:func:`_planned_elsewhere`): one network, one set of planned seeds, one
 denominator ("6/8") wherever it is reported.
+
+A planned run may also have been *copied* into this experiment from another that trained it
+(:mod:`reslab.experiments.reuse`; an invocation's record lists it under ``reused``):
+:func:`copied_runs` names the experiment that trained it, so every report credits a run to the same
+experiment and lists it with the pool's runs.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.errors import ReslabError
-from reslab.experiments.plan import PLAN_FILE, Plan, load_plan
+from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions
 from reslab.experiments.results import RunResult, not_started, read_run
 from reslab.experiments.reuse import finished_config, resolved_config, same_training
 from reslab.experiments.specs import RunSpec
@@ -125,3 +130,56 @@ def _planned_elsewhere(
                     seeds[key].add(run.seed)
                     break
     return out
+
+
+# summary.json keys that hold paths: a copy of a run may differ in them (they are rewritten on publishing)
+_PATH_KEYS = ("run_dir", "checkpoints", "curves")
+
+
+def _identity(summary: dict[str, Any]) -> str:
+    """One training's fingerprint: its finished summary (wall time, revision, final numbers), paths aside."""
+    return json.dumps({k: v for k, v in summary.items() if k not in _PATH_KEYS}, sort_keys=True, default=str)
+
+
+def _listed(folder: Path, key: str) -> dict[str, str]:
+    """Run name -> the start of the earliest invocation of experiment ``folder`` that lists it under ``key``
+    (``trained``: it trained it, or began to; ``reused``: it copied it from another experiment)."""
+    first: dict[str, str] = {}
+    for session in read_sessions(folder):
+        names = session.get(key) or []
+        for name in names if isinstance(names, (list, dict)) else []:
+            first.setdefault(str(name), str(session.get("started", "")))
+    return first
+
+
+def copied_runs(plan: Plan, folder: str | Path) -> dict[str, str]:
+    """The plan's finished runs that an invocation copied from another experiment (module docstring):
+    run name -> "<experiment> (git <revision>)" of the one that trained it. That is, among this folder and
+    its siblings, a folder holding the same training (its ``summary.json``, paths aside) whose records list
+    it as trained, preferring one that never copied it in (a run copied back and forth keeps its trainer),
+    then the earliest; a run this folder trained itself is left out."""
+    folder = Path(folder).resolve()
+    copied = _listed(folder, "reused")
+    wanted: dict[str, list[str]] = {}  # fingerprint -> the copied runs of it (one, unless two are the same)
+    revision: dict[str, str] = {}
+    for run in plan.runs:
+        summary = _summary(plan.run_dir(run))
+        if run.name in copied and summary.get("finished"):
+            wanted.setdefault(_identity(summary), []).append(run.name)
+            revision[run.name] = str(summary.get("git_revision") or "?")[:7]
+    best: dict[str, tuple[tuple[bool, str], Path]] = {}
+    for exp_json in sorted(folder.parent.glob(f"*/{PLAN_FILE}")) if wanted else []:
+        other = exp_json.parent.resolve()
+        trained, reused = _listed(other, "trained"), _listed(other, "reused")
+        for run_dir in sorted((other / "runs").glob("*")):
+            if run_dir.name not in trained:
+                continue
+            rank = (run_dir.name in reused, trained[run_dir.name])
+            for name in wanted.get(_identity(_summary(run_dir)), []):
+                if name not in best or rank < best[name][0]:
+                    best[name] = (rank, other)
+    return {
+        name: f"{trainer.name} (git {revision[name]})"
+        for name, (_, trainer) in best.items()
+        if trainer != folder
+    }

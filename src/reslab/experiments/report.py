@@ -17,7 +17,7 @@ from reslab.experiments.evidence import MIN_SEEDS, Claim, judge
 from reslab.experiments.paper import against_reference
 from reslab.experiments.plan import PLAN_FILE, Plan, load_plan, read_sessions, rewrite_sessions
 from reslab.experiments.plotting import caption
-from reslab.experiments.pooled import pooled_runs
+from reslab.experiments.pooled import copied_runs, pooled_runs
 from reslab.experiments.results import (
     Group,
     RunResult,
@@ -33,11 +33,15 @@ from reslab.provenance import public_path
 
 
 def collect(plan: Plan, out: Path) -> list[RunResult]:
-    """The plan's runs, then the pool's: finished seeds of its networks trained beside ``out``
-    (:func:`reslab.experiments.pooled.pooled_runs`)."""
+    """The plan's runs (each copied one credited to the experiment that trained it:
+    :func:`reslab.experiments.pooled.copied_runs`), then the pool's: finished seeds of its networks trained
+    beside ``out`` (:func:`reslab.experiments.pooled.pooled_runs`)."""
     pooled = pooled_runs(plan, out)
     taken = {(r.variant, r.depth, r.seed) for r in pooled}  # planned here, finished elsewhere: the pool's
     own = [read_run(plan.run_dir(r), r) for r in plan.runs if (r.variant, r.depth, r.seed) not in taken]
+    copied = copied_runs(plan, out)  # planned here, trained by another experiment and copied: credited to it
+    for result in own:
+        result.source = copied.get(result.name, "")
     return own + pooled
 
 
@@ -201,18 +205,25 @@ def _what_was_run_section(plan: Plan, results: list[RunResult], sessions: list[d
 
 
 def _pooled_line(results: list[RunResult]) -> list[str]:
-    """The runs the pool adds: finished seeds of these networks trained by other experiments, or here by an
-    earlier invocation with more seeds."""
+    """The runs trained elsewhere, by experiment, each with its git revision: the plan's runs copied from the
+    experiment that trained them, and the pool's (finished seeds of these networks trained by other
+    experiments, or here by an earlier invocation with more seeds)."""
     pooled = [r for r in results if r.source]
     if not pooled:
         return []
     by_source: dict[str, list[str]] = {}
-    for r in pooled:
-        by_source.setdefault(r.source, []).append(f"{r.label} s{r.seed}")
-    listed = "; ".join(f"{', '.join(runs)} from {src}" for src, runs in by_source.items())
+    for r in sorted(
+        pooled, key=lambda r: (r.source.partition(" (")[0], r.family, r.depth, r.variant, r.seed)
+    ):
+        experiment, _, revision = r.source.partition(" (")
+        by_source.setdefault(experiment, []).append(
+            f"{r.label} s{r.seed}" + (f" ({revision}" if revision else "")
+        )
+    listed = "; ".join(f"from {src}: {', '.join(runs)}" for src, runs in by_source.items())
     return [
-        "- From the pool (the same config but the seed, trained by another experiment or by an earlier "
-        f"invocation of this one with more seeds; counted here too): {listed}."
+        "- Trained elsewhere (the same config: copied from the experiment that trained it, or found in the "
+        "pool, trained by another experiment or by an earlier invocation of this one with more seeds; "
+        f"counted here too): {listed}."
     ]
 
 
