@@ -210,7 +210,8 @@ def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
     for c in resnet:  # every other claim involves ResNet-56
         assert c.sentence.endswith(
             "(1 run still training (resnet56-s1): not counted yet; "
-            "1 run of the planned seeds not started yet (resnet56-s2): the numbers are of the others)"
+            "1 run asked for (--seeds) not started yet (resnet56-s2): the numbers are of the others; "
+            "the seed plan is in 'Planned seeds')"
         ), c.sentence
     res56.runs[1] = dataclasses.replace(res56.runs[1], finished=True)
     (_, c, *_) = claims_for("degradation", groups)
@@ -229,7 +230,8 @@ def test_runs_in_progress_and_runs_not_started_are_told_apart() -> None:
     assert running.values("test_error") == [] and math.isnan(running.mean("test_error"))  # progress only
     assert not densenet_running.undecided  # open runs, not the budget: no seed estimate yet
     assert densenet.sentence.endswith(
-        "(1 run of the planned seeds not started yet (densenet100-s0): the numbers are of the others)"
+        "(1 run asked for (--seeds) not started yet (densenet100-s0): the numbers are of the others; "
+        "the seed plan is in 'Planned seeds')"
     )
 
 

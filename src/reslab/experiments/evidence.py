@@ -91,7 +91,6 @@ def judge(rules: Callable[[list[Group]], list[Claim]], groups: list[Group]) -> l
         notes = _open_runs_note(c.groups or groups)
         if notes:
             c.sentence += f" ({notes})"
-            c.undecided = ""  # open runs, not the budget, leave it undecided: no seed estimate yet
     return out
 
 
@@ -149,7 +148,7 @@ def _open_runs_note(groups: list[Group]) -> str:
     waiting = [r.name for g in groups for r in g.not_started()]
     if waiting:
         notes.append(
-            f"{len(waiting)} run{'s' * (len(waiting) > 1)} of the planned seeds not started yet ({', '.join(waiting)}): "
-            "the numbers are of the others"
+            f"{len(waiting)} run{'s' * (len(waiting) > 1)} asked for (--seeds) not started yet ({', '.join(waiting)}): "
+            "the numbers are of the others; the seed plan is in 'Planned seeds'"
         )
     return "; ".join(notes)
