@@ -260,3 +260,24 @@ def test_speedrun_table_divides_each_run_by_the_demo_of_its_own_round(tmp_path):
     assert mod.load(tmp_path) == rows
     line = next(ln for ln in mod.table(rows).splitlines() if ln.startswith("| speedrun:"))
     assert "| 0,1 | 93.00 (92.90) | 93.10 / 92.90 | 92.90 | 1.00 (0.90, 1.10) | bf16 |" in line
+
+
+def test_recover_looks_reads_a_verdict_line_of_each_report_format():
+    """bench/recover_looks.py reads the claim, the p-value and the seeds per network from a committed
+    report's verdict line, in the formats the reports had before looks were recorded."""
+    spec = importlib.util.spec_from_file_location("recover_looks", ROOT / "bench" / "recover_looks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = (
+        "- **Among ResNets, deeper is no worse (test error)** — SUPPORTED: test error 7.36 ± 0.13% (ResNet-20) → "
+        "7.12 ± 0.07% (ResNet-56); ResNet-56 minus ResNet-20 = -0.23 points (Welch's t-test p = 0.019, 5 + 3 "
+        "seeds, seed ranges overlap); a deeper net is significantly worse at 0 of 1 steps in depth.\n"
+        "- **Among plain nets, the deeper net has the higher training error** — SUPPORTED (p < 0.001; the "
+        "report's only claim): training error (Welch's t-test p < 0.001, 8 + 6 + 4 seeds).\n"
+        "- Among ResNets, deeper is no worse: a caption line, not a verdict (p = 0.5, 2 + 2 seeds).\n"
+    )
+    found = [(m["claim"], mod._p(m["p"]), m["seeds"]) for m in mod.VERDICT.finditer(text)]
+    assert found == [
+        ("Among ResNets, deeper is no worse (test error)", 0.019, "5 + 3"),
+        ("Among plain nets, the deeper net has the higher training error", 0.0005, "8 + 6 + 4"),
+    ]

@@ -1261,6 +1261,40 @@ def test_pocock_levels_and_a_verdict_held_to_its_number_of_looks(tmp_path: Path)
     assert len(history(repeated)["X beats Y"]) == 1  # an old record's repeat of the same seeds: one look
 
 
+def test_recovered_looks_and_a_renamed_claim_count_with_the_recorded_ones() -> None:
+    """Looks read back from committed reports (a ``recovered`` session entry, each look with its own date
+    and git revision, no adjusted p) count in date order with the recorded ones, and a claim's looks
+    recorded under its former text (``renamed``) are its own: four looks, held to Pocock's 0.0182."""
+    from reslab.experiments.evidence import Claim
+    from reslab.experiments.looks import history, hold_to_looks, looks_section
+
+    old, new = "Deeper is better (20 → 56)", "ResNet-56 beats ResNet-20 (20 → 56)"
+    recorded = {
+        "started": "2026-12-06T07:50:00+00:00",
+        "looks": [{"claim": old, "seeds": [5, 5], "p": 0.084, "p_holm": 0.084}],
+    }
+    recovered = {"started": "2026-11-29T20:54:00+00:00", "recovered": True, "renamed": {old: new}, "looks": [
+        {"claim": new, "seeds": [2, 2], "p": 0.124, "p_holm": None, "started": "2026-11-29T20:54:00+00:00", "git": "bedc825"},
+        {"claim": new, "seeds": [3, 3], "p": 0.142, "p_holm": None, "started": "2026-12-06T07:00:00+00:00", "git": "5e3e0e8"},
+    ]}  # fmt: skip
+    sessions = [recorded, recovered]  # the recovered entry may sit anywhere: looks are taken in date order
+    assert [look["seeds"] for look in history(sessions)[new]] == [
+        [2, 2],
+        [3, 3],
+        [5, 5],
+    ] and old not in history(sessions)
+    groups = [_group("resnet", 20, [7.0] * 8, [7.4] * 8), _group("resnet", 56, [7.0] * 8, [7.2] * 8)]
+    held = Claim(new, "supported", "s.", groups=groups, p=0.019, p_holm=0.019)
+    kept = Claim(new, "supported", "s.", groups=groups, p=0.007, p_holm=0.007)
+    hold_to_looks([held], sessions)
+    hold_to_looks([kept], sessions)
+    assert held.looks == kept.looks == 4 and held.verdict == "inconclusive" and kept.verdict == "supported"
+    text = "\n".join(looks_section([kept], sessions))
+    assert "2026-11-29 (2 + 2 seeds, git bedc825): p = 0.124, not adjusted then" in text
+    assert "2026-12-06 (5 + 5 seeds): p = 0.084, adjusted p = 0.084" in text and "held to 0.0182" in text
+    assert "read back from the committed reports" in text
+
+
 def test_a_publish_keeps_the_looks_recorded_in_the_published_copy() -> None:
     """The published experiment.json may hold a look its experiment folder's copy lacks (a look recorded
     after publishing); merging the two keeps it and takes the final status from the newer copy."""

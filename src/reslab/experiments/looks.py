@@ -9,7 +9,8 @@ the nominal and Holm-adjusted p). A claim looked at ``K`` times (the recorded lo
 it is new) is decided only when its Holm-adjusted p is below Pocock's nominal level for ``K`` looks
 (Pocock 1977: the same level at every look, keeping the overall two-sided level at 5%; constants from
 Jennison & Turnbull 2000, Table 2.1, e.g. 0.0294 at two looks, 0.0221 at three; beyond ten looks,
-Bonferroni's 0.05 / K). Looks are recorded from this version on; earlier ones are not in the records.
+Bonferroni's 0.05 / K). Looks taken before the record was kept (2026-12-06) are read back from the committed
+reports into a ``recovered`` session entry (``bench/recover_looks.py``) and count the same.
 """
 
 from __future__ import annotations
@@ -80,15 +81,29 @@ def record_look(out: str | Path, claims: list[Claim]) -> None:
 
 
 def history(sessions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Each claim's recorded looks, oldest first, each with the session's start time (``started``). A
-    record repeating the claim's previous seeds is the same data, not a new look, and is left out (records
-    written before :func:`record_look` kept only new data hold such repeats)."""
-    out: dict[str, list[dict[str, Any]]] = {}
+    """Each claim's recorded looks, oldest first, each with its date (``started``: the session's, or the
+    look's own for a recovered one). A record repeating the claim's previous seeds is the same data, not a
+    new look, and is left out (records written before :func:`record_look` kept only new data hold such
+    repeats). A session's ``renamed`` (old claim text -> new) files the looks recorded under a claim's
+    former text under its present one; a session with ``recovered`` holds looks taken before the record
+    was kept, read back from the committed reports (each look names its ``git`` revision)."""
+    renamed: dict[str, str] = {}
     for s in sessions:
-        for look in s.get("looks") or []:
-            past = out.setdefault(look["claim"], [])
-            if not past or past[-1]["seeds"] != look.get("seeds"):
-                past.append({**look, "started": s.get("started", "")})
+        renamed.update(s.get("renamed") or {})
+    dated = [
+        {
+            **look,
+            "claim": renamed.get(look["claim"], look["claim"]),
+            "started": look.get("started") or s.get("started", ""),
+        }
+        for s in sessions
+        for look in s.get("looks") or []
+    ]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for look in sorted(dated, key=lambda look: str(look["started"])):  # stable: one session's in order
+        past = out.setdefault(look["claim"], [])
+        if not past or past[-1]["seeds"] != look.get("seeds"):
+            past.append(look)
     return out
 
 
@@ -137,14 +152,21 @@ def looks_section(claims: list[Claim], sessions: list[dict[str, Any]]) -> list[s
         if not math.isfinite(c.p):
             continue
         past = seen.get(c.claim, [])
-        shown = [f"{look['started'][:10]} ({' + '.join(map(str, look['seeds']))} seeds): {format_p(look['p'])}, "
-                 f"adjusted {format_p(look['p_holm'])}" for look in past]  # fmt: skip
+        shown = [_shown(look) for look in past]
         if _counts(past, c) > len(past):
             shown.append(f"now ({' + '.join(map(str, _seeds(c)))} seeds, not yet recorded): {format_p(c.p)}, "
                          f"adjusted {format_p(c.p_holm)}")  # fmt: skip
         level = pocock_level(c.looks)
         lines.append(f"- {c.claim}: " + "; ".join(shown) + f" — held to {level:.4f}.")
     return [*lines, ""]
+
+
+def _shown(look: dict[str, Any]) -> str:
+    """One recorded look: "2026-12-06 (5 + 5 seeds): p = 0.084, adjusted p = 0.129"; a recovered one
+    names its revision (and had no Holm adjustment where its report had none)."""
+    where = f", git {look['git']}" if look.get("git") else ""
+    adjusted = "not adjusted then" if look.get("p_holm") is None else f"adjusted {format_p(look['p_holm'])}"
+    return f"{str(look['started'])[:10]} ({' + '.join(map(str, look['seeds']))} seeds{where}): {format_p(look['p'])}, {adjusted}"
 
 
 def _levels(claims: list[Claim]) -> str:
@@ -163,8 +185,15 @@ def _earliest(seen: dict[str, list[dict[str, Any]]]) -> str:
     )
     if not dates:
         return "No look is on record yet."
+    recovered = any(look.get("git") for past in seen.values() for look in past)
     return (
-        f"The earliest look on record is of {dates[0]}; looks at the data before the record was kept are not "
-        "in it and not counted. A look can have fewer seeds than an earlier one: an invocation that saw only "
+        f"The earliest look on record is of {dates[0]}; "
+        + (
+            "looks taken before the record was kept are read back from the committed reports (each names its git "
+            "revision) and count. "
+            if recovered
+            else "looks at the data before the record was kept are not in it and not counted. "
+        )
+        + "A look can have fewer seeds than an earlier one: an invocation that saw only "
         "part of the pool (before reports pooled seeds across folders) judged fewer; every recorded look counts."
     )
