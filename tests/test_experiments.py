@@ -905,6 +905,20 @@ def test_a_header_compares_the_budget_with_its_references_schedule() -> None:
     assert depth.startswith("Data set: cifar10, the reference's.") and "none (it is the paper's" in depth
 
 
+def test_the_highway_rows_show_table_6s_highway_numbers_with_their_depths() -> None:
+    """He et al.'s Table 6 quotes highway networks at 19 and 32 layers (7.54%, 8.80%): the highway rows show
+    them with their depth (the issue found "—" there); the ResNet rows keep Table 6's ResNets."""
+    paper = EXPERIMENTS["highway"].paper
+    highway20, highway56 = _group("highway", 20, [7.5], [7.5]), _group("highway", 56, [9.0], [9.0])
+    assert paper.cell(highway20).startswith("7.54 (19 layers") and paper.cell(highway56).startswith(
+        "8.80 (32 layers"
+    )
+    assert (
+        paper.cell(_group("resnet", 56, [7.0], [7.0])) == "6.97"
+        and paper.cell(_group("plain", 20, [8.0], [8.0])) == "—"
+    )
+
+
 def test_the_looks_header_names_the_earliest_look_and_the_levels_used() -> None:
     from reslab.experiments.evidence import Claim
     from reslab.experiments.looks import hold_to_looks, looks_section

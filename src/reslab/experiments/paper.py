@@ -19,13 +19,17 @@ if TYPE_CHECKING:
 SOURCE_T6 = "He et al. 2016, Table 6 (CIFAR-10 test error %)"
 PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 PAPER_TABLE6_NOTE = {110: "6.43 (best of 5; mean 6.61 ± 0.16)"}
-# Table 6 also quotes Srivastava et al.'s highway networks, at depths no experiment here trains: said in
-# the highway report's source note, not put in the cells of depths 20 / 56.
+# Table 6 also quotes Srivastava et al.'s highway networks, at 19 and 32 layers, not at the depths the highway
+# experiment trains (20, 56): each highway row shows the nearest shallower one, its depth named in the cell.
 PAPER_TABLE6_HIGHWAY = {19: "7.54", 32: "8.80"}
+HIGHWAY_CELLS: dict[int | None, str] = {
+    20: "7.54 (19 layers; best, mean 7.72 ± 0.16)",
+    56: "8.80 (32 layers; none at 56)",
+}
 SOURCE_T6_HIGHWAY = (
-    f"{SOURCE_T6} for the ResNet; Table 6 also lists Srivastava et al.'s highway networks on CIFAR-10, "
-    + " and ".join(f"{v} at {d} layers" for d, v in PAPER_TABLE6_HIGHWAY.items())
-    + ", not at depths 20 or 56, so the highway rows' cells stay empty"
+    f"{SOURCE_T6}; the highway rows: Table 6's quote of Srivastava et al.'s highway networks on CIFAR-10, "
+    + " and ".join(f"{v}% at {d} layers" for d, v in PAPER_TABLE6_HIGHWAY.items())
+    + ", the paper's nearest depths to ours (it has none at 20 or 56)"
 )
 SOURCE_T3 = "He et al. 2016, Table 3 (ImageNet ResNet-34 top-1 10-crop val error %); plain-34: Table 2"
 PAPER_TABLE3 = {"A": 25.03, "B": 24.52, "C": 24.19, "plain": 28.54}

@@ -198,7 +198,10 @@ EXPERIMENTS: dict[str, Experiment] = {
             tests=seedplan.highway_tests,
             plot=plotting.plot_highway,
             paper=paper.PaperColumn(
-                paper.CIFAR10_TEST, paper.SOURCE_T6_HIGHWAY, {"resnet": paper.TABLE6_CELLS}, paper.SCOPE_T6
+                paper.CIFAR10_TEST,
+                paper.SOURCE_T6_HIGHWAY,
+                {"resnet": paper.TABLE6_CELLS, "highway": paper.HIGHWAY_CELLS},
+                paper.SCOPE_T6,
             ),
             table_order=plotting.FAMILY_ORDER,
             depth_first=True,
