@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab import _io
+from reslab.experiments.evidence import format_p  # a p-value as the reports show it
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("degradation", "depth", "highway", "relatives", "shortcuts")
@@ -53,15 +54,10 @@ def _p(text: str) -> float:
     return 0.0005 if text.startswith("<") else float(text.removeprefix("= "))
 
 
-def _shown(p: float) -> str:
-    """A p-value as a report showed it: three decimals, or "< 0.001"."""
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def _held(look: dict[str, Any], held: dict[tuple[str, str], list[list[int]]]) -> bool:
     """Whether the record holds ``look``'s data already: a recorded look of its claim with the p-value the
     report showed, and (for "< 0.001", which many looks share) at least its seeds of every network."""
-    recorded = held.get((look["claim"], _shown(look["p"])), [])
+    recorded = held.get((look["claim"], format_p(look["p"])), [])
     return any(look["p"] >= 0.001 or not Counter(look["seeds"]) - Counter(seeds) for seeds in recorded)
 
 
@@ -103,7 +99,7 @@ def recover(name: str, write: bool) -> list[dict[str, Any]]:
     for s in sessions:
         for look in s.get("looks") or []:
             for claim in {look["claim"], RENAMED.get(look["claim"], look["claim"])}:
-                held.setdefault((claim, _shown(look["p"])), []).append(look["seeds"])
+                held.setdefault((claim, format_p(look["p"])), []).append(look["seeds"])
     looks = [look for look in committed_looks(name) if look["claim"] in current and not _held(look, held)]
     renamed = {
         old: new

@@ -23,8 +23,8 @@ PAPER_TABLE6_NOTE = {110: "6.43 (best of 5; mean 6.61 ± 0.16)"}
 # experiment trains (20, 56): each highway row shows the nearest shallower one, its depth named in the cell.
 PAPER_TABLE6_HIGHWAY = {19: "7.54", 32: "8.80"}
 HIGHWAY_CELLS: dict[int | None, str] = {
-    20: "7.54 (19 layers; best, mean 7.72 ± 0.16)",
-    56: "8.80 (32 layers; none at 56)",
+    20: f"{PAPER_TABLE6_HIGHWAY[19]} (19 layers; best, mean 7.72 ± 0.16)",
+    56: f"{PAPER_TABLE6_HIGHWAY[32]} (32 layers; none at 56)",
 }
 SOURCE_T6_HIGHWAY = (
     f"{SOURCE_T6}; the highway rows: Table 6's quote of Srivastava et al.'s highway networks on CIFAR-10, "

@@ -136,7 +136,7 @@ def _planned_elsewhere(
 _PATH_KEYS = ("run_dir", "checkpoints", "curves")
 
 
-def _identity(summary: dict[str, Any]) -> str:
+def _fingerprint(summary: dict[str, Any]) -> str:
     """One training's fingerprint: its finished summary (wall time, revision, final numbers), paths aside."""
     return json.dumps({k: v for k, v in summary.items() if k not in _PATH_KEYS}, sort_keys=True, default=str)
 
@@ -165,7 +165,7 @@ def copied_runs(plan: Plan, folder: str | Path) -> dict[str, str]:
     for run in plan.runs:
         summary = _summary(plan.run_dir(run))
         if run.name in copied and summary.get("finished"):
-            wanted.setdefault(_identity(summary), []).append(run.name)
+            wanted.setdefault(_fingerprint(summary), []).append(run.name)
             revision[run.name] = str(summary.get("git_revision") or "?")[:7]
     best: dict[str, tuple[tuple[bool, str], Path]] = {}
     for exp_json in sorted(folder.parent.glob(f"*/{PLAN_FILE}")) if wanted else []:
@@ -175,7 +175,7 @@ def copied_runs(plan: Plan, folder: str | Path) -> dict[str, str]:
             if run_dir.name not in trained:
                 continue
             rank = (run_dir.name in reused, trained[run_dir.name])
-            for name in wanted.get(_identity(_summary(run_dir)), []):
+            for name in wanted.get(_fingerprint(_summary(run_dir)), []):
                 if name not in best or rank < best[name][0]:
                     best[name] = (rank, other)
     return {
